@@ -1,0 +1,48 @@
+"""How zookeeper fails: one line on stderr naming the step, and an exit status.
+
+    zookeeper: failed to mount proc at /tmp/zoo.ab12/proc: Operation not permitted
+
+Statuses follow podman: 125 when zookeeper itself fails, 126 when the command was
+found but cannot be executed, 127 when it was not found.
+"""
+
+import os
+
+FAILED = 125
+NOT_EXECUTABLE = 126
+NOT_FOUND = 127
+
+
+class ZooError(Exception):
+    """An expected failure: its message is printed as one line, no traceback."""
+
+    def __init__(self, message: str, status: int = FAILED):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class step:
+    """Name a step so its failure reads well:
+
+        with step(f"mount proc at {path}"):
+            kernel.sys_mount("proc", path, "proc", flags)
+
+    turns OSError(EPERM) into ZooError("failed to mount proc at ...: Operation not permitted").
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if isinstance(value, OSError):
+            raise ZooError(f"failed to {self.what}: {value.strerror or value}") from None
+        return False
+
+
+def warn(message: str) -> None:
+    """One line on stderr: a warning, or the error zookeeper exits with."""
+    os.write(2, f"zookeeper: {message}\n".encode())

@@ -1,0 +1,104 @@
+"""Id maps: which host users the container's users are.  See user_namespaces(7).
+
+A new user namespace starts with no ids mapped.  Its creator's parent writes
+/proc/PID/uid_map and gid_map, one line per range: "inside outside count".
+Root in the container (0) becomes the caller; 1..N become the caller's
+subordinate range from /etc/subuid and /etc/subgid (subuid(5)), which only the
+setuid helpers newuidmap(1) and newgidmap(1) may grant.
+"""
+
+import os
+import pwd
+import shutil
+
+import kernel
+from errors import ZooError, step, warn
+
+
+def subid_range(path: str, user: str, uid: int):
+    """The first 'user:start:count' (or 'uid:start:count') line of path, as (start, count)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        fields = line.strip().split(":")
+        if len(fields) == 3 and fields[0] in (user, str(uid)) and all(
+                x.isdigit() for x in fields[1:]) and int(fields[2]) > 0:
+            return int(fields[1]), int(fields[2])
+    return None
+
+
+def map_arguments(own_id: int, subrange) -> list[str]:
+    """newuidmap's triplets: container root -> us, then 1..count -> our range."""
+    start, count = subrange
+    return ["0", str(own_id), "1", "1", str(start), str(count)]
+
+
+def write_id_maps(pid: int) -> None:
+    """Map the container's users and groups, before the child goes on."""
+    uid, gid = os.getuid(), os.getgid()
+    user = user_name(uid)
+    subuids = subid_range("/etc/subuid", user, uid)
+    subgids = subid_range("/etc/subgid", user, uid)
+    if not (subuids and subgids):
+        warn(f"no subordinate id range for {user} in /etc/subuid and /etc/subgid: "
+             "only root is mapped in the container (see subuid(5))")
+        write_single_maps(pid, uid, gid)
+        return
+    for tool in ("newuidmap", "newgidmap"):
+        if shutil.which(tool) is None:
+            raise ZooError(f"{tool} not found: install the uidmap package "
+                           "(sudo apt-get install uidmap)")
+    # STUDENT CODE BELOW (q7)
+    # Map root in the container to your user and 1..N to your subordinate ranges.
+    # Run newuidmap and newgidmap for the child: newuidmap(1), user_namespaces(7).
+    # map_arguments() builds the triplets; kernel.run_tool() runs a program.
+    with step(f"map user ids of {pid} with newuidmap"):
+        kernel.run_tool(["newuidmap", str(pid)] + map_arguments(uid, subuids), "newuidmap(1)")
+    with step(f"map group ids of {pid} with newgidmap"):
+        kernel.run_tool(["newgidmap", str(pid)] + map_arguments(gid, subgids), "newgidmap(1)")
+    # STUDENT CODE ABOVE (q7)
+
+
+def write_single_maps(pid: int, uid: int, gid: int) -> None:
+    """Without a subordinate range: map only root, writing the files ourselves.
+    An unprivileged process must deny setgroups(2) before it may write gid_map."""
+    with step(f"write /proc/{pid}/uid_map"):
+        kernel.write_file(f"/proc/{pid}/uid_map", f"0 {uid} 1\n", "user_namespaces(7)")
+    with step(f"write /proc/{pid}/setgroups"):
+        kernel.write_file(f"/proc/{pid}/setgroups", "deny", "user_namespaces(7)")
+    with step(f"write /proc/{pid}/gid_map"):
+        kernel.write_file(f"/proc/{pid}/gid_map", f"0 {gid} 1\n", "user_namespaces(7)")
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def userns_refusal_hint() -> str:
+    """Why the kernel may refuse an unprivileged user namespace, and the fix."""
+    checks = [
+        ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1",
+         "AppArmor restricts unprivileged user namespaces "
+         "(kernel.apparmor_restrict_unprivileged_userns=1): "
+         "sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0"),
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0",
+         "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone=0): "
+         "sudo sysctl kernel.unprivileged_userns_clone=1"),
+        ("/proc/sys/user/max_user_namespaces", "0",
+         "user namespaces are disabled (user.max_user_namespaces=0): "
+         "sudo sysctl user.max_user_namespaces=15000"),
+    ]
+    for path, bad, hint in checks:
+        try:
+            with open(path) as f:
+                if f.read().strip() == bad:
+                    return hint
+        except OSError:
+            continue
+    return ""

@@ -1,0 +1,226 @@
+"""The system calls zookeeper makes, through ctypes, in one small module.
+
+Every function here is a thin wrapper around one system call (see its man page):
+it converts Python values to C ones, raises OSError with errno on failure, and, in
+explain mode (-v), prints the call, its result, its man page and how long it took.
+The rest of zookeeper calls these by name, e.g. `kernel.sys_mount(...)`, so a test
+can swap in a fake and check which calls were made, in which order.
+"""
+
+import ctypes
+import errno
+import os
+import signal
+import time
+
+# Explain mode: set by -v or ZOOKEEPER_VERBOSE=1.  Off, it costs one test per call.
+VERBOSE = False
+# "[4242] " in the container's process, so its lines can be told from the parent's.
+LABEL = ""
+
+# libc, for the system calls Python's os module does not offer.
+libc = ctypes.CDLL(None, use_errno=True)
+# The same library called with the GIL held: clone(2) must not let another Python
+# thread run between the fork hooks (see sys_clone).
+pylibc = ctypes.PyDLL(None, use_errno=True)
+pylibc.syscall.restype = ctypes.c_long
+pylibc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong,
+                           ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+SYS_clone = 56  # x86_64, from <asm/unistd_64.h>
+
+# Flags of clone(2) and unshare(2): each CLONE_NEW* gives the child a new namespace.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_FLAG_NAMES = [
+    ("CLONE_NEWUSER", CLONE_NEWUSER), ("CLONE_NEWCGROUP", CLONE_NEWCGROUP),
+    ("CLONE_NEWIPC", CLONE_NEWIPC), ("CLONE_NEWNET", CLONE_NEWNET),
+    ("CLONE_NEWNS", CLONE_NEWNS), ("CLONE_NEWPID", CLONE_NEWPID),
+    ("CLONE_NEWUTS", CLONE_NEWUTS), ("SIGCHLD", signal.SIGCHLD),
+]
+
+
+def flag_names(value: int, names: list) -> str:
+    """Spell a bit mask the way the man pages do: CLONE_NEWNS|SIGCHLD."""
+    parts = []
+    for name, bit in names:
+        if value & bit == bit and bit:
+            parts.append(name)
+            value &= ~bit
+    if value or not parts:
+        parts.append(hex(value))
+    return "|".join(parts)
+
+
+def explain(call: str, result: str, man: str = "", started: float | None = None) -> None:
+    """Print one step of explain mode to stderr (unbuffered, so parent and child
+    lines come out in the order they happened)."""
+    if not VERBOSE:
+        return
+    took = f"{(time.monotonic() - started) * 1000:.1f} ms" if started is not None else ""
+    line = f"zookeeper: {LABEL}{call} = {result}"
+    os.write(2, (f"{line:<76} {man:<16} {took}".rstrip() + "\n").encode())
+
+
+def explain_error(call: str, err: OSError, man: str = "", started: float | None = None) -> None:
+    """Explain mode's line for a failed step: errno's name and strerror."""
+    name = errno.errorcode.get(err.errno, str(err.errno)) if err.errno else "error"
+    explain(call, f"-1 {name} ({err.strerror or err})", man, started)
+
+
+def check(rc: int, call, man: str, started: float) -> int:
+    """Turn a C return value into a Python one: -1 raises OSError(errno)."""
+    if rc == -1:
+        err = ctypes.get_errno()
+        exc = OSError(err, os.strerror(err))
+        if VERBOSE:
+            explain_error(call(), exc, man, started)
+        raise exc
+    if VERBOSE:
+        explain(call(), str(rc), man, started)
+    return rc
+
+
+def quoted(value) -> str:
+    return "NULL" if value is None else f'"{value}"'
+
+
+def c_str(value) -> bytes | None:
+    if value is None:
+        return None
+    return os.fsencode(value)
+
+
+def sys_clone(flags: int) -> int:
+    """clone(2) used like fork(2): returns the child's pid in the parent, 0 in the child.
+
+    The raw system call (no new stack: the child continues on a copy of ours), called
+    with the GIL held and bracketed by Python's own fork hooks, as os.fork() does.
+    """
+    started = time.monotonic()
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = pylibc.syscall(SYS_clone, flags, 0, 0, 0, 0)
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid == -1:
+        ctypes.set_errno(err)
+    return check(pid, lambda: f"clone({flag_names(flags, CLONE_FLAG_NAMES)})",
+                 "clone(2)", started)
+
+
+def sys_waitpid(pid: int) -> int:
+    """waitpid(2): wait for the child to end; returns its wait status."""
+    started = time.monotonic()
+    _, status = os.waitpid(pid, 0)
+    if VERBOSE:
+        if os.WIFSIGNALED(status):
+            how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        else:
+            how = f"exit status {os.waitstatus_to_exitcode(status)}"
+        explain(f"waitpid({pid})", f"{pid} ({how})", "waitpid(2)", started)
+    return status
+
+
+def sys_kill(pid: int, sig: int) -> None:
+    """kill(2): send a signal to a process."""
+    explain(f"kill({pid}, {signal.Signals(sig).name})", "0", "kill(2)")
+    os.kill(pid, sig)
+
+
+def sys_sethostname(name: str) -> None:
+    """sethostname(2): set the hostname of the caller's UTS namespace."""
+    started = time.monotonic()
+    data = name.encode()
+    check(libc.sethostname(data, len(data)), lambda: f"sethostname({quoted(name)})",
+          "sethostname(2)", started)
+
+
+def write_file(path: str, text: str, man: str) -> None:
+    """Write a kernel control file (/proc/PID/uid_map, a cgroup's memory.max, ...)
+    in one write(2), as the kernel expects of most of them."""
+    started = time.monotonic()
+    call = f"write({path}, {text.strip()!r})"
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        explain_error(call, e, man, started)
+        raise
+    explain(call, "ok", man, started)
+
+
+def run_tool(argv: list[str], man: str) -> None:
+    """Run a helper program (newuidmap, ...) and wait for it; OSError if it fails."""
+    import subprocess  # only the stages that run helpers pay for this import
+
+    started = time.monotonic()
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    except OSError as e:
+        explain_error(" ".join(argv), e, man, started)
+        raise
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        explain(" ".join(argv), f"failed: {reason}", man, started)
+        raise OSError(errno.EPERM, reason)
+    explain(" ".join(argv), "ok", man, started)
+
+
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PRCTL_NAMES = {PR_CAPBSET_DROP: "PR_CAPBSET_DROP", PR_SET_NO_NEW_PRIVS: "PR_SET_NO_NEW_PRIVS",
+               PR_CAP_AMBIENT: "PR_CAP_AMBIENT"}
+
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                       ctypes.c_ulong]
+
+
+def sys_prctl(option: int, arg2: int = 0, shown: str = "") -> int:
+    """prctl(2): operations on the calling process (capabilities, no_new_privs, ...)."""
+    started = time.monotonic()
+    return check(libc.prctl(option, arg2, 0, 0, 0),
+                 lambda: f"prctl({PRCTL_NAMES.get(option, option)}, {shown or arg2})",
+                 "prctl(2)", started)
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def sys_capget() -> list:
+    """capget(2): this thread's effective, permitted and inheritable sets, as two
+    32-bit halves (capabilities 0-31 and 32-63)."""
+    started = time.monotonic()
+    header, data = CapHeader(LINUX_CAPABILITY_VERSION_3, 0), (CapData * 2)()
+    check(libc.capget(ctypes.byref(header), data), lambda: "capget()", "capget(2)", started)
+    return data
+
+
+def sys_capset(data) -> None:
+    """capset(2): set this thread's capability sets (see sys_capget)."""
+    started = time.monotonic()
+    header = CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    check(libc.capset(ctypes.byref(header), data),
+          lambda: f"capset(inheritable={data[0].inheritable | data[1].inheritable << 32:#x})",
+          "capset(2)", started)

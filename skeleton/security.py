@@ -1,0 +1,119 @@
+"""Limit what the container may ask of the kernel: capabilities and seccomp.
+
+Root in a user namespace holds every capability, but only over what that
+namespace owns.  Some kernel interfaces are not namespaced at all, so the
+container should not hold their capabilities either (capabilities(7)), and some
+system calls are better refused outright (seccomp(2), through libseccomp).
+"""
+
+import errno
+
+import kernel
+from errors import step
+from exercise import not_implemented
+
+# capabilities(7): the ones a container has no business holding.
+CAPABILITIES_TO_DROP = [
+    ("CAP_AUDIT_CONTROL", 30), ("CAP_AUDIT_READ", 37), ("CAP_AUDIT_WRITE", 29),
+    ("CAP_BLOCK_SUSPEND", 36), ("CAP_DAC_READ_SEARCH", 2), ("CAP_FSETID", 4),
+    ("CAP_IPC_LOCK", 14), ("CAP_MAC_ADMIN", 33), ("CAP_MAC_OVERRIDE", 32),
+    ("CAP_MKNOD", 27), ("CAP_SETFCAP", 31), ("CAP_SYSLOG", 34),
+    ("CAP_SYS_ADMIN", 21), ("CAP_SYS_BOOT", 22), ("CAP_SYS_MODULE", 16),
+    ("CAP_SYS_NICE", 23), ("CAP_SYS_RAWIO", 17), ("CAP_SYS_RESOURCE", 24),
+    ("CAP_SYS_TIME", 25), ("CAP_WAKE_ALARM", 35),
+]
+
+S_ISUID, S_ISGID = 0o4000, 0o2000
+CLONE_NEWUSER = kernel.CLONE_NEWUSER
+TIOCSTI = 0x5412
+
+# The seccomp rules: (what it stops, system call, argument matches, errno returned).
+# An argument match (index, mask) means "argument index has all of mask's bits set".
+SYSCALLS_TO_REFUSE = [
+    ("setuid files", "chmod", [(1, S_ISUID)], errno.EPERM),
+    ("setgid files", "chmod", [(1, S_ISGID)], errno.EPERM),
+    ("setuid files", "fchmod", [(1, S_ISUID)], errno.EPERM),
+    ("setgid files", "fchmod", [(1, S_ISGID)], errno.EPERM),
+    ("setuid files", "fchmodat", [(2, S_ISUID)], errno.EPERM),
+    ("setgid files", "fchmodat", [(2, S_ISGID)], errno.EPERM),
+    ("setuid files", "fchmodat2", [(2, S_ISUID)], errno.EPERM),
+    ("setgid files", "fchmodat2", [(2, S_ISGID)], errno.EPERM),
+    ("nested user namespaces", "unshare", [(0, CLONE_NEWUSER)], errno.EPERM),
+    ("nested user namespaces", "clone", [(0, CLONE_NEWUSER)], errno.EPERM),
+    ("typing into the terminal", "ioctl", [(1, TIOCSTI)], errno.EPERM),
+    ("the kernel keyring", "keyctl", [], errno.EPERM),
+    ("the kernel keyring", "add_key", [], errno.EPERM),
+    ("the kernel keyring", "request_key", [], errno.EPERM),
+    ("tracing other processes", "ptrace", [], errno.EPERM),
+    ("NUMA memory placement", "mbind", [], errno.EPERM),
+    ("NUMA memory placement", "migrate_pages", [], errno.EPERM),
+    ("NUMA memory placement", "move_pages", [], errno.EPERM),
+    ("NUMA memory placement", "set_mempolicy", [], errno.EPERM),
+    ("page faults handled in user space", "userfaultfd", [], errno.EPERM),
+    ("performance counters", "perf_event_open", [], errno.EPERM),
+    # clone3 passes its flags in a struct that seccomp cannot read: make it look
+    # absent, and the C library falls back to clone, which the rule above checks.
+    ("nested user namespaces", "clone3", [], errno.ENOSYS),
+]
+
+# x86_64 numbers of system calls newer than some libseccomp releases know by name.
+SYSCALL_NUMBERS = {"fchmodat2": 452, "clone3": 435}
+
+
+def drop_capabilities() -> None:
+    """Drop the dangerous capabilities for good, for this process and what it execs."""
+    # STUDENT CODE BELOW (q9)
+    # Drop each capability of CAPABILITIES_TO_DROP from the bounding set.  The
+    # bounding set limits what any program run later can ever gain; prctl(2)
+    # PR_CAPBSET_DROP removes one capability from it.  capabilities(7).
+    # kernel.sys_prctl(kernel.PR_CAPBSET_DROP, number, shown=name)
+    not_implemented(9, 3, 'drop each capability of CAPABILITIES_TO_DROP from the bounding set')
+    # STUDENT CODE ABOVE (q9)
+    # The ambient and inheritable sets could hand capabilities to a program across
+    # execve(2): empty both.
+    with step("clear the ambient capabilities"):
+        kernel.sys_prctl(kernel.PR_CAP_AMBIENT, kernel.PR_CAP_AMBIENT_CLEAR_ALL,
+                         shown="PR_CAP_AMBIENT_CLEAR_ALL")
+    with step("clear the inheritable capabilities"):
+        data = kernel.sys_capget()
+        data[0].inheritable = data[1].inheritable = 0
+        kernel.sys_capset(data)
+
+
+def set_no_new_privs() -> None:
+    """No program run from here on gains privileges (setuid bits, file capabilities)."""
+    with step("set no_new_privs"):
+        kernel.sys_prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def build_seccomp_filter():
+    """The seccomp filter of SYSCALLS_TO_REFUSE, built but not yet loaded.
+    Build it before pivot_root: libseccomp must be imported while the host's
+    libraries are still reachable."""
+    import pyseccomp  # costs ~45 ms: only when a filter is wanted
+
+    seccomp_filter = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    for what, name, matches, err in SYSCALLS_TO_REFUSE:
+        number = syscall_number(pyseccomp, name)
+        args = [pyseccomp.Arg(index, pyseccomp.MASKED_EQ, mask, mask) for index, mask in matches]
+        with step(f"add the seccomp rule against {what} ({name})"):
+            seccomp_filter.add_rule(pyseccomp.ERRNO(err), number, *args)
+        kernel.explain(f"seccomp_rule_add(ERRNO({errno.errorcode[err]}), {name}"
+                       + "".join(f", arg{i} & {m:#o}" for i, m in matches) + ")",
+                       "0", "seccomp_rule_add(3)")
+    return seccomp_filter
+
+
+def syscall_number(pyseccomp, name: str) -> int:
+    try:
+        number = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
+    except (OSError, ValueError):
+        number = -1
+    return number if number >= 0 else SYSCALL_NUMBERS[name]
+
+
+def load_seccomp_filter(seccomp_filter) -> None:
+    """Install the filter: from now on the kernel checks each system call against it."""
+    with step("load the seccomp filter"):
+        seccomp_filter.load()
+    kernel.explain("seccomp_load()", "0", "seccomp_load(3)")

@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""Write the six part directories and the student skeleton from the one source in src/.
+
+The source is ordinary Python with a few annotations (see src/README.md):
+
+  # zookeeper-source: stage=N [only=parts|skeleton]
+        first line of a file: the file joins the parts from stage N on; `only=parts`
+        keeps it out of the skeleton, `only=skeleton` out of the parts.
+  if STAGE >= N:   /   if STAGE < N:
+        a run-time guard inside a function.  In part K the generator keeps the body
+        (dedented) when the condition holds for K and drops it otherwise; the skeleton
+        keeps the guard as real code, so a student's copy switches stages on by itself.
+  # >>> stage N  ...  # <<< stage N
+        a region of module-level code (definitions) that joins the parts at stage N.
+  ...  # skeleton only
+        a line kept only in the skeleton.
+  # STUDENT CODE BELOW (qN)  ...  # STUDENT CODE ABOVE (qN)
+        an exercise.  Its first comment lines are the hint; the references keep the block
+        whole, the skeleton keeps the hint and replaces the code by a call that says
+        "qN (part S) is not implemented yet: <first hint line>".
+
+Any malformed annotation stops the generator with file:line.
+
+Usage: generate.py [--check] [--src DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PARTS = {
+    1: "part1_clone",
+    2: "part2_namespaces",
+    3: "part3_seccomp",
+    4: "part4_filesystem",
+    5: "part5_cgroups",
+    6: "part6_network",
+}
+SKELETON = "skeleton"
+LAST_STAGE = max(PARTS)
+
+HEADER_RE = re.compile(r"^# zookeeper-source: stage=(\d)(?: only=(parts|skeleton))?\s*$")
+GUARD_RE = re.compile(r"^(\s*)if STAGE (>=|<) (\d):\s*$")
+REGION_OPEN_RE = re.compile(r"^# >>> stage (\d)\s*$")
+REGION_CLOSE_RE = re.compile(r"^# <<< stage (\d)\s*$")
+BELOW_RE = re.compile(r"^(\s*)# STUDENT CODE BELOW \(q(\d+)\)\s*$")
+ABOVE_RE = re.compile(r"^(\s*)# STUDENT CODE ABOVE \(q(\d+)\)\s*$")
+SKELETON_ONLY = "  # skeleton only"
+
+
+class GeneratorError(Exception):
+    """A malformed annotation, reported as file:line: message."""
+
+    def __init__(self, path: str, lineno: int, message: str):
+        super().__init__(f"{path}:{lineno}: {message}")
+
+
+@dataclass
+class Block:
+    """One exercise: where it is, its stage, its hint and its code lines."""
+
+    q: int
+    stage: int
+    path: str
+    lineno: int
+    indent: str
+    hint: list[str] = field(default_factory=list)
+    code: list[str] = field(default_factory=list)
+
+    @property
+    def what(self) -> str:
+        """The hint's first sentence or clause, as the 'not implemented' message shows it."""
+        text = " ".join(h.strip().lstrip("#").strip() for h in self.hint)
+        text = re.split(r"[.:;](?:\s|$)", text)[0].strip()
+        return text[:1].lower() + text[1:]
+
+
+@dataclass
+class SourceFile:
+    path: str  # relative to src/
+    stage: int
+    only: str | None
+    lines: list[str]
+    executable: bool
+
+
+def read_source(src: Path, rel: str) -> SourceFile:
+    path = src / rel
+    lines = path.read_text().splitlines(keepends=True)
+    stage, only = 1, None
+    # The header may follow a shebang line.
+    for i, line in enumerate(lines[:2]):
+        m = HEADER_RE.match(line)
+        if m:
+            stage, only = int(m.group(1)), m.group(2)
+            del lines[i]
+            break
+        if "zookeeper-source" in line:
+            raise GeneratorError(rel, i + 1, f"malformed header {line.strip()!r}")
+    if not 1 <= stage <= LAST_STAGE:
+        raise GeneratorError(rel, 1, f"stage {stage} is not 1..{LAST_STAGE}")
+    return SourceFile(rel, stage, only, lines, bool(path.stat().st_mode & 0o111))
+
+
+def indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def guard_body_end(lines: list[str], start: int, indent: int) -> int:
+    """Index just past the body of the guard at lines[start] (blank lines inside count)."""
+    end = start + 1
+    last_body = start
+    while end < len(lines):
+        line = lines[end]
+        if line.strip():
+            if indent_of(line) <= indent:
+                break
+            last_body = end
+        end += 1
+    return last_body + 1
+
+
+def check_markers(sf: SourceFile) -> list[Block]:
+    """Find the exercise blocks of one file, and check every annotation in it."""
+    blocks: list[Block] = []
+    open_block: Block | None = None
+    in_hint = False
+    region: tuple[int, int] | None = None  # (stage, lineno)
+    guards: list[tuple[int, str, int]] = []  # (indent, op, stage) of enclosing guards
+    for i, line in enumerate(sf.lines):
+        lineno = i + 1
+        stripped = line.strip()
+        if stripped and not (open_block and stripped.startswith("#")):
+            while guards and indent_of(line) <= guards[-1][0]:
+                guards.pop()
+        if stripped.startswith(("elif", "else")) and guards_just_closed(sf.lines, i):
+            raise GeneratorError(sf.path, lineno, "a stage guard cannot have elif/else")
+        m = GUARD_RE.match(line)
+        if m:
+            stage = int(m.group(3))
+            if not 2 <= stage <= LAST_STAGE:
+                raise GeneratorError(sf.path, lineno, f"guard stage {stage} is not 2..{LAST_STAGE}")
+            if stage <= sf.stage:
+                raise GeneratorError(
+                    sf.path, lineno, f"guard for stage {stage} in a file of stage {sf.stage}")
+            if indent_of(line) == 0:
+                raise GeneratorError(sf.path, lineno, "stage guards belong inside functions; "
+                                     "use '# >>> stage N' for module-level code")
+            guards.append((indent_of(line), m.group(2), stage))
+            continue
+        if "STAGE >=" in line or "STAGE <" in line:
+            if stripped.startswith("if ") or stripped.startswith("elif "):
+                raise GeneratorError(sf.path, lineno, f"malformed stage guard {stripped!r}")
+        m = REGION_OPEN_RE.match(line)
+        if m:
+            if region:
+                raise GeneratorError(sf.path, lineno, f"stage region nested in the one "
+                                     f"opened at line {region[1]}")
+            region = (int(m.group(1)), lineno)
+            if region[0] <= sf.stage:
+                raise GeneratorError(sf.path, lineno, f"region for stage {region[0]} in a "
+                                     f"file of stage {sf.stage}")
+            continue
+        m = REGION_CLOSE_RE.match(line)
+        if m:
+            if not region or region[0] != int(m.group(1)):
+                raise GeneratorError(sf.path, lineno, f"'{stripped}' closes no open region")
+            region = None
+            continue
+        if ">>> stage" in line or "<<< stage" in line:
+            raise GeneratorError(sf.path, lineno, f"malformed stage region marker {stripped!r}")
+        below, above = BELOW_RE.match(line), ABOVE_RE.match(line)
+        if below:
+            if open_block:
+                raise GeneratorError(sf.path, lineno, f"q{below.group(2)} opens inside "
+                                     f"q{open_block.q} (opened at line {open_block.lineno})")
+            if any(op == "<" for _, op, _ in guards):
+                raise GeneratorError(sf.path, lineno, "an exercise cannot sit in code that "
+                                     "a later stage removes (if STAGE < N)")
+            stage = max([sf.stage] + [s for _, _, s in guards] + ([region[0]] if region else []))
+            open_block = Block(int(below.group(2)), stage, sf.path, lineno, below.group(1))
+            in_hint = True
+            continue
+        if above:
+            q = int(above.group(2))
+            if not open_block:
+                raise GeneratorError(sf.path, lineno, f"q{q} closes a block that was never opened")
+            if q != open_block.q:
+                raise GeneratorError(sf.path, lineno, f"q{q} closes q{open_block.q} "
+                                     f"(opened at line {open_block.lineno})")
+            if above.group(1) != open_block.indent:
+                raise GeneratorError(sf.path, lineno, f"q{q}: ABOVE and BELOW markers are "
+                                     "not indented alike")
+            if not open_block.hint:
+                raise GeneratorError(sf.path, open_block.lineno, f"q{q} has no hint comment")
+            if not any(c.strip() for c in open_block.code):
+                raise GeneratorError(sf.path, open_block.lineno, f"q{q} has no code")
+            blocks.append(open_block)
+            open_block = None
+            continue
+        if "STUDENT CODE" in line:
+            raise GeneratorError(sf.path, lineno, f"malformed exercise marker {stripped!r}")
+        if open_block:
+            if in_hint and stripped.startswith("#"):
+                open_block.hint.append(line)
+            else:
+                in_hint = False
+                open_block.code.append(line)
+    if open_block:
+        raise GeneratorError(sf.path, open_block.lineno, f"q{open_block.q} is never closed "
+                             f"(no '# STUDENT CODE ABOVE (q{open_block.q})')")
+    if region:
+        raise GeneratorError(sf.path, region[1], f"stage {region[0]} region is never closed")
+    return blocks
+
+
+def guards_just_closed(lines: list[str], i: int) -> bool:
+    """Does the line before lines[i] (ignoring blanks) end the body of a stage guard?"""
+    ind = indent_of(lines[i])
+    for j in range(i - 1, -1, -1):
+        if not lines[j].strip():
+            continue
+        if indent_of(lines[j]) <= ind:
+            return bool(GUARD_RE.match(lines[j])) and indent_of(lines[j]) == ind
+    return False
+
+
+def check_numbering(blocks: list[Block]) -> None:
+    """q numbers: unique, 1..N with no gap, never lower in a later stage, in file order."""
+    seen: dict[int, Block] = {}
+    for b in blocks:
+        if b.q in seen:
+            first = seen[b.q]
+            raise GeneratorError(b.path, b.lineno, f"q{b.q} is used twice "
+                                 f"(first at {first.path}:{first.lineno})")
+        seen[b.q] = b
+    for q in range(1, len(seen) + 1):
+        if q not in seen:
+            last = max(seen.values(), key=lambda b: b.q)
+            raise GeneratorError(last.path, last.lineno, f"q{q} is missing: exercises must "
+                                 f"be numbered 1..{len(seen)} without gaps")
+    ordered = sorted(seen.values(), key=lambda b: b.q)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.stage < a.stage:
+            raise GeneratorError(b.path, b.lineno, f"q{b.q} is in stage {b.stage} but q{a.q} "
+                                 f"is in stage {a.stage}: number the exercises in stage order")
+    by_file: dict[tuple[str, int], list[Block]] = {}
+    for b in blocks:
+        by_file.setdefault((b.path, b.stage), []).append(b)
+    for same in by_file.values():
+        for a, b in zip(same, same[1:]):
+            if b.q < a.q:
+                raise GeneratorError(b.path, b.lineno, f"q{b.q} comes after q{a.q} in the "
+                                     "file: number a stage's exercises in reading order")
+
+
+def specialise(lines: list[str], stage: int) -> list[str]:
+    """The text of one file as part `stage` has it: guards and regions resolved."""
+    out: list[str] = []
+    i = 0
+    keep_region = True
+    dropped = False  # something was just left out: do not leave a double blank line
+    while i < len(lines):
+        line = lines[i]
+        if dropped and not line.strip() and (not out or not out[-1].strip()):
+            i += 1
+            continue
+        dropped = False
+        if REGION_OPEN_RE.match(line):
+            keep_region = stage >= int(REGION_OPEN_RE.match(line).group(1))
+            dropped = not keep_region
+            i += 1
+            continue
+        if REGION_CLOSE_RE.match(line):
+            keep_region = True
+            i += 1
+            continue
+        if not keep_region or line.rstrip("\n").endswith(SKELETON_ONLY):
+            dropped = True
+            i += 1
+            continue
+        m = GUARD_RE.match(line)
+        if m:
+            end = guard_body_end(lines, i, len(m.group(1)))
+            n = int(m.group(3))
+            holds = stage >= n if m.group(2) == ">=" else stage < n
+            if holds:
+                body = [dedent4(x) for x in lines[i + 1:end]]
+                out.extend(specialise(body, stage))
+            else:
+                dropped = True
+            i = end
+            continue
+        out.append(line)
+        i += 1
+    return out
+
+
+def dedent4(line: str) -> str:
+    """Remove one level of indentation (a guard's body moves up one level)."""
+    if not line.strip():
+        return "\n"
+    return line[4:] if line.startswith("    ") else line
+
+
+def skeletonise(sf: SourceFile, blocks: list[Block]) -> list[str]:
+    """The skeleton's text of one file: regions unwrapped, blocks emptied to their hints."""
+    out: list[str] = []
+    by_line = {b.lineno: b for b in blocks}
+    i = 0
+    while i < len(sf.lines):
+        line = sf.lines[i]
+        lineno = i + 1
+        if REGION_OPEN_RE.match(line) or REGION_CLOSE_RE.match(line):
+            i += 1
+            continue
+        if line.rstrip("\n").endswith(SKELETON_ONLY):
+            out.append(line.rstrip("\n")[: -len(SKELETON_ONLY)] + "\n")
+            i += 1
+            continue
+        b = by_line.get(lineno)
+        if b:
+            out.append(line)
+            out.extend(b.hint)
+            out.append(not_implemented_call(b))
+            i += 1 + len(b.hint) + len(b.code)
+            continue
+        out.append(line)
+        i += 1
+    if blocks:
+        out = insert_import(out, "from exercise import not_implemented\n")
+    return out
+
+
+def not_implemented_call(b: Block) -> str:
+    """The line that stands for an unwritten exercise in the skeleton."""
+    call = f"{b.indent}not_implemented({b.q}, {b.stage}, {b.what!r})\n"
+    if len(call) <= 100:
+        return call
+    return f"{b.indent}not_implemented(\n{b.indent}    {b.q}, {b.stage}, {b.what!r})\n"
+
+
+def insert_import(lines: list[str], imp: str) -> list[str]:
+    """Add an import after the file's last top-level import line."""
+    last = max((i for i, x in enumerate(lines)
+                if x.startswith(("import ", "from ")) and "__future__" not in x), default=None)
+    if last is None:
+        raise GeneratorError("?", 1, "a file with exercises needs an import section")
+    return lines[: last + 1] + [imp] + lines[last + 1:]
+
+
+def generate(src: Path) -> dict[str, dict[str, tuple[str, bool]]]:
+    """All outputs: {directory: {relative path: (text, executable)}}."""
+    files = [read_source(src, p.relative_to(src).as_posix())
+             for p in sorted(src.rglob("*")) if p.is_file() and wanted(p)]
+    blocks_of = {sf.path: check_markers(sf) for sf in files}
+    check_numbering([b for bs in blocks_of.values() for b in bs])
+    outputs: dict[str, dict[str, tuple[str, bool]]] = {}
+    for stage, name in PARTS.items():
+        outputs[name] = {
+            sf.path: ("".join(specialise(sf.lines, stage)), sf.executable)
+            for sf in files if sf.stage <= stage and sf.only != "skeleton"
+        }
+    outputs[SKELETON] = {
+        sf.path: ("".join(skeletonise(sf, blocks_of[sf.path])), sf.executable)
+        for sf in files if sf.only != "parts"
+    }
+    return outputs
+
+
+def wanted(path: Path) -> bool:
+    return "__pycache__" not in path.parts and path.name != "README.md" and path.suffix != ".pyc"
+
+
+def all_blocks(src: Path) -> list[Block]:
+    files = [read_source(src, p.relative_to(src).as_posix())
+             for p in sorted(src.rglob("*")) if p.is_file() and wanted(p)]
+    return sorted((b for sf in files for b in check_markers(sf)), key=lambda b: b.q)
+
+
+def write(out: Path, outputs: dict[str, dict[str, tuple[str, bool]]]) -> None:
+    for name, files in outputs.items():
+        target = out / name
+        if target.exists():
+            shutil.rmtree(target)
+        for rel, (text, executable) in files.items():
+            path = target / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(0o755 if executable else 0o644)
+
+
+def stale(out: Path, outputs: dict[str, dict[str, tuple[str, bool]]]) -> list[str]:
+    """Describe every difference between the committed directories and fresh output."""
+    problems = []
+    for name, files in outputs.items():
+        target = out / name
+        present = {p.relative_to(target).as_posix() for p in target.rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts} if target.exists() else set()
+        for rel in sorted(present - files.keys()):
+            problems.append(f"{name}/{rel}: not generated from src/ (remove it)")
+        for rel, (text, executable) in sorted(files.items()):
+            path = target / rel
+            if not path.exists():
+                problems.append(f"{name}/{rel}: missing")
+                continue
+            have = path.read_text()
+            if have != text:
+                diff = difflib.unified_diff(text.splitlines(), have.splitlines(),
+                                            f"generated/{rel}", f"{name}/{rel}", lineterm="", n=1)
+                problems.append(f"{name}/{rel}: stale\n" + "\n".join(list(diff)[:12]))
+            elif bool(path.stat().st_mode & 0o111) != executable:
+                problems.append(f"{name}/{rel}: executable bit differs")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = Path(__file__).resolve().parent.parent
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only report stale outputs")
+    ap.add_argument("--src", type=Path, default=root / "src")
+    ap.add_argument("--out", type=Path, default=root)
+    ap.add_argument("--only", choices=["parts", "skeleton"], help="write only these outputs")
+    args = ap.parse_args(argv)
+    try:
+        outputs = generate(args.src)
+    except GeneratorError as e:
+        print(f"generate: {e}", file=sys.stderr)
+        return 2
+    if args.only == "parts":
+        outputs = {k: v for k, v in outputs.items() if k != SKELETON}
+    elif args.only == "skeleton":
+        outputs = {SKELETON: outputs[SKELETON]}
+    if args.check:
+        problems = stale(args.out, outputs)
+        for p in problems:
+            print(f"generate: {p}", file=sys.stderr)
+        if problems:
+            print("generate: run 'make parts skeleton' and commit the result", file=sys.stderr)
+        return 1 if problems else 0
+    write(args.out, outputs)
+    print(f"generate: wrote {', '.join(outputs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
