@@ -28,6 +28,7 @@ Errors are one line, `mkrootfs: <what failed>: <reason>`, and exit status 1.
 """
 
 import argparse
+import fnmatch
 import glob
 import io
 import os
@@ -322,6 +323,15 @@ def debian_overrides(suite, mirror):
     }
 
 
+# What `apt-get clean` and `rm -rf /var/lib/apt/lists/*` remove, as Debian's container images
+# do: the downloaded packages and the package lists (~80 MB; `apt-get update` fetches them).
+APT_CACHES = ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*")
+
+
+def is_apt_cache(info):
+    return info.isreg() and any(fnmatch.fnmatch(info.name, p) for p in APT_CACHES)
+
+
 def clean_name(name):
     """`./etc/passwd` -> `etc/passwd`; the archive root `.` -> ``."""
     name = name.removeprefix("./").strip("/")
@@ -361,18 +371,26 @@ def archive_entries(path):
             yield keep_owner_numbers(info), tar.extractfile(info) if info.isreg() else None
 
 
-def with_overrides(entries, overrides):
-    """Replace the entries named in OVERRIDES (name -> bytes), add the missing ones."""
+def debian_entries(entries, overrides):
+    """Drop apt's caches, replace the files named in OVERRIDES (name -> bytes), add the
+    missing ones."""
     pending = dict(overrides)
     for info, data in entries:
-        if info.name in pending and not info.isdir():
-            yield file_entry(info.name, pending.pop(info.name), 0o644, info.mtime)
+        if is_apt_cache(info):
+            pass
+        elif info.name in pending and not info.isdir():
+            yield override_entry(info.name, pending.pop(info.name), info.mtime)
         else:
             yield info, data
         if hasattr(data, "close"):
             data.close()
     for name, data in sorted(pending.items()):
-        yield file_entry(name, data, 0o644, build_mtime())
+        yield override_entry(name, data, build_mtime())
+
+
+def override_entry(name, data, mtime):
+    info, data = file_entry(name, data, 0o644, int(mtime))
+    return keep_owner_numbers(info), data
 
 
 def debootstrap(suite, mirror, workdir):
@@ -417,7 +435,7 @@ def build_debian(out, suite, mirror):
     workdir = tempfile.mkdtemp(prefix=".mkrootfs-", dir=output_dir(out))
     try:
         strap = debootstrap if is_root() else mmdebstrap
-        entries = with_overrides(strap(suite, mirror, workdir), debian_overrides(suite, mirror))
+        entries = debian_entries(strap(suite, mirror, workdir), debian_overrides(suite, mirror))
         report(out, write_tar(out, entries))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -441,7 +459,8 @@ def remove_tree(path):
     except PermissionError as error:
         denied = f"{error.filename}: {error.strerror}"
     hint = ("it holds files owned by your subordinate uids (left by a container?);"
-            f" remove it with: unshare --map-auto --map-root-user rm -rf {path}")
+            f" remove it with: unshare --map-auto --map-root-user rm -rf {path}"
+            f" (or: podman unshare rm -rf {path})")
     if not is_root() and shutil.which("unshare"):
         cmd = ["unshare", "--map-auto", "--map-root-user", "rm", "-rf", "--", path]
         result = subprocess.run(cmd, capture_output=True, text=True)

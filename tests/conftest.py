@@ -1,0 +1,153 @@
+"""Fixtures to run the parts as root and as an unprivileged user with subid ranges.
+
+The unprivileged runs use `zootest` and the venv made by tools/setup-test-env.sh
+(`make test` runs it first): this host's default Python is not readable by others.
+"""
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+PARTS = {1: "part1_clone", 2: "part2_namespaces", 3: "part3_seccomp",
+         4: "part4_filesystem", 5: "part5_cgroups", 6: "part6_network"}
+VENV_PYTHON = os.environ.get("ZOOKEEPER_VENV", "/opt/zookeeper-venv") + "/bin/python3"
+TEST_USER = os.environ.get("ZOOKEEPER_TEST_USER", "zootest")
+WHO = ["root", "user"]
+
+
+class Runner:
+    """Runs a copy of the parts as one identity: root, or the unprivileged test user."""
+
+    def __init__(self, who: str, workdir: Path):
+        self.who = who
+        self.workdir = workdir
+        if who == "user":
+            pw = pwd.getpwnam(TEST_USER)
+            self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
+        else:
+            self.uid, self.gid, self.home = 0, 0, "/root"
+        self.python = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
+
+    def command(self, argv: list[str]) -> list[str]:
+        if self.who == "root":
+            return argv
+        # setpriv execs, so a child's death by signal stays visible in our wait status.
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--"] + argv
+
+    def env(self, extra=None) -> dict:
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "HOME": self.home, "LANG": "C.UTF-8"}
+        if self.who == "root":
+            env["PATH"] = os.path.dirname(self.python) + ":" + env["PATH"]
+        env.update(extra or {})
+        return env
+
+    def run(self, argv, timeout=60, env=None, **kw) -> subprocess.CompletedProcess:
+        """Run argv (a list) as this identity; stdout and stderr captured as text."""
+        return subprocess.run(self.command(argv), env=self.env(env), capture_output=True,
+                              text=True, timeout=timeout, cwd=self.workdir, **kw)
+
+    def zookeeper(self, part: int, *args, timeout=60, env=None, **kw):
+        """Run partN/zookeeper.py with args."""
+        script = str(self.workdir / PARTS[part] / "zookeeper.py")
+        return self.run([self.python, script, *args], timeout=timeout, env=env, **kw)
+
+    def popen(self, part: int, *args, env=None, **kw) -> subprocess.Popen:
+        script = str(self.workdir / PARTS[part] / "zookeeper.py")
+        return subprocess.Popen(self.command([self.python, script, *args]), env=self.env(env),
+                                cwd=self.workdir, **kw)
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    """A copy of the repo's part directories that the test user can read."""
+    base = Path(tempfile.mkdtemp(prefix="zk-tests-"))
+    base.chmod(0o755)
+    for name in list(PARTS.values()) + ["skeleton", "tests"]:
+        if (ROOT / name).exists():
+            shutil.copytree(ROOT / name, base / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def have_test_user() -> bool:
+    try:
+        pwd.getpwnam(TEST_USER)
+        return True
+    except KeyError:
+        return False
+
+
+@pytest.fixture(scope="session", params=WHO)
+def runner(request, workdir) -> Runner:
+    """Parametrises a test over root and the unprivileged test user."""
+    return make_runner(request.param, workdir)
+
+
+def make_runner(who: str, workdir: Path) -> Runner:
+    if os.getuid() != 0:
+        pytest.fail("the integration tests run as root (they switch to the test user "
+                    "themselves): run them through 'make test'")
+    if who == "user" and not have_test_user():
+        pytest.fail(f"no test user {TEST_USER}: run tools/setup-test-env.sh (make test does)")
+    return Runner(who, workdir)
+
+
+@pytest.fixture(scope="session")
+def root_runner(workdir) -> Runner:
+    return make_runner("root", workdir)
+
+
+@pytest.fixture(scope="session")
+def user_runner(workdir) -> Runner:
+    return make_runner("user", workdir)
+
+
+@pytest.fixture(scope="session")
+def rootfs_tar(tmp_path_factory) -> Path:
+    """The busybox rootfs tarball, built once per session."""
+    out = tmp_path_factory.mktemp("rootfs") / "zoo-fs.tar"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "mkrootfs.py"), "busybox", str(out)],
+                   check=True, capture_output=True)
+    out.parent.chmod(0o755)
+    out.chmod(0o644)
+    return out
+
+
+def unpack_rootfs(runner: Runner, tar: Path, dest: Path) -> Path:
+    """Unpack the rootfs as the runner's user (umask 0, as the course does), so the
+    files are owned by root inside that user's containers."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.parent.chmod(0o777)
+    done = runner.run(["sh", "-c", f"mkdir -p '{dest}' && cd '{dest}' && umask 0 && "
+                                   f"tar xf '{tar}' --no-same-owner"], timeout=120)
+    assert done.returncode == 0, done.stderr
+    return dest
+
+
+@pytest.fixture(scope="session")
+def rootfs_for(rootfs_tar, tmp_path_factory):
+    """rootfs_for(runner) -> a busybox rootfs unpacked by that runner's user."""
+    made = {}
+
+    def get(runner: Runner) -> Path:
+        if runner.who not in made:
+            base = tmp_path_factory.mktemp(f"fs-{runner.who}")
+            base.chmod(0o755)
+            made[runner.who] = unpack_rootfs(runner, rootfs_tar, base / "zoo-fs")
+        return made[runner.who]
+
+    yield get
+    for path in made.values():
+        subprocess.run(["rm", "-rf", str(path)], check=False)

@@ -1,0 +1,391 @@
+"""Tests of tools/mkrootfs.py (the container root filesystem) and tools/check-deps.sh."""
+
+import importlib.util
+import io
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MKROOTFS = REPO / "tools" / "mkrootfs.py"
+CHECK_DEPS = REPO / "tools" / "check-deps.sh"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+needs_busybox = pytest.mark.skipif(
+    shutil.which("busybox") is None and shutil.which("apt-get") is None,
+    reason="busybox-static is not installed and apt-get cannot download it")
+
+
+def load_mkrootfs():
+    spec = importlib.util.spec_from_file_location("mkrootfs", MKROOTFS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_mkrootfs(*args, prefix=(), python=sys.executable, script=MKROOTFS, **kwargs):
+    cmd = [*prefix, python, str(script), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def members(tar_path):
+    with tarfile.open(tar_path) as tar:
+        return {m.name: m for m in tar}
+
+
+def read_member(tar_path, name):
+    with tarfile.open(tar_path) as tar:
+        return tar.extractfile(name).read().decode()
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode == 1, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mkrootfs: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+# ---------------------------------------------------------------- an unprivileged user
+
+
+class User:
+    """Who runs a command: uid, gid, a command prefix that switches to them, a Python."""
+
+    def __init__(self, name, prefix):
+        entry = pwd.getpwnam(name)
+        self.name, self.uid, self.gid, self.prefix = name, entry.pw_uid, entry.pw_gid, prefix
+        # The root's Python may be unreadable to others (a pyenv under /root): use Debian's.
+        system_python = "/usr/bin/python3"
+        self.python = system_python if os.path.exists(system_python) else sys.executable
+        self.env = {"PATH": SYSTEM_PATH, "HOME": "/", "LANG": "C.UTF-8"}
+
+    def run(self, cmd, **kwargs):
+        return subprocess.run([*self.prefix, *cmd], capture_output=True, text=True,
+                              env=self.env, timeout=120, **kwargs)
+
+    def subuid_range(self):
+        try:
+            with open("/etc/subuid") as f:
+                return any(line.split(":")[0] in (self.name, str(self.uid)) for line in f)
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="module")
+def user():
+    """An unprivileged user: a throwaway one made with useradd when running as root."""
+    if os.geteuid() != 0:
+        yield User(pwd.getpwuid(os.getuid()).pw_name, prefix=[])
+        return
+    if not (shutil.which("useradd") and shutil.which("userdel") and shutil.which("setpriv")):
+        pytest.skip("running as root without useradd/userdel/setpriv: no unprivileged user")
+    name = f"zoomkfs{os.getpid() % 100000}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True)
+    try:
+        entry = pwd.getpwnam(name)
+        yield User(name, prefix=["setpriv", f"--reuid={entry.pw_uid}",
+                                 f"--regid={entry.pw_gid}", "--clear-groups", "--"])
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+@pytest.fixture
+def shared_dir(user):
+    """A directory the unprivileged user may write, holding a copy of mkrootfs.py and
+    the busybox tarball (the repository itself may sit where that user cannot read)."""
+    path = Path(tempfile.mkdtemp(prefix="zoo-mkrootfs-test-"))
+    path.chmod(0o755)
+    (path / "work").mkdir()
+    os.chown(path / "work", user.uid, user.gid)
+    shutil.copy(MKROOTFS, path / "mkrootfs.py")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the busybox image
+
+
+@pytest.fixture(scope="module")
+def busybox_tar(tmp_path_factory):
+    out = tmp_path_factory.mktemp("busybox") / "zoo-fs.tar"
+    result = run_mkrootfs("busybox", out)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in result.stdout
+    return out
+
+
+@needs_busybox
+def test_busybox_build_is_deterministic(busybox_tar, tmp_path):
+    again = tmp_path / "again.tar"
+    assert run_mkrootfs("busybox", again, cwd=tmp_path).returncode == 0
+    assert again.read_bytes() == busybox_tar.read_bytes()
+
+
+@needs_busybox
+def test_busybox_names_are_sorted_with_fixed_mtime(busybox_tar):
+    with tarfile.open(busybox_tar) as tar:
+        names = tar.getnames()
+        assert names == sorted(names)
+        assert {m.mtime for m in tar} == {load_mkrootfs().DEFAULT_MTIME}
+
+
+@needs_busybox
+def test_busybox_has_sh_and_every_applet(busybox_tar, tmp_path):
+    entries = members(busybox_tar)
+    assert entries["bin/busybox"].isreg() and entries["bin/busybox"].mode == 0o755
+    assert entries["bin/sh"].issym() and entries["bin/sh"].linkname == "busybox"
+    assert entries["usr/bin/wget"].linkname == "../../bin/busybox"
+    # Every applet the packed busybox lists is there, and links to bin/busybox.
+    binary = tmp_path / "busybox"
+    with tarfile.open(busybox_tar) as tar:
+        binary.write_bytes(tar.extractfile("bin/busybox").read())
+    binary.chmod(0o755)
+    listed = subprocess.run([binary, "--list-full"], capture_output=True, text=True).stdout
+    applets = {path for path in listed.split()
+               if os.path.dirname(path) in ("bin", "sbin", "usr/bin", "usr/sbin")}
+    applets.discard("bin/busybox")
+    assert len(applets) > 200
+    for path in applets:
+        link = entries[path]
+        assert link.issym(), path
+        assert os.path.normpath(os.path.join(os.path.dirname(path), link.linkname)) == \
+            "bin/busybox"
+
+
+@needs_busybox
+def test_busybox_config_files_and_dirs(busybox_tar):
+    assert read_member(busybox_tar, "etc/resolv.conf") == "nameserver 10.0.2.3\n"
+    assert read_member(busybox_tar, "etc/hostname") == "zoo\n"
+    passwd = read_member(busybox_tar, "etc/passwd")
+    assert passwd.startswith("root:x:0:0:") and "\nnobody:x:65534:65534:" in passwd
+    assert read_member(busybox_tar, "etc/group").startswith("root:x:0:")
+    assert "localhost" in read_member(busybox_tar, "etc/hosts")
+    assert "busybox" in read_member(busybox_tar, "etc/zoo-release").lower()
+    entries = members(busybox_tar)
+    modes = {"dev": 0o755, "proc": 0o555, "sys": 0o555, "tmp": 0o1777, "root": 0o700,
+             "run": 0o755, "var/tmp": 0o1777, "home": 0o755}
+    for name, mode in modes.items():
+        assert entries[name].isdir() and entries[name].mode == mode, name
+    assert not [name for name in entries if name.startswith("dev/")]
+
+
+@needs_busybox
+def test_busybox_entries_owned_by_root(busybox_tar):
+    owners = {(m.uid, m.gid) for m in members(busybox_tar).values()}
+    assert owners == {(0, 0)}
+
+
+# ---------------------------------------------------------------- unpack
+
+
+def unpack_as(user, shared_dir, tar, dest, *options):
+    shutil.copy(tar, shared_dir / "zoo-fs.tar")
+    (shared_dir / "zoo-fs.tar").chmod(0o644)
+    cmd = [user.python, str(shared_dir / "mkrootfs.py"), "unpack",
+           str(shared_dir / "zoo-fs.tar"), str(dest), *options]
+    return user.run(cmd, cwd=shared_dir)
+
+
+@needs_busybox
+def test_unpack_as_unprivileged_user_owns_the_files(busybox_tar, user, shared_dir):
+    dest = shared_dir / "work" / "zoo-fs"
+    result = unpack_as(user, shared_dir, busybox_tar, dest)
+    assert result.returncode == 0, result.stderr
+    wrong = [path for path in [dest, *dest.rglob("*")]
+             if (path.lstat().st_uid, path.lstat().st_gid) != (user.uid, user.gid)]
+    assert wrong == []
+    # umask 0 and tar -p: the modes of the archive, sticky bits included.
+    assert stat.S_IMODE((dest / "tmp").lstat().st_mode) == 0o1777
+    assert stat.S_IMODE((dest / "root").lstat().st_mode) == 0o700
+    assert os.readlink(dest / "bin" / "sh") == "busybox"
+
+
+def userns_works(user):
+    return user.run(["unshare", "--user", "--map-root-user", "true"]).returncode == 0
+
+
+@needs_busybox
+def test_unpacked_files_are_root_in_a_user_namespace(busybox_tar, user, shared_dir):
+    if shutil.which("unshare") is None or not userns_works(user):
+        pytest.skip("unprivileged user namespaces are not available here")
+    dest = shared_dir / "work" / "zoo-fs"
+    assert unpack_as(user, shared_dir, busybox_tar, dest).returncode == 0
+    inside = user.run(["unshare", "--user", "--map-root-user", "chroot", str(dest),
+                       "/bin/sh", "-c", "id -u; stat -c %u:%g /bin/busybox /etc/passwd"])
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout.split() == ["0", "0:0", "0:0"]
+
+
+@needs_busybox
+def test_unpack_refuses_a_non_empty_dir_without_force(busybox_tar, tmp_path):
+    dest = tmp_path / "zoo-fs"
+    dest.mkdir()
+    (dest / "keep").write_text("mine")
+    assert_one_line_error(run_mkrootfs("unpack", busybox_tar, dest), str(dest), "--force")
+    assert (dest / "keep").exists() and not (dest / "bin").exists()
+    result = run_mkrootfs("unpack", busybox_tar, dest, "--force")
+    assert result.returncode == 0, result.stderr
+    assert not (dest / "keep").exists() and (dest / "bin" / "busybox").is_file()
+
+
+@needs_busybox
+def test_unpack_into_an_empty_dir_needs_no_force(busybox_tar, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert run_mkrootfs("unpack", busybox_tar, tmp_path / "empty").returncode == 0
+
+
+@needs_busybox
+def test_unpack_force_removes_files_of_subordinate_uids(busybox_tar, user, shared_dir):
+    """A container leaves files owned by the user's subuids: --force removes them in a userns."""
+    help_text = subprocess.run(["unshare", "--help"], capture_output=True, text=True).stdout
+    if "--map-auto" not in help_text or shutil.which("newuidmap") is None:
+        pytest.skip("needs newuidmap and unshare --map-auto (util-linux 2.38)")
+    if not user.subuid_range() or not userns_works(user):
+        pytest.skip(f"{user.name} has no /etc/subuid range or no user namespaces")
+    dest = shared_dir / "work" / "zoo-fs"
+    assert unpack_as(user, shared_dir, busybox_tar, dest).returncode == 0
+    # What a container does: root in it makes a directory for uid 1 (a subuid outside).
+    as_container = user.run(["unshare", "--map-auto", "--map-root-user", "/bin/sh", "-c",
+                             f"mkdir {dest}/home/u && touch {dest}/home/u/f"
+                             f" && chown -R 1:1 {dest}/home/u"])
+    assert as_container.returncode == 0, as_container.stderr
+    assert (dest / "home" / "u").lstat().st_uid != user.uid
+    result = unpack_as(user, shared_dir, busybox_tar, dest, "--force")
+    assert result.returncode == 0, result.stderr
+    assert not (dest / "home" / "u").exists() and (dest / "bin" / "busybox").exists()
+
+
+def test_unpack_skips_device_nodes(tmp_path):
+    tar_path = tmp_path / "devices.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        null = tarfile.TarInfo("dev/null")
+        null.type, null.devmajor, null.devminor, null.mode = tarfile.CHRTYPE, 1, 3, 0o666
+        tar.addfile(null)
+        hello = tarfile.TarInfo("etc/hello")
+        hello.size = 3
+        tar.addfile(hello, io.BytesIO(b"hi\n"))
+    result = run_mkrootfs("unpack", tar_path, tmp_path / "fs")
+    assert result.returncode == 0, result.stderr
+    assert "1 device nodes skipped" in result.stdout
+    assert (tmp_path / "fs" / "etc" / "hello").read_text() == "hi\n"
+    assert not os.path.lexists(tmp_path / "fs" / "dev" / "null")
+
+
+def test_errors_are_one_line(tmp_path):
+    assert_one_line_error(run_mkrootfs("unpack", tmp_path / "missing.tar", tmp_path / "d"),
+                          "missing.tar", "no such file")
+    assert_one_line_error(run_mkrootfs("busybox", tmp_path / "no" / "dir" / "x.tar"),
+                          "no directory")
+    (tmp_path / "bad.tar").write_text("not a tar")
+    assert_one_line_error(run_mkrootfs("unpack", tmp_path / "bad.tar", tmp_path / "d"),
+                          "bad.tar")
+
+
+# ---------------------------------------------------------------- the host's apt mirror
+
+
+def test_host_mirror_from_sources_list_and_deb822(tmp_path):
+    mkrootfs = load_mkrootfs()
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list").write_text(
+        "# a comment\n"
+        "deb-src http://src.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bookworm-updates main\n")
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://off.example/debian\nSuites: bookworm\nEnabled: no\n\n"
+        "Types: deb deb-src\n# comment\nURIs: http://two.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n")
+    (tmp_path / "sources.list.d" / "old.list.disabled").write_text(
+        "deb http://disabled.example/debian bookworm main\n")
+    assert mkrootfs.host_mirror("bookworm", str(tmp_path)) == "http://two.example/debian"
+    assert mkrootfs.host_mirror("bookworm-updates", str(tmp_path)) == \
+        "http://one.example/debian"
+    assert mkrootfs.host_mirror("trixie", str(tmp_path)) is None
+
+
+# ---------------------------------------------------------------- check-deps.sh
+
+
+def path_without(tmp_path, *hidden):
+    """A PATH directory with links to every command of the system's PATH but HIDDEN."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in reversed(SYSTEM_PATH.split(":")):
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            if name not in hidden:
+                (bin_dir / name).unlink(missing_ok=True)
+                (bin_dir / name).symlink_to(os.path.join(directory, name))
+    return str(bin_dir)
+
+
+def check_deps(*needs, path=SYSTEM_PATH):
+    env = {"PATH": path, "HOME": "/", "PYTHON": sys.executable}
+    return subprocess.run(["/bin/sh", str(CHECK_DEPS), *needs], capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+def test_check_deps_names_a_missing_tool_and_its_package(tmp_path):
+    result = check_deps("rootfs", path=path_without(tmp_path, "busybox"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "check-deps: missing busybox (package busybox-static):"
+        " sudo apt-get install busybox-static"]
+
+
+def test_check_deps_one_line_per_missing_item(tmp_path):
+    result = check_deps("run", "grade",
+                        path=path_without(tmp_path, "slirp4netns", "qemu-system-x86_64"))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert any("slirp4netns" in line and "sudo apt-get install slirp4netns" in line
+               for line in lines)
+    assert any("qemu-system-x86_64" in line and "apt-get install qemu-system-x86" in line
+               for line in lines)
+    assert lines[-1].endswith("sudo apt-get install slirp4netns qemu-system-x86")
+
+
+@needs_busybox
+def test_check_deps_is_quiet_when_all_is_there():
+    if shutil.which("busybox", path=SYSTEM_PATH) is None:
+        pytest.skip("busybox-static is not installed")
+    result = check_deps("rootfs")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_check_deps_rejects_an_unknown_need():
+    result = check_deps("nonsense")
+    assert result.returncode == 2 and "unknown need 'nonsense'" in result.stderr
+
+
+# ---------------------------------------------------------------- the debian image
+
+
+@pytest.mark.slow
+def test_debian_minbase_build(tmp_path):
+    if os.geteuid() == 0:
+        if shutil.which("debootstrap") is None:
+            pytest.skip("debootstrap is not installed")
+    elif shutil.which("mmdebstrap") is None:
+        pytest.skip("not root and no mmdebstrap")
+    out = tmp_path / "zoo-fs-debian.tar"
+    result = run_mkrootfs("debian", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    entries = members(out)
+    assert entries["etc/debian_version"].isreg()
+    assert "usr/bin/apt" in entries
+    assert read_member(out, "etc/resolv.conf") == "nameserver 10.0.2.3\n"
+    assert read_member(out, "etc/hostname") == "zoo\n"
+    assert not [m for m in entries.values() if m.ischr() or m.isblk()]
+    assert not [name for name in entries if name.endswith(".deb")]
+    assert entries["root"].uid == 0

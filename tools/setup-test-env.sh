@@ -1,0 +1,48 @@
+#!/bin/sh
+# Install what the test suite needs on a Debian/Ubuntu machine (run as root; CI does).
+#  - the system tools zookeeper uses: newuidmap/newgidmap, slirp4netns, busybox-static
+#  - QEMU and debootstrap for the grader's VM
+#  - a Python any user can read (Debian's python3 in a venv under /opt), with the
+#    pinned packages, because the tests run zookeeper as an unprivileged user too
+#  - that user, `zootest`, with a subordinate uid/gid range
+set -eu
+VENV=${ZOOKEEPER_VENV:-/opt/zookeeper-venv}
+TEST_USER=${ZOOKEEPER_TEST_USER:-zootest}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup-test-env: run as root (it installs packages and creates a test user)" >&2
+    exit 1
+fi
+
+missing=""
+for pkg in uidmap slirp4netns busybox-static iproute2 python3-venv qemu-system-x86 \
+           qemu-utils debootstrap e2fsprogs cpio util-linux procps kmod; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    echo "setup-test-env: installing$missing"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+fi
+
+# The host's pip (for ruff, pytest and the grader on the host side).
+python3 -m pip install -q --disable-pip-version-check -r "$HERE/requirements-test.txt" 2>&1 \
+    | grep -v "Running pip as the 'root' user" || true
+
+if [ ! -x "$VENV/bin/python3" ]; then
+    /usr/bin/python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r "$HERE/requirements-test.txt" 2>&1 \
+    | grep -v "is ignored: it is neither" || true
+chmod -R a+rX "$VENV"
+
+if ! id "$TEST_USER" >/dev/null 2>&1; then
+    useradd --create-home --shell /bin/sh "$TEST_USER"
+fi
+# useradd may already have given a range: add one only if there is none.
+for f in /etc/subuid /etc/subgid; do
+    touch "$f"
+    grep -q "^$TEST_USER:" "$f" || echo "$TEST_USER:200000:65536" >> "$f"
+done
+echo "setup-test-env: ready (venv $VENV, user $TEST_USER: $(grep "^$TEST_USER:" /etc/subuid))"
