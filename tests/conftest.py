@@ -41,7 +41,8 @@ class Runner:
         if self.who == "root":
             return argv
         # setpriv execs, so a child's death by signal stays visible in our wait status.
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--"] + argv
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                "--"] + argv
 
     def env(self, extra=None) -> dict:
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
