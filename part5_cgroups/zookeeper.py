@@ -39,13 +39,30 @@ def note_unreached(what: str, stage: int, asked) -> None:
         warn(f"note: {what} arrive in part {stage}; this part ignores them")
 
 
+class Container:
+    """What the parent prepares for the child before clone: the child gets a copy."""
+
+    def __init__(self, opts):
+        self.opts = opts
+
+
 def run_container(opts) -> int:
     """Clone the child, set it up, let it go, wait for it; return its wait status."""
+    container = Container(opts)
     go_read, go_write = os.pipe()  # the child waits on this until we say go
     # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     cleanup = Cleanup()
     try:
+        import rootfs
+
+        # The container's filesystem: checked, and its mount point made, here.
+        container.fs = rootfs.prepare(opts)
+        cleanup.add(container.fs.remove)
+        import cgroups
+
+        # Where the container's cgroup will go (and, on systemd, our own scope).
+        container.limits = cgroups.prepare(opts)
         flags = signal.SIGCHLD
         # STUDENT CODE BELOW (q6)
         # Give the child its own namespaces: user, cgroup, IPC, network, mount,
@@ -61,7 +78,7 @@ def run_container(opts) -> int:
         with step("clone the container process"):
             pid = clone_with_hint(flags)
         if pid == 0:
-            child_main(opts, go_read, go_write, error_read, error_write)
+            child_main(container, go_read, go_write, error_read, error_write)
         # STUDENT CODE ABOVE (q1)
         os.close(go_read)
         os.close(error_write)
@@ -71,6 +88,7 @@ def run_container(opts) -> int:
         import idmap
 
         idmap.write_id_maps(pid)
+        cleanup.add(container.limits.apply_to(pid))
         # STUDENT CODE BELOW (q2)
         # Tell the child to go: write to the pipe it blocks on (write(2), pipe(7)).
         # Send its pid as text, so explain mode can label the child's lines.
@@ -191,8 +209,9 @@ def die_by_signal(signum: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the child dumped core already
-    signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):  # these two cannot be caught
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
     os.kill(os.getpid(), signum)
     sys.exit(128 + signum)  # a signal that does not kill (SIGCHLD, ...)
 
@@ -200,7 +219,8 @@ def die_by_signal(signum: int) -> None:
 # The container's side ------------------------------------------------------------
 
 
-def child_main(opts, go_read: int, go_write: int, error_read: int, error_write: int) -> None:
+def child_main(container: Container, go_read: int, go_write: int,
+               error_read: int, error_write: int) -> None:
     """Runs in the cloned child: wait for go, set up, exec.  Never returns."""
     status = FAILED
     try:
@@ -215,10 +235,16 @@ def child_main(opts, go_read: int, go_write: int, error_read: int, error_write: 
         os.close(go_read)
         # STUDENT CODE ABOVE (q4)
         kernel.LABEL = f"[{message.decode()}] "
+        import cgroups
+
+        cgroups.enter_own_namespace()
         set_hostname("zoo")
         import security
 
         seccomp_filter = security.build_seccomp_filter()
+        # Everything the child imports must be imported before this: after
+        # pivot_root the host's Python library is out of reach.
+        container.fs.enter()
         # STUDENT CODE BELOW (q10)
         # Lock the container in: drop the dangerous capabilities, forbid gaining
         # privileges, then load the seccomp filter, last, since it may refuse
@@ -228,7 +254,7 @@ def child_main(opts, go_read: int, go_write: int, error_read: int, error_write: 
         security.set_no_new_privs()
         security.load_seccomp_filter(seccomp_filter)
         # STUDENT CODE ABOVE (q10)
-        exec_command(opts.command)
+        exec_command(container.opts.command)
     except ZooError as e:
         status = e.status
         report_failure(error_write, e)

@@ -135,6 +135,7 @@ def sys_kill(pid: int, sig: int) -> None:
     os.kill(pid, sig)
 
 
+# >>> stage 2
 def sys_sethostname(name: str) -> None:
     """sethostname(2): set the hostname of the caller's UTS namespace."""
     started = time.monotonic()
@@ -175,8 +176,10 @@ def run_tool(argv: list[str], man: str) -> None:
         explain(" ".join(argv), f"failed: {reason}", man, started)
         raise OSError(errno.EPERM, reason)
     explain(" ".join(argv), "ok", man, started)
+# <<< stage 2
 
 
+# >>> stage 3
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
@@ -224,3 +227,4 @@ def sys_capset(data) -> None:
     check(libc.capset(ctypes.byref(header), data),
           lambda: f"capset(inheritable={data[0].inheritable | data[1].inheritable << 32:#x})",
           "capset(2)", started)
+# <<< stage 3

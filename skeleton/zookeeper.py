@@ -12,11 +12,11 @@ import sys
 
 import kernel
 from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn
-from exercise import stage_of_directory
+from exercise import stage_of_directory  # skeleton only
 from options import USAGE, parse_args
 from exercise import not_implemented
 
-STAGE = stage_of_directory(__file__)
+STAGE = stage_of_directory(__file__)  # skeleton only
 
 # How long a container may ignore SIGTERM or SIGINT before it is killed.
 KILL_GRACE_SECONDS = 2
@@ -50,13 +50,36 @@ def note_unreached(what: str, stage: int, asked) -> None:
         warn(f"note: {what} arrive in part {stage}; this part ignores them")
 
 
+class Container:
+    """What the parent prepares for the child before clone: the child gets a copy."""
+
+    def __init__(self, opts):
+        self.opts = opts
+
+
 def run_container(opts) -> int:
     """Clone the child, set it up, let it go, wait for it; return its wait status."""
+    container = Container(opts)
     go_read, go_write = os.pipe()  # the child waits on this until we say go
     # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     cleanup = Cleanup()
     try:
+        if STAGE >= 4:
+            import rootfs
+
+            # The container's filesystem: checked, and its mount point made, here.
+            container.fs = rootfs.prepare(opts)
+            cleanup.add(container.fs.remove)
+        if STAGE >= 5:
+            import cgroups
+
+            # Where the container's cgroup will go (and, on systemd, our own scope).
+            container.limits = cgroups.prepare(opts)
+        if STAGE >= 6:
+            import network
+
+            container.net = network.prepare(opts)
         flags = signal.SIGCHLD
         if STAGE >= 2:
             # STUDENT CODE BELOW (q6)
@@ -79,6 +102,10 @@ def run_container(opts) -> int:
             import idmap
 
             idmap.write_id_maps(pid)
+        if STAGE >= 5:
+            cleanup.add(container.limits.apply_to(pid))
+        if STAGE >= 6:
+            cleanup.add(container.net.start(pid))
         # STUDENT CODE BELOW (q2)
         # Tell the child to go: write to the pipe it blocks on (write(2), pipe(7)).
         # Send its pid as text, so explain mode can label the child's lines.
@@ -198,8 +225,9 @@ def die_by_signal(signum: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the child dumped core already
-    signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):  # these two cannot be caught
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
     os.kill(os.getpid(), signum)
     sys.exit(128 + signum)  # a signal that does not kill (SIGCHLD, ...)
 
@@ -207,7 +235,8 @@ def die_by_signal(signum: int) -> None:
 # The container's side ------------------------------------------------------------
 
 
-def child_main(opts, go_read: int, go_write: int, error_read: int, error_write: int) -> None:
+def child_main(container: Container, go_read: int, go_write: int,
+               error_read: int, error_write: int) -> None:
     """Runs in the cloned child: wait for go, set up, exec.  Never returns."""
     status = FAILED
     try:
@@ -219,12 +248,25 @@ def child_main(opts, go_read: int, go_write: int, error_read: int, error_write: 
         not_implemented(4, 1, 'block until the parent says go')
         # STUDENT CODE ABOVE (q4)
         kernel.LABEL = f"[{message.decode()}] "
+        if STAGE >= 5:
+            import cgroups
+
+            cgroups.enter_own_namespace()
         if STAGE >= 2:
             set_hostname("zoo")
+        if STAGE >= 6:
+            import network
+
+            network.configure_inside(container.net)
         if STAGE >= 3:
             import security
 
             seccomp_filter = security.build_seccomp_filter()
+        if STAGE >= 4:
+            # Everything the child imports must be imported before this: after
+            # pivot_root the host's Python library is out of reach.
+            container.fs.enter()
+        if STAGE >= 3:
             # STUDENT CODE BELOW (q10)
             # Lock the container in: drop the dangerous capabilities, forbid gaining
             # privileges, then load the seccomp filter, last, since it may refuse
@@ -232,7 +274,7 @@ def child_main(opts, go_read: int, go_write: int, error_read: int, error_write: 
             # security.set_no_new_privs(), security.load_seccomp_filter(seccomp_filter).
             not_implemented(10, 3, 'lock the container in')
             # STUDENT CODE ABOVE (q10)
-        exec_command(opts.command)
+        exec_command(container.opts.command)
     except ZooError as e:
         status = e.status
         report_failure(error_write, e)
@@ -260,12 +302,14 @@ def report_failure(error_write: int, error: ZooError) -> None:
         warn(error.message)
 
 
+# >>> stage 2
 def set_hostname(name: str) -> None:
     """Name the container's UTS namespace (uts_namespaces(7))."""
     # STUDENT CODE BELOW (q8)
     # Set the hostname to "zoo" with sethostname(2): kernel.sys_sethostname(name).
     not_implemented(8, 2, 'set the hostname to "zoo" with sethostname(2)')
     # STUDENT CODE ABOVE (q8)
+# <<< stage 2
 
 
 if __name__ == "__main__":

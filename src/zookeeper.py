@@ -231,8 +231,9 @@ def die_by_signal(signum: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the child dumped core already
-    signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):  # these two cannot be caught
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
     os.kill(os.getpid(), signum)
     sys.exit(128 + signum)  # a signal that does not kill (SIGCHLD, ...)
 
@@ -240,7 +241,8 @@ def die_by_signal(signum: int) -> None:
 # The container's side ------------------------------------------------------------
 
 
-def child_main(container: Container, go_read: int, go_write: int, error_read: int, error_write: int) -> None:
+def child_main(container: Container, go_read: int, go_write: int,
+               error_read: int, error_write: int) -> None:
     """Runs in the cloned child: wait for go, set up, exec.  Never returns."""
     status = FAILED
     try:

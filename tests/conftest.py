@@ -41,7 +41,7 @@ class Runner:
         if self.who == "root":
             return argv
         # setpriv execs, so a child's death by signal stays visible in our wait status.
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+        return ["/usr/bin/setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
                 "--"] + argv
 
     def env(self, extra=None) -> dict:

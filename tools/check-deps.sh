@@ -109,8 +109,8 @@ need_run() {
     need_cmd newgidmap uidmap
     need_cmd unshare util-linux
     need_cmd slirp4netns slirp4netns
-    need_module pyseccomp "$PYTHON -m pip install pyseccomp"
-    need_module pyroute2 "$PYTHON -m pip install pyroute2"
+    need_module pyseccomp "$PYTHON -m pip install -r requirements.txt"
+    need_module pyroute2 "$PYTHON -m pip install -r requirements.txt"
     need_rootless
 }
 
@@ -119,7 +119,7 @@ need_test() {
     need_run
     need_cmd useradd passwd
     need_cmd setpriv util-linux
-    need_module pytest "sudo apt-get install python3-pytest (or $PYTHON -m pip install pytest)"
+    need_module pytest "$PYTHON -m pip install -r requirements-test.txt"
 }
 
 need_grade() {

@@ -11,9 +11,10 @@ The source is ordinary Python with a few annotations (see src/README.md):
         (dedented) when the condition holds for K and drops it otherwise; the skeleton
         keeps the guard as real code, so a student's copy switches stages on by itself.
   # >>> stage N  ...  # <<< stage N
-        a region of module-level code (definitions) that joins the parts at stage N.
+        a region of module-level code (definitions) that joins the parts at stage N;
+        the skeleton has every stage's, markers included.
   ...  # skeleton only
-        a line kept only in the skeleton.
+        a line kept only in the skeleton (which stage a student's copy is).
   # STUDENT CODE BELOW (qN)  ...  # STUDENT CODE ABOVE (qN)
         an exercise.  Its first comment lines are the hint; the references keep the block
         whole, the skeleton keeps the hint and replaces the code by a call that says
@@ -52,6 +53,7 @@ REGION_CLOSE_RE = re.compile(r"^# <<< stage (\d)\s*$")
 BELOW_RE = re.compile(r"^(\s*)# STUDENT CODE BELOW \(q(\d+)\)\s*$")
 ABOVE_RE = re.compile(r"^(\s*)# STUDENT CODE ABOVE \(q(\d+)\)\s*$")
 SKELETON_ONLY = "  # skeleton only"
+NOT_IMPLEMENTED_IMPORT = "from exercise import not_implemented\n"
 
 
 class GeneratorError(Exception):
@@ -310,21 +312,17 @@ def dedent4(line: str) -> str:
 
 
 def skeletonise(sf: SourceFile, blocks: list[Block]) -> list[str]:
-    """The skeleton's text of one file: regions unwrapped, blocks emptied to their hints."""
+    """The skeleton's text of one file: the source, with each block emptied to its hint.
+
+    Guards, stage regions and skeleton-only lines stay as they are, so filling the
+    blocks back in gives the source again, and from it every part (the round trip).
+    """
     out: list[str] = []
     by_line = {b.lineno: b for b in blocks}
     i = 0
     while i < len(sf.lines):
         line = sf.lines[i]
-        lineno = i + 1
-        if REGION_OPEN_RE.match(line) or REGION_CLOSE_RE.match(line):
-            i += 1
-            continue
-        if line.rstrip("\n").endswith(SKELETON_ONLY):
-            out.append(line.rstrip("\n")[: -len(SKELETON_ONLY)] + "\n")
-            i += 1
-            continue
-        b = by_line.get(lineno)
+        b = by_line.get(i + 1)
         if b:
             out.append(line)
             out.extend(b.hint)
@@ -334,7 +332,7 @@ def skeletonise(sf: SourceFile, blocks: list[Block]) -> list[str]:
         out.append(line)
         i += 1
     if blocks:
-        out = insert_import(out, "from exercise import not_implemented\n")
+        out = insert_import(out, NOT_IMPLEMENTED_IMPORT)
     return out
 
 

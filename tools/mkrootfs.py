@@ -457,7 +457,7 @@ def remove_tree(path):
             os.unlink(path)
         return
     except PermissionError as error:
-        denied = f"{error.filename}: {error.strerror}"
+        denied = error.strerror
     hint = ("it holds files owned by your subordinate uids (left by a container?);"
             f" remove it with: unshare --map-auto --map-root-user rm -rf {path}"
             f" (or: podman unshare rm -rf {path})")
@@ -476,8 +476,8 @@ def device_nodes(tar_path):
     try:
         with tarfile.open(tar_path) as tar:
             return [m.name for m in tar if m.ischr() or m.isblk()]
-    except (tarfile.TarError, OSError) as error:
-        raise Failure(f"reading {tar_path}", str(error)) from None
+    except tarfile.TarError:
+        raise Failure(f"reading {tar_path}", "not a tar archive, or a damaged one") from None
 
 
 def unpack(tar_path, dest, force=False):

@@ -45,4 +45,10 @@ for f in /etc/subuid /etc/subgid; do
     touch "$f"
     grep -q "^$TEST_USER:" "$f" || echo "$TEST_USER:200000:65536" >> "$f"
 done
+# Root gets a range too, so the tests see both map lines as root; `zoonosub` has
+# none (useradd may add one: take it out), for the single-map fallback.
+grep -q "^root:" /etc/subuid || echo "root:300000:65536" >> /etc/subuid
+grep -q "^root:" /etc/subgid || echo "root:300000:65536" >> /etc/subgid
+id zoonosub >/dev/null 2>&1 || useradd --no-create-home --shell /bin/sh zoonosub
+sed -i '/^zoonosub:/d' /etc/subuid /etc/subgid
 echo "setup-test-env: ready (venv $VENV, user $TEST_USER: $(grep "^$TEST_USER:" /etc/subuid))"

@@ -1,0 +1,1106 @@
+#!/usr/bin/env python3
+"""The grader's virtual machine: a Debian guest under QEMU that runs one job per boot.
+
+    python3 grader/vm.py build          build the image once (cached), or say "cached"
+    python3 grader/vm.py run SCRIPT     boot, run SCRIPT as root in the guest, print its log
+    python3 grader/vm.py info           cache key, paths, accelerator
+
+The image is three files under ~/.cache/zookeeper/vm/<key>/ (or $ZOO_VM_CACHE/<key>/):
+`vmlinux` (Debian's 6.1 kernel, decompressed to ELF), `initramfs.cpio` (busybox and the
+modules for the root disk) and `rootfs.ext4` (debootstrap bookworm with systemd, python3,
+uidmap, slirp4netns and the pinned PyPI packages). <key> is the sha256 of the recipe
+below and of grader/guest/*: change either and the next build makes a new image.
+Building needs root (debootstrap, chroot, device nodes); booting does not.
+
+What the guest provides (see grader/guest/):
+  - systemd, cgroup v2 with cpu, memory and pids; a user `student` (uid 1000) with
+    subuid/subgid `student:100000:65536`, lingering, so its user manager and session bus
+    (/run/user/1000/bus) are up before the job; user@.service delegates pids memory cpu
+    cpuset io;
+  - /dev/net/tun mode 0666; a link `dummy0` with 192.168.200.1/24;
+  - the job: /mnt/job (read-only, its run.sh runs as root), /mnt/submission (read-only),
+    /mnt/results (read-write; run.sh's stdout and stderr go to /mnt/results/job.log);
+  - console markers `ZOO-JOB-START`, `ZOO-JOB-EXIT=<status>`, `ZOO-JOB-ERROR=<message>`,
+    then power-off.
+
+Standard library only (Python >= 3.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GUEST_DIR = HERE / "guest"
+
+# ---------------------------------------------------------------------------------------
+# The recipe. Everything here (and grader/guest/*) goes into the cache key.
+# Bump RECIPE_VERSION when the build code below changes what it makes.
+# ---------------------------------------------------------------------------------------
+RECIPE_VERSION = 1
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# Debian's generic 6.1 flavour (the cloud flavour has no 9p).
+KERNEL_PACKAGE_RE = r"linux-image-6\.1\.\d+-\d+-amd64"
+KERNEL_METAPACKAGE = "linux-image-amd64"
+PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "dbus-user-session", "libpam-systemd", "python3",
+    "uidmap", "slirp4netns", "iproute2", "busybox-static", "procps", "util-linux", "kmod",
+    "libseccomp2",
+)
+# Installed with the host's pip into the guest (Debian's own versions differ).
+# Fully pinned, dependencies included, installed with --no-deps.
+PIP_PINS = (
+    "pyroute2==0.9.7", "pyseccomp==0.1.2",
+    "pytest==9.0.3", "pluggy==1.6.0", "iniconfig==2.1.0", "packaging==25.0",
+    "pygments==2.19.2",
+)
+STUDENT_USER = "student"
+STUDENT_UID = 1000
+SUBID_START, SUBID_COUNT = 100000, 65536
+HOSTNAME = "zoovm"
+IMAGE_MIN_MB = 1536
+# Loaded by the initramfs, with their dependencies, to mount the root disk.
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")
+# Must be loadable in the guest (checked at build time).
+GUEST_MODULES = (
+    "9p", "9pnet_virtio", "overlay", "veth", "bridge", "tun", "dummy", "ext4",
+    "virtio_blk", "virtio_pci",
+)
+# Parts of the kernel's module tree a headless VM never loads (kept out of the image).
+MODULE_PRUNE = (
+    "sound", "drivers/gpu", "drivers/media", "drivers/infiniband", "drivers/staging",
+    "drivers/usb", "drivers/iio", "drivers/hid", "drivers/input", "drivers/comedi",
+    "drivers/bluetooth", "drivers/net/wireless", "drivers/net/ethernet", "drivers/net/can",
+    "drivers/isdn", "drivers/mmc", "drivers/nfc", "drivers/hwmon", "drivers/platform",
+    "drivers/scsi", "drivers/ata", "drivers/thunderbolt", "drivers/fpga", "net/wireless",
+    "net/mac80211", "net/bluetooth",
+)
+# Units that would only slow the boot down or wait for devices that never come (no udev).
+MASKED_UNITS = (
+    "getty.target", "serial-getty@ttyS0.service", "getty@tty1.service",
+    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer",
+    "e2scrub_all.timer", "e2scrub_reap.service", "fstrim.timer",
+    "systemd-tmpfiles-clean.timer", "systemd-pstore.service",
+)
+# grader/guest/<name> -> (path in the rootfs, mode). "init" goes into the initramfs.
+GUEST_FILES = {
+    "zoo-job": ("/usr/local/sbin/zoo-job", 0o755),
+    "zoo-job.service": ("/etc/systemd/system/zoo-job.service", 0o644),
+    "zoo-setup": ("/usr/local/sbin/zoo-setup", 0o755),
+    "zoo-setup.service": ("/etc/systemd/system/zoo-setup.service", 0o644),
+    "user-delegate.conf": ("/etc/systemd/system/user@.service.d/zoo-delegate.conf", 0o644),
+    "journald.conf": ("/etc/systemd/journald.conf.d/zoo.conf", 0o644),
+}
+ENABLED_UNITS = {
+    "zoo-setup.service": "sysinit.target.wants",
+    "zoo-job.service": "multi-user.target.wants",
+}
+
+# ---------------------------------------------------------------------------------------
+# Boot settings (not part of the image).
+# ---------------------------------------------------------------------------------------
+KERNEL_CMDLINE = (
+    "console=ttyS0 root=/dev/vda rw quiet panic=-1 8250.nr_uarts=1 mitigations=off "
+    "systemd.unified_cgroup_hierarchy=1"
+)
+MARK_START = b"ZOO-JOB-START"
+MARK_EXIT_RE = re.compile(rb"ZOO-JOB-EXIT=(\d+)")
+MARK_ERROR_RE = re.compile(rb"ZOO-JOB-ERROR=([^\r\n]*)")
+IMAGE_FILES = ("vmlinux", "initramfs.cpio", "rootfs.ext4", "manifest.json")
+KEEP_OLD_IMAGES = 1
+
+
+class VMError(Exception):
+    """A step of building or booting the VM failed; the message says which and where."""
+
+
+@dataclass(frozen=True)
+class ImagePaths:
+    key: str
+    dir: Path
+    kernel: Path
+    initramfs: Path
+    rootfs: Path
+    manifest: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class BootResult:
+    exit_status: int | None  # run.sh's exit status (ZOO-JOB-EXIT), None if it never came
+    timed_out: bool  # the host killed QEMU at its timeout
+    accel: str  # "tcg" or "kvm"
+    boot_seconds: float | None  # QEMU start to ZOO-JOB-START, None if the job never started
+    total_seconds: float  # QEMU start to QEMU gone
+    console_log: Path  # the guest's serial console (kernel, systemd, markers)
+    results_dir: Path  # the results share; job.log is there
+    error: str | None = None  # why there is no exit status, if there is none
+    qemu_returncode: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and not self.timed_out
+
+    @property
+    def job_log(self) -> Path:
+        return self.results_dir / "job.log"
+
+
+# ---------------------------------------------------------------------------------------
+# Cache key and locations
+# ---------------------------------------------------------------------------------------
+def default_cache_root() -> Path:
+    """$ZOO_VM_CACHE, else ~/.cache/zookeeper/vm (the invoking user's under sudo)."""
+    env = os.environ.get("ZOO_VM_CACHE")
+    if env:
+        return Path(env).expanduser().resolve()
+    home = Path.home()
+    sudo_user = os.environ.get("SUDO_USER")
+    if os.geteuid() == 0 and sudo_user and sudo_user != "root":
+        with contextlib.suppress(KeyError):
+            import pwd
+
+            home = Path(pwd.getpwnam(sudo_user).pw_dir)
+    return home / ".cache" / "zookeeper" / "vm"
+
+
+def recipe() -> dict:
+    """What the image is made of: the constants above and the guest files' content."""
+    guest = {}
+    for path in sorted(GUEST_DIR.iterdir()):
+        if path.is_file():
+            guest[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "suite": SUITE,
+        "kernel_package_re": KERNEL_PACKAGE_RE,
+        "packages": sorted(PACKAGES),
+        "pip": list(PIP_PINS),
+        "student": [STUDENT_USER, STUDENT_UID, SUBID_START, SUBID_COUNT],
+        "hostname": HOSTNAME,
+        "image_min_mb": IMAGE_MIN_MB,
+        "initramfs_modules": list(INITRAMFS_MODULES),
+        "guest_modules": list(GUEST_MODULES),
+        "module_prune": list(MODULE_PRUNE),
+        "masked_units": list(MASKED_UNITS),
+        "guest_files": {k: [v[0], oct(v[1])] for k, v in sorted(GUEST_FILES.items())},
+        "enabled_units": dict(sorted(ENABLED_UNITS.items())),
+        "guest": guest,
+    }
+
+
+def cache_key() -> str:
+    blob = json.dumps(recipe(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _image_paths(directory: Path, key: str) -> ImagePaths:
+    manifest = {}
+    with contextlib.suppress(OSError, ValueError):
+        manifest = json.loads((directory / "manifest.json").read_text())
+    return ImagePaths(key=key, dir=directory, kernel=directory / "vmlinux",
+                      initramfs=directory / "initramfs.cpio",
+                      rootfs=directory / "rootfs.ext4", manifest=manifest)
+
+
+def cached_image(cache_root: Path | str | None = None) -> ImagePaths | None:
+    """The image for the current recipe if it is built, else None."""
+    root = Path(cache_root) if cache_root else default_cache_root()
+    key = cache_key()
+    directory = root / key
+    if all((directory / name).is_file() for name in IMAGE_FILES):
+        return _image_paths(directory, key)
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Building
+# ---------------------------------------------------------------------------------------
+class _Build:
+    """One build: a log file, and commands run with their output in it."""
+
+    def __init__(self, log_path: Path, log: Callable[[str], object]):
+        self.log_path = log_path
+        self.say = log
+        self.logf = open(log_path, "w", buffering=1)  # noqa: SIM115 (closed in build_image)
+
+    def note(self, text: str) -> None:
+        self.logf.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
+
+    def fail(self, step: str, detail: str = "") -> VMError:
+        self.note(f"FAILED: {step} {detail}")
+        extra = f" ({detail})" if detail else ""
+        return VMError(f"vm: {step} failed{extra}: see {self.log_path}")
+
+    def run(self, step: str, argv: list[str], *, cwd: Path | None = None,
+            env: dict | None = None, check: bool = True, capture: bool = False,
+            timeout: float = 1800) -> subprocess.CompletedProcess:
+        self.note("$ " + " ".join(argv))
+        full_env = dict(os.environ, LC_ALL="C.UTF-8", DEBIAN_FRONTEND="noninteractive")
+        full_env.update(env or {})
+        try:
+            proc = subprocess.run(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE if capture else self.logf,
+                                  stderr=self.logf, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise self.fail(step, f"{argv[0]} not found")
+        except subprocess.TimeoutExpired:
+            raise self.fail(step, f"timed out after {timeout:.0f} s")
+        if capture and proc.stdout:
+            self.logf.write(proc.stdout if len(proc.stdout) < 4000 else proc.stdout[:4000] + "…\n")
+        if check and proc.returncode != 0:
+            raise self.fail(step, f"exit status {proc.returncode}")
+        return proc
+
+    def chroot(self, step: str, root: Path, argv: list[str], **kw) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "HOME": "/root"}
+        env.update(kw.pop("env", {}) or {})
+        return self.run(step, ["chroot", str(root)] + argv, env=env, **kw)
+
+
+def host_mirror() -> str:
+    """The Debian mirror of the host's apt sources serving SUITE ($ZOO_DEBIAN_MIRROR wins)."""
+    env = os.environ.get("ZOO_DEBIAN_MIRROR")
+    if env:
+        return env.rstrip("/")
+    found: list[tuple[str, list[str]]] = []  # (uri, suites)
+    apt = Path("/etc/apt")
+    files = [apt / "sources.list"] + sorted((apt / "sources.list.d").glob("*"))
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if path.name.endswith(".list"):
+            for line in text.splitlines():
+                line = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
+                if len(line) >= 3 and line[0] == "deb":
+                    found.append((line[1], [line[2]]))
+        elif path.name.endswith(".sources"):
+            for para in re.split(r"\n\s*\n", text):
+                fields: dict[str, str] = {}
+                for line in para.splitlines():
+                    if ":" in line and not line.startswith(("#", " ")):
+                        k, v = line.split(":", 1)
+                        fields[k.strip().lower()] = v.strip()
+                if "deb" in fields.get("types", "").split() and \
+                        fields.get("enabled", "yes").lower() != "no":
+                    for uri in fields.get("uris", "").split():
+                        found.append((uri, fields.get("suites", "").split()))
+    for uri, suites in found:
+        if SUITE in suites and uri.startswith(("http://", "https://", "file:/")):
+            return uri.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def extract_vmlinux(vmlinuz: bytes) -> bytes:
+    """The ELF kernel inside a bzImage, found by its compression magic (as extract-vmlinux)."""
+    def unxz(data: bytes) -> bytes:
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data)
+
+    def unlzma(data: bytes) -> bytes:
+        return lzma.LZMADecompressor(format=lzma.FORMAT_ALONE).decompress(data)
+
+    def gunzip(data: bytes) -> bytes:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+
+    def unzstd(data: bytes) -> bytes:
+        if not shutil.which("zstd"):
+            raise ValueError("zstd not installed")
+        return subprocess.run(["zstd", "-dcq"], input=data, capture_output=True).stdout
+
+    methods = ((b"\xfd7zXZ\x00", unxz), (b"\x1f\x8b\x08", gunzip),
+               (b"\x28\xb5\x2f\xfd", unzstd), (b"\x5d\x00\x00", unlzma))
+    for magic, decompress in methods:
+        start = 0
+        for _ in range(8):
+            pos = vmlinuz.find(magic, start)
+            if pos < 0:
+                break
+            start = pos + 1
+            try:
+                out = decompress(vmlinuz[pos:])
+            except (lzma.LZMAError, zlib.error, EOFError, ValueError, OSError):
+                continue
+            if out[:4] == b"\x7fELF":
+                return out
+    raise ValueError("no compressed ELF kernel found in vmlinuz")
+
+
+def _cpio_newc(entries: Iterable[tuple[str, int, bytes, int]]) -> bytes:
+    """A newc cpio archive from (name, mode, data, rdev) entries: data is a symlink's target."""
+    out = bytearray()
+
+    def pad4() -> None:
+        out.extend(b"\0" * (-len(out) % 4))
+
+    for ino, (name, mode, data, rdev) in enumerate(entries, start=1):
+        encoded = name.encode() + b"\0"
+        fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev >> 8, rdev & 0xFF,
+                  len(encoded), 0)
+        out.extend(b"070701" + b"".join(b"%08X" % f for f in fields))
+        out.extend(encoded)
+        pad4()
+        out.extend(data)
+        pad4()
+    encoded = b"TRAILER!!!\0"
+    out.extend(b"070701" + b"".join(b"%08X" % f for f in (0,) * 11 + (len(encoded), 0)))
+    out.extend(encoded)
+    pad4()
+    out.extend(b"\0" * (-len(out) % 512))
+    return bytes(out)
+
+
+def _read_modules_dep(moddir: Path) -> dict[str, tuple[str, list[str]]]:
+    """module name -> (path relative to moddir, [dependency paths])."""
+    table = {}
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        if ":" not in line:
+            continue
+        path, deps = line.split(":", 1)
+        name = re.sub(r"\.ko(\.\w+)?$", "", os.path.basename(path)).replace("-", "_")
+        table[name] = (path, deps.split())
+    return table
+
+
+def _builtin_modules(moddir: Path) -> set[str]:
+    try:
+        lines = (moddir / "modules.builtin").read_text().split()
+    except OSError:
+        return set()
+    return {re.sub(r"\.ko$", "", os.path.basename(x)).replace("-", "_") for x in lines}
+
+
+def _module_load_order(moddir: Path, wanted: Iterable[str]) -> list[str]:
+    """Paths (relative to moddir) of the wanted modules and their dependencies, deps first."""
+    table = _read_modules_dep(moddir)
+    by_path = {path: deps for path, deps in table.values()}
+    builtin = _builtin_modules(moddir)
+    order: list[str] = []
+
+    def visit(path: str, depth: int = 0) -> None:
+        if path in order or depth > 50:
+            return
+        for dep in by_path.get(path, []):
+            visit(dep, depth + 1)
+        order.append(path)
+
+    for name in wanted:
+        name = name.replace("-", "_")
+        if name in table:
+            visit(table[name][0])
+        elif name not in builtin:
+            raise ValueError(f"module {name} is neither in modules.dep nor built in")
+    return order
+
+
+def _safe_rmtree(path: Path) -> None:
+    """rm -rf that first unmounts anything mounted below path (debootstrap mounts /proc…)."""
+    if not path.exists():
+        return
+    real = os.path.realpath(path)
+
+    def mounts_below() -> list[str]:
+        found = []
+        with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+            for line in f:
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                               line.split()[4])
+                if point == real or point.startswith(real + "/"):
+                    found.append(point)
+        return found
+
+    for point in sorted(mounts_below(), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL)
+    if mounts_below():
+        raise VMError(f"vm: {mounts_below()[0]} is still mounted: not removing {path}")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def _in_root(root: Path, guest_path: str) -> Path:
+    return root / guest_path.lstrip("/")
+
+
+def _symlink(target: str, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(target, link)
+
+
+def _kernel_package_from(build: _Build, chroot: Path | None) -> str | None:
+    """Name of the newest generic 6.1 kernel package apt knows (host's apt or chroot's)."""
+    def apt(step: str, argv: list[str]) -> str:
+        if chroot is None:
+            if not shutil.which(argv[0]):
+                return ""
+            proc = build.run(step, argv, check=False, capture=True)
+        else:
+            proc = build.chroot(step, chroot, argv, check=False, capture=True)
+        return proc.stdout if proc.returncode == 0 else ""
+
+    show = apt("kernel lookup", ["apt-cache", "show", "--no-all-versions", KERNEL_METAPACKAGE])
+    for line in show.splitlines():
+        if line.startswith(("Depends:", "Pre-Depends:")):
+            m = re.search(rf"\b({KERNEL_PACKAGE_RE})\b", line)
+            if m:
+                return m.group(1)
+    names = apt("kernel lookup", ["apt-cache", "pkgnames", "linux-image-6.1."]).split()
+    candidates = [n for n in names if re.fullmatch(KERNEL_PACKAGE_RE, n)]
+    candidates.sort(key=lambda n: [int(x) for x in re.findall(r"\d+", n)], reverse=True)
+    for name in candidates:
+        policy = apt("kernel lookup", ["apt-cache", "policy", name])
+        if re.search(r"Candidate: (?!\(none\))", policy):
+            return name
+    return None
+
+
+def _download_kernel(build: _Build, root: Path, mirror: str, dest: Path) -> Path:
+    """The kernel .deb: from the host's apt if it knows bookworm's kernels, else the chroot's."""
+    dest.mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o755)
+    via = os.environ.get("ZOO_VM_KERNEL_FROM", "host")
+    name = _kernel_package_from(build, None) if via == "host" else None
+    if name:
+        build.note(f"kernel package from the host's apt: {name}")
+        build.run("apt-get download (kernel)", ["apt-get", "download", name], cwd=dest)
+    else:
+        build.note("kernel package from the chroot's apt (the host's apt has no "
+                   f"{KERNEL_PACKAGE_RE})")
+        resolv = root / "etc" / "resolv.conf"
+        saved = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+        with contextlib.suppress(OSError):
+            if resolv.is_symlink() or resolv.exists():
+                resolv.unlink()
+            shutil.copyfile("/etc/resolv.conf", resolv)
+        _write(root / "etc/apt/sources.list", f"deb {mirror} {SUITE} main\n")
+        try:
+            build.chroot("apt-get update (chroot, for the kernel)", root,
+                         ["apt-get", "-q", "update"])
+            name = _kernel_package_from(build, root)
+            if not name:
+                raise build.fail("kernel lookup", f"no package matching {KERNEL_PACKAGE_RE}")
+            incoming = root / "tmp" / "zoo-kernel"
+            incoming.mkdir(parents=True, exist_ok=True)
+            incoming.chmod(0o777)
+            build.chroot("apt-get download (kernel, chroot)", root,
+                         ["sh", "-c", f"cd /tmp/zoo-kernel && apt-get download {name}"])
+            for deb in incoming.glob("*.deb"):
+                shutil.move(str(deb), dest / deb.name)
+            shutil.rmtree(incoming, ignore_errors=True)
+        finally:
+            for lists in (root / "var/lib/apt/lists").glob("*"):
+                if lists.is_file():
+                    lists.unlink()
+            with contextlib.suppress(OSError):
+                resolv.unlink()
+                if saved is not None:
+                    resolv.write_bytes(saved)
+    debs = sorted(dest.glob("linux-image-*.deb"))
+    if not debs:
+        raise build.fail("kernel download", "no .deb downloaded")
+    return debs[-1]
+
+
+def _prune_ignore(moddir: Path) -> Callable[[str, list[str]], list[str]]:
+    prune = {moddir / "kernel" / p for p in MODULE_PRUNE}
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        return [n for n in names if Path(directory, n) in prune]
+
+    return ignore
+
+
+def _install_kernel(build: _Build, deb: Path, root: Path, work: Path) -> tuple[str, Path]:
+    """Unpack the kernel; its modules go into the rootfs. Returns (version, vmlinux path)."""
+    unpacked = work / "kernel"
+    if shutil.which("dpkg-deb"):
+        build.run("dpkg-deb -x (kernel)", ["dpkg-deb", "-x", str(deb), str(unpacked)])
+    else:
+        shutil.copy(deb, root / "tmp" / "kernel.deb")
+        build.chroot("dpkg-deb -x (kernel)", root,
+                     ["dpkg-deb", "-x", "/tmp/kernel.deb", "/tmp/kernel"])
+        shutil.move(str(root / "tmp" / "kernel"), unpacked)
+        (root / "tmp" / "kernel.deb").unlink()
+    vmlinuz = sorted((unpacked / "boot").glob("vmlinuz-*"))
+    if not vmlinuz:
+        raise build.fail("kernel unpack", f"no boot/vmlinuz-* in {deb.name}")
+    version = vmlinuz[-1].name[len("vmlinuz-"):]
+    try:
+        elf = extract_vmlinux(vmlinuz[-1].read_bytes())
+    except ValueError as e:
+        raise build.fail("kernel decompression", str(e))
+    vmlinux = work / "vmlinux"
+    vmlinux.write_bytes(elf)
+    build.note(f"kernel {version}: vmlinux {len(elf)} bytes")
+
+    src = unpacked / "lib" / "modules" / version
+    if not src.is_dir():
+        src = unpacked / "usr" / "lib" / "modules" / version
+    lib = root / "usr" / "lib" if (root / "lib").is_symlink() else root / "lib"
+    dst = lib / "modules" / version
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, symlinks=True, ignore=_prune_ignore(src))
+    for name in ("config", "System.map"):
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copy(unpacked / "boot" / f"{name}-{version}", root / "boot")
+    build.chroot("depmod", root, ["depmod", "-a", version])
+    try:
+        _module_load_order(dst, GUEST_MODULES)
+    except ValueError as e:
+        raise build.fail("kernel modules check", str(e))
+    shutil.rmtree(unpacked)
+    return version, vmlinux
+
+
+def _make_initramfs(build: _Build, root: Path, version: str, out: Path) -> None:
+    lib = root / "usr" / "lib" if (root / "lib").is_symlink() else root / "lib"
+    moddir = lib / "modules" / version
+    try:
+        order = _module_load_order(moddir, INITRAMFS_MODULES)
+    except ValueError as e:
+        raise build.fail("initramfs modules", str(e))
+    busybox = root / "bin" / "busybox"
+    if not busybox.is_file():
+        raise build.fail("initramfs", f"no static busybox at {busybox}")
+    d, f, lnk, chr_ = 0o040755, 0o100755, 0o120777, 0o020600
+    entries: list[tuple[str, int, bytes, int]] = [
+        ("bin", d, b"", 0), ("dev", d, b"", 0), ("dev/console", chr_, b"", (5 << 8) | 1),
+        ("proc", d, b"", 0), ("sys", d, b"", 0), ("newroot", d, b"", 0),
+        ("modules", d, b"", 0),
+        ("bin/busybox", f, busybox.read_bytes(), 0),
+    ]
+    for applet in ("sh", "mount", "umount", "insmod", "switch_root", "sleep", "mkdir",
+                   "poweroff", "echo", "cat", "printf"):
+        entries.append((f"bin/{applet}", lnk, b"busybox", 0))
+    names = []
+    for rel in order:
+        name = os.path.basename(rel)
+        if name.endswith(".ko.xz"):
+            data, name = lzma.decompress((moddir / rel).read_bytes()), name[:-3]
+        elif name.endswith(".ko.gz"):
+            data, name = gzip.decompress((moddir / rel).read_bytes()), name[:-3]
+        else:
+            data = (moddir / rel).read_bytes()
+        entries.append((f"modules/{name}", 0o100644, data, 0))
+        names.append(name)
+    entries.append(("modules/order", 0o100644, ("\n".join(names) + "\n").encode(), 0))
+    entries.append(("init", f, (GUEST_DIR / "init").read_bytes(), 0))
+    out.write_bytes(_cpio_newc(entries))
+    build.note(f"initramfs: {', '.join(names)}; {out.stat().st_size} bytes")
+
+
+def _pip_install(build: _Build, root: Path, pyver: str) -> None:
+    target = root / "usr" / "local" / "lib" / f"python{pyver}" / "dist-packages"
+    target.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip"]
+    if build.run("pip check", pip + ["--version"], check=False).returncode != 0:
+        if not shutil.which("pip3"):
+            raise build.fail("pip install", "no pip on this host (python3 -m pip, pip3)")
+        pip = ["pip3"]
+    build.run("pip install (guest packages)",
+              pip + ["install", "--no-deps", "--no-compile", "--only-binary=:all:",
+                     "--python-version", pyver, "--implementation", "py",
+                     "--disable-pip-version-check", "--no-warn-script-location",
+                     "--upgrade", "--target", str(target)] + list(PIP_PINS),
+              env={"PIP_ROOT_USER_ACTION": "ignore"})
+    # Console scripts point at the host's Python: rewrite them for the guest's.
+    scripts = target / "bin"
+    if scripts.is_dir():
+        bindir = root / "usr" / "local" / "bin"
+        bindir.mkdir(parents=True, exist_ok=True)
+        for script in scripts.iterdir():
+            data = script.read_bytes()
+            if data.startswith(b"#!"):
+                data = b"#!/usr/bin/python3" + data[data.index(b"\n"):]
+            (bindir / script.name).write_bytes(data)
+            (bindir / script.name).chmod(0o755)
+        shutil.rmtree(scripts)
+    build.chroot("compile the guest packages", root,
+                 ["python3", "-m", "compileall", "-q", f"/usr/local/lib/python{pyver}"])
+
+
+def _configure_rootfs(build: _Build, root: Path) -> None:
+    etc = root / "etc"
+    for name, (dest, mode) in GUEST_FILES.items():
+        target = _in_root(root, dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(GUEST_DIR / name, target)
+        target.chmod(mode)
+    system = etc / "systemd" / "system"
+    for unit, wants in ENABLED_UNITS.items():
+        _symlink(f"/etc/systemd/system/{unit}", system / wants / unit)
+    for unit in MASKED_UNITS:
+        _symlink("/dev/null", system / unit)
+        for wants in system.glob(f"*.wants/{unit}"):
+            wants.unlink()
+    _symlink("/lib/systemd/system/multi-user.target", system / "default.target")
+
+    _write(etc / "hostname", HOSTNAME + "\n")
+    _write(etc / "hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n"
+           "::1\tlocalhost ip6-localhost ip6-loopback\n")
+    _write(etc / "fstab", "# The initramfs mounts / (virtio disk, a throw-away snapshot).\n")
+    for share in ("job", "submission", "results"):
+        (root / "mnt" / share).mkdir(parents=True, exist_ok=True)
+
+    build.chroot("useradd student", root,
+                 ["useradd", "--create-home", "--uid", str(STUDENT_UID), "--user-group",
+                  "--shell", "/bin/bash", STUDENT_USER])
+    for name in ("subuid", "subgid"):
+        _write(etc / name, f"{STUDENT_USER}:{SUBID_START}:{SUBID_COUNT}\n")
+    linger = root / "var" / "lib" / "systemd" / "linger"
+    linger.mkdir(parents=True, exist_ok=True)
+    (linger / STUDENT_USER).touch()
+
+    # Smaller image, nothing stale: apt's caches and lists.
+    for pattern in ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb",
+                    "var/lib/apt/lists/*_*"):
+        for path in root.glob(pattern):
+            path.unlink()
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + dirnames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
+
+
+def _mkfs(build: _Build, root: Path, image: Path) -> None:
+    size_mb = max(IMAGE_MIN_MB, int(_tree_bytes(root) * 1.4 / 2**20) + 512)
+    mkfs = shutil.which("mkfs.ext4") or next(
+        (p for p in ("/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4") if os.path.exists(p)), None)
+    if not mkfs:
+        raise build.fail("mkfs.ext4", "mkfs.ext4 not found (install e2fsprogs)")
+    with open(image, "wb") as f:
+        f.truncate(size_mb * 2**20)
+    # No journal: the disk is a throw-away snapshot, and TCG pays for every write.
+    build.run("mkfs.ext4", [mkfs, "-q", "-F", "-L", "zooroot", "-m", "0", "-O", "^has_journal",
+                            "-d", str(root), str(image), f"{size_mb}M"])
+
+
+def _chown_for_sudo_user(paths: Iterable[Path]) -> None:
+    """Under sudo, leave the cache to the user who asked (it boots the VM unprivileged)."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if os.geteuid() != 0 or not uid or not gid or uid == "0":
+        return
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.chown(path, int(uid), int(gid))
+
+
+def _prune_old_images(cache_root: Path, keep: str) -> None:
+    old = [p for p in cache_root.iterdir()
+           if p.is_dir() and re.fullmatch(r"[0-9a-f]{64}", p.name) and p.name != keep]
+    old.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in old[KEEP_OLD_IMAGES:]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def build_image(cache_root: Path | str | None = None,
+                log: Callable[[str], object] | None = print, force: bool = False) -> ImagePaths:
+    """The VM image for the current recipe, built first if it is not in the cache.
+
+    Builds into cache_root/.build-*, renames to cache_root/<key> when complete (a lock
+    serialises concurrent builds). Raises VMError naming the failed step and the log.
+    """
+    say = log or (lambda _msg: None)
+    cache_root = Path(cache_root) if cache_root else default_cache_root()
+    key = cache_key()
+    if not force:
+        image = cached_image(cache_root)
+        if image:
+            return image
+    if os.geteuid() != 0:
+        raise VMError(f"vm: no image for this recipe in {cache_root} and building one needs "
+                      "root (debootstrap, chroot): run `sudo make vm` (or sudo python3 "
+                      "grader/vm.py build)")
+    for tool in ("debootstrap", "chroot"):
+        if not shutil.which(tool):
+            raise VMError(f"vm: {tool} not found: apt-get install debootstrap")
+    cache_root.mkdir(parents=True, exist_ok=True)
+    _chown_for_sudo_user([cache_root, *cache_root.parents][:3])
+    with open(cache_root / ".lock", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        if not force:
+            image = cached_image(cache_root)
+            if image:
+                return image
+        # We hold the lock: any .build-* left here is from an interrupted build.
+        for stale in cache_root.glob(".build-*"):
+            _safe_rmtree(stale)
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root))
+        log_path = cache_root / f"build-{key[:12]}.log"
+        build = _Build(log_path, say)
+        started = time.monotonic()
+        try:
+            image = _build_into(build, work, key, started)
+            final = cache_root / key
+            if final.exists():
+                _safe_rmtree(final)
+            work.chmod(0o755)
+            os.rename(work, final)
+            build.note(f"done: {final}")
+            build.logf.close()
+            shutil.copyfile(log_path, final / "build.log")
+            log_path.unlink()
+            _chown_for_sudo_user([final, *(final / n for n in IMAGE_FILES + ("build.log",))])
+            _prune_old_images(cache_root, key)
+            return _image_paths(final, key)
+        except BaseException as e:
+            if not isinstance(e, VMError):
+                build.note(f"FAILED: {type(e).__name__}: {e}")
+            raise
+        finally:
+            if not build.logf.closed:
+                build.logf.close()
+            _safe_rmtree(work)
+
+
+def _build_into(build: _Build, work: Path, key: str, started: float) -> ImagePaths:
+    say = build.say
+    root = work / "root"
+    mirror = host_mirror()
+    debs = build.log_path.parent / "debs"
+    debs.mkdir(exist_ok=True)
+
+    def step(text: str) -> None:
+        say(f"vm: [{time.monotonic() - started:5.1f}s] {text}")
+        build.note(text)
+
+    step(f"debootstrap {SUITE} from {mirror} (about a minute)")
+    build.run("debootstrap",
+              ["debootstrap", "--variant=minbase", f"--cache-dir={debs}",
+               "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror])
+    _safe_rmtree(root / "debootstrap")  # only there after a failed run
+    pyver = build.chroot("python3 in the rootfs", root,
+                         ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         capture=True).stdout.strip()
+
+    step("kernel: download, decompress, modules")
+    deb = _download_kernel(build, root, mirror, work / "deb")
+    version, vmlinux = _install_kernel(build, deb, root, work)
+    shutil.rmtree(work / "deb")
+
+    step(f"initramfs (busybox, modules for the root disk) for {version}")
+    _make_initramfs(build, root, version, work / "initramfs.cpio")
+
+    step("guest Python packages: " + " ".join(PIP_PINS))
+    _pip_install(build, root, pyver)
+
+    step("configure: student, subuid, linger, units")
+    _configure_rootfs(build, root)
+
+    step("mkfs.ext4 -d")
+    _mkfs(build, root, work / "rootfs.ext4")
+    packages = build.chroot("package list", root, ["dpkg-query", "-W"], capture=True).stdout
+    _safe_rmtree(root)
+
+    manifest = {
+        "key": key, "recipe": recipe(), "kernel_version": version, "kernel_deb": deb.name,
+        "mirror": mirror, "python": pyver, "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "build_seconds": round(time.monotonic() - started, 1),
+        "packages": dict(line.split("\t", 1) for line in packages.splitlines() if "\t" in line),
+    }
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    for name in IMAGE_FILES:
+        (work / name).chmod(0o644)
+    step("image complete")
+    return _image_paths(work, key)
+
+
+# ---------------------------------------------------------------------------------------
+# Booting
+# ---------------------------------------------------------------------------------------
+def detect_accel() -> str:
+    """"kvm" only where a KVM module is really loaded ($ZOO_VM_ACCEL wins), else "tcg".
+
+    /dev/kvm alone proves nothing: on nested PVM hosts it exists and stock kernels hang.
+    """
+    env = os.environ.get("ZOO_VM_ACCEL", "").strip().lower()
+    if env in ("tcg", "kvm"):
+        return env
+    try:
+        with open("/proc/modules") as f:
+            modules = {line.split()[0] for line in f if line.strip()}
+    except OSError:
+        modules = set()
+    if modules & {"kvm_intel", "kvm_amd"} and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "kvm"
+    return "tcg"
+
+
+def _qemu_binary() -> str:
+    qemu = os.environ.get("ZOO_QEMU") or shutil.which("qemu-system-x86_64")
+    if not qemu:
+        raise VMError("vm: qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+    return qemu
+
+
+def _opt(path: Path | str) -> str:
+    """A path inside a QEMU option list (commas doubled)."""
+    return str(path).replace(",", ",,")
+
+
+def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results_dir: Path,
+                 console_log: Path, *, accel: str, memory: str = "2G", smp: int = 2,
+                 cmdline: str = KERNEL_CMDLINE) -> list[str]:
+    if accel == "kvm":
+        machine = ["-accel", "kvm", "-cpu", "host"]
+    else:
+        machine = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+    shares = []
+    for tag, path, readonly in (("job", job_dir, True), ("submission", submission_dir, True),
+                                ("results", results_dir, False)):
+        opts = f"local,path={_opt(path)},mount_tag={tag},security_model=none,multidevs=remap"
+        shares += ["-virtfs", opts + (",readonly=on" if readonly else "")]
+    return [
+        _qemu_binary(), "-name", "zoo-grader", "-machine", "q35", *machine,
+        "-smp", str(smp), "-m", str(memory),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none",
+        "-serial", f"file:{console_log}",
+        "-kernel", _opt(image.kernel), "-initrd", _opt(image.initramfs), "-append", cmdline,
+        "-drive", f"file={_opt(image.rootfs)},if=virtio,format=raw,snapshot=on,cache=unsafe",
+        *shares,
+    ]
+
+
+def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Path | str, *,
+         timeout: float = 600, memory: str = "2G", smp: int = 2,
+         log_path: Path | str | None = None, image: ImagePaths | None = None,
+         job_timeout: float | None = None, accel: str | None = None,
+         save_journal: bool = False, cache_root: Path | str | None = None) -> BootResult:
+    """Boot the guest once: it runs job_dir/run.sh as root and powers off.
+
+    job_dir is shared read-only at /mnt/job, submission_dir (None: an empty directory)
+    read-only at /mnt/submission, results_dir read-write at /mnt/results (run.sh's output
+    goes to job.log there). The serial console goes to log_path (default
+    results_dir/console.log). QEMU is killed after `timeout` seconds (timed_out=True);
+    job_timeout makes the guest itself stop run.sh after that long (exit status 124),
+    keeping the rest of the boot's results. Raises VMError if QEMU cannot run at all.
+    """
+    job_dir = Path(job_dir).resolve()
+    if not (job_dir / "run.sh").is_file():
+        raise VMError(f"vm: no run.sh in the job directory {job_dir}")
+    results_dir = Path(results_dir).resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    console_log = Path(log_path).resolve() if log_path else results_dir / "console.log"
+    console_log.parent.mkdir(parents=True, exist_ok=True)
+    if image is None:
+        image = build_image(cache_root, log=lambda msg: print(msg, file=sys.stderr))
+    accel = accel or detect_accel()
+    cmdline = KERNEL_CMDLINE
+    if job_timeout:
+        cmdline += f" zoo.job_timeout={max(1, int(job_timeout))}"
+    if save_journal:
+        cmdline += " zoo.journal=1"
+
+    with tempfile.TemporaryDirectory(prefix="zoo-vm-") as tmp:
+        if submission_dir is None:
+            submission = Path(tmp) / "submission"
+            submission.mkdir()
+        else:
+            submission = Path(submission_dir).resolve()
+            if not submission.is_dir():
+                raise VMError(f"vm: submission directory {submission} does not exist")
+        console_log.unlink(missing_ok=True)
+        console_log.touch()
+        qemu_log = Path(tmp) / "qemu.log"
+        argv = qemu_command(image, job_dir, submission, results_dir, console_log, accel=accel,
+                            memory=memory, smp=smp, cmdline=cmdline)
+        env = dict(os.environ, TMPDIR=tmp)  # snapshot=on's overlay lives (and dies) here
+        start = time.monotonic()
+        boot_seconds = None
+        timed_out = False
+        with open(qemu_log, "wb") as qlog, open(console_log, "rb") as console:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            seen = b""
+            try:
+                while True:
+                    returncode = proc.poll()
+                    if boot_seconds is None:
+                        seen = seen[-64:] + console.read()
+                        if MARK_START in seen:
+                            boot_seconds = time.monotonic() - start
+                    if returncode is not None:
+                        break
+                    if time.monotonic() - start >= timeout:
+                        timed_out = True
+                        break
+                    time.sleep(0.1)
+            finally:
+                _stop(proc)
+        total = time.monotonic() - start
+        qemu_out = qemu_log.read_bytes().decode(errors="replace").strip()
+
+    text = console_log.read_bytes()
+    if qemu_out:
+        with open(console_log, "ab") as f:
+            f.write(b"\n--- qemu ---\n" + qemu_out.encode() + b"\n")
+    exits = MARK_EXIT_RE.findall(text)
+    errors = MARK_ERROR_RE.findall(text)
+    exit_status = int(exits[-1]) if exits else None
+    error = None
+    if errors:
+        error = errors[-1].decode(errors="replace").strip()
+    elif timed_out:
+        error = f"timed out after {timeout:g} s" + ("" if boot_seconds else
+                                                    " (the job had not started)")
+    elif exit_status is None:
+        if proc.returncode not in (0, None) and boot_seconds is None:
+            raise VMError(f"vm: qemu failed (exit status {proc.returncode}): "
+                          f"{qemu_out[-500:] or 'no message'}; console: {console_log}")
+        error = f"the guest stopped without a ZOO-JOB-EXIT marker: see {console_log}"
+    return BootResult(exit_status=exit_status, timed_out=timed_out, accel=accel,
+                      boot_seconds=boot_seconds, total_seconds=total, console_log=console_log,
+                      results_dir=results_dir, error=error, qemu_returncode=proc.returncode)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------
+def _cmd_build(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    if not args.force and cached_image(args.cache):
+        image = cached_image(args.cache)
+        print(f"vm: cached: {image.dir}")
+        return 0
+    image = build_image(args.cache, log=print, force=args.force)
+    print(f"vm: built {image.dir} in {time.monotonic() - started:.1f} s")
+    print(f"vm: kernel {image.manifest.get('kernel_version')}, rootfs "
+          f"{image.rootfs.stat().st_blocks * 512 / 2**20:.0f} MiB used")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    root = Path(args.cache) if args.cache else default_cache_root()
+    image = cached_image(root)
+    print(f"key:       {cache_key()}")
+    print(f"cache:     {root}")
+    print(f"accel:     {detect_accel()}")
+    print(f"mirror:    {host_mirror()}")
+    if image:
+        print(f"image:     {image.dir}")
+        for name in ("kernel", "initramfs", "rootfs"):
+            print(f"{name + ':':<10} {getattr(image, name)}")
+        for name in ("kernel_version", "kernel_deb", "python", "built", "build_seconds"):
+            print(f"{name + ':':<10} {image.manifest.get(name)}")
+    else:
+        print("image:     not built (python3 grader/vm.py build, as root)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    script = Path(args.script)
+    if not script.is_file():
+        print(f"vm: no such script: {script}", file=sys.stderr)
+        return 125
+    image = build_image(args.cache, log=lambda msg: print(msg, file=sys.stderr))
+    with tempfile.TemporaryDirectory(prefix="zoo-job-") as tmp:
+        job = Path(tmp) / "job"
+        job.mkdir()
+        shutil.copyfile(script, job / "run.sh")
+        (job / "run.sh").chmod(0o755)
+        for extra in args.file or []:
+            shutil.copy(extra, job / Path(extra).name)
+        results = Path(args.results) if args.results else Path(tmp) / "results"
+        result = boot(job, args.submission, results, timeout=args.timeout, memory=args.memory,
+                      smp=args.smp, image=image, job_timeout=args.job_timeout,
+                      accel=args.accel, save_journal=args.journal)
+        if result.job_log.is_file():
+            sys.stdout.write(result.job_log.read_text(errors="replace"))
+            sys.stdout.flush()
+        boot_s = f"{result.boot_seconds:.1f} s" if result.boot_seconds is not None else "-"
+        print(f"vm: exit status {result.exit_status}, boot to job {boot_s}, "
+              f"total {result.total_seconds:.1f} s, accel {result.accel}", file=sys.stderr)
+        if result.error:
+            print(f"vm: {result.error}", file=sys.stderr)
+        if args.results:
+            print(f"vm: results in {results}", file=sys.stderr)
+        else:
+            keep = Path(tempfile.mkdtemp(prefix="zoo-console-")) / "console.log"
+            shutil.copyfile(result.console_log, keep)
+            print(f"vm: console log {keep}", file=sys.stderr)
+    if result.timed_out:
+        return 124
+    return result.exit_status if result.exit_status is not None else 125
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vm.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache", help="image cache (default $ZOO_VM_CACHE or "
+                        "~/.cache/zookeeper/vm)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("build", help="build the image (cached)")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.set_defaults(func=_cmd_build)
+    p = sub.add_parser("info", help="cache key, paths, accelerator")
+    p.set_defaults(func=_cmd_info)
+    p = sub.add_parser("run", help="boot and run SCRIPT as root in the guest")
+    p.add_argument("script")
+    p.add_argument("--file", action="append", help="another file for the job directory")
+    p.add_argument("--submission", help="directory shared read-only at /mnt/submission")
+    p.add_argument("--results", help="directory shared read-write at /mnt/results "
+                   "(default: a temporary one)")
+    p.add_argument("--timeout", type=float, default=600, help="kill QEMU after (s)")
+    p.add_argument("--job-timeout", type=float, help="the guest stops run.sh after (s)")
+    p.add_argument("--memory", default="2G")
+    p.add_argument("--smp", type=int, default=2)
+    p.add_argument("--accel", choices=("tcg", "kvm"))
+    p.add_argument("--journal", action="store_true", help="save journal.log in the results")
+    p.set_defaults(func=_cmd_run)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except VMError as e:
+        print(e, file=sys.stderr)
+        return 125
+    except KeyboardInterrupt:
+        print("vm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

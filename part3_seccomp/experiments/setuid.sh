@@ -1,0 +1,18 @@
+#!/bin/sh
+# The seccomp experiment: try to make a setuid file, which the filter refuses.
+#
+#   part2_namespaces/zookeeper.py sh experiments/setuid.sh DIR   -> setuid bit set
+#   part3_seccomp/zookeeper.py    sh experiments/setuid.sh DIR   -> Operation not permitted
+#
+# Root in the container may chmod its own files, and a setuid-root binary made
+# inside could outlive the container.  The rule against chmod/fchmod/fchmodat(2)
+# with S_ISUID returns EPERM before the kernel even looks at the file.
+dir=${1:-/tmp}
+file="$dir/zoo-setuid-experiment.$$"
+: > "$file" || exit 1
+if chmod u+s "$file" 2>&1; then
+    echo "setuid bit set: $(ls -l "$file" | cut -c1-10)"
+else
+    echo "chmod u+s refused (see above)"
+fi
+rm -f "$file"

@@ -1,0 +1,275 @@
+"""The generator: one source, six parts and a skeleton, strict about its markers."""
+
+import re
+import textwrap
+from pathlib import Path
+
+import generate
+import pytest
+from conftest import ROOT
+
+SRC = ROOT / "src"
+
+
+def write_src(tmp_path: Path, files: dict[str, str]) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, text in files.items():
+        (src / name).write_text(textwrap.dedent(text).lstrip("\n"))
+    return src
+
+
+GOOD = {
+    "main.py": '''
+        import os
+
+        STAGE = 6  # skeleton only
+
+
+        def run():
+            flags = 0
+            if STAGE >= 2:
+                # STUDENT CODE BELOW (q2)
+                # Add the flag.  See clone(2).
+                flags |= 2
+                # STUDENT CODE ABOVE (q2)
+            # STUDENT CODE BELOW (q1)
+            # Print the flags.
+            print(flags)
+            # STUDENT CODE ABOVE (q1)
+            if STAGE < 3:
+                print("before stage 3")
+            return os.getpid()
+    ''',
+    "later.py": '''
+        # zookeeper-source: stage=3
+        import os
+
+        # >>> stage 4
+        def four():
+            return 4
+        # <<< stage 4
+    ''',
+}
+
+
+def test_parts_resolve_guards_and_regions(tmp_path):
+    out = generate.generate(write_src(tmp_path, GOOD))
+    part1 = out["part1_clone"]["main.py"][0]
+    assert "flags |= 2" not in part1 and "before stage 3" in part1
+    assert "STAGE" not in part1 and "later.py" not in out["part1_clone"]
+    part2 = out["part2_namespaces"]["main.py"][0]
+    assert "        flags |= 2\n" not in part2 and "    flags |= 2\n" in part2
+    part3 = out["part3_seccomp"]
+    assert "before stage 3" not in part3["main.py"][0]
+    assert "def four" not in part3["later.py"][0]
+    assert "def four" in out["part4_filesystem"]["later.py"][0]
+    assert "zookeeper-source" not in out["part4_filesystem"]["later.py"][0]
+
+
+def test_skeleton_keeps_hints_and_says_not_implemented(tmp_path):
+    sk = generate.generate(write_src(tmp_path, GOOD))["skeleton"]["main.py"][0]
+    assert "# Add the flag.  See clone(2).\n" in sk
+    assert "flags |= 2" not in sk
+    assert "not_implemented(2, 2, 'add the flag')" in sk
+    assert "not_implemented(1, 1, 'print the flags')" in sk
+    assert "from exercise import not_implemented\n" in sk
+    assert "if STAGE >= 2:" in sk and "STAGE = 6  # skeleton only" in sk
+
+
+BAD = [
+    ("nested", '''
+        def f():
+            # STUDENT CODE BELOW (q1)
+            # hint
+            # STUDENT CODE BELOW (q2)
+            # hint
+            x = 1
+            # STUDENT CODE ABOVE (q2)
+            # STUDENT CODE ABOVE (q1)
+     ''', r"main.py:4: q2 opens inside q1 \(opened at line 2\)"),
+    ("unterminated", '''
+        def f():
+            # STUDENT CODE BELOW (q1)
+            # hint
+            x = 1
+     ''', r"main.py:2: q1 is never closed"),
+    ("mismatched", '''
+        def f():
+            # STUDENT CODE BELOW (q1)
+            # hint
+            x = 1
+            # STUDENT CODE ABOVE (q2)
+     ''', r"main.py:5: q2 closes q1"),
+    ("never opened", '''
+        def f():
+            x = 1
+            # STUDENT CODE ABOVE (q1)
+     ''', r"main.py:3: q1 closes a block that was never opened"),
+    ("malformed", '''
+        def f():
+            # STUDENT CODE BELOW q1
+            x = 1
+     ''', r"main.py:2: malformed exercise marker"),
+    ("no hint", '''
+        def f():
+            # STUDENT CODE BELOW (q1)
+            x = 1
+            # STUDENT CODE ABOVE (q1)
+     ''', r"main.py:2: q1 has no hint comment"),
+    ("duplicate", '''
+        def f():
+            # STUDENT CODE BELOW (q1)
+            # hint
+            x = 1
+            # STUDENT CODE ABOVE (q1)
+            # STUDENT CODE BELOW (q1)
+            # hint
+            y = 1
+            # STUDENT CODE ABOVE (q1)
+     ''', r"main.py:6: q1 is used twice \(first at main.py:2\)"),
+    ("gap", '''
+        def f():
+            # STUDENT CODE BELOW (q2)
+            # hint
+            x = 1
+            # STUDENT CODE ABOVE (q2)
+     ''', r"main.py:2: q1 is missing"),
+    ("out of order", '''
+        def f():
+            # STUDENT CODE BELOW (q2)
+            # hint
+            x = 1
+            # STUDENT CODE ABOVE (q2)
+            # STUDENT CODE BELOW (q1)
+            # hint
+            y = 1
+            # STUDENT CODE ABOVE (q1)
+     ''', r"main.py:6: q1 comes after q2 in the file"),
+    ("later stage lower number", '''
+        def f():
+            if STAGE >= 2:
+                # STUDENT CODE BELOW (q1)
+                # hint
+                x = 1
+                # STUDENT CODE ABOVE (q1)
+            # STUDENT CODE BELOW (q2)
+            # hint
+            y = 1
+            # STUDENT CODE ABOVE (q2)
+     ''', r"main.py:7: q2 is in stage 1 but q1 is in stage 2"),
+    ("block in removed code", '''
+        def f():
+            if STAGE < 2:
+                # STUDENT CODE BELOW (q1)
+                # hint
+                x = 1
+                # STUDENT CODE ABOVE (q1)
+     ''', r"main.py:3: an exercise cannot sit in code that a later stage removes"),
+    ("guard with else", '''
+        def f():
+            if STAGE >= 2:
+                x = 1
+            else:
+                x = 2
+     ''', r"main.py:4: a stage guard cannot have elif/else"),
+    ("module-level guard", '''
+        if STAGE >= 2:
+            x = 1
+     ''', r"main.py:1: stage guards belong inside functions"),
+    ("unclosed region", '''
+        # >>> stage 2
+        x = 1
+     ''', r"main.py:1: stage 2 region is never closed"),
+    ("malformed guard", '''
+        def f():
+            if STAGE >=2:
+                x = 1
+     ''', r"main.py:2: malformed stage guard"),
+]
+
+
+@pytest.mark.parametrize("name,text,message", BAD, ids=[b[0] for b in BAD])
+def test_marker_errors_name_file_and_line(tmp_path, name, text, message):
+    # The import goes last, so the line numbers above are the file's.
+    src = write_src(tmp_path, {"main.py": textwrap.dedent(text).lstrip("\n") + "import os\n"})
+    with pytest.raises(generate.GeneratorError) as err:
+        generate.generate(src)
+    assert re.search(message, str(err.value)), str(err.value)
+
+
+def test_generator_cli_reports_errors_without_traceback(tmp_path, capsys):
+    src = write_src(tmp_path, {"main.py": BAD[0][1]})
+    assert generate.main(["--src", str(src), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("generate: ") and "Traceback" not in err
+
+
+def test_generating_twice_is_identical():
+    assert generate.generate(SRC) == generate.generate(SRC)
+
+
+def test_committed_parts_and_skeleton_are_fresh():
+    problems = generate.stale(ROOT, generate.generate(SRC))
+    assert not problems, "stale generated files (run make parts skeleton):\n" + "\n".join(problems)
+
+
+def test_stale_part_is_detected(tmp_path):
+    outputs = generate.generate(SRC)
+    generate.write(tmp_path, outputs)
+    assert generate.stale(tmp_path, outputs) == []
+    target = tmp_path / "part2_namespaces" / "zookeeper.py"
+    target.write_text(target.read_text().replace("zoo", "zo0"))
+    (tmp_path / "part1_clone" / "extra.py").write_text("")
+    problems = generate.stale(tmp_path, outputs)
+    assert any(p.startswith("part2_namespaces/zookeeper.py: stale") for p in problems)
+    assert any(p.startswith("part1_clone/extra.py: not generated") for p in problems)
+
+
+def fill(skeleton_text: str, blocks: dict[int, generate.Block]) -> str:
+    """Put the reference code back into the skeleton's blocks (what a student does)."""
+    out, lines, i = [], skeleton_text.splitlines(keepends=True), 0
+    while i < len(lines):
+        line = lines[i]
+        if line == generate.NOT_IMPLEMENTED_IMPORT:
+            i += 1
+            continue
+        m = generate.BELOW_RE.match(line)
+        out.append(line)
+        i += 1
+        if m:
+            block = blocks[int(m.group(2))]
+            out.extend(block.hint)
+            out.extend(block.code)
+            while not generate.ABOVE_RE.match(lines[i]):
+                i += 1
+    return "".join(out)
+
+
+def test_round_trip_skeleton_filled_gives_back_every_part():
+    blocks = {b.q: b for b in generate.all_blocks(SRC)}
+    skeleton = ROOT / "skeleton"
+    for path in sorted(SRC.rglob("*")):
+        if not path.is_file() or not generate.wanted(path):
+            continue
+        rel = path.relative_to(SRC).as_posix()
+        sf = generate.read_source(SRC, rel)
+        if sf.only == "parts":
+            continue
+        filled = fill((skeleton / rel).read_text(), blocks)
+        assert filled == "".join(sf.lines), f"{rel}: filled skeleton differs from the source"
+        if sf.only == "skeleton":
+            continue
+        for stage, part in generate.PARTS.items():
+            if sf.stage <= stage:
+                expected = (ROOT / part / rel).read_text()
+                got = "".join(generate.specialise(filled.splitlines(keepends=True), stage))
+                assert got == expected, f"{part}/{rel}: round trip differs"
+
+
+def test_exercises_are_numbered_in_stage_order_with_hints():
+    blocks = generate.all_blocks(SRC)
+    assert [b.q for b in blocks] == list(range(1, len(blocks) + 1))
+    assert [b.stage for b in blocks] == sorted(b.stage for b in blocks)
+    for b in blocks:
+        assert b.what and len(b.what) < 90, f"q{b.q}: hint's first sentence too long"

@@ -1,0 +1,294 @@
+"""Stages 1-3 on this host, as root and as an unprivileged user with subid ranges."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import PARTS, Runner
+
+NAMESPACES = ["user", "cgroup", "ipc", "net", "mnt", "pid", "uts"]
+SEGFAULT = "import ctypes; ctypes.string_at(0)"  # a real fault: PID 1 cannot ignore it
+
+
+def lines(text: str) -> list[str]:
+    return text.strip().splitlines()
+
+
+# Stage 1 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("part", [1, 2, 3])
+def test_exit_code_is_the_containers(runner: Runner, part):
+    done = runner.zookeeper(part, "sh", "-c", "echo hello; exit 42")
+    assert done.stdout == "hello\n"
+    assert done.returncode == 42, done.stderr
+
+
+@pytest.mark.parametrize("part", [1, 2, 3])
+def test_death_by_signal_is_passed_on(runner: Runner, part):
+    done = runner.zookeeper(part, runner.python, "-c", SEGFAULT)
+    assert done.returncode == -signal.SIGSEGV, done.stderr
+    # A shell reports it as 128 + 11.
+    shell = runner.run(["sh", "-c", f"'{runner.python}' "
+                                    f"'{runner.workdir / PARTS[part] / 'zookeeper.py'}' "
+                                    f"'{runner.python}' -c '{SEGFAULT}'; echo status=$?"])
+    assert "status=139" in shell.stdout
+
+
+def test_kernel_sent_signal_to_pid1(runner: Runner):
+    # RLIMIT_CPU: PID 1 of a namespace drops the kernel's SIGXCPU (no handler), but
+    # not the SIGKILL at the hard limit; zookeeper then dies of SIGKILL too (137).
+    done = runner.zookeeper(2, "sh", "-c", "ulimit -t 1; while :; do :; done")
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+@pytest.mark.parametrize("part", [1, 2, 3])
+def test_command_not_found_is_127(runner: Runner, part):
+    done = runner.zookeeper(part, "no-such-command-zk")
+    assert done.returncode == 127
+    assert lines(done.stderr)[-1] == ("zookeeper: failed to execute no-such-command-zk: "
+                                      "No such file or directory")
+
+
+@pytest.mark.parametrize("part", [1, 3])
+def test_not_executable_is_126(runner: Runner, part):
+    plain = runner.workdir / "not-executable"
+    plain.write_text("data\n")
+    plain.chmod(0o644)
+    done = runner.zookeeper(part, str(plain))
+    assert done.returncode == 126
+    assert lines(done.stderr)[-1] == f"zookeeper: failed to execute {plain}: Permission denied"
+
+
+def test_child_waits_for_go(runner: Runner):
+    # The parent's explain trace shows the go message before the child's exec.
+    done = runner.zookeeper(2, "-v", "true")
+    trace = lines(done.stderr)
+    go = next(i for i, x in enumerate(trace) if "newgidmap" in x or "gid_map" in x)
+    execs = next(i for i, x in enumerate(trace) if "execvp" in x)
+    assert go < execs
+
+
+@pytest.mark.parametrize("part,expected", [(1, -signal.SIGTERM), (2, -signal.SIGKILL)])
+def test_sigterm_reaches_the_container(runner: Runner, part, expected):
+    """Part 1: sleep dies of SIGTERM.  Part 2: sleep is PID 1, which ignores it, so
+    zookeeper kills it after the grace period."""
+    proc = runner.popen(part, "sleep", "100", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    assert proc.returncode == expected
+    assert time.monotonic() - started < 6
+    assert no_process_matching("sleep 100")
+
+
+def test_sigterm_handled_by_the_container(runner: Runner):
+    proc = runner.popen(2, "sh", "-c", "trap 'exit 7' TERM; sleep 100 & wait",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 7
+    time.sleep(0.2)
+    # The namespace's init exited: the kernel killed the sleep with it.
+    assert no_process_matching("sleep 100")
+
+
+def no_process_matching(text: str) -> bool:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().replace(b"\0", b" ").strip() == text.encode():
+                    return False
+        except OSError:
+            continue
+    return True
+
+
+# Bad input -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("part", [1, 3])
+@pytest.mark.parametrize("args,message", [
+    (["-x", "true"], "zookeeper: option -x not recognized"),
+    ([], "zookeeper: no command given"),
+    (["-m", "abc", "true"], "zookeeper: -m abc: not a memory size"),
+    (["-p", "0", "true"], "zookeeper: -p 0: not a number of processes"),
+    (["-c", "x", "true"], "zookeeper: -c x: not a CPU percentage"),
+])
+def test_bad_input_one_line_and_125(runner: Runner, part, args, message):
+    done = runner.zookeeper(part, *args)
+    assert done.returncode == 125
+    assert done.stderr.splitlines()[0].startswith(message)
+    assert "Traceback" not in done.stderr
+
+
+def test_help(runner: Runner):
+    done = runner.zookeeper(1, "-h")
+    assert done.returncode == 0
+    assert done.stdout.startswith("Usage: zookeeper [options] <command>")
+    assert "-n         Enable networking in the container" in done.stdout
+
+
+def test_later_options_are_accepted_and_said_to_do_nothing(runner: Runner):
+    done = runner.zookeeper(1, "-m", "64M", "-n", "true")
+    assert done.returncode == 0
+    assert "-m/-c/-p (resource limits) arrive in part 5" in done.stderr
+    assert "-n (networking) arrive in part 6" in done.stderr
+
+
+def test_nonexistent_rootfs_in_early_part_is_only_noted(runner: Runner):
+    done = runner.zookeeper(3, "-r", "/nonexistent", "true")
+    assert done.returncode == 0
+    assert "arrive in part 4" in done.stderr
+
+
+def test_missing_newuidmap(user_runner: Runner):
+    """Without newuidmap on PATH: one line naming the package, 125, nothing left."""
+    bin_dir = user_runner.workdir / "bin-without-newuidmap"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("sh", "true"):
+        target = bin_dir / tool
+        if not target.exists():
+            target.symlink_to(f"/bin/{tool}")
+    done = user_runner.zookeeper(2, "true", env={"PATH": str(bin_dir)})
+    assert done.returncode == 125
+    assert done.stderr.strip() == ("zookeeper: newuidmap not found: install the uidmap "
+                                   "package (sudo apt-get install uidmap)")
+
+
+# Stage 2 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("part", [2, 3])
+def test_root_inside_with_both_map_lines(runner: Runner, part):
+    done = runner.zookeeper(part, "sh", "-c", "id -u; id -g; cat /proc/self/uid_map "
+                                              "/proc/self/gid_map")
+    assert done.returncode == 0, done.stderr
+    out = lines(done.stdout)
+    assert out[:2] == ["0", "0"]
+    start, count = subid_range("/etc/subuid", runner)
+    assert out[2].split() == ["0", str(runner.uid), "1"]
+    assert out[3].split() == ["1", str(start), str(count)]
+    gstart, gcount = subid_range("/etc/subgid", runner)
+    assert out[4].split() == ["0", str(runner.gid), "1"]
+    assert out[5].split() == ["1", str(gstart), str(gcount)]
+    assert "warning" not in done.stderr and "no subordinate" not in done.stderr
+
+
+def subid_range(path, runner):
+    import pwd
+
+    name = pwd.getpwuid(runner.uid).pw_name
+    with open(path) as f:
+        for line in f:
+            user, start, count = line.strip().split(":")
+            if user in (name, str(runner.uid)):
+                return int(start), int(count)
+    raise AssertionError(f"no range for {name} in {path}")
+
+
+def test_single_map_without_a_range(workdir):
+    """A user with no subid range gets one warning line and root mapped alone."""
+    runner = Runner("user", workdir)
+    import pwd
+
+    pw = pwd.getpwnam("zoonosub")
+    runner.uid, runner.gid, runner.home = pw.pw_uid, pw.pw_gid, "/"
+    done = runner.zookeeper(2, "sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/setgroups")
+    assert done.returncode == 0, done.stderr
+    out = lines(done.stdout)
+    assert out[0] == "0"
+    assert out[1].split() == ["0", str(pw.pw_uid), "1"]
+    assert out[2] == "deny"
+    assert lines(done.stderr) == [
+        "zookeeper: no subordinate id range for zoonosub in /etc/subuid and /etc/subgid: "
+        "only root is mapped in the container (see subuid(5))"]
+
+
+@pytest.mark.parametrize("part", [2, 3])
+def test_hostname_pid1_and_only_lo(runner: Runner, part):
+    done = runner.zookeeper(part, "sh", "-c", "hostname; echo $$; cat /proc/self/net/dev")
+    assert done.returncode == 0, done.stderr
+    out = lines(done.stdout)
+    assert out[0] == "zoo"
+    assert out[1] == "1"
+    interfaces = [x.split(":")[0].strip() for x in out[2:] if ":" in x]
+    assert interfaces == ["lo"]
+
+
+def test_all_seven_namespaces_differ(runner: Runner):
+    script = "; ".join(f"readlink /proc/self/ns/{ns}" for ns in NAMESPACES)
+    inside = lines(runner.zookeeper(2, "sh", "-c", script).stdout)
+    outside = lines(runner.run(["sh", "-c", script]).stdout)
+    assert len(inside) == len(outside) == len(NAMESPACES)
+    for ns, a, b in zip(NAMESPACES, inside, outside, strict=True):
+        assert a != b, f"{ns} namespace is the host's"
+
+
+def test_part1_shares_the_hosts_namespaces(runner: Runner):
+    script = "readlink /proc/self/ns/uts /proc/self/ns/pid"
+    assert runner.zookeeper(1, "sh", "-c", script).stdout == runner.run(
+        ["sh", "-c", script]).stdout
+
+
+# Stage 3 ---------------------------------------------------------------------------
+
+DROPPED = [30, 37, 29, 36, 2, 4, 14, 33, 32, 27, 31, 34, 21, 22, 16, 23, 17, 24, 25, 35]
+
+
+def status_fields(text: str) -> dict:
+    return dict(line.split(":\t", 1) for line in lines(text) if ":\t" in line)
+
+
+def test_capabilities_no_new_privs_and_seccomp(runner: Runner):
+    done = runner.zookeeper(3, "cat", "/proc/self/status")
+    assert done.returncode == 0, done.stderr
+    fields = status_fields(done.stdout)
+    bounding = int(fields["CapBnd"], 16)
+    for cap in DROPPED:
+        assert not bounding & (1 << cap), f"capability {cap} is still in the bounding set"
+    assert bounding & (1 << 0), "CAP_CHOWN should stay"
+    assert int(fields["CapInh"], 16) == 0
+    assert int(fields["CapAmb"], 16) == 0
+    assert fields["NoNewPrivs"] == "1"
+    assert fields["Seccomp"] == "2"
+
+
+def test_part2_has_no_filter(runner: Runner):
+    fields = status_fields(runner.zookeeper(2, "cat", "/proc/self/status").stdout)
+    assert fields["Seccomp"] == "0" and fields["NoNewPrivs"] == "0"
+
+
+def test_each_seccomp_rule_refuses_inside_and_not_outside(runner: Runner):
+    helper = str(runner.workdir / "tests" / "helpers" / "try_syscalls.py")
+    scratch = runner.workdir / f"scratch-{runner.who}"
+    scratch.mkdir(exist_ok=True)
+    os.chown(scratch, runner.uid, runner.gid)
+    env = {"TRY_DIR": str(scratch)}
+    outside = runner.run([runner.python, helper], env=env)
+    inside = runner.zookeeper(3, runner.python, helper, env=env)
+    assert inside.returncode == 0, inside.stderr
+    outside, inside = json.loads(outside.stdout), json.loads(inside.stdout)
+    assert set(inside) == set(outside) and len(inside) == 19
+    for rule, result in inside.items():
+        expected = "ENOSYS" if rule == "clone3" else "EPERM"
+        assert result == expected, f"{rule} inside gave {result}"
+        assert outside[rule] not in ("EPERM", "ENOSYS"), f"{rule} outside gave {outside[rule]}"
+
+
+def test_seccomp_experiment_before_and_after(runner: Runner, tmp_path):
+    """The written experiment: chmod u+s works in part 2, is refused in part 3."""
+    script = str(runner.workdir / PARTS[3] / "experiments" / "setuid.sh")
+    scratch = runner.workdir / f"exp-{runner.who}"
+    scratch.mkdir(exist_ok=True)
+    os.chown(scratch, runner.uid, runner.gid)
+    before = runner.zookeeper(2, "sh", script, str(scratch))
+    after = runner.zookeeper(3, "sh", script, str(scratch))
+    assert "setuid bit set" in before.stdout, before.stdout + before.stderr
+    assert "Operation not permitted" in after.stdout + after.stderr
