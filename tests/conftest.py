@@ -73,7 +73,7 @@ def workdir():
     """A copy of the repo's part directories that the test user can read."""
     base = Path(tempfile.mkdtemp(prefix="zk-tests-"))
     base.chmod(0o755)
-    for name in list(PARTS.values()) + ["skeleton", "tests"]:
+    for name in list(PARTS.values()) + ["skeleton", "tests", "grader"]:
         if (ROOT / name).exists():
             shutil.copytree(ROOT / name, base / name,
                             ignore=shutil.ignore_patterns("__pycache__"))

@@ -266,7 +266,7 @@ def test_part2_has_no_filter(runner: Runner):
 
 
 def test_each_seccomp_rule_refuses_inside_and_not_outside(runner: Runner):
-    helper = str(runner.workdir / "tests" / "helpers" / "try_syscalls.py")
+    helper = str(runner.workdir / "grader" / "helpers" / "try_syscalls.py")
     scratch = runner.workdir / f"scratch-{runner.who}"
     scratch.mkdir(exist_ok=True)
     os.chown(scratch, runner.uid, runner.gid)

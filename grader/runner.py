@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""Run the grader's checks on this machine: inside the grader's VM, or --local.
+
+    runner.py --submission DIR --results FILE [--logs DIR] [--part N ...] [--only ID ...]
+              [--public] [--user NAME] [--rootfs-tar TAR] [--timeout-scale X]
+
+Writes FILE (JSON) after every check, so a run cut short still reports what it did.
+Standard library only: it runs with the guest's Debian python3.
+"""
+
+import argparse
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import checks  # noqa: E402
+
+PART_GLOB = "part{}_*"
+
+
+class CheckFailed(Exception):
+    pass
+
+
+class NotRunnable(Exception):
+    """The machine cannot run this check (reported as not run, never as passed)."""
+
+
+class Run:
+    """What one command did."""
+
+    def __init__(self, argv, status, stdout, stderr, seconds, timed_out=False):
+        self.argv, self.status, self.stdout, self.stderr = argv, status, stdout, stderr
+        self.seconds, self.timed_out = seconds, timed_out
+
+    @property
+    def signal(self):
+        return -self.status if self.status is not None and self.status < 0 else None
+
+    @property
+    def status_text(self) -> str:
+        if self.timed_out:
+            return "a timeout (killed)"
+        if self.signal:
+            return f"death by {signal.Signals(self.signal).name} ({128 + self.signal})"
+        return f"exit status {self.status}"
+
+    def log(self) -> str:
+        text = f"$ {' '.join(self.argv)}\n-> {self.status_text} in {self.seconds:.2f}s\n"
+        if self.stdout:
+            text += "stdout:\n" + indent(self.stdout)
+        if self.stderr:
+            text += "stderr:\n" + indent(self.stderr)
+        return text
+
+
+def indent(text: str, limit: int = 4000) -> str:
+    if len(text) > limit:
+        text = text[:limit] + f"\n... ({len(text) - limit} more characters)"
+    return "".join(f"    {line}\n" for line in text.splitlines())
+
+
+class Machine:
+    """What this machine offers, for checks' `needs`."""
+
+    def __init__(self, user: str):
+        self.is_root = os.getuid() == 0
+        self.cgroup2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        controllers = set()
+        if self.cgroup2:
+            controllers = set(Path("/sys/fs/cgroup/cgroup.controllers").read_text().split())
+        self.cgroup_limits = {"memory", "cpu", "pids"} <= controllers
+        self.tun = os.access("/dev/net/tun", os.R_OK | os.W_OK) and (
+            os.stat("/dev/net/tun").st_mode & 0o006 == 0o006 or user == "root")
+        self.slirp4netns = shutil.which("slirp4netns") is not None
+
+    def missing(self, needs) -> str:
+        reasons = {
+            "root": (self.is_root, "the check runs zookeeper as root too; run the grader as root"),
+            "cgroup_limits": (self.cgroup_limits, "no cgroup v2 with memory, cpu and pids "
+                              "controllers on this machine"),
+            "tun": (self.tun, "/dev/net/tun is not usable by the user"),
+            "slirp4netns": (self.slirp4netns, "slirp4netns is not installed"),
+        }
+        for need in needs:
+            ok, why = reasons[need]
+            if not ok:
+                return why
+        return ""
+
+
+class Context:
+    """What a check sees: run the submission, run host commands, expect things."""
+
+    def __init__(self, args, check, log):
+        self.args, self.check, self.log = args, check, log
+        self.submission = Path(args.submission)
+        self.user = args.user
+        pw = pwd.getpwnam(self.user)
+        self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
+        self.python = args.python
+        self.deadline = time.monotonic() + check.timeout * args.timeout_scale
+        self.scratch = Path(args.scratch)
+
+    # Running things
+
+    def part_dir(self, part: int) -> Path:
+        found = sorted(self.submission.glob(PART_GLOB.format(part)))
+        if not found or not (found[0] / "zookeeper.py").exists():
+            raise CheckFailed(f"no part{part}_*/zookeeper.py in the submission")
+        return found[0]
+
+    def as_user(self, argv, root=False):
+        if root or os.getuid() != 0 or self.user == "root":
+            return argv
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                "--"] + argv
+
+    def env(self, root=False, extra=None):
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "LANG": "C.UTF-8", "HOME": "/root" if root else self.home}
+        if not root:
+            runtime = f"/run/user/{self.uid}"
+            if os.path.isdir(runtime):
+                env["XDG_RUNTIME_DIR"] = runtime
+                env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={runtime}/bus"
+        env.update(extra or {})
+        return env
+
+    def zk(self, part, *args, root=False, env=None, send_signal=None, scope=False,
+           timeout=None) -> Run:
+        """Run partN/zookeeper.py with args, as the user (or root)."""
+        argv = [self.python, str(self.part_dir(part) / "zookeeper.py"), *args]
+        if scope and not root and shutil.which("systemd-run"):
+            # As in a student's login session: in a scope of the user's systemd.
+            argv = ["systemd-run", "--user", "--scope", "--quiet", "--collect"] + argv
+        return self.run(self.as_user(argv, root), env=self.env(root, env),
+                        send_signal=send_signal, timeout=timeout)
+
+    def host(self, argv, root=False, env=None, timeout=None) -> Run:
+        """Run a command on the host (outside any container), as the user or root."""
+        return self.run(self.as_user(argv, root), env=self.env(root, env), timeout=timeout)
+
+    def run(self, argv, env, send_signal=None, timeout=None) -> Run:
+        left = max(1.0, self.deadline - time.monotonic())
+        timeout = min(timeout * self.args.timeout_scale, left) if timeout else left
+        started = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, cwd=str(self.scratch), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        if send_signal:
+            name, delay = send_signal
+            time.sleep(delay * self.args.timeout_scale ** 0.5)
+            try:
+                proc.send_signal(getattr(signal, f"SIG{name}"))
+            except ProcessLookupError:
+                pass
+        timed_out = False
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            kill_group(proc.pid)
+            out, err = proc.communicate()
+        run = Run(argv, proc.returncode, out.decode(errors="replace"),
+                  err.decode(errors="replace"), time.monotonic() - started, timed_out)
+        self.log.append(run.log())
+        return run
+
+    # Looking at things
+
+    def expect(self, condition, message: str, run: Run = None) -> None:
+        if not condition:
+            if run is not None and run.stderr.strip():
+                first = run.stderr.strip().splitlines()[-1]
+                message += f"\n    zookeeper said: {first}"
+            elif run is not None and run.timed_out:
+                message += "\n    (the command did not finish: killed at the timeout)"
+            raise CheckFailed(message)
+
+    def subid_range(self):
+        name = self.user
+        with open("/etc/subuid") as f:
+            for line in f:
+                fields = line.strip().split(":")
+                if len(fields) == 3 and fields[0] in (name, str(self.uid)):
+                    return int(fields[1]), int(fields[2])
+        raise NotRunnable(f"{name} has no range in /etc/subuid")
+
+    def processes_matching(self, text: str) -> list[int]:
+        return [pid for pid, cmd in processes().items() if text in cmd
+                and pid != os.getpid()]
+
+    def plain_file(self) -> str:
+        path = self.scratch / "not-executable"
+        path.write_text("just data\n")
+        path.chmod(0o644)
+        return str(path)
+
+    def rootfs(self, root=False) -> Path:
+        """A fresh busybox rootfs for this check, unpacked (umask 0, as the course does)
+        by the user who runs the container, so its root owns it."""
+        if not self.args.rootfs_tar:
+            raise NotRunnable("no rootfs tarball (--rootfs-tar)")
+        self.rootfs_count = getattr(self, "rootfs_count", 0) + 1
+        dest = self.scratch / f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_count}"
+        run = self.host(["sh", "-c", f"mkdir -p '{dest}' && cd '{dest}' && umask 0 && "
+                                     f"tar -x -p --no-same-owner -f '{self.args.rootfs_tar}'"],
+                        root=root)
+        if run.status != 0:
+            raise NotRunnable(f"could not unpack the rootfs: {run.stderr.strip()}")
+        return dest
+
+    def try_syscalls(self, part, names) -> dict:
+        helper = str(HERE / "helpers" / "try_syscalls.py")
+        env = {"TRY_DIR": str(self.scratch)}
+        if part is None:
+            run = self.host([self.python, helper, *names], env=env)
+        else:
+            run = self.zk(part, self.python, helper, *names, env=env)
+        try:
+            return json.loads(run.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            self.expect(False, "the syscall tester printed nothing in the container", run)
+
+
+def processes() -> dict[int, str]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+    return found
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def clean_up_after(before: set[int], scratch: Path) -> list[str]:
+    """Remove what a check left behind, so no check passes or fails on another's
+    leftovers; say what was found."""
+    found = []
+    our_pidns = os.readlink("/proc/self/ns/pid")
+    for pid, cmd in processes().items():
+        if pid in before or pid == os.getpid():
+            continue
+        try:
+            other_ns = os.readlink(f"/proc/{pid}/ns/pid") != our_pidns
+        except OSError:
+            other_ns = False
+        if other_ns or "zookeeper.py" in cmd or "slirp4netns" in cmd:
+            found.append(f"process {pid} ({cmd.strip()[:60]})")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    for path in Path("/tmp").glob("zoo.*"):
+        found.append(f"temporary directory {path}")
+        subprocess.run(["rm", "-rf", str(path)], capture_output=True)
+    for entry in scratch.iterdir():
+        subprocess.run(["rm", "-rf", str(entry)], capture_output=True)
+    return found
+
+
+def run_checks(args) -> list[dict]:
+    machine = Machine(args.user)
+    selected = [c for c in checks.CHECKS
+                if (not args.part or c.part in args.part)
+                and (not args.only or c.id in args.only or c.name in args.only)
+                and (c.public or not args.public)]
+    results = []
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    for c in selected:
+        log: list[str] = []
+        started = time.monotonic()
+        before = set(processes())
+        why_not = machine.missing(c.needs)
+        if why_not:
+            status, message = "not run", why_not
+        else:
+            try:
+                c.fn(Context(args, c, log))
+                status, message = "ok", ""
+            except CheckFailed as e:
+                status, message = "fail", str(e)
+            except NotRunnable as e:
+                status, message = "not run", str(e)
+            except Exception as e:  # a check's own bug must not stop the others
+                status, message = "fail", f"grader error: {e!r}"
+        leftovers = clean_up_after(before, Path(args.scratch))
+        if leftovers:
+            log.append("cleanup after the check removed: " + "; ".join(leftovers))
+        seconds = time.monotonic() - started
+        log_path = logs / f"{c.id}.log"
+        log_path.write_text(f"== part{c.part}: {c.name} == {status.upper()}\n{message}\n\n"
+                            + "\n".join(log))
+        results.append({"id": c.id, "part": c.part, "name": c.name, "max_score": c.points,
+                        "score": c.points if status == "ok" else 0, "status": status,
+                        "message": message, "seconds": round(seconds, 2),
+                        "public": c.public, "log": str(log_path)})
+        write_results(args.results, results)
+        if args.progress:
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def write_results(path, results) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, path)
+
+
+def prepare_scratch(user: str) -> Path:
+    scratch = Path(tempfile.mkdtemp(prefix="zoo-grader-"))
+    pw = pwd.getpwnam(user)
+    scratch.chmod(0o755)
+    if os.getuid() == 0:
+        os.chown(scratch, pw.pw_uid, pw.pw_gid)
+    return scratch
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--submission", required=True)
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--logs", default=None)
+    ap.add_argument("--part", type=int, action="append")
+    ap.add_argument("--only", action="append")
+    ap.add_argument("--public", action="store_true")
+    ap.add_argument("--user", default=pwd.getpwuid(os.getuid()).pw_name)
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--rootfs-tar", default=None)
+    ap.add_argument("--timeout-scale", type=float, default=1.0)
+    ap.add_argument("--progress", action="store_true", help="print each result as it ends")
+    ap.add_argument("--list", action="store_true", help="list the checks and exit")
+    args = ap.parse_args(argv)
+    if args.list:
+        for c in checks.CHECKS:
+            print(f"part{c.part} {c.id:28} {c.points:2} {'public' if c.public else 'hidden'}  "
+                  f"{c.name}")
+        return 0
+    args.logs = args.logs or str(Path(args.results).parent / "logs")
+    args.scratch = str(prepare_scratch(args.user))
+    try:
+        run_checks(args)
+    finally:
+        shutil.rmtree(args.scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
