@@ -211,6 +211,10 @@ def test_generating_twice_is_identical():
 
 def test_committed_parts_and_skeleton_are_fresh():
     problems = generate.stale(ROOT, generate.generate(SRC))
+    readme = (ROOT / "README.txt").read_text()
+    table = generate.exercise_table(generate.all_blocks(SRC))
+    if generate.readme_with_table(readme, table) != readme:
+        problems.append("README.txt: the exercise table is stale")
     assert not problems, "stale generated files (run make parts skeleton):\n" + "\n".join(problems)
 
 

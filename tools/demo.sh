@@ -1,0 +1,30 @@
+#!/bin/sh
+# make demo: run one container from the newest part and show what it cannot see.
+set -u
+ROOTFS=${1:-build/zoo-fs}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+PART=$(ls -d "$HERE"/part6_network "$HERE"/part5_cgroups "$HERE"/part4_filesystem 2>/dev/null | head -1)
+PYTHON=${PYTHON:-python3}
+
+limits=""
+# Resource limits need cgroup v2 with its controllers (not a hybrid host like some VMs).
+if [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -q memory /sys/fs/cgroup/cgroup.controllers; then
+    limits="-m 64M -p 64"
+fi
+
+echo "== on the host: $(hostname), $(id -un), $(ps -e --no-headers 2>/dev/null | wc -l) processes"
+echo "== in a container: $PYTHON $(basename "$PART")/zookeeper.py -r $ROOTFS -P $limits sh -c ..."
+# shellcheck disable=SC2086
+"$PYTHON" "$PART/zookeeper.py" -r "$ROOTFS" -P $limits sh -c '
+    echo "hostname:   $(hostname)"
+    echo "user:       $(id)"
+    echo "uid map:    $(cat /proc/self/uid_map | tr -s " " | tr "\n" ";")"
+    echo "processes:  $(ps | tail -n +2 | wc -l) (I am PID $$)"
+    echo "network:    $(cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " " | tr "\n" " ")"
+    echo "filesystem: / has $(ls / | tr "\n" " ")"
+    echo "seccomp:    $(grep -E "^(NoNewPrivs|Seccomp):" /proc/self/status | tr -s "\t\n" "  ")"
+    echo "cgroup:     $(cat /proc/self/cgroup)"
+'
+status=$?
+echo "== the container exited with status $status"
+exit $status
