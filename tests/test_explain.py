@@ -1,0 +1,76 @@
+"""Explain mode (-v): every kernel-facing step, in order, from parent and child."""
+
+import re
+
+import pytest
+from conftest import Runner
+
+# The steps each part takes, in order, as regular expressions on the trace's lines.
+# "[pid]" lines come from the child.
+STEPS = {
+    1: [r"^zookeeper: clone\(SIGCHLD\) = (\d+) +clone\(2\)",
+        r"^zookeeper: \[\d+\] execvp\('true'",
+        r"^zookeeper: waitpid\(\d+\) = \d+ \(exit status 0\) +waitpid\(2\)"],
+    2: [r"^zookeeper: clone\(CLONE_NEWUSER\|CLONE_NEWCGROUP\|CLONE_NEWIPC\|CLONE_NEWNET\|"
+        r"CLONE_NEWNS\|CLONE_NEWPID\|CLONE_NEWUTS\|SIGCHLD\) = \d+",
+        r"^zookeeper: newuidmap \d+ 0 \d+ 1 1 \d+ \d+ = ok +newuidmap\(1\)",
+        r"^zookeeper: newgidmap \d+ 0 \d+ 1 1 \d+ \d+ = ok +newgidmap\(1\)",
+        r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
+        r"^zookeeper: \[\d+\] execvp\('true'",
+        r"^zookeeper: waitpid\(\d+\)"],
+}
+STEPS[3] = STEPS[2][:4] + [
+    r"^zookeeper: \[\d+\] seccomp_rule_add\(ERRNO\(EPERM\), chmod, arg1 & 0o4000\) = 0",
+    r"^zookeeper: \[\d+\] seccomp_rule_add\(ERRNO\(ENOSYS\), clone3\) = 0",
+    r"^zookeeper: \[\d+\] prctl\(PR_CAPBSET_DROP, CAP_AUDIT_CONTROL\) = 0 +prctl\(2\)",
+    r"^zookeeper: \[\d+\] prctl\(PR_CAPBSET_DROP, CAP_WAKE_ALARM\) = 0",
+    r"^zookeeper: \[\d+\] prctl\(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL\) = 0",
+    r"^zookeeper: \[\d+\] capset\(inheritable=0x0\) = 0 +capset\(2\)",
+    r"^zookeeper: \[\d+\] prctl\(PR_SET_NO_NEW_PRIVS, 1\) = 0",
+    r"^zookeeper: \[\d+\] seccomp_load\(\) = 0",
+] + STEPS[2][4:]
+
+
+def assert_in_order(trace: list[str], patterns: list[str]) -> None:
+    at = 0
+    for pattern in patterns:
+        for i in range(at, len(trace)):
+            if re.search(pattern, trace[i]):
+                at = i + 1
+                break
+        else:
+            raise AssertionError(f"step {pattern!r} missing (or out of order) after line {at} "
+                                 "of the trace:\n" + "\n".join(trace))
+
+
+@pytest.mark.parametrize("part", [1, 2, 3])
+def test_trace_has_every_step_in_order(user_runner: Runner, part):
+    done = user_runner.zookeeper(part, "-v", "true")
+    assert done.returncode == 0, done.stderr
+    assert_in_order(done.stderr.splitlines(), STEPS[part])
+
+
+def test_child_lines_carry_the_childs_pid(user_runner: Runner):
+    trace = user_runner.zookeeper(2, "-v", "true").stderr.splitlines()
+    pid = re.search(r"clone\(.*\) = (\d+)", trace[0]).group(1)
+    child = [x for x in trace if x.startswith("zookeeper: [")]
+    assert child and all(x.startswith(f"zookeeper: [{pid}] ") for x in child)
+
+
+def test_environment_variable_turns_it_on(user_runner: Runner):
+    done = user_runner.zookeeper(1, "true", env={"ZOOKEEPER_VERBOSE": "1"})
+    assert "clone(SIGCHLD)" in done.stderr
+
+
+def test_off_by_default_and_silent(user_runner: Runner):
+    done = user_runner.zookeeper(3, "true")
+    assert done.stderr == ""
+
+
+def test_failing_step_ends_the_trace(user_runner: Runner):
+    done = user_runner.zookeeper(2, "-v", "no-such-command-zk")
+    trace = done.stderr.splitlines()
+    assert re.search(r"\[\d+\] execvp\('no-such-command-zk'\) = -1 ENOENT "
+                     r"\(No such file or directory\) +execve\(2\)", trace[-3]), trace
+    assert trace[-1] == ("zookeeper: failed to execute no-such-command-zk: "
+                         "No such file or directory")
