@@ -230,26 +230,6 @@ def test_stale_part_is_detected(tmp_path):
     assert any(p.startswith("part1_clone/extra.py: not generated") for p in problems)
 
 
-def fill(skeleton_text: str, blocks: dict[int, generate.Block]) -> str:
-    """Put the reference code back into the skeleton's blocks (what a student does)."""
-    out, lines, i = [], skeleton_text.splitlines(keepends=True), 0
-    while i < len(lines):
-        line = lines[i]
-        if line == generate.NOT_IMPLEMENTED_IMPORT:
-            i += 1
-            continue
-        m = generate.BELOW_RE.match(line)
-        out.append(line)
-        i += 1
-        if m:
-            block = blocks[int(m.group(2))]
-            out.extend(block.hint)
-            out.extend(block.code)
-            while not generate.ABOVE_RE.match(lines[i]):
-                i += 1
-    return "".join(out)
-
-
 def test_round_trip_skeleton_filled_gives_back_every_part():
     blocks = {b.q: b for b in generate.all_blocks(SRC)}
     skeleton = ROOT / "skeleton"
@@ -260,7 +240,7 @@ def test_round_trip_skeleton_filled_gives_back_every_part():
         sf = generate.read_source(SRC, rel)
         if sf.only == "parts":
             continue
-        filled = fill((skeleton / rel).read_text(), blocks)
+        filled = generate.fill_blocks((skeleton / rel).read_text(), blocks)
         assert filled == "".join(sf.lines), f"{rel}: filled skeleton differs from the source"
         if sf.only == "skeleton":
             continue

@@ -423,6 +423,28 @@ def readme_with_table(text: str, table: str) -> str:
     return head + README_START + table + README_END + tail
 
 
+def fill_blocks(skeleton_text: str, blocks: dict[int, Block], only=None) -> str:
+    """Put the reference code back into a skeleton file's blocks (all, or those in
+    `only`): what a student does, used by the round-trip and grader tests."""
+    out, lines, i = [], skeleton_text.splitlines(keepends=True), 0
+    filled_all = only is None
+    while i < len(lines):
+        line = lines[i]
+        if line == NOT_IMPLEMENTED_IMPORT and filled_all:
+            i += 1
+            continue
+        m = BELOW_RE.match(line)
+        out.append(line)
+        i += 1
+        if m and (filled_all or int(m.group(2)) in only):
+            block = blocks[int(m.group(2))]
+            out.extend(block.hint)
+            out.extend(block.code)
+            while not ABOVE_RE.match(lines[i]):
+                i += 1
+    return "".join(out)
+
+
 def write(out: Path, outputs: dict[str, dict[str, tuple[str, bool]]]) -> None:
     for name, files in outputs.items():
         target = out / name
