@@ -133,7 +133,7 @@ GUEST_FILES = {
     "journald.conf": ("/etc/systemd/journald.conf.d/zoo.conf", 0o644),
 }
 ENABLED_UNITS = {
-    "zoo-setup.service": "sysinit.target.wants",
+    "zoo-setup.service": "multi-user.target.wants",
     "zoo-job.service": "multi-user.target.wants",
 }
 
@@ -785,7 +785,7 @@ def build_image(cache_root: Path | str | None = None,
         for stale in cache_root.glob(".build-*"):
             _safe_rmtree(stale)
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root))
-        log_path = cache_root / f"build-{key[:12]}.log"
+        log_path = cache_root / f"build-{key[:12]}-{time.strftime('%Y%m%d-%H%M%S')}.log"
         build = _Build(log_path, say)
         started = time.monotonic()
         try:
@@ -824,10 +824,13 @@ def _build_into(build: _Build, work: Path, key: str, started: float) -> ImagePat
         build.note(text)
 
     step(f"debootstrap {SUITE} from {mirror} (about a minute)")
-    build.run("debootstrap",
-              ["debootstrap", "--variant=minbase", f"--cache-dir={debs}",
-               "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror])
-    _safe_rmtree(root / "debootstrap")  # only there after a failed run
+    argv = ["debootstrap", "--variant=minbase", f"--cache-dir={debs}",
+            "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror]
+    # One retry: a mirror hiccup (or a stray signal) should not cost the TA a rerun.
+    if build.run("debootstrap", argv, check=False).returncode != 0:
+        step("debootstrap failed, retrying once")
+        _safe_rmtree(root)
+        build.run("debootstrap", argv)
     pyver = build.chroot("python3 in the rootfs", root,
                          ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                          capture=True).stdout.strip()
@@ -1053,7 +1056,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         for name in ("kernel", "initramfs", "rootfs"):
             print(f"{name + ':':<10} {getattr(image, name)}")
         for name in ("kernel_version", "kernel_deb", "python", "built", "build_seconds"):
-            print(f"{name + ':':<10} {image.manifest.get(name)}")
+            print(f"{name + ':':<15} {image.manifest.get(name)}")
     else:
         print("image:     not built (python3 grader/vm.py build, as root)")
     return 0

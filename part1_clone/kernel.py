@@ -137,3 +137,7 @@ def sys_kill(pid: int, sig: int) -> None:
 
 
 
+
+
+
+

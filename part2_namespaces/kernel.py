@@ -177,3 +177,7 @@ def run_tool(argv: list[str], man: str) -> None:
     explain(" ".join(argv), "ok", man, started)
 
 
+
+
+
+

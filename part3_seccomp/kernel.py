@@ -224,3 +224,7 @@ def sys_capset(data) -> None:
     check(libc.capset(ctypes.byref(header), data),
           lambda: f"capset(inheritable={data[0].inheritable | data[1].inheritable << 32:#x})",
           "capset(2)", started)
+
+
+
+

@@ -236,8 +236,9 @@ def child_main(container: Container, go_read: int, go_write: int,
         # STUDENT CODE BELOW (q10)
         # Lock the container in: drop the dangerous capabilities, forbid gaining
         # privileges, then load the seccomp filter, last, since it may refuse
-        # calls the other steps make.  security.drop_capabilities(),
-        # security.set_no_new_privs(), security.load_seccomp_filter(seccomp_filter).
+        # calls the other steps make.  capabilities(7), prctl(2), seccomp(2):
+        # security.drop_capabilities(), security.set_no_new_privs(),
+        # security.load_seccomp_filter(seccomp_filter).
         security.drop_capabilities()
         security.set_no_new_privs()
         security.load_seccomp_filter(seccomp_filter)

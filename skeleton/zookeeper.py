@@ -266,12 +266,15 @@ def child_main(container: Container, go_read: int, go_write: int,
             # Everything the child imports must be imported before this: after
             # pivot_root the host's Python library is out of reach.
             container.fs.enter()
+        if STAGE >= 6:
+            network.provide_resolv_conf(container.net)
         if STAGE >= 3:
             # STUDENT CODE BELOW (q10)
             # Lock the container in: drop the dangerous capabilities, forbid gaining
             # privileges, then load the seccomp filter, last, since it may refuse
-            # calls the other steps make.  security.drop_capabilities(),
-            # security.set_no_new_privs(), security.load_seccomp_filter(seccomp_filter).
+            # calls the other steps make.  capabilities(7), prctl(2), seccomp(2):
+            # security.drop_capabilities(), security.set_no_new_privs(),
+            # security.load_seccomp_filter(seccomp_filter).
             not_implemented(10, 3, 'lock the container in')
             # STUDENT CODE ABOVE (q10)
         exec_command(container.opts.command)

@@ -228,3 +228,126 @@ def sys_capset(data) -> None:
           lambda: f"capset(inheritable={data[0].inheritable | data[1].inheritable << 32:#x})",
           "capset(2)", started)
 # <<< stage 3
+
+
+# >>> stage 4
+SYS_pivot_root = 155  # x86_64, from <asm/unistd_64.h>
+
+# Flags of mount(2) and umount2(2), from <sys/mount.h>.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+MOUNT_FLAG_NAMES = [
+    ("MS_RDONLY", MS_RDONLY), ("MS_NOSUID", MS_NOSUID), ("MS_NODEV", MS_NODEV),
+    ("MS_NOEXEC", MS_NOEXEC), ("MS_REMOUNT", MS_REMOUNT), ("MS_BIND", MS_BIND),
+    ("MS_REC", MS_REC), ("MS_PRIVATE", MS_PRIVATE),
+]
+UMOUNT_FLAG_NAMES = [("MNT_DETACH", MNT_DETACH)]
+
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                       ctypes.c_char_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def sys_mount(source, target: str, fstype, flags: int, data=None) -> None:
+    """mount(2): attach a filesystem (or, with MS_BIND, a directory) at target;
+    with only propagation flags (MS_PRIVATE), change how target shares mounts."""
+    started = time.monotonic()
+    shown = flag_names(flags, MOUNT_FLAG_NAMES) if flags else "0"
+    check(libc.mount(c_str(source), c_str(target), c_str(fstype), flags, c_str(data)),
+          lambda: f"mount({quoted(source)}, {quoted(target)}, {quoted(fstype)}, {shown}"
+                  + (f", {quoted(data)})" if data is not None else ")"),
+          "mount(2)", started)
+
+
+def sys_umount2(target: str, flags: int = 0) -> None:
+    """umount2(2): detach the mount at target (MNT_DETACH: lazily, even if busy)."""
+    started = time.monotonic()
+    shown = flag_names(flags, UMOUNT_FLAG_NAMES) if flags else "0"
+    check(libc.umount2(c_str(target), flags), lambda: f"umount2({quoted(target)}, {shown})",
+          "umount2(2)", started)
+
+
+def sys_pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2): make new_root the root mount, moving the old one to put_old.
+    The C library has no wrapper: called through syscall(2)."""
+    started = time.monotonic()
+    check(libc.syscall(ctypes.c_long(SYS_pivot_root), c_str(new_root), c_str(put_old)),
+          lambda: f"pivot_root({quoted(new_root)}, {quoted(put_old)})", "pivot_root(2)",
+          started)
+
+
+def sys_chdir(path: str) -> None:
+    """chdir(2): change the working directory."""
+    started = time.monotonic()
+    check(libc.chdir(c_str(path)), lambda: f"chdir({quoted(path)})", "chdir(2)", started)
+
+
+def sys_mkdir(path: str, mode: int = 0o755) -> None:
+    """mkdir(2): make a directory (a mount point, a cgroup)."""
+    started = time.monotonic()
+    check(libc.mkdir(c_str(path), mode), lambda: f"mkdir({quoted(path)}, {mode:#o})",
+          "mkdir(2)", started)
+
+
+def sys_rmdir(path: str) -> None:
+    """rmdir(2): remove an empty directory (a temporary mount point, a cgroup)."""
+    started = time.monotonic()
+    check(libc.rmdir(c_str(path)), lambda: f"rmdir({quoted(path)})", "rmdir(2)", started)
+
+
+def sys_unshare(flags: int) -> None:
+    """unshare(2): move the caller into new namespaces (CLONE_NEW* flags)."""
+    started = time.monotonic()
+    check(libc.unshare(flags), lambda: f"unshare({flag_names(flags, CLONE_FLAG_NAMES)})",
+          "unshare(2)", started)
+# <<< stage 4
+
+
+# >>> stage 6
+AF_INET = 2
+SOCK_DGRAM = 2
+SOCK_CLOEXEC = 0o2000000
+# netdevice(7): read and write an interface's flags (struct ifreq: the name, then flags).
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IOCTL_NAMES = {SIOCGIFFLAGS: "SIOCGIFFLAGS", SIOCSIFFLAGS: "SIOCSIFFLAGS"}
+FAMILY_NAMES, TYPE_NAMES = {AF_INET: "AF_INET"}, {SOCK_DGRAM: "SOCK_DGRAM"}
+
+
+def sys_socket(family: int, kind: int) -> int:
+    """socket(2): a socket of the caller's network namespace, as a file descriptor."""
+    started = time.monotonic()
+    return check(libc.socket(family, kind | SOCK_CLOEXEC, 0),
+                 lambda: f"socket({FAMILY_NAMES.get(family, family)}, "
+                         f"{TYPE_NAMES.get(kind, kind)}|SOCK_CLOEXEC, 0)", "socket(2)", started)
+
+
+def sys_ioctl(fd: int, request: int, arg: bytes, shown: str = "") -> bytes:
+    """ioctl(2) with a structure in and out (arg: its bytes); returns the bytes it
+    holds afterwards."""
+    import fcntl  # a built-in module: costs nothing worth counting
+
+    started = time.monotonic()
+    call = f"ioctl({fd}, {IOCTL_NAMES.get(request, hex(request))}, {shown or '...'})"
+    try:
+        out = fcntl.ioctl(fd, request, arg)
+    except OSError as e:
+        explain_error(call, e, "netdevice(7)", started)
+        raise
+    explain(call, "0", "netdevice(7)", started)
+    return out
+
+
+def sys_setns(fd: int, nstype: int, shown: str) -> None:
+    """setns(2): move the calling thread into the namespace open at fd."""
+    started = time.monotonic()
+    check(libc.setns(fd, nstype), lambda: f"setns({shown}, {flag_names(nstype, CLONE_FLAG_NAMES)})",
+          "setns(2)", started)
+# <<< stage 6

@@ -275,6 +275,8 @@ def child_main(container: Container, go_read: int, go_write: int,
             # Everything the child imports must be imported before this: after
             # pivot_root the host's Python library is out of reach.
             container.fs.enter()
+        if STAGE >= 6:
+            network.provide_resolv_conf(container.net)
         if STAGE >= 3:
             # STUDENT CODE BELOW (q10)
             # Lock the container in: drop the dangerous capabilities, forbid gaining

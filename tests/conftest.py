@@ -116,14 +116,17 @@ def user_runner(workdir) -> Runner:
 
 
 @pytest.fixture(scope="session")
-def rootfs_tar(tmp_path_factory) -> Path:
+def rootfs_tar():
     """The busybox rootfs tarball, built once per session."""
-    out = tmp_path_factory.mktemp("rootfs") / "zoo-fs.tar"
+    # Not under pytest's temp dir: that one is root's only, and the test user reads this.
+    base = Path(tempfile.mkdtemp(prefix="zk-rootfs-"))
+    base.chmod(0o755)
+    out = base / "zoo-fs.tar"
     subprocess.run([sys.executable, str(ROOT / "tools" / "mkrootfs.py"), "busybox", str(out)],
                    check=True, capture_output=True)
-    out.parent.chmod(0o755)
     out.chmod(0o644)
-    return out
+    yield out
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def unpack_rootfs(runner: Runner, tar: Path, dest: Path) -> Path:
@@ -138,17 +141,17 @@ def unpack_rootfs(runner: Runner, tar: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rootfs_for(rootfs_tar, tmp_path_factory):
+def rootfs_for(rootfs_tar):
     """rootfs_for(runner) -> a busybox rootfs unpacked by that runner's user."""
     made = {}
 
     def get(runner: Runner) -> Path:
         if runner.who not in made:
-            base = tmp_path_factory.mktemp(f"fs-{runner.who}")
+            base = Path(tempfile.mkdtemp(prefix=f"zk-fs-{runner.who}-"))
             base.chmod(0o755)
             made[runner.who] = unpack_rootfs(runner, rootfs_tar, base / "zoo-fs")
         return made[runner.who]
 
     yield get
     for path in made.values():
-        subprocess.run(["rm", "-rf", str(path)], check=False)
+        subprocess.run(["rm", "-rf", str(path.parent)], check=False)

@@ -1,0 +1,526 @@
+"""Networking: a way out of the container's network namespace.
+
+A new network namespace (network_namespaces(7)) holds one interface, the loopback
+`lo`, and it is down.  zookeeper brings `lo` up in every container; with -n it also
+gives the container an `eth0`:
+
+- Rootless, through slirp4netns(1), as rootless Podman does.  The helper joins the
+  container's user and network namespaces, makes a TAP interface `eth0` there
+  (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3), and carries the container's
+  packets as ordinary sockets of the host: no privilege needed, only a
+  /dev/net/tun that you may read and write.
+- As root, through a veth pair (veth(4)): two linked interfaces, `zv<pid>` on the
+  host, plugged into the bridge `zoo0` (10.77.0.1/24), and `eth0` in the container,
+  with its own 10.77.0.N/24 and a default route through the bridge.  Made with
+  netlink (rtnetlink(7)) through pyroute2, as `ip link` would.  There is no NAT,
+  and forwarding is off for packets that come in on zoo0: containers reach the
+  host and each other, not the world beyond this machine.
+
+zookeeper.py calls three things, in this order:
+    net = prepare(opts)      parent, before clone: early checks, nothing made yet
+    undo = net.start(pid)    parent, after the id maps, before go; undo() stops it all
+    configure_inside(net)    the container, after go, before pivot_root
+"""
+
+import os
+import signal
+import struct
+import time
+
+import kernel
+from errors import ZooError, step, warn
+from exercise import not_implemented
+
+IFF_UP = 0x1  # netdevice(7): the interface's "up" flag
+
+# Rootless: slirp4netns and the network it makes.
+SLIRP_READY_SECONDS = 20  # generous: the grader's VM emulates the CPU
+SLIRP_DNS = "10.0.2.3"
+TUN = "/dev/net/tun"
+
+# As root: the bridge every container is plugged into, and the containers' addresses.
+BRIDGE = "zoo0"
+SUBNET = "10.77.0."  # a /24: the bridge is .1, containers get .2 to .254
+BRIDGE_ADDRESS = SUBNET + "1"
+PREFIX = 24
+# The links zookeeper makes carry this alias (ip link show prints it): the bridge
+# "zookeeper", a container's veth "zookeeper 10.77.0.N".  So the kernel itself records
+# which bridge is ours and which addresses are taken: a veth disappears with its
+# container's network namespace, and its address with it, even if zookeeper was killed.
+OWNER = "zookeeper"
+# One zookeeper at a time changes the bridge and picks an address (flock(2)).  The
+# empty file stays, as /run/xtables.lock does for iptables.
+LOCK_PATH = "/run/zookeeper/network.lock"
+
+
+def prepare(opts):
+    """Parent, before clone: what -n asks for, checked now so a failure leaves nothing."""
+    if not opts.network:
+        return Loopback()
+    if is_host_root():
+        return Bridged(opts)
+    return Slirp(opts)
+
+
+def configure_inside(net) -> None:
+    """Container, before pivot_root: its side of the network."""
+    net.configure_inside()
+
+
+def is_host_root() -> bool:
+    """Root of the host, who may make links there, not root of some user namespace
+    (whose uid_map is not the identity over all ids: user_namespaces(7))."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return True
+
+
+# Without -n: the loopback interface only -----------------------------------------
+
+
+class Loopback:
+    """No -n: the container talks to itself on lo, and to nothing else."""
+
+    def start(self, pid: int):
+        return lambda: None
+
+    def configure_inside(self) -> None:
+        bring_up("lo")
+
+
+def bring_up(name: str) -> None:
+    """Set an interface's IFF_UP flag, as `ip link set lo up` does, with two ioctls on
+    any socket of this network namespace (netdevice(7)).  No netlink library: importing
+    pyroute2 takes about 200 ms, and every container needs lo."""
+    with step(f"bring {name} up"):
+        fd = kernel.sys_socket(kernel.AF_INET, kernel.SOCK_DGRAM)
+        try:
+            # struct ifreq: char ifr_name[16], then a 24-byte union whose first
+            # member is short ifr_flags.
+            ifreq = kernel.sys_ioctl(fd, kernel.SIOCGIFFLAGS,
+                                     struct.pack("16sH22x", name.encode(), 0),
+                                     f"{{ifr_name={name!r}}}")
+            flags = struct.unpack_from("16sH", ifreq)[1]
+            if not flags & IFF_UP:
+                kernel.sys_ioctl(fd, kernel.SIOCSIFFLAGS,
+                                 struct.pack("16sH22x", name.encode(), flags | IFF_UP),
+                                 f"{{ifr_name={name!r}, ifr_flags={flags:#x}|IFF_UP}}")
+        finally:
+            os.close(fd)
+
+
+# Rootless, with -n: slirp4netns -------------------------------------------------
+
+
+class Slirp(Loopback):
+    """slirp4netns for one container: started before go, stopped after exit."""
+
+    def __init__(self, opts):
+        import shutil
+
+        self.opts = opts
+        self.pid = None  # slirp4netns, while it runs
+        self.exit_write = None  # our end of its --exit-fd: closing it tells it to exit
+        self.log = None  # its stdout and stderr
+        if shutil.which("slirp4netns") is None:
+            raise ZooError("slirp4netns not found: install the slirp4netns package "
+                           "(sudo apt-get install slirp4netns)")
+        check_tun()
+
+    def start(self, pid: int):
+        """Start slirp4netns for the container `pid` and wait until its eth0 is up."""
+        self.log = open_log()
+        ready_read, ready_write = os.pipe()
+        exit_read, self.exit_write = os.pipe()
+        try:
+            try:
+                # STUDENT CODE BELOW (q20)
+                # Start slirp4netns for the container.  The course's command (-c PID eth0
+                # and its four flags), plus --ready-fd=ready_write (it writes "1" there once
+                # eth0 is up) and --exit-fd=exit_read (it exits when our end closes).
+                # slirp4netns(1); spawn() runs a program like fork(2) + execvp(3) and
+                # returns its pid.
+                not_implemented(20, 6, 'start slirp4netns for the container')
+                # STUDENT CODE ABOVE (q20)
+            finally:
+                # slirp4netns holds its own copies now.  With ours closed, its end shows
+                # as end-of-file on ready_read, and ours (even if zookeeper is killed)
+                # as end-of-file on its exit fd.
+                os.close(ready_write)
+                os.close(exit_read)
+            self.wait_until_ready(ready_read)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.close(ready_read)
+        return self.stop
+
+    def wait_until_ready(self, ready_read: int) -> None:
+        """Block until slirp4netns writes to its ready fd, exits, or takes too long."""
+        import select
+
+        started = time.monotonic()
+        poller = select.poll()
+        poller.register(ready_read, select.POLLIN)
+        if not poller.poll(SLIRP_READY_SECONDS * 1000):
+            kernel.explain("poll(ready-fd)", "timeout", "poll(2)", started)
+            raise ZooError(f"slirp4netns was not ready after {SLIRP_READY_SECONDS} s"
+                           f"{last_words(self.log)}")
+        if os.read(ready_read, 1) == b"1":
+            kernel.explain("read(ready-fd)", '"1": slirp4netns is ready', "slirp4netns(1)",
+                           started)
+            return
+        # End of file: slirp4netns exited.  Reap it here to tell how.
+        pid, self.pid = self.pid, None
+        status = kernel.sys_waitpid(pid)
+        how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exit status {os.waitstatus_to_exitcode(status)}")
+        raise ZooError(f"slirp4netns failed ({how}){last_words(self.log)}")
+
+    def stop(self) -> None:
+        """Stop slirp4netns if it runs and close what start() opened; safe to call twice."""
+        try:
+            if self.pid is not None:
+                pid, self.pid = self.pid, None
+                # STUDENT CODE BELOW (q21)
+                # Stop slirp4netns: send it SIGTERM with kill(2), then reap it with
+                # waitpid(2), or it stays a zombie.  kernel.sys_kill(), kernel.sys_waitpid().
+                not_implemented(21, 6, 'stop slirp4netns')
+                # STUDENT CODE ABOVE (q21)
+        finally:
+            for fd in (self.exit_write, self.log):
+                if fd is not None:
+                    os.close(fd)
+            self.exit_write = self.log = None
+
+    def configure_inside(self) -> None:
+        bring_up("lo")  # slirp4netns did it too; one ioctl makes sure
+
+
+def check_tun() -> None:
+    """slirp4netns opens /dev/net/tun as you (root in the container does not own it)."""
+    try:
+        mode = os.stat(TUN).st_mode & 0o777
+    except OSError as e:
+        raise ZooError(f"{TUN}: {e.strerror}: slirp4netns needs the tun device "
+                       "(sudo modprobe tun)") from None
+    if not os.access(TUN, os.R_OK | os.W_OK):
+        raise ZooError(f"{TUN} is not readable and writable by you (mode {mode:04o}), and "
+                       f"slirp4netns needs it: sudo chmod 0666 {TUN} (Debian's default)")
+
+
+def open_log() -> int:
+    """A file for slirp4netns' chatter, kept out of the container's terminal: an unnamed
+    file in the temp directory (O_TMPFILE, open(2)), gone with its last descriptor."""
+    tmp = os.environ.get("TMPDIR") or "/tmp"
+    try:
+        return os.open(tmp, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+
+
+def last_words(log: int | None) -> str:
+    """': <what slirp4netns said last>', its warnings left out, or ''."""
+    try:
+        os.lseek(log, 0, os.SEEK_SET)
+        text = os.read(log, 1 << 16).decode(errors="replace")
+    except (OSError, TypeError):
+        return ""
+    lines = [x.strip() for x in text.splitlines()
+             if x.strip() and not x.startswith("WARNING:")]
+    return ": " + "; ".join(lines[-2:]) if lines else ""
+
+
+def spawn(argv: list[str], log: int, keep: tuple) -> int:
+    """Start a helper program in the background; returns its pid.
+
+    posix_spawnp(3) is fork(2) + execvp(3) in one call.  The helper reads nothing
+    (stdin is /dev/null), writes to `log`, inherits the descriptors in `keep` (the
+    others are close-on-exec), and runs in a session of its own (setsid(2)): a Ctrl-C
+    at the terminal goes to the container, and does not cut its network.
+    """
+    started = time.monotonic()
+    shown = f"posix_spawnp({' '.join(argv)})"
+    for fd in keep:
+        os.set_inheritable(fd, True)
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)]
+    try:
+        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsid=True)
+    except OSError as e:
+        kernel.explain_error(shown, e, "posix_spawn(3)", started)
+        raise ZooError(f"failed to start {argv[0]}: {e.strerror}") from None
+    kernel.explain(shown, str(pid), "posix_spawn(3)", started)
+    return pid
+
+
+def provide_resolv_conf(net) -> None:
+    """Point the container's DNS at slirp4netns (10.0.2.3) when its rootfs has no
+    /etc/resolv.conf (resolv.conf(5)).
+
+    This runs after pivot_root, so /etc is the container's: with -r DIR the file
+    stays in DIR after the container, as the course's `echo nameserver ... >
+    /etc/resolv.conf` would; with -o it lands in the throwaway overlay.  Without -r
+    the container shares the host's files, and the host's resolv.conf is none of our
+    business.
+    """
+    if not isinstance(net, Slirp) or not net.opts.rootfs:
+        return
+    path = "/etc/resolv.conf"
+    if os.path.lexists(path):
+        return
+    started = time.monotonic()
+    text = f"nameserver {SLIRP_DNS}\n"
+    try:
+        # O_EXCL: never through a symlink, never over a file that just appeared.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        kernel.explain_error(f"write({path})", e, "resolv.conf(5)", started)
+        warn(f"could not write {path}: {e.strerror}: host names will not resolve")
+        return
+    kernel.explain(f"write({path}, {text.strip()!r})", "ok", "resolv.conf(5)", started)
+
+
+# As root, with -n: a veth pair on the bridge zoo0 ---------------------------------
+
+
+class Bridged(Loopback):
+    """A veth pair for one container, its host end on the bridge zoo0.
+
+    The parent does all of it, before go: it is root on the host, where the bridge and
+    the host end live, and it creates the other end straight inside the container's
+    network namespace (found by pid), then configures it there through a netlink
+    socket opened in that namespace.  The container only brings its lo up.
+    (The container could configure eth0 itself, as root of its own namespaces, but the
+    address is picked after clone, and its copy of this object predates that.)
+    """
+
+    def __init__(self, opts):
+        import importlib.util
+
+        self.opts = opts
+        self.host_end = None  # zv<pid>, once we made it
+        self.started = False
+        if importlib.util.find_spec("pyroute2") is None:
+            raise ZooError("pyroute2 not found: install it (pip install -r requirements.txt)")
+
+    def start(self, pid: int):
+        """Plug the container into the bridge; returns stop."""
+        IPRoute = import_pyroute2()
+        self.started = True
+        name = f"zv{pid}"
+        try:
+            with host_lock(), IPRoute() as ipr:
+                bridge = ensure_bridge(ipr)
+                address = free_address(ipr)
+                netlink(f"create the veth pair {name}/eth0",
+                        f"ip link add {name} type veth peer name eth0 netns {pid}",
+                        ipr.link, "add", ifname=name, kind="veth",
+                        peer={"ifname": "eth0", "net_ns_pid": pid})
+                self.host_end = name  # ours now: stop() removes it
+                index = ipr.link_lookup(ifname=name)[0]
+                alias = f"{OWNER} {address}"  # the kernel sets an alias on change, not on add
+                netlink(f"plug {name} into {BRIDGE}",
+                        f"ip link set {name} alias '{alias}' master {BRIDGE} up",
+                        ipr.link, "set", index=index, ifalias=alias, master=bridge, state="up")
+                configure_eth0(IPRoute, pid, address)
+        except BaseException:
+            self.stop()
+            raise
+        return self.stop
+
+    def stop(self) -> None:
+        """Remove our veth, and the bridge if no container uses it any more."""
+        if not self.started:
+            return
+        self.started = False
+        IPRoute = import_pyroute2()
+        with host_lock(), IPRoute() as ipr:
+            if self.host_end:
+                found = ipr.link_lookup(ifname=self.host_end)
+                if found:
+                    # Both ends go: eth0 too, if the container still runs.
+                    netlink(f"remove {self.host_end}", f"ip link del {self.host_end}",
+                            ipr.link, "del", index=found[0], ignore=ENODEV)
+                self.host_end = None
+            remove_unused_bridge(ipr)
+
+
+ENODEV = 19  # errno: no such device, e.g. a veth its namespace's end took along
+
+
+def import_pyroute2():
+    """pyroute2's IPRoute, imported on first use (it takes ~200 ms: explain mode shows it)."""
+    import sys
+
+    started, first = time.monotonic(), "pyroute2" not in sys.modules
+    from pyroute2 import IPRoute
+
+    if first:
+        kernel.explain("import pyroute2", "ok", "", started)
+    return IPRoute
+
+
+class host_lock:
+    """Hold /run/zookeeper/network.lock (flock(2)), released when the block ends or
+    zookeeper dies: another container's setup or cleanup waits for ours."""
+
+    def __enter__(self):
+        import fcntl
+
+        started = time.monotonic()
+        with step(f"lock {LOCK_PATH}"):
+            os.makedirs(os.path.dirname(LOCK_PATH), mode=0o755, exist_ok=True)
+            self.fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(self.fd)
+                raise
+        kernel.explain(f"flock({LOCK_PATH}, LOCK_EX)", "0", "flock(2)", started)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # releases the lock
+        return False
+
+
+def netlink(what: str, shown: str, request, *args, ignore: int = 0, **kwargs):
+    """Send one rtnetlink(7) request through pyroute2, explained as the ip(8) command
+    that does the same.  A refusal becomes 'failed to <what>: <strerror>' (the errno
+    `ignore` is no failure: what was to be removed is gone already)."""
+    from pyroute2 import NetlinkError
+
+    started = time.monotonic()
+    try:
+        result = request(*args, **kwargs)
+    except NetlinkError as e:
+        err = OSError(e.code, os.strerror(e.code))
+        kernel.explain_error(shown, err, "rtnetlink(7)", started)
+        if e.code == ignore:
+            return None
+        raise ZooError(f"failed to {what}: {err.strerror}") from None
+    kernel.explain(shown, "0", "rtnetlink(7)", started)
+    return result
+
+
+def link_kind(link) -> str | None:
+    info = link.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info else None
+
+
+def ensure_bridge(ipr) -> int:
+    """The bridge's index: zoo0, made if absent, with 10.77.0.1/24, up."""
+    found = ipr.link_lookup(ifname=BRIDGE)
+    if not found:
+        netlink(f"create the bridge {BRIDGE}", f"ip link add {BRIDGE} type bridge",
+                ipr.link, "add", ifname=BRIDGE, kind="bridge")
+        found = ipr.link_lookup(ifname=BRIDGE)
+        netlink(f"mark {BRIDGE} as zookeeper's", f"ip link set {BRIDGE} alias {OWNER}",
+                ipr.link, "set", index=found[0], ifalias=OWNER)
+    index = found[0]
+    link = ipr.get_links(index)[0]
+    if link_kind(link) != "bridge":
+        raise ZooError(f"{BRIDGE} exists and is not a bridge (it is a {link_kind(link) or 'device'}"
+                       f" that zookeeper did not make): remove it (ip link del {BRIDGE})")
+    addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index)]
+    if BRIDGE_ADDRESS not in addresses:
+        netlink(f"give {BRIDGE} the address {BRIDGE_ADDRESS}/{PREFIX}",
+                f"ip addr add {BRIDGE_ADDRESS}/{PREFIX} dev {BRIDGE}",
+                ipr.addr, "add", index=index, address=BRIDGE_ADDRESS, prefixlen=PREFIX)
+    # No routing through the host to elsewhere, even where the host forwards packets
+    # (net.ipv4.ip_forward=1): packets that come in on zoo0 are for this machine only.
+    with step(f"turn off forwarding from {BRIDGE}"):
+        kernel.write_file(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding", "0", "ip-sysctl")
+    if not link["flags"] & IFF_UP:
+        netlink(f"bring {BRIDGE} up", f"ip link set {BRIDGE} up",
+                ipr.link, "set", index=index, state="up")
+    return index
+
+
+def free_address(ipr) -> str:
+    """The lowest 10.77.0.N that no container holds.  Each veth zookeeper made carries
+    its container's address in its alias; called under the lock, so no other zookeeper
+    picks one meanwhile."""
+    used = {BRIDGE_ADDRESS}
+    for link in ipr.get_links():
+        alias = (link.get_attr("IFLA_IFALIAS") or "").split()
+        if len(alias) == 2 and alias[0] == OWNER:
+            used.add(alias[1])
+    for n in range(2, 255):
+        if SUBNET + str(n) not in used:
+            return SUBNET + str(n)
+    raise ZooError(f"no free address left in {SUBNET}0/{PREFIX}: 253 containers use {BRIDGE}")
+
+
+def configure_eth0(IPRoute, pid: int, address: str) -> None:
+    """Inside the container's network namespace: eth0's address, up, default route.
+
+    The parent visits that namespace: setns(2) there, a netlink socket made there
+    (a socket belongs for good to the namespace it was made in), and setns(2) home.
+    (pyroute2's IPRoute(netns=...) would fork a helper to do this, and a fork of
+    zookeeper carries its signal handlers, which forward signals to the container.)"""
+    with inside_network_namespace(pid), IPRoute() as ns:
+        eth0 = ns.link_lookup(ifname="eth0")[0]
+        netlink(f"give eth0 the address {address}/{PREFIX}",
+                f"ip addr add {address}/{PREFIX} dev eth0",
+                ns.addr, "add", index=eth0, address=address, prefixlen=PREFIX)
+        netlink("bring eth0 up", "ip link set eth0 up",
+                ns.link, "set", index=eth0, state="up")
+        netlink(f"route through {BRIDGE_ADDRESS}", f"ip route add default via {BRIDGE_ADDRESS}",
+                ns.route, "add", dst="0.0.0.0/0", gateway=BRIDGE_ADDRESS)
+
+
+class inside_network_namespace:
+    """`with inside_network_namespace(pid):` the block runs in the network namespace
+    of process pid, and back in ours after it, whatever happens."""
+
+    def __init__(self, pid: int):
+        self.path = f"/proc/{pid}/ns/net"
+
+    def __enter__(self):
+        with step("open our own network namespace"):
+            self.home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with step(f"enter the container's network namespace {self.path}"):
+                target = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    kernel.sys_setns(target, kernel.CLONE_NEWNET, self.path)
+                finally:
+                    os.close(target)
+        except BaseException:
+            os.close(self.home)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            with step("return to our own network namespace"):
+                kernel.sys_setns(self.home, kernel.CLONE_NEWNET, "/proc/self/ns/net")
+        finally:
+            os.close(self.home)
+        return False
+
+
+def remove_unused_bridge(ipr) -> None:
+    """Remove zoo0 when no link is plugged into it any more, if zookeeper made it."""
+    found = ipr.link_lookup(ifname=BRIDGE)
+    if not found:
+        return
+    index = found[0]
+    if ipr.get_links(index)[0].get_attr("IFLA_IFALIAS") != OWNER:
+        return  # someone else's bridge of that name: not ours to remove
+    if any(link.get_attr("IFLA_MASTER") == index for link in ipr.get_links()):
+        return  # another container still uses it
+    netlink(f"remove the bridge {BRIDGE}", f"ip link del {BRIDGE}",
+            ipr.link, "del", index=index, ignore=ENODEV)

@@ -1,0 +1,536 @@
+"""Stage 4: the container's own filesystem (pivot_root, /dev, proc, overlay, cleanup).
+
+Unit tests swap the kernel seam (kernel.sys_mount, ...) for a recorder and check the
+order and arguments of the steps, without root.  Integration tests run part 4 as root
+and as the unprivileged test user on the busybox rootfs.
+"""
+
+import contextlib
+import errno
+import hashlib
+import importlib
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from conftest import PARTS, ROOT, Runner, unpack_rootfs
+
+SEAM = ["sys_mount", "sys_umount2", "sys_pivot_root", "sys_chdir", "sys_mkdir", "sys_rmdir",
+        "sys_unshare"]
+OUR_MODULES = ["kernel", "errors", "options", "idmap", "security", "rootfs", "cgroups",
+               "network", "exercise"]
+
+
+@contextlib.contextmanager
+def part_modules(part: int, *names: str):
+    """Import modules of one part afresh (every part has its own kernel.py, errors.py...),
+    leaving them in sys.modules meanwhile, for the imports they make when called."""
+    saved = {n: sys.modules.pop(n) for n in OUR_MODULES if n in sys.modules}
+    sys.path.insert(0, str(ROOT / PARTS[part]))
+    try:
+        yield types.SimpleNamespace(**{n: importlib.import_module(n)
+                                       for n in ("kernel", "errors", *names)})
+    finally:
+        sys.path.remove(str(ROOT / PARTS[part]))
+        for n in OUR_MODULES:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved)
+
+
+class Recorder:
+    """Stands in for the kernel seam: records each call; mkdir really makes the dir."""
+
+    def __init__(self, monkeypatch, kernel, fail=None):
+        self.calls = []
+        self.fail = fail or {}  # (name, first argument) -> errno
+        for name in SEAM:
+            monkeypatch.setattr(kernel, name, self.make(name))
+
+    def make(self, name):
+        def call(*args):
+            self.calls.append((name, *args))
+            err = self.fail.get((name, args[0] if args else None))
+            if err:
+                raise OSError(err, os.strerror(err))
+            if name == "sys_mkdir":
+                os.mkdir(args[0])
+
+        return call
+
+    def names(self):
+        return [c[0] for c in self.calls]
+
+    def mounts(self):
+        return [c[1:] for c in self.calls if c[0] == "sys_mount"]
+
+
+@pytest.fixture
+def part4():
+    with part_modules(4, "rootfs") as modules:
+        yield modules
+
+
+@pytest.fixture
+def part5():
+    with part_modules(5, "rootfs", "cgroups") as modules:
+        yield modules
+
+
+def options(**kw):
+    opts = types.SimpleNamespace(rootfs=None, mount_proc=False, overlay=False)
+    opts.__dict__.update(kw)
+    return opts
+
+
+def fake_rootfs(tmp_path: Path) -> Path:
+    fs = tmp_path / "zoo-fs"
+    for d in ("bin", "dev", "proc", "sys", "tmp", "etc"):
+        (fs / d).mkdir(parents=True)
+    return fs
+
+
+# Unit: the order and arguments of the kernel steps --------------------------------
+
+
+def test_steps_with_rootfs_in_order(part4, tmp_path, monkeypatch):
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs_dir = fake_rootfs(tmp_path)
+    fs = rootfs.prepare(options(rootfs=str(fs_dir), mount_proc=True))
+    mp = fs.mount_point
+    assert re.fullmatch(re.escape(str(tmp_path)) + r"/zoo\.\w+", mp)
+    rec = Recorder(monkeypatch, k)
+    fs.enter()
+    mounts = rec.mounts()
+    assert mounts[0] == (None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    assert mounts[1] == (str(fs_dir), mp, None, k.MS_BIND | k.MS_REC)
+    assert ("/dev/null", f"{mp}/dev/null", None, k.MS_BIND) in mounts
+    assert ("proc", f"{mp}/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC) in mounts
+    assert ("sysfs", f"{mp}/sys", "sysfs",
+            k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC) in mounts
+    assert any(m[:3] == ("tmpfs", f"{mp}/tmp", "tmpfs") for m in mounts)
+    assert any(m[:3] == ("tmpfs", f"{mp}/dev", "tmpfs") for m in mounts)
+    # Every mount after the first two lands inside the new root, before the pivot.
+    assert all(m[1].startswith(mp + "/") for m in mounts[2:])
+    assert rec.calls[-4:] == [("sys_chdir", mp), ("sys_pivot_root", ".", "."),
+                              ("sys_umount2", ".", k.MNT_DETACH), ("sys_chdir", "/")]
+    assert rec.names().index("sys_pivot_root") > max(
+        i for i, name in enumerate(rec.names()) if name == "sys_mount")
+    # /dev/null etc. are bound onto empty files the child made in its tmpfs (here,
+    # with the mounts faked, in the mount point's directory).
+    for name in rootfs.DEVICES:
+        if os.path.exists(f"/dev/{name}"):
+            assert os.path.isfile(f"{mp}/dev/{name}")
+    fs.remove()
+    assert rec.calls[-1] == ("sys_rmdir", mp)
+
+
+def test_dev_before_proc_and_dev_order(part4, tmp_path, monkeypatch):
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs = rootfs.prepare(options(rootfs=str(fake_rootfs(tmp_path))))
+    rec = Recorder(monkeypatch, k)
+    fs.enter()
+    targets = [m[1] for m in rec.mounts()]
+    dev = f"{fs.mount_point}/dev"
+    assert targets.index(dev) < targets.index(f"{dev}/null")  # the tmpfs first
+    assert f"{dev}/shm" in targets
+    assert not any(t.endswith("/proc") for t in targets)  # no -P: no proc
+    fs.remove()
+
+
+def test_without_rootfs_private_then_proc_only(part4, monkeypatch):
+    k, rootfs = part4.kernel, part4.rootfs
+    fs = rootfs.prepare(options(mount_proc=True))
+    assert fs.mount_point is None
+    rec = Recorder(monkeypatch, k)
+    fs.enter()
+    assert rec.calls == [
+        ("sys_mount", None, "/", None, k.MS_REC | k.MS_PRIVATE),
+        ("sys_mount", "proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)]
+    fs.remove()  # nothing to remove, no error
+
+
+def test_without_rootfs_or_proc_only_private(part4, monkeypatch):
+    k, rootfs = part4.kernel, part4.rootfs
+    fs = rootfs.prepare(options())
+    rec = Recorder(monkeypatch, k)
+    fs.enter()
+    assert rec.calls == [("sys_mount", None, "/", None, k.MS_REC | k.MS_PRIVATE)]
+
+
+def test_overlay_mount_and_cleanup(part4, tmp_path, monkeypatch):
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs_dir = fake_rootfs(tmp_path)
+    fs_dir.chmod(0o755)
+    fs = rootfs.prepare(options(rootfs=str(fs_dir), overlay=True))
+    ovl = fs.overlay_dir
+    assert os.path.isdir(f"{ovl}/upper") and os.path.isdir(f"{ovl}/work")
+    assert stat.S_IMODE(os.stat(f"{ovl}/upper").st_mode) == 0o755  # the rootfs's mode
+    rec = Recorder(monkeypatch, k)
+    fs.enter()
+    assert rec.mounts()[1] == (
+        "overlay", fs.mount_point, "overlay", 0,
+        f"lowerdir={fs_dir},upperdir={ovl}/upper,workdir={ovl}/work")
+    # What overlayfs leaves behind: work/work at mode 000, files in upper.
+    os.makedirs(f"{ovl}/work/work/inner")
+    Path(f"{ovl}/upper/new-file").write_text("x")
+    os.chmod(f"{ovl}/work/work", 0)
+    mp = fs.mount_point
+    fs.remove()
+    fs.remove()  # idempotent
+    assert not os.path.exists(ovl)
+    assert [c for c in rec.calls if c[0] == "sys_rmdir"] == [("sys_rmdir", mp)]
+
+
+def test_cleanup_never_follows_a_link_out_of_the_overlay(part4, tmp_path, monkeypatch):
+    rootfs = part4.rootfs
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o750)
+    ovl = tmp_path / "ovl"
+    (ovl / "upper").mkdir(parents=True)
+    os.symlink(outside, ovl / "upper" / "escape")
+    rootfs.remove_tree(str(ovl))
+    assert not ovl.exists()
+    assert outside.is_dir() and stat.S_IMODE(outside.stat().st_mode) == 0o750
+
+
+@pytest.mark.parametrize("err", [errno.EPERM, errno.EACCES])
+def test_sysfs_refused_is_skipped_quietly(part4, tmp_path, monkeypatch, err):
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs = rootfs.prepare(options(rootfs=str(fake_rootfs(tmp_path))))
+    rec = Recorder(monkeypatch, k, fail={("sys_mount", "sysfs"): err})
+    fs.enter()
+    assert ("sys_pivot_root", ".", ".") in rec.calls
+    fs.remove()
+
+
+def test_proc_refused_is_one_line(part4, tmp_path, monkeypatch):
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs = rootfs.prepare(options(rootfs=str(fake_rootfs(tmp_path)), mount_proc=True))
+    Recorder(monkeypatch, k, fail={("sys_mount", "proc"): errno.EPERM})
+    with pytest.raises(part4.errors.ZooError) as e:
+        fs.enter()
+    assert e.value.message == (f"failed to mount proc at {fs.mount_point}/proc: "
+                               "Operation not permitted")
+    assert e.value.status == 125
+    fs.remove()
+
+
+def test_pivot_refused_is_one_line(part4, tmp_path, monkeypatch):
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs = rootfs.prepare(options(rootfs=str(fake_rootfs(tmp_path))))
+    Recorder(monkeypatch, k, fail={("sys_pivot_root", "."): errno.EINVAL})
+    with pytest.raises(part4.errors.ZooError) as e:
+        fs.enter()
+    assert e.value.message == f"failed to pivot_root to {fs.mount_point}: Invalid argument"
+    fs.remove()
+
+
+def test_missing_mount_points_are_made(part4, tmp_path, monkeypatch):
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    bare = tmp_path / "bare"
+    (bare / "bin").mkdir(parents=True)
+    fs = rootfs.prepare(options(rootfs=str(bare), mount_proc=True))
+    rec = Recorder(monkeypatch, k)
+    fs.enter()
+    made = [c[1] for c in rec.calls if c[0] == "sys_mkdir"]
+    for d in ("dev", "tmp", "sys", "proc"):
+        assert f"{fs.mount_point}/{d}" in made
+    fs.remove()
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: None, "No such file or directory"),
+    (lambda p: p.write_text("x"), "not a directory"),
+])
+def test_bad_rootfs_before_anything_is_made(part4, tmp_path, monkeypatch, make, message):
+    rootfs = part4.rootfs
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(scratch))
+    bad = tmp_path / "bad"
+    make(bad)
+    with pytest.raises(part4.errors.ZooError) as e:
+        rootfs.prepare(options(rootfs=str(bad)))
+    assert e.value.message == f"-r {bad}: {message}" and e.value.status == 125
+    assert list(scratch.iterdir()) == []
+
+
+def test_overlay_refuses_option_characters(part4, tmp_path):
+    odd = tmp_path / "a,b"
+    odd.mkdir()
+    with pytest.raises(part4.errors.ZooError, match="-o cannot use a path"):
+        part4.rootfs.prepare(options(rootfs=str(odd), overlay=True))
+
+
+def test_part5_mounts_its_cgroup_only_on_cgroup_v2(part5, tmp_path, monkeypatch):
+    k, rootfs, cgroups = part5.kernel, part5.rootfs, part5.cgroups
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs_dir = fake_rootfs(tmp_path)
+    for problem, expected in (("", True), ("this host has cgroup v1", False)):
+        monkeypatch.setattr(cgroups, "unified_hierarchy_problem", lambda p=problem: p)
+        fs = rootfs.prepare(options(rootfs=str(fs_dir)))
+        # What sysfs would show there, the mounts being faked.
+        os.makedirs(f"{fs.mount_point}/sys/fs/cgroup")
+        rec = Recorder(monkeypatch, k)
+        fs.enter()
+        cg = ("cgroup2", f"{fs.mount_point}/sys/fs/cgroup", "cgroup2",
+              k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+        assert (cg in rec.mounts()) == expected
+        fs.remove()
+
+
+def test_explain_lines(part4, monkeypatch, capfd):
+    """-v prints each call the way the man pages spell it, with its result."""
+    k = part4.kernel
+    monkeypatch.setattr(k, "VERBOSE", True)
+    monkeypatch.setattr(k.libc, "mount", lambda *a: 0)
+    monkeypatch.setattr(k.libc, "umount2", lambda *a: 0)
+    monkeypatch.setattr(k.libc, "syscall", lambda *a: 0)
+    k.sys_mount("/home/u/zoo-fs", "/tmp/zoo.x1", None, k.MS_BIND | k.MS_REC)
+    k.sys_mount("proc", "/tmp/zoo.x1/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    k.sys_mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    k.sys_mount("overlay", "/m", "overlay", 0, "lowerdir=/a")
+    k.sys_pivot_root(".", ".")
+    k.sys_umount2(".", k.MNT_DETACH)
+    err = capfd.readouterr().err.splitlines()
+    expected = [
+        'mount("/home/u/zoo-fs", "/tmp/zoo.x1", NULL, MS_BIND|MS_REC) = 0',
+        'mount("proc", "/tmp/zoo.x1/proc", "proc", MS_NOSUID|MS_NODEV|MS_NOEXEC) = 0',
+        'mount(NULL, "/", NULL, MS_REC|MS_PRIVATE) = 0',
+        'mount("overlay", "/m", "overlay", 0, "lowerdir=/a") = 0',
+        'pivot_root(".", ".") = 0',
+        'umount2(".", MNT_DETACH) = 0',
+    ]
+    assert len(err) == len(expected)
+    for line, want in zip(err, expected):
+        assert line.startswith("zookeeper: " + want), line
+        man = want.split("(")[0] + "(2)"
+        assert re.search(re.escape(man) + r"\s+\d+\.\d ms$", line), line
+
+
+def test_explain_failure_names_errno(part4, monkeypatch, capfd):
+    k = part4.kernel
+    monkeypatch.setattr(k, "VERBOSE", True)
+
+    def refuse(*a):
+        k.ctypes.set_errno(errno.EPERM)
+        return -1
+
+    monkeypatch.setattr(k.libc, "mount", refuse)
+    with pytest.raises(PermissionError):
+        k.sys_mount("proc", "/p", "proc", 0)
+    assert ('mount("proc", "/p", "proc", 0) = -1 EPERM (Operation not permitted)'
+            in capfd.readouterr().err)
+
+
+# Integration: part 4 as root and as the test user ---------------------------------
+
+
+def mkdtemp_paths(stderr: str) -> list[str]:
+    """The temporary directories explain mode says zookeeper made."""
+    made = re.findall(r'mkdtemp\("/tmp/zoo\.XXXXXX"\) = "([^"]+)"', stderr)
+    made += [os.path.dirname(p) for p in re.findall(r"upperdir=([^,]+),", stderr)]
+    return made
+
+
+def assert_removed(stderr: str, expected: int = 1):
+    made = mkdtemp_paths(stderr)
+    assert len(made) >= expected, stderr
+    for path in made:
+        assert not os.path.lexists(path), f"{path} left behind"
+
+
+@pytest.fixture(scope="session")
+def rootfs_of(rootfs_tar):
+    """rootfs_of(runner) -> the busybox rootfs unpacked by that runner's user, in the
+    tests' work directory (conftest's rootfs_for unpacks below pytest's basetemp, which
+    is private to root: the test user cannot reach it)."""
+    made = {}
+
+    def get(runner: Runner) -> Path:
+        if runner.who not in made:
+            tar = runner.workdir / "zoo-fs.tar"
+            if not tar.exists():
+                shutil.copyfile(rootfs_tar, tar)
+                tar.chmod(0o644)
+            made[runner.who] = unpack_rootfs(runner, tar,
+                                             runner.workdir / f"fs-{runner.who}" / "zoo-fs")
+        return made[runner.who]
+
+    return get
+
+
+@pytest.fixture
+def fs(runner: Runner, rootfs_of) -> Path:
+    path = rootfs_of(runner)
+    marker = path / "zoo-marker"
+    if not marker.exists():
+        marker.write_text("inside the rootfs\n")
+        marker.chmod(0o644)
+    return path
+
+
+def test_root_is_the_rootfs(runner: Runner, fs):
+    host_marker = runner.workdir / f"host-marker-{runner.who}"
+    host_marker.write_text("on the host\n")
+    done = runner.zookeeper(4, "-v", "-r", str(fs), "sh", "-c",
+                            f"cat /zoo-marker; test -e {host_marker} && echo host-visible; "
+                            "cat /etc/zoo-release; pwd")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0] == "inside the rootfs"
+    assert "host-visible" not in done.stdout
+    assert out[1].startswith("zoo-fs busybox")
+    assert out[2] == "/"
+    assert_removed(done.stderr)
+
+
+def test_proc_shows_only_the_container(runner: Runner, fs):
+    done = runner.zookeeper(4, "-P", "-r", str(fs), "sh", "-c",
+                            "ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '; "
+                            "echo; cat /proc/1/cmdline | tr '\\0' ' '")
+    assert done.returncode == 0, done.stderr
+    pids = [int(p) for p in done.stdout.splitlines()[0].split()]
+    # sh (1) and the pipeline's ls/grep/sort/tr: a handful, all small numbers.
+    assert pids[0] == 1 and len(pids) <= 8 and max(pids) < 20, pids
+    assert done.stdout.splitlines()[1].startswith("sh -c ls /proc")
+
+
+def test_proc_without_rootfs_keeps_the_hosts_files(runner: Runner):
+    done = runner.zookeeper(4, "-P", "sh", "-c",
+                            f"test -d {runner.workdir} && echo host-files; "
+                            "ls /proc | grep -cE '^[0-9]+$'")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "host-files"
+    assert int(lines[1]) <= 5
+
+
+def test_dev_works(runner: Runner, fs):
+    done = runner.zookeeper(4, "-r", str(fs), "sh", "-c",
+                            "echo x > /dev/null && wc -c < /dev/null; "
+                            "head -c 16 /dev/urandom | wc -c; head -c 8 /dev/zero | od -An -tx1; "
+                            "ls /dev; sleep 1 & wait; echo bg-ok; "
+                            "echo tmp > /tmp/t && cat /tmp/t")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.split()
+    assert out[0] == "0" and out[1] == "16" and out[2:10] == ["00"] * 8
+    for name in ("null", "zero", "full", "random", "urandom", "tty", "shm", "pts"):
+        assert name in out
+    assert "bg-ok" in out and out[-1] == "tmp"
+
+
+def tree_digest(path: Path) -> str:
+    """Names, types, modes, owners, sizes, mtimes, link targets and contents."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(path)):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            h.update(f"{os.path.relpath(p, path)} {st.st_mode} {st.st_uid} {st.st_gid} "
+                     f"{st.st_size} {st.st_mtime_ns}\n".encode())
+            if stat.S_ISLNK(st.st_mode):
+                h.update(os.readlink(p).encode())
+            elif stat.S_ISREG(st.st_mode):
+                h.update(Path(p).read_bytes())
+    st = os.lstat(path)
+    h.update(f"{st.st_mode} {st.st_uid} {st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def test_overlay_leaves_the_rootfs_unchanged(runner: Runner, fs):
+    before = tree_digest(fs)
+    script = ("echo new > /new-file && rm /zoo-marker && rm /bin/ls && "
+              "echo more >> /etc/passwd && mkdir -p /home/bob/deep && "
+              "echo x > /home/bob/deep/f && chown -R 1000:1000 /home/bob && "
+              "chmod 700 /home/bob/deep && touch /etc && "
+              "test ! -e /zoo-marker && cat /new-file")
+    done = runner.zookeeper(4, "-v", "-o", "-r", str(fs), "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "new\n"
+    assert tree_digest(fs) == before
+    assert_removed(done.stderr, expected=2)  # the mount point and the overlay's dirs
+    # Another run starts from the unchanged rootfs.
+    again = runner.zookeeper(4, "-o", "-r", str(fs), "sh", "-c", "cat /zoo-marker; ls /new-file")
+    assert again.stdout.startswith("inside the rootfs") and again.returncode != 0
+
+
+def test_without_overlay_changes_persist(runner: Runner, fs):
+    name = f"persist-{runner.who}"
+    done = runner.zookeeper(4, "-r", str(fs), "sh", "-c", f"echo kept > /root/{name}")
+    assert done.returncode == 0, done.stderr
+    assert (fs / "root" / name).read_text() == "kept\n"
+    runner.zookeeper(4, "-r", str(fs), "rm", f"/root/{name}")
+    assert not (fs / "root" / name).exists()
+
+
+def test_exec_failure_is_127_and_cleans_up(runner: Runner, fs):
+    done = runner.zookeeper(4, "-v", "-r", str(fs), "python3", "-c", "pass")
+    assert done.returncode == 127
+    assert ("zookeeper: failed to execute python3: No such file or directory"
+            in done.stderr.splitlines())
+    assert_removed(done.stderr)
+
+
+def test_exec_failure_with_overlay_cleans_up(runner: Runner, fs):
+    done = runner.zookeeper(4, "-v", "-o", "-r", str(fs), "/no/such/command")
+    assert done.returncode == 127
+    assert_removed(done.stderr, expected=2)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_bad_rootfs_is_one_line_125(runner: Runner, kind):
+    path = runner.workdir / f"not-a-rootfs-{kind}"
+    if kind == "file":
+        path.write_text("x")
+    done = runner.zookeeper(4, "-v", "-r", str(path), "true")
+    assert done.returncode == 125
+    reason = "No such file or directory" if kind == "missing" else "not a directory"
+    assert done.stderr.splitlines() == [f"zookeeper: -r {path}: {reason}"]
+    assert mkdtemp_paths(done.stderr) == []  # nothing was made, nothing left
+
+
+def test_sigterm_cleans_up(runner: Runner, fs):
+    proc = runner.popen(4, "-v", "-o", "-r", str(fs), "sleep", "100",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "execvp(" in line:
+            break
+    made = mkdtemp_paths("".join(seen))
+    assert len(made) == 2 and all(os.path.isdir(p) for p in made), "".join(seen)
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=30)
+    # sleep is PID 1 and ignores SIGTERM: zookeeper kills it after the grace period,
+    # then dies of the same signal, after cleaning up.
+    assert proc.returncode == -signal.SIGKILL, rest
+    for path in made:
+        assert not os.path.lexists(path)
+
+
+def test_rootless_overlay_files_of_other_users_are_removed(user_runner: Runner, rootfs_of):
+    """Files the container gives its uid 1000 belong to a subordinate uid on the host:
+    the user cannot delete them there, zookeeper removes them in a user namespace."""
+    fs = rootfs_of(user_runner)
+    done = user_runner.zookeeper(4, "-v", "-o", "-r", str(fs), "sh", "-c",
+                                 "mkdir -p /srv/a/b && touch /srv/a/b/f && "
+                                 "chown -R 1000:1000 /srv/a && chmod 500 /srv/a/b")
+    assert done.returncode == 0, done.stderr
+    assert_removed(done.stderr, expected=2)
+    assert "cleanup:" not in done.stderr

@@ -1,0 +1,275 @@
+"""The grader's VM (grader/vm.py) provides what the checks rely on, for real.
+
+One boot runs a job that records facts about the guest into the results share; the tests
+below read them. A second, short boot checks that a hanging job is killed at the timeout.
+Building the image (once, cached) needs root; without it and without a cached image the
+tests are skipped. Under TCG the two boots take about a minute.
+"""
+
+import importlib.util
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_vm = pytest.mark.vm
+
+
+def _load_vm():
+    spec = importlib.util.spec_from_file_location("zoo_grader_vm", ROOT / "grader" / "vm.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+vm = _load_vm()
+
+FACTS_JOB = r"""#!/bin/sh
+# Records facts about the guest: /mnt/results/facts/NAME.out (stdout+stderr) and NAME.rc.
+F=/mnt/results/facts
+mkdir -p "$F"
+fact() {
+    name=$1
+    shift
+    timeout 120 "$@" > "$F/$name.out" 2>&1 < /dev/null
+    echo $? > "$F/$name.rc"
+}
+AS_STUDENT="runuser -u student -- env XDG_RUNTIME_DIR=/run/user/1000
+    DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus"
+
+fact cgroup_fstype stat -f -c %T /sys/fs/cgroup
+fact cgroup_controllers cat /sys/fs/cgroup/cgroup.controllers
+fact student getent passwd student
+fact subuid grep '^student:' /etc/subuid
+fact subgid grep '^student:' /etc/subgid
+fact user_manager \
+    cat /sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/cgroup.controllers
+fact scope_true $AS_STUDENT systemd-run --user --scope -p Delegate=yes true
+fact scope_controllers $AS_STUDENT systemd-run --user --scope -p Delegate=yes \
+    sh -c 'cat "/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/cgroup.controllers"'
+# What stage 5 does in its scope: move to a leaf, enable controllers, limit a child.
+fact scope_subtree $AS_STUDENT systemd-run --user --scope -p Delegate=yes sh -c '
+    cg="/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)"
+    mkdir "$cg/leaf" && echo $$ > "$cg/leaf/cgroup.procs" &&
+    echo "+memory +cpu +pids" > "$cg/cgroup.subtree_control" &&
+    mkdir "$cg/zoo" && echo 64M > "$cg/zoo/memory.max" && echo 20 > "$cg/zoo/pids.max" &&
+    echo "50000 100000" > "$cg/zoo/cpu.max" &&
+    cat "$cg/zoo/memory.max" "$cg/zoo/pids.max" "$cg/zoo/cpu.max"'
+fact unshare_user runuser -u student -- unshare -Ur id -u
+fact newuidmap runuser -u student -- \
+    unshare --map-user=0 --map-group=0 --map-auto cat /proc/self/uid_map
+fact imports runuser -u student -- python3 -c '
+import importlib.metadata as m, pyroute2, pyseccomp, pytest
+print(" ".join(f"{p}=={m.version(p)}" for p in ("pyroute2", "pyseccomp", "pytest")))'
+fact tun stat -c %a /dev/net/tun
+fact slirp_version slirp4netns --version
+fact addr ip -4 -o addr show
+fact sub_read cat /mnt/submission/hello.txt
+fact sub_write touch /mnt/submission/written-by-guest
+fact sub_mount grep ' /mnt/submission ' /proc/mounts
+# The path stage 6 takes: slirp4netns as the student, a server on 192.168.200.1.
+python3 -m http.server --bind 192.168.200.1 8000 --directory /mnt/submission \
+    > /dev/null 2>&1 &
+server=$!
+fact slirp_reach runuser -u student -- sh -c '
+    unshare -Urn sleep 60 &
+    pid=$!
+    sleep 1
+    slirp4netns --configure --mtu=65520 --disable-host-loopback "$pid" tap0 \
+        > /tmp/slirp.log 2>&1 &
+    slirp=$!
+    in_ns() { nsenter --preserve-credentials -U -n -t "$pid" "$@"; }
+    i=0
+    until in_ns ip -4 -o addr show tap0 | grep -q 10.0.2.100; do
+        i=$((i + 1)); [ $i -lt 100 ] || { cat /tmp/slirp.log; exit 1; }; sleep 0.2
+    done
+    in_ns timeout 30 busybox wget -q -O - http://192.168.200.1:8000/hello.txt
+    status=$?
+    kill "$slirp" "$pid"
+    exit $status'
+kill "$server"
+echo facts recorded
+"""
+
+
+def _need_image():
+    if not shutil.which("qemu-system-x86_64") and not os.environ.get("ZOO_QEMU"):
+        pytest.skip("qemu-system-x86_64 is not installed")
+    if vm.cached_image() is None and os.geteuid() != 0:
+        pytest.skip("no cached VM image, and building one needs root (make vm)")
+    return vm.build_image(log=lambda msg: print(msg, file=sys.stderr))
+
+
+def _job(tmp: Path, script: str) -> Path:
+    job = tmp / "job"
+    job.mkdir()
+    (job / "run.sh").write_text(script)
+    (job / "run.sh").chmod(0o755)
+    return job
+
+
+@pytest.fixture(scope="module")
+def image():
+    return _need_image()
+
+
+@pytest.fixture(scope="module")
+def facts_boot(image, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("facts")
+    submission = tmp / "submission"
+    submission.mkdir()
+    (submission / "hello.txt").write_text("hello from the submission\n")
+    result = vm.boot(_job(tmp, FACTS_JOB), submission, tmp / "results", timeout=420,
+                     image=image)
+    assert not result.timed_out, f"facts job timed out: see {result.console_log}"
+    assert result.exit_status == 0, (result.error, result.job_log.read_text()
+                                     if result.job_log.exists() else "no job.log")
+    print(f"facts boot: {result.accel}, job started after {result.boot_seconds:.1f} s, "
+          f"total {result.total_seconds:.1f} s", file=sys.stderr)
+    return result
+
+
+class Facts:
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def __call__(self, name: str, ok: bool = True) -> str:
+        out = (self.directory / f"{name}.out").read_text()
+        rc = int((self.directory / f"{name}.rc").read_text())
+        if ok:
+            assert rc == 0, f"{name}: exit status {rc}: {out}"
+        return out
+
+
+@pytest.fixture(scope="module")
+def fact(facts_boot):
+    return Facts(facts_boot.results_dir / "facts")
+
+
+@needs_vm
+def test_boot_result(facts_boot):
+    assert facts_boot.accel in ("tcg", "kvm")
+    assert facts_boot.boot_seconds is not None
+    assert 0 < facts_boot.boot_seconds <= facts_boot.total_seconds
+    assert facts_boot.error is None
+    assert "facts recorded" in facts_boot.job_log.read_text()
+    assert "ZOO-JOB-EXIT=0" in facts_boot.console_log.read_text(errors="replace")
+
+
+@needs_vm
+def test_cgroup2_with_controllers(fact):
+    assert fact("cgroup_fstype").strip() == "cgroup2fs"
+    assert {"memory", "cpu", "pids"} <= set(fact("cgroup_controllers").split())
+
+
+@needs_vm
+def test_student_with_subid_ranges(fact):
+    assert fact("student").split(":")[2] == "1000"
+    assert fact("subuid").strip() == "student:100000:65536"
+    assert fact("subgid").strip() == "student:100000:65536"
+
+
+@needs_vm
+def test_user_manager_delegates_controllers(fact):
+    assert {"memory", "cpu", "pids"} <= set(fact("user_manager").split())
+
+
+@needs_vm
+def test_systemd_run_user_scope(fact):
+    fact("scope_true")
+    assert {"memory", "cpu", "pids"} <= set(fact("scope_controllers").split())
+
+
+@needs_vm
+def test_scope_can_limit_a_child_cgroup(fact):
+    lines = fact("scope_subtree").splitlines()
+    assert lines[-3:] == ["67108864", "20", "50000 100000"]
+
+
+@needs_vm
+def test_rootless_user_namespaces(fact):
+    assert fact("unshare_user").strip() == "0"
+    maps = [line.split() for line in fact("newuidmap").splitlines()]
+    assert ["0", "1000", "1"] in maps
+    assert ["1", "100000", "65535"] in maps
+
+
+@needs_vm
+def test_pinned_python_packages(fact):
+    assert fact("imports").split() == ["pyroute2==0.9.7", "pyseccomp==0.1.2", "pytest==9.0.3"]
+
+
+@needs_vm
+def test_tun_and_slirp4netns(fact):
+    assert fact("tun").strip() == "666"
+    assert "slirp4netns version" in fact("slirp_version")
+
+
+@needs_vm
+def test_address_for_network_checks(fact):
+    assert "inet 192.168.200.1/24" in fact("addr")
+
+
+@needs_vm
+def test_slirp4netns_reaches_the_guest_address(fact):
+    assert fact("slirp_reach") == "hello from the submission\n"
+
+
+@needs_vm
+def test_submission_share_is_read_only(fact):
+    assert fact("sub_read") == "hello from the submission\n"
+    assert int((fact.directory / "sub_write.rc").read_text()) != 0
+    assert "Read-only file system" in fact("sub_write", ok=False)
+    assert fact("sub_mount").split()[3].split(",")[0] == "ro"
+
+
+@needs_vm
+def test_hanging_job_is_killed_at_the_timeout(image, facts_boot, tmp_path):
+    # Long enough for the job to start (with margin for TCG's drift), far short of 1000 s.
+    timeout = facts_boot.boot_seconds * 1.4 + 6
+    started = time.monotonic()
+    result = vm.boot(_job(tmp_path, "#!/bin/sh\necho sleeping\nsleep 1000\n"), None,
+                     tmp_path / "results", timeout=timeout, image=image)
+    elapsed = time.monotonic() - started
+    assert result.timed_out
+    assert result.exit_status is None
+    assert result.boot_seconds is not None, f"the job never started: {result.console_log}"
+    assert "timed out" in result.error
+    assert elapsed < timeout + 20
+    assert (tmp_path / "results" / "job.log").read_text() == "sleeping\n"
+
+
+def test_cpio_and_module_order(tmp_path):
+    """The pure helpers, without a VM: newc archive layout and dependency order."""
+    archive = vm._cpio_newc([("init", 0o100755, b"#!/bin/sh\n", 0)])
+    assert archive.startswith(b"070701")
+    assert b"init\0" in archive and b"TRAILER!!!\0" in archive
+    assert len(archive) % 512 == 0
+    moddir = tmp_path
+    (moddir / "modules.dep").write_text(
+        "kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2.ko\n"
+        "kernel/lib/crc16.ko:\nkernel/fs/mbcache.ko:\nkernel/fs/jbd2.ko:\n"
+        "kernel/crypto/crc32c_generic.ko:\n")
+    (moddir / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\n")
+    order = vm._module_load_order(moddir, ["crc32c_generic", "ext4", "virtio"])
+    assert order[0] == "kernel/crypto/crc32c_generic.ko"
+    assert order[-1] == "kernel/fs/ext4/ext4.ko"
+    assert set(order[1:-1]) == {"kernel/lib/crc16.ko", "kernel/fs/mbcache.ko",
+                                "kernel/fs/jbd2.ko"}
+    with pytest.raises(ValueError):
+        vm._module_load_order(moddir, ["no_such_module"])
+
+
+def test_extract_vmlinux_finds_the_compressed_elf():
+    import lzma
+
+    elf = b"\x7fELF" + bytes(range(256)) * 64
+    bzimage = b"MZ" + b"\0" * 1000 + b"\x1f\x8b\x08 not gzip" + lzma.compress(elf) + b"sig"
+    assert vm.extract_vmlinux(bzimage) == elf
+    with pytest.raises(ValueError):
+        vm.extract_vmlinux(b"MZ" + b"\0" * 100)
