@@ -181,3 +181,196 @@ def p3_seccomp_rest(z):
     seccomp_rules(z, ["ioctl_tiocsti", "keyctl", "add_key", "request_key", "ptrace", "mbind",
                       "migrate_pages", "move_pages", "set_mempolicy", "userfaultfd",
                       "perf_event_open"])
+
+
+# Part 4: the container's own filesystem --------------------------------------------
+
+
+def temp_dirs() -> set:
+    import glob
+
+    return set(glob.glob("/tmp/zoo.*"))
+
+
+@check(4, "pivot_root hides the host", 5)
+def p4_pivot_root(z):
+    fs = z.rootfs()
+    (fs / "zoo-marker").write_text("inside\n")
+    host_marker = z.scratch / "host-marker"
+    host_marker.write_text("host\n")
+    r = z.zk(4, "-r", str(fs), "sh", "-c",
+             f"cat /zoo-marker; test -e {host_marker} && echo host-visible; "
+             "test -e /proc/1/root/etc/debian_version && echo host-proc; ls /")
+    z.expect(r.status == 0 and r.stdout.startswith("inside"),
+             "a file in the rootfs (/zoo-marker) should be visible at / in the container", r)
+    z.expect("host-visible" not in r.stdout, "a file of the host is visible in the container", r)
+
+
+@check(4, "-P mounts a proc with only the container's processes", 4)
+def p4_proc(z):
+    fs = z.rootfs()
+    r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'")
+    out = r.stdout.split()
+    z.expect(r.status == 0 and len(out) == 2, "could not list /proc in the container", r)
+    z.expect(out[0] == "sh", f"PID 1 in /proc should be the command (sh), got {out[0]}", r)
+    z.expect(int(out[1]) <= 4, f"/proc shows {out[1]} processes: the host's, not only the "
+             "container's", r)
+
+
+@check(4, "/dev/null works in the container", 2)
+def p4_dev_null(z):
+    fs = z.rootfs()
+    r = z.zk(4, "-r", str(fs), "sh", "-c", "echo gone > /dev/null && wc -c < /dev/null")
+    z.expect(r.status == 0 and r.stdout.strip() == "0", "/dev/null should swallow writes", r)
+
+
+@check(4, "temporary directory removed on every exit", 5)
+def p4_temp_dir_removed(z):
+    fs = z.rootfs()
+    before = temp_dirs()
+    r = z.zk(4, "-r", str(fs), "true")
+    z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
+    z.expect(temp_dirs() == before, "/tmp/zoo.* left behind after a normal exit", r)
+    r = z.zk(4, "-r", str(fs), "no-such-command-zk")
+    z.expect(r.status == 127, f"a command missing from the rootfs should give 127, got "
+             f"{r.status_text}", r)
+    z.expect(temp_dirs() == before, "/tmp/zoo.* left behind after an exec failure", r)
+    r = z.zk(4, "-r", str(fs), "sleep", "30", send_signal=("TERM", 1.5))
+    z.expect(not r.timed_out, "zookeeper did not end after SIGTERM", r)
+    z.expect(temp_dirs() == before, "/tmp/zoo.* left behind after SIGTERM to zookeeper", r)
+
+
+@check(4, "bad -r: one line, 125, nothing left", 2, public=False)
+def p4_bad_rootfs(z):
+    before = temp_dirs()
+    r = z.zk(4, "-r", str(z.scratch / "no-such-dir"), "true")
+    z.expect(r.status == 125, f"a missing -r directory should give 125, got {r.status_text}", r)
+    z.expect(len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr,
+             "the error should be one line", r)
+    z.expect(temp_dirs() == before, "/tmp/zoo.* left behind", r)
+
+
+@check(4, "as root too", 2, public=False, needs=("root",))
+def p4_as_root(z):
+    fs = z.rootfs(root=True)
+    (fs / "zoo-marker").write_text("inside\n")
+    r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", "cat /zoo-marker; ls /proc | grep -c '^[0-9]'",
+             root=True)
+    z.expect(r.status == 0 and r.stdout.split()[:1] == ["inside"],
+             "as root, the rootfs should be / in the container", r)
+
+
+# Part 5: cgroup limits --------------------------------------------------------------
+
+HOG = "a=$(head -c 200m /dev/zero | tr '\\000' x); echo survived ${#a}"
+FORKS = "for i in $(seq 20); do sleep 3 & done 2>/dev/null; ls /proc | grep -c '^[0-9]'"
+BURN = "time timeout 4 sh -c 'while :; do :; done'"
+
+
+def zoo_cgroups() -> list[str]:
+    import glob
+
+    return sorted(glob.glob("/sys/fs/cgroup/**/zoo-*", recursive=True))
+
+
+def cpu_share(time_output: str) -> float:
+    """(user + sys) / real from busybox time's report ('real\t0m 4.00s' ...)."""
+    import re
+
+    times = {name: int(minutes) * 60 + float(seconds) for name, minutes, seconds in
+             re.findall(r"^(real|user|sys)\s+(\d+)m\s*([\d.]+)s", time_output, re.M)}
+    if not times.get("real"):
+        return -1.0
+    return (times.get("user", 0) + times.get("sys", 0)) / times["real"]
+
+
+@check(5, "-m 64M: a 200M memory hog is killed", 6, timeout=120, needs=("cgroup_limits",))
+def p5_memory(z):
+    fs = z.rootfs()
+    r = z.zk(5, "-r", str(fs), "-m", "64M", "sh", "-c", HOG, scope=True)
+    z.expect("survived" not in r.stdout, "the hog survived a 64M limit", r)
+    z.expect(r.signal == 9, f"the hog should be killed (SIGKILL, 137), got {r.status_text}", r)
+
+
+@check(5, "-p 10: no more than 10 processes", 5, timeout=120, needs=("cgroup_limits",))
+def p5_pids(z):
+    fs = z.rootfs()
+    r = z.zk(5, "-r", str(fs), "-P", "-p", "10", "sh", "-c", FORKS, scope=True)
+    count = r.stdout.strip().splitlines()[-1:] or ["?"]
+    z.expect(count[0].isdigit() and int(count[0]) <= 10,
+             f"with -p 10 the container ran {count[0]} processes", r)
+
+
+@check(5, "-c 50: a busy loop gets about half a CPU", 5, timeout=180, needs=("cgroup_limits",))
+def p5_cpu(z):
+    fs = z.rootfs()
+    r = z.zk(5, "-r", str(fs), "-c", "50", "sh", "-c", BURN, scope=True)
+    share = cpu_share(r.stderr + r.stdout)
+    z.expect(share > 0, "could not read busybox time's report", r)
+    z.expect(0.30 <= share <= 0.70, f"with -c 50 the loop got {share:.0%} of a CPU "
+             "(expected 40-60%, with a margin)", r)
+
+
+@check(5, "the cgroup is removed after exit", 2, timeout=120,
+       needs=("cgroup_limits", "root"), public=False)
+def p5_cgroup_removed(z):
+    # As root and outside any systemd scope: systemd removes a scope's empty child
+    # cgroups itself, which would hide a missing rmdir.
+    fs = z.rootfs(root=True)
+    before = zoo_cgroups()
+    r = z.zk(5, "-r", str(fs), "-m", "64M", "-p", "20", "true", root=True)
+    z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
+    left = [x for x in zoo_cgroups() if x not in before]
+    z.expect(not left, f"cgroup left behind: {', '.join(left)}", r)
+
+
+@check(5, "bad limits: one line and 125", 2, public=False)
+def p5_bad_values(z):
+    for args in (["-m", "lots"], ["-c", "-5"], ["-p", "x"]):
+        r = z.zk(5, *args, "true")
+        z.expect(r.status == 125 and "Traceback" not in r.stderr,
+                 f"{' '.join(args)} should give one line and 125, got {r.status_text}", r)
+
+
+# Part 6: networking -----------------------------------------------------------------
+
+
+@check(6, "without -n: only lo, up", 3)
+def p6_only_lo(z):
+    fs = z.rootfs()
+    r = z.zk(6, "-r", str(fs), "ip", "-o", "link")
+    names = [x.split(":")[1].strip() for x in r.stdout.splitlines() if ":" in x]
+    z.expect(names == ["lo"], f"interfaces should be only lo, got {names}", r)
+    z.expect(",UP" in r.stdout, "lo should be up", r)
+
+
+@check(6, "-n: the container reaches a server on the host", 6, timeout=120,
+       needs=("tun", "slirp4netns"))
+def p6_rootless_network(z):
+    fs = z.rootfs()
+    address, port = z.server()
+    r = z.zk(6, "-r", str(fs), "-n", "sh", "-c",
+             "ip -o -4 addr show eth0; "
+             f"timeout 20 wget -q -O - http://{address}:{port}/zoo", scope=True)
+    z.expect("10.0.2.100" in r.stdout, "eth0 should have 10.0.2.100 (slirp4netns)", r)
+    z.expect(z.server_token() in r.stdout, f"the container did not reach {address}:{port}", r)
+
+
+@check(6, "the network helper is gone after exit", 3, timeout=90, needs=("tun", "slirp4netns"))
+def p6_helper_gone(z):
+    fs = z.rootfs()
+    r = z.zk(6, "-r", str(fs), "-n", "true", scope=True)
+    z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
+    z.expect(not z.processes_matching("slirp4netns"), "slirp4netns is still running", r)
+
+
+@check(6, "as root: a veth pair reaches the host", 3, timeout=120, public=False,
+       needs=("root",))
+def p6_root_veth(z):
+    fs = z.rootfs(root=True)
+    address, port = z.server()
+    r = z.zk(6, "-r", str(fs), "-n", "sh", "-c",
+             f"timeout 20 wget -q -O - http://{address}:{port}/zoo", root=True)
+    z.expect(z.server_token() in r.stdout, f"the container did not reach {address}:{port}", r)
+    links = z.host(["ip", "-o", "link"], root=True).stdout
+    z.expect("zv" not in links and "zoo0" not in links, "veth or bridge left after exit", r)

@@ -221,6 +221,44 @@ class Context:
             raise NotRunnable(f"could not unpack the rootfs: {run.stderr.strip()}")
         return dest
 
+    def server(self):
+        """A small HTTP server on a non-loopback address of this machine, for the
+        network checks; returns (address, port).  It answers every GET with a token."""
+        if getattr(self, "_server", None):
+            return self._server.server_address
+        import http.server
+        import secrets
+        import threading
+
+        address = host_address()
+        if not address:
+            raise NotRunnable("this machine has no non-loopback IPv4 address for the server")
+        token = self._token = f"zoo-{secrets.token_hex(8)}"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = (token + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer((address, 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.log.append(f"(test server listening on {address}:{self._server.server_port})")
+        return self._server.server_address
+
+    def server_token(self) -> str:
+        return self._token
+
+    def close(self) -> None:
+        if getattr(self, "_server", None):
+            self._server.shutdown()
+            self._server.server_close()
+
     def try_syscalls(self, part, names) -> dict:
         helper = str(HERE / "helpers" / "try_syscalls.py")
         env = {"TRY_DIR": str(self.scratch)}
@@ -232,6 +270,17 @@ class Context:
             return json.loads(run.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             self.expect(False, "the syscall tester printed nothing in the container", run)
+
+
+def host_address() -> str:
+    """The first global IPv4 address of this machine (in the grader's VM: 192.168.200.1)."""
+    done = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                          capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if "inet" in fields:
+            return fields[fields.index("inet") + 1].split("/")[0]
+    return ""
 
 
 def processes() -> dict[int, str]:
@@ -296,8 +345,9 @@ def run_checks(args) -> list[dict]:
         if why_not:
             status, message = "not run", why_not
         else:
+            context = Context(args, c, log)
             try:
-                c.fn(Context(args, c, log))
+                c.fn(context)
                 status, message = "ok", ""
             except CheckFailed as e:
                 status, message = "fail", str(e)
@@ -305,6 +355,8 @@ def run_checks(args) -> list[dict]:
                 status, message = "not run", str(e)
             except Exception as e:  # a check's own bug must not stop the others
                 status, message = "fail", f"grader error: {e!r}"
+            finally:
+                context.close()
         leftovers = clean_up_after(before, Path(args.scratch))
         if leftovers:
             log.append("cleanup after the check removed: " + "; ".join(leftovers))
@@ -340,8 +392,8 @@ def prepare_scratch(user: str) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--submission", required=True)
-    ap.add_argument("--results", required=True)
+    ap.add_argument("--submission")
+    ap.add_argument("--results")
     ap.add_argument("--logs", default=None)
     ap.add_argument("--part", type=int, action="append")
     ap.add_argument("--only", action="append")
@@ -358,6 +410,8 @@ def main(argv=None) -> int:
             print(f"part{c.part} {c.id:28} {c.points:2} {'public' if c.public else 'hidden'}  "
                   f"{c.name}")
         return 0
+    if not args.submission or not args.results:
+        ap.error("--submission and --results are needed (or --list)")
     args.logs = args.logs or str(Path(args.results).parent / "logs")
     args.scratch = str(prepare_scratch(args.user))
     try:
