@@ -300,10 +300,10 @@ class _Build:
         return self.run(step, ["chroot", str(root)] + argv, env=env, **kw)
 
 
-def host_mirror() -> str:
-    """The Debian mirror of the host's apt sources serving SUITE ($ZOO_DEBIAN_MIRROR wins)."""
+def host_mirror(suite: str = SUITE, default: str = DEFAULT_MIRROR) -> str:
+    """The Debian mirror of the host's apt sources serving suite ($ZOO_DEBIAN_MIRROR wins)."""
     env = os.environ.get("ZOO_DEBIAN_MIRROR")
-    if env:
+    if env and suite == SUITE:
         return env.rstrip("/")
     found: list[tuple[str, list[str]]] = []  # (uri, suites)
     apt = Path("/etc/apt")
@@ -330,9 +330,9 @@ def host_mirror() -> str:
                     for uri in fields.get("uris", "").split():
                         found.append((uri, fields.get("suites", "").split()))
     for uri, suites in found:
-        if SUITE in suites and uri.startswith(("http://", "https://", "file:/")):
+        if suite in suites and uri.startswith(("http://", "https://", "file:/")):
             return uri.rstrip("/")
-    return DEFAULT_MIRROR
+    return default
 
 
 def extract_vmlinux(vmlinuz: bytes) -> bytes:
@@ -521,7 +521,9 @@ def _download_kernel(build: _Build, root: Path, mirror: str, dest: Path) -> Path
             if resolv.is_symlink() or resolv.exists():
                 resolv.unlink()
             shutil.copyfile("/etc/resolv.conf", resolv)
-        _write(root / "etc/apt/sources.list", f"deb {mirror} {SUITE} main\n")
+        security = host_mirror(f"{SUITE}-security", "http://deb.debian.org/debian-security")
+        _write(root / "etc/apt/sources.list", f"deb {mirror} {SUITE} main\n"
+               f"deb {mirror} {SUITE}-updates main\ndeb {security} {SUITE}-security main\n")
         try:
             build.chroot("apt-get update (chroot, for the kernel)", root,
                          ["apt-get", "-q", "update"])
@@ -537,6 +539,7 @@ def _download_kernel(build: _Build, root: Path, mirror: str, dest: Path) -> Path
                 shutil.move(str(deb), dest / deb.name)
             shutil.rmtree(incoming, ignore_errors=True)
         finally:
+            _write(root / "etc/apt/sources.list", f"deb {mirror} {SUITE} main\n")
             for lists in (root / "var/lib/apt/lists").glob("*"):
                 if lists.is_file():
                     lists.unlink()
@@ -735,13 +738,20 @@ def _mkfs(build: _Build, root: Path, image: Path) -> None:
 
 
 def _chown_for_sudo_user(paths: Iterable[Path]) -> None:
-    """Under sudo, leave the cache to the user who asked (it boots the VM unprivileged)."""
+    """Under sudo, give what we made in the user's home back to that user (who boots)."""
     uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
     if os.geteuid() != 0 or not uid or not gid or uid == "0":
         return
+    import pwd
+
+    try:
+        home = Path(pwd.getpwuid(int(uid)).pw_dir).resolve()
+    except (KeyError, ValueError):
+        return
     for path in paths:
-        with contextlib.suppress(OSError):
-            os.chown(path, int(uid), int(gid))
+        if home in Path(path).resolve().parents:
+            with contextlib.suppress(OSError):
+                os.chown(path, int(uid), int(gid))
 
 
 def _prune_old_images(cache_root: Path, keep: str) -> None:
@@ -757,7 +767,8 @@ def build_image(cache_root: Path | str | None = None,
     """The VM image for the current recipe, built first if it is not in the cache.
 
     Builds into cache_root/.build-*, renames to cache_root/<key> when complete (a lock
-    serialises concurrent builds). Raises VMError naming the failed step and the log.
+    serialises concurrent builds). log gets one line per step (about 90 s in all from
+    scratch). Raises VMError naming the failed step and the build log.
     """
     say = log or (lambda _msg: None)
     cache_root = Path(cache_root) if cache_root else default_cache_root()
@@ -802,9 +813,14 @@ def build_image(cache_root: Path | str | None = None,
             _chown_for_sudo_user([final, *(final / n for n in IMAGE_FILES + ("build.log",))])
             _prune_old_images(cache_root, key)
             return _image_paths(final, key)
-        except BaseException as e:
-            if not isinstance(e, VMError):
-                build.note(f"FAILED: {type(e).__name__}: {e}")
+        except VMError:
+            raise
+        except Exception as e:
+            build.note(f"FAILED: {type(e).__name__}: {e}")
+            raise VMError(f"vm: building the image failed ({type(e).__name__}: {e}): "
+                          f"see {log_path}") from e
+        except BaseException:
+            build.note("interrupted")
             raise
         finally:
             if not build.logf.closed:
@@ -820,7 +836,7 @@ def _build_into(build: _Build, work: Path, key: str, started: float) -> ImagePat
     debs.mkdir(exist_ok=True)
 
     def step(text: str) -> None:
-        say(f"vm: [{time.monotonic() - started:5.1f}s] {text}")
+        say(f"[{time.monotonic() - started:5.1f}s] {text}")
         build.note(text)
 
     step(f"debootstrap {SUITE} from {mirror} (about a minute)")
@@ -945,7 +961,7 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
     console_log = Path(log_path).resolve() if log_path else results_dir / "console.log"
     console_log.parent.mkdir(parents=True, exist_ok=True)
     if image is None:
-        image = build_image(cache_root, log=lambda msg: print(msg, file=sys.stderr))
+        image = build_image(cache_root, log=lambda msg: print(f"vm: {msg}", file=sys.stderr))
     accel = accel or detect_accel()
     cmdline = KERNEL_CMDLINE
     if job_timeout:
@@ -971,8 +987,11 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
         boot_seconds = None
         timed_out = False
         with open(qemu_log, "wb") as qlog, open(console_log, "rb") as console:
+            # Own session: a Ctrl-C is ours to handle (below). Parent-death signal: QEMU
+            # never outlives us, even if we are killed with SIGKILL.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    preexec_fn=_die_with_parent())
             seen = b""
             try:
                 while True:
@@ -1015,6 +1034,22 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
                       results_dir=results_dir, error=error, qemu_returncode=proc.returncode)
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that asks the kernel to SIGKILL the child when we die (Linux)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+    return preexec
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -1037,7 +1072,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         image = cached_image(args.cache)
         print(f"vm: cached: {image.dir}")
         return 0
-    image = build_image(args.cache, log=print, force=args.force)
+    image = build_image(args.cache, log=lambda msg: print(f"vm: {msg}"), force=args.force)
     print(f"vm: built {image.dir} in {time.monotonic() - started:.1f} s")
     print(f"vm: kernel {image.manifest.get('kernel_version')}, rootfs "
           f"{image.rootfs.stat().st_blocks * 512 / 2**20:.0f} MiB used")
@@ -1067,32 +1102,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not script.is_file():
         print(f"vm: no such script: {script}", file=sys.stderr)
         return 125
-    image = build_image(args.cache, log=lambda msg: print(msg, file=sys.stderr))
-    with tempfile.TemporaryDirectory(prefix="zoo-job-") as tmp:
-        job = Path(tmp) / "job"
-        job.mkdir()
-        shutil.copyfile(script, job / "run.sh")
-        (job / "run.sh").chmod(0o755)
+    image = build_image(args.cache, log=lambda msg: print(f"vm: {msg}", file=sys.stderr))
+    results = Path(args.results) if args.results else Path(
+        tempfile.mkdtemp(prefix="zoo-results-"))
+    with tempfile.TemporaryDirectory(prefix="zoo-job-") as job:
+        shutil.copyfile(script, Path(job) / "run.sh")
+        (Path(job) / "run.sh").chmod(0o755)
         for extra in args.file or []:
-            shutil.copy(extra, job / Path(extra).name)
-        results = Path(args.results) if args.results else Path(tmp) / "results"
+            shutil.copy(extra, Path(job) / Path(extra).name)
         result = boot(job, args.submission, results, timeout=args.timeout, memory=args.memory,
                       smp=args.smp, image=image, job_timeout=args.job_timeout,
                       accel=args.accel, save_journal=args.journal)
-        if result.job_log.is_file():
-            sys.stdout.write(result.job_log.read_text(errors="replace"))
-            sys.stdout.flush()
-        boot_s = f"{result.boot_seconds:.1f} s" if result.boot_seconds is not None else "-"
-        print(f"vm: exit status {result.exit_status}, boot to job {boot_s}, "
-              f"total {result.total_seconds:.1f} s, accel {result.accel}", file=sys.stderr)
-        if result.error:
-            print(f"vm: {result.error}", file=sys.stderr)
-        if args.results:
-            print(f"vm: results in {results}", file=sys.stderr)
-        else:
-            keep = Path(tempfile.mkdtemp(prefix="zoo-console-")) / "console.log"
-            shutil.copyfile(result.console_log, keep)
-            print(f"vm: console log {keep}", file=sys.stderr)
+    if result.job_log.is_file():
+        sys.stdout.write(result.job_log.read_text(errors="replace"))
+        sys.stdout.flush()
+    boot_s = f"{result.boot_seconds:.1f} s" if result.boot_seconds is not None else "-"
+    print(f"vm: exit status {result.exit_status}, boot to job {boot_s}, "
+          f"total {result.total_seconds:.1f} s, accel {result.accel}", file=sys.stderr)
+    if result.error:
+        print(f"vm: {result.error}", file=sys.stderr)
+    print(f"vm: results and console.log in {results}", file=sys.stderr)
     if result.timed_out:
         return 124
     return result.exit_status if result.exit_status is not None else 125
