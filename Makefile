@@ -6,7 +6,7 @@ PART    ?= 6
 PARTDIR  = $(firstword $(wildcard part$(PART)_*))
 
 .PHONY: help demo rootfs rootfs-debian check-deps parts skeleton generate-check diff \
-        test test-deps test-quick lint vm grade bench handout clean
+        test test-deps test-quick lint vm vm-info test-vm grade bench handout clean
 
 help:
 	@echo "make demo           build the busybox rootfs and run a container that shows its isolation"
@@ -69,8 +69,15 @@ test: test-deps lint generate-check
 test-quick: lint generate-check
 	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not vm and not slow"
 
+VM_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 vm:
-	$(PYTHON) grader/vm.py build
+	$(VM_SUDO) $(PYTHON) grader/vm.py build
+
+vm-info:
+	$(PYTHON) grader/vm.py info
+
+test-vm:
+	$(PYTHON) -m pytest -q -p no:cacheprovider -m vm
 
 grade:
 	@test -n "$(SUB)" || { echo "make grade SUB=DIR"; exit 2; }
