@@ -296,10 +296,13 @@ def processes() -> dict[int, str]:
 
 
 def kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """Kill a command's process group, again and again while it still forks."""
+    for _ in range(200):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.02)
 
 
 def clean_up_after(before: set[int], scratch: Path) -> list[str]:

@@ -1,0 +1,152 @@
+"""The grader proves itself in the VM: the references score full marks, every stage's
+checks can fail, a broken copy loses exactly the broken checks' points, the skeleton
+scores zero, and a hostile submission does not take the grader down.
+
+Each boot grades a whole submission (~2.5 minutes under TCG), so the submissions are
+few and each proves several things.
+"""
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import PARTS, ROOT
+
+pytestmark = pytest.mark.vm
+GRADE = [sys.executable, str(ROOT / "grader" / "grade")]
+sys.path.insert(0, str(ROOT / "grader"))
+import checks  # noqa: E402
+
+ALL_POINTS = sum(c.points for c in checks.CHECKS)
+
+
+@pytest.fixture(scope="module")
+def workspace():
+    path = Path(tempfile.mkdtemp(prefix="zk-grader-vm-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def copy_parts(dest: Path, mapping: dict[int, str]) -> Path:
+    """A submission whose partN directory holds the code of mapping[N]."""
+    for part, source in mapping.items():
+        shutil.copytree(ROOT / source, dest / PARTS[part],
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def grade(submission: Path, out: Path, *extra, timeout=1500) -> subprocess.CompletedProcess:
+    return subprocess.run(GRADE + [str(submission), "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def results_of(out: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in json.loads((out / "vm" / "results.json").read_text())}
+
+
+def test_references_score_full_marks(workspace):
+    sub = copy_parts(workspace / "reference", {p: name for p, name in PARTS.items()})
+    out = workspace / "out-reference"
+    done = grade(sub, out, "--json", str(workspace / "gradescope.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Score: {ALL_POINTS}/{ALL_POINTS}" in done.stdout
+    for part in PARTS:
+        total = sum(c.points for c in checks.CHECKS if c.part == part)
+        assert f"Part {part} score: {total}/{total}" in done.stdout
+    assert re.search(r"== part4: pivot_root hides the host == OK \(\d+\.\ds\)", done.stdout)
+    # What the TA is told about the run itself.
+    assert re.search(r"boot to first check [\d.]+s, .* whole submission [\d.]+s", done.stdout
+                     + done.stderr)
+    gradescope = json.loads((workspace / "gradescope.json").read_text())
+    assert gradescope["score"] == ALL_POINTS and gradescope["execution_time"] > 0
+    assert len(gradescope["tests"]) == len(checks.CHECKS)
+    test = gradescope["tests"][0]
+    assert set(test) == {"name", "number", "score", "max_score", "output", "visibility"}
+    assert {t["visibility"] for t in gradescope["tests"]} == {"visible", "after_published"}
+
+
+def break_copy(sub: Path) -> None:
+    """Two deliberate bugs: no seccomp rule for chmod, and the cgroup never removed."""
+    security = sub / PARTS[3] / "security.py"
+    text = security.read_text()
+    kept = [line for line in text.splitlines(keepends=True)
+            if not re.match(r'\s+\("set[ug]id files", "f?chmod(at)?2?"', line)]
+    assert len(kept) == len(text.splitlines()) - 8
+    security.write_text("".join(kept))
+    cgroups = sub / PARTS[5] / "cgroups.py"
+    text = cgroups.read_text()
+    assert text.count("kernel.sys_rmdir(") >= 1
+    cgroups.write_text(text.replace("kernel.sys_rmdir(", "(lambda path: None)("))
+
+
+def test_a_broken_copy_loses_exactly_those_points(workspace):
+    sub = copy_parts(workspace / "broken", {p: name for p, name in PARTS.items()})
+    break_copy(sub)
+    out = workspace / "out-broken"
+    done = grade(sub, out)
+    assert done.returncode == 1
+    failed = {i for i, r in results_of(out).items() if r["status"] != "ok"}
+    assert failed == {"p3_seccomp_chmod", "p5_cgroup_removed"}, done.stdout
+    lost = sum(c.points for c in checks.CHECKS if c.id in failed)
+    assert f"Score: {ALL_POINTS - lost}/{ALL_POINTS}" in done.stdout
+
+
+def test_every_stage_can_fail_and_the_skeleton_scores_zero(workspace):
+    """A batch of two, two VMs at once: part N+1 holding part N's code (so each
+    stage's checks meet the previous stage's program), and the bare skeleton."""
+    batch = workspace / "batch"
+    copy_parts(batch / "shifted", {1: PARTS[1], **{p: PARTS[p - 1] for p in range(2, 7)}})
+    copy_parts(batch / "skeleton", {p: "skeleton" for p in PARTS})
+    out = workspace / "out-batch"
+    done = grade(batch, out, "--jobs", "2", timeout=2400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open(out / "scores.csv") as f:
+        rows = {row["submission"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"shifted", "skeleton"}
+    shifted = json.loads((out / "shifted" / "results.json").read_text())["tests"]
+    for part in range(2, 7):
+        mine = [t for t in shifted if t["name"].startswith(f"part{part}:")]
+        assert any(t["score"] < t["max_score"] for t in mine), f"part {part}'s checks all pass"
+    assert rows["skeleton"]["score"] == "0"
+    skeleton = json.loads((out / "skeleton" / "results.json").read_text())["tests"]
+    assert all(t["score"] == 0 for t in skeleton)
+    said = "\n".join(t["output"] for t in skeleton)
+    assert "q1 (part 1) is not implemented yet: create the child with clone(2)" in said
+
+
+HOSTILE = '''\
+import os
+import shutil
+import sys
+
+# Delete what can be reached, then fork forever.
+for target in (os.path.expanduser("~"), "/tmp", "/opt/zoo-grader", "/mnt/submission"):
+    shutil.rmtree(target, ignore_errors=True)
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass
+'''
+
+
+def test_a_hostile_submission_does_not_take_the_grader_down(workspace):
+    sub = workspace / "hostile"
+    (sub / PARTS[1]).mkdir(parents=True)
+    (sub / PARTS[1] / "zookeeper.py").write_text(HOSTILE)
+    before = sorted(os.listdir(ROOT))
+    out = workspace / "out-hostile"
+    done = grade(sub, out, "--part", "1", "--vm-timeout", "420", timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Part 1 score: 0/" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert sorted(os.listdir(ROOT)) == before and (sub / PARTS[1] / "zookeeper.py").exists()
+    assert not [p for p in Path("/tmp").glob("zoo-job-*")], "job directory left on the host"
