@@ -6,7 +6,7 @@ PART    ?= 6
 PARTDIR  = $(firstword $(wildcard part$(PART)_*))
 
 .PHONY: help demo rootfs rootfs-debian check-deps parts skeleton generate-check diff \
-        test test-deps test-quick lint vm vm-info test-vm grade bench handout clean
+        test test-deps test-quick lint vm vm-info test-vm grade bench bench-quick handout clean
 
 help:
 	@echo "make demo           build the busybox rootfs and run a container that shows its isolation"
@@ -18,7 +18,8 @@ help:
 	@echo "make diff PART=N    stage N's lesson: part N-1 against part N"
 	@echo "make vm             build (or reuse) the grader's VM image"
 	@echo "make grade SUB=DIR  grade a submission in the VM"
-	@echo "make bench          benchmarks;  make handout: the student tree in $(BUILD)/handout"
+	@echo "make bench          benchmarks (as root: everything; build/bench.json); bench-quick: CI's"
+	@echo "make handout        the student tree in $(BUILD)/handout"
 
 check-deps:
 	@sh tools/check-deps.sh rootfs run
@@ -85,6 +86,9 @@ grade:
 
 bench:
 	$(PYTHON) bench/run.py
+
+bench-quick:
+	$(PYTHON) bench/run.py --quick
 
 handout:
 	$(PYTHON) tools/handout.py $(BUILD)/handout

@@ -5,7 +5,6 @@ Every result is an *entry*: a dict with a name and either a number (`value`, in
 host, skipped in quick mode...).  Never both, never neither.
 """
 
-import grp
 import json
 import os
 import pwd
@@ -83,6 +82,7 @@ class Identity:
             self.switch = True
         self.name, self.uid, self.gid, self.home = pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir
         self.groups = os.getgrouplist(self.name, self.gid)
+        self.cwd = "/"  # where the worker runs (the caller's may be unreadable to it)
         self.python = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
         if self.switch and not self.problem and self.python == sys.executable:
             self.problem = (f"no Python that {self.name} can read at {VENV_PYTHON}: "
@@ -124,6 +124,7 @@ class Identity:
             try:
                 os.close(read_end)
                 self.drop_privileges()
+                os.chdir(self.cwd)
                 out = {"ok": fn(*args)}
             except BaseException:
                 out = {"error": traceback.format_exc(limit=6)}
@@ -159,10 +160,3 @@ def copy_parts(dest: Path) -> list[int]:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
             found.append(number)
     return found
-
-
-def group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)

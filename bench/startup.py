@@ -338,7 +338,7 @@ def top_level_imports(lines: list[str]) -> list[tuple[str, float]]:
 PHASES = [  # (phase, what the explain line starts with)
     ("clone", ("clone(",)),
     ("id maps", ("newuidmap", "newgidmap", "write(/proc/")),
-    ("hostname, lo", ("sethostname", "socket(", "ioctl(")),
+    ("go: the child wakes up, hostname, lo", ("sethostname", "socket(", "ioctl(")),
     ("seccomp filter: build", ("seccomp_rule_add",)),
     ("mounts", ("mkdtemp", "mount(", "mkdir(")),
     ("pivot_root", ("chdir(", "pivot_root(", "umount2(")),
@@ -360,7 +360,7 @@ def explain_phase(call: str) -> str:
     for phase, starts in PHASES:
         if call.startswith(starts):
             return phase
-    if "cgroup" in call:
+    if "cgroup" in call.lower():  # also unshare(CLONE_NEWCGROUP)
         return "cgroups"
     return "other"
 
@@ -378,6 +378,8 @@ def phases_of(trace: dict) -> dict:
 
     previous, after_site, first_import = 0.0, False, True
     for at, line in trace["lines"]:
+        if line.startswith("import time: self"):
+            continue  # importtime's header: its interval belongs to the next line
         parsed = parse_import(line)
         if parsed:
             cumulative, depth, name = parsed
@@ -409,9 +411,25 @@ def phases_of(trace: dict) -> dict:
             "lines": len(trace["lines"]), "reads": trace["reads"]}
 
 
-def median_trace(traces: list[dict]) -> dict:
-    ok = [t for t in traces if t["status"] == 0]
-    if not ok:
+def phase_medians(traces: list[dict]) -> dict:
+    """phases_of() over several traced runs: each phase's median (0 where a run has
+    none), so that a slow spell in one run's phase does not stand for the whole; the
+    import list and the total are medians too."""
+    results = [phases_of(t) for t in traces if t["status"] == 0]
+    if not results:
         return {}
-    ok.sort(key=lambda t: t["exit"])
-    return ok[len(ok) // 2]
+    names = []
+    for r in results:
+        names += [p for p, _ in r["phases"] if p not in names]
+    order = {p: n for n, p in enumerate(PHASE_ORDER)}
+    names.sort(key=lambda p: order.get(p, len(order)))
+    phases = [[p, round(median([dict(r["phases"]).get(p, 0.0) for r in results]), 3)]
+              for p in names]
+    modules = []
+    for r in results:
+        modules += [m for m, _ in r["imports"] if m not in modules]
+    imports = [[m, round(median([dict(r["imports"]).get(m, 0.0) for r in results]), 3)]
+               for m in modules]
+    return {"total_ms": round(median([r["total_ms"] for r in results]), 3), "phases": phases,
+            "imports": imports, "traced_runs": len(results),
+            "sum_of_phases_ms": round(sum(ms for _, ms in phases), 3)}

@@ -1,0 +1,156 @@
+"""The benchmarks work: `bench/run.py --quick` writes a JSON file in which every result is
+a number or the reason there is none.  Timings are never asserted: a benchmark reports
+ratios measured in one run, and CI only checks that it runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import common  # noqa: E402
+import startup  # noqa: E402
+
+SECTIONS = [("latency", "entries"), ("latency", "targets"), ("phases", "runs"),
+            ("imports", "columns"), ("network", "entries"), ("network", "ratios"),
+            ("grading", "entries")]
+
+
+def check_entry(e: dict) -> None:
+    """A number (value) or a reason, never both, never neither."""
+    assert isinstance(e.get("name"), str) and e["name"], e
+    has_value = isinstance(e.get("value"), (int, float)) and not isinstance(e["value"], bool)
+    has_reason = isinstance(e.get("reason"), str) and e["reason"].strip() != ""
+    assert has_value != has_reason, f"needs a number or a reason, not both: {e}"
+    if has_value:
+        assert e["value"] >= 0, e
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+@pytest.mark.slow
+def test_quick_run_gives_a_number_or_a_reason_everywhere(quick):
+    results, _ = quick
+    assert results["schema"] == 1 and results["mode"] == "quick"
+    for section, key in SECTIONS:
+        entries = results[section][key]
+        assert entries, f"{section}.{key} is empty"
+        for e in entries:
+            check_entry(e)
+
+
+@pytest.mark.slow
+def test_quick_run_has_every_subject_and_the_references(quick):
+    results, table = quick
+    names = [e["name"] for e in results["latency"]["entries"]]
+    for part in range(2, 7):
+        assert f"zookeeper part {part}" in names
+    for ref in ("python3 -c pass", "unshare -Urmpiuf + chroot", "bubblewrap", "runc", "crun",
+                "podman"):
+        assert ref in names
+    python = next(e for e in results["latency"]["entries"] if e["name"] == "python3 -c pass")
+    if not results["latency"]["problem"]:
+        assert python["value"] is not None, python  # the reference itself always runs
+    for e in results["network"]["entries"] + results["grading"]["entries"]:
+        assert e["reason"], "quick mode skips network and grading"
+    assert "Start latency" in table and "Where the time goes" in table
+
+
+@pytest.mark.slow
+def test_quick_run_splits_part4_into_phases(quick):
+    results, _ = quick
+    run = next(r for r in results["phases"]["runs"] if r["name"] == "zookeeper part 4")
+    if run["reason"]:
+        pytest.skip(f"part 4 not measured: {run['reason']}")
+    phases = dict(run["phases"])
+    for phase in ("interpreter start (to the end of `site`)", "imports", "clone", "mounts",
+                  "pivot_root"):
+        assert phase in phases, phases
+    assert sum(phases.values()) == pytest.approx(run["sum_of_phases_ms"], abs=0.1)
+    if run["traced_runs"] == 1:  # one run: its phases partition its wall time
+        assert sum(phases.values()) == pytest.approx(run["value"], rel=0.02)
+
+
+# The arithmetic, without running anything ------------------------------------------------
+
+
+def test_entry_is_a_number_or_a_reason():
+    check_entry(common.entry("a", 1.5, "ms"))
+    check_entry(common.entry("b", unit="ms", reason="not installed"))
+    check_entry(common.entry("c"))  # nothing known: says so
+    assert common.entry("d", 0.0)["reason"] is None
+
+
+def test_ratios_are_taken_pair_by_pair():
+    ratio, pairs = common.paired_ratio([2.0, 4.0, None, 9.0], [1.0, 2.0, 5.0, 3.0])
+    assert pairs == 3 and ratio == 2.0
+    assert common.paired_ratio([1.0], [None]) == (None, 0)
+
+
+def test_importtime_lines_are_parsed():
+    lines = ["import time: self [us] | cumulative | imported package",
+             "import time:       100 |        100 |   encodings.utf_8",
+             "import time:       500 |       1200 | site",
+             "import time:       200 |       4600 | signal",
+             "import time:       300 |        300 |   _ctypes",
+             "import time:      6000 |       8700 | kernel"]
+    assert startup.parse_import(lines[1]) == (100, 1, "encodings.utf_8")
+    assert startup.top_level_imports(lines) == [("signal", 4.6), ("kernel", 8.7)]
+
+
+def test_phases_partition_a_trace():
+    trace = {"exit": 0.100, "status": 0, "reads": 6, "lines": [
+        [0.004, "import time: self [us] | cumulative | imported package"],
+        [0.010, "import time:       500 |       1200 | site"],
+        [0.020, "import time:      6000 |       8000 | kernel"],
+        [0.030, "zookeeper: clone(CLONE_NEWUSER|SIGCHLD) = 42" + " " * 30 + "clone(2)  2.0 ms"],
+        [0.040, "zookeeper: newuidmap 42 0 1000 1 = ok" + " " * 30 + "newuidmap(1)  4.0 ms"],
+        [0.050, "zookeeper: [42] mount(NULL, \"/\", NULL, MS_REC|MS_PRIVATE) = 0  mount(2) 0.1 ms"],
+        [0.090, "zookeeper: waitpid(42) = 42 (exit status 0)   waitpid(2)  1.0 ms"],
+    ]}
+    result = startup.phases_of(trace)
+    phases = dict(result["phases"])
+    assert phases["interpreter start (to the end of `site`)"] == pytest.approx(10)
+    assert phases["imports"] == pytest.approx(8)
+    assert phases["compile zookeeper.py, run until its first import"] == pytest.approx(2)
+    assert phases["clone"] == pytest.approx(10)
+    assert phases["id maps"] == pytest.approx(10)
+    assert phases["mounts"] == pytest.approx(10)
+    assert phases["exec /bin/true, until it exits"] == pytest.approx(40)
+    assert phases["interpreter exit"] == pytest.approx(10)
+    assert sum(phases.values()) == pytest.approx(result["total_ms"])
+    assert result["imports"] == [["kernel", 8.0]]
+
+
+def test_latency_entries_and_targets():
+    subjects = [{"name": "python3 -c pass", "kind": "reference", "argv": ["p"]},
+                {"name": "runc", "kind": "reference", "argv": ["r"]},
+                {"name": "zookeeper part 4", "kind": "zookeeper", "argv": ["z"]},
+                {"name": "crun", "kind": "reference", "argv": ["c"]},
+                {"name": "podman", "kind": "reference", "reason": "not installed"}]
+    timed = {"python3 -c pass": {"times": [0.010, 0.012, 0.011], "reason": ""},
+             "runc": {"times": [0.020, 0.030, 0.022], "reason": ""},
+             "zookeeper part 4": {"times": [0.015, 0.018, 0.0165], "reason": ""},
+             "crun": {"times": [], "reason": "cgroups in hybrid mode not supported"}}
+    entries = startup.latency_entries(subjects, timed)
+    for e in entries:
+        check_entry(e)
+    zk = next(e for e in entries if e["name"] == "zookeeper part 4")
+    assert zk["value"] == pytest.approx(16.5)
+    assert zk["ratio_to_python"] == pytest.approx(1.5)
+    assert zk["ratio_to_runc"] == pytest.approx(0.75)
+    targets = startup.target_entries(entries)
+    assert [t["met"] for t in targets] == [True, True]
+    crun = next(e for e in entries if e["name"] == "crun")
+    assert crun["reason"].startswith("cgroups in hybrid mode")
