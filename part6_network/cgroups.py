@@ -31,6 +31,9 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_MOUNTS = "/proc/self/mounts"
 PROC_SELF_CGROUP = "/proc/self/cgroup"
 SYSTEMD_RUNNING = "/run/systemd/system"  # exists when systemd is PID 1: sd_booted(3)
+# The user manager's slice for the scope, as in the course (newer systemd defaults to
+# app.slice): the container's cgroup is user@UID.service/user.slice/zoo-PID.
+SCOPE_SLICE = "user.slice"
 ROOT_SUBTREE = "zookeeper"  # root's containers: /sys/fs/cgroup/zookeeper/zoo-PID
 LEAF = "init"  # where a delegated cgroup's own processes move (no internal processes)
 CPU_PERIOD_USEC = 100000  # cpu.max's period: quota = percent of it
@@ -289,8 +292,8 @@ def move_to_scope(scope: str, runtime_dir: str) -> None:
 
     argv = ["busctl", "--user", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
             "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))",
-            scope, "fail", "2", "PIDs", "au", "1", str(os.getpid()), "Delegate", "b", "true",
-            "0"]
+            scope, "fail", "3", "PIDs", "au", "1", str(os.getpid()), "Delegate", "b", "true",
+            "Slice", "s", SCOPE_SLICE, "0"]
     if shutil.which("busctl") is None:
         raise ZooError(f"failed to move zookeeper into the systemd scope {scope}: "
                        "busctl not found (it comes with systemd)")

@@ -96,7 +96,9 @@ def run_container(opts) -> int:
         os.close(go_read)
         os.close(error_write)
         reaped = False
-        cleanup.add(lambda: reaped or kill_if_running(pid))
+        # On a failure from here on, the child dies first, before anything it uses
+        # (its cgroup, its network, its filesystem) is taken away.
+        cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
         forward_signals_to(pid)
         if STAGE >= 2:
             import idmap
@@ -156,12 +158,15 @@ class Cleanup:
 
     def __init__(self):
         self.steps = []
+        self.first_steps = []
 
-    def add(self, undo) -> None:
-        self.steps.append(undo)
+    def add(self, undo, first: bool = False) -> None:
+        (self.first_steps if first else self.steps).append(undo)
 
     def run(self) -> None:
         failures = []
+        self.steps = self.steps + self.first_steps
+        self.first_steps = []
         while self.steps:
             undo = self.steps.pop()
             try:

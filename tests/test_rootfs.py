@@ -11,7 +11,6 @@ import hashlib
 import importlib
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
@@ -20,7 +19,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import PARTS, ROOT, Runner, unpack_rootfs
+from conftest import PARTS, ROOT, Runner
 
 SEAM = ["sys_mount", "sys_umount2", "sys_pivot_root", "sys_chdir", "sys_mkdir", "sys_rmdir",
         "sys_unshare"]
@@ -354,29 +353,9 @@ def assert_removed(stderr: str, expected: int = 1):
         assert not os.path.lexists(path), f"{path} left behind"
 
 
-@pytest.fixture(scope="session")
-def rootfs_of(rootfs_tar):
-    """rootfs_of(runner) -> the busybox rootfs unpacked by that runner's user, in the
-    tests' work directory (conftest's rootfs_for unpacks below pytest's basetemp, which
-    is private to root: the test user cannot reach it)."""
-    made = {}
-
-    def get(runner: Runner) -> Path:
-        if runner.who not in made:
-            tar = runner.workdir / "zoo-fs.tar"
-            if not tar.exists():
-                shutil.copyfile(rootfs_tar, tar)
-                tar.chmod(0o644)
-            made[runner.who] = unpack_rootfs(runner, tar,
-                                             runner.workdir / f"fs-{runner.who}" / "zoo-fs")
-        return made[runner.who]
-
-    return get
-
-
 @pytest.fixture
-def fs(runner: Runner, rootfs_of) -> Path:
-    path = rootfs_of(runner)
+def fs(runner: Runner, rootfs_for) -> Path:
+    path = rootfs_for(runner)
     marker = path / "zoo-marker"
     if not marker.exists():
         marker.write_text("inside the rootfs\n")
@@ -524,10 +503,10 @@ def test_sigterm_cleans_up(runner: Runner, fs):
         assert not os.path.lexists(path)
 
 
-def test_rootless_overlay_files_of_other_users_are_removed(user_runner: Runner, rootfs_of):
+def test_rootless_overlay_files_of_other_users_are_removed(user_runner: Runner, rootfs_for):
     """Files the container gives its uid 1000 belong to a subordinate uid on the host:
     the user cannot delete them there, zookeeper removes them in a user namespace."""
-    fs = rootfs_of(user_runner)
+    fs = rootfs_for(user_runner)
     done = user_runner.zookeeper(4, "-v", "-o", "-r", str(fs), "sh", "-c",
                                  "mkdir -p /srv/a/b && touch /srv/a/b/f && "
                                  "chown -R 1000:1000 /srv/a && chmod 500 /srv/a/b")

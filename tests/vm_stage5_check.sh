@@ -52,7 +52,7 @@ run() {
 fs_of() { [ "$1" = root ] && echo "$WORK/fs-root" || echo /home/student/zoo-fs; }
 
 leftover_cgroups() {
-    find /sys/fs/cgroup -type d -name 'zoo-*' 2> /dev/null
+    find /sys/fs/cgroup -type d -name 'zoo-[0-9]*' 2> /dev/null
 }
 
 check_no_leftover() {
@@ -68,11 +68,13 @@ echo "== user@$UID_S delegates: $(cat /sys/fs/cgroup/user.slice/user-$UID_S.slic
 for who in root student student-setpriv student-scope; do
     fs=$(fs_of "$who")
     echo "== $who"
+    # Where the cgroup went (explain mode): the scope, the container's cgroup.
+    run "$who" -v -m 64M true 2>&1 | grep -E 'busctl|mkdir\(|0::' | sed 's/^/   /'
 
     # Inside: the limits are visible, the container's cgroup is its /.
     checks=$((checks + 1))
-    out=$(run "$who" -r "$fs" -m 64M -c 50 -p 10 sh -c \
-        'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; cat /proc/self/cgroup' 2>&1)
+    out=$(run "$who" -P -r "$fs" -m 64M -c 50 -p 10 sh -c \
+        'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; cat /proc/self/cgroup' 2> /dev/null)
     expected="67108864
 50000 100000
 10"
@@ -146,8 +148,20 @@ for who in root student student-setpriv student-scope; do
     # Cleanup on a signal: SIGTERM to zookeeper while the container runs.
     checks=$((checks + 1))
     run "$who" -r "$fs" -m 64M sleep 100 > /dev/null 2>&1 &
-    sleep 4
-    zk=$(pgrep -f "^python3 $PART/zookeeper.py -r $fs -m 64M sleep 100" | head -1)
+    zk=""
+    i=0
+    while [ -z "$zk" ] && [ "$i" -lt 30 ]; do
+        sleep 1
+        i=$((i + 1))
+        # Once the container runs: its sleep is the child of zookeeper's python.
+        for p in $(pgrep -x sleep); do
+            parent=$(ps -o ppid= -p "$p" | tr -d ' ')
+            case "$(cat /proc/$parent/cmdline 2> /dev/null | tr '\0' ' ')" in
+                *"$PART/zookeeper.py -r $fs -m 64M sleep 100"*) zk=$parent ;;
+            esac
+        done
+    done
+    ps -o pid,ppid,args -e | grep -E "zookeeper|sleep 100" | grep -v grep | sed 's/^/   /'
     if [ -n "$zk" ]; then
         kill -TERM "$zk"
     fi
