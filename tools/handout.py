@@ -24,7 +24,7 @@ COPIED = ["skeleton", "requirements.txt", "tools/mkrootfs.py", "tools/check-deps
           "grader/vm.py", "grader/guest", "grader/helpers"]
 ANSWER_START = "Answer."
 HEADING = re.compile(r"^\d+(\.\d+)*[. ]")
-MAINTAINERS_HEADING = "8. For instructors and maintainers"
+MAINTAINERS_HEADING = "9. For instructors and maintainers"
 
 MAKEFILE = """\
 # zookeeper, the student's tree.  Copy skeleton/ into part1_clone/ to start.
