@@ -4,7 +4,6 @@ Option values are checked here, in every part, so nonsense gets one line and 125
 even in a part that does not use the option yet.
 """
 
-import getopt
 import os
 
 from errors import ZooError
@@ -24,6 +23,8 @@ Options:
     -v         Explain: print each step asked of the kernel (or ZOOKEEPER_VERBOSE=1)
 """
 
+FLAGS = "hPnov"  # options alone
+WITH_VALUE = "rmcp"  # options followed by a value: -r DIR or -rDIR
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -72,13 +73,37 @@ def parse_procs(text: str) -> int:
     return int(text)
 
 
+def split_options(argv: list[str]):
+    """getopt(3)'s rules (Python's getopt module would cost ~4 ms of imports): options
+    come first, alone or grouped (-P -n, -Pn), with their value next (-r DIR, -rDIR);
+    the first word that is not an option, or "--", ends them.  Returns the
+    (option, value) pairs and the command."""
+    pairs, i = [], 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        word = argv[i]
+        i += 1
+        if word == "--":
+            break
+        for at, letter in enumerate(word[1:], start=1):
+            if letter in FLAGS:
+                pairs.append((f"-{letter}", ""))
+            elif letter in WITH_VALUE:
+                value = word[at + 1:]
+                if not value:
+                    if i == len(argv):
+                        raise ZooError(f"option -{letter} requires argument\n{USAGE}")
+                    value, i = argv[i], i + 1
+                pairs.append((f"-{letter}", value))
+                break
+            else:
+                raise ZooError(f"option -{letter} not recognized\n{USAGE}")
+    return pairs, argv[i:]
+
+
 def parse_args(argv: list[str]) -> Options:
     """Parse zookeeper's arguments; options stop at the command's name."""
     opts = Options()
-    try:
-        pairs, command = getopt.getopt(argv, "hr:m:c:p:Pnov")
-    except getopt.GetoptError as e:
-        raise ZooError(f"{e.msg}\n{USAGE}") from None
+    pairs, command = split_options(argv)
     for flag, value in pairs:
         if flag == "-h":
             opts.help = True

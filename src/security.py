@@ -92,8 +92,7 @@ def build_seccomp_filter():
     """The seccomp filter of SYSCALLS_TO_REFUSE, built but not yet loaded.
     Build it before pivot_root: libseccomp must be imported while the host's
     libraries are still reachable."""
-    import pyseccomp  # costs ~45 ms: only when a filter is wanted
-
+    pyseccomp = import_pyseccomp()
     seccomp_filter = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for what, name, matches, err in SYSCALLS_TO_REFUSE:
         number = syscall_number(pyseccomp, name)
@@ -104,6 +103,39 @@ def build_seccomp_filter():
                        + "".join(f", arg{i} & {m:#o}" for i, m in matches) + ")",
                        "0", "seccomp_rule_add(3)")
     return seccomp_filter
+
+
+def import_pyseccomp():
+    """Import pyseccomp, minus its most expensive step.
+
+    At import, pyseccomp looks for libc and libseccomp with ctypes.util.find_library,
+    which imports subprocess and tempfile and runs `ldconfig -p` (~20 ms, more than
+    all of zookeeper's system calls together).  The libraries' sonames, libc.so.6 and
+    libseccomp.so.2, are stable ABI names the dynamic loader finds by itself: hand
+    them over through a stand-in ctypes.util for the time of the import.  If that
+    fails, import it the ordinary way.
+    """
+    import ctypes
+    import sys
+    import types
+
+    shim = types.ModuleType("ctypes.util")
+    shim.find_library = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}.get
+    real = sys.modules.get("ctypes.util")
+    sys.modules["ctypes.util"], ctypes.util = shim, shim
+    try:
+        import pyseccomp
+    except (ImportError, OSError, RuntimeError):
+        sys.modules.pop("pyseccomp", None)
+        pyseccomp = None
+    finally:
+        if real is None:
+            del sys.modules["ctypes.util"], ctypes.util
+        else:
+            sys.modules["ctypes.util"], ctypes.util = real, real
+    if pyseccomp is None:
+        import pyseccomp
+    return pyseccomp
 
 
 def syscall_number(pyseccomp, name: str) -> int:
