@@ -17,6 +17,7 @@ every way out (Filesystem.remove); the child mounts (Filesystem.enter).
 import errno
 import os
 import stat
+import time
 
 import kernel
 from errors import ZooError, step
@@ -79,9 +80,11 @@ def mkdtemp(template: str) -> str:
 
 def check_rootfs(given: str, path: str, overlay: bool) -> None:
     """-r DIR must be a directory we may enter; one line and 125 otherwise."""
+    started = time.monotonic()
     try:
         st = os.stat(path)
     except OSError as e:
+        kernel.explain_error(f"stat({kernel.quoted(path)})", e, "stat(2)", started)
         raise ZooError(f"-r {given}: {e.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise ZooError(f"-r {given}: not a directory")

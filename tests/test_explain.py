@@ -18,6 +18,13 @@ PARENT = {
         r"^zookeeper: waitpid\(\d+\)"],
 }
 PARENT[3] = PARENT[2]
+PARENT[4] = [r'^zookeeper: mkdtemp\("/tmp/zoo.XXXXXX"\) = "/tmp/zoo\.\w{6}" +mkdtemp\(3\)',
+             *PARENT[2][:3], PARENT[2][3],
+             r'^zookeeper: rmdir\("/tmp/zoo\.\w{6}"\) = 0 +rmdir\(2\)']
+# This host has hybrid cgroups: no limit asked, no cgroup, and a line says so.
+PARENT[5] = PARENT[4][:1] + [r"^zookeeper: no cgroup for the container = this host has "
+                             r"hybrid cgroups"] + PARENT[4][1:]
+PARENT[6] = PARENT[5]
 CHILD = {
     1: [r"^zookeeper: \[\d+\] execvp\('true'"],
     2: [r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
@@ -33,6 +40,21 @@ CHILD = {
         r"^zookeeper: \[\d+\] seccomp_load\(\) = 0",
         r"^zookeeper: \[\d+\] execvp\('true'"],
 }
+MOUNTS = [r'^zookeeper: \[\d+\] mount\(NULL, "/", NULL, MS_REC\|MS_PRIVATE\) = 0 +mount\(2\)',
+          r'^zookeeper: \[\d+\] mount\("[^"]+/zoo-fs", "/tmp/zoo\.\w{6}", NULL, '
+          r'MS_BIND\|MS_REC\) = 0',
+          r'^zookeeper: \[\d+\] mount\("/dev/null", "/tmp/zoo\.\w{6}/dev/null", NULL, MS_BIND\)',
+          r'^zookeeper: \[\d+\] mount\("proc", "/tmp/zoo\.\w{6}/proc", "proc", '
+          r"MS_NOSUID\|MS_NODEV\|MS_NOEXEC\) = 0",
+          r'^zookeeper: \[\d+\] chdir\("/tmp/zoo\.\w{6}"\) = 0 +chdir\(2\)',
+          r'^zookeeper: \[\d+\] pivot_root\("\.", "\."\) = 0 +pivot_root\(2\)',
+          r'^zookeeper: \[\d+\] umount2\("\.", MNT_DETACH\) = 0 +umount2\(2\)',
+          r'^zookeeper: \[\d+\] chdir\("/"\) = 0']
+CHILD[4] = CHILD[3][:3] + MOUNTS + CHILD[3][3:]
+CHILD[5] = (CHILD[3][:2] + [r"^zookeeper: \[\d+\] unshare\(CLONE_NEWCGROUP\) = 0 +unshare\(2\)"]
+            + CHILD[4][2:])
+CHILD[6] = CHILD[5][:4] + [r"^zookeeper: \[\d+\] ioctl\(\d+, SIOCSIFFLAGS, \{ifr_name='lo', "
+                           r"ifr_flags=0x8\|IFF_UP\}\) = 0 +netdevice\(7\)"] + CHILD[5][4:]
 
 
 def assert_in_order(trace: list[str], patterns: list[str]) -> None:
@@ -47,9 +69,10 @@ def assert_in_order(trace: list[str], patterns: list[str]) -> None:
                                  "of the trace:\n" + "\n".join(trace))
 
 
-@pytest.mark.parametrize("part", [1, 2, 3])
-def test_trace_has_every_step_in_order(user_runner: Runner, part):
-    done = user_runner.zookeeper(part, "-v", "true")
+@pytest.mark.parametrize("part", [1, 2, 3, 4, 5, 6])
+def test_trace_has_every_step_in_order(user_runner: Runner, rootfs_for, part):
+    rootfs = ["-r", str(rootfs_for(user_runner)), "-P"] if part >= 4 else []
+    done = user_runner.zookeeper(part, "-v", *rootfs, "true")
     assert done.returncode == 0, done.stderr
     trace = done.stderr.splitlines()
     assert_in_order([x for x in trace if not x.startswith("zookeeper: [")], PARENT[part])
@@ -84,3 +107,27 @@ def test_failing_step_ends_the_trace(user_runner: Runner):
                      r"\(No such file or directory\) +execve\(2\)", trace[-3]), trace
     assert trace[-1] == ("zookeeper: failed to execute no-such-command-zk: "
                          "No such file or directory")
+
+
+def test_nonexistent_rootfs_ends_the_trace_with_the_failing_step(user_runner: Runner):
+    done = user_runner.zookeeper(4, "-v", "-r", "/nonexistent-zk", "true")
+    assert done.returncode == 125
+    trace = done.stderr.splitlines()
+    assert re.search(r'^zookeeper: stat\("/nonexistent-zk"\) = -1 ENOENT \(No such file or '
+                     r"directory\) +stat\(2\)", trace[-2]), trace
+    assert trace[-1] == "zookeeper: -r /nonexistent-zk: No such file or directory"
+
+
+def test_skeleton_shows_where_the_flow_stops(user_runner: Runner, tmp_path):
+    """In a student's copy, an exercise not done yet is a step of the trace."""
+    import shutil
+
+    copy = user_runner.workdir / "explain-skeleton" / "part1_clone"
+    if not copy.exists():
+        shutil.copytree(user_runner.workdir / "skeleton", copy)
+    done = user_runner.run([user_runner.python, str(copy / "zookeeper.py"), "-v", "true"])
+    assert done.returncode == 125
+    trace = done.stderr.splitlines()
+    assert re.search(r"^zookeeper: q1 not implemented yet = stop +part 1", trace[-2]), trace
+    assert trace[-1] == ("zookeeper: q1 (part 1) is not implemented yet: "
+                         "create the child with clone(2)")
