@@ -80,9 +80,10 @@ need_rootless() {
             "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 23.10+)" \
             "or kernel.unprivileged_userns_clone=1 (older Debian)"
     fi
+    # Only -n needs the tun device: a note, not a failure.
     if [ -e /dev/net/tun ] && ! { [ -r /dev/net/tun ] && [ -w /dev/net/tun ]; }; then
-        say "/dev/net/tun is not readable and writable by $user (slirp4netns needs it):" \
-            "sudo chmod 0666 /dev/net/tun"
+        echo "check-deps: note: /dev/net/tun is not readable and writable by $user, so -n" \
+            "(slirp4netns) will not work: sudo chmod 0666 /dev/net/tun" >&2
     fi
 }
 

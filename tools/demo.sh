@@ -3,7 +3,16 @@
 set -u
 ROOTFS=${1:-build/zoo-fs}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-PART=$(ls -d "$HERE"/part6_network "$HERE"/part5_cgroups "$HERE"/part4_filesystem 2>/dev/null | head -1)
+PART=""
+for candidate in part6_network part5_cgroups part4_filesystem; do
+    if [ -z "$PART" ] && [ -f "$HERE/$candidate/zookeeper.py" ]; then
+        PART="$HERE/$candidate"
+    fi
+done
+if [ -z "$PART" ]; then
+    echo "demo: no part4_filesystem/ or later here yet: the demo needs -r" >&2
+    exit 1
+fi
 PYTHON=${PYTHON:-python3}
 
 limits=""
@@ -23,7 +32,7 @@ echo "== in a container: $PYTHON $(basename "$PART")/zookeeper.py -r $ROOTFS -P 
     echo "network:    $(cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " " | tr "\n" " ")"
     echo "filesystem: / has $(ls / | tr "\n" " ")"
     echo "seccomp:    $(grep -E "^(NoNewPrivs|Seccomp):" /proc/self/status | tr -s "\t\n" "  ")"
-    echo "cgroup:     $(cat /proc/self/cgroup)"
+    echo "cgroup:     $(grep "^0::" /proc/self/cgroup) (its own namespace: / is its cgroup)"
 '
 status=$?
 echo "== the container exited with status $status"
