@@ -4,12 +4,15 @@ The unprivileged runs use `zootest` and the venv made by tools/setup-test-env.sh
 (`make test` runs it first): this host's default Python is not readable by others.
 """
 
+import contextlib
+import importlib
 import os
 import pwd
 import shutil
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,25 @@ PARTS = {1: "part1_clone", 2: "part2_namespaces", 3: "part3_seccomp",
 VENV_PYTHON = os.environ.get("ZOOKEEPER_VENV", "/opt/zookeeper-venv") + "/bin/python3"
 TEST_USER = os.environ.get("ZOOKEEPER_TEST_USER", "zootest")
 WHO = ["root", "user"]
+# The modules a part is made of, as imported by name from its directory.
+OUR_MODULES = ["kernel", "errors", "options", "idmap", "security", "rootfs", "cgroups",
+               "network", "exercise"]
+
+
+@contextlib.contextmanager
+def part_modules(part: int, *names: str):
+    """Import modules of one part afresh (every part has its own kernel.py, errors.py...),
+    leaving them in sys.modules meanwhile, for the imports they make when called."""
+    saved = {n: sys.modules.pop(n) for n in OUR_MODULES if n in sys.modules}
+    sys.path.insert(0, str(ROOT / PARTS[part]))
+    try:
+        yield types.SimpleNamespace(**{n: importlib.import_module(n)
+                                       for n in ("kernel", "errors", *names)})
+    finally:
+        sys.path.remove(str(ROOT / PARTS[part]))
+        for n in OUR_MODULES:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved)
 
 
 class Runner:

@@ -9,9 +9,7 @@ of -m/-c/-p and that a container asked for no limit still runs.  The real limits
 proved in the grader's VM (tests/vm_stage5_check.sh, run by the vm-marked test).
 """
 
-import contextlib
 import errno
-import importlib
 import os
 import shutil
 import subprocess
@@ -20,10 +18,8 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import PARTS, ROOT, Runner
+from conftest import PARTS, ROOT, Runner, part_modules
 
-OUR_MODULES = ["kernel", "errors", "options", "idmap", "security", "rootfs", "cgroups",
-               "network", "exercise"]
 HYBRID_MOUNTS = """\
 sysfs /sys sysfs rw,relatime 0 0
 tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
@@ -36,22 +32,6 @@ cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0
 """
 V2_MOUNTS = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate 0 0\n"
 USER_SLICE = "/user.slice/user-1000.slice/user@1000.service/user.slice"
-
-
-@contextlib.contextmanager
-def part_modules(part: int, *names: str):
-    """Import modules of one part afresh (every part has its own kernel.py, errors.py...),
-    leaving them in sys.modules meanwhile, for the imports they make when called."""
-    saved = {n: sys.modules.pop(n) for n in OUR_MODULES if n in sys.modules}
-    sys.path.insert(0, str(ROOT / PARTS[part]))
-    try:
-        yield types.SimpleNamespace(**{n: importlib.import_module(n)
-                                       for n in ("kernel", "errors", *names)})
-    finally:
-        sys.path.remove(str(ROOT / PARTS[part]))
-        for n in OUR_MODULES:
-            sys.modules.pop(n, None)
-        sys.modules.update(saved)
 
 
 @pytest.fixture
