@@ -328,6 +328,35 @@ def clean_up_after(before: set[int], scratch: Path) -> list[str]:
         subprocess.run(["rm", "-rf", str(path)], capture_output=True)
     for entry in scratch.iterdir():
         subprocess.run(["rm", "-rf", str(entry)], capture_output=True)
+    if os.getuid() == 0:
+        found += remove_cgroups_and_links()
+    return found
+
+
+def remove_cgroups_and_links() -> list[str]:
+    """Container cgroups (zoo-*) and network links (zv*, zoo0) a check left behind."""
+    import glob
+
+    found = []
+    for path in sorted(glob.glob("/sys/fs/cgroup/**/zoo-*", recursive=True), key=len,
+                       reverse=True):
+        found.append(f"cgroup {path}")
+        try:
+            Path(path, "cgroup.kill").write_text("1")
+        except OSError:
+            pass
+        for _ in range(50):
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                time.sleep(0.02)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if name == "zoo0" or name.startswith("zv"):
+            found.append(f"network link {name}")
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
     return found
 
 
