@@ -85,7 +85,7 @@ fact slirp_reach runuser -u student -- sh -c '
     slirp=$!
     in_ns() { nsenter --preserve-credentials -U -n -t "$pid" "$@"; }
     i=0
-    until in_ns ip -4 -o addr show tap0 | grep -q 10.0.2.100; do
+    until in_ns ip -4 -o addr show tap0 2>/dev/null | grep -q 10.0.2.100; do
         i=$((i + 1)); [ $i -lt 100 ] || { cat /tmp/slirp.log; exit 1; }; sleep 0.2
     done
     in_ns timeout 30 busybox wget -q -O - http://192.168.200.1:8000/hello.txt
