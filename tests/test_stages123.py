@@ -292,3 +292,16 @@ def test_seccomp_experiment_before_and_after(runner: Runner, tmp_path):
     after = runner.zookeeper(3, "sh", script, str(scratch))
     assert "setuid bit set" in before.stdout, before.stdout + before.stderr
     assert "Operation not permitted" in after.stdout + after.stderr
+
+
+def test_kernel_refusing_user_namespaces_is_named(user_runner: Runner):
+    """When the kernel refuses a user namespace, one line names the cause and the fix.
+    user.max_user_namespaces is per user namespace: set it to 0 in one of our own."""
+    script = str(user_runner.workdir / PARTS[2] / "zookeeper.py")
+    done = user_runner.run(["unshare", "-Ur", "sh", "-c",
+                            "echo 0 > /proc/sys/user/max_user_namespaces && "
+                            f"exec '{user_runner.python}' '{script}' true"])
+    assert done.returncode == 125
+    assert done.stderr.strip() == (
+        "zookeeper: failed to clone the container process: user namespaces are disabled "
+        "(user.max_user_namespaces=0): sudo sysctl user.max_user_namespaces=15000")
