@@ -276,7 +276,7 @@ BURN = "time timeout 4 sh -c 'while :; do :; done'"
 def zoo_cgroups() -> list[str]:
     import glob
 
-    return sorted(glob.glob("/sys/fs/cgroup/**/zoo-*", recursive=True))
+    return sorted(glob.glob("/sys/fs/cgroup/**/zoo-[0-9]*", recursive=True))
 
 
 def cpu_share(time_output: str) -> float:

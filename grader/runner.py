@@ -334,11 +334,12 @@ def clean_up_after(before: set[int], scratch: Path) -> list[str]:
 
 
 def remove_cgroups_and_links() -> list[str]:
-    """Container cgroups (zoo-*) and network links (zv*, zoo0) a check left behind."""
+    """Container cgroups (zoo-PID, never the guest's zoo-job.service) and network links
+    (zv*, zoo0) that a check left behind."""
     import glob
 
     found = []
-    for path in sorted(glob.glob("/sys/fs/cgroup/**/zoo-*", recursive=True), key=len,
+    for path in sorted(glob.glob("/sys/fs/cgroup/**/zoo-[0-9]*", recursive=True), key=len,
                        reverse=True):
         found.append(f"cgroup {path}")
         try:
