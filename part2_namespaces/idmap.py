@@ -9,7 +9,6 @@ setuid helpers newuidmap(1) and newgidmap(1) may grant.
 
 import os
 import pwd
-import shutil
 
 import kernel
 from errors import ZooError, step, warn
@@ -48,7 +47,7 @@ def write_id_maps(pid: int) -> None:
         write_single_maps(pid, uid, gid)
         return
     for tool in ("newuidmap", "newgidmap"):
-        if shutil.which(tool) is None:
+        if not on_path(tool):
             raise ZooError(f"{tool} not found: install the uidmap package "
                            "(sudo apt-get install uidmap)")
     # STUDENT CODE BELOW (q7)
@@ -71,6 +70,16 @@ def write_single_maps(pid: int, uid: int, gid: int) -> None:
         kernel.write_file(f"/proc/{pid}/setgroups", "deny", "user_namespaces(7)")
     with step(f"write /proc/{pid}/gid_map"):
         kernel.write_file(f"/proc/{pid}/gid_map", f"0 {gid} 1\n", "user_namespaces(7)")
+
+
+def on_path(program: str) -> bool:
+    """Is program an executable file in one of PATH's directories (as execvp(3) looks)?
+    (shutil.which does the same, for ~4 ms of imports.)"""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return True
+    return False
 
 
 def user_name(uid: int) -> str:
