@@ -33,6 +33,14 @@ def check(part: int, name: str, points: int, timeout: float = 60, public: bool =
     return register
 
 
+def selected(parts=None, only=None, public=False) -> list:
+    """The checks a run asked for: of these parts, these ids or names, public only."""
+    return [c for c in CHECKS
+            if (not parts or c.part in parts)
+            and (not only or c.id in only or c.name in only)
+            and (c.public or not public)]
+
+
 SEGFAULT = "import ctypes; ctypes.string_at(0)"
 DROPPED_CAPS = {"CAP_AUDIT_CONTROL": 30, "CAP_AUDIT_READ": 37, "CAP_AUDIT_WRITE": 29,
                 "CAP_BLOCK_SUSPEND": 36, "CAP_DAC_READ_SEARCH": 2, "CAP_FSETID": 4,

@@ -323,7 +323,7 @@ def clean_up_after(before: set[int], scratch: Path) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-    for path in Path("/tmp").glob("zoo.*"):
+    for path in checks.temp_dirs():
         found.append(f"temporary directory {path}")
         subprocess.run(["rm", "-rf", str(path)], capture_output=True)
     for entry in scratch.iterdir():
@@ -336,11 +336,8 @@ def clean_up_after(before: set[int], scratch: Path) -> list[str]:
 def remove_cgroups_and_links() -> list[str]:
     """Container cgroups (zoo-PID, never the guest's zoo-job.service) and network links
     (zv*, zoo0) that a check left behind."""
-    import glob
-
     found = []
-    for path in sorted(glob.glob("/sys/fs/cgroup/**/zoo-[0-9]*", recursive=True), key=len,
-                       reverse=True):
+    for path in sorted(checks.zoo_cgroups(), key=len, reverse=True):
         found.append(f"cgroup {path}")
         try:
             Path(path, "cgroup.kill").write_text("1")
@@ -363,10 +360,7 @@ def remove_cgroups_and_links() -> list[str]:
 
 def run_checks(args) -> list[dict]:
     machine = Machine(args.user)
-    selected = [c for c in checks.CHECKS
-                if (not args.part or c.part in args.part)
-                and (not args.only or c.id in args.only or c.name in args.only)
-                and (c.public or not args.public)]
+    selected = checks.selected(args.part, args.only, args.public)
     results = []
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
