@@ -6,8 +6,8 @@ prepare, then tells the child to go; the child prepares itself and execs the
 command; the parent waits, cleans up, and exits the way the child did.
 """
 
+import _signal as signal  # signal, without its enums: see kernel.py
 import os
-import signal
 import sys
 
 import kernel

@@ -6,8 +6,8 @@ prepare, then tells the child to go; the child prepares itself and execs the
 command; the parent waits, cleans up, and exits the way the child did.
 """
 
+import _signal as signal  # signal, without its enums: see kernel.py
 import os
-import signal
 import sys
 
 import kernel
@@ -58,6 +58,11 @@ def run_container(opts) -> int:
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     cleanup = Cleanup()
     try:
+        import idmap
+
+        # Whom the container's ids will map to: looked up now, so that the
+        # child, once cloned, waits for as little as possible.
+        container.id_maps = idmap.find_id_maps()
         flags = signal.SIGCHLD
         # STUDENT CODE BELOW (q6)
         # Give the child its own namespaces: user, cgroup, IPC, network, mount,
@@ -82,9 +87,7 @@ def run_container(opts) -> int:
         # (its cgroup, its network, its filesystem) is taken away.
         cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
         forward_signals_to(pid)
-        import idmap
-
-        idmap.write_id_maps(pid)
+        idmap.write_id_maps(pid, container.id_maps)
         # STUDENT CODE BELOW (q2)
         # Tell the child to go: write a byte to the pipe it blocks on, and close it.
         # write(2), close(2), pipe(7).

@@ -6,8 +6,8 @@ prepare, then tells the child to go; the child prepares itself and execs the
 command; the parent waits, cleans up, and exits the way the child did.
 """
 
+import _signal as signal  # signal, without its enums: see kernel.py
 import os
-import signal
 import sys
 
 import kernel
@@ -56,6 +56,15 @@ def run_container(opts) -> int:
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     cleanup = Cleanup()
     try:
+        import idmap
+
+        # Whom the container's ids will map to: looked up now, so that the
+        # child, once cloned, waits for as little as possible.
+        container.id_maps = idmap.find_id_maps()
+        import security
+
+        # The seccomp filter, compiled to the BPF program the child loads last.
+        container.seccomp_program = security.seccomp_program()
         import rootfs
 
         # The container's filesystem: checked, and its mount point made, here.
@@ -85,9 +94,7 @@ def run_container(opts) -> int:
         # (its cgroup, its network, its filesystem) is taken away.
         cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
         forward_signals_to(pid)
-        import idmap
-
-        idmap.write_id_maps(pid)
+        idmap.write_id_maps(pid, container.id_maps)
         # STUDENT CODE BELOW (q2)
         # Tell the child to go: write a byte to the pipe it blocks on, and close it.
         # write(2), close(2), pipe(7).
@@ -234,11 +241,11 @@ def child_main(container: Container, go_read: int, go_write: int,
         # Explain mode labels our lines with our pid on the host: /proc is still the
         # host's, and its "self" link names us in the host's PID namespace.
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
-        import security
-
-        # Built while the parent writes our id maps: importing libseccomp takes
-        # longer than anything else zookeeper does.
-        seccomp_filter = security.build_seccomp_filter()
+        import security  # already imported by the parent: nothing to read here
+        # After pivot_root the host's Python library is out of reach: what the
+        # child will import is imported now, while the parent maps our ids.
+        # os.execvp imports warnings (in os.get_exec_path).
+        import warnings  # noqa: F401
         # STUDENT CODE BELOW (q4)
         # Block until the parent says go: read(2) from go_read.  An empty read means
         # the parent failed and closed it: leave quietly with os._exit(FAILED).
@@ -248,18 +255,16 @@ def child_main(container: Container, go_read: int, go_write: int,
         os.close(go_read)
         # STUDENT CODE ABOVE (q4)
         set_hostname("zoo")
-        # Everything the child imports must be imported before this: after
-        # pivot_root the host's Python library is out of reach.
         container.fs.enter()
         # STUDENT CODE BELOW (q10)
         # Lock the container in: drop the dangerous capabilities, forbid gaining
         # privileges, then load the seccomp filter, last, since it may refuse
         # calls the other steps make.  capabilities(7), prctl(2), seccomp(2):
         # security.drop_capabilities(), security.set_no_new_privs(),
-        # security.load_seccomp_filter(seccomp_filter).
+        # security.load_seccomp_filter(container.seccomp_program).
         security.drop_capabilities()
         security.set_no_new_privs()
-        security.load_seccomp_filter(seccomp_filter)
+        security.load_seccomp_filter(container.seccomp_program)
         # STUDENT CODE ABOVE (q10)
         exec_command(container.opts.command)
     except ZooError as e:

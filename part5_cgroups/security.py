@@ -7,6 +7,8 @@ system calls are better refused outright (seccomp(2), through libseccomp).
 """
 
 import errno
+import os
+import zlib
 
 import kernel
 from errors import step
@@ -87,10 +89,29 @@ def set_no_new_privs() -> None:
         kernel.sys_prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def build_seccomp_filter():
-    """The seccomp filter of SYSCALLS_TO_REFUSE, built but not yet loaded.
-    Build it before pivot_root: libseccomp must be imported while the host's
-    libraries are still reachable."""
+def seccomp_program() -> bytes:
+    """The seccomp filter of SYSCALLS_TO_REFUSE, as the BPF program the kernel runs.
+
+    libseccomp compiles the rules into BPF (seccomp_export_bpf(3)); importing it
+    takes longer than everything else zookeeper does at start, so the program is
+    kept in a cache file and read back while the rules, the machine and the kernel
+    are the same, as crun does with its seccomp profiles.
+    """
+    path = cache_path()
+    key = cache_key() if path else None
+    program = read_cached_program(path, key) if key else None
+    if program is not None:
+        kernel.explain(f"read the seccomp program cached in {path}",
+                       f"{len(program) // 8} BPF instructions", "seccomp(2)")
+        return program
+    program = compile_seccomp_filter()
+    if key:
+        write_cached_program(path, key, program)
+    return program
+
+
+def compile_seccomp_filter() -> bytes:
+    """Build the filter with libseccomp, rule by rule, and export its BPF program."""
     pyseccomp = import_pyseccomp()
     seccomp_filter = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for what, name, matches, err in SYSCALLS_TO_REFUSE:
@@ -101,7 +122,89 @@ def build_seccomp_filter():
         kernel.explain(f"seccomp_rule_add(ERRNO({errno.errorcode[err]}), {name}"
                        + "".join(f", arg{i} & {m:#o}" for i, m in matches) + ")",
                        "0", "seccomp_rule_add(3)")
-    return seccomp_filter
+    # seccomp_export_bpf(3) writes the program to a file descriptor: a pipe here.
+    # A program has at most 4096 instructions of 8 bytes, less than a pipe holds.
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as reader, os.fdopen(write_end, "wb") as writer:
+        with step("export the seccomp filter as BPF"):
+            seccomp_filter.export_bpf(writer)
+        writer.close()
+        program = reader.read()
+    kernel.explain("seccomp_export_bpf()", f"{len(program) // 8} BPF instructions",
+                   "seccomp_export_bpf(3)")
+    return program
+
+
+# The cache: one file, "KEY\nPROGRAM", where KEY says what the program was built
+# from: this file (the rules and the code that compiles them), on this machine and
+# kernel.  Only a file of our own that nobody else may write is trusted: a program
+# that someone else wrote would decide what the container may do.
+CACHE_FORMAT = "zookeeper seccomp cache 1"
+
+
+def cache_path() -> str | None:
+    """$XDG_CACHE_HOME/zookeeper/seccomp.bpf, or ~/.cache/...; None without a home."""
+    base = os.environ.get("XDG_CACHE_HOME") or (
+        os.path.join(os.environ["HOME"], ".cache") if os.environ.get("HOME") else "")
+    return os.path.join(base, "zookeeper", "seccomp.bpf") if os.path.isabs(base) else None
+
+
+def cache_key() -> bytes | None:
+    """What the program depends on; any edit of this file makes a new key."""
+    try:
+        with open(__file__, "rb") as f:
+            source = zlib.crc32(f.read())
+    except OSError:
+        return None
+    machine = os.uname()
+    return (f"{CACHE_FORMAT} {machine.machine} {machine.release} "
+            f"{os.path.basename(__file__)} crc32={source:08x}").encode()
+
+
+def read_cached_program(path: str, key: bytes) -> bytes | None:
+    """The cached program if the file is ours, trusted, for this key, and whole."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            return None
+        head, _, program = f.read().partition(b"\n")
+    if head != key or not program or len(program) % 8 or len(program) > 4096 * 8:
+        return None
+    return program
+
+
+def write_cached_program(path: str, key: bytes, program: bytes) -> None:
+    """Write the cache, whole or not at all (a new file renamed over the old one).
+    A cache that cannot be written is no error: the next run builds the filter again."""
+    directory = os.path.dirname(path)
+    temporary = f"{path}.{os.getpid()}"
+    try:
+        if not ours(directory):
+            return  # say, root with a user's HOME: leave their directory alone
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + b"\n" + program)
+        os.replace(temporary, path)
+    except OSError as e:
+        kernel.explain_error(f"cache the seccomp program in {path}", e)
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        return
+    kernel.explain(f"cache the seccomp program in {path}", "ok")
+
+
+def ours(path: str) -> bool:
+    """Is path, or the nearest directory on the way to it that exists, our own?"""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return os.stat(path).st_uid == os.geteuid()
 
 
 def import_pyseccomp():
@@ -145,8 +248,7 @@ def syscall_number(pyseccomp, name: str) -> int:
     return number if number >= 0 else SYSCALL_NUMBERS[name]
 
 
-def load_seccomp_filter(seccomp_filter) -> None:
+def load_seccomp_filter(program: bytes) -> None:
     """Install the filter: from now on the kernel checks each system call against it."""
     with step("load the seccomp filter"):
-        seccomp_filter.load()
-    kernel.explain("seccomp_load()", "0", "seccomp_load(3)")
+        kernel.sys_seccomp_set_filter(program)

@@ -35,29 +35,46 @@ def map_arguments(own_id: int, subrange) -> list[str]:
     return ["0", str(own_id), "1", "1", str(start), str(count)]
 
 
-def write_id_maps(pid: int) -> None:
-    """Map the container's users and groups, before the child goes on."""
+class IdMaps:
+    """Whom the container's ids map to: our user and group, and our subordinate
+    ranges as (start, count), None when /etc/subuid or /etc/subgid has none."""
+
+    def __init__(self, uid: int, gid: int, subuids, subgids):
+        self.uid, self.gid, self.subuids, self.subgids = uid, gid, subuids, subgids
+
+
+def find_id_maps() -> IdMaps:
+    """Look up our ranges and the tools that grant them, before there is a child to
+    wait on us: a missing range is a warning, a missing tool an error."""
     uid, gid = os.getuid(), os.getgid()
     user = user_name(uid)
-    subuids = subid_range("/etc/subuid", user, uid)
-    subgids = subid_range("/etc/subgid", user, uid)
-    if not (subuids and subgids):
+    maps = IdMaps(uid, gid, subid_range("/etc/subuid", user, uid),
+                  subid_range("/etc/subgid", user, uid))
+    if not (maps.subuids and maps.subgids):
         warn(f"no subordinate id range for {user} in /etc/subuid and /etc/subgid: "
              "only root is mapped in the container (see subuid(5))")
-        write_single_maps(pid, uid, gid)
-        return
+        maps.subuids = maps.subgids = None
+        return maps
     for tool in ("newuidmap", "newgidmap"):
         if not on_path(tool):
             raise ZooError(f"{tool} not found: install the uidmap package "
                            "(sudo apt-get install uidmap)")
+    return maps
+
+
+def write_id_maps(pid: int, maps: IdMaps) -> None:
+    """Map the container's users and groups, before the child goes on."""
+    if maps.subuids is None:
+        write_single_maps(pid, maps.uid, maps.gid)
+        return
     # STUDENT CODE BELOW (q7)
     # Map root in the container to your user and 1..N to your subordinate ranges.
-    # Run newuidmap and newgidmap for the child: newuidmap(1), user_namespaces(7).
-    # map_arguments() builds the triplets; kernel.run_tool() runs a program.
-    with step(f"map user ids of {pid} with newuidmap"):
-        kernel.run_tool(["newuidmap", str(pid)] + map_arguments(uid, subuids), "newuidmap(1)")
-    with step(f"map group ids of {pid} with newgidmap"):
-        kernel.run_tool(["newgidmap", str(pid)] + map_arguments(gid, subgids), "newgidmap(1)")
+    # Run newuidmap and newgidmap for the child, side by side: newuidmap(1),
+    # user_namespaces(7).  map_arguments() builds the triplets; kernel.run_tools()
+    # runs programs at the same time and waits for them all.
+    with step(f"map the user and group ids of {pid} with newuidmap and newgidmap"):
+        kernel.run_tools([["newuidmap", str(pid)] + map_arguments(maps.uid, maps.subuids),
+                          ["newgidmap", str(pid)] + map_arguments(maps.gid, maps.subgids)])
     # STUDENT CODE ABOVE (q7)
 
 

@@ -22,8 +22,8 @@ zookeeper.py calls three things, in this order:
     configure_inside(net)    the container, after go, before pivot_root
 """
 
+import _signal as signal  # signal, without its enums: see kernel.py
 import os
-import signal
 import struct
 import time
 

@@ -7,10 +7,13 @@ The rest of zookeeper calls these by name, e.g. `kernel.sys_mount(...)`, so a te
 can swap in a fake and check which calls were made, in which order.
 """
 
+# Signal numbers and signal(2)'s functions from `_signal`, the C module that Python's
+# `signal` is made of: the same names, without the enum classes that signal.py
+# builds when imported, ~5 ms, a sixth of a container's start (see bench/).
+import _signal as signal
 import ctypes
 import errno
 import os
-import signal
 import time
 
 # Explain mode: set by -v or ZOOKEEPER_VERBOSE=1.  Off, it costs one test per call.
@@ -116,13 +119,22 @@ def sys_clone(flags: int) -> int:
                  "clone(2)", started)
 
 
+def signal_name(signum: int) -> str:
+    """The name of a signal (SIGKILL for 9), for explain mode: from signal.py's enum."""
+    try:
+        import signal as named
+        return named.Signals(signum).name
+    except (ImportError, ValueError):  # after pivot_root, the library is out of reach
+        return str(signum)
+
+
 def sys_waitpid(pid: int) -> int:
     """waitpid(2): wait for the child to end; returns its wait status."""
     started = time.monotonic()
     _, status = os.waitpid(pid, 0)
     if VERBOSE:
         if os.WIFSIGNALED(status):
-            how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            how = f"killed by {signal_name(os.WTERMSIG(status))}"
         else:
             how = f"exit status {os.waitstatus_to_exitcode(status)}"
         explain(f"waitpid({pid})", f"{pid} ({how})", "waitpid(2)", started)
@@ -131,7 +143,8 @@ def sys_waitpid(pid: int) -> int:
 
 def sys_kill(pid: int, sig: int) -> None:
     """kill(2): send a signal to a process."""
-    explain(f"kill({pid}, {signal.Signals(sig).name})", "0", "kill(2)")
+    if VERBOSE:
+        explain(f"kill({pid}, {signal_name(sig)})", "0", "kill(2)")
     os.kill(pid, sig)
 
 
@@ -161,14 +174,28 @@ def write_file(path: str, text: str, man: str) -> None:
     explain(call, "ok", man, started)
 
 
-def run_tool(argv: list[str], man: str) -> None:
-    """Run a helper program (newuidmap, ...) and wait for it; OSError if it fails.
+def run_tools(commands: list[list[str]]) -> None:
+    """Run helper programs (newuidmap, ...) side by side and wait for them all;
+    OSError for the first that fails.
 
     posix_spawnp(3) is fork(2) + execvp(3) in one call (Python's subprocess module
-    would do the same, for ~5 ms of imports); the helper's stderr comes back through
-    a pipe, for the error message.
+    would do the same, for ~5 ms of imports); each helper's stderr comes back
+    through a pipe, for the error message.
     """
     started = time.monotonic()
+    running = []
+    try:
+        for argv in commands:
+            running.append((argv, *spawn_tool(argv, started)))
+    finally:  # every helper started is waited for, even if a later one failed to start
+        failures = [finish_tool(*tool, started) for tool in running]
+    for failure in failures:
+        if failure:
+            raise failure
+
+
+def spawn_tool(argv: list[str], started: float) -> tuple[int, int]:
+    """Start one helper, its stdin on /dev/null and its stderr into a pipe: (pid, pipe)."""
     err_read, err_write = os.pipe()
     try:
         pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
@@ -176,10 +203,15 @@ def run_tool(argv: list[str], man: str) -> None:
             (os.POSIX_SPAWN_DUP2, err_write, 2), (os.POSIX_SPAWN_CLOSE, err_read)])
     except OSError as e:
         os.close(err_read)
-        explain_error(" ".join(argv), e, man, started)
+        explain_error(" ".join(argv), e, f"{argv[0]}(1)", started)
         raise
     finally:
         os.close(err_write)
+    return pid, err_read
+
+
+def finish_tool(argv: list[str], pid: int, err_read: int, started: float) -> OSError | None:
+    """Read a helper's stderr to its end and reap it: None, or why it failed."""
     said = b""
     while chunk := os.read(err_read, 4096):
         said += chunk
@@ -188,9 +220,10 @@ def run_tool(argv: list[str], man: str) -> None:
     if status != 0:
         lines = said.decode(errors="replace").strip().splitlines()
         reason = (lines or [f"exit status {status}"])[-1]
-        explain(" ".join(argv), f"failed: {reason}", man, started)
-        raise OSError(errno.EPERM, reason)
-    explain(" ".join(argv), "ok", man, started)
+        explain(" ".join(argv), f"failed: {reason}", f"{argv[0]}(1)", started)
+        return OSError(errno.EPERM, reason)
+    explain(" ".join(argv), "ok", f"{argv[0]}(1)", started)
+    return None
 # <<< stage 2
 
 
@@ -242,6 +275,27 @@ def sys_capset(data) -> None:
     check(libc.capset(ctypes.byref(header), data),
           lambda: f"capset(inheritable={data[0].inheritable | data[1].inheritable << 32:#x})",
           "capset(2)", started)
+
+
+SYS_seccomp = 317  # x86_64, from <asm/unistd_64.h>
+SECCOMP_SET_MODE_FILTER = 1
+
+
+class SockFprog(ctypes.Structure):
+    """struct sock_fprog of <linux/filter.h>: a BPF program's length and instructions."""
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
+def sys_seccomp_set_filter(program: bytes) -> None:
+    """seccomp(2) SECCOMP_SET_MODE_FILTER: from now on, the kernel runs this BPF
+    program (struct sock_filter instructions, 8 bytes each) on every system call.
+    Needs no_new_privs first, without CAP_SYS_ADMIN.  No C library wrapper either."""
+    started = time.monotonic()
+    fprog = SockFprog(len(program) // 8, program)
+    check(libc.syscall(ctypes.c_long(SYS_seccomp), SECCOMP_SET_MODE_FILTER, 0,
+                       ctypes.byref(fprog)),
+          lambda: f"seccomp(SECCOMP_SET_MODE_FILTER, 0, {{len={fprog.len}}})", "seccomp(2)",
+          started)
 # <<< stage 3
 
 

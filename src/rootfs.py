@@ -323,6 +323,7 @@ def remove_as_container_root(path: str) -> None:
 
     import idmap
 
+    maps = idmap.find_id_maps()
     ready_read, ready_write = os.pipe()
     go_read, go_write = os.pipe()
     pid = os.fork()
@@ -342,7 +343,7 @@ def remove_as_container_root(path: str) -> None:
     os.close(go_read)
     try:
         if os.read(ready_read, 1) == b"1":
-            idmap.write_id_maps(pid)
+            idmap.write_id_maps(pid, maps)
             os.write(go_write, b"1")
     finally:
         os.close(go_write)

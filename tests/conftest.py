@@ -58,6 +58,16 @@ class Runner:
         else:
             self.uid, self.gid, self.home = 0, 0, "/root"
         self.python = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
+        # The seccomp program's cache (part 3 on) goes here, not into a real home.
+        self.cache = workdir / f"cache-{who}"
+        self.cache.mkdir(exist_ok=True)
+        os.chown(self.cache, self.uid, self.gid)
+
+    def fresh_dir(self) -> Path:
+        """A new empty directory of this identity's own, that it can reach."""
+        path = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{self.who}-"))
+        os.chown(path, self.uid, self.gid)
+        return path
 
     def command(self, argv: list[str]) -> list[str]:
         if self.who == "root":
@@ -68,7 +78,7 @@ class Runner:
 
     def env(self, extra=None) -> dict:
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "HOME": self.home, "LANG": "C.UTF-8"}
+               "HOME": self.home, "LANG": "C.UTF-8", "XDG_CACHE_HOME": str(self.cache)}
         if self.who == "root":
             env["PATH"] = os.path.dirname(self.python) + ":" + env["PATH"]
         env.update(extra or {})

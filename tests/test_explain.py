@@ -17,27 +17,34 @@ PARENT = {
         r"^zookeeper: newgidmap \d+ 0 \d+ 1 1 \d+ \d+ = ok +newgidmap\(1\)",
         r"^zookeeper: waitpid\(\d+\)"],
 }
-PARENT[3] = PARENT[2]
-PARENT[4] = [r'^zookeeper: mkdtemp\("/tmp/zoo.XXXXXX"\) = "/tmp/zoo\.\w{6}" +mkdtemp\(3\)',
-             *PARENT[2][:3], PARENT[2][3],
-             r'^zookeeper: rmdir\("/tmp/zoo\.\w{6}"\) = 0 +rmdir\(2\)']
+# From part 3, the parent compiles the seccomp filter before the clone (with an empty
+# cache, as in these runs) and keeps its BPF program for the next run.
+SECCOMP_BUILD = [
+    r"^zookeeper: seccomp_rule_add\(ERRNO\(EPERM\), chmod, arg1 & 0o4000\) = 0 +"
+    r"seccomp_rule_add\(3\)",
+    r"^zookeeper: seccomp_rule_add\(ERRNO\(ENOSYS\), clone3\) = 0",
+    r"^zookeeper: seccomp_export_bpf\(\) = \d+ BPF instructions +seccomp_export_bpf\(3\)",
+    r"^zookeeper: cache the seccomp program in /\S+/zookeeper/seccomp.bpf = ok"]
+PARENT[3] = SECCOMP_BUILD + PARENT[2]
+PARENT[4] = (SECCOMP_BUILD
+             + [r'^zookeeper: mkdtemp\("/tmp/zoo.XXXXXX"\) = "/tmp/zoo\.\w{6}" +mkdtemp\(3\)']
+             + PARENT[2] + [r'^zookeeper: rmdir\("/tmp/zoo\.\w{6}"\) = 0 +rmdir\(2\)'])
 # This host has hybrid cgroups: no limit asked, no cgroup, and a line says so.
-PARENT[5] = PARENT[4][:1] + [r"^zookeeper: no cgroup for the container = this host has "
-                             r"hybrid cgroups"] + PARENT[4][1:]
+PARENT[5] = PARENT[4][:5] + [r"^zookeeper: no cgroup for the container = this host has "
+                             r"hybrid cgroups"] + PARENT[4][5:]
 PARENT[6] = PARENT[5]
 CHILD = {
     1: [r"^zookeeper: \[\d+\] execvp\('true'"],
     2: [r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
         r"^zookeeper: \[\d+\] execvp\('true'"],
-    3: [r"^zookeeper: \[\d+\] seccomp_rule_add\(ERRNO\(EPERM\), chmod, arg1 & 0o4000\) = 0",
-        r"^zookeeper: \[\d+\] seccomp_rule_add\(ERRNO\(ENOSYS\), clone3\) = 0",
-        r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
+    3: [r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
         r"^zookeeper: \[\d+\] prctl\(PR_CAPBSET_DROP, CAP_AUDIT_CONTROL\) = 0 +prctl\(2\)",
         r"^zookeeper: \[\d+\] prctl\(PR_CAPBSET_DROP, CAP_WAKE_ALARM\) = 0",
         r"^zookeeper: \[\d+\] prctl\(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL\) = 0",
         r"^zookeeper: \[\d+\] capset\(inheritable=0x0\) = 0 +capset\(2\)",
         r"^zookeeper: \[\d+\] prctl\(PR_SET_NO_NEW_PRIVS, 1\) = 0",
-        r"^zookeeper: \[\d+\] seccomp_load\(\) = 0",
+        r"^zookeeper: \[\d+\] seccomp\(SECCOMP_SET_MODE_FILTER, 0, \{len=\d+\}\) = 0 +"
+        r"seccomp\(2\)",
         r"^zookeeper: \[\d+\] execvp\('true'"],
 }
 MOUNTS = [r'^zookeeper: \[\d+\] mount\(NULL, "/", NULL, MS_REC\|MS_PRIVATE\) = 0 +mount\(2\)',
@@ -50,11 +57,10 @@ MOUNTS = [r'^zookeeper: \[\d+\] mount\(NULL, "/", NULL, MS_REC\|MS_PRIVATE\) = 0
           r'^zookeeper: \[\d+\] pivot_root\("\.", "\."\) = 0 +pivot_root\(2\)',
           r'^zookeeper: \[\d+\] umount2\("\.", MNT_DETACH\) = 0 +umount2\(2\)',
           r'^zookeeper: \[\d+\] chdir\("/"\) = 0']
-CHILD[4] = CHILD[3][:3] + MOUNTS + CHILD[3][3:]
-CHILD[5] = (CHILD[3][:2] + [r"^zookeeper: \[\d+\] unshare\(CLONE_NEWCGROUP\) = 0 +unshare\(2\)"]
-            + CHILD[4][2:])
-CHILD[6] = CHILD[5][:4] + [r"^zookeeper: \[\d+\] ioctl\(\d+, SIOCSIFFLAGS, \{ifr_name='lo', "
-                           r"ifr_flags=0x8\|IFF_UP\}\) = 0 +netdevice\(7\)"] + CHILD[5][4:]
+CHILD[4] = CHILD[3][:1] + MOUNTS + CHILD[3][1:]
+CHILD[5] = [r"^zookeeper: \[\d+\] unshare\(CLONE_NEWCGROUP\) = 0 +unshare\(2\)"] + CHILD[4]
+CHILD[6] = CHILD[5][:2] + [r"^zookeeper: \[\d+\] ioctl\(\d+, SIOCSIFFLAGS, \{ifr_name='lo', "
+                           r"ifr_flags=0x8\|IFF_UP\}\) = 0 +netdevice\(7\)"] + CHILD[5][2:]
 
 
 def assert_in_order(trace: list[str], patterns: list[str]) -> None:
@@ -72,7 +78,8 @@ def assert_in_order(trace: list[str], patterns: list[str]) -> None:
 @pytest.mark.parametrize("part", [1, 2, 3, 4, 5, 6])
 def test_trace_has_every_step_in_order(user_runner: Runner, rootfs_for, part):
     rootfs = ["-r", str(rootfs_for(user_runner)), "-P"] if part >= 4 else []
-    done = user_runner.zookeeper(part, "-v", *rootfs, "true")
+    cache = str(user_runner.fresh_dir())
+    done = user_runner.zookeeper(part, "-v", *rootfs, "true", env={"XDG_CACHE_HOME": cache})
     assert done.returncode == 0, done.stderr
     trace = done.stderr.splitlines()
     assert_in_order([x for x in trace if not x.startswith("zookeeper: [")], PARENT[part])
@@ -81,6 +88,21 @@ def test_trace_has_every_step_in_order(user_runner: Runner, rootfs_for, part):
     if part >= 2:
         maps = max(i for i, x in enumerate(trace) if "newgidmap" in x)
         assert maps < next(i for i, x in enumerate(trace) if "sethostname" in x)
+
+
+def test_second_run_reads_the_seccomp_program_from_the_cache(user_runner: Runner):
+    cache = str(user_runner.fresh_dir())
+    first, second = (user_runner.zookeeper(3, "-v", "true", env={"XDG_CACHE_HOME": cache})
+                     for _ in range(2))
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "seccomp_rule_add(" in first.stderr and "read the seccomp" not in first.stderr
+    assert "seccomp_rule_add(" not in second.stderr
+    assert re.search(rf"^zookeeper: read the seccomp program cached in {cache}/zookeeper/"
+                     r"seccomp\.bpf = (\d+) BPF instructions +seccomp\(2\)$",
+                     second.stderr, re.M), second.stderr
+    loaded = re.findall(r"seccomp\(SECCOMP_SET_MODE_FILTER, 0, \{len=(\d+)\}\)",
+                        first.stderr + second.stderr)
+    assert len(loaded) == 2 and loaded[0] == loaded[1], loaded
 
 
 def test_child_lines_carry_the_childs_pid(user_runner: Runner):

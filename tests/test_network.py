@@ -257,10 +257,11 @@ def slirp_of_user(uid: int) -> list[str]:
 
 def test_rootless_missing_slirp4netns_is_one_line(user_runner: Runner, shared_tmp,
                                                    no_leftovers):
-    # A PATH with only setpriv on it (to become the user): no slirp4netns.
+    # A PATH with only setpriv (to become the user) and the id map tools: no slirp4netns.
     bin_dir = shared_tmp / "bin"
     bin_dir.mkdir()
-    (bin_dir / "setpriv").symlink_to("/usr/bin/setpriv")
+    for tool in ("setpriv", "newuidmap", "newgidmap"):
+        (bin_dir / tool).symlink_to(f"/usr/bin/{tool}")
     done = user_runner.zookeeper(6, "-n", "true", env={"PATH": str(bin_dir)})
     assert done.returncode == 125
     assert lines(done.stderr) == ["zookeeper: slirp4netns not found: install the slirp4netns "

@@ -266,20 +266,56 @@ def test_part2_has_no_filter(runner: Runner):
 
 
 def test_each_seccomp_rule_refuses_inside_and_not_outside(runner: Runner):
+    """Both ways the filter is had: compiled by libseccomp, then read from the cache."""
     helper = str(runner.workdir / "grader" / "helpers" / "try_syscalls.py")
-    scratch = runner.workdir / f"scratch-{runner.who}"
-    scratch.mkdir(exist_ok=True)
-    os.chown(scratch, runner.uid, runner.gid)
-    env = {"TRY_DIR": str(scratch)}
-    outside = runner.run([runner.python, helper], env=env)
-    inside = runner.zookeeper(3, runner.python, helper, env=env)
-    assert inside.returncode == 0, inside.stderr
-    outside, inside = json.loads(outside.stdout), json.loads(inside.stdout)
-    assert set(inside) == set(outside) and len(inside) == 19
-    for rule, result in inside.items():
-        expected = "ENOSYS" if rule == "clone3" else "EPERM"
-        assert result == expected, f"{rule} inside gave {result}"
-        assert outside[rule] not in ("EPERM", "ENOSYS"), f"{rule} outside gave {outside[rule]}"
+    env = {"TRY_DIR": str(runner.fresh_dir()), "XDG_CACHE_HOME": str(runner.fresh_dir())}
+    outside = json.loads(runner.run([runner.python, helper], env=env).stdout)
+    for how in ("compiled", "cached"):
+        inside = runner.zookeeper(3, "-v", runner.python, helper, env=env)
+        assert inside.returncode == 0, inside.stderr
+        assert ("read the seccomp program cached" in inside.stderr) == (how == "cached")
+        inside = json.loads(inside.stdout)
+        assert set(inside) == set(outside) and len(inside) == 19
+        for rule, result in inside.items():
+            expected = "ENOSYS" if rule == "clone3" else "EPERM"
+            assert result == expected, f"{rule} inside gave {result} ({how})"
+            assert outside[rule] not in ("EPERM", "ENOSYS"), f"{rule} outside gave {outside[rule]}"
+
+
+SPOILED_CACHES = {
+    "writable by others": lambda path, data: path.chmod(0o666),
+    "another key": lambda path, data: path.write_bytes(data.replace(b"crc32=", b"crc32=0", 1)),
+    "cut short": lambda path, data: path.write_bytes(data[:-4]),
+    "owned by root": lambda path, data: os.chown(path, 0, 0),
+}
+
+
+@pytest.mark.parametrize("spoil", SPOILED_CACHES)
+def test_a_cache_not_to_trust_is_compiled_again(user_runner: Runner, spoil):
+    base = user_runner.fresh_dir()
+    env = {"XDG_CACHE_HOME": str(base)}
+    cache = base / "zookeeper" / "seccomp.bpf"
+    assert user_runner.zookeeper(3, "true", env=env).returncode == 0
+    good = cache.read_bytes()
+    assert good.startswith(b"zookeeper seccomp cache 1 ") and cache.stat().st_mode & 0o777 == 0o600
+    SPOILED_CACHES[spoil](cache, good)
+    done = user_runner.zookeeper(3, "-v", "grep", "Seccomp:", "/proc/self/status", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "seccomp_rule_add(" in done.stderr and "cached in" not in done.stderr
+    assert status_fields(done.stdout)["Seccomp"] == "2"
+    assert cache.read_bytes() == good and cache.stat().st_uid == user_runner.uid
+    assert cache.stat().st_mode & 0o777 == 0o600
+
+
+def test_no_cache_without_a_home_of_our_own(root_runner: Runner, user_runner: Runner):
+    """Root with a user's cache directory leaves it alone; with no home at all, no cache."""
+    users = str(user_runner.fresh_dir())
+    for runner, env in ((root_runner, {"XDG_CACHE_HOME": users}),
+                        (user_runner, {"XDG_CACHE_HOME": "", "HOME": ""})):
+        done = runner.zookeeper(3, "grep", "Seccomp:", "/proc/self/status", env=env)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        assert status_fields(done.stdout)["Seccomp"] == "2"
+    assert os.listdir(users) == []
 
 
 def test_seccomp_experiment_before_and_after(runner: Runner, tmp_path):
