@@ -49,7 +49,10 @@ def subjects(ident: Identity, work: Path, fs: Path, parts: list[int]) -> list[di
     """What to time: name, argv ('{id}' becomes a fresh container id per run), and
     a reason when it cannot run here before even trying."""
     out = [{"name": PYTHON_REF, "kind": "reference", "argv": [ident.python, "-c", "pass"],
-            "note": f"same interpreter ({ident.python})"}]
+            "note": f"same interpreter ({ident.python})"},
+           {"name": "python3 -c 'import ctypes'", "kind": "reference",
+            "argv": [ident.python, "-c", "import ctypes"],
+            "note": "the interpreter and ctypes: the least a Python zookeeper pays"}]
     for part in range(2, 7):
         s = {"name": zk_name(part), "kind": "zookeeper"}
         if part not in parts:
@@ -339,11 +342,12 @@ PHASES = [  # (phase, what the explain line starts with)
     ("clone", ("clone(",)),
     ("id maps", ("newuidmap", "newgidmap", "write(/proc/")),
     ("go: the child wakes up, hostname, lo", ("sethostname", "socket(", "ioctl(")),
-    ("seccomp filter: build", ("seccomp_rule_add",)),
+    ("seccomp program: from the cache (or compiled)",
+     ("read the seccomp program", "seccomp_rule_add", "seccomp_export_bpf", "cache the seccomp")),
     ("mounts", ("mkdtemp", "mount(", "mkdir(")),
     ("pivot_root", ("chdir(", "pivot_root(", "umount2(")),
-    ("lock-in: capabilities, no_new_privs, seccomp load",
-     ("prctl(", "capget(", "capset(", "seccomp_load")),
+    ("lock-in: capabilities, no_new_privs, seccomp(2)",
+     ("prctl(", "capget(", "capset(", "seccomp(")),
     ("exec /bin/true, until it exits", ("execvp(", "waitpid(")),
     ("cleanup", ("rmdir(", "kill(")),
     ("network (-n)", ("posix_spawnp(", "read(ready-fd)", "flock(", "ip ", "import pyroute2",

@@ -238,7 +238,6 @@ def child_main(container: Container, go_read: int, go_write: int,
         # Explain mode labels our lines with our pid on the host: /proc is still the
         # host's, and its "self" link names us in the host's PID namespace.
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
-        import security  # already imported by the parent: nothing to read here
         # STUDENT CODE BELOW (q4)
         # Block until the parent says go: read(2) from go_read.  An empty read means
         # the parent failed and closed it: leave quietly with os._exit(FAILED).
@@ -248,6 +247,8 @@ def child_main(container: Container, go_read: int, go_write: int,
         os.close(go_read)
         # STUDENT CODE ABOVE (q4)
         set_hostname("zoo")
+        import security  # the parent imported it: no file to read after pivot_root
+
         # STUDENT CODE BELOW (q10)
         # Lock the container in: drop the dangerous capabilities, forbid gaining
         # privileges, then load the seccomp filter, last, since it may refuse

@@ -241,7 +241,6 @@ def child_main(container: Container, go_read: int, go_write: int,
         # Explain mode labels our lines with our pid on the host: /proc is still the
         # host's, and its "self" link names us in the host's PID namespace.
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
-        import security  # already imported by the parent: nothing to read here
         # After pivot_root the host's Python library is out of reach: what the
         # child will import is imported now, while the parent maps our ids.
         # os.execvp imports warnings (in os.get_exec_path).
@@ -256,6 +255,8 @@ def child_main(container: Container, go_read: int, go_write: int,
         # STUDENT CODE ABOVE (q4)
         set_hostname("zoo")
         container.fs.enter()
+        import security  # the parent imported it: no file to read after pivot_root
+
         # STUDENT CODE BELOW (q10)
         # Lock the container in: drop the dangerous capabilities, forbid gaining
         # privileges, then load the seccomp filter, last, since it may refuse

@@ -268,8 +268,6 @@ def child_main(container: Container, go_read: int, go_write: int,
         # Explain mode labels our lines with our pid on the host: /proc is still the
         # host's, and its "self" link names us in the host's PID namespace.
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
-        if STAGE >= 3:
-            import security  # already imported by the parent: nothing to read here
         if STAGE >= 4:
             # After pivot_root the host's Python library is out of reach: what the
             # child will import is imported now, while the parent maps our ids.
@@ -298,6 +296,8 @@ def child_main(container: Container, go_read: int, go_write: int,
         if STAGE >= 6:
             network.provide_resolv_conf(container.net)
         if STAGE >= 3:
+            import security  # the parent imported it: no file to read after pivot_root
+
             # STUDENT CODE BELOW (q10)
             # Lock the container in: drop the dangerous capabilities, forbid gaining
             # privileges, then load the seccomp filter, last, since it may refuse
