@@ -292,8 +292,9 @@ def sys_seccomp_set_filter(program: bytes) -> None:
     Needs no_new_privs first, without CAP_SYS_ADMIN.  No C library wrapper either."""
     started = time.monotonic()
     fprog = SockFprog(len(program) // 8, program)
-    check(libc.syscall(ctypes.c_long(SYS_seccomp), SECCOMP_SET_MODE_FILTER, 0,
-                       ctypes.byref(fprog)),
+    # syscall(2) takes longs: plain Python ints would go as 32-bit C ints.
+    check(libc.syscall(ctypes.c_long(SYS_seccomp), ctypes.c_long(SECCOMP_SET_MODE_FILTER),
+                       ctypes.c_long(0), ctypes.byref(fprog)),
           lambda: f"seccomp(SECCOMP_SET_MODE_FILTER, 0, {{len={fprog.len}}})", "seccomp(2)",
           started)
 # <<< stage 3
