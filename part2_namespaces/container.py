@@ -1,0 +1,292 @@
+"""How a container runs: the parent's side and the container's side.
+
+The parent (the zookeeper process, started by zookeeper.py) clones a child,
+prepares what only the parent can prepare, then tells the child to go; the
+child prepares itself and execs the command; the parent waits, cleans up, and
+exits the way the child did.
+"""
+
+import _signal as signal  # signal, without its enums: see kernel.py
+import os
+import sys
+
+import kernel
+from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn
+from options import USAGE, parse_args
+
+# How long a container may ignore SIGTERM or SIGINT before it is killed.
+KILL_GRACE_SECONDS = 2
+
+
+def main(argv: list[str]) -> None:
+    """zookeeper [options] COMMAND: run COMMAND in a container, exit as it did."""
+    try:
+        opts = parse_args(argv)
+        if opts.help:
+            sys.stdout.write(USAGE)
+            sys.exit(0)
+        kernel.VERBOSE = opts.verbose
+        note_unreached("-r/-P/-o (the container's own filesystem)", 4,
+                       opts.rootfs or opts.mount_proc or opts.overlay)
+        note_unreached("-m/-c/-p (resource limits)", 5,
+                       opts.memory or opts.cpu or opts.procs)
+        note_unreached("-n (networking)", 6, opts.network)
+        status = run_container(opts)
+    except ZooError as e:
+        warn(e.message)
+        sys.exit(e.status)
+    exit_like(status)
+
+
+def note_unreached(what: str, stage: int, asked) -> None:
+    """Options of a later stage are accepted, and said to do nothing yet."""
+    if asked:
+        warn(f"note: {what} arrive in part {stage}; this part ignores them")
+
+
+class Container:
+    """What the parent prepares for the child before clone: the child gets a copy."""
+
+    def __init__(self, opts):
+        self.opts = opts
+
+
+def run_container(opts) -> int:
+    """Clone the child, set it up, let it go, wait for it; return its wait status."""
+    container = Container(opts)
+    go_read, go_write = os.pipe()  # the child waits on this until we say go
+    # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
+    error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    cleanup = Cleanup()
+    try:
+        import idmap
+
+        # Whom the container's ids will map to: looked up now, so that the
+        # child, once cloned, waits for as little as possible.
+        container.id_maps = idmap.find_id_maps()
+        flags = signal.SIGCHLD
+        # STUDENT CODE BELOW (q6)
+        # Give the child its own namespaces: user, cgroup, IPC, network, mount,
+        # PID and UTS.  namespaces(7), clone(2); the flags are in kernel.py.
+        flags |= (kernel.CLONE_NEWUSER | kernel.CLONE_NEWCGROUP | kernel.CLONE_NEWIPC
+                  | kernel.CLONE_NEWNET | kernel.CLONE_NEWNS | kernel.CLONE_NEWPID
+                  | kernel.CLONE_NEWUTS)
+        # STUDENT CODE ABOVE (q6)
+        # STUDENT CODE BELOW (q1)
+        # Create the child with clone(2): kernel.sys_clone(flags) returns like fork(2),
+        # the child's pid here and 0 in the child, which runs child_main() and never
+        # returns from it.
+        with step("clone the container process"):
+            pid = clone_with_hint(flags)
+        if pid == 0:
+            child_main(container, go_read, go_write, error_read, error_write)
+        # STUDENT CODE ABOVE (q1)
+        os.close(go_read)
+        os.close(error_write)
+        reaped = False
+        # On a failure from here on, the child dies first, before anything it uses
+        # (its cgroup, its network, its filesystem) is taken away.
+        cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
+        forward_signals_to(pid)
+        idmap.write_id_maps(pid, container.id_maps)
+        # STUDENT CODE BELOW (q2)
+        # Tell the child to go: write a byte to the pipe it blocks on, and close it.
+        # write(2), close(2), pipe(7).
+        with step("tell the container to start"):
+            os.write(go_write, b"go")
+        os.close(go_write)
+        # STUDENT CODE ABOVE (q2)
+        failure = read_child_failure(error_read)
+        # STUDENT CODE BELOW (q3)
+        # Wait for the child to end with waitpid(2): kernel.sys_waitpid(pid) returns
+        # its wait status, which main() turns into our own exit (see exit_like).
+        status = kernel.sys_waitpid(pid)
+        # STUDENT CODE ABOVE (q3)
+        reaped = True
+    finally:
+        cleanup.run()
+    if failure:
+        raise failure
+    return status
+
+
+def clone_with_hint(flags: int) -> int:
+    """sys_clone, with the reason when the kernel refuses a user namespace."""
+    try:
+        return kernel.sys_clone(flags)
+    except OSError as e:
+        import idmap
+
+        hint = idmap.userns_refusal_hint()
+        if hint:
+            raise ZooError(f"failed to clone the container process: {hint}") from None
+        raise e
+
+
+def read_child_failure(error_read: int):
+    """The child's report of a failure before exec, or None once exec succeeded."""
+    data = b""
+    while chunk := os.read(error_read, 4096):
+        data += chunk
+    os.close(error_read)
+    if not data:
+        return None
+    status, _, message = data.decode(errors="replace").partition(" ")
+    return ZooError(message, int(status))
+
+
+class Cleanup:
+    """Undo steps, run in reverse order on every way out (errors and signals too)."""
+
+    def __init__(self):
+        self.steps = []
+        self.first_steps = []
+
+    def add(self, undo, first: bool = False) -> None:
+        (self.first_steps if first else self.steps).append(undo)
+
+    def run(self) -> None:
+        failures = []
+        self.steps = self.steps + self.first_steps
+        self.first_steps = []
+        while self.steps:
+            undo = self.steps.pop()
+            try:
+                undo()
+            except ZooError as e:
+                failures.append(e.message)
+            except OSError as e:
+                failures.append(str(e))
+        for message in failures:
+            warn(f"cleanup: {message}")
+
+
+def kill_if_running(pid: int) -> None:
+    """Kill and reap the child if setup failed after clone."""
+    try:
+        kernel.sys_kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    except ProcessLookupError:
+        pass
+
+
+def forward_signals_to(pid: int) -> None:
+    """SIGINT, SIGTERM, SIGHUP and SIGQUIT to zookeeper go to the container.
+
+    The container's first process is PID 1 of its PID namespace, and the kernel only
+    delivers it the signals it installed a handler for (pid_namespaces(7)): if it is
+    still running after KILL_GRACE_SECONDS, SIGKILL it.
+    """
+
+    def forward(signum, frame):
+        try:
+            kernel.sys_kill(pid, signum)
+        except ProcessLookupError:
+            return
+        signal.signal(signal.SIGALRM, kill_now)
+        signal.alarm(KILL_GRACE_SECONDS)
+
+    def kill_now(signum, frame):
+        try:
+            kernel.sys_kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, forward)
+
+
+def exit_like(status: int) -> None:
+    """Exit the way the child did: its exit code, or death by its signal."""
+    if os.WIFSIGNALED(status):
+        die_by_signal(os.WTERMSIG(status))
+    # _exit(2) at once: Python's own shutdown (~8 ms) has nothing left to do here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def die_by_signal(signum: int) -> None:
+    """Kill ourselves with the child's signal, so our parent sees what it saw."""
+    import resource
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the child dumped core already
+    if signum not in (signal.SIGKILL, signal.SIGSTOP):  # these two cannot be caught
+        signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
+    os.kill(os.getpid(), signum)
+    sys.exit(128 + signum)  # a signal that does not kill (SIGCHLD, ...)
+
+
+# The container's side ------------------------------------------------------------
+
+
+def child_main(container: Container, go_read: int, go_write: int,
+               error_read: int, error_write: int) -> None:
+    """Runs in the cloned child: wait for go, set up, exec.  Never returns."""
+    status = FAILED
+    try:
+        os.close(go_write)
+        os.close(error_read)
+        # Explain mode labels our lines with our pid on the host: /proc is still the
+        # host's, and its "self" link names us in the host's PID namespace.
+        kernel.LABEL = f"[{os.readlink('/proc/self')}] "
+        # STUDENT CODE BELOW (q4)
+        # Block until the parent says go: read(2) from go_read.  An empty read means
+        # the parent failed and closed it: leave quietly with os._exit(FAILED).
+        message = os.read(go_read, 64)
+        if not message:
+            os._exit(FAILED)
+        os.close(go_read)
+        # STUDENT CODE ABOVE (q4)
+        set_hostname("zoo")
+        exec_command(container.opts.command)
+    except ZooError as e:
+        status = e.status
+        report_failure(error_write, e)
+    except BaseException as e:  # a bug: still never return into the parent's code
+        report_failure(error_write, ZooError(f"internal error in the container: {e!r}"))
+    os._exit(status)
+
+
+def exec_command(command: list[str]) -> None:
+    """Replace this process by the command; only returns by raising ZooError."""
+    kernel.explain(f"execvp({command[0]!r}, {command!r})", "…", "execve(2)")
+    # STUDENT CODE BELOW (q5)
+    # Run the command with execvp(3) (os.execvp), which searches PATH.  If it fails,
+    # raise ZooError with NOT_FOUND (127) when the file does not exist, and
+    # NOT_EXECUTABLE (126) otherwise, as shells do.
+    try:
+        os.execvp(command[0], command)
+    except OSError as e:
+        kernel.explain_error(f"execvp({command[0]!r})", e, "execve(2)")
+        status = NOT_FOUND if e.errno in (2, 20) else NOT_EXECUTABLE  # ENOENT, ENOTDIR
+        raise ZooError(f"failed to execute {command[0]}: {e.strerror}", status) from None
+    # STUDENT CODE ABOVE (q5)
+
+
+def report_failure(error_write: int, error: ZooError) -> None:
+    """Hand the failure to the parent, which prints it and exits with its status."""
+    try:
+        os.write(error_write, f"{error.status} {error.message}".encode())
+    except OSError:
+        warn(error.message)
+
+
+def set_hostname(name: str) -> None:
+    """Name the container's UTS namespace (uts_namespaces(7))."""
+    # STUDENT CODE BELOW (q8)
+    # Set the hostname to "zoo" with sethostname(2): kernel.sys_sethostname(name).
+    try:
+        kernel.sys_sethostname(name)
+    except OSError as e:
+        import idmap
+
+        hint = idmap.userns_refusal_hint() or e.strerror
+        raise ZooError(f"failed to set the hostname to {name}: {hint}") from None
+    # STUDENT CODE ABOVE (q8)
+
