@@ -110,6 +110,9 @@ def one_entry(seconds: float, done, results: Path, timeout: float) -> dict:
     if results.exists():
         tests = json.loads(results.read_text()).get("tests", [])
     failed = [t["name"] for t in tests if t.get("score", 0) < t.get("max_score", 0)]
+    if score[1] != score[2]:
+        return entry(ONE, unit="s", reason=f"the references scored {score[1]}/{score[2]}"
+                     + (f" (lost: {', '.join(failed)})" if failed else ""))
     return entry(ONE, seconds, "s", score=f"{score[1]}/{score[2]}", checks=len(tests),
                  boot_to_first_check_s=float(boot[1]) if boot else None,
                  checks_lost=failed)
@@ -123,6 +126,13 @@ def batch_entry(seconds: float, done, count: int, jobs: int, timeout: float) -> 
     if done.returncode != 0 or len(scores) != count:
         return entry(name, unit="s", reason="grader/grade: " + first_line(
             done.stderr or done.stdout, f"exit status {done.returncode}"))
+    # Every submission is a copy of the references: anything short of full marks means
+    # the grading went wrong, and its time is no throughput.
+    wrong = [f"{s}: {a}/{b} ({status})" for s, a, b, status in scores
+             if a != b or status != "ok"]
+    if wrong:
+        return entry(name, unit="s", reason="not every reference graded in full: "
+                     + "; ".join(wrong))
     return entry(name, seconds, "s", submissions=count, jobs=jobs,
                  per_submission_s=round(seconds / count, 1),
                  per_hour=round(3600 * count / seconds, 1),

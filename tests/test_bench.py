@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import common  # noqa: E402
+import grading  # noqa: E402
 import startup  # noqa: E402
 
 SECTIONS = [("latency", "entries"), ("latency", "targets"), ("phases", "runs"),
@@ -155,3 +156,18 @@ def test_latency_entries_and_targets():
     assert [t["met"] for t in targets] == [True, True]
     crun = next(e for e in entries if e["name"] == "crun")
     assert crun["reason"].startswith("cgroups in hybrid mode")
+
+
+def test_a_grading_that_went_wrong_gives_a_reason_not_a_throughput(tmp_path):
+    def done(stdout, returncode=0):
+        return subprocess.CompletedProcess([], returncode, stdout, "")
+
+    full = "sub1: 100/100 (ok)\nsub2: 100/100 (ok)\n"
+    assert grading.batch_entry(120.0, done(full), 2, 2, 3600)["value"] == 120.0
+    stuck = "sub1: 100/100 (ok)\nsub2: 76/100 (VM killed at the 1800s timeout)\n"
+    e = grading.batch_entry(1800.0, done(stuck), 2, 2, 3600)
+    assert e["value"] is None and "sub2: 76/100 (VM killed" in e["reason"]
+    e = grading.one_entry(90.0, done("Score: 97/100\n", 1), tmp_path / "none.json", 1800)
+    assert e["value"] is None and "97/100" in e["reason"]
+    assert grading.one_entry(90.0, done("Score: 100/100\n"), tmp_path / "none.json",
+                             1800)["value"] == 90.0
