@@ -26,6 +26,9 @@ sys.path.insert(0, str(HERE))
 import checks  # noqa: E402
 
 PART_GLOB = "part{}_*"
+# After a command is killed at its timeout, how long its output pipes may stay open
+# (held by a process outside its process group) before the check goes on without them.
+PIPE_GRACE_SECONDS = 10
 
 
 class CheckFailed(Exception):
@@ -171,7 +174,7 @@ class Context:
         except subprocess.TimeoutExpired:
             timed_out = True
             kill_group(proc.pid)
-            out, err = proc.communicate()
+            out, err = finish_killed(proc)
         run = Run(argv, proc.returncode, out.decode(errors="replace"),
                   err.decode(errors="replace"), time.monotonic() - started, timed_out)
         self.log.append(run.log())
@@ -293,6 +296,23 @@ def processes() -> dict[int, str]:
             except OSError:
                 continue
     return found
+
+
+def finish_killed(proc: subprocess.Popen) -> tuple[bytes, bytes]:
+    """The output of a command killed at its timeout.  A process outside its group
+    (one that called setsid, say) may still hold the pipes: then what came so far,
+    so that one stuck command cannot stall the whole grading."""
+    try:
+        return proc.communicate(timeout=PIPE_GRACE_SECONDS)
+    except subprocess.TimeoutExpired as e:
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
+        try:
+            proc.wait(timeout=PIPE_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+        note = b"\n(grader: the output stayed open after the kill; reading stopped)\n"
+        return e.stdout or b"", (e.stderr or b"") + note
 
 
 def kill_group(pid: int) -> None:
