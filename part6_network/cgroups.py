@@ -287,14 +287,13 @@ def systemd_parent(controllers: list[str], runtime_dir: str) -> str:
 def move_to_scope(scope: str, runtime_dir: str) -> None:
     """Ask the user's systemd (over D-Bus, with busctl(1)) to make a transient scope
     holding zookeeper, with its cgroup delegated to us; wait until we are in it."""
-    import shutil
     import subprocess
 
     argv = ["busctl", "--user", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
             "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))",
             scope, "fail", "3", "PIDs", "au", "1", str(os.getpid()), "Delegate", "b", "true",
             "Slice", "s", SCOPE_SLICE, "0"]
-    if shutil.which("busctl") is None:
+    if not kernel.on_path("busctl"):
         raise ZooError(f"failed to move zookeeper into the systemd scope {scope}: "
                        "busctl not found (it comes with systemd)")
     env = dict(os.environ, XDG_RUNTIME_DIR=runtime_dir)

@@ -56,7 +56,7 @@ def find_id_maps() -> IdMaps:
         maps.subuids = maps.subgids = None
         return maps
     for tool in ("newuidmap", "newgidmap"):
-        if not on_path(tool):
+        if not kernel.on_path(tool):
             raise ZooError(f"{tool} not found: install the uidmap package "
                            "(sudo apt-get install uidmap)")
     return maps
@@ -87,16 +87,6 @@ def write_single_maps(pid: int, uid: int, gid: int) -> None:
         kernel.write_file(f"/proc/{pid}/setgroups", "deny", "user_namespaces(7)")
     with step(f"write /proc/{pid}/gid_map"):
         kernel.write_file(f"/proc/{pid}/gid_map", f"0 {gid} 1\n", "user_namespaces(7)")
-
-
-def on_path(program: str) -> bool:
-    """Is program an executable file in one of PATH's directories (as execvp(3) looks)?
-    (shutil.which does the same, for ~4 ms of imports.)"""
-    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        path = os.path.join(directory or ".", program)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return True
-    return False
 
 
 def user_name(uid: int) -> str:

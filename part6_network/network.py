@@ -119,13 +119,11 @@ class Slirp(Loopback):
     """slirp4netns for one container: started before go, stopped after exit."""
 
     def __init__(self, opts):
-        import shutil
-
         self.opts = opts
         self.pid = None  # slirp4netns, while it runs
         self.exit_write = None  # our end of its --exit-fd: closing it tells it to exit
         self.log = None  # its stdout and stderr
-        if shutil.which("slirp4netns") is None:
+        if not kernel.on_path("slirp4netns"):
             raise ZooError("slirp4netns not found: install the slirp4netns package "
                            "(sudo apt-get install slirp4netns)")
         check_tun()

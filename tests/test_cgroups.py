@@ -320,7 +320,7 @@ def systemd_session(fake, part5, tmp_path, monkeypatch, delegated="cpu memory pi
         return subprocess.CompletedProcess(argv, 0, 'o "/org/freedesktop/systemd1/job/7"\n', "")
 
     monkeypatch.setattr(subprocess, "run", busctl)
-    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(part5.kernel, "on_path", lambda name: True)
     return calls, runtime
 
 
