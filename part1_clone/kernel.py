@@ -148,6 +148,15 @@ def sys_kill(pid: int, sig: int) -> None:
     os.kill(pid, sig)
 
 
+def read_to_end(fd: int) -> bytes:
+    """read(2) a pipe until every writer has closed it (an empty read), then close it."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    os.close(fd)
+    return data
+
+
 
 
 

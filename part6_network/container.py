@@ -138,10 +138,7 @@ def clone_with_hint(flags: int) -> int:
 
 def read_child_failure(error_read: int):
     """The child's report of a failure before exec, or None once exec succeeded."""
-    data = b""
-    while chunk := os.read(error_read, 4096):
-        data += chunk
-    os.close(error_read)
+    data = kernel.read_to_end(error_read)
     if not data:
         return None
     status, _, message = data.decode(errors="replace").partition(" ")

@@ -148,6 +148,15 @@ def sys_kill(pid: int, sig: int) -> None:
     os.kill(pid, sig)
 
 
+def read_to_end(fd: int) -> bytes:
+    """read(2) a pipe until every writer has closed it (an empty read), then close it."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    os.close(fd)
+    return data
+
+
 def sys_sethostname(name: str) -> None:
     """sethostname(2): set the hostname of the caller's UTS namespace."""
     started = time.monotonic()
@@ -221,10 +230,7 @@ def spawn_tool(argv: list[str], started: float) -> tuple[int, int]:
 
 def finish_tool(argv: list[str], pid: int, err_read: int, started: float) -> OSError | None:
     """Read a helper's stderr to its end and reap it: None, or why it failed."""
-    said = b""
-    while chunk := os.read(err_read, 4096):
-        said += chunk
-    os.close(err_read)
+    said = read_to_end(err_read)
     status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if status != 0:
         lines = said.decode(errors="replace").strip().splitlines()

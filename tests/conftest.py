@@ -59,9 +59,7 @@ class Runner:
             self.uid, self.gid, self.home = 0, 0, "/root"
         self.python = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
         # The seccomp program's cache (part 3 on) goes here, not into a real home.
-        self.cache = workdir / f"cache-{who}"
-        self.cache.mkdir(exist_ok=True)
-        os.chown(self.cache, self.uid, self.gid)
+        self.cache = self.fresh_dir()
 
     def fresh_dir(self) -> Path:
         """A new empty directory of this identity's own, that it can reach."""

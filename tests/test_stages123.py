@@ -318,12 +318,10 @@ def test_no_cache_without_a_home_of_our_own(root_runner: Runner, user_runner: Ru
     assert os.listdir(users) == []
 
 
-def test_seccomp_experiment_before_and_after(runner: Runner, tmp_path):
+def test_seccomp_experiment_before_and_after(runner: Runner):
     """The written experiment: chmod u+s works in part 2, is refused in part 3."""
     script = str(runner.workdir / PARTS[3] / "experiments" / "setuid.sh")
-    scratch = runner.workdir / f"exp-{runner.who}"
-    scratch.mkdir(exist_ok=True)
-    os.chown(scratch, runner.uid, runner.gid)
+    scratch = runner.fresh_dir()
     before = runner.zookeeper(2, "sh", script, str(scratch))
     after = runner.zookeeper(3, "sh", script, str(scratch))
     assert "setuid bit set" in before.stdout, before.stdout + before.stderr
