@@ -241,17 +241,21 @@ def print_table(results: dict, out=sys.stdout) -> None:
       f"{host['load_after']:.1f} after\n")
     w(f"\nStart latency: /bin/true, rootless ({host['user']}), "
       f"median of {lat['rounds']} rounds\n")
-    w(f"  {'':<28} {'ms':>7} {'x python':>9} {'x runc':>7}  notes\n")
+    w(f"  {'':<30} {'ms':>7} {'x python':>9} {'x runc':>7}  notes\n")
     for e in lat["entries"]:
         if e["reason"]:
-            w(f"  {e['name']:<28} {'-':>7} {'':>9} {'':>7}  {e['reason']}\n")
+            w(f"  {e['name']:<30} {'-':>7} {'':>9} {'':>7}  {e['reason']}\n")
         else:
-            w(f"  {e['name']:<28} {e['value']:>7.1f} {fmt(e.get('ratio_to_python'), '.2f'):>9}"
+            w(f"  {e['name']:<30} {e['value']:>7.1f} {fmt(e.get('ratio_to_python'), '.2f'):>9}"
               f" {fmt(e.get('ratio_to_runc'), '.2f'):>7}  {e.get('note', '')}\n")
     for t in lat["targets"]:
         verdict = (f"{t['value']:.2f}x (target <= {t['target_at_most']}x: "
                    f"{'met' if t['met'] else 'NOT met'})") if not t["reason"] else t["reason"]
         w(f"  target: {t['name']}: {verdict}\n")
+        bound = t.get("lower_bound")
+        if bound and not t["reason"]:
+            w(f"    lower bound in this run: the floor {bound['floor']:.2f}x + loading part 4's "
+              f"modules {bound['modules']:.2f}x = {bound['value']:.2f}x\n")
     for run in results["phases"]["runs"]:
         w(f"\nWhere the time goes: {run['name']} -r ROOTFS /bin/true")
         if run["reason"]:

@@ -57,11 +57,12 @@ def test_quick_run_has_every_subject_and_the_references(quick):
     names = [e["name"] for e in results["latency"]["entries"]]
     for part in range(2, 7):
         assert f"zookeeper part {part}" in names
-    for ref in ("python3 -c pass", "python3 -c 'import ctypes'", "Python floor (bench/floor.py)",
+    for ref in (startup.PYTHON_REF, startup.CTYPES_REF, startup.MODULES_REF, startup.FLOOR_REF,
                 "unshare -Urmpiuf + chroot", "bubblewrap", "runc", "crun", "podman"):
         assert ref in names
     if not results["latency"]["problem"]:  # our own references always run
-        for ours in ("python3 -c pass", "Python floor (bench/floor.py)"):
+        for ours in (startup.PYTHON_REF, startup.CTYPES_REF, startup.MODULES_REF,
+                     startup.FLOOR_REF):
             entry = next(e for e in results["latency"]["entries"] if e["name"] == ours)
             assert entry["value"] is not None, entry
     for e in results["network"]["entries"] + results["grading"]["entries"]:
@@ -133,6 +134,32 @@ def test_phases_partition_a_trace():
     assert phases["interpreter exit"] == pytest.approx(10)
     assert sum(phases.values()) == pytest.approx(result["total_ms"])
     assert result["imports"] == [["kernel", 8.0]]
+
+
+@pytest.mark.slow
+def test_modules_reference_imports_what_part4_imports(quick):
+    """The modules reference must load exactly what a part 4 run loads, or the lower
+    bound it gives would not be one."""
+    results, _ = quick
+    column = next(c for c in results["imports"]["columns"] if c["name"] == "part 4 -r")
+    if column["reason"]:
+        pytest.skip(f"part 4 -r not measured: {column['reason']}")
+    ours = {m for m in column["modules"] if (ROOT / "src" / f"{m}.py").exists()}
+    assert ours == set(startup.PART4_MODULES)
+
+
+def test_lower_bound_adds_module_loading_to_the_floor():
+    def ref(name, ratio):
+        return {"name": name, "value": 1.0, "reason": None, "ratio_to_python": ratio}
+    by_name = {startup.FLOOR_REF: ref(startup.FLOOR_REF, 1.5),
+               startup.MODULES_REF: ref(startup.MODULES_REF, 1.2),
+               startup.CTYPES_REF: ref(startup.CTYPES_REF, 1.05)}
+    bound = startup.lower_bound(by_name)
+    assert bound["modules"] == pytest.approx(0.15)
+    assert bound["value"] == pytest.approx(1.65)
+    by_name[startup.MODULES_REF] = {"name": startup.MODULES_REF, "value": None,
+                                    "reason": "part4_filesystem/ is not there yet"}
+    assert startup.lower_bound(by_name) is None
 
 
 def test_latency_entries_and_targets():
