@@ -29,19 +29,23 @@ CLONE_NEWUSER = kernel.CLONE_NEWUSER
 TIOCSTI = 0x5412
 
 # The seccomp rules: (what it stops, system call, argument matches, errno returned).
-# An argument match (index, mask) means "argument index has all of mask's bits set".
+# An argument match (index, mask, value) means "argument index, masked with mask,
+# equals value" (SCMP_CMP_MASKED_EQ, seccomp_rule_add(3)): a mode bit is set when
+# (mode & S_ISUID) == S_ISUID; an ioctl request is one number, compared whole (its
+# low 32 bits: ioctl(2) takes an unsigned int), or TIOCSTI's mask would also catch
+# TIOCGWINSZ, FIONREAD and every request that happens to have the same bits set.
 SYSCALLS_TO_REFUSE = [
-    ("setuid files", "chmod", [(1, S_ISUID)], errno.EPERM),
-    ("setgid files", "chmod", [(1, S_ISGID)], errno.EPERM),
-    ("setuid files", "fchmod", [(1, S_ISUID)], errno.EPERM),
-    ("setgid files", "fchmod", [(1, S_ISGID)], errno.EPERM),
-    ("setuid files", "fchmodat", [(2, S_ISUID)], errno.EPERM),
-    ("setgid files", "fchmodat", [(2, S_ISGID)], errno.EPERM),
-    ("setuid files", "fchmodat2", [(2, S_ISUID)], errno.EPERM),
-    ("setgid files", "fchmodat2", [(2, S_ISGID)], errno.EPERM),
-    ("nested user namespaces", "unshare", [(0, CLONE_NEWUSER)], errno.EPERM),
-    ("nested user namespaces", "clone", [(0, CLONE_NEWUSER)], errno.EPERM),
-    ("typing into the terminal", "ioctl", [(1, TIOCSTI)], errno.EPERM),
+    ("setuid files", "chmod", [(1, S_ISUID, S_ISUID)], errno.EPERM),
+    ("setgid files", "chmod", [(1, S_ISGID, S_ISGID)], errno.EPERM),
+    ("setuid files", "fchmod", [(1, S_ISUID, S_ISUID)], errno.EPERM),
+    ("setgid files", "fchmod", [(1, S_ISGID, S_ISGID)], errno.EPERM),
+    ("setuid files", "fchmodat", [(2, S_ISUID, S_ISUID)], errno.EPERM),
+    ("setgid files", "fchmodat", [(2, S_ISGID, S_ISGID)], errno.EPERM),
+    ("setuid files", "fchmodat2", [(2, S_ISUID, S_ISUID)], errno.EPERM),
+    ("setgid files", "fchmodat2", [(2, S_ISGID, S_ISGID)], errno.EPERM),
+    ("nested user namespaces", "unshare", [(0, CLONE_NEWUSER, CLONE_NEWUSER)], errno.EPERM),
+    ("nested user namespaces", "clone", [(0, CLONE_NEWUSER, CLONE_NEWUSER)], errno.EPERM),
+    ("typing into the terminal", "ioctl", [(1, 0xFFFFFFFF, TIOCSTI)], errno.EPERM),
     ("the kernel keyring", "keyctl", [], errno.EPERM),
     ("the kernel keyring", "add_key", [], errno.EPERM),
     ("the kernel keyring", "request_key", [], errno.EPERM),
@@ -116,11 +120,12 @@ def compile_seccomp_filter() -> bytes:
     seccomp_filter = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for what, name, matches, err in SYSCALLS_TO_REFUSE:
         number = syscall_number(pyseccomp, name)
-        args = [pyseccomp.Arg(index, pyseccomp.MASKED_EQ, mask, mask) for index, mask in matches]
+        args = [pyseccomp.Arg(index, pyseccomp.MASKED_EQ, mask, value)
+                for index, mask, value in matches]
         with step(f"add the seccomp rule against {what} ({name})"):
             seccomp_filter.add_rule(pyseccomp.ERRNO(err), number, *args)
         kernel.explain(f"seccomp_rule_add(ERRNO({errno.errorcode[err]}), {name}"
-                       + "".join(f", arg{i} & {m:#o}" for i, m in matches) + ")",
+                       + "".join(f", {shown_match(*match)}" for match in matches) + ")",
                        "0", "seccomp_rule_add(3)")
     # seccomp_export_bpf(3) writes the program to a file descriptor: a pipe here.
     # A program has at most 4096 instructions of 8 bytes, less than a pipe holds.
@@ -133,6 +138,12 @@ def compile_seccomp_filter() -> bytes:
     kernel.explain("seccomp_export_bpf()", f"{len(program) // 8} BPF instructions",
                    "seccomp_export_bpf(3)")
     return program
+
+
+def shown_match(index: int, mask: int, value: int) -> str:
+    """An argument match as explain mode shows it: mode bits in octal, others in hex."""
+    number = oct if mask <= 0o7777 else hex
+    return f"arg{index} & {number(mask)} == {number(value)}"
 
 
 # The cache: one file, "KEY\nPROGRAM", where KEY says what the program was built

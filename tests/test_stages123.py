@@ -1,5 +1,6 @@
 """Stages 1-3 on this host, as root and as an unprivileged user with subid ranges."""
 
+import errno
 import json
 import os
 import signal
@@ -280,6 +281,31 @@ def test_each_seccomp_rule_refuses_inside_and_not_outside(runner: Runner):
             expected = "ENOSYS" if rule == "clone3" else "EPERM"
             assert result == expected, f"{rule} inside gave {result} ({how})"
             assert outside[rule] not in ("EPERM", "ENOSYS"), f"{rule} outside gave {outside[rule]}"
+
+
+# ioctl(2) requests that the TIOCSTI rule must leave alone: the request number is
+# compared whole, not as a mask (FIONREAD 0x541B and TIOCGWINSZ 0x5413 have all of
+# TIOCSTI's 0x5412 bits set).
+IOCTLS = """
+import fcntl, os, struct, termios
+r, w = os.pipe()
+os.write(w, b"abc")
+print("FIONREAD", struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, bytes(4)))[0])
+for name in ("TIOCGWINSZ", "TIOCSTI"):
+    try:
+        fcntl.ioctl(r, getattr(termios, name), bytes(8))
+    except OSError as e:
+        print(name, os.strerror(e.errno))
+"""
+
+
+def test_the_tiocsti_rule_refuses_tiocsti_only(runner: Runner):
+    done = runner.zookeeper(3, runner.python, "-c", IOCTLS)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "FIONREAD 3",
+        f"TIOCGWINSZ {os.strerror(errno.ENOTTY)}",  # a pipe is no terminal: asked, not refused
+        f"TIOCSTI {os.strerror(errno.EPERM)}"]
 
 
 SPOILED_CACHES = {
