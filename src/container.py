@@ -64,6 +64,7 @@ def run_container(opts) -> int:
     # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     cleanup = Cleanup()
+    cloned = False
     try:
         if STAGE >= 2:
             import idmap
@@ -111,6 +112,7 @@ def run_container(opts) -> int:
         # STUDENT CODE ABOVE (q1)
         os.close(go_read)
         os.close(error_write)
+        cloned = True
         reaped = False
         # On a failure from here on, the child dies first, before anything it uses
         # (its cgroup, its network, its filesystem) is taken away.
@@ -136,6 +138,14 @@ def run_container(opts) -> int:
         status = kernel.sys_waitpid(pid)
         # STUDENT CODE ABOVE (q3)
         reaped = True
+    except ZooError as ours:
+        if not cloned:
+            raise
+        # A step of ours failed after the clone: maybe because the child failed first
+        # (then writing go, say, meets a closed pipe: EPIPE).  Its report says why:
+        # once the cleanup has killed it, the error pipe has no writer left.
+        cleanup.run()
+        raise read_child_failure(error_read) or ours from None
     finally:
         cleanup.run()
     if failure:

@@ -283,6 +283,24 @@ def test_each_seccomp_rule_refuses_inside_and_not_outside(runner: Runner):
             assert outside[rule] not in ("EPERM", "ENOSYS"), f"{rule} outside gave {outside[rule]}"
 
 
+def test_a_child_that_fails_before_go_is_heard(user_runner: Runner):
+    """The child fails while the parent maps its ids: writing go then meets a closed
+    pipe (EPIPE), and what the user must see is the child's reason, not the EPIPE."""
+    import shutil
+
+    copy = user_runner.workdir / "fails-before-go" / PARTS[2]
+    if not copy.exists():
+        shutil.copytree(user_runner.workdir / PARTS[2], copy)
+        source = (copy / "container.py").read_text()
+        wait = "        message = os.read(go_read, 64)\n"
+        assert wait in source
+        (copy / "container.py").write_text(source.replace(
+            wait, "        raise ZooError('q4 broken on purpose')\n" + wait))
+    for _ in range(3):
+        done = user_runner.run([user_runner.python, str(copy / "zookeeper.py"), "true"])
+        assert (done.returncode, done.stderr) == (125, "zookeeper: q4 broken on purpose\n")
+
+
 # ioctl(2) requests that the TIOCSTI rule must leave alone: the request number is
 # compared whole, not as a mask (FIONREAD 0x541B and TIOCGWINSZ 0x5413 have all of
 # TIOCSTI's 0x5412 bits set).
