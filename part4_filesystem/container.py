@@ -81,9 +81,11 @@ def run_container(opts) -> int:
                   | kernel.CLONE_NEWUTS)
         # STUDENT CODE ABOVE (q6)
         # STUDENT CODE BELOW (q1)
-        # Create the child with clone(2): kernel.sys_clone(flags) returns like fork(2),
-        # the child's pid here and 0 in the child, which runs child_main() and never
-        # returns from it.
+        # Create the child with clone(2): clone_with_hint(flags) (below) calls
+        # kernel.sys_clone(flags) and returns like fork(2), the child's pid here and 0
+        # in the child, which runs child_main() and never returns from it.  Call it in
+        # a `with step("clone the container process"):` (errors.py), as every system
+        # call here: a failure then reads "zookeeper: failed to clone ...: <reason>".
         with step("clone the container process"):
             pid = clone_with_hint(flags)
         if pid == 0:
@@ -289,8 +291,10 @@ def exec_command(command: list[str]) -> None:
     kernel.explain(f"execvp({command[0]!r}, {command!r})", "…", "execve(2)")
     # STUDENT CODE BELOW (q5)
     # Run the command with execvp(3) (os.execvp), which searches PATH.  If it fails,
-    # raise ZooError with NOT_FOUND (127) when the file does not exist, and
-    # NOT_EXECUTABLE (126) otherwise, as shells do.
+    # raise ZooError(f"failed to execute {command[0]}: {e.strerror}", status) with
+    # status NOT_FOUND (127) when there is no such file (errno ENOENT, or ENOTDIR
+    # when a PATH entry is a file) and NOT_EXECUTABLE (126) otherwise, as shells do.
+    # For -v, kernel.explain_error(f"execvp({command[0]!r})", e, "execve(2)") first.
     try:
         os.execvp(command[0], command)
     except OSError as e:

@@ -74,7 +74,8 @@ class Limits:
             # STUDENT CODE BELOW (q15)
             # Make the container's cgroup and move the child into it.  mkdir(2) the
             # directory path (mode 0755), then write the child's pid to its cgroup.procs
-            # (cgroups(7) "Creating cgroups and moving processes").
+            # (cgroups(7) "Cgroups version 2", and the kernel's cgroup-v2.rst,
+            # "Organizing Processes").
             # kernel.sys_mkdir(path, 0o755), kernel.write_file(file, text, "cgroups(7)").
             with step(f"create the cgroup {path}"):
                 kernel.sys_mkdir(path, 0o755)

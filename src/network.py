@@ -17,10 +17,11 @@ gives the container an `eth0`:
   and forwarding is off for packets that come in on zoo0: containers reach the
   host and each other, not the world beyond this machine.
 
-zookeeper.py calls three things, in this order:
-    net = prepare(opts)      parent, before clone: early checks, nothing made yet
-    undo = net.start(pid)    parent, after the id maps, before go; undo() stops it all
-    configure_inside(net)    the container, after go, before pivot_root
+container.py calls four things, in this order:
+    net = prepare(opts)          parent, before clone: early checks, nothing made yet
+    undo = net.start(pid)        parent, after the id maps, before go; undo() stops it all
+    configure_inside(net)        the container, after go, before pivot_root
+    provide_resolv_conf(net)     the container, after pivot_root: -n's DNS server
 """
 
 import _signal as signal  # signal, without its enums: see kernel.py
@@ -140,8 +141,10 @@ class Slirp(Loopback):
                 # Start slirp4netns for the container.  The course's command (-c PID eth0
                 # and its four flags), plus --ready-fd=ready_write (it writes "1" there once
                 # eth0 is up) and --exit-fd=exit_read (it exits when our end closes).
-                # slirp4netns(1); spawn() runs a program like fork(2) + execvp(3) and
-                # returns its pid.
+                # slirp4netns(1).  spawn(argv, self.log, keep=(ready_write, exit_read))
+                # runs it with posix_spawnp(3), handing it those two descriptors (the
+                # others close on exec); keep its pid in self.pid, which
+                # wait_until_ready() and stop() use.
                 argv = ["slirp4netns", "--disable-host-loopback", "--mtu=65521",
                         "--enable-seccomp", "--enable-ipv6",
                         f"--ready-fd={ready_write}", f"--exit-fd={exit_read}",

@@ -211,7 +211,7 @@ def mount_dev(dev: str) -> None:
                          kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC, "mode=1777")
     with step(f"make {dev}/pts"):
         kernel.sys_mkdir(f"{dev}/pts", 0o755)
-    try:  # terminals of the container's own (devpts(5)), where the kernel allows it
+    try:  # terminals of the container's own (pts(4)), where the kernel allows it
         kernel.sys_mount("devpts", f"{dev}/pts", "devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC,
                          "newinstance,ptmxmode=0666,mode=620")
     except OSError:

@@ -5,8 +5,9 @@
 #   part3_seccomp/zookeeper.py    sh experiments/setuid.sh DIR   -> Operation not permitted
 #
 # Root in the container may chmod its own files, and a setuid-root binary made
-# inside could outlive the container.  The rule against chmod/fchmod/fchmodat(2)
-# with S_ISUID returns EPERM before the kernel even looks at the file.
+# inside could outlive the container.  The rules against chmod, fchmod, fchmodat
+# and fchmodat2 (chmod(2)) with S_ISUID return EPERM before the kernel even looks at
+# the file (newer C libraries make fchmodat a call of fchmodat2).
 dir=${1:-/tmp}
 file="$dir/zoo-setuid-experiment.$$"
 : > "$file" || exit 1
