@@ -267,6 +267,3 @@ def report_failure(error_write: int, error: ZooError) -> None:
         os.write(error_write, f"{error.status} {error.message}".encode())
     except OSError:
         warn(error.message)
-
-
-

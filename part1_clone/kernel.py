@@ -155,11 +155,3 @@ def read_to_end(fd: int) -> bytes:
         data += chunk
     os.close(fd)
     return data
-
-
-
-
-
-
-
-

@@ -239,9 +239,3 @@ def finish_tool(argv: list[str], pid: int, err_read: int, started: float) -> OSE
         return OSError(errno.EPERM, reason)
     explain(" ".join(argv), "ok", f"{argv[0]}(1)", started)
     return None
-
-
-
-
-
-

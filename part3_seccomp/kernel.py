@@ -310,7 +310,3 @@ def sys_seccomp_set_filter(program: bytes) -> None:
                        ctypes.c_long(0), ctypes.byref(fprog)),
           lambda: f"seccomp(SECCOMP_SET_MODE_FILTER, 0, {{len={fprog.len}}})", "seccomp(2)",
           started)
-
-
-
-

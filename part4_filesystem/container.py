@@ -324,4 +324,3 @@ def set_hostname(name: str) -> None:
         hint = idmap.userns_refusal_hint() or e.strerror
         raise ZooError(f"failed to set the hostname to {name}: {hint}") from None
     # STUDENT CODE ABOVE (q8)
-

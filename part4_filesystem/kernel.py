@@ -388,5 +388,3 @@ def sys_unshare(flags: int) -> None:
     started = time.monotonic()
     check(libc.unshare(flags), lambda: f"unshare({flag_names(flags, CLONE_FLAG_NAMES)})",
           "unshare(2)", started)
-
-

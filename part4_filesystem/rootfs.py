@@ -235,8 +235,6 @@ def mount_sys(sys_dir: str) -> None:
         raise ZooError(f"failed to mount sysfs at {sys_dir}: {e.strerror}") from None
 
 
-
-
 def mount_proc(target: str) -> None:
     """A proc of the container's own PID namespace: ps shows only its processes."""
     mount_point_ready(target)

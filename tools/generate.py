@@ -332,6 +332,20 @@ def specialise(lines: list[str], stage: int) -> list[str]:
     return out
 
 
+def part_text(lines: list[str], stage: int) -> str:
+    """A file of part `stage`: specialised, and without the blank lines that the regions
+    and guards it leaves out would leave behind (at most two in a row, none at the end),
+    so that `diff` between two parts shows code, not spacing."""
+    out: list[str] = []
+    for line in specialise(lines, stage):
+        if not line.strip() and len(out) >= 2 and not out[-1].strip() and not out[-2].strip():
+            continue
+        out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
+    return "".join(out)
+
+
 def dedent4(line: str) -> str:
     """Remove one level of indentation (a guard's body moves up one level)."""
     if not line.strip():
@@ -390,7 +404,7 @@ def generate(src: Path) -> dict[str, dict[str, tuple[str, bool]]]:
     outputs: dict[str, dict[str, tuple[str, bool]]] = {}
     for stage, name in PARTS.items():
         outputs[name] = {
-            sf.path: ("".join(specialise(sf.lines, stage)), sf.executable)
+            sf.path: (part_text(sf.lines, stage), sf.executable)
             for sf in files if sf.stage <= stage and sf.only != "skeleton"
         }
     outputs[SKELETON] = {
