@@ -77,7 +77,7 @@ def run_container(opts) -> int:
         cloned = True
         reaped = False
         # On a failure from here on, the child dies first, before anything it uses
-        # (its cgroup, its network, its filesystem) is taken away.
+        # is taken away.
         cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
         forward_signals_to(pid)
         # STUDENT CODE BELOW (q2)
@@ -110,11 +110,8 @@ def run_container(opts) -> int:
 
 
 def clone_with_hint(flags: int) -> int:
-    """sys_clone, with the reason when the kernel refuses a user namespace."""
-    try:
-        return kernel.sys_clone(flags)
-    except OSError as e:
-        raise e
+    """kernel.sys_clone(flags), with the reason spelled out when the kernel refuses."""
+    return kernel.sys_clone(flags)
 
 
 def read_child_failure(error_read: int):
@@ -166,9 +163,9 @@ def kill_if_running(pid: int) -> None:
 def forward_signals_to(pid: int) -> None:
     """SIGINT, SIGTERM, SIGHUP and SIGQUIT to zookeeper go to the container.
 
-    The container's first process is PID 1 of its PID namespace, and the kernel only
-    delivers it the signals it installed a handler for (pid_namespaces(7)): if it is
-    still running after KILL_GRACE_SECONDS, SIGKILL it.
+    A command may ignore them (and PID 1 of a PID namespace gets only the signals it
+    installed a handler for, pid_namespaces(7)): if it is still running after
+    KILL_GRACE_SECONDS, SIGKILL it.
     """
 
     def forward(signum, frame):

@@ -25,10 +25,11 @@ class ZooError(Exception):
 class step:
     """Name a step so its failure reads well:
 
-        with step(f"mount proc at {path}"):
-            kernel.sys_mount("proc", path, "proc", flags)
+        with step("wait for the container"):
+            status = kernel.sys_waitpid(pid)
 
-    turns OSError(EPERM) into ZooError("failed to mount proc at ...: Operation not permitted").
+    turns OSError(ECHILD) into ZooError("failed to wait for the container: No child
+    processes").
     """
 
     def __init__(self, what: str):

@@ -3,7 +3,7 @@
 Every function here is a thin wrapper around one system call (see its man page):
 it converts Python values to C ones, raises OSError with errno on failure, and, in
 explain mode (-v), prints the call, its result, its man page and how long it took.
-The rest of zookeeper calls these by name, e.g. `kernel.sys_mount(...)`, so a test
+The rest of zookeeper calls these by name, e.g. `kernel.sys_waitpid(pid)`, so a test
 can swap in a fake and check which calls were made, in which order.
 """
 
@@ -32,6 +32,9 @@ pylibc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong,
 
 SYS_clone = 56  # x86_64, from <asm/unistd_64.h>
 
+# clone(2)'s flags as explain mode spells them.  The low byte is the signal the
+# parent gets when the child ends: SIGCHLD, as fork(2) does.
+CLONE_FLAG_NAMES = [("SIGCHLD", signal.SIGCHLD)]
 # Flags of clone(2) and unshare(2): each CLONE_NEW* gives the child a new namespace.
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -40,11 +43,11 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-CLONE_FLAG_NAMES = [
+CLONE_FLAG_NAMES[:0] = [
     ("CLONE_NEWUSER", CLONE_NEWUSER), ("CLONE_NEWCGROUP", CLONE_NEWCGROUP),
     ("CLONE_NEWIPC", CLONE_NEWIPC), ("CLONE_NEWNET", CLONE_NEWNET),
     ("CLONE_NEWNS", CLONE_NEWNS), ("CLONE_NEWPID", CLONE_NEWPID),
-    ("CLONE_NEWUTS", CLONE_NEWUTS), ("SIGCHLD", signal.SIGCHLD),
+    ("CLONE_NEWUTS", CLONE_NEWUTS),
 ]
 
 
@@ -124,7 +127,7 @@ def signal_name(signum: int) -> str:
     try:
         import signal as named
         return named.Signals(signum).name
-    except (ImportError, ValueError):  # after pivot_root, the library is out of reach
+    except (ImportError, ValueError):  # in a root of its own, the library is out of reach
         return str(signum)
 
 
@@ -166,7 +169,7 @@ def sys_sethostname(name: str) -> None:
 
 
 def write_file(path: str, text: str, man: str) -> None:
-    """Write a kernel control file (/proc/PID/uid_map, a cgroup's memory.max, ...)
+    """Write a kernel control file (/proc/PID/uid_map, /proc/PID/setgroups, ...)
     in one write(2), as the kernel expects of most of them."""
     started = time.monotonic()
     call = f"write({path}, {text.strip()!r})"
@@ -371,14 +374,14 @@ def sys_chdir(path: str) -> None:
 
 
 def sys_mkdir(path: str, mode: int = 0o755) -> None:
-    """mkdir(2): make a directory (a mount point, a cgroup)."""
+    """mkdir(2): make a directory."""
     started = time.monotonic()
     check(libc.mkdir(c_str(path), mode), lambda: f"mkdir({quoted(path)}, {mode:#o})",
           "mkdir(2)", started)
 
 
 def sys_rmdir(path: str) -> None:
-    """rmdir(2): remove an empty directory (a temporary mount point, a cgroup)."""
+    """rmdir(2): remove an empty directory."""
     started = time.monotonic()
     check(libc.rmdir(c_str(path)), lambda: f"rmdir({quoted(path)})", "rmdir(2)", started)
 

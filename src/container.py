@@ -117,7 +117,7 @@ def run_container(opts) -> int:
         cloned = True
         reaped = False
         # On a failure from here on, the child dies first, before anything it uses
-        # (its cgroup, its network, its filesystem) is taken away.
+        # is taken away.
         cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
         forward_signals_to(pid)
         if STAGE >= 2:
@@ -156,17 +156,19 @@ def run_container(opts) -> int:
 
 
 def clone_with_hint(flags: int) -> int:
-    """sys_clone, with the reason when the kernel refuses a user namespace."""
-    try:
+    """kernel.sys_clone(flags), with the reason spelled out when the kernel refuses."""
+    if STAGE < 2:
         return kernel.sys_clone(flags)
-    except OSError as e:
-        if STAGE >= 2:
+    if STAGE >= 2:
+        try:
+            return kernel.sys_clone(flags)
+        except OSError:
             import idmap
 
-            hint = idmap.userns_refusal_hint()
+            hint = idmap.userns_refusal_hint()  # a user namespace may be refused
             if hint:
                 raise ZooError(f"failed to clone the container process: {hint}") from None
-        raise e
+            raise
 
 
 def read_child_failure(error_read: int):
@@ -218,9 +220,9 @@ def kill_if_running(pid: int) -> None:
 def forward_signals_to(pid: int) -> None:
     """SIGINT, SIGTERM, SIGHUP and SIGQUIT to zookeeper go to the container.
 
-    The container's first process is PID 1 of its PID namespace, and the kernel only
-    delivers it the signals it installed a handler for (pid_namespaces(7)): if it is
-    still running after KILL_GRACE_SECONDS, SIGKILL it.
+    A command may ignore them (and PID 1 of a PID namespace gets only the signals it
+    installed a handler for, pid_namespaces(7)): if it is still running after
+    KILL_GRACE_SECONDS, SIGKILL it.
     """
 
     def forward(signum, frame):
@@ -306,7 +308,7 @@ def child_main(container: Container, go_read: int, go_write: int,
         if STAGE >= 6:
             network.provide_resolv_conf(container.net)
         if STAGE >= 3:
-            import security  # the parent imported it: no file to read after pivot_root
+            import security  # imported by the parent already: nothing to read from disk
 
             # STUDENT CODE BELOW (q10)
             # Lock the container in: drop the dangerous capabilities, forbid gaining
