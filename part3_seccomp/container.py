@@ -169,7 +169,8 @@ class Cleanup:
             except ZooError as e:
                 failures.append(e.message)
             except OSError as e:
-                failures.append(str(e))
+                where = f" {e.filename}" if e.filename else ""
+                failures.append(f"failed to clean up{where}: {e.strerror or e}")
         for message in failures:
             warn(f"cleanup: {message}")
 

@@ -212,11 +212,12 @@ def check_tun() -> None:
     try:
         mode = os.stat(TUN).st_mode & 0o777
     except OSError as e:
-        raise ZooError(f"{TUN}: {e.strerror}: slirp4netns needs the tun device "
-                       "(sudo modprobe tun)") from None
+        raise ZooError(f"failed to use {TUN}: {e.strerror}; slirp4netns needs the tun "
+                       "device (sudo modprobe tun)") from None
     if not os.access(TUN, os.R_OK | os.W_OK):
-        raise ZooError(f"{TUN} is not readable and writable by you (mode {mode:04o}), and "
-                       f"slirp4netns needs it: sudo chmod 0666 {TUN} (Debian's default)")
+        raise ZooError(f"failed to use {TUN}: not readable and writable by you (mode "
+                       f"{mode:04o}); slirp4netns needs it: sudo chmod 0666 {TUN} "
+                       "(Debian's default)")
 
 
 def open_log() -> int:

@@ -85,13 +85,14 @@ def check_rootfs(given: str, path: str, overlay: bool) -> None:
         st = os.stat(path)
     except OSError as e:
         kernel.explain_error(f"stat({kernel.quoted(path)})", e, "stat(2)", started)
-        raise ZooError(f"-r {given}: {e.strerror}") from None
+        raise ZooError(f"failed to use {given} as the rootfs: {e.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise ZooError(f"-r {given}: not a directory")
+        raise ZooError(f"failed to use {given} as the rootfs: {os.strerror(errno.ENOTDIR)}")
     if not os.access(path, os.R_OK | os.X_OK):
-        raise ZooError(f"-r {given}: {os.strerror(errno.EACCES)}")
+        raise ZooError(f"failed to use {given} as the rootfs: {os.strerror(errno.EACCES)}")
     if overlay and ("," in path or ":" in path):
-        raise ZooError(f"-r {given}: -o cannot use a path with ',' or ':' (overlay options)")
+        raise ZooError(f"failed to use {given} as the rootfs with -o: an overlay's "
+                       "paths cannot hold ',' or ':' (they separate its options)")
 
 
 class Filesystem:

@@ -137,7 +137,8 @@ def test_nonexistent_rootfs_ends_the_trace_with_the_failing_step(user_runner: Ru
     trace = done.stderr.splitlines()
     assert re.search(r'^zookeeper: stat\("/nonexistent-zk"\) = -1 ENOENT \(No such file or '
                      r"directory\) +stat\(2\)", trace[-2]), trace
-    assert trace[-1] == "zookeeper: -r /nonexistent-zk: No such file or directory"
+    assert trace[-1] == ("zookeeper: failed to use /nonexistent-zk as the rootfs: "
+                         "No such file or directory")
 
 
 def test_skeleton_shows_where_the_flow_stops(user_runner: Runner, tmp_path):

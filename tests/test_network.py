@@ -273,8 +273,8 @@ def test_rootless_unusable_tun_is_one_line(user_runner: Runner, no_leftovers):
     done = run_rootless(user_runner, "-n", "true", tun="600")
     assert done.returncode == 125
     assert lines(done.stderr) == [
-        "zookeeper: /dev/net/tun is not readable and writable by you (mode 0600), and "
-        "slirp4netns needs it: sudo chmod 0666 /dev/net/tun (Debian's default)"]
+        "zookeeper: failed to use /dev/net/tun: not readable and writable by you (mode "
+        "0600); slirp4netns needs it: sudo chmod 0666 /dev/net/tun (Debian's default)"]
 
 
 def test_rootless_slirp4netns_failure_shows_its_words(user_runner: Runner, shared_tmp,

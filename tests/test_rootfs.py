@@ -232,7 +232,7 @@ def test_missing_mount_points_are_made(part4, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("make,message", [
     (lambda p: None, "No such file or directory"),
-    (lambda p: p.write_text("x"), "not a directory"),
+    (lambda p: p.write_text("x"), "Not a directory"),
 ])
 def test_bad_rootfs_before_anything_is_made(part4, tmp_path, monkeypatch, make, message):
     rootfs = part4.rootfs
@@ -243,14 +243,15 @@ def test_bad_rootfs_before_anything_is_made(part4, tmp_path, monkeypatch, make, 
     make(bad)
     with pytest.raises(part4.errors.ZooError) as e:
         rootfs.prepare(options(rootfs=str(bad)))
-    assert e.value.message == f"-r {bad}: {message}" and e.value.status == 125
+    assert e.value.message == f"failed to use {bad} as the rootfs: {message}"
+    assert e.value.status == 125
     assert list(scratch.iterdir()) == []
 
 
 def test_overlay_refuses_option_characters(part4, tmp_path):
     odd = tmp_path / "a,b"
     odd.mkdir()
-    with pytest.raises(part4.errors.ZooError, match="-o cannot use a path"):
+    with pytest.raises(part4.errors.ZooError, match="paths cannot hold ','"):
         part4.rootfs.prepare(options(rootfs=str(odd), overlay=True))
 
 
@@ -456,12 +457,13 @@ def test_bad_rootfs_is_one_line_125(runner: Runner, kind):
     path = runner.workdir / f"not-a-rootfs-{kind}"
     if kind == "file":
         path.write_text("x")
-    reason = "No such file or directory" if kind == "missing" else "not a directory"
+    reason = "No such file or directory" if kind == "missing" else "Not a directory"
     done = runner.zookeeper(4, "-r", str(path), "true")
     assert done.returncode == 125
-    assert done.stderr.splitlines() == [f"zookeeper: -r {path}: {reason}"]
+    said = f"zookeeper: failed to use {path} as the rootfs: {reason}"
+    assert done.stderr.splitlines() == [said]
     done = runner.zookeeper(4, "-v", "-r", str(path), "true")
-    assert done.stderr.splitlines()[-1] == f"zookeeper: -r {path}: {reason}"
+    assert done.stderr.splitlines()[-1] == said
     assert mkdtemp_paths(done.stderr) == []  # nothing was made, nothing left
 
 
