@@ -75,6 +75,12 @@ def test_no_answers_in_the_handout(handout_dir):
     assert "Answer: (describe your experiment" in readme
     assert "5.1 Seccomp (part 3)" in readme
     assert "For instructors and maintainers" not in readme
+    # Nothing the handout does not have: the maintainers' tests, the benchmarks, the
+    # reference parts' experiment scripts (named in answers only).
+    for absent in ("make test", "make bench", "Benchmarks", "part5_cgroups/experiments"):
+        assert absent not in readme, absent
+    assert "make check" in readme and "make diff PART=4" in readme
+    assert "\ndiff:" in (handout_dir / "Makefile").read_text()
 
 
 def test_the_handout_grades_itself_locally(handout_dir, tmp_path):

@@ -32,11 +32,13 @@ PYTHON ?= python3
 BUILD  ?= build
 ROOTFS ?= $(BUILD)/zoo-fs
 
-.PHONY: help demo rootfs rootfs-debian check-deps check
+.PHONY: help demo rootfs rootfs-debian check-deps check diff
+PART   ?= 6
 help:
 \t@echo "make rootfs   build $(BUILD)/zoo-fs.tar and unpack it into $(ROOTFS) (as you)"
 \t@echo "make demo     run a container from your newest part"
 \t@echo "make check    the grader's public checks on this machine (grader/grade . --local --public)"
+\t@echo "make diff PART=N   what your part N adds to your part N-1"
 
 check-deps:
 \t@sh tools/check-deps.sh rootfs run
@@ -61,7 +63,27 @@ demo: check-deps rootfs
 
 check:
 \tgrader/grade . --local --public
+
+diff:
+\t@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
+\t@diff -ru --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) \\
+\t\t$(firstword $(wildcard part$(PART)_*)) || true
 """
+
+# What the repo's README says of tools the handout does not have: the maintainers'
+# tests and the benchmarks (section 8, up to the maintainers' section).
+REPO_ONLY_TEST = """\
+    sudo make test     installs the test dependencies (system packages, a venv in
+                       /opt/zookeeper-venv, a test user `zootest` with a subuid range),
+                       then runs ruff, the generator check and every test, including
+                       the grader's VM tests (the VM image is built once, ~2 minutes,
+                       and cached in ~/.cache/zookeeper)
+"""
+HANDOUT_TEST = """\
+    make check         the grader's public checks on this machine, as you
+                       (grader/grade . --local --public; section 7)
+"""
+BENCHMARKS_HEADING = "8. Benchmarks"
 
 
 def public_checks_source(text: str) -> str:
@@ -89,6 +111,9 @@ def readme_without_answers(text: str) -> str:
     becomes a place for the student's, and the maintainers' section goes."""
     if MAINTAINERS_HEADING in text:
         text = text.split(MAINTAINERS_HEADING)[0].rstrip() + "\n"
+    if BENCHMARKS_HEADING in text:
+        text = text.split(BENCHMARKS_HEADING)[0].rstrip() + "\n"
+    text = text.replace(REPO_ONLY_TEST, HANDOUT_TEST)
     out, skipping = [], False
     for line in text.splitlines(keepends=True):
         if line.startswith(ANSWER_START):
