@@ -95,8 +95,8 @@ class Limits:
             # STUDENT CODE BELOW (q16)
             # Limit the container's memory: write the limit in bytes to memory.max.
             # At the limit the kernel reclaims, then OOM-kills.  cgroups(7), and
-            # "memory.max" in the kernel's cgroup-v2.rst:
-            # kernel.write_file(f"{path}/memory.max", memory_max(self.memory), "cgroups(7)").
+            # "memory.max" in the kernel's cgroup-v2.rst.  kernel.write_file(file,
+            # text, man) writes a control file; memory_max() gives the text.
             with step(f"limit memory to {self.memory} bytes ({path}/memory.max)"):
                 kernel.write_file(f"{path}/memory.max", memory_max(self.memory),
                                   "cgroups(7)")

@@ -71,7 +71,8 @@ def drop_capabilities() -> None:
     # Drop each capability of CAPABILITIES_TO_DROP from the bounding set.  The
     # bounding set limits what any program run later can ever gain; prctl(2)
     # PR_CAPBSET_DROP removes one capability from it.  capabilities(7).
-    # kernel.sys_prctl(kernel.PR_CAPBSET_DROP, number, shown=name)
+    # kernel.sys_prctl(option, arg2, shown=...) makes the call; shown= is how explain
+    # mode prints arg2 (the capability's name reads better than its number).
     for name, number in CAPABILITIES_TO_DROP:
         with step(f"drop {name} from the bounding set"):
             kernel.sys_prctl(kernel.PR_CAPBSET_DROP, number, shown=name)

@@ -152,8 +152,8 @@ def make_mounts_private() -> None:
     # STUDENT CODE BELOW (q11)
     # Make every mount private, recursively.  Mounts made here then never show on
     # the host, nor the host's here.  mount(2) "Changing the propagation type",
-    # mount_namespaces(7):
-    # kernel.sys_mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE).
+    # mount_namespaces(7).  kernel.sys_mount(source, target, fstype, flags): a
+    # change of propagation names the mount point only (no source, no type).
     with step("make the mounts of / private"):
         kernel.sys_mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
     # STUDENT CODE ABOVE (q11)
@@ -163,8 +163,8 @@ def bind_rootfs(rootfs: str, new_root: str) -> None:
     """Make the rootfs directory a mount point at new_root (pivot_root needs one)."""
     # STUDENT CODE BELOW (q12)
     # Bind-mount the rootfs onto new_root.  With MS_REC, the mounts below it come
-    # along.  mount(2) "Creating a bind mount":
-    # kernel.sys_mount(rootfs, new_root, None, kernel.MS_BIND | kernel.MS_REC).
+    # along.  mount(2) "Creating a bind mount"; kernel.sys_mount(source, target,
+    # fstype, flags), the flags in kernel.py.
     with step(f"bind-mount {rootfs} at {new_root}"):
         kernel.sys_mount(rootfs, new_root, None, kernel.MS_BIND | kernel.MS_REC)
     # STUDENT CODE ABOVE (q12)
@@ -263,8 +263,9 @@ def mount_proc(target: str) -> None:
     mount_point_ready(target)
     # STUDENT CODE BELOW (q13)
     # Mount proc at target.  A new proc shows the processes of the container's
-    # PID namespace only.  proc(5), mount(2): kernel.sys_mount("proc", target,
-    # "proc", kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC).
+    # PID namespace only.  proc(5), mount(2): kernel.sys_mount(source, target,
+    # fstype, flags); a pseudo-filesystem's source is its name, and a proc wants
+    # no setuid programs, no device files and no programs run from it.
     with step(f"mount proc at {target}"):
         kernel.sys_mount("proc", target, "proc",
                          kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC)
