@@ -200,18 +200,37 @@ def temp_dirs() -> set:
     return set(glob.glob("/tmp/zoo.*"))
 
 
+MARKER = "inside"
+
+
+def in_rootfs(fs, command: str) -> str:
+    """A shell command that first proves the container runs in the rootfs fs: it prints
+    /zoo-marker, a file only fs has (see expect_in_rootfs), then runs command."""
+    (fs / "zoo-marker").write_text(MARKER + "\n")
+    return f"cat /zoo-marker && {{ {command}; }}"
+
+
+def expect_in_rootfs(z, r) -> None:
+    """The run printed fs's /zoo-marker first: -r DIR really became its /.  Part 3's
+    program (which ignores -r) or a pivot_root that does nothing fails here."""
+    z.expect(r.stdout.split("\n", 1)[0] == MARKER,
+             "the container should run in the rootfs: a file in it (/zoo-marker) should "
+             "be visible at / in the container", r)
+
+
 @check(4, "pivot_root hides the host", 5)
 def p4_pivot_root(z):
     fs = z.rootfs()
-    (fs / "zoo-marker").write_text("inside\n")
     host_marker = z.scratch / "host-marker"
     host_marker.write_text("host\n")
-    r = z.zk(4, "-r", str(fs), "sh", "-c",
-             f"cat /zoo-marker; test -e {host_marker} && echo host-visible; "
-             "test -e /proc/1/root/etc/debian_version && echo host-proc; ls /")
-    z.expect(r.status == 0 and r.stdout.startswith("inside"),
-             "a file in the rootfs (/zoo-marker) should be visible at / in the container", r)
+    r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(
+        fs, f"test -e {host_marker} && echo host-visible; "
+        "test -e /proc/1/root/etc/debian_version && echo host-proc; ls /"))
+    expect_in_rootfs(z, r)
+    z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
     z.expect("host-visible" not in r.stdout, "a file of the host is visible in the container", r)
+    z.expect("host-proc" not in r.stdout, "the host's / is reachable in the container through "
+             "/proc/1/root (the host's /proc)", r)
 
 
 @check(4, "-P mounts a proc with only the container's processes", 4)
@@ -219,7 +238,8 @@ def p4_proc(z):
     fs = z.rootfs()
     r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'")
     out = r.stdout.split()
-    z.expect(r.status == 0 and len(out) == 2, "could not list /proc in the container", r)
+    z.expect(r.status == 0 and len(out) == 2 and out[1].isdigit(),
+             "could not list /proc in the container", r)
     z.expect(out[0] == "sh", f"PID 1 in /proc should be the command (sh), got {out[0]}", r)
     z.expect(int(out[1]) <= 4, f"/proc shows {out[1]} processes: the host's, not only the "
              "container's", r)
@@ -228,15 +248,19 @@ def p4_proc(z):
 @check(4, "/dev/null works in the container", 2)
 def p4_dev_null(z):
     fs = z.rootfs()
-    r = z.zk(4, "-r", str(fs), "sh", "-c", "echo gone > /dev/null && wc -c < /dev/null")
-    z.expect(r.status == 0 and r.stdout.strip() == "0", "/dev/null should swallow writes", r)
+    r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "echo gone > /dev/null && "
+                                                         "wc -c < /dev/null"))
+    expect_in_rootfs(z, r)
+    z.expect(r.status == 0 and r.stdout.split() == [MARKER, "0"],
+             "/dev/null should swallow writes", r)
 
 
 @check(4, "temporary directory removed on every exit", 5)
 def p4_temp_dir_removed(z):
     fs = z.rootfs()
     before = temp_dirs()
-    r = z.zk(4, "-r", str(fs), "true")
+    r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "true"))
+    expect_in_rootfs(z, r)
     z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
     z.expect(temp_dirs() == before, "/tmp/zoo.* left behind after a normal exit", r)
     r = z.zk(4, "-r", str(fs), "no-such-command-zk")
@@ -251,10 +275,11 @@ def p4_temp_dir_removed(z):
 @check(4, "bad -r: one line, 125, nothing left", 2, public=False)
 def p4_bad_rootfs(z):
     # First the good case, so that only a working stage 4 earns these points.
-    r = z.zk(4, "-r", str(z.rootfs()), "cat", "/zoo-release-check")
+    fs = z.rootfs()
     before = temp_dirs()
-    z.expect(r.status == 1 and "zoo-release-check" in r.stderr,
-             "a container should run first (cat of a missing file: status 1)", r)
+    r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "true"))
+    expect_in_rootfs(z, r)
+    z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
     r = z.zk(4, "-r", str(z.scratch / "no-such-dir"), "true")
     z.expect(r.status == 125, f"a missing -r directory should give 125, got {r.status_text}", r)
     z.expect(len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr,
@@ -265,11 +290,12 @@ def p4_bad_rootfs(z):
 @check(4, "as root too", 2, public=False, needs=("root",))
 def p4_as_root(z):
     fs = z.rootfs(root=True)
-    (fs / "zoo-marker").write_text("inside\n")
-    r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", "cat /zoo-marker; ls /proc | grep -c '^[0-9]'",
+    r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", in_rootfs(fs, "ls /proc | grep -c '^[0-9]'"),
              root=True)
-    z.expect(r.status == 0 and r.stdout.split()[:1] == ["inside"],
-             "as root, the rootfs should be / in the container", r)
+    expect_in_rootfs(z, r)
+    out = r.stdout.split()
+    z.expect(r.status == 0 and len(out) == 2 and out[1].isdigit() and int(out[1]) <= 4,
+             "as root, -P should mount a proc with only the container's processes", r)
 
 
 # Part 5: cgroup limits --------------------------------------------------------------
