@@ -352,15 +352,23 @@ def p5_cpu(z):
              "(expected 40-60%, with a margin)", r)
 
 
-@check(5, "the cgroup is removed after exit; bad values refused", 4, timeout=120,
-       needs=("cgroup_limits", "root"), public=False)
+@check(5, "the limits are in the container's cgroup, removed after exit; bad values refused",
+       4, timeout=120, needs=("cgroup_limits", "root"), public=False)
 def p5_cgroup_removed(z):
     # As root and outside any systemd scope: systemd removes a scope's empty child
     # cgroups itself, which would hide a missing rmdir.
     fs = z.rootfs(root=True)
     before = zoo_cgroups()
-    r = z.zk(5, "-r", str(fs), "-m", "64M", "-p", "20", "true", root=True)
+    # First prove a cgroup was made, with the limits, and the container in it: part 5
+    # mounts the container's cgroup (its cgroup namespace's root) at /sys/fs/cgroup.
+    r = z.zk(5, "-r", str(fs), "-m", "64M", "-p", "20", "-c", "50", "cat",
+             "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/cpu.max",
+             root=True)
     z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
+    z.expect(r.stdout.split() == [str(64 << 20), "20", "50000", "100000"],
+             "with -m 64M -p 20 -c 50, the container's cgroup (its /sys/fs/cgroup) should "
+             f"have memory.max {64 << 20}, pids.max 20, cpu.max 50000 100000; got "
+             f"{' '.join(r.stdout.split()) or 'nothing'}", r)
     left = [x for x in zoo_cgroups() if x not in before]
     z.expect(not left, f"cgroup left behind: {', '.join(left)}", r)
     for args in (["-m", "lots"], ["-c", "-5"], ["-p", "x"]):
