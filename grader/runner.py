@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -401,7 +402,9 @@ def run_checks(args) -> list[dict]:
             except NotRunnable as e:
                 status, message = "not run", str(e)
             except Exception as e:  # a check's own bug must not stop the others
-                status, message = "fail", f"grader error: {e!r}"
+                # Not the student's loss: reported as a grader error, never as a fail.
+                status, message = "error", f"grader error: {e!r}"
+                log.append(traceback.format_exc())
             finally:
                 context.close()
         leftovers = clean_up_after(before, Path(args.scratch))

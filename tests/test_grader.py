@@ -1,14 +1,19 @@
 """The grader's own logic on this host, without a VM and without running a submission:
 the checks' tables and parsers, the reports, and grader/grade's command line."""
 
+import csv
+import json
 import re
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grader"))
 
 import checks  # noqa: E402
+import report  # noqa: E402
+import runner  # noqa: E402
 
 PART_POINTS = {1: 15, 2: 15, 3: 15, 4: 20, 5: 20, 6: 15}
 
@@ -29,3 +34,63 @@ def test_ip_links_reads_names_and_flags():
     links = checks.ip_links(out)
     assert sorted(links) == ["eth0", "lo", "tap0"]
     assert "UP" in links["lo"] and "UP" in links["eth0"] and "UP" not in links["tap0"]
+
+
+# Statuses: what is the grader's, not the student's --------------------------------
+
+
+def result(check_id="p1_x", part=1, status="ok", points=3, message=""):
+    return {"id": check_id, "part": part, "name": f"check {check_id}", "max_score": points,
+            "score": points if status == "ok" else 0, "status": status, "message": message,
+            "seconds": 0.5, "public": True, "log": ""}
+
+
+def test_not_run_and_grader_errors_make_the_grading_incomplete(tmp_path):
+    results = [result("a"), result("b", status="fail", message="wrong"),
+               result("c", status="not run", message="no rootfs tarball"),
+               result("d", part=2, status="error", message="grader error: KeyError('x')"),
+               result("e", part=2, status="error", message="grader error: ValueError()")]
+    assert report.status(results[:2]) == "ok"
+    status = report.status(results)
+    assert status == "incomplete: 1 not run, 2 grader errors"
+    assert report.status(results, "VM killed at the 60s timeout") == (
+        "VM killed at the 60s timeout; incomplete: 1 not run, 2 grader errors")
+    text = report.text_report(results, run_status=status)
+    assert "== part2: check d == GRADER ERROR (0.5s)" in text
+    assert "Part 1 score: 3/9 (1 not run)" in text
+    assert "Part 2 score: 0/6 (2 grader errors)" in text
+    assert text.endswith("Score: 3/15\nStatus: incomplete: 1 not run, 2 grader errors")
+    assert "Status:" not in report.text_report(results[:2])
+    gradescope = report.gradescope(results, 1.0, run_status=status)
+    assert status in gradescope["output"]
+    assert "output" not in report.gradescope(results[:2], 1.0)
+    csv_path = tmp_path / "scores.csv"
+    report.write_csv(csv_path, [("alice", results, status), ("bob", results[:2], "ok")])
+    with open(csv_path) as f:
+        rows = {row["submission"]: row for row in csv.DictReader(f)}
+    assert rows["alice"]["status"] == "incomplete: 1 not run, 2 grader errors"
+    assert rows["bob"]["status"] == "ok" and rows["bob"]["score"] == "3"
+
+
+def test_a_checks_own_exception_is_a_grader_error(tmp_path, monkeypatch):
+    def broken(z):
+        raise KeyError("CapBnd")
+
+    def fails(z):
+        z.expect(False, "the student's fault")
+
+    fake = [checks.Check(broken, 1, "broken check", 3, 10, True, ()),
+            checks.Check(fails, 1, "failing check", 3, 10, True, ())]
+    monkeypatch.setattr(checks, "CHECKS", fake)
+    # The real cleanup kills other containers on the machine: not on a shared host.
+    monkeypatch.setattr(runner, "clean_up_after", lambda before, scratch: [])
+    args = types.SimpleNamespace(
+        user="root", python=sys.executable, part=None, only=None, public=False,
+        submission=str(tmp_path), results=str(tmp_path / "results.json"),
+        logs=str(tmp_path / "logs"), scratch=str(tmp_path), timeout_scale=1.0,
+        rootfs_tar=None, progress=False)
+    results = runner.run_checks(args)
+    assert [r["status"] for r in results] == ["error", "fail"]
+    assert results[0]["message"] == "grader error: KeyError('CapBnd')"
+    assert "Traceback" in (tmp_path / "logs" / "broken.log").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())[0]["status"] == "error"
