@@ -2,11 +2,15 @@
 the checks' tables and parsers, the reports, and grader/grade's command line."""
 
 import csv
+import importlib.machinery
+import importlib.util
 import json
 import re
 import sys
 import types
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grader"))
@@ -94,3 +98,89 @@ def test_a_checks_own_exception_is_a_grader_error(tmp_path, monkeypatch):
     assert results[0]["message"] == "grader error: KeyError('CapBnd')"
     assert "Traceback" in (tmp_path / "logs" / "broken.log").read_text()
     assert json.loads((tmp_path / "results.json").read_text())[0]["status"] == "error"
+
+
+# grader/grade, with the VM replaced by what it would bring back --------------------
+
+
+def load_grade():
+    loader = importlib.machinery.SourceFileLoader("zoo_grade", str(ROOT / "grader" / "grade"))
+    spec = importlib.util.spec_from_loader("zoo_grade", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def grade(monkeypatch):
+    """grader/grade as a module, its VM faked: fake_vm[submission name] is what the
+    grading of that submission brings back, (results, problem), or an exception."""
+    module = load_grade()
+    module.fake_vm = {}
+    module.vm_calls = []
+
+    def grade_in_vm(submission, args, out_dir, log=print):
+        module.vm_calls.append(submission.name)
+        got = module.fake_vm[submission.name]
+        if isinstance(got, Exception):
+            raise got
+        return [dict(r) for r in got[0]], got[1]
+
+    monkeypatch.setattr(module, "grade_in_vm", grade_in_vm)
+    return module
+
+
+def make_submission(path: Path, parts=(1,)) -> Path:
+    for part in parts:
+        (path / f"part{part}_x").mkdir(parents=True)
+        (path / f"part{part}_x" / "zookeeper.py").write_text("")
+    return path
+
+
+def all_of_part1(status="ok", missing=0, error=None):
+    """Results for part 1's checks: all ok, or the first one with status."""
+    results = [result(c.id, 1, "ok", c.points) | {"name": c.name}
+               for c in checks.CHECKS if c.part == 1]
+    if status != "ok":
+        results[0] |= {"status": status, "score": 0, "message": error or status}
+    return results[:len(results) - missing]
+
+
+def test_exit_status_of_one_submission(grade, tmp_path, capsys):
+    sub = make_submission(tmp_path / "alice")
+    cases = [(all_of_part1(), "", 0), (all_of_part1("fail"), "", 1),
+             (all_of_part1("error", error="grader error: KeyError()"), "", 2),
+             (all_of_part1("not run"), "", 2),
+             (all_of_part1(missing=2), "VM killed at the 60s timeout", 2),
+             (all_of_part1(), "VM job failed (exit 3; see job.log)", 2)]
+    for results, problem, expected in cases:
+        grade.fake_vm["alice"] = (results, problem)
+        out = tmp_path / f"out-{len(grade.vm_calls)}"
+        code = grade.main([str(sub), "--part", "1", "--out", str(out),
+                           "--json", str(out.with_suffix(".json"))])
+        said = capsys.readouterr()
+        assert code == expected, (problem, said.out, said.err)
+        gradescope = json.loads(out.with_suffix(".json").read_text())
+        if expected == 2:
+            assert "Status: " in said.out and gradescope["output"].startswith("Grading status: ")
+        else:
+            assert "Status: " not in said.out and "output" not in gradescope
+    grade.fake_vm["alice"] = RuntimeError("vm: qemu-system-x86_64 not found")
+    assert grade.main([str(sub), "--part", "1", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == "grade: vm: qemu-system-x86_64 not found\n"
+
+
+def test_batch_exit_status_is_2_when_a_row_is_not_ok(grade, tmp_path, capsys):
+    class_dir = tmp_path / "class"
+    for name in ("alice", "bob"):
+        make_submission(class_dir / name)
+    grade.fake_vm.update(alice=(all_of_part1("fail"), ""), bob=(all_of_part1(), ""))
+    out = tmp_path / "out"
+    assert grade.main([str(class_dir), "--part", "1", "--out", str(out)]) == 0
+    grade.fake_vm["bob"] = (all_of_part1(missing=1), "VM killed at the 60s timeout")
+    assert grade.main([str(class_dir), "--part", "1", "--out", str(out)]) == 2
+    assert "1 not graded completely (bob)" in capsys.readouterr().err
+    with open(out / "scores.csv") as f:
+        rows = {row["submission"]: row for row in csv.DictReader(f)}
+    assert rows["alice"]["status"] == "ok"
+    assert rows["bob"]["status"] == "VM killed at the 60s timeout; incomplete: 1 not run"
