@@ -6,6 +6,7 @@ import importlib.machinery
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -184,3 +185,18 @@ def test_batch_exit_status_is_2_when_a_row_is_not_ok(grade, tmp_path, capsys):
         rows = {row["submission"]: row for row in csv.DictReader(f)}
     assert rows["alice"]["status"] == "ok"
     assert rows["bob"]["status"] == "VM killed at the 60s timeout; incomplete: 1 not run"
+
+
+def test_only_values_reach_the_guests_runner_intact(grade):
+    """run.sh is a shell script: each --only value must arrive as one argument."""
+    names = ["exit status is the container's", "p2_hostname", 'a "quoted" $HOME `x`;']
+    args = types.SimpleNamespace(part=[1], only=names, public=True)
+    line = grade.guest_runner_args(args)
+    done = subprocess.run(["sh", "-c", 'printf "%s\\n" ' + line], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.splitlines() == grade.runner_args(args)
+    assert grade.runner_args(args) == ["--part", "1", "--only", names[0], "--only", names[1],
+                                       "--only", names[2], "--public"]
+    script = grade.RUN_SH.format(user="student", scale=6.0, extra=line)
+    assert script.rstrip().endswith(line)
+    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0

@@ -74,6 +74,17 @@ def test_references_score_full_marks(workspace):
     assert {t["visibility"] for t in gradescope["tests"]} == {"visible", "after_published"}
 
 
+def test_only_a_check_named_with_spaces_and_an_apostrophe(workspace):
+    """--only takes a check's name as well as its id; the name reaches the guest's
+    shell script whole."""
+    sub = copy_parts(workspace / "only", {1: PARTS[1], 2: PARTS[2]})
+    out = workspace / "out-only"
+    done = grade(sub, out, "--only", "exit status is the container's", "--only", "p2_hostname")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(results_of(out)) == {"p1_exit_status", "p2_hostname"}
+    assert "Score: 5/5" in done.stdout
+
+
 def break_copy(sub: Path) -> None:
     """Two deliberate bugs: no seccomp rule for chmod, and the cgroup never removed."""
     security = sub / PARTS[3] / "security.py"
