@@ -200,3 +200,17 @@ def test_only_values_reach_the_guests_runner_intact(grade):
     script = grade.RUN_SH.format(user="student", scale=6.0, extra=line)
     assert script.rstrip().endswith(line)
     assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
+
+
+def test_a_selection_of_no_check_stops_before_the_vm(grade, tmp_path, capsys):
+    sub = make_submission(tmp_path / "alice")
+    hidden = next(c for c in checks.CHECKS if not c.public)
+    for selection, said in [
+            (["--only", "p1_no_such_check"], "--only 'p1_no_such_check': no check has this id"),
+            (["--part", "2", "--only", "p1_exit_status"],
+             "--part 2 --only 'p1_exit_status': no check is in this selection"),
+            (["--only", hidden.id, "--public"], "no check is in this selection")]:
+        code = grade.main([str(sub), "--out", str(tmp_path / "out"), *selection])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and len(err.splitlines()) == 1, err
+    assert grade.vm_calls == []
