@@ -214,3 +214,29 @@ def test_a_selection_of_no_check_stops_before_the_vm(grade, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and said in err and len(err.splitlines()) == 1, err
     assert grade.vm_calls == []
+
+
+def test_every_entry_of_a_class_directory_gets_a_row(grade, tmp_path, capsys):
+    class_dir = tmp_path / "class"
+    make_submission(class_dir / "alice")
+    make_submission(class_dir / "bob" / "zookeeper")  # unpacked one level too deep
+    (class_dir / "carol.zip").write_bytes(b"PK\x03\x04")
+    (class_dir / "notes.txt").write_text("late: dave\n")
+    (class_dir / "dave").mkdir()
+    (class_dir / ".DS_Store").write_text("")
+    grade.fake_vm["alice"] = (all_of_part1(), "")
+    out = tmp_path / "out"
+    assert grade.main([str(class_dir), "--part", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    with open(out / "scores.csv") as f:
+        rows = {row["submission"]: row["status"] for row in csv.DictReader(f)}
+    assert rows == {
+        "alice": "ok",
+        "bob": "not a submission: the parts are in bob/zookeeper/, not at its top: "
+               "move them up",
+        "carol.zip": "not a submission: is a file: unzip it first",
+        "notes.txt": "not a submission: is a file, not a directory",
+        "dave": "not a submission: no part*_*/zookeeper.py in it"}
+    for name in ("bob", "carol.zip", "notes.txt", "dave"):
+        assert f"{class_dir / name}: not a submission: " in err
+    assert grade.vm_calls == ["alice"]
