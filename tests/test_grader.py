@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -240,3 +241,77 @@ def test_every_entry_of_a_class_directory_gets_a_row(grade, tmp_path, capsys):
     for name in ("bob", "carol.zip", "notes.txt", "dave"):
         assert f"{class_dir / name}: not a submission: " in err
     assert grade.vm_calls == ["alice"]
+
+
+# The VM's time limits ---------------------------------------------------------------
+
+
+def test_default_vm_timeout_covers_the_checks_own_time_limits(grade):
+    for accel in ("tcg", "kvm"):
+        budget = sum(c.timeout * grade.TIMEOUT_SCALE[accel] for c in checks.CHECKS)
+        assert grade.default_vm_timeout(checks.CHECKS, accel) > budget + 300
+    part1 = checks.selected([1])
+    assert grade.default_vm_timeout(part1, "tcg") < grade.default_vm_timeout(checks.CHECKS,
+                                                                              "tcg")
+    help_text = subprocess.run([sys.executable, str(ROOT / "grader" / "grade"), "--help"],
+                               capture_output=True, text=True).stdout
+    hours = grade.default_vm_timeout(checks.CHECKS, "tcg") / 3600
+    assert f"{hours:.1f} h for all checks under TCG" in " ".join(help_text.split())
+
+
+def test_watchdog_stops_a_guest_that_stopped_reporting(grade, tmp_path):
+    now = [0.0]
+    selected = checks.selected([1])[:2]
+    results = tmp_path / "results.json"
+    dog = grade.Watchdog(results, selected, "tcg", clock=lambda: now[0])
+    first, second = (grade.check_allowance(c, "tcg") for c in selected)
+    now[0] = grade.BOOT_MARGIN["tcg"] - 1
+    assert dog(False) is None
+    now[0] += 2
+    assert "did not start within 300s" in dog(False)
+
+    dog = grade.Watchdog(results, selected, "tcg", clock=lambda: now[0])
+    now[0] = 10.0
+    assert dog(True) is None  # the job started: setup, then the first check
+    now[0] += grade.SETUP_MARGIN + first - 1
+    assert dog(True) is None
+    results.write_text(json.dumps([result(selected[0].id)]))
+    assert dog(True) is None  # a result: the second check's allowance starts now
+    now[0] += second - 1
+    assert dog(True) is None
+    now[0] += 2
+    assert dog(True) == (f"no result from {selected[1].id} within its time limit "
+                         f"({second:.0f}s)")
+    results.write_text(json.dumps([result(selected[0].id), result(selected[1].id)]))
+    assert dog(True) is None
+    now[0] += grade.CHECK_MARGIN + 1
+    assert dog(True) == "the guest did not power off after the last check"
+
+
+def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch):
+    """With a stand-in for QEMU that starts the job and then hangs."""
+    import vm
+
+    qemu = tmp_path / "qemu"
+    qemu.write_text('#!/bin/sh\nwhile [ "$1" != -serial ]; do shift; done\n'
+                    'printf "ZOO-JOB-START\\n" > "${2#file:}"\nexec sleep 300\n')
+    qemu.chmod(0o755)
+    monkeypatch.setenv("ZOO_QEMU", str(qemu))
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "run.sh").write_text("true\n")
+    image = vm.ImagePaths(key="fake", dir=tmp_path, kernel=tmp_path / "vmlinux",
+                          initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
+    asked = []
+
+    def watchdog(job_started):
+        asked.append(job_started)
+        return "no result from p1_x within its time limit (420s)" if job_started else None
+
+    started = time.monotonic()
+    boot = vm.boot(job, None, tmp_path / "results", image=image, accel="tcg", timeout=120,
+                   watchdog=watchdog)
+    assert time.monotonic() - started < 30
+    assert boot.stopped == "no result from p1_x within its time limit (420s)"
+    assert not boot.timed_out and boot.exit_status is None and True in asked
+    assert boot.error == "stopped: no result from p1_x within its time limit (420s)"
