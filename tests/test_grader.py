@@ -315,3 +315,32 @@ def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch):
     assert boot.stopped == "no result from p1_x within its time limit (420s)"
     assert not boot.timed_out and boot.exit_status is None and True in asked
     assert boot.error == "stopped: no result from p1_x within its time limit (420s)"
+
+
+def test_help_and_readme_say_what_grade_does(grade):
+    help_text = " ".join(subprocess.run(
+        [sys.executable, str(ROOT / "grader" / "grade"), "--help"], capture_output=True,
+        text=True, check=True).stdout.split())
+    assert "Grade a zookeeper submission: every stage" in help_text
+    assert "CLASS_DIR is a directory of such directories" in help_text
+    assert "Exit status, one submission: 0 when every check passed, 1 when points" in help_text
+    readme = " ".join((ROOT / "README.txt").read_text().split("\n7. Grading")[1]
+                      .split("\n8. Benchmarks")[0].split())
+    for said in ("--out DIR (default ./grader-results)", "DIR/scores.csv, or --csv FILE",
+                 "DIR/NAME/results.json (Gradescope's), DIR/NAME/report.txt",
+                 "--json FILE also writes Gradescope's results.json there (one submission only)",
+                 "--vm-timeout SECONDS", "Exit status:"):
+        assert said in readme, said
+    hours = grade.default_vm_timeout(checks.CHECKS, "tcg") / 3600
+    kvm = grade.default_vm_timeout(checks.CHECKS, "kvm") / 3600
+    assert f"{hours:.1f} hours for all checks under TCG, {kvm:.1f} under KVM" in readme
+
+
+def test_json_and_csv_belong_to_their_mode(grade, tmp_path, capsys):
+    sub = make_submission(tmp_path / "class" / "alice")
+    assert grade.main([str(sub), "--csv", str(tmp_path / "s.csv")]) == 2
+    assert grade.main([str(sub.parent), "--json", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("grade: --csv is for a class directory")
+    assert err[1].startswith("grade: --json is for one submission")
+    assert grade.vm_calls == []
