@@ -344,3 +344,14 @@ def test_json_and_csv_belong_to_their_mode(grade, tmp_path, capsys):
     assert err[0].startswith("grade: --csv is for a class directory")
     assert err[1].startswith("grade: --json is for one submission")
     assert grade.vm_calls == []
+
+
+def test_a_wrong_path_says_what_is_wrong(grade, tmp_path, capsys):
+    (tmp_path / "alice.zip").write_bytes(b"PK\x03\x04")
+    (tmp_path / "notes.txt").write_text("")
+    for name, said in [("nothing-here", "no such file or directory"),
+                       ("alice.zip", "is a file: unzip it first"),
+                       ("notes.txt", "is a file, not a directory")]:
+        assert grade.main([str(tmp_path / name), "--out", str(tmp_path / "out")]) == 2
+        assert capsys.readouterr().err == f"grade: {tmp_path / name}: {said}\n"
+    assert grade.vm_calls == []
