@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 
 # A check's status: "ok" and "fail" are the submission's; "not run" (the grader could
@@ -111,7 +112,8 @@ def write_gradescope(path, results, execution_time, run_status: str = "ok") -> N
 def write_csv(path, rows: list[tuple[str, list[dict], str]]) -> None:
     """One row per submission: name, total, each part's score, status."""
     parts = sorted({r["part"] for _, results, _ in rows for r in results}) or [1]
-    with open(path, "w", newline="") as f:
+    tmp = f"{path}.tmp"  # then renamed: never a half-written CSV
+    with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["submission", "score", "max_score"] + [f"part{p}" for p in parts]
                    + ["status"])
@@ -119,3 +121,4 @@ def write_csv(path, rows: list[tuple[str, list[dict], str]]) -> None:
             w.writerow([name, score(results), max_score(results)]
                        + [sum(r["score"] for r in results if r["part"] == p) for p in parts]
                        + [status])
+    os.replace(tmp, path)

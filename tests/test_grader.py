@@ -5,7 +5,9 @@ import csv
 import importlib.machinery
 import importlib.util
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -355,3 +357,72 @@ def test_a_wrong_path_says_what_is_wrong(grade, tmp_path, capsys):
         assert grade.main([str(tmp_path / name), "--out", str(tmp_path / "out")]) == 2
         assert capsys.readouterr().err == f"grade: {tmp_path / name}: {said}\n"
     assert grade.vm_calls == []
+
+
+def test_output_paths_are_checked_before_grading(grade, tmp_path, capsys):
+    sub = make_submission(tmp_path / "class" / "alice")
+    (tmp_path / "a-file").write_text("")
+    out = ["--out", str(tmp_path / "out")]
+    for argv, said in [
+            ([str(sub), "--json", str(tmp_path / "no-dir" / "r.json")],
+             f"--json {tmp_path / 'no-dir' / 'r.json'}: no such directory"),
+            ([str(sub), "--json", str(tmp_path)], f"--json {tmp_path}: is a directory"),
+            ([str(sub.parent), "--csv", str(tmp_path / "no-dir" / "s.csv")],
+             f"--csv {tmp_path / 'no-dir' / 's.csv'}: no such directory"),
+            ([str(sub), "--out", str(tmp_path / "a-file" / "out")],
+             f"--out {tmp_path / 'a-file' / 'out'}: Not a directory")]:
+        assert grade.main(argv + (out if "--out" not in argv else [])) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"grade: {said}") and len(err.splitlines()) == 1, err
+    assert grade.vm_calls == []
+
+
+def test_the_csv_is_written_after_each_submission(grade, tmp_path):
+    class_dir = tmp_path / "class"
+    for name in ("alice", "bob"):
+        make_submission(class_dir / name)
+    (class_dir / "carol.zip").write_text("")
+    csv_path = tmp_path / "scores.csv"
+    seen = {}
+
+    def grade_in_vm(submission, args, out_dir, log=print):
+        with open(csv_path) as f:
+            seen[submission.name] = {r["submission"]: r["status"] for r in csv.DictReader(f)}
+        return all_of_part1(), ""
+
+    grade.grade_in_vm = grade_in_vm
+    assert grade.main([str(class_dir), "--part", "1", "--out", str(tmp_path / "out"),
+                       "--csv", str(csv_path)]) == 2  # carol.zip's row is not ok
+    assert seen["alice"] == {"carol.zip": "not a submission: is a file: unzip it first"}
+    assert seen["bob"]["alice"] == "ok" and "bob" not in seen["bob"]
+
+
+def test_ctrl_c_keeps_the_rows_graded_and_stops_the_rest(grade, tmp_path, capsys):
+    class_dir = tmp_path / "class"
+    for name in ("alice", "bob", "carol"):
+        make_submission(class_dir / name)
+
+    def grade_in_vm(submission, args, out_dir, log=print):
+        grade.vm_calls.append(submission.name)
+        if submission.name == "bob":  # a TA's Ctrl-C while bob's VM runs
+            os.kill(os.getpid(), signal.SIGINT)
+            watchdog = grade.Watchdog(out_dir / "none.json", [], "tcg")
+            deadline = time.monotonic() + 10
+            while not watchdog(True) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return all_of_part1(missing=2), f"VM stopped: {watchdog(True)}"
+        return all_of_part1(), ""
+
+    grade.grade_in_vm = grade_in_vm
+    try:
+        code = grade.main([str(class_dir), "--part", "1", "--out", str(tmp_path / "out")])
+    finally:
+        grade.INTERRUPTED.clear()
+    assert code == 130
+    assert grade.vm_calls == ["alice", "bob"]
+    with open(tmp_path / "out" / "scores.csv") as f:
+        rows = {row["submission"]: row["status"] for row in csv.DictReader(f)}
+    assert rows == {"alice": "ok",
+                    "bob": "VM stopped: interrupted (Ctrl-C); incomplete: 2 not run",
+                    "carol": "not graded: interrupted"}
+    assert "interrupted after 2 of 3 submissions" in capsys.readouterr().err
