@@ -426,3 +426,20 @@ def test_ctrl_c_keeps_the_rows_graded_and_stops_the_rest(grade, tmp_path, capsys
                     "bob": "VM stopped: interrupted (Ctrl-C); incomplete: 2 not run",
                     "carol": "not graded: interrupted"}
     assert "interrupted after 2 of 3 submissions" in capsys.readouterr().err
+
+
+def test_a_failed_rootfs_build_shows_mkrootfs_own_words(grade, tmp_path, capsys,
+                                                       monkeypatch):
+    script = tmp_path / "mkrootfs"
+    script.write_text("#!/bin/sh\necho progress\nfor i in 1 2 3 4 5 6; do echo noise $i >&2; "
+                      "done\necho 'mkrootfs: busybox not found: apt-get install busybox-static'"
+                      " >&2\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(grade, "MKROOTFS", [str(script)])
+    sub = make_submission(tmp_path / "alice")
+    assert grade.main([str(sub), "--local", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grade: building the rootfs tarball (tools/mkrootfs.py busybox) "
+                          "failed:\n")
+    assert "    mkrootfs: busybox not found: apt-get install busybox-static\n" in err
+    assert "noise 6" in err and "noise 1" not in err and "Traceback" not in err
