@@ -462,6 +462,10 @@ def main(argv=None) -> int:
         return 0
     if not args.submission or not args.results:
         ap.error("--submission and --results are needed (or --list)")
+    try:
+        pwd.getpwnam(args.user)
+    except KeyError:
+        ap.error(f"--user {args.user}: no such user")
     args.logs = args.logs or str(Path(args.results).parent / "logs")
     args.scratch = str(prepare_scratch(args.user))
     try:

@@ -443,3 +443,43 @@ def test_a_failed_rootfs_build_shows_mkrootfs_own_words(grade, tmp_path, capsys,
                           "failed:\n")
     assert "    mkrootfs: busybox not found: apt-get install busybox-static\n" in err
     assert "noise 6" in err and "noise 1" not in err and "Traceback" not in err
+
+
+def test_local_user_is_checked_first(grade, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(grade, "build_rootfs_tar", lambda dest: pytest.fail("built"))
+    sub = make_submission(tmp_path / "alice")
+    out = ["--out", str(tmp_path / "out")]
+    for extra, said in [(["--local", "--user", "nosuch-zk"], "--user nosuch-zk: no such user"),
+                        (["--user", "root"],
+                         "--user and --python go with --local (the VM has its own student)"),
+                        (["--local", "--python", str(tmp_path / "no-python")],
+                         f"--python {tmp_path / 'no-python'}: not an executable file")]:
+        assert grade.main([str(sub), *extra, *out]) == 2
+        assert capsys.readouterr().err == f"grade: {said}\n"
+
+
+def test_local_reports_a_runner_that_crashed(grade, tmp_path, capsys, monkeypatch):
+    crash = tmp_path / "runner.py"
+    crash.write_text("import sys\nprint('Traceback (most recent call last):', file=sys.stderr)"
+                     "\nprint(\"KeyError: 'getpwnam(): name not found'\", file=sys.stderr)"
+                     "\nsys.exit(1)\n")
+    monkeypatch.setattr(grade, "RUNNER", crash)
+    monkeypatch.setattr(grade, "build_rootfs_tar", lambda dest: dest.write_text(""))
+    sub = make_submission(tmp_path / "alice")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(all_of_part1()))  # a previous run's
+    assert grade.main([str(sub), "--local", "--part", "1", "--out", str(out)]) == 2
+    said = capsys.readouterr()
+    status = ("the runner failed (exit 1: KeyError: 'getpwnam(): name not found'); "
+              f"incomplete: {len(checks.selected([1]))} not run")
+    assert f"Status: {status}" in said.out and "Score: 0/15" in said.out
+    assert "KeyError" in said.err
+
+
+def test_runner_refuses_an_unknown_user(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "grader" / "runner.py"), "--submission",
+                           str(tmp_path), "--results", str(tmp_path / "r.json"), "--user",
+                           "nosuch-zk"], capture_output=True, text=True)
+    assert done.returncode == 2 and "--user nosuch-zk: no such user" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "r.json").exists()
