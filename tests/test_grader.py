@@ -483,3 +483,14 @@ def test_runner_refuses_an_unknown_user(tmp_path):
                            "nosuch-zk"], capture_output=True, text=True)
     assert done.returncode == 2 and "--user nosuch-zk: no such user" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_local_class_directory_with_jobs_is_refused(grade, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(grade, "grade_local", lambda *a: pytest.fail("graded"))
+    for name in ("alice", "bob"):
+        make_submission(tmp_path / "class" / name)
+    argv = [str(tmp_path / "class"), "--local", "--out", str(tmp_path / "out")]
+    assert grade.main(argv + ["--jobs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grade: --local grades one submission at a time") and (
+        len(err.splitlines()) == 1)
