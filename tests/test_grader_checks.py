@@ -98,3 +98,38 @@ def test_part4_checks_fail_when_pivot_root_does_nothing(check_id, place, rootfs_
     status, message = run_check(check_id, sub, place, rootfs_tar)
     assert status == "fail"
     assert "/zoo-marker" in message
+
+
+FAKE_PART1 = """\
+import os
+import sys
+
+try:
+    os.execvp(sys.argv[1], sys.argv[1:])
+except FileNotFoundError:
+    print(f"zookeeper: failed to execute {sys.argv[1]}: No such file or directory",
+          file=sys.stderr)
+    EXTRA
+    sys.exit(127)
+except PermissionError:
+    print(f"zookeeper: failed to execute {sys.argv[1]}: Permission denied", file=sys.stderr)
+    sys.exit(126)
+"""
+
+
+@pytest.mark.parametrize("extra, expected", [("pass", "ok"), (
+    "print('zookeeper: hint: is it on PATH?', file=sys.stderr)", "fail")])
+def test_exec_errors_must_be_one_line(extra, expected, place, rootfs_tar):
+    """p1_exec_errors says "one line": a second line loses the points."""
+    part = place / "sub" / PARTS[1]
+    part.mkdir(parents=True)
+    (part / "zookeeper.py").write_text(FAKE_PART1.replace("EXTRA", extra))
+    status, message = run_check("p1_exec_errors", place / "sub", place, rootfs_tar)
+    assert status == expected, message
+    if expected == "fail":
+        assert message.startswith("a missing command should be one line on stderr")
+
+
+def test_exec_errors_pass_with_part1(place, rootfs_tar):
+    sub = submission(place, {1: PARTS[1]})
+    assert run_check("p1_exec_errors", sub, place, rootfs_tar) == ("ok", "")
