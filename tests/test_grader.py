@@ -494,3 +494,16 @@ def test_local_class_directory_with_jobs_is_refused(grade, tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert err.startswith("grade: --local grades one submission at a time") and (
         len(err.splitlines()) == 1)
+
+
+def test_local_passes_user_and_python_to_the_runner(grade, tmp_path, monkeypatch):
+    seen = tmp_path / "argv.json"
+    fake = tmp_path / "runner.py"
+    fake.write_text(f"import json, sys\njson.dump(sys.argv, open({str(seen)!r}, 'w'))\n")
+    monkeypatch.setattr(grade, "RUNNER", fake)
+    monkeypatch.setattr(grade, "build_rootfs_tar", lambda dest: dest.write_text(""))
+    sub = make_submission(tmp_path / "alice")
+    for extra in (["--python", sys.executable], ["--user", "root"]):
+        grade.main([str(sub), "--local", "--part", "1", "--out", str(tmp_path / "out"), *extra])
+        argv = json.loads(seen.read_text())
+        assert argv[argv.index("--python") + 1] == sys.executable
