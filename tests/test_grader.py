@@ -216,7 +216,7 @@ def test_a_selection_of_no_check_stops_before_the_vm(grade, tmp_path, capsys):
         code = grade.main([str(sub), "--out", str(tmp_path / "out"), *selection])
         err = capsys.readouterr().err
         assert code == 2 and said in err and len(err.splitlines()) == 1, err
-    assert grade.vm_calls == []
+    assert grade.vm_calls == [] and not (tmp_path / "out").exists()
 
 
 def test_every_entry_of_a_class_directory_gets_a_row(grade, tmp_path, capsys):
