@@ -2,15 +2,43 @@
 
 import csv
 import json
+import os
 from pathlib import Path
+
+# A check's status: "ok" and "fail" are the submission's; "not run" (the grader could
+# not set the check up, or the run ended first) and "error" (the check's own
+# exception) are the grader's, and make the grading incomplete.
+WORDS = {"ok": "OK", "fail": "FAIL", "not run": "NOT RUN", "error": "GRADER ERROR"}
 
 
 def check_line(r: dict) -> str:
-    word = {"ok": "OK", "fail": "FAIL", "not run": "NOT RUN"}[r["status"]]
-    return f"== part{r['part']}: {r['name']} == {word} ({r['seconds']:.1f}s)"
+    return f"== part{r['part']}: {r['name']} == {WORDS[r['status']]} ({r['seconds']:.1f}s)"
 
 
-def text_report(results: list[dict], title: str = "") -> str:
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def incomplete(results: list[dict]) -> str:
+    """'' when every check ran to a verdict, else e.g. '2 not run, 1 grader error'."""
+    not_run = sum(1 for r in results if r["status"] == "not run")
+    errors = sum(1 for r in results if r["status"] == "error")
+    said = ([f"{not_run} not run"] if not_run else []) + (
+        [plural(errors, "grader error")] if errors else [])
+    return ", ".join(said)
+
+
+def status(results: list[dict], problem: str = "") -> str:
+    """A submission's grading status: "ok", or what went wrong on the grader's side
+    (problem: the VM's, say) and how many checks gave no verdict.  Anything but "ok"
+    means the score may lack points the submission would earn."""
+    said = [problem] if problem else []
+    if incomplete(results):
+        said.append(f"incomplete: {incomplete(results)}")
+    return "; ".join(said) or "ok"
+
+
+def text_report(results: list[dict], title: str = "", run_status: str = "ok") -> str:
     """The terminal report, in the style TAs know from other labs."""
     out = [f"# {title}"] if title else []
     parts = sorted({r["part"] for r in results})
@@ -24,11 +52,12 @@ def text_report(results: list[dict], title: str = "") -> str:
                     out.append(f"    log: {r['log']}")
         got = sum(r["score"] for r in mine)
         total = sum(r["max_score"] for r in mine)
-        not_run = sum(1 for r in mine if r["status"] == "not run")
-        extra = f" ({not_run} check{'s' if not_run > 1 else ''} not run)" if not_run else ""
+        extra = f" ({incomplete(mine)})" if incomplete(mine) else ""
         out.append(f"Part {part} score: {got}/{total}{extra}")
         out.append("")
     out.append(f"Score: {score(results)}/{max_score(results)}")
+    if run_status != "ok":
+        out.append(f"Status: {run_status}")
     return "\n".join(out)
 
 
@@ -40,8 +69,10 @@ def max_score(results) -> int:
     return sum(r["max_score"] for r in results)
 
 
-def gradescope(results: list[dict], execution_time: float, logs_text=None) -> dict:
-    """Gradescope's results.json: score, execution_time, tests[]."""
+def gradescope(results: list[dict], execution_time: float, logs_text=None,
+               run_status: str = "ok") -> dict:
+    """Gradescope's results.json: score, execution_time, tests[]; and when the grading
+    is not complete, a top-level output that says so (Gradescope shows it first)."""
     tests = []
     numbers: dict[int, int] = {}
     for r in results:
@@ -59,24 +90,30 @@ def gradescope(results: list[dict], execution_time: float, logs_text=None) -> di
             "output": output,
             "visibility": "visible" if r["public"] else "after_published",
         })
-    return {"score": score(results), "execution_time": round(execution_time, 1),
-            "tests": tests}
+    out = {"score": score(results), "execution_time": round(execution_time, 1),
+           "tests": tests}
+    if run_status != "ok":
+        out["output"] = (f"Grading status: {run_status}.  The score may lack points for "
+                         "checks the grader could not run: ask the course staff.")
+    return out
 
 
-def write_gradescope(path, results, execution_time) -> None:
+def write_gradescope(path, results, execution_time, run_status: str = "ok") -> None:
     def log_text(r):
         try:
             return Path(r["log"]).read_text()[-3000:]
         except (OSError, KeyError):
             return ""
 
-    Path(path).write_text(json.dumps(gradescope(results, execution_time, log_text), indent=1))
+    Path(path).write_text(json.dumps(gradescope(results, execution_time, log_text, run_status),
+                                     indent=1))
 
 
 def write_csv(path, rows: list[tuple[str, list[dict], str]]) -> None:
     """One row per submission: name, total, each part's score, status."""
     parts = sorted({r["part"] for _, results, _ in rows for r in results}) or [1]
-    with open(path, "w", newline="") as f:
+    tmp = f"{path}.tmp"  # then renamed: never a half-written CSV
+    with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["submission", "score", "max_score"] + [f"part{p}" for p in parts]
                    + ["status"])
@@ -84,3 +121,4 @@ def write_csv(path, rows: list[tuple[str, list[dict], str]]) -> None:
             w.writerow([name, score(results), max_score(results)]
                        + [sum(r["score"] for r in results if r["part"] == p) for p in parts]
                        + [status])
+    os.replace(tmp, path)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -157,6 +158,9 @@ class Context:
     def run(self, argv, env, send_signal=None, timeout=None) -> Run:
         left = max(1.0, self.deadline - time.monotonic())
         timeout = min(timeout * self.args.timeout_scale, left) if timeout else left
+        restored = restore_scratch(self.scratch, self.user)
+        if restored:
+            self.log.append(restored)
         started = time.monotonic()
         proc = subprocess.Popen(argv, env=env, cwd=str(self.scratch), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -346,7 +350,7 @@ def clean_up_after(before: set[int], scratch: Path) -> list[str]:
     for path in checks.temp_dirs():
         found.append(f"temporary directory {path}")
         subprocess.run(["rm", "-rf", str(path)], capture_output=True)
-    for entry in scratch.iterdir():
+    for entry in scratch.iterdir() if scratch.is_dir() else []:
         subprocess.run(["rm", "-rf", str(entry)], capture_output=True)
     if os.getuid() == 0:
         found += remove_cgroups_and_links()
@@ -387,6 +391,9 @@ def run_checks(args) -> list[dict]:
     for c in selected:
         log: list[str] = []
         started = time.monotonic()
+        restored = restore_scratch(Path(args.scratch), args.user)
+        if restored:
+            log.append(restored)
         before = set(processes())
         why_not = machine.missing(c.needs)
         if why_not:
@@ -401,7 +408,9 @@ def run_checks(args) -> list[dict]:
             except NotRunnable as e:
                 status, message = "not run", str(e)
             except Exception as e:  # a check's own bug must not stop the others
-                status, message = "fail", f"grader error: {e!r}"
+                # Not the student's loss: reported as a grader error, never as a fail.
+                status, message = "error", f"grader error: {e!r}"
+                log.append(traceback.format_exc())
             finally:
                 context.close()
         leftovers = clean_up_after(before, Path(args.scratch))
@@ -430,11 +439,26 @@ def write_results(path, results) -> None:
 
 def prepare_scratch(user: str) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix="zoo-grader-"))
+    own_scratch(scratch, user)
+    return scratch
+
+
+def own_scratch(scratch: Path, user: str) -> None:
     pw = pwd.getpwnam(user)
     scratch.chmod(0o755)
     if os.getuid() == 0:
         os.chown(scratch, pw.pw_uid, pw.pw_gid)
-    return scratch
+
+
+def restore_scratch(scratch: Path, user: str) -> str:
+    """The user owns the scratch directory (its containers write there), so a
+    submission may remove it (a hostile one empties /tmp): make it again rather than
+    fail every check after.  Returns what was done, for the log."""
+    if scratch.is_dir():
+        return ""
+    scratch.mkdir(mode=0o755)
+    own_scratch(scratch, user)
+    return f"the scratch directory {scratch} was gone (removed by the submission?): made again"
 
 
 def main(argv=None) -> int:
@@ -459,6 +483,10 @@ def main(argv=None) -> int:
         return 0
     if not args.submission or not args.results:
         ap.error("--submission and --results are needed (or --list)")
+    try:
+        pwd.getpwnam(args.user)
+    except KeyError:
+        ap.error(f"--user {args.user}: no such user")
     args.logs = args.logs or str(Path(args.results).parent / "logs")
     args.scratch = str(prepare_scratch(args.user))
     try:

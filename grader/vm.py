@@ -176,6 +176,7 @@ class BootResult:
     results_dir: Path  # the results share; job.log is there
     error: str | None = None  # why there is no exit status, if there is none
     qemu_returncode: int | None = None
+    stopped: str | None = None  # why the watchdog had QEMU stopped early, if it did
 
     @property
     def ok(self) -> bool:
@@ -943,7 +944,8 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
          timeout: float = 600, memory: str = "2G", smp: int = 2,
          log_path: Path | str | None = None, image: ImagePaths | None = None,
          job_timeout: float | None = None, accel: str | None = None,
-         save_journal: bool = False, cache_root: Path | str | None = None) -> BootResult:
+         save_journal: bool = False, cache_root: Path | str | None = None,
+         watchdog: Callable[[bool], str | None] | None = None) -> BootResult:
     """Boot the guest once: it runs job_dir/run.sh as root and powers off.
 
     job_dir is shared read-only at /mnt/job, submission_dir (None: an empty directory)
@@ -951,7 +953,9 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
     goes to job.log there). The serial console goes to log_path (default
     results_dir/console.log). QEMU is killed after `timeout` seconds (timed_out=True);
     job_timeout makes the guest itself stop run.sh after that long (exit status 124),
-    keeping the rest of the boot's results. Raises VMError if QEMU cannot run at all.
+    keeping the rest of the boot's results. watchdog(job_started) is asked every poll;
+    a reason it returns stops QEMU at once (stopped=reason: a guest that stopped
+    reporting, say). Raises VMError if QEMU cannot run at all.
     """
     job_dir = Path(job_dir).resolve()
     if not (job_dir / "run.sh").is_file():
@@ -986,6 +990,7 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
         start = time.monotonic()
         boot_seconds = None
         timed_out = False
+        stopped = None
         with open(qemu_log, "wb") as qlog, open(console_log, "rb") as console:
             # Own session: a Ctrl-C is ours to handle (below). Parent-death signal: QEMU
             # never outlives us, even if we are killed with SIGKILL.
@@ -1005,6 +1010,10 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
                     if time.monotonic() - start >= timeout:
                         timed_out = True
                         break
+                    if watchdog is not None:
+                        stopped = watchdog(boot_seconds is not None)
+                        if stopped:
+                            break
                     time.sleep(0.1)
             finally:
                 _stop(proc)
@@ -1024,6 +1033,8 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
     elif timed_out:
         error = f"timed out after {timeout:g} s" + ("" if boot_seconds else
                                                     " (the job had not started)")
+    elif stopped:
+        error = f"stopped: {stopped}"
     elif exit_status is None:
         if proc.returncode not in (0, None) and boot_seconds is None:
             raise VMError(f"vm: qemu failed (exit status {proc.returncode}): "
@@ -1031,7 +1042,8 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
         error = f"the guest stopped without a ZOO-JOB-EXIT marker: see {console_log}"
     return BootResult(exit_status=exit_status, timed_out=timed_out, accel=accel,
                       boot_seconds=boot_seconds, total_seconds=total, console_log=console_log,
-                      results_dir=results_dir, error=error, qemu_returncode=proc.returncode)
+                      results_dir=results_dir, error=error, qemu_returncode=proc.returncode,
+                      stopped=stopped)
 
 
 def _die_with_parent() -> Callable[[], None] | None:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import generate
 import pytest
 from conftest import PARTS, ROOT
 
@@ -73,6 +74,17 @@ def test_references_score_full_marks(workspace):
     assert {t["visibility"] for t in gradescope["tests"]} == {"visible", "after_published"}
 
 
+def test_only_a_check_named_with_spaces_and_an_apostrophe(workspace):
+    """--only takes a check's name as well as its id; the name reaches the guest's
+    shell script whole."""
+    sub = copy_parts(workspace / "only", {1: PARTS[1], 2: PARTS[2]})
+    out = workspace / "out-only"
+    done = grade(sub, out, "--only", "exit status is the container's", "--only", "p2_hostname")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(results_of(out)) == {"p1_exit_status", "p2_hostname"}
+    assert "Score: 5/5" in done.stdout
+
+
 def break_copy(sub: Path) -> None:
     """Two deliberate bugs: no seccomp rule for chmod, and the cgroup never removed."""
     security = sub / PARTS[3] / "security.py"
@@ -99,23 +111,53 @@ def test_a_broken_copy_loses_exactly_those_points(workspace):
     assert f"Score: {ALL_POINTS - lost}/{ALL_POINTS}" in done.stdout
 
 
+def copy_forward(dest: Path) -> Path:
+    """A student who copied forward and has not started the stage: each partN directory
+    holds the skeleton with the exercises of stages 1..N-1 done (the skeleton turns
+    stage N's given code on by the directory's name)."""
+    blocks = {b.q: b for b in generate.all_blocks(ROOT / "src")}
+    for part, name in PARTS.items():
+        target = dest / name
+        shutil.copytree(ROOT / "skeleton", target, ignore=shutil.ignore_patterns("__pycache__"))
+        done = {q for q, b in blocks.items() if b.stage < part}
+        for path in target.glob("*.py"):
+            path.write_text(generate.fill_blocks(path.read_text(), blocks, only=done))
+    return dest
+
+
+def earned(tests: list[dict], part: int) -> list[str]:
+    return [f"{t['name']} ({t['score']}/{t['max_score']})" for t in tests
+            if t["name"].startswith(f"part{part}:") and t["score"] > 0]
+
+
 def test_every_stage_can_fail_and_the_skeleton_scores_zero(workspace):
-    """A batch of two, two VMs at once: part N+1 holding part N's code (so each
-    stage's checks meet the previous stage's program), and the bare skeleton."""
+    """A batch of three, two VMs at once: part N+1 holding part N's code (so each
+    stage's checks meet the previous stage's program), the skeleton copied forward
+    with each earlier stage done, and the bare skeleton.  No check of a stage may
+    give a point to a program without that stage."""
     batch = workspace / "batch"
     copy_parts(batch / "shifted", {1: PARTS[1], **{p: PARTS[p - 1] for p in range(2, 7)}})
+    copy_forward(batch / "forward")
     copy_parts(batch / "skeleton", {p: "skeleton" for p in PARTS})
     out = workspace / "out-batch"
-    done = grade(batch, out, "--jobs", "2", timeout=2400)
+    done = grade(batch, out, "--jobs", "2", timeout=3600)
     assert done.returncode == 0, done.stdout + done.stderr
     with open(out / "scores.csv") as f:
         rows = {row["submission"]: row for row in csv.DictReader(f)}
-    assert set(rows) == {"shifted", "skeleton"}
+    assert set(rows) == {"shifted", "forward", "skeleton"}
+    assert {row["status"] for row in rows.values()} == {"ok"}, rows
     shifted = json.loads((out / "shifted" / "results.json").read_text())["tests"]
+    assert not [t for t in shifted if t["name"].startswith("part1:")
+                and t["score"] < t["max_score"]], "part 1's reference lost points"
     for part in range(2, 7):
-        mine = [t for t in shifted if t["name"].startswith(f"part{part}:")]
-        assert any(t["score"] < t["max_score"] for t in mine), f"part {part}'s checks all pass"
-    assert rows["skeleton"]["score"] == "0"
+        assert not earned(shifted, part), f"part {part - 1}'s code earns part {part} points"
+    forward = json.loads((out / "forward" / "results.json").read_text())["tests"]
+    for part in PARTS:
+        assert not earned(forward, part), f"stage {part} not done, yet points in part {part}"
+    said = "\n".join(t["output"] for t in forward)
+    for part, q in {1: 1, 2: 6, 6: 20}.items():
+        assert f"q{q} (part {part}) is not implemented yet" in said
+    assert rows["forward"]["score"] == "0" and rows["skeleton"]["score"] == "0"
     skeleton = json.loads((out / "skeleton" / "results.json").read_text())["tests"]
     assert all(t["score"] == 0 for t in skeleton)
     said = "\n".join(t["output"] for t in skeleton)
@@ -145,9 +187,15 @@ def test_a_hostile_submission_does_not_take_the_grader_down(workspace):
     before = sorted(os.listdir(ROOT))
     jobs_before = set(Path("/tmp").glob("zoo-job-*"))
     out = workspace / "out-hostile"
-    done = grade(sub, out, "--part", "1", "--vm-timeout", "420", timeout=900)
+    # The first check waits for it to its own limit (6 minutes under TCG); by then it
+    # has removed its own copy and the runner's scratch directory: the runner goes on,
+    # and every check is a plain fail (a complete grading: exit 1, no Status line).
+    done = grade(sub, out, "--part", "1", "--vm-timeout", "600", timeout=900)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "Part 1 score: 0/" in done.stdout
+    assert "Part 1 score: 0/" in done.stdout and "Status:" not in done.stdout
+    results = results_of(out)
+    assert {r["status"] for r in results.values()} == {"fail"}, done.stdout
+    assert len(results) == len(checks.selected([1]))
     assert "Traceback" not in done.stderr
     assert sorted(os.listdir(ROOT)) == before and (sub / PARTS[1] / "zookeeper.py").exists()
     assert set(Path("/tmp").glob("zoo-job-*")) <= jobs_before, "job directory left on the host"

@@ -42,3 +42,19 @@ def test_a_command_that_ends_in_time_is_read_whole(tmp_path):
     r = context(tmp_path, timeout=20).run(["sh", "-c", "echo out; echo err >&2; exit 3"],
                                           env={"PATH": os.environ["PATH"]})
     assert (r.status, r.stdout, r.stderr, r.timed_out) == (3, "out\n", "err\n", False)
+
+
+def test_a_removed_scratch_directory_is_made_again(tmp_path):
+    """A hostile submission empties what it can reach, the scratch directory (the
+    user's own) included: the next command and check must still run."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    z = context(tmp_path, timeout=20)
+    z.scratch = scratch
+    scratch.rmdir()
+    r = z.run(["sh", "-c", "pwd"], env={"PATH": os.environ["PATH"]})
+    assert r.status == 0 and r.stdout.strip() == str(scratch)
+    assert "was gone (removed by the submission?): made again" in z.log[0]
+    scratch.rmdir()
+    assert runner.restore_scratch(scratch, "root").startswith("the scratch directory")
+    assert scratch.is_dir() and runner.restore_scratch(scratch, "root") == ""

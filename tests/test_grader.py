@@ -1,0 +1,509 @@
+"""The grader's own logic on this host, without a VM and without running a submission:
+the checks' tables and parsers, the reports, and grader/grade's command line."""
+
+import csv
+import importlib.machinery
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "grader"))
+
+import checks  # noqa: E402
+import report  # noqa: E402
+import runner  # noqa: E402
+
+PART_POINTS = {1: 15, 2: 15, 3: 15, 4: 20, 5: 20, 6: 15}
+
+
+def test_points_per_part_as_documented():
+    got = {p: sum(c.points for c in checks.CHECKS if c.part == p) for p in PART_POINTS}
+    assert got == PART_POINTS and sum(got.values()) == 100
+    readme = (ROOT / "README.txt").read_text()
+    listed = re.search(r"Points per part \(100 in all\): (.*?)\.\n", readme, re.S).group(1)
+    documented = {int(p): int(n) for p, n in re.findall(r"part (\d) (\d+)", listed)}
+    assert documented == PART_POINTS
+
+
+def test_ip_links_reads_names_and_flags():
+    out = ("1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue qlen 1000\\    link/loop\n"
+           "2: eth0@if7: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue\n"
+           "3: tap0: <BROADCAST,MULTICAST> mtu 1500 qdisc noop\n")
+    links = checks.ip_links(out)
+    assert sorted(links) == ["eth0", "lo", "tap0"]
+    assert "UP" in links["lo"] and "UP" in links["eth0"] and "UP" not in links["tap0"]
+
+
+# Statuses: what is the grader's, not the student's --------------------------------
+
+
+def result(check_id="p1_x", part=1, status="ok", points=3, message=""):
+    return {"id": check_id, "part": part, "name": f"check {check_id}", "max_score": points,
+            "score": points if status == "ok" else 0, "status": status, "message": message,
+            "seconds": 0.5, "public": True, "log": ""}
+
+
+def test_not_run_and_grader_errors_make_the_grading_incomplete(tmp_path):
+    results = [result("a"), result("b", status="fail", message="wrong"),
+               result("c", status="not run", message="no rootfs tarball"),
+               result("d", part=2, status="error", message="grader error: KeyError('x')"),
+               result("e", part=2, status="error", message="grader error: ValueError()")]
+    assert report.status(results[:2]) == "ok"
+    status = report.status(results)
+    assert status == "incomplete: 1 not run, 2 grader errors"
+    assert report.status(results, "VM killed at the 60s timeout") == (
+        "VM killed at the 60s timeout; incomplete: 1 not run, 2 grader errors")
+    text = report.text_report(results, run_status=status)
+    assert "== part2: check d == GRADER ERROR (0.5s)" in text
+    assert "Part 1 score: 3/9 (1 not run)" in text
+    assert "Part 2 score: 0/6 (2 grader errors)" in text
+    assert text.endswith("Score: 3/15\nStatus: incomplete: 1 not run, 2 grader errors")
+    assert "Status:" not in report.text_report(results[:2])
+    gradescope = report.gradescope(results, 1.0, run_status=status)
+    assert status in gradescope["output"]
+    assert "output" not in report.gradescope(results[:2], 1.0)
+    csv_path = tmp_path / "scores.csv"
+    report.write_csv(csv_path, [("alice", results, status), ("bob", results[:2], "ok")])
+    with open(csv_path) as f:
+        rows = {row["submission"]: row for row in csv.DictReader(f)}
+    assert rows["alice"]["status"] == "incomplete: 1 not run, 2 grader errors"
+    assert rows["bob"]["status"] == "ok" and rows["bob"]["score"] == "3"
+
+
+def test_a_checks_own_exception_is_a_grader_error(tmp_path, monkeypatch):
+    def broken(z):
+        raise KeyError("CapBnd")
+
+    def fails(z):
+        z.expect(False, "the student's fault")
+
+    fake = [checks.Check(broken, 1, "broken check", 3, 10, True, ()),
+            checks.Check(fails, 1, "failing check", 3, 10, True, ())]
+    monkeypatch.setattr(checks, "CHECKS", fake)
+    # The real cleanup kills other containers on the machine: not on a shared host.
+    monkeypatch.setattr(runner, "clean_up_after", lambda before, scratch: [])
+    args = types.SimpleNamespace(
+        user="root", python=sys.executable, part=None, only=None, public=False,
+        submission=str(tmp_path), results=str(tmp_path / "results.json"),
+        logs=str(tmp_path / "logs"), scratch=str(tmp_path), timeout_scale=1.0,
+        rootfs_tar=None, progress=False)
+    results = runner.run_checks(args)
+    assert [r["status"] for r in results] == ["error", "fail"]
+    assert results[0]["message"] == "grader error: KeyError('CapBnd')"
+    assert "Traceback" in (tmp_path / "logs" / "broken.log").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())[0]["status"] == "error"
+
+
+# grader/grade, with the VM replaced by what it would bring back --------------------
+
+
+def load_grade():
+    loader = importlib.machinery.SourceFileLoader("zoo_grade", str(ROOT / "grader" / "grade"))
+    spec = importlib.util.spec_from_loader("zoo_grade", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def grade(monkeypatch):
+    """grader/grade as a module, its VM faked: fake_vm[submission name] is what the
+    grading of that submission brings back, (results, problem), or an exception."""
+    module = load_grade()
+    module.fake_vm = {}
+    module.vm_calls = []
+
+    def grade_in_vm(submission, args, out_dir, log=print):
+        module.vm_calls.append(submission.name)
+        got = module.fake_vm[submission.name]
+        if isinstance(got, Exception):
+            raise got
+        return [dict(r) for r in got[0]], got[1]
+
+    monkeypatch.setattr(module, "grade_in_vm", grade_in_vm)
+    return module
+
+
+def make_submission(path: Path, parts=(1,)) -> Path:
+    for part in parts:
+        (path / f"part{part}_x").mkdir(parents=True)
+        (path / f"part{part}_x" / "zookeeper.py").write_text("")
+    return path
+
+
+def all_of_part1(status="ok", missing=0, error=None):
+    """Results for part 1's checks: all ok, or the first one with status."""
+    results = [result(c.id, 1, "ok", c.points) | {"name": c.name}
+               for c in checks.CHECKS if c.part == 1]
+    if status != "ok":
+        results[0] |= {"status": status, "score": 0, "message": error or status}
+    return results[:len(results) - missing]
+
+
+def test_exit_status_of_one_submission(grade, tmp_path, capsys):
+    sub = make_submission(tmp_path / "alice")
+    cases = [(all_of_part1(), "", 0), (all_of_part1("fail"), "", 1),
+             (all_of_part1("error", error="grader error: KeyError()"), "", 2),
+             (all_of_part1("not run"), "", 2),
+             (all_of_part1(missing=2), "VM killed at the 60s timeout", 2),
+             (all_of_part1(), "VM job failed (exit 3; see job.log)", 2)]
+    for results, problem, expected in cases:
+        grade.fake_vm["alice"] = (results, problem)
+        out = tmp_path / f"out-{len(grade.vm_calls)}"
+        code = grade.main([str(sub), "--part", "1", "--out", str(out),
+                           "--json", str(out.with_suffix(".json"))])
+        said = capsys.readouterr()
+        assert code == expected, (problem, said.out, said.err)
+        gradescope = json.loads(out.with_suffix(".json").read_text())
+        if expected == 2:
+            assert "Status: " in said.out and gradescope["output"].startswith("Grading status: ")
+        else:
+            assert "Status: " not in said.out and "output" not in gradescope
+    grade.fake_vm["alice"] = RuntimeError("vm: qemu-system-x86_64 not found")
+    assert grade.main([str(sub), "--part", "1", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == "grade: vm: qemu-system-x86_64 not found\n"
+
+
+def test_batch_exit_status_is_2_when_a_row_is_not_ok(grade, tmp_path, capsys):
+    class_dir = tmp_path / "class"
+    for name in ("alice", "bob"):
+        make_submission(class_dir / name)
+    grade.fake_vm.update(alice=(all_of_part1("fail"), ""), bob=(all_of_part1(), ""))
+    out = tmp_path / "out"
+    assert grade.main([str(class_dir), "--part", "1", "--out", str(out)]) == 0
+    grade.fake_vm["bob"] = (all_of_part1(missing=1), "VM killed at the 60s timeout")
+    assert grade.main([str(class_dir), "--part", "1", "--out", str(out)]) == 2
+    assert "1 not graded completely (bob)" in capsys.readouterr().err
+    with open(out / "scores.csv") as f:
+        rows = {row["submission"]: row for row in csv.DictReader(f)}
+    assert rows["alice"]["status"] == "ok"
+    assert rows["bob"]["status"] == "VM killed at the 60s timeout; incomplete: 1 not run"
+
+
+def test_only_values_reach_the_guests_runner_intact(grade):
+    """run.sh is a shell script: each --only value must arrive as one argument."""
+    names = ["exit status is the container's", "p2_hostname", 'a "quoted" $HOME `x`;']
+    args = types.SimpleNamespace(part=[1], only=names, public=True)
+    line = grade.guest_runner_args(args)
+    done = subprocess.run(["sh", "-c", 'printf "%s\\n" ' + line], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.splitlines() == grade.runner_args(args)
+    assert grade.runner_args(args) == ["--part", "1", "--only", names[0], "--only", names[1],
+                                       "--only", names[2], "--public"]
+    script = grade.RUN_SH.format(user="student", scale=6.0, extra=line)
+    assert script.rstrip().endswith(line)
+    assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
+
+
+def test_a_selection_of_no_check_stops_before_the_vm(grade, tmp_path, capsys):
+    sub = make_submission(tmp_path / "alice")
+    hidden = next(c for c in checks.CHECKS if not c.public)
+    for selection, said in [
+            (["--only", "p1_no_such_check"], "--only 'p1_no_such_check': no check has this id"),
+            (["--part", "2", "--only", "p1_exit_status"],
+             "--part 2 --only 'p1_exit_status': no check is in this selection"),
+            (["--only", hidden.id, "--public"], "no check is in this selection")]:
+        code = grade.main([str(sub), "--out", str(tmp_path / "out"), *selection])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and len(err.splitlines()) == 1, err
+    assert grade.vm_calls == [] and not (tmp_path / "out").exists()
+
+
+def test_every_entry_of_a_class_directory_gets_a_row(grade, tmp_path, capsys):
+    class_dir = tmp_path / "class"
+    make_submission(class_dir / "alice")
+    make_submission(class_dir / "bob" / "zookeeper")  # unpacked one level too deep
+    (class_dir / "carol.zip").write_bytes(b"PK\x03\x04")
+    (class_dir / "notes.txt").write_text("late: dave\n")
+    (class_dir / "dave").mkdir()
+    (class_dir / ".DS_Store").write_text("")
+    grade.fake_vm["alice"] = (all_of_part1(), "")
+    out = tmp_path / "out"
+    assert grade.main([str(class_dir), "--part", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    with open(out / "scores.csv") as f:
+        rows = {row["submission"]: row["status"] for row in csv.DictReader(f)}
+    assert rows == {
+        "alice": "ok",
+        "bob": "not a submission: the parts are in bob/zookeeper/, not at its top: "
+               "move them up",
+        "carol.zip": "not a submission: is a file: unzip it first",
+        "notes.txt": "not a submission: is a file, not a directory",
+        "dave": "not a submission: no part*_*/zookeeper.py in it"}
+    for name in ("bob", "carol.zip", "notes.txt", "dave"):
+        assert f"{class_dir / name}: not a submission: " in err
+    assert grade.vm_calls == ["alice"]
+
+
+# The VM's time limits ---------------------------------------------------------------
+
+
+def test_default_vm_timeout_covers_the_checks_own_time_limits(grade):
+    for accel in ("tcg", "kvm"):
+        budget = sum(c.timeout * grade.TIMEOUT_SCALE[accel] for c in checks.CHECKS)
+        assert grade.default_vm_timeout(checks.CHECKS, accel) > budget + 300
+    part1 = checks.selected([1])
+    assert grade.default_vm_timeout(part1, "tcg") < grade.default_vm_timeout(checks.CHECKS,
+                                                                              "tcg")
+    help_text = subprocess.run([sys.executable, str(ROOT / "grader" / "grade"), "--help"],
+                               capture_output=True, text=True).stdout
+    hours = grade.default_vm_timeout(checks.CHECKS, "tcg") / 3600
+    assert f"{hours:.1f} h for all checks under TCG" in " ".join(help_text.split())
+
+
+def test_watchdog_stops_a_guest_that_stopped_reporting(grade, tmp_path):
+    now = [0.0]
+    selected = checks.selected([1])[:2]
+    results = tmp_path / "results.json"
+    dog = grade.Watchdog(results, selected, "tcg", clock=lambda: now[0])
+    first, second = (grade.check_allowance(c, "tcg") for c in selected)
+    now[0] = grade.BOOT_MARGIN["tcg"] - 1
+    assert dog(False) is None
+    now[0] += 2
+    assert "did not start within 300s" in dog(False)
+
+    dog = grade.Watchdog(results, selected, "tcg", clock=lambda: now[0])
+    now[0] = 10.0
+    assert dog(True) is None  # the job started: setup, then the first check
+    now[0] += grade.SETUP_MARGIN + first - 1
+    assert dog(True) is None
+    results.write_text(json.dumps([result(selected[0].id)]))
+    assert dog(True) is None  # a result: the second check's allowance starts now
+    now[0] += second - 1
+    assert dog(True) is None
+    now[0] += 2
+    assert dog(True) == (f"no result from {selected[1].id} within its time limit "
+                         f"({second:.0f}s)")
+    results.write_text(json.dumps([result(selected[0].id), result(selected[1].id)]))
+    assert dog(True) is None
+    now[0] += grade.CHECK_MARGIN + 1
+    assert dog(True) == "the guest did not power off after the last check"
+
+
+def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch):
+    """With a stand-in for QEMU that starts the job and then hangs."""
+    import vm
+
+    qemu = tmp_path / "qemu"
+    qemu.write_text('#!/bin/sh\nwhile [ "$1" != -serial ]; do shift; done\n'
+                    'printf "ZOO-JOB-START\\n" > "${2#file:}"\nexec sleep 300\n')
+    qemu.chmod(0o755)
+    monkeypatch.setenv("ZOO_QEMU", str(qemu))
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "run.sh").write_text("true\n")
+    image = vm.ImagePaths(key="fake", dir=tmp_path, kernel=tmp_path / "vmlinux",
+                          initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
+    asked = []
+
+    def watchdog(job_started):
+        asked.append(job_started)
+        return "no result from p1_x within its time limit (420s)" if job_started else None
+
+    started = time.monotonic()
+    boot = vm.boot(job, None, tmp_path / "results", image=image, accel="tcg", timeout=120,
+                   watchdog=watchdog)
+    assert time.monotonic() - started < 30
+    assert boot.stopped == "no result from p1_x within its time limit (420s)"
+    assert not boot.timed_out and boot.exit_status is None and True in asked
+    assert boot.error == "stopped: no result from p1_x within its time limit (420s)"
+
+
+def test_help_and_readme_say_what_grade_does(grade):
+    help_text = " ".join(subprocess.run(
+        [sys.executable, str(ROOT / "grader" / "grade"), "--help"], capture_output=True,
+        text=True, check=True).stdout.split())
+    assert "Grade a zookeeper submission: every stage" in help_text
+    assert "CLASS_DIR is a directory of such directories" in help_text
+    assert "Exit status, one submission: 0 when every check passed, 1 when points" in help_text
+    readme = " ".join((ROOT / "README.txt").read_text().split("\n7. Grading")[1]
+                      .split("\n8. Benchmarks")[0].split())
+    for said in ("--out DIR (default ./grader-results)", "DIR/scores.csv, or --csv FILE",
+                 "DIR/NAME/results.json (Gradescope's), DIR/NAME/report.txt",
+                 "--json FILE also writes Gradescope's results.json there (one submission only)",
+                 "--vm-timeout SECONDS", "Exit status:"):
+        assert said in readme, said
+    hours = grade.default_vm_timeout(checks.CHECKS, "tcg") / 3600
+    kvm = grade.default_vm_timeout(checks.CHECKS, "kvm") / 3600
+    assert f"{hours:.1f} hours for all checks under TCG, {kvm:.1f} under KVM" in readme
+
+
+def test_json_and_csv_belong_to_their_mode(grade, tmp_path, capsys):
+    sub = make_submission(tmp_path / "class" / "alice")
+    assert grade.main([str(sub), "--csv", str(tmp_path / "s.csv")]) == 2
+    assert grade.main([str(sub.parent), "--json", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("grade: --csv is for a class directory")
+    assert err[1].startswith("grade: --json is for one submission")
+    assert grade.vm_calls == []
+
+
+def test_a_wrong_path_says_what_is_wrong(grade, tmp_path, capsys):
+    (tmp_path / "alice.zip").write_bytes(b"PK\x03\x04")
+    (tmp_path / "notes.txt").write_text("")
+    for name, said in [("nothing-here", "no such file or directory"),
+                       ("alice.zip", "is a file: unzip it first"),
+                       ("notes.txt", "is a file, not a directory")]:
+        assert grade.main([str(tmp_path / name), "--out", str(tmp_path / "out")]) == 2
+        assert capsys.readouterr().err == f"grade: {tmp_path / name}: {said}\n"
+    assert grade.vm_calls == []
+
+
+def test_output_paths_are_checked_before_grading(grade, tmp_path, capsys):
+    sub = make_submission(tmp_path / "class" / "alice")
+    (tmp_path / "a-file").write_text("")
+    out = ["--out", str(tmp_path / "out")]
+    for argv, said in [
+            ([str(sub), "--json", str(tmp_path / "no-dir" / "r.json")],
+             f"--json {tmp_path / 'no-dir' / 'r.json'}: no such directory"),
+            ([str(sub), "--json", str(tmp_path)], f"--json {tmp_path}: is a directory"),
+            ([str(sub.parent), "--csv", str(tmp_path / "no-dir" / "s.csv")],
+             f"--csv {tmp_path / 'no-dir' / 's.csv'}: no such directory"),
+            ([str(sub), "--out", str(tmp_path / "a-file" / "out")],
+             f"--out {tmp_path / 'a-file' / 'out'}: Not a directory")]:
+        assert grade.main(argv + (out if "--out" not in argv else [])) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"grade: {said}") and len(err.splitlines()) == 1, err
+    assert grade.vm_calls == []
+
+
+def test_the_csv_is_written_after_each_submission(grade, tmp_path):
+    class_dir = tmp_path / "class"
+    for name in ("alice", "bob"):
+        make_submission(class_dir / name)
+    (class_dir / "carol.zip").write_text("")
+    csv_path = tmp_path / "scores.csv"
+    seen = {}
+
+    def grade_in_vm(submission, args, out_dir, log=print):
+        with open(csv_path) as f:
+            seen[submission.name] = {r["submission"]: r["status"] for r in csv.DictReader(f)}
+        return all_of_part1(), ""
+
+    grade.grade_in_vm = grade_in_vm
+    assert grade.main([str(class_dir), "--part", "1", "--out", str(tmp_path / "out"),
+                       "--csv", str(csv_path)]) == 2  # carol.zip's row is not ok
+    assert seen["alice"] == {"carol.zip": "not a submission: is a file: unzip it first"}
+    assert seen["bob"]["alice"] == "ok" and "bob" not in seen["bob"]
+
+
+def test_ctrl_c_keeps_the_rows_graded_and_stops_the_rest(grade, tmp_path, capsys):
+    class_dir = tmp_path / "class"
+    for name in ("alice", "bob", "carol"):
+        make_submission(class_dir / name)
+
+    def grade_in_vm(submission, args, out_dir, log=print):
+        grade.vm_calls.append(submission.name)
+        if submission.name == "bob":  # a TA's Ctrl-C while bob's VM runs
+            os.kill(os.getpid(), signal.SIGINT)
+            watchdog = grade.Watchdog(out_dir / "none.json", [], "tcg")
+            deadline = time.monotonic() + 10
+            while not watchdog(True) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return all_of_part1(missing=2), f"VM stopped: {watchdog(True)}"
+        return all_of_part1(), ""
+
+    grade.grade_in_vm = grade_in_vm
+    try:
+        code = grade.main([str(class_dir), "--part", "1", "--out", str(tmp_path / "out")])
+    finally:
+        grade.INTERRUPTED.clear()
+    assert code == 130
+    assert grade.vm_calls == ["alice", "bob"]
+    with open(tmp_path / "out" / "scores.csv") as f:
+        rows = {row["submission"]: row["status"] for row in csv.DictReader(f)}
+    assert rows == {"alice": "ok",
+                    "bob": "VM stopped: interrupted (Ctrl-C); incomplete: 2 not run",
+                    "carol": "not graded: interrupted"}
+    assert "interrupted after 2 of 3 submissions" in capsys.readouterr().err
+
+
+def test_a_failed_rootfs_build_shows_mkrootfs_own_words(grade, tmp_path, capsys,
+                                                       monkeypatch):
+    script = tmp_path / "mkrootfs"
+    script.write_text("#!/bin/sh\necho progress\nfor i in 1 2 3 4 5 6; do echo noise $i >&2; "
+                      "done\necho 'mkrootfs: busybox not found: apt-get install busybox-static'"
+                      " >&2\nexit 1\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(grade, "MKROOTFS", [str(script)])
+    sub = make_submission(tmp_path / "alice")
+    assert grade.main([str(sub), "--local", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grade: building the rootfs tarball (tools/mkrootfs.py busybox) "
+                          "failed:\n")
+    assert "    mkrootfs: busybox not found: apt-get install busybox-static\n" in err
+    assert "noise 6" in err and "noise 1" not in err and "Traceback" not in err
+
+
+def test_local_user_is_checked_first(grade, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(grade, "build_rootfs_tar", lambda dest: pytest.fail("built"))
+    sub = make_submission(tmp_path / "alice")
+    out = ["--out", str(tmp_path / "out")]
+    for extra, said in [(["--local", "--user", "nosuch-zk"], "--user nosuch-zk: no such user"),
+                        (["--user", "root"],
+                         "--user and --python go with --local (the VM has its own student)"),
+                        (["--local", "--python", str(tmp_path / "no-python")],
+                         f"--python {tmp_path / 'no-python'}: not an executable file")]:
+        assert grade.main([str(sub), *extra, *out]) == 2
+        assert capsys.readouterr().err == f"grade: {said}\n"
+
+
+def test_local_reports_a_runner_that_crashed(grade, tmp_path, capsys, monkeypatch):
+    crash = tmp_path / "runner.py"
+    crash.write_text("import sys\nprint('Traceback (most recent call last):', file=sys.stderr)"
+                     "\nprint(\"KeyError: 'getpwnam(): name not found'\", file=sys.stderr)"
+                     "\nsys.exit(1)\n")
+    monkeypatch.setattr(grade, "RUNNER", crash)
+    monkeypatch.setattr(grade, "build_rootfs_tar", lambda dest: dest.write_text(""))
+    sub = make_submission(tmp_path / "alice")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(all_of_part1()))  # a previous run's
+    assert grade.main([str(sub), "--local", "--part", "1", "--out", str(out)]) == 2
+    said = capsys.readouterr()
+    status = ("the runner failed (exit 1: KeyError: 'getpwnam(): name not found'); "
+              f"incomplete: {len(checks.selected([1]))} not run")
+    assert f"Status: {status}" in said.out and "Score: 0/15" in said.out
+    assert "KeyError" in said.err
+
+
+def test_runner_refuses_an_unknown_user(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "grader" / "runner.py"), "--submission",
+                           str(tmp_path), "--results", str(tmp_path / "r.json"), "--user",
+                           "nosuch-zk"], capture_output=True, text=True)
+    assert done.returncode == 2 and "--user nosuch-zk: no such user" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_local_class_directory_with_jobs_is_refused(grade, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(grade, "grade_local", lambda *a: pytest.fail("graded"))
+    for name in ("alice", "bob"):
+        make_submission(tmp_path / "class" / name)
+    argv = [str(tmp_path / "class"), "--local", "--out", str(tmp_path / "out")]
+    assert grade.main(argv + ["--jobs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grade: --local grades one submission at a time") and (
+        len(err.splitlines()) == 1)
+
+
+def test_local_passes_user_and_python_to_the_runner(grade, tmp_path, monkeypatch):
+    seen = tmp_path / "argv.json"
+    fake = tmp_path / "runner.py"
+    fake.write_text(f"import json, sys\njson.dump(sys.argv, open({str(seen)!r}, 'w'))\n")
+    monkeypatch.setattr(grade, "RUNNER", fake)
+    monkeypatch.setattr(grade, "build_rootfs_tar", lambda dest: dest.write_text(""))
+    sub = make_submission(tmp_path / "alice")
+    for extra in (["--python", sys.executable], ["--user", "root"]):
+        grade.main([str(sub), "--local", "--part", "1", "--out", str(tmp_path / "out"), *extra])
+        argv = json.loads(seen.read_text())
+        assert argv[argv.index("--python") + 1] == sys.executable
