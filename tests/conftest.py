@@ -22,6 +22,16 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 PARTS = {1: "part1_clone", 2: "part2_namespaces", 3: "part3_seccomp",
          4: "part4_filesystem", 5: "part5_cgroups", 6: "part6_network"}
+
+
+def copy_parts(dest: Path, mapping: dict[int, str]) -> Path:
+    """A submission at dest whose partN directory holds the code of ROOT/mapping[N]."""
+    for part, source in mapping.items():
+        shutil.copytree(ROOT / source, dest / PARTS[part],
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
 VENV_PYTHON = os.environ.get("ZOOKEEPER_VENV", "/opt/zookeeper-venv") + "/bin/python3"
 TEST_USER = os.environ.get("ZOOKEEPER_TEST_USER", "zootest")
 WHO = ["root", "user"]

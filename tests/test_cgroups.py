@@ -18,7 +18,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import PARTS, ROOT, Runner, part_modules
+from conftest import PARTS, ROOT, Runner, copy_parts, part_modules
 
 HYBRID_MOUNTS = """\
 sysfs /sys sysfs rw,relatime 0 0
@@ -521,11 +521,7 @@ def test_stage5_in_the_vm(tmp_path):
         sys.path.pop(0)
     if vm.cached_image() is None:
         pytest.skip("no grader VM image built (sudo python3 grader/vm.py build)")
-    submission = tmp_path / "submission"
-    submission.mkdir()
-    for part in (4, 5):
-        shutil.copytree(ROOT / PARTS[part], submission / PARTS[part],
-                        ignore=shutil.ignore_patterns("__pycache__"))
+    submission = copy_parts(tmp_path / "submission", {4: PARTS[4], 5: PARTS[5]})
     shutil.copy(ROOT / "tools" / "mkrootfs.py", submission / "mkrootfs.py")
     results = tmp_path / "results"
     done = subprocess.run([sys.executable, str(ROOT / "grader" / "vm.py"), "run",

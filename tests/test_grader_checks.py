@@ -13,7 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import PARTS, ROOT, VENV_PYTHON
+from conftest import PARTS, ROOT, VENV_PYTHON, copy_parts
 
 sys.path.insert(0, str(ROOT / "grader"))
 import checks  # noqa: E402
@@ -30,14 +30,6 @@ def place():
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def submission(base: Path, mapping: dict[int, str | Path]) -> Path:
-    """A submission whose partN directory holds the code of mapping[N]."""
-    for part, source in mapping.items():
-        shutil.copytree(ROOT / source, base / "sub" / PARTS[part],
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return base / "sub"
 
 
 def run_check(check_id: str, sub: Path, base: Path, rootfs_tar: Path) -> tuple[str, str]:
@@ -71,14 +63,14 @@ PART4_ROOTFS_CHECKS = ["p4_pivot_root", "p4_dev_null", "p4_temp_dir_removed", "p
 
 @pytest.mark.parametrize("check_id", PART4_ROOTFS_CHECKS)
 def test_part4_checks_pass_with_part4(check_id, place, rootfs_tar, same_temp_dirs):
-    sub = submission(place, {4: PARTS[4]})
+    sub = copy_parts(place / "sub", {4: PARTS[4]})
     assert run_check(check_id, sub, place, rootfs_tar) == ("ok", "")
 
 
 @pytest.mark.parametrize("check_id", PART4_ROOTFS_CHECKS)
 def test_part4_checks_fail_with_part3s_program(check_id, place, rootfs_tar, same_temp_dirs):
     """Part 3 ignores -r (with a note): the container runs in the host's /."""
-    sub = submission(place, {4: PARTS[3]})
+    sub = copy_parts(place / "sub", {4: PARTS[3]})
     status, message = run_check(check_id, sub, place, rootfs_tar)
     assert status == "fail"
     assert "/zoo-marker" in message
@@ -87,7 +79,7 @@ def test_part4_checks_fail_with_part3s_program(check_id, place, rootfs_tar, same
 @pytest.mark.parametrize("check_id", PART4_ROOTFS_CHECKS)
 def test_part4_checks_fail_when_pivot_root_does_nothing(check_id, place, rootfs_tar,
                                                         same_temp_dirs):
-    sub = submission(place, {4: PARTS[4]})
+    sub = copy_parts(place / "sub", {4: PARTS[4]})
     rootfs_py = sub / PARTS[4] / "rootfs.py"
     text = rootfs_py.read_text()
     for call in ('kernel.sys_pivot_root(".", ".")', 'kernel.sys_umount2(".", kernel.MNT_DETACH)',
@@ -131,5 +123,5 @@ def test_exec_errors_must_be_one_line(extra, expected, place, rootfs_tar):
 
 
 def test_exec_errors_pass_with_part1(place, rootfs_tar):
-    sub = submission(place, {1: PARTS[1]})
+    sub = copy_parts(place / "sub", {1: PARTS[1]})
     assert run_check("p1_exec_errors", sub, place, rootfs_tar) == ("ok", "")

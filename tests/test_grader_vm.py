@@ -18,7 +18,7 @@ from pathlib import Path
 
 import generate
 import pytest
-from conftest import PARTS, ROOT
+from conftest import PARTS, ROOT, copy_parts
 
 pytestmark = pytest.mark.vm
 GRADE = [sys.executable, str(ROOT / "grader" / "grade")]
@@ -34,14 +34,6 @@ def workspace():
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def copy_parts(dest: Path, mapping: dict[int, str]) -> Path:
-    """A submission whose partN directory holds the code of mapping[N]."""
-    for part, source in mapping.items():
-        shutil.copytree(ROOT / source, dest / PARTS[part],
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
 
 
 def grade(submission: Path, out: Path, *extra, timeout=1500) -> subprocess.CompletedProcess:
