@@ -33,8 +33,9 @@ def status(results: list[dict], problem: str = "") -> str:
     (problem: the VM's, say) and how many checks gave no verdict.  Anything but "ok"
     means the score may lack points the submission would earn."""
     said = [problem] if problem else []
-    if incomplete(results):
-        said.append(f"incomplete: {incomplete(results)}")
+    missing = incomplete(results)
+    if missing:
+        said.append(f"incomplete: {missing}")
     return "; ".join(said) or "ok"
 
 
@@ -52,7 +53,8 @@ def text_report(results: list[dict], title: str = "", run_status: str = "ok") ->
                     out.append(f"    log: {r['log']}")
         got = sum(r["score"] for r in mine)
         total = sum(r["max_score"] for r in mine)
-        extra = f" ({incomplete(mine)})" if incomplete(mine) else ""
+        missing = incomplete(mine)
+        extra = f" ({missing})" if missing else ""
         out.append(f"Part {part} score: {got}/{total}{extra}")
         out.append("")
     out.append(f"Score: {score(results)}/{max_score(results)}")
