@@ -240,6 +240,22 @@ def test_unpack_refuses_a_non_empty_dir_without_force(busybox_tar, tmp_path):
 
 
 @needs_busybox
+def test_unpack_keep_leaves_a_changed_rootfs_alone(busybox_tar, tmp_path):
+    """`make rootfs` (and so `make demo`) unpacks with --keep: the student's changes stay."""
+    dest = tmp_path / "zoo-fs"
+    assert run_mkrootfs("unpack", "--keep", busybox_tar, dest).returncode == 0
+    assert (dest / "bin" / "busybox").is_file()
+    (dest / "root" / "mine").write_text("installed by the student")
+    (dest / "bin" / "busybox").unlink()
+    result = run_mkrootfs("unpack", "--keep", busybox_tar, dest)
+    assert result.returncode == 0, result.stderr
+    assert "kept as it is" in result.stdout and "make rootfs-reset" in result.stdout
+    assert (dest / "root" / "mine").read_text() == "installed by the student"
+    assert not (dest / "bin" / "busybox").exists()
+    assert run_mkrootfs("unpack", "--keep", "--force", busybox_tar, dest).returncode == 2
+
+
+@needs_busybox
 def test_unpack_into_an_empty_dir_needs_no_force(busybox_tar, tmp_path):
     (tmp_path / "empty").mkdir()
     assert run_mkrootfs("unpack", busybox_tar, tmp_path / "empty").returncode == 0

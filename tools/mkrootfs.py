@@ -21,8 +21,11 @@ Usage:
     python3 tools/mkrootfs.py busybox OUT.tar     Debian's busybox-static with its applets
     python3 tools/mkrootfs.py debian OUT.tar      Debian minbase (debootstrap, needs root,
                                                   or mmdebstrap --mode=unshare without)
-    python3 tools/mkrootfs.py unpack TAR DIR [--force]
-                                                  unpack as the calling user, like the course
+    python3 tools/mkrootfs.py unpack TAR DIR [--force | --keep]
+                                                  unpack as the calling user, like the course;
+                                                  a DIR that is not empty is refused, replaced
+                                                  (--force), or left as it is (--keep: what
+                                                  `make rootfs` does, so your changes stay)
 
 Errors are one line, `mkrootfs: <what failed>: <reason>`, and exit status 1.
 """
@@ -480,12 +483,19 @@ def device_nodes(tar_path):
         raise Failure(f"reading {tar_path}", "not a tar archive, or a damaged one") from None
 
 
-def unpack(tar_path, dest, force=False):
+def unpack(tar_path, dest, force=False, keep=False):
     """`mkdir DEST && cd DEST && (umask 0 && tar xpf TAR)`, without device nodes.
+
+    A DEST that is not empty is the student's rootfs, changes and all: refused, or
+    removed first with force, or left alone with keep (and nothing unpacked).
 
     `p` keeps the archive's modes exactly: without it GNU tar, run by a user other than
     root, also drops the sticky and set-id bits, and tmp/ would be 0777 instead of 1777.
     """
+    if os.path.lexists(dest) and not is_empty_dir(dest) and keep:
+        print(f"mkrootfs: {dest} is there already: kept as it is, with your changes"
+              " (make rootfs-reset, or unpack --force, unpacks it afresh)")
+        return
     if not os.path.isfile(tar_path):
         raise Failure(tar_path, "no such file")
     if os.path.lexists(dest) and not is_empty_dir(dest):
@@ -523,8 +533,11 @@ def parse_args(argv):
     unpack_cmd = commands.add_parser("unpack", help="unpack as the calling user (umask 0)")
     unpack_cmd.add_argument("tar", metavar="TAR")
     unpack_cmd.add_argument("dir", metavar="DIR")
-    unpack_cmd.add_argument("--force", action="store_true",
-                            help="remove DIR first if it exists and is not empty")
+    exists = unpack_cmd.add_mutually_exclusive_group()
+    exists.add_argument("--force", action="store_true",
+                        help="remove DIR first if it exists and is not empty")
+    exists.add_argument("--keep", action="store_true",
+                        help="leave DIR as it is if it exists and is not empty")
     return parser.parse_args(argv)
 
 
@@ -536,7 +549,7 @@ def main(argv=None):
         elif args.command == "debian":
             build_debian(args.out, args.suite, args.mirror)
         else:
-            unpack(args.tar, args.dir, args.force)
+            unpack(args.tar, args.dir, args.force, args.keep)
     except Failure as error:
         sys.exit(f"mkrootfs: {error}")
     except OSError as error:
