@@ -56,7 +56,7 @@ class Run:
         if self.timed_out:
             return "a timeout (killed)"
         if self.signal:
-            return f"death by {signal.Signals(self.signal).name} ({128 + self.signal})"
+            return f"death by {signal_name(self.signal)} ({128 + self.signal})"
         return f"exit status {self.status}"
 
     def log(self) -> str:
@@ -66,6 +66,19 @@ class Run:
         if self.stderr:
             text += "stderr:\n" + indent(self.stderr)
         return text
+
+
+def signal_name(number: int) -> str:
+    """SIGSEGV, SIGRTMIN+3, ...: a name for every signal a wait status can hold.
+    Python names only SIGRTMIN and SIGRTMAX of the real-time signals (Signals(35)
+    raises ValueError); 32 and 33 are glibc's own, below its SIGRTMIN."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        pass
+    if signal.SIGRTMIN < number < signal.SIGRTMAX:
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
+    return f"signal {number}"
 
 
 def indent(text: str, limit: int = 4000) -> str:

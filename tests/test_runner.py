@@ -58,3 +58,52 @@ def test_a_removed_scratch_directory_is_made_again(tmp_path):
     scratch.rmdir()
     assert runner.restore_scratch(scratch, "root").startswith("the scratch directory")
     assert scratch.is_dir() and runner.restore_scratch(scratch, "root") == ""
+
+
+# Wait statuses ----------------------------------------------------------------------
+
+
+def test_every_wait_status_has_a_text():
+    def text(status):
+        return runner.Run(["zk"], status, "", "", 0.1).status_text
+
+    assert text(3) == "exit status 3"
+    assert text(-11) == "death by SIGSEGV (139)"
+    assert text(-signal.SIGRTMIN) == "death by SIGRTMIN (162)"
+    assert text(-signal.SIGRTMIN - 3) == "death by SIGRTMIN+3 (165)"
+    assert text(-signal.SIGRTMAX) == "death by SIGRTMAX (192)"
+    assert text(-32) == "death by signal 32 (160)"
+    for number in range(1, signal.SIGRTMAX + 1):
+        assert text(-number).startswith("death by "), number
+
+
+def fake_submission(tmp_path, part: int, source: str) -> Path:
+    sub = tmp_path / "sub"
+    (sub / f"part{part}_fake").mkdir(parents=True)
+    (sub / f"part{part}_fake" / "zookeeper.py").write_text(source)
+    return sub
+
+
+def run_checks(tmp_path, sub: Path, only: list[str], monkeypatch) -> list[dict]:
+    """runner.run_checks on sub, as this user, for the checks named."""
+    import pwd
+
+    # The cleanup kills other containers on the machine: not on a shared host.
+    monkeypatch.setattr(runner, "clean_up_after", lambda before, scratch: [])
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    args = types.SimpleNamespace(
+        user=pwd.getpwuid(os.getuid()).pw_name, python=sys.executable, part=None, only=only,
+        public=False, submission=str(sub), results=str(tmp_path / "results.json"),
+        logs=str(tmp_path / "logs"), scratch=str(scratch), timeout_scale=1.0,
+        rootfs_tar=None, progress=False)
+    return runner.run_checks(args)
+
+
+def test_a_container_killed_by_a_real_time_signal_is_a_plain_fail(tmp_path, monkeypatch):
+    sub = fake_submission(tmp_path, 1, "import os, signal\n"
+                                       "os.kill(os.getpid(), signal.SIGRTMIN + 3)\n")
+    [result] = run_checks(tmp_path, sub, ["p1_signal"], monkeypatch)
+    assert result["status"] == "fail", result
+    assert "death by SIGRTMIN+3 (165)" in result["message"]
