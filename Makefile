@@ -1,67 +1,99 @@
 # zookeeper: the lab's one-command entry points.  `make help` lists them.
-PYTHON  ?= python3
+#
+# Every Python this Makefile runs is the project's venv, $(VENV): `make setup` (which
+# demo, rootfs and the test targets run first) makes it and installs what is missing.
+VENV    ?= .venv
+PYTHON  ?= $(VENV)/bin/python3
 BUILD   ?= build
 ROOTFS  ?= $(BUILD)/zoo-fs
 PART    ?= 6
 PARTDIR  = $(firstword $(wildcard part$(PART)_*))
+SETUP    = VENV=$(VENV) sh tools/check-deps.sh --install
 
-.PHONY: help demo rootfs rootfs-debian check-deps parts skeleton generate-check diff \
-        test test-deps test-quick lint vm vm-info test-vm grade bench bench-quick handout clean
+.PHONY: help setup check-deps demo rootfs rootfs-reset rootfs-debian rootfs-debian-reset \
+        parts skeleton generate-check diff test test-deps test-quick lint vm vm-info \
+        test-vm test-venv grade bench bench-quick handout clean
 
 help:
-	@echo "make demo           build the busybox rootfs and run a container that shows its isolation"
-	@echo "make rootfs         build $(BUILD)/zoo-fs.tar and unpack it into $(ROOTFS) (as you)"
+	@echo "make demo           set up (packages, venv, rootfs) and run a container that shows its isolation"
+	@echo "make setup          install what is missing: Debian packages (sudo apt-get), the venv $(VENV)"
+	@echo "make check-deps     only say what is missing, install nothing"
+	@echo "make rootfs         build $(BUILD)/zoo-fs.tar and unpack it into $(ROOTFS) (as you), if absent"
+	@echo "make rootfs-reset   unpack $(ROOTFS) afresh: your changes in it are lost"
 	@echo "make rootfs-debian  a Debian minbase rootfs (needs root or mmdebstrap) in $(BUILD)/zoo-fs-debian"
+	@echo "make rootfs-debian-reset  unpack $(BUILD)/zoo-fs-debian afresh"
 	@echo "make test           install the test dependencies (root) and run every test, VM included"
-	@echo "make test-quick     the tests that need no VM"
+	@echo "make test-deps      only install the test dependencies (root): packages, zootest, venvs"
+	@echo "make test-quick     the tests that need no VM;  make test-vm: only those that do"
+	@echo "make lint           ruff;  make generate-check: are the parts and skeleton up to date?"
+	@echo "make test-venv      pytest and ruff into the venv (no root; test-deps does it too)"
 	@echo "make parts          write part1..part6 from src/;  make skeleton: write skeleton/"
 	@echo "make diff PART=N    stage N's lesson: part N-1 against part N"
-	@echo "make vm             build (or reuse) the grader's VM image"
+	@echo "make vm             build (or reuse) the grader's VM image;  make vm-info: where it is"
 	@echo "make grade SUB=DIR  grade a submission in the VM"
 	@echo "make bench          benchmarks (as root: everything; build/bench.json); bench-quick: CI's"
 	@echo "make handout        the student tree in $(BUILD)/handout"
+	@echo "make clean          remove $(BUILD) (the rootfs too; the venv stays)"
+
+setup:
+	@$(SETUP) rootfs run
 
 check-deps:
-	@sh tools/check-deps.sh rootfs run
+	@VENV=$(VENV) sh tools/check-deps.sh rootfs run
 
-$(BUILD)/zoo-fs.tar: tools/mkrootfs.py
-	@sh tools/check-deps.sh rootfs
+# `| setup`: set up first, without making the tarball out of date each time.
+$(BUILD)/zoo-fs.tar: tools/mkrootfs.py | setup
 	@mkdir -p $(BUILD)
 	$(PYTHON) tools/mkrootfs.py busybox $@
 
+# The rootfs is yours once unpacked (`apt install cowsay` stays): --keep unpacks it
+# only when it is absent.  rootfs-reset starts afresh.
 rootfs: $(BUILD)/zoo-fs.tar
+	$(PYTHON) tools/mkrootfs.py unpack --keep $(BUILD)/zoo-fs.tar $(ROOTFS)
+
+rootfs-reset: $(BUILD)/zoo-fs.tar
 	$(PYTHON) tools/mkrootfs.py unpack --force $(BUILD)/zoo-fs.tar $(ROOTFS)
 
 # Build as root (debootstrap) or with mmdebstrap; unpack as yourself, so the files
 # are owned by root inside your containers (not by nobody).
-$(BUILD)/zoo-fs-debian.tar: tools/mkrootfs.py
-	@sh tools/check-deps.sh rootfs-debian
+$(BUILD)/zoo-fs-debian.tar: tools/mkrootfs.py | setup
+	@$(SETUP) rootfs-debian
 	@mkdir -p $(BUILD)
 	$(PYTHON) tools/mkrootfs.py debian $@
 
 rootfs-debian: $(BUILD)/zoo-fs-debian.tar
+	$(PYTHON) tools/mkrootfs.py unpack --keep $(BUILD)/zoo-fs-debian.tar $(BUILD)/zoo-fs-debian
+
+rootfs-debian-reset: $(BUILD)/zoo-fs-debian.tar
 	$(PYTHON) tools/mkrootfs.py unpack --force $(BUILD)/zoo-fs-debian.tar $(BUILD)/zoo-fs-debian
 
-demo: check-deps rootfs
-	@sh tools/demo.sh $(ROOTFS)
+demo: setup rootfs
+	@PYTHON=$(PYTHON) sh tools/demo.sh $(ROOTFS)
 
-parts:
+parts: | setup
 	$(PYTHON) tools/generate.py --only parts
 
-skeleton:
+skeleton: | setup
 	$(PYTHON) tools/generate.py --only skeleton
 
-generate-check:
+generate-check: | setup
 	$(PYTHON) tools/generate.py --check
 
 diff:
 	@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
 	@diff -ru --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) $(PARTDIR) || true
 
+# Root's part (packages, the test user zootest, /opt/zookeeper-venv for that user),
+# then pytest and ruff in our venv.
 test-deps:
 	sh tools/setup-test-env.sh
+	@$(SETUP) test
 
-lint:
+# pytest and ruff in the venv, for the targets that run them without test-deps.
+test-venv:
+	@$(SETUP) test
+
+lint: | test-venv
 	$(PYTHON) -m ruff check .
 
 test: test-deps lint generate-check
@@ -70,27 +102,26 @@ test: test-deps lint generate-check
 test-quick: lint generate-check
 	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not vm and not slow"
 
-VM_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-vm:
-	$(VM_SUDO) $(PYTHON) grader/vm.py build
-
-vm-info:
-	$(PYTHON) grader/vm.py info
-
-test-vm:
+test-vm: | test-venv
 	$(PYTHON) -m pytest -q -p no:cacheprovider -m vm
 
-grade:
-	@test -n "$(SUB)" || { echo "make grade SUB=DIR"; exit 2; }
-	grader/grade $(SUB)
+vm: | setup
+	$(PYTHON) grader/vm.py build
 
-bench:
+vm-info: | setup
+	$(PYTHON) grader/vm.py info
+
+grade: | setup
+	@test -n "$(SUB)" || { echo "make grade SUB=DIR"; exit 2; }
+	$(PYTHON) grader/grade $(SUB)
+
+bench: | setup
 	$(PYTHON) bench/run.py
 
-bench-quick:
+bench-quick: | setup
 	$(PYTHON) bench/run.py --quick
 
-handout:
+handout: | setup
 	$(PYTHON) tools/handout.py $(BUILD)/handout
 
 clean:

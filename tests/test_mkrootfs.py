@@ -346,7 +346,7 @@ def path_without(tmp_path, *hidden):
 
 
 def check_deps(*needs, path=SYSTEM_PATH):
-    env = {"PATH": path, "HOME": "/", "PYTHON": sys.executable}
+    env = {"PATH": path, "HOME": "/"}
     return subprocess.run(["/bin/sh", str(CHECK_DEPS), *needs], capture_output=True,
                           text=True, env=env, timeout=60)
 
@@ -382,6 +382,70 @@ def test_check_deps_is_quiet_when_all_is_there():
 def test_check_deps_rejects_an_unknown_need():
     result = check_deps("nonsense")
     assert result.returncode == 2 and "unknown need 'nonsense'" in result.stderr
+
+
+def fake_command(bin_dir, name, script):
+    """A stand-in for NAME in BIN_DIR: a shell script (logs its arguments, say)."""
+    path = Path(bin_dir) / name
+    path.unlink(missing_ok=True)
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+
+
+def install_deps(path, prefix=()):
+    """check-deps.sh --install rootfs (as PREFIX's user): the busybox rootfs's needs."""
+    env = {"PATH": path, "HOME": "/"}
+    return subprocess.run([*prefix, "/bin/sh", str(CHECK_DEPS), "--install", "rootfs"],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_install_as_root_runs_apt_get_itself(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    bin_dir = path_without(tmp_path, "busybox")
+    log = tmp_path / "apt.log"
+    fake_command(bin_dir, "apt-get", f'echo "$*" >> {log}\n')
+    result = install_deps(bin_dir)
+    assert result.returncode == 0, result.stderr
+    assert "installing the missing packages: sudo apt-get install busybox-static" in result.stdout
+    assert log.read_text() == "install -y busybox-static\n"
+
+
+@pytest.fixture
+def user_bin(user):
+    """The user's PATH without busybox or sudo, in a directory the user can read
+    (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="zoo-check-deps-"))
+    path.chmod(0o755)
+    yield path_without(path, "busybox", "sudo")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_install_without_sudo_prints_the_line_to_run(user, user_bin):
+    result = install_deps(user_bin, user.prefix)
+    assert result.returncode == 1
+    assert "there is no sudo here" in result.stderr
+    assert result.stderr.splitlines()[-1] == "    apt-get install busybox-static"
+
+
+def test_install_through_sudo_once_or_says_the_line(user, user_bin):
+    log = Path(user_bin).parent / "sudo.log"
+    log.touch()
+    log.chmod(0o666)
+    # A sudo that may: it runs the command; apt-get as a stand-in.
+    fake_command(user_bin, "sudo", f'echo "$*" >> {log}; exec "$@"\n')
+    fake_command(user_bin, "apt-get", f'echo "apt-get $*" >> {log}\n')
+    result = install_deps(user_bin, user.prefix)
+    assert result.returncode == 0, result.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("sh -c apt-get install -y busybox-static")
+    assert lines[1:] == ["apt-get install -y busybox-static"]
+    # A sudo that refuses (not in sudoers, or no terminal for the password).
+    fake_command(user_bin, "sudo", 'echo "sudo: you are not in the sudoers file." >&2; exit 1\n')
+    result = install_deps(user_bin, user.prefix)
+    assert result.returncode == 1
+    assert "sudo could not install them" in result.stderr
+    assert result.stderr.splitlines()[-1] == "    sudo apt-get install busybox-static"
 
 
 # ---------------------------------------------------------------- the debian image

@@ -1,7 +1,8 @@
 #!/bin/sh
-# check-deps.sh: does this machine have what zookeeper needs? Names the packages if not.
+# check-deps.sh: does this machine have what zookeeper needs?  With --install, it
+# installs what is missing: what `make demo` does before anything else.
 #
-# Usage: tools/check-deps.sh NEED...
+# Usage: tools/check-deps.sh [--install] NEED...
 #   rootfs          build and unpack the busybox root filesystem (make rootfs)
 #   rootfs-debian   build the Debian minbase root filesystem (make rootfs-debian)
 #   run             run the containers (uid maps, seccomp, rootless networking)
@@ -9,14 +10,31 @@
 #   grade           run the grader's virtual machine
 #   all             all of the above
 #
-# Quiet, exit status 0, when everything is there. Otherwise one line per missing item, naming
-# the Debian/Ubuntu package and the command that installs it, and exit status 1.
-# PYTHON names the interpreter to check (default python3).
+# Without --install: quiet, exit status 0, when everything is there.  Otherwise one line
+# per missing item, naming the Debian/Ubuntu package and the command that installs it,
+# then every missing package on one line, and exit status 1.
+#
+# With --install, in this order:
+#  1. the missing Debian packages, with one `apt-get install` (as root directly, else
+#     through sudo; without sudo, or when sudo refuses, it prints the line to run and stops);
+#  2. the project's venv, $VENV (default .venv beside tools/): made with
+#     `$SYSTEM_PYTHON -m venv` when absent, and the Python packages of requirements.txt
+#     (requirements-test.txt for `test`) installed into it with its own pip.  Never pip
+#     into the system's Python: Debian 12 and Ubuntu 23.04+ refuse it (PEP 668);
+#  3. the checks no package fixes (a subordinate id range, user namespaces), as above.
+#
+# Environment: VENV (the venv directory), SYSTEM_PYTHON (the Python the venv is made
+# from, default python3).
 
-PYTHON=${PYTHON:-python3}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${VENV:-$HERE/.venv}
+SYSTEM_PYTHON=${SYSTEM_PYTHON:-python3}
+VENV_PYTHON=$VENV/bin/python3
+install=no
 status=0
 checked=" "
 apt_packages=""
+requirements=""
 
 say() {
     echo "check-deps: $*" >&2
@@ -32,36 +50,107 @@ once() {
     return 0
 }
 
+add_package() {
+    case " $apt_packages " in
+        *" $1 "*) ;;
+        *) apt_packages="${apt_packages:+$apt_packages }$1" ;;
+    esac
+}
+
 # need_cmd COMMAND PACKAGE
 need_cmd() {
     once "cmd:$1" || return 0
     command -v "$1" >/dev/null 2>&1 && return 0
-    say "missing $1 (package $2): sudo apt-get install $2"
-    case " $apt_packages " in
-        *" $2 "*) ;;
-        *) apt_packages="${apt_packages:+$apt_packages }$2" ;;
-    esac
+    [ $install = yes ] || say "missing $1 (package $2): sudo apt-get install $2"
+    add_package "$2"
 }
 
+# The Python the venv is made from (or the venv's own, once it is there).
 need_python() {
     once python || return 0
-    if ! command -v "$PYTHON" >/dev/null 2>&1; then
-        need_cmd "$PYTHON" python3
+    python=$SYSTEM_PYTHON
+    [ -x "$VENV_PYTHON" ] && python=$VENV_PYTHON
+    if ! command -v "$python" >/dev/null 2>&1; then
+        need_cmd "$python" python3
         return 0
     fi
-    version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
-    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-        say "$PYTHON is ${version:-unusable}, zookeeper needs Python 3.10 or newer" \
-            "(Debian 12, Ubuntu 22.04 or later): sudo apt-get install python3"
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+        version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+        say "$python is ${version:-unusable}, zookeeper needs Python 3.10 or newer" \
+            "(Debian 12, Ubuntu 22.04 or later)"
     fi
 }
 
-# need_module MODULE INSTALL-HINT: a Python module the interpreter must import
-need_module() {
-    once "module:$1" || return 0
-    command -v "$PYTHON" >/dev/null 2>&1 || return 0
-    "$PYTHON" -c "import $1" >/dev/null 2>&1 && return 0
-    say "missing Python module $1 for $PYTHON: $2"
+# need_venv REQUIREMENTS-FILE: the venv, with the packages that file pins.
+need_venv() {
+    once "venv:$1" || return 0
+    need_python
+    requirements="${requirements:+$requirements }$1"
+    # Making a venv needs ensurepip, which Debian and Ubuntu ship in python3-venv.
+    if ! venv_works && ! "$SYSTEM_PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        [ $install = yes ] || say "missing the venv module of $SYSTEM_PYTHON (package" \
+            "python3-venv): sudo apt-get install python3-venv"
+        add_package python3-venv
+    fi
+    if [ $install = no ] && ! venv_is_ready "$1"; then
+        say "the venv $VENV lacks the packages of $1: make demo makes it" \
+            "($SYSTEM_PYTHON -m venv $VENV && $VENV_PYTHON -m pip install -r $1)"
+    fi
+}
+
+venv_works() {
+    "$VENV_PYTHON" -m pip --version >/dev/null 2>&1
+}
+
+# A copy of the requirements file in the venv says pip installed exactly that.
+venv_is_ready() {
+    venv_works && cmp -s "$HERE/$1" "$VENV/zookeeper-$1"
+}
+
+make_venv() {
+    for file in $requirements; do
+        venv_is_ready "$file" && continue
+        if ! venv_works; then
+            echo "check-deps: making the venv $VENV ($SYSTEM_PYTHON -m venv)"
+            # --clear: a venv made before python3-venv was there has no pip
+            "$SYSTEM_PYTHON" -m venv --clear "$VENV" || {
+                say "could not make the venv $VENV (messages above)"
+                return 1
+            }
+        fi
+        echo "check-deps: installing the packages of $file into $VENV (pip)"
+        "$VENV_PYTHON" -m pip install -q --disable-pip-version-check -r "$HERE/$file" || {
+            say "pip could not install $file into $VENV (messages above)"
+            return 1
+        }
+        # A venv of someone else's (a shared one) may not be ours to write: pip has
+        # checked it, and it is checked again next time.
+        cp "$HERE/$file" "$VENV/zookeeper-$file" 2>/dev/null || true
+    done
+}
+
+# One apt-get install for every missing package: as root directly, else through sudo.
+install_packages() {
+    [ -n "$apt_packages" ] || return 0
+    line="sudo apt-get install $apt_packages"
+    # If the package lists are missing or stale (a fresh machine), update them and retry.
+    script="apt-get install -y $apt_packages || { apt-get update && apt-get install -y $apt_packages; }"
+    echo "check-deps: installing the missing packages: $line"
+    if [ "$(id -u)" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive sh -c "$script" && return 0
+        say "apt-get could not install them (messages above); then run make again"
+        exit 1
+    fi
+    if ! command -v sudo >/dev/null 2>&1; then
+        say "there is no sudo here: ask someone with root to run this, then run make again:"
+        echo "    apt-get install $apt_packages" >&2
+        exit 1
+    fi
+    sudo sh -c "$script" && return 0
+    say "sudo could not install them (not allowed, or messages above):" \
+        "ask someone with root to run this, then run make again:"
+    echo "    $line" >&2
+    exit 1
 }
 
 # Rootless containers need a subordinate id range, user namespaces and a usable /dev/net/tun.
@@ -110,9 +199,7 @@ need_run() {
     need_cmd newgidmap uidmap
     need_cmd unshare util-linux
     need_cmd slirp4netns slirp4netns
-    need_module pyseccomp "$PYTHON -m pip install -r requirements.txt"
-    need_module pyroute2 "$PYTHON -m pip install -r requirements.txt"
-    need_rootless
+    need_venv requirements.txt
 }
 
 need_test() {
@@ -120,7 +207,7 @@ need_test() {
     need_run
     need_cmd useradd passwd
     need_cmd setpriv util-linux
-    need_module pytest "$PYTHON -m pip install -r requirements-test.txt"
+    need_venv requirements-test.txt
 }
 
 need_grade() {
@@ -134,25 +221,45 @@ need_grade() {
 }
 
 usage() {
-    echo "usage: $0 NEED... (NEED: rootfs rootfs-debian run test grade all)" >&2
+    echo "usage: $0 [--install] NEED... (NEED: rootfs rootfs-debian run test grade all)" >&2
     exit 2
 }
 
+if [ "${1:-}" = --install ]; then
+    install=yes
+    shift
+fi
 [ $# -gt 0 ] || usage
+needs=""
 for need in "$@"; do
+    case $need in
+        rootfs|rootfs-debian|run|test|grade) needs="$needs $need" ;;
+        all) needs="$needs rootfs rootfs-debian run test grade" ;;
+        -h|--help) usage ;;
+        *) echo "check-deps: unknown need '$need'" >&2; usage ;;
+    esac
+done
+for need in $needs; do
     case $need in
         rootfs) need_rootfs ;;
         rootfs-debian) need_rootfs_debian ;;
         run) need_run ;;
         test) need_test ;;
         grade) need_grade ;;
-        all) need_rootfs; need_rootfs_debian; need_run; need_test; need_grade ;;
-        -h|--help) usage ;;
-        *) echo "check-deps: unknown need '$need'" >&2; usage ;;
     esac
 done
 
-case $apt_packages in
-    *" "*) echo "check-deps: all missing packages at once: sudo apt-get install $apt_packages" >&2 ;;
+if [ $install = yes ]; then
+    install_packages
+    make_venv || exit 1
+fi
+# What no package fixes, checked after the packages (they bring newuidmap and unshare).
+case $needs in
+    *run*|*test*) need_rootless ;;
 esac
+if [ $install = no ]; then
+    case $apt_packages in
+        *" "*) echo "check-deps: all missing packages at once: sudo apt-get install $apt_packages" >&2 ;;
+    esac
+fi
 exit $status

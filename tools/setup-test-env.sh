@@ -4,6 +4,7 @@
 #  - QEMU and debootstrap for the grader's VM
 #  - a Python any user can read (Debian's python3 in a venv under /opt), with the
 #    pinned packages, because the tests run zookeeper as an unprivileged user too
+#    (the suite itself runs in the project's venv, .venv: see the Makefile)
 #  - that user, `zootest`, with a subordinate uid/gid range
 set -eu
 VENV=${ZOOKEEPER_VENV:-/opt/zookeeper-venv}
@@ -28,9 +29,9 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
 fi
 
-# The host's pip (for ruff, pytest and the grader on the host side).
-python3 -m pip install -q --disable-pip-version-check -r "$HERE/requirements-test.txt" 2>&1 \
-    | grep -v "Running pip as the 'root' user" || true
+# pytest and ruff for the suite itself go into the project's venv (`make test-deps`
+# does that next, through check-deps.sh --install): never into the system's Python,
+# which Debian 12 refuses (PEP 668).
 
 if [ ! -x "$VENV/bin/python3" ]; then
     /usr/bin/python3 -m venv "$VENV"
