@@ -16,6 +16,8 @@ import errno
 import os
 import time
 
+from errors import printable
+
 # Explain mode: set by -v or ZOOKEEPER_VERBOSE=1.  Off, it costs one test per call.
 VERBOSE = False
 # "[4242] " in the container's process, so its lines can be told from the parent's.
@@ -31,6 +33,13 @@ pylibc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong,
                            ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 SYS_clone = 56  # x86_64, from <asm/unistd_64.h>
+SYS_close_range = 436  # the same on every architecture (<asm-generic/unistd.h>)
+CLOSE_RANGE_CLOEXEC = 0x4  # close_range(2): mark close-on-exec instead of closing
+PR_SET_PDEATHSIG = 1
+PRCTL_NAMES = {PR_SET_PDEATHSIG: "PR_SET_PDEATHSIG"}
+
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                       ctypes.c_ulong]
 
 # clone(2)'s flags as explain mode spells them.  The low byte is the signal the
 # parent gets when the child ends: SIGCHLD, as fork(2) does.
@@ -55,7 +64,7 @@ def explain(call: str, result: str, man: str = "", started: float | None = None)
     if not VERBOSE:
         return
     took = f"{(time.monotonic() - started) * 1000:.1f} ms" if started is not None else ""
-    line = f"zookeeper: {LABEL}{call} = {result}"
+    line = f"zookeeper: {LABEL}{printable(call)} = {printable(result)}"
     os.write(2, (f"{line:<76} {man:<16} {took}".rstrip() + "\n").encode())
 
 
@@ -135,6 +144,24 @@ def sys_kill(pid: int, sig: int) -> None:
     if VERBOSE:
         explain(f"kill({pid}, {signal_name(sig)})", "0", "kill(2)")
     os.kill(pid, sig)
+
+
+def sys_prctl(option: int, arg2: int = 0, shown: str = "") -> int:
+    """prctl(2): operations on the calling process (parent-death signal, capabilities...)."""
+    started = time.monotonic()
+    return check(libc.prctl(option, arg2, 0, 0, 0),
+                 lambda: f"prctl({PRCTL_NAMES.get(option, option)}, {shown or arg2})",
+                 "prctl(2)", started)
+
+
+def sys_close_range(first: int, flags: int = 0) -> None:
+    """close_range(2): close every file descriptor from first up (with
+    CLOSE_RANGE_CLOEXEC: mark them close-on-exec, so execve(2) closes them)."""
+    started = time.monotonic()
+    shown = "CLOSE_RANGE_CLOEXEC" if flags == CLOSE_RANGE_CLOEXEC else str(flags)
+    check(libc.syscall(ctypes.c_long(SYS_close_range), ctypes.c_uint(first),
+                       ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(flags)),
+          lambda: f"close_range({first}, ~0U, {shown})", "close_range(2)", started)
 
 
 def read_to_end(fd: int) -> bytes:

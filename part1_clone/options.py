@@ -8,6 +8,10 @@ import os
 
 from errors import ZooError
 
+
+class UsageError(ZooError):
+    """A command line that cannot be parsed: its line, then the usage."""
+
 USAGE = """\
 Usage: zookeeper [options] <command>
 
@@ -26,6 +30,18 @@ Options:
 FLAGS = "hPnov"  # options alone
 WITH_VALUE = "rmcp"  # options followed by a value: -r DIR or -rDIR
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+TRUE_WORDS = ("1", "true", "yes", "on")  # what turns ZOOKEEPER_VERBOSE on
+LARGEST = (1 << 63) - 1  # the kernel's limits are 64-bit signed numbers
+
+
+def shown(value: str) -> str:
+    """An option's value in a message: '' when empty."""
+    return value or "''"
+
+
+def is_whole_number(text: str) -> bool:
+    """Only the digits 0-9: str.isdigit() also takes '³' and '５'."""
+    return text.isascii() and text.isdigit()
 
 
 class Options:
@@ -39,37 +55,36 @@ class Options:
         self.mount_proc = False  # -P
         self.network = False  # -n
         self.overlay = False  # -o
-        self.verbose = os.environ.get("ZOOKEEPER_VERBOSE", "") not in ("", "0")
+        self.verbose = os.environ.get("ZOOKEEPER_VERBOSE", "").lower() in TRUE_WORDS
         self.help = False
         self.command = []
 
 
 def parse_size(text: str) -> int:
     """'67108864', '64M', '64m', '1G', '512k' -> bytes."""
-    number, unit = text.strip(), ""
-    if number[-1:].lower() in SIZE_UNITS:
+    number, unit = text, ""
+    if number and number[-1].lower() in SIZE_UNITS:
         number, unit = number[:-1], number[-1].lower()
-    if not number.isdigit() or int(number) == 0:
-        raise ZooError(f"-m {text}: not a memory size (bytes, or with a unit: 64M, 1G)")
+    if not is_whole_number(number) or not 0 < int(number) * SIZE_UNITS[unit] <= LARGEST:
+        raise ZooError(f"-m {shown(text)}: not a memory size (bytes, or with a unit: 64M, 1G)")
     return int(number) * SIZE_UNITS[unit]
 
 
 def parse_cpu(text: str) -> float:
-    """'50' -> 50.0 percent of one CPU; up to 100 per CPU of this machine."""
-    try:
-        percent = float(text)
-    except ValueError:
-        percent = -1
+    """'50' or '12.5' -> percent of one CPU; up to 100 per CPU of this machine."""
+    whole, _, fraction = text.partition(".")
+    ok = is_whole_number(whole) and (is_whole_number(fraction) or not fraction)
+    percent = float(text) if ok else -1
     ncpu = os.cpu_count() or 1
-    if not 0 < percent <= 100 * ncpu or percent != percent:
-        raise ZooError(f"-c {text}: not a CPU percentage (more than 0, at most "
+    if not 0 < percent <= 100 * ncpu:
+        raise ZooError(f"-c {shown(text)}: not a CPU percentage (more than 0, at most "
                        f"{100 * ncpu} on this machine's {ncpu} CPUs)")
     return percent
 
 
 def parse_procs(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
-        raise ZooError(f"-p {text}: not a number of processes (a whole number, 1 or more)")
+    if not is_whole_number(text) or not 0 < int(text) <= LARGEST:
+        raise ZooError(f"-p {shown(text)}: not a number of processes (a whole number, 1 or more)")
     return int(text)
 
 
@@ -91,12 +106,12 @@ def split_options(argv: list[str]):
                 value = word[at + 1:]
                 if not value:
                     if i == len(argv):
-                        raise ZooError(f"option -{letter} requires argument\n{USAGE}")
+                        raise UsageError(f"option -{letter} requires argument")
                     value, i = argv[i], i + 1
                 pairs.append((f"-{letter}", value))
                 break
             else:
-                raise ZooError(f"option -{letter} not recognized\n{USAGE}")
+                raise UsageError(f"option -{letter} not recognized")
     return pairs, argv[i:]
 
 
@@ -108,6 +123,8 @@ def parse_args(argv: list[str]) -> Options:
         if flag == "-h":
             opts.help = True
         elif flag == "-r":
+            if not value:
+                raise ZooError("-r '': the rootfs must be a directory, not an empty path")
             opts.rootfs = value
         elif flag == "-m":
             opts.memory = parse_size(value)
@@ -125,7 +142,7 @@ def parse_args(argv: list[str]) -> Options:
             opts.verbose = True
     opts.command = command
     if not command and not opts.help:
-        raise ZooError(f"no command given\n{USAGE}")
+        raise UsageError("no command given")
     if opts.overlay and not opts.rootfs:
         raise ZooError("-o needs -r <dir>: the overlay goes on top of the rootfs")
     return opts

@@ -45,5 +45,25 @@ class step:
 
 
 def warn(message: str) -> None:
-    """One line on stderr: a warning, or the error zookeeper exits with."""
-    os.write(2, f"zookeeper: {message}\n".encode())
+    """One line on stderr: a warning, or the error zookeeper exits with.  Never raises:
+    with stderr closed (`2>&-`) the line is lost, not the exit status."""
+    try:
+        os.write(2, f"zookeeper: {printable(message)}\n".encode())
+    except OSError:
+        pass
+
+
+def printable(text: str) -> str:
+    """text with what a terminal would not show as one line escaped: control
+    characters (a newline in a path) as \\n or \\x1b, and bytes that are not UTF-8
+    (Python hands them over as surrogates, os.fsdecode) as \\xff."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else escaped(char) for char in text)
+
+
+def escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, see PEP 383
+        return f"\\x{code - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")

@@ -8,34 +8,62 @@ exits the way the child did.
 
 import _signal as signal  # signal, without its enums: see kernel.py
 import os
-import sys
 
 import kernel
 from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn
-from options import USAGE, parse_args
+from options import USAGE, UsageError, parse_args
 
 # How long a container may ignore SIGTERM or SIGINT before it is killed.
 KILL_GRACE_SECONDS = 2
+# The signals that end zookeeper (Ctrl-C, kill, a closed terminal, Ctrl-\): held
+# from its first moment (zookeeper.py) and passed on to the container once it runs.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def main(argv: list[str]) -> None:
     """zookeeper [options] COMMAND: run COMMAND in a container, exit as it did."""
+    open_missing_standard_fds()
+    # What our caller ignored on purpose (nohup ignores SIGHUP) stays ignored.
+    ignored = {s for s in FORWARDED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN}
     try:
         opts = parse_args(argv)
         if opts.help:
-            sys.stdout.write(USAGE)
-            sys.exit(0)
+            write_quietly(1, USAGE)
+            os._exit(0)
         kernel.VERBOSE = opts.verbose
         note_unreached("-r/-P/-o (the container's own filesystem)", 4,
                        opts.rootfs or opts.mount_proc or opts.overlay)
         note_unreached("-m/-c/-p (resource limits)", 5,
                        opts.memory or opts.cpu or opts.procs)
         note_unreached("-n (networking)", 6, opts.network)
-        status = run_container(opts)
+        status = run_container(opts, ignored)
     except ZooError as e:
         warn(e.message)
-        sys.exit(e.status)
+        if isinstance(e, UsageError):
+            write_quietly(2, USAGE)
+        os._exit(e.status)
     exit_like(status)
+
+
+def open_missing_standard_fds() -> None:
+    """With stdin, stdout or stderr closed (`2>&-`), the next file zookeeper opens
+    would take that number, and the container would write into our pipes: put
+    /dev/null there first, as daemons do."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def write_quietly(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode())
+    except OSError:
+        pass
 
 
 def note_unreached(what: str, stage: int, asked) -> None:
@@ -51,9 +79,10 @@ class Container:
         self.opts = opts
 
 
-def run_container(opts) -> int:
+def run_container(opts, ignored=frozenset()) -> int:
     """Clone the child, set it up, let it go, wait for it; return its wait status."""
     container = Container(opts)
+    container.ignored_signals = ignored
     go_read, go_write = os.pipe()  # the child waits on this until we say go
     # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
@@ -95,7 +124,7 @@ def run_container(opts) -> int:
         # On a failure from here on, the child dies first, before anything it uses
         # is taken away.
         cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
-        forward_signals_to(pid)
+        forward_signals_to(pid, ignored)
         idmap.write_id_maps(pid, container.id_maps)
         # STUDENT CODE BELOW (q2)
         # Tell the child to go: write a byte to the pipe it blocks on, and close it.
@@ -122,6 +151,8 @@ def run_container(opts) -> int:
     finally:
         cleanup.run()
     if failure:
+        if failure.message.startswith(f"failed to {security.LOAD_STEP}"):
+            security.forget_cached_program()  # a cache may only make a start slower
         raise failure
     return status
 
@@ -144,7 +175,7 @@ def read_child_failure(error_read: int):
     data = kernel.read_to_end(error_read)
     if not data:
         return None
-    status, _, message = data.decode(errors="replace").partition(" ")
+    status, _, message = data.decode(errors="surrogateescape").partition(" ")
     return ZooError(message, int(status))
 
 
@@ -186,12 +217,13 @@ def kill_if_running(pid: int) -> None:
         pass
 
 
-def forward_signals_to(pid: int) -> None:
+def forward_signals_to(pid: int, ignored=frozenset()) -> None:
     """SIGINT, SIGTERM, SIGHUP and SIGQUIT to zookeeper go to the container.
 
     A command may ignore them (and PID 1 of a PID namespace gets only the signals it
     installed a handler for, pid_namespaces(7)): if it is still running after
-    KILL_GRACE_SECONDS, SIGKILL it.
+    KILL_GRACE_SECONDS, SIGKILL it.  The signals were blocked since zookeeper
+    started (zookeeper.py): one that came meanwhile is forwarded now.
     """
 
     def forward(signum, frame):
@@ -208,8 +240,10 @@ def forward_signals_to(pid: int) -> None:
         except ProcessLookupError:
             pass
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, forward)
+    for signum in FORWARDED_SIGNALS:
+        if signum not in ignored:
+            signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
 
 def exit_like(status: int) -> None:
@@ -217,8 +251,6 @@ def exit_like(status: int) -> None:
     if os.WIFSIGNALED(status):
         die_by_signal(os.WTERMSIG(status))
     # _exit(2) at once: Python's own shutdown (~8 ms) has nothing left to do here.
-    sys.stdout.flush()
-    sys.stderr.flush()
     os._exit(os.waitstatus_to_exitcode(status))
 
 
@@ -226,14 +258,12 @@ def die_by_signal(signum: int) -> None:
     """Kill ourselves with the child's signal, so our parent sees what it saw."""
     import resource
 
-    sys.stdout.flush()
-    sys.stderr.flush()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the child dumped core already
     if signum not in (signal.SIGKILL, signal.SIGSTOP):  # these two cannot be caught
         signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signum])
     os.kill(os.getpid(), signum)
-    sys.exit(128 + signum)  # a signal that does not kill (SIGCHLD, ...)
+    os._exit(128 + signum)  # a signal that does not kill (SIGCHLD, ...)
 
 
 # The container's side ------------------------------------------------------------
@@ -249,6 +279,8 @@ def child_main(container: Container, go_read: int, go_write: int,
         # Explain mode labels our lines with our pid on the host: /proc is still the
         # host's, and its "self" link names us in the host's PID namespace.
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
+        die_with_parent()
+        reset_signal_handlers(container.ignored_signals)
         # STUDENT CODE BELOW (q4)
         # Block until the parent says go: read(2) from go_read.  An empty read means
         # the parent failed and closed it: leave quietly with os._exit(FAILED).
@@ -270,6 +302,7 @@ def child_main(container: Container, go_read: int, go_write: int,
         security.set_no_new_privs()
         security.load_seccomp_filter(container.seccomp_program)
         # STUDENT CODE ABOVE (q10)
+        clean_process_state()
         exec_command(container.opts.command)
     except ZooError as e:
         status = e.status
@@ -279,9 +312,45 @@ def child_main(container: Container, go_read: int, go_write: int,
     os._exit(status)
 
 
+def die_with_parent() -> None:
+    """If zookeeper is killed (SIGKILL cannot be caught, so it cannot clean up), the
+    kernel kills the container too: prctl(2) PR_SET_PDEATHSIG.  bubblewrap's
+    --die-with-parent does the same.  Had the parent died before this call, the
+    go pipe tells: its read then returns end of file, and we leave."""
+    with step("ask to die with zookeeper"):
+        kernel.sys_prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, shown="SIGKILL")
+
+
+def reset_signal_handlers(ignored) -> None:
+    """Signals arriving now are the command's: default actions, no Python handlers.
+    They stay blocked (zookeeper.py) until clean_process_state(), just before exec."""
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
+
+
+def clean_process_state() -> None:
+    """What the command inherits from us, reduced to what it would get from a shell.
+
+    - File descriptors: only 0, 1 and 2.  Any other fd open in zookeeper's caller (or
+      in zookeeper) would be a way out: runc's CVE-2024-21626 leaked an fd of the
+      host's /sys/fs/cgroup, and a process can reach the host's files through it
+      (/proc/self/fd/7/../..).  close_range(2) marks them all close-on-exec; the
+      error pipe to the parent stays open until exec succeeds.
+    - Signals: Python ignores SIGPIPE and SIGXFSZ for itself, and ignored signals
+      stay ignored across execve(2) (signal(7)): `yes | head -1` would then print
+      "Broken pipe".  Back to their defaults, and nothing blocked (sigprocmask(2)).
+    """
+    kernel.sys_close_range(3, kernel.CLOSE_RANGE_CLOEXEC)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def exec_command(command: list[str]) -> None:
     """Replace this process by the command; only returns by raising ZooError."""
     kernel.explain(f"execvp({command[0]!r}, {command!r})", "…", "execve(2)")
+    if not command[0]:  # what a shell says of '': execve(2) of "" is ENOENT
+        raise ZooError("failed to execute '': No such file or directory", NOT_FOUND)
     # STUDENT CODE BELOW (q5)
     # Run the command with execvp(3) (os.execvp), which searches PATH.  If it fails,
     # raise ZooError(f"failed to execute {command[0]}: {e.strerror}", status) with
@@ -300,7 +369,7 @@ def exec_command(command: list[str]) -> None:
 def report_failure(error_write: int, error: ZooError) -> None:
     """Hand the failure to the parent, which prints it and exits with its status."""
     try:
-        os.write(error_write, f"{error.status} {error.message}".encode())
+        os.write(error_write, f"{error.status} {error.message}".encode(errors="surrogateescape"))
     except OSError:
         warn(error.message)
 

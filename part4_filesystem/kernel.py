@@ -16,6 +16,8 @@ import errno
 import os
 import time
 
+from errors import printable
+
 # Explain mode: set by -v or ZOOKEEPER_VERBOSE=1.  Off, it costs one test per call.
 VERBOSE = False
 # "[4242] " in the container's process, so its lines can be told from the parent's.
@@ -31,6 +33,13 @@ pylibc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong,
                            ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 SYS_clone = 56  # x86_64, from <asm/unistd_64.h>
+SYS_close_range = 436  # the same on every architecture (<asm-generic/unistd.h>)
+CLOSE_RANGE_CLOEXEC = 0x4  # close_range(2): mark close-on-exec instead of closing
+PR_SET_PDEATHSIG = 1
+PRCTL_NAMES = {PR_SET_PDEATHSIG: "PR_SET_PDEATHSIG"}
+
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                       ctypes.c_ulong]
 
 # clone(2)'s flags as explain mode spells them.  The low byte is the signal the
 # parent gets when the child ends: SIGCHLD, as fork(2) does.
@@ -69,7 +78,7 @@ def explain(call: str, result: str, man: str = "", started: float | None = None)
     if not VERBOSE:
         return
     took = f"{(time.monotonic() - started) * 1000:.1f} ms" if started is not None else ""
-    line = f"zookeeper: {LABEL}{call} = {result}"
+    line = f"zookeeper: {LABEL}{printable(call)} = {printable(result)}"
     os.write(2, (f"{line:<76} {man:<16} {took}".rstrip() + "\n").encode())
 
 
@@ -149,6 +158,24 @@ def sys_kill(pid: int, sig: int) -> None:
     if VERBOSE:
         explain(f"kill({pid}, {signal_name(sig)})", "0", "kill(2)")
     os.kill(pid, sig)
+
+
+def sys_prctl(option: int, arg2: int = 0, shown: str = "") -> int:
+    """prctl(2): operations on the calling process (parent-death signal, capabilities...)."""
+    started = time.monotonic()
+    return check(libc.prctl(option, arg2, 0, 0, 0),
+                 lambda: f"prctl({PRCTL_NAMES.get(option, option)}, {shown or arg2})",
+                 "prctl(2)", started)
+
+
+def sys_close_range(first: int, flags: int = 0) -> None:
+    """close_range(2): close every file descriptor from first up (with
+    CLOSE_RANGE_CLOEXEC: mark them close-on-exec, so execve(2) closes them)."""
+    started = time.monotonic()
+    shown = "CLOSE_RANGE_CLOEXEC" if flags == CLOSE_RANGE_CLOEXEC else str(flags)
+    check(libc.syscall(ctypes.c_long(SYS_close_range), ctypes.c_uint(first),
+                       ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(flags)),
+          lambda: f"close_range({first}, ~0U, {shown})", "close_range(2)", started)
 
 
 def read_to_end(fd: int) -> bytes:
@@ -248,19 +275,8 @@ PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
-PRCTL_NAMES = {PR_CAPBSET_DROP: "PR_CAPBSET_DROP", PR_SET_NO_NEW_PRIVS: "PR_SET_NO_NEW_PRIVS",
-               PR_CAP_AMBIENT: "PR_CAP_AMBIENT"}
-
-libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                       ctypes.c_ulong]
-
-
-def sys_prctl(option: int, arg2: int = 0, shown: str = "") -> int:
-    """prctl(2): operations on the calling process (capabilities, no_new_privs, ...)."""
-    started = time.monotonic()
-    return check(libc.prctl(option, arg2, 0, 0, 0),
-                 lambda: f"prctl({PRCTL_NAMES.get(option, option)}, {shown or arg2})",
-                 "prctl(2)", started)
+PRCTL_NAMES.update({PR_CAPBSET_DROP: "PR_CAPBSET_DROP",
+                    PR_SET_NO_NEW_PRIVS: "PR_SET_NO_NEW_PRIVS", PR_CAP_AMBIENT: "PR_CAP_AMBIENT"})
 
 
 class CapHeader(ctypes.Structure):
@@ -373,17 +389,53 @@ def sys_chdir(path: str) -> None:
     check(libc.chdir(c_str(path)), lambda: f"chdir({quoted(path)})", "chdir(2)", started)
 
 
-def sys_mkdir(path: str, mode: int = 0o755) -> None:
-    """mkdir(2): make a directory."""
+def sys_mkdir(path: str, mode: int = 0o755, dir_fd: int | None = None) -> None:
+    """mkdir(2): make a directory; mkdirat(2) with dir_fd: path relative to it.
+    Neither follows a symbolic link at path's end: that is EEXIST."""
     started = time.monotonic()
-    check(libc.mkdir(c_str(path), mode), lambda: f"mkdir({quoted(path)}, {mode:#o})",
-          "mkdir(2)", started)
+    if dir_fd is None:
+        check(libc.mkdir(c_str(path), mode), lambda: f"mkdir({quoted(path)}, {mode:#o})",
+              "mkdir(2)", started)
+    else:
+        check(libc.mkdirat(dir_fd, c_str(path), mode),
+              lambda: f"mkdirat({dir_fd}, {quoted(path)}, {mode:#o})", "mkdir(2)", started)
 
 
 def sys_rmdir(path: str) -> None:
     """rmdir(2): remove an empty directory."""
     started = time.monotonic()
     check(libc.rmdir(c_str(path)), lambda: f"rmdir({quoted(path)})", "rmdir(2)", started)
+
+
+SYS_openat2 = 437  # the same on every architecture (<asm-generic/unistd.h>)
+# openat2(2)'s resolve flags: how the kernel may walk the path.
+RESOLVE_NO_MAGICLINKS = 0x02  # no /proc/PID/fd/N-style links
+RESOLVE_NO_SYMLINKS = 0x04  # no symbolic link anywhere on the way: ELOOP
+RESOLVE_BENEATH = 0x08  # never above the starting directory (no "..", no "/"): EXDEV
+RESOLVE_NAMES = [("RESOLVE_NO_MAGICLINKS", RESOLVE_NO_MAGICLINKS),
+                 ("RESOLVE_NO_SYMLINKS", RESOLVE_NO_SYMLINKS),
+                 ("RESOLVE_BENEATH", RESOLVE_BENEATH)]
+OPEN_FLAG_NAMES = [("O_PATH", os.O_PATH), ("O_DIRECTORY", os.O_DIRECTORY),
+                   ("O_CLOEXEC", os.O_CLOEXEC)]
+
+
+class OpenHow(ctypes.Structure):
+    """struct open_how of <linux/openat2.h>."""
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def sys_openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2): open path relative to dir_fd, walking it only as resolve allows.
+    The C library has no wrapper: called through syscall(2)."""
+    started = time.monotonic()
+    how = OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    return check(libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_int(dir_fd), c_str(path),
+                              ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))),
+                 lambda: f"openat2({dir_fd}, {quoted(path)}, "
+                         f"{{{flag_names(how.flags, OPEN_FLAG_NAMES)}, "
+                         f"{flag_names(resolve, RESOLVE_NAMES)}}})",
+                 "openat2(2)", started)
 
 
 def sys_unshare(flags: int) -> None:

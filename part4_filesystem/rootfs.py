@@ -38,8 +38,9 @@ def prepare(opts) -> "Filesystem":
     rootfs = os.path.abspath(opts.rootfs)
     check_rootfs(opts.rootfs, rootfs, opts.overlay)
     fs.rootfs = rootfs
+    remove_orphans(TMP_DIR)
     try:
-        fs.mount_point = mkdtemp(f"{TMP_DIR}/zoo.XXXXXX")
+        fs.mount_point, fs.lock = make_locked_mount_point(f"{TMP_DIR}/zoo.XXXXXX")
         kernel.explain(f'mkdtemp("{TMP_DIR}/zoo.XXXXXX")', kernel.quoted(fs.mount_point),
                        "mkdtemp(3)")
         if opts.overlay:
@@ -53,6 +54,68 @@ def prepare(opts) -> "Filesystem":
         where = e.filename or TMP_DIR
         raise ZooError(f"failed to create a temporary directory in {where}: {e.strerror}")
     return fs
+
+
+def make_locked_mount_point(template: str) -> tuple[str, int]:
+    """mkdtemp, then a lock on it held for as long as zookeeper lives: flock(2)'s
+    lock goes away with the last fd, also when zookeeper is killed, which is how
+    the next run tells what a killed zookeeper left (remove_orphans)."""
+    import fcntl
+
+    for _ in range(10):
+        path = mkdtemp(template)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # removed at once, by a run that took it for an orphan
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                return path, fd
+        except OSError:
+            pass
+        os.close(fd)
+    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), template)
+
+
+def remove_orphans(tmp_dir: str) -> None:
+    """Remove what a killed zookeeper of ours left in tmp_dir: a zoo.XXXXXX of our
+    own user that nobody holds the lock of (and its .overlay).  Anyone else's, or
+    one in use, is left alone."""
+    try:
+        entries = list(os.scandir(tmp_dir))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if len(name) == 10 and name.startswith("zoo.") and name[4:].isalnum():
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+                remove_if_orphaned(entry.path)
+
+
+def remove_if_orphaned(path: str) -> None:
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its zookeeper lives
+        overlay = f"{path}.overlay"
+        if os.path.isdir(overlay) and not os.path.islink(overlay) \
+                and os.lstat(overlay).st_uid == os.geteuid():
+            remove_tree(overlay)
+        os.rmdir(path)
+        kernel.explain(f"remove {path}, left by a zookeeper that was killed", "ok")
+    except (OSError, ZooError):
+        pass
+    finally:
+        os.close(fd)
 
 
 def mkdtemp(template: str) -> str:
@@ -99,6 +162,7 @@ class Filesystem:
         self.rootfs = None  # -r DIR, absolute
         self.mount_point = None  # /tmp/zoo.XXXXXX
         self.overlay_dir = None  # -o: /tmp/zoo.XXXXXX.overlay, holding upper/ and work/
+        self.lock = None  # an fd of mount_point, locked while we live
 
     def upper_dir(self) -> str:
         return f"{self.overlay_dir}/upper"
@@ -111,23 +175,33 @@ class Filesystem:
         make_mounts_private()
         if self.rootfs is None:
             if self.mount_proc:
-                mount_proc("/proc")  # over the host's, in our mount namespace only
+                mount_proc("/proc", "/proc")  # over the host's, in our mount namespace only
+                mask_proc("/proc", "/proc")
             return
         new_root = self.mount_point
         if self.overlay_dir:
             mount_overlay(self.rootfs, self.upper_dir(), self.work_dir(), new_root)
         else:
             bind_rootfs(self.rootfs, new_root)
-        mount_dev(new_root + "/dev")
-        mount_tmp(new_root + "/tmp")
-        mount_sys(new_root + "/sys")
+        root = open_new_root(new_root)
+        mount_dev(root, new_root)
+        mount_tmp(root, new_root)
+        mount_sys(root, new_root)
         if self.mount_proc:
-            mount_proc(new_root + "/proc")
+            proc = mount_point_in(root, "proc", new_root)
+            if proc is not None:
+                mount_proc(fd_path(proc), f"{new_root}/proc")
+                mask_proc(fd_path(open_beneath(root, "proc", "proc")), f"{new_root}/proc")
         switch_root(new_root)
+        check_old_root_gone(root)
 
     def remove(self) -> None:
         """Parent, on every way out: remove the temporary directories.  The mounts
-        were made in the child's mount namespace, which ended with it.  Idempotent."""
+        were made in the child's mount namespace, which ended with it.  Idempotent.
+        The overlay goes first: the mount point's lock says it is still ours."""
+        if self.overlay_dir:
+            path, self.overlay_dir = self.overlay_dir, None
+            remove_tree(path)
         if self.mount_point:
             path, self.mount_point = self.mount_point, None
             with step(f"remove {path}"):
@@ -135,9 +209,9 @@ class Filesystem:
                     kernel.sys_rmdir(path)
                 except FileNotFoundError:
                     pass
-        if self.overlay_dir:
-            path, self.overlay_dir = self.overlay_dir, None
-            remove_tree(path)
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            os.close(lock)
 
 
 # The container's side --------------------------------------------------------------
@@ -173,81 +247,179 @@ def mount_overlay(rootfs: str, upper: str, work: str, new_root: str) -> None:
         kernel.sys_mount("overlay", new_root, "overlay", 0, options)
 
 
-def mount_point_ready(path: str) -> bool:
-    """A directory to mount on: the rootfs's own, or one made now (as runtimes do)."""
-    if os.path.isdir(path):
-        return True
+# Mount points inside the rootfs: never reached through a symbolic link --------------
+#
+# The rootfs is not ours to trust: its dev, tmp, sys or proc may be a symbolic link
+# to "/" or "../../..", and mount(2) follows links, so a mount "at new_root/tmp"
+# would land on the host's / (in our namespace), where pivot_root and the detach
+# then go wrong: the host's root stays under the container's /.  Checking with
+# lstat(2) first is not enough: another container sharing the rootfs can swap a
+# directory for a link between the check and the mount.  So, as runc does since
+# CVE-2021-30465: open the directory with openat2(2), which refuses any link on the
+# way (RESOLVE_NO_SYMLINKS) and any step out of the rootfs (RESOLVE_BENEATH), then
+# mount onto /proc/self/fd/N, which names exactly what was opened (proc(5)).
+
+
+def open_new_root(new_root: str) -> int:
+    """An O_PATH fd of the new root (the bind mount just made, ours alone)."""
+    with step(f"open {new_root}"):
+        return os.open(new_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def fd_path(fd: int) -> str:
+    """The path that names what fd is open on, whatever happens to its name."""
+    return f"/proc/self/fd/{fd}"
+
+
+def open_beneath(dir_fd: int, name: str, shown: str) -> int:
+    """An O_PATH fd of the directory dir_fd/name; one line if a link is on the way."""
     try:
-        kernel.sys_mkdir(path, 0o755)
-        return True
+        return kernel.sys_openat2(dir_fd, name, os.O_PATH | os.O_DIRECTORY,
+                                  kernel.RESOLVE_BENEATH | kernel.RESOLVE_NO_SYMLINKS
+                                  | kernel.RESOLVE_NO_MAGICLINKS)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EXDEV):
+            raise ZooError(f"failed to use {shown} as a mount point: it is a symbolic link, "
+                           "which could lead out of the rootfs (refused)") from None
+        raise ZooError(f"failed to open {shown}: {e.strerror}") from None
+
+
+def mount_point_in(root: int, name: str, new_root: str) -> int | None:
+    """The directory root/name to mount on, made if missing (as runtimes do); None when
+    it cannot be made (a read-only rootfs): that mount is then skipped."""
+    try:
+        kernel.sys_mkdir(name, 0o755, dir_fd=root)
+    except FileExistsError:
+        pass  # a directory, or a link that open_beneath refuses
     except OSError:
-        return False
+        return None
+    return open_beneath(root, name, f"{new_root}/{name}")
 
 
-def mount_dev(dev: str) -> None:
+def mount_dev(root: int, new_root: str) -> None:
     """A small /dev: a tmpfs holding the host's harmless devices, bound one by one."""
-    if not mount_point_ready(dev):
+    shown = f"{new_root}/dev"
+    target = mount_point_in(root, "dev", new_root)
+    if target is None:
         return
-    with step(f"mount a tmpfs at {dev}"):
-        kernel.sys_mount("tmpfs", dev, "tmpfs", kernel.MS_NOSUID | kernel.MS_NOEXEC,
+    with step(f"mount a tmpfs at {shown}"):
+        kernel.sys_mount("tmpfs", fd_path(target), "tmpfs", kernel.MS_NOSUID | kernel.MS_NOEXEC,
                          "mode=755,size=64k")
+    dev = open_beneath(root, "dev", shown)  # now the tmpfs: new, empty, ours
     for name in DEVICES:
-        host, target = f"/dev/{name}", f"{dev}/{name}"
+        host = f"/dev/{name}"
         if not os.path.exists(host):
             continue
-        with step(f"create {target}"):
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o666))
-        with step(f"bind-mount {host} at {target}"):
-            kernel.sys_mount(host, target, None, kernel.MS_BIND)
+        with step(f"create {shown}/{name}"):
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666, dir_fd=dev))
+        with step(f"bind-mount {host} at {shown}/{name}"):
+            kernel.sys_mount(host, f"{fd_path(dev)}/{name}", None, kernel.MS_BIND)
     for name, link in DEV_LINKS:
-        with step(f"create the link {dev}/{name}"):
-            os.symlink(link, f"{dev}/{name}")
-    with step(f"mount a tmpfs at {dev}/shm"):
-        kernel.sys_mkdir(f"{dev}/shm", 0o1777)
-        kernel.sys_mount("tmpfs", f"{dev}/shm", "tmpfs",
+        with step(f"create the link {shown}/{name}"):
+            os.symlink(link, name, dir_fd=dev)
+    with step(f"mount a tmpfs at {shown}/shm"):
+        kernel.sys_mkdir("shm", 0o1777, dir_fd=dev)
+        kernel.sys_mount("tmpfs", f"{fd_path(dev)}/shm", "tmpfs",
                          kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC, "mode=1777")
-    with step(f"make {dev}/pts"):
-        kernel.sys_mkdir(f"{dev}/pts", 0o755)
+    with step(f"make {shown}/pts"):
+        kernel.sys_mkdir("pts", 0o755, dir_fd=dev)
     try:  # terminals of the container's own (pts(4)), where the kernel allows it
-        kernel.sys_mount("devpts", f"{dev}/pts", "devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC,
-                         "newinstance,ptmxmode=0666,mode=620")
+        kernel.sys_mount("devpts", f"{fd_path(dev)}/pts", "devpts",
+                         kernel.MS_NOSUID | kernel.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
     except OSError:
         pass
 
 
-def mount_tmp(tmp: str) -> None:
+def mount_tmp(root: int, new_root: str) -> None:
     """A fresh, empty /tmp for the container."""
-    if not mount_point_ready(tmp):
+    target = mount_point_in(root, "tmp", new_root)
+    if target is None:
         return
-    with step(f"mount a tmpfs at {tmp}"):
-        kernel.sys_mount("tmpfs", tmp, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "mode=1777")
+    with step(f"mount a tmpfs at {new_root}/tmp"):
+        kernel.sys_mount("tmpfs", fd_path(target), "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+                         "mode=1777")
 
 
-def mount_sys(sys_dir: str) -> None:
+def mount_sys(root: int, new_root: str) -> None:
     """sysfs, read-only, when the kernel lets this namespace mount it (skipped if not)."""
-    if not mount_point_ready(sys_dir):
+    shown = f"{new_root}/sys"
+    target = mount_point_in(root, "sys", new_root)
+    if target is None:
         return
     try:
-        kernel.sys_mount("sysfs", sys_dir, "sysfs", kernel.MS_RDONLY | kernel.MS_NOSUID
+        kernel.sys_mount("sysfs", fd_path(target), "sysfs", kernel.MS_RDONLY | kernel.MS_NOSUID
                          | kernel.MS_NODEV | kernel.MS_NOEXEC)
     except OSError as e:
         if e.errno in (errno.EPERM, errno.EACCES):
             return  # the container runs with an empty /sys
-        raise ZooError(f"failed to mount sysfs at {sys_dir}: {e.strerror}") from None
+        raise ZooError(f"failed to mount sysfs at {shown}: {e.strerror}") from None
+    sys_fd = open_beneath(root, "sys", shown)  # now the sysfs: the kernel's own files
+    mask_paths(fd_path(sys_fd), shown, [], SYS_MASKED_DIRS)
 
 
-def mount_proc(target: str) -> None:
-    """A proc of the container's own PID namespace: ps shows only its processes."""
-    mount_point_ready(target)
+def mount_proc(target: str, shown: str) -> None:
+    """A proc of the container's own PID namespace: ps shows only its processes.
+    target is where to mount (in a rootfs, a /proc/self/fd/N path), shown its name."""
     # STUDENT CODE BELOW (q13)
     # Mount proc at target.  A new proc shows the processes of the container's
     # PID namespace only.  proc(5), mount(2): kernel.sys_mount(source, target,
     # fstype, flags); a pseudo-filesystem's source is its name, and a proc wants
     # no setuid programs, no device files and no programs run from it.
-    with step(f"mount proc at {target}"):
+    with step(f"mount proc at {shown}"):
         kernel.sys_mount("proc", target, "proc",
                          kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC)
     # STUDENT CODE ABOVE (q13)
+
+
+# What runc's default spec hides of a new proc and sysfs: the kernel's memory, its
+# keys, its timers' and scheduler's internals, the firmware's tables, and the knobs of
+# /proc/sys that are not namespaced (kernel.core_pattern runs a program as the host's
+# root on every crash).  Files get /dev/null bound over them, directories an empty
+# read-only tmpfs; the rest is made read-only.
+PROC_MASKED_FILES = ["kcore", "keys", "latency_stats", "timer_list", "timer_stats",
+                     "sched_debug"]
+PROC_MASKED_DIRS = ["acpi", "asound", "scsi"]
+PROC_READ_ONLY = ["bus", "fs", "irq", "sys", "sysrq-trigger"]
+SYS_MASKED_DIRS = ["firmware"]
+
+
+def mask_proc(proc: str, shown: str) -> None:
+    mask_paths(proc, shown, PROC_MASKED_FILES, PROC_MASKED_DIRS, PROC_READ_ONLY)
+
+
+def mask_paths(base: str, shown: str, files: list[str], directories: list[str],
+               read_only: list[str] = ()) -> None:
+    """Hide or freeze entries of a fresh proc or sysfs at base (the kernel's own
+    files, no link of anyone's on the way); those this kernel lacks are skipped."""
+    locked = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+    for name in files:
+        if os.path.exists(f"{base}/{name}"):
+            with step(f"hide {shown}/{name}"):
+                kernel.sys_mount("/dev/null", f"{base}/{name}", None, kernel.MS_BIND)
+    for name in directories:
+        if os.path.isdir(f"{base}/{name}"):
+            with step(f"hide {shown}/{name}"):
+                kernel.sys_mount("tmpfs", f"{base}/{name}", "tmpfs",
+                                 kernel.MS_RDONLY | locked, "size=0")
+    for name in read_only:
+        if os.path.exists(f"{base}/{name}"):
+            # A bind mount of it onto itself, then remounted read-only (mount(2)).
+            with step(f"make {shown}/{name} read-only"):
+                kernel.sys_mount(f"{base}/{name}", f"{base}/{name}", None,
+                                 kernel.MS_BIND | kernel.MS_REC)
+                kernel.sys_mount(None, f"{base}/{name}", None, kernel.MS_BIND
+                                 | kernel.MS_REMOUNT | kernel.MS_RDONLY | locked)
+
+
+def check_old_root_gone(root: int) -> None:
+    """Fail closed unless / is now the new root itself: were the host's root still
+    stacked under it (a mount that escaped the rootfs, detached instead of it), the
+    container could reach every file of the host."""
+    here, new = os.stat("/"), os.fstat(root)
+    os.close(root)
+    if (here.st_dev, here.st_ino) != (new.st_dev, new.st_ino):
+        raise ZooError("failed to switch to the new root: the host's root is still "
+                       "mounted at / (refused)")
 
 
 def switch_root(new_root: str) -> None:

@@ -8,6 +8,7 @@ system calls are better refused outright (seccomp(2), through libseccomp).
 
 import errno
 import os
+import stat
 import zlib
 
 import kernel
@@ -147,11 +148,13 @@ def shown_match(index: int, mask: int, value: int) -> str:
     return f"arg{index} & {number(mask)} == {number(value)}"
 
 
-# The cache: one file, "KEY\nPROGRAM", where KEY says what the program was built
-# from: this file (the rules and the code that compiles them), on this machine and
-# kernel.  Only a file of our own that nobody else may write is trusted: a program
-# that someone else wrote would decide what the container may do.
-CACHE_FORMAT = "zookeeper seccomp cache 1"
+# The cache: one file, "KEY crc32=C\nPROGRAM", where KEY says what the program was
+# built from: this file (the rules and the code that compiles them), on this machine
+# and kernel, and C is the program's own checksum.  The cache only saves time: a file
+# that is not exactly what this run would write is ignored and written anew.
+CACHE_FORMAT = "zookeeper seccomp cache 2"
+MAX_PROGRAM_BYTES = 4096 * 8  # BPF_MAXINSNS instructions of 8 bytes (<linux/bpf_common.h>)
+MAX_CACHE_BYTES = 1024 + MAX_PROGRAM_BYTES  # the key line, then the program
 
 
 def cache_path() -> str | None:
@@ -173,20 +176,42 @@ def cache_key() -> bytes | None:
             f"{os.path.basename(__file__)} crc32={source:08x}").encode()
 
 
+def cache_head(key: bytes, program: bytes) -> bytes:
+    return key + f" program-crc32={zlib.crc32(program):08x}".encode()
+
+
 def read_cached_program(path: str, key: bytes) -> bytes | None:
-    """The cached program if the file is ours, trusted, for this key, and whole."""
+    """The cached program if the file is a regular file of ours that nobody else may
+    write, small, for this key, and whole; None otherwise, never waiting: a FIFO
+    planted there (in a shared XDG_CACHE_HOME, say) must not block the start."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as f:
+    try:
         info = os.fstat(fd)
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        if (not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid()
+                or info.st_mode & 0o022 or info.st_size > MAX_CACHE_BYTES):
             return None
-        head, _, program = f.read().partition(b"\n")
-    if head != key or not program or len(program) % 8 or len(program) > 4096 * 8:
+        data = os.read(fd, MAX_CACHE_BYTES + 1)
+    except OSError:
         return None
-    return program
+    finally:
+        os.close(fd)
+    head, _, program = data.partition(b"\n")
+    if not program or len(program) % 8 or len(program) > MAX_PROGRAM_BYTES:
+        return None
+    return program if head == cache_head(key, program) else None
+
+
+def forget_cached_program() -> None:
+    """The kernel refused a cached program: remove it, so the next run compiles one."""
+    path = cache_path()
+    try:
+        if path and stat.S_ISREG(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def write_cached_program(path: str, key: bytes, program: bytes) -> None:
@@ -200,7 +225,7 @@ def write_cached_program(path: str, key: bytes, program: bytes) -> None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(key + b"\n" + program)
+            f.write(cache_head(key, program) + b"\n" + program)
         os.replace(temporary, path)
     except OSError as e:
         kernel.explain_error(f"cache the seccomp program in {path}", e)
@@ -260,7 +285,10 @@ def syscall_number(pyseccomp, name: str) -> int:
     return number if number >= 0 else SYSCALL_NUMBERS[name]
 
 
+LOAD_STEP = "load the seccomp filter"
+
+
 def load_seccomp_filter(program: bytes) -> None:
     """Install the filter: from now on the kernel checks each system call against it."""
-    with step("load the seccomp filter"):
+    with step(LOAD_STEP):
         kernel.sys_seccomp_set_filter(program)

@@ -1,5 +1,6 @@
 """Explain mode (-v): every kernel-facing step, in order, from parent and child."""
 
+import os
 import re
 
 import pytest
@@ -34,7 +35,9 @@ PARENT[5] = PARENT[4][:5] + [r"^zookeeper: no cgroup for the container = this ho
                              r"hybrid cgroups"] + PARENT[4][5:]
 PARENT[6] = PARENT[5]
 CHILD = {
-    1: [r"^zookeeper: \[\d+\] execvp\('true'"],
+    1: [r"^zookeeper: \[\d+\] prctl\(PR_SET_PDEATHSIG, SIGKILL\) = 0 +prctl\(2\)",
+        r"^zookeeper: \[\d+\] close_range\(3, ~0U, CLOSE_RANGE_CLOEXEC\) = 0 +close_range\(2\)",
+        r"^zookeeper: \[\d+\] execvp\('true'"],
     2: [r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
         r"^zookeeper: \[\d+\] execvp\('true'"],
     3: [r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
@@ -50,9 +53,17 @@ CHILD = {
 MOUNTS = [r'^zookeeper: \[\d+\] mount\(NULL, "/", NULL, MS_REC\|MS_PRIVATE\) = 0 +mount\(2\)',
           r'^zookeeper: \[\d+\] mount\("[^"]+/zoo-fs", "/tmp/zoo\.\w{6}", NULL, '
           r'MS_BIND\|MS_REC\) = 0',
-          r'^zookeeper: \[\d+\] mount\("/dev/null", "/tmp/zoo\.\w{6}/dev/null", NULL, MS_BIND\)',
-          r'^zookeeper: \[\d+\] mount\("proc", "/tmp/zoo\.\w{6}/proc", "proc", '
+          # Mount points in the rootfs are opened without following links, then named
+          # by their fd (rootfs.py).
+          r'^zookeeper: \[\d+\] openat2\(\d+, "dev", \{O_PATH\|O_DIRECTORY\|O_CLOEXEC, '
+          r'RESOLVE_NO_MAGICLINKS\|RESOLVE_NO_SYMLINKS\|RESOLVE_BENEATH\}\) = \d+ +openat2\(2\)',
+          r'^zookeeper: \[\d+\] mount\("/dev/null", "/proc/self/fd/\d+/null", NULL, MS_BIND\)',
+          r'^zookeeper: \[\d+\] mount\("proc", "/proc/self/fd/\d+", "proc", '
           r"MS_NOSUID\|MS_NODEV\|MS_NOEXEC\) = 0",
+          r'^zookeeper: \[\d+\] mount\("/dev/null", "/proc/self/fd/\d+/kcore", NULL, MS_BIND\)'
+          if os.path.exists("/proc/kcore") else "",
+          r'^zookeeper: \[\d+\] mount\(NULL, "/proc/self/fd/\d+/sys", NULL, '
+          r"MS_RDONLY\|MS_NOSUID\|MS_NODEV\|MS_NOEXEC\|MS_REMOUNT\|MS_BIND\) = 0",
           r'^zookeeper: \[\d+\] chdir\("/tmp/zoo\.\w{6}"\) = 0 +chdir\(2\)',
           r'^zookeeper: \[\d+\] pivot_root\("\.", "\."\) = 0 +pivot_root\(2\)',
           r'^zookeeper: \[\d+\] umount2\("\.", MNT_DETACH\) = 0 +umount2\(2\)',
@@ -107,7 +118,8 @@ def test_second_run_reads_the_seccomp_program_from_the_cache(user_runner: Runner
 
 def test_child_lines_carry_the_childs_pid(user_runner: Runner):
     trace = user_runner.zookeeper(2, "-v", "true").stderr.splitlines()
-    pid = re.search(r"clone\(.*\) = (\d+)", trace[0]).group(1)
+    # The child may print before the parent's clone line: find that line anywhere.
+    pid = re.search(r"^zookeeper: clone\(.*\) = (\d+)", "\n".join(trace), re.M).group(1)
     child = [x for x in trace if x.startswith("zookeeper: [")]
     assert child and all(x.startswith(f"zookeeper: [{pid}] ") for x in child)
 
@@ -115,6 +127,12 @@ def test_child_lines_carry_the_childs_pid(user_runner: Runner):
 def test_environment_variable_turns_it_on(user_runner: Runner):
     done = user_runner.zookeeper(1, "true", env={"ZOOKEEPER_VERBOSE": "1"})
     assert "clone(SIGCHLD)" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "false", "no", "off", "", "2"])
+def test_environment_variable_other_words_leave_it_off(user_runner: Runner, value):
+    done = user_runner.zookeeper(1, "true", env={"ZOOKEEPER_VERBOSE": value})
+    assert done.returncode == 0 and done.stderr == ""
 
 
 def test_off_by_default_and_silent(user_runner: Runner):

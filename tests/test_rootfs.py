@@ -22,6 +22,15 @@ SEAM = ["sys_mount", "sys_umount2", "sys_pivot_root", "sys_chdir", "sys_mkdir", 
         "sys_unshare"]
 
 
+def real_path(arg):
+    """A mount target given as /proc/self/fd/N[/name] (symlink-safe, see rootfs.py),
+    recorded as the path of the directory that fd is open on."""
+    if isinstance(arg, str) and arg.startswith("/proc/self/fd/"):
+        fd, _, rest = arg[len("/proc/self/fd/"):].partition("/")
+        return os.readlink(f"/proc/self/fd/{fd}") + (f"/{rest}" if rest else "")
+    return arg
+
+
 class Recorder:
     """Stands in for the kernel seam: records each call; mkdir really makes the dir."""
 
@@ -32,7 +41,10 @@ class Recorder:
             monkeypatch.setattr(kernel, name, self.make(name))
 
     def make(self, name):
-        def call(*args):
+        def call(*args, dir_fd=None):
+            args = tuple(real_path(a) for a in args)
+            if dir_fd is not None:  # mkdirat(2): recorded as the path it makes
+                args = (os.path.join(real_path(f"/proc/self/fd/{dir_fd}"), args[0]), *args[1:])
             self.calls.append((name, *args))
             err = self.fail.get((name, args[0] if args else None))
             if err:
@@ -50,14 +62,17 @@ class Recorder:
 
 
 @pytest.fixture
-def part4():
+def part4(monkeypatch):
     with part_modules(4, "rootfs") as modules:
+        # With the mounts faked, / is still the host's after the "pivot".
+        monkeypatch.setattr(modules.rootfs, "check_old_root_gone", os.close)
         yield modules
 
 
 @pytest.fixture
-def part5():
+def part5(monkeypatch):
     with part_modules(5, "rootfs", "cgroups") as modules:
+        monkeypatch.setattr(modules.rootfs, "check_old_root_gone", os.close)
         yield modules
 
 
@@ -130,9 +145,15 @@ def test_without_rootfs_private_then_proc_only(part4, monkeypatch):
     assert fs.mount_point is None
     rec = Recorder(monkeypatch, k)
     fs.enter()
-    assert rec.calls == [
+    assert rec.calls[:2] == [
         ("sys_mount", None, "/", None, k.MS_REC | k.MS_PRIVATE),
         ("sys_mount", "proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)]
+    # Then the masks, on the new proc (mounted over the host's in our namespace).
+    masks = rec.mounts()[2:]
+    assert ("/dev/null", "/proc/keys", None, k.MS_BIND) in masks
+    assert (None, "/proc/sys", None, k.MS_BIND | k.MS_REMOUNT | k.MS_RDONLY | k.MS_NOSUID
+            | k.MS_NODEV | k.MS_NOEXEC) in masks
+    assert all(m[1].startswith("/proc/") for m in masks)
     fs.remove()  # nothing to remove, no error
 
 
