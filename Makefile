@@ -31,7 +31,7 @@ help:
 	@echo "make diff PART=N    stage N's lesson: part N-1 against part N"
 	@echo "make vm             build (or reuse) the grader's VM image;  make vm-info: where it is"
 	@echo "make grade SUB=DIR  grade a submission in the VM"
-	@echo "make bench          benchmarks (as root: everything; build/bench.json); bench-quick: CI's"
+	@echo "make bench          benchmarks (as root: everything; build/bench.json); make bench-quick: CI's"
 	@echo "make handout        the student tree in $(BUILD)/handout"
 	@echo "make clean          remove $(BUILD) (the rootfs too; the venv stays)"
 

@@ -1,6 +1,8 @@
 """The student handout and the skeleton: nothing leaks, and the skeleton grades as it should."""
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,11 +12,12 @@ from pathlib import Path
 import generate
 import handout
 import pytest
-from conftest import PARTS, ROOT
+from conftest import PARTS, ROOT, VENV_PYTHON
 
 SRC = ROOT / "src"
 sys.path.insert(0, str(ROOT / "grader"))
 import checks  # noqa: E402
+import report  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +136,127 @@ def test_skeleton_with_stage1_filled_passes_stage1_and_fails_stage2(shared_tmp):
     assert part1 and all(r["status"] == "ok" for r in part1), part1
     assert part2 and all(r["status"] == "fail" for r in part2)
     assert any("q6 (part 2) is not implemented yet" in r["message"] for r in part2)
+
+
+# ---------------------------------------------------------------- the handout tells the truth
+
+
+TOP_DIRS = re.compile(r"^(tools|grader|bench|skeleton|src|tests|docs|part\d_\w+|build|\.venv)$")
+
+
+def readme_paths(text: str) -> set[str]:
+    """Relative paths the README names (tools/x.py, bench/, part3_seccomp/security.py):
+    tokens with a slash, not inside an absolute path, whose first part is a tree's dir."""
+    found = set()
+    for m in re.finditer(r"(?<![\w/~.$@-])((?:[\w.-]+/)+[\w.*-]*)", text):
+        path = m.group(1).rstrip(".")
+        if TOP_DIRS.match(path.split("/")[0]):
+            found.add(path)
+    return found
+
+
+def makefile_targets(makefile: Path) -> set[str]:
+    """The rules of a Makefile with a plain name (not a file target like build/x.tar)."""
+    return set(re.findall(r"^([a-z][\w-]*):(?!=)", makefile.read_text(), re.M))
+
+
+def readme_targets(text: str) -> set[str]:
+    """`make X` in backquotes, and the command listings' `    make X` / `sudo make X`."""
+    return set(re.findall(r"(?:`|^ +|sudo )make ([a-z][\w-]*)", text, re.M))
+
+
+def test_the_handout_readme_names_only_what_the_handout_has(handout_dir):
+    text = (handout_dir / "README.txt").read_text()
+    paths = readme_paths(text)
+    assert {"grader/grade", "grader/checks.py", "skeleton/"} <= paths, paths
+    missing = []
+    for path in sorted(paths):
+        first, _, rest = path.partition("/")
+        if first in ("build", ".venv"):  # made by make in the student's tree
+            continue
+        if re.match(r"part\d_", first):  # the student's copy of skeleton/
+            first = "skeleton"
+        target = handout_dir / first / rest
+        if not (target.exists() or list(target.parent.glob(target.name))):
+            missing.append(path)
+    assert not missing, f"the handout's README names what it lacks: {missing}"
+    # Files named bare (container.py, requirements.txt) are somewhere in the handout.
+    names = {p.name for p in handout_dir.rglob("*")}
+    bare = set(re.findall(r"(?<![\w/.-])([\w-]+\.(?:py|sh|txt|md|json|conf))\b", text))
+    made = {"results.json", "resolv.conf", "delegate.conf", "report.txt", "vm.log"}
+    assert not sorted(bare - names - made), sorted(bare - names - made)
+    targets = readme_targets(text)
+    assert {"demo", "check", "diff", "rootfs-reset"} <= targets, targets
+    lacking = targets - makefile_targets(handout_dir / "Makefile")
+    assert not lacking, f"`make {sorted(lacking)}` in the README, not in the handout's Makefile"
+
+
+@pytest.mark.parametrize("where", ["repo", "handout"])
+def test_make_help_lists_every_target(where, handout_dir):
+    tree = ROOT if where == "repo" else handout_dir
+    targets = makefile_targets(tree / "Makefile")
+    assert {"demo", "setup", "rootfs", "rootfs-reset", "help"} <= targets
+    done = subprocess.run(["make", "-s", "-C", str(tree), "help"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    listed = set(re.findall(r"\bmake ([a-z][\w-]*)", done.stdout))
+    assert not sorted(targets - listed - {"help"}), sorted(targets - listed - {"help"})
+    assert not sorted(listed - targets), sorted(listed - targets)
+
+
+def test_the_readme_states_public_and_hidden_points(handout_dir):
+    public = sum(c.points for c in checks.CHECKS if c.public)
+    total = sum(c.points for c in checks.CHECKS)
+    text = " ".join((handout_dir / "README.txt").read_text().split())
+    assert total == 100
+    assert f"Public checks, {public} of the {total} points" in text
+    assert f"Hidden checks, the other {total - public} points" in text
+    assert f'"Score: {public}/{public}"' in text
+
+
+def test_the_readme_grading_example_is_what_grade_prints():
+    """The example of section 7: its check, part and score lines are report.py's
+    for those results (points from checks.py, as --public --part 4 selects them)."""
+    text = (ROOT / "README.txt").read_text()
+    block = text.split("temporary directory behind when zookeeper is killed:\n\n")[1]
+    block = block.split("\n\nwith the reason")[0]
+    example = [line.strip() for line in block.splitlines()
+               if line.strip().startswith(("==", "Part", "Score"))]
+    by_name = {c.name: c for c in checks.CHECKS}
+    results = []
+    for line in example:
+        m = re.match(r"== part(\d): (.*) == (OK|FAIL) \(([\d.]+)s\)$", line)
+        if m:
+            c = by_name[m.group(2)]
+            ok = m.group(3) == "OK"
+            results.append({"id": c.id, "part": c.part, "name": c.name, "public": c.public,
+                            "max_score": c.points, "score": c.points if ok else 0,
+                            "status": "ok" if ok else "fail", "seconds": float(m.group(4)),
+                            "message": "" if ok else "why"})
+    assert {r["id"] for r in results} == {c.id for c in checks.selected([4], None, True)}
+    printed = [line for line in report.text_report(results).splitlines()
+               if line.startswith(("==", "Part", "Score"))]
+    assert example == printed
+
+
+def test_make_check_without_qemu_says_why_and_checks_here(handout_dir, shared_tmp):
+    """No QEMU: `make check` says so in one line and runs the public checks with --local.
+    (The VM path is the grader's VM tests' to boot.)"""
+    student = shared_tmp / "student"
+    shutil.copytree(handout_dir, student)
+    shutil.copytree(student / "skeleton", student / PARTS[1])
+    bin_dir = shared_tmp / "bin"
+    bin_dir.mkdir()
+    for directory in ("/bin", "/usr/bin"):
+        for name in os.listdir(directory):
+            if not name.startswith("qemu-system") and not (bin_dir / name).exists():
+                (bin_dir / name).symlink_to(os.path.join(directory, name))
+    venv = Path(VENV_PYTHON).parent.parent
+    done = subprocess.run(["make", "-C", str(student), f"VENV={venv}", "check"],
+                          capture_output=True, text=True, timeout=300,
+                          env={"PATH": str(bin_dir), "HOME": str(shared_tmp)})
+    assert done.returncode != 0  # the skeleton scores 0
+    assert ("make check: no VM (no qemu-system-x86_64 here: sudo apt-get install"
+            " qemu-system-x86): the public checks run on this machine (--local)\n") in done.stdout
+    assert "Part 1 score: 0/" in done.stdout
+    assert "q1 (part 1) is not implemented yet" in done.stdout

@@ -4,8 +4,9 @@
     handout.py OUT_DIR [--tar FILE.tar.gz]
 
 In: skeleton/, README.txt without the written experiments' answers and without the
-maintainers' section, the rootfs builder, the demo, and the grader with only its
-public checks (students run it with --local --public).  Out: the reference parts,
+maintainers' sections, the rootfs builder, the demo, the set-up (check-deps.sh), a
+Makefile of the student's targets, and the grader with only its public checks
+(`make check` runs them, in the grader's VM or with --local).  Out: the reference parts,
 src/, the hidden checks, the answers, this repo's tests.
 """
 
@@ -28,46 +29,95 @@ MAINTAINERS_HEADING = "9. For instructors and maintainers"
 
 MAKEFILE = """\
 # zookeeper, the student's tree.  Copy skeleton/ into part1_clone/ to start.
-PYTHON ?= python3
+#
+# Every Python this Makefile runs is the venv $(VENV): `make setup` (which the other
+# targets run first) installs what is missing: Debian packages, the venv.
+VENV   ?= .venv
+PYTHON ?= $(VENV)/bin/python3
 BUILD  ?= build
 ROOTFS ?= $(BUILD)/zoo-fs
-
-.PHONY: help demo rootfs rootfs-debian check-deps check diff
 PART   ?= 6
+SETUP   = VENV=$(VENV) sh tools/check-deps.sh --install
+# A VM image the course staff published: make check VM_IMAGE=URL-or-FILE VM_SHA256=HASH
+VM_IMAGE  ?=
+VM_SHA256 ?=
+
+.PHONY: help setup check-deps demo rootfs rootfs-reset rootfs-debian rootfs-debian-reset \\
+\tcheck diff clean
+
 help:
-\t@echo "make rootfs   build $(BUILD)/zoo-fs.tar and unpack it into $(ROOTFS) (as you)"
-\t@echo "make demo     run a container from your newest part"
-\t@echo "make check    the grader's public checks on this machine (grader/grade . --local --public)"
-\t@echo "make diff PART=N   what your part N adds to your part N-1"
+\t@echo "make demo           set up (packages, venv, rootfs), run a container of your newest part"
+\t@echo "make setup          install what is missing: Debian packages (sudo apt-get), $(VENV)"
+\t@echo "make check-deps     only say what is missing, install nothing"
+\t@echo "make rootfs         build $(BUILD)/zoo-fs.tar, unpack it into $(ROOTFS) (as you) if absent"
+\t@echo "make rootfs-reset   unpack $(ROOTFS) afresh: your changes in it are lost"
+\t@echo "make rootfs-debian  a Debian minbase rootfs in $(BUILD)/zoo-fs-debian (root or mmdebstrap)"
+\t@echo "make rootfs-debian-reset  unpack $(BUILD)/zoo-fs-debian afresh"
+\t@echo "make check          the grader's public checks: in its VM, or here (--local) without one"
+\t@echo "make diff PART=N    what your part N adds to your part N-1"
+\t@echo "make clean          remove $(BUILD) (your rootfs too; the venv stays)"
+
+setup:
+\t@$(SETUP) rootfs run
 
 check-deps:
-\t@sh tools/check-deps.sh rootfs run
+\t@VENV=$(VENV) sh tools/check-deps.sh rootfs run
 
-$(BUILD)/zoo-fs.tar: tools/mkrootfs.py
-\t@sh tools/check-deps.sh rootfs
+# `| setup`: set up first, without making the tarball out of date each time.
+$(BUILD)/zoo-fs.tar: tools/mkrootfs.py | setup
 \t@mkdir -p $(BUILD)
 \t$(PYTHON) tools/mkrootfs.py busybox $@
 
+# The rootfs is yours once unpacked (`apt install cowsay` stays): --keep unpacks it
+# only when it is absent.  rootfs-reset starts afresh.
 rootfs: $(BUILD)/zoo-fs.tar
+\t$(PYTHON) tools/mkrootfs.py unpack --keep $(BUILD)/zoo-fs.tar $(ROOTFS)
+
+rootfs-reset: $(BUILD)/zoo-fs.tar
 \t$(PYTHON) tools/mkrootfs.py unpack --force $(BUILD)/zoo-fs.tar $(ROOTFS)
 
-$(BUILD)/zoo-fs-debian.tar: tools/mkrootfs.py
+$(BUILD)/zoo-fs-debian.tar: tools/mkrootfs.py | setup
+\t@$(SETUP) rootfs-debian
 \t@mkdir -p $(BUILD)
 \t$(PYTHON) tools/mkrootfs.py debian $@
 
 rootfs-debian: $(BUILD)/zoo-fs-debian.tar
+\t$(PYTHON) tools/mkrootfs.py unpack --keep $(BUILD)/zoo-fs-debian.tar $(BUILD)/zoo-fs-debian
+
+rootfs-debian-reset: $(BUILD)/zoo-fs-debian.tar
 \t$(PYTHON) tools/mkrootfs.py unpack --force $(BUILD)/zoo-fs-debian.tar $(BUILD)/zoo-fs-debian
 
-demo: check-deps rootfs
-\t@sh tools/demo.sh $(ROOTFS)
+demo: setup rootfs
+\t@PYTHON=$(PYTHON) sh tools/demo.sh $(ROOTFS)
 
-check:
-\tgrader/grade . --local --public
+# In the grader's VM when its image is here or can be had (imported from VM_IMAGE, or
+# built as you: ~2 minutes, once); else on this machine (--local), saying why.
+check: | setup
+\t@mkdir -p $(BUILD)
+\t@why=""; \\
+\tif ! command -v qemu-system-x86_64 >/dev/null; then \\
+\t    why="no qemu-system-x86_64 here: sudo apt-get install qemu-system-x86"; \\
+\telif [ -n "$(VM_IMAGE)" ] && ! $(PYTHON) grader/vm.py import "$(VM_IMAGE)" \\
+\t        --sha256 "$(VM_SHA256)" > $(BUILD)/vm.log 2>&1; then \\
+\t    why=$$(tail -n 1 $(BUILD)/vm.log); \\
+\telse \\
+\t    echo "make check: the grader's VM image (grader/vm.py build, log in $(BUILD)/vm.log)"; \\
+\t    $(PYTHON) grader/vm.py build > $(BUILD)/vm.log 2>&1 || why=$$(tail -n 1 $(BUILD)/vm.log); \\
+\tfi; \\
+\tif [ -z "$$why" ]; then \\
+\t    $(PYTHON) grader/grade . --public; \\
+\telse \\
+\t    echo "make check: no VM ($$why): the public checks run on this machine (--local)"; \\
+\t    $(PYTHON) grader/grade . --local --public; \\
+\tfi
 
 diff:
 \t@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
 \t@diff -ru --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) \\
 \t\t$(firstword $(wildcard part$(PART)_*)) || true
+
+clean:
+\trm -rf $(BUILD)
 """
 
 # What the repo's README says of tools the handout does not have: the maintainers'
@@ -80,9 +130,11 @@ REPO_ONLY_TEST = """\
                        and cached in ~/.cache/zookeeper)
 """
 HANDOUT_TEST = """\
-    make check         the grader's public checks on this machine, as you
-                       (grader/grade . --local --public; section 7)
+    make check         the grader's public checks on your parts, as you: in the
+                       grader's VM, or on this machine when it has none (section 7)
 """
+# The exercise table's markers name the generator, which the handout does not have.
+EXERCISES_MARKER = re.compile(r"^---- exercises: generated by .*----$", re.M)
 BENCHMARKS_HEADING = "8. Benchmarks"
 
 
@@ -114,6 +166,7 @@ def readme_without_answers(text: str) -> str:
     if BENCHMARKS_HEADING in text:
         text = text.split(BENCHMARKS_HEADING)[0].rstrip() + "\n"
     text = text.replace(REPO_ONLY_TEST, HANDOUT_TEST)
+    text = EXERCISES_MARKER.sub("---- exercises ----", text)
     out, skipping = [], False
     for line in text.splitlines(keepends=True):
         if line.startswith(ANSWER_START):
