@@ -1,0 +1,126 @@
+"""A new student's first command, from nothing: a fresh unprivileged user clones the
+repository and runs `make demo`, which makes the venv (pip from the machine's index),
+builds the rootfs and shows the container; a file the student puts into the rootfs
+survives a second `make demo`.
+
+The Debian packages are root's to install (tools/setup-test-env.sh did, as a student's
+administrator would): tests/test_mkrootfs.py tests what check-deps.sh does when they
+are missing.  This is the suite's one test that builds a venv for a new user (~15 s).
+"""
+
+import os
+import pwd
+import shutil
+import subprocess
+
+import pytest
+from conftest import ROOT
+
+STUDENT = "zoostudent"
+pytestmark = pytest.mark.slow
+
+
+def subid_ranges(path: str) -> list[tuple[str, int, int]]:
+    try:
+        with open(path) as f:
+            rows = [line.strip().split(":") for line in f if line.count(":") == 2]
+    except FileNotFoundError:
+        return []
+    return [(name, int(start), int(count)) for name, start, count in rows]
+
+
+def give_range(name: str) -> list[str]:
+    """A subuid/subgid range for NAME past every other one, unless useradd gave one
+    (it may: never assume).  Returns the files a line was added to."""
+    added = []
+    for path in ("/etc/subuid", "/etc/subgid"):
+        ranges = subid_ranges(path)
+        if any(owner == name for owner, _, _ in ranges):
+            continue
+        start = max([100000] + [s + c for _, s, c in ranges])
+        with open(path, "a") as f:
+            f.write(f"{name}:{start}:65536\n")
+        added.append(path)
+    return added
+
+
+def drop_lines(name: str, paths: list[str]) -> None:
+    for path in paths:
+        with open(path) as f:
+            kept = [line for line in f if not line.startswith(f"{name}:")]
+        with open(path, "w") as f:
+            f.writelines(kept)
+
+
+@pytest.fixture
+def student():
+    """A user made for this test, with an empty home (no venv, no pip cache, no
+    ~/.cache/zookeeper), removed afterwards with everything it made."""
+    if os.geteuid() != 0:
+        pytest.skip("makes a user: run as root (make test does)")
+    for tool in ("useradd", "userdel", "setpriv", "git", "make"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"no {tool}")
+    subprocess.run(["userdel", "-r", STUDENT], capture_output=True)  # a failed run's
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", STUDENT], check=True)
+    added = give_range(STUDENT)
+    try:
+        yield pwd.getpwnam(STUDENT)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", STUDENT], capture_output=True)
+        subprocess.run(["userdel", "-r", STUDENT], capture_output=True)
+        drop_lines(STUDENT, added)
+
+
+def as_student(pw, *argv, timeout=600):
+    """Run argv as the student, with a login's environment and nothing else."""
+    env = {"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name, "SHELL": "/bin/sh",
+           "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--",
+           *argv]
+    return subprocess.run(cmd, env=env, cwd=pw.pw_dir, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_new_user_runs_make_demo_from_a_clone(student):
+    lab = os.path.join(student.pw_dir, "lab")
+    # git refuses a repository another user owns unless told it is safe: the student's
+    # own git configuration says so (a student clones from GitHub instead).
+    done = as_student(student, "git", "config", "--global", "--add", "safe.directory", "*")
+    assert done.returncode == 0, done.stderr
+    done = as_student(student, "git", "clone", "-q", str(ROOT), lab)
+    assert done.returncode == 0, done.stderr
+    assert not os.path.exists(os.path.join(lab, ".venv"))
+
+    first = as_student(student, "make", "-C", lab, "demo")
+    out = first.stdout
+    assert first.returncode == 0, out + first.stderr
+    assert "check-deps: making the venv" in out
+    assert "check-deps: installing the packages of requirements.txt" in out
+    assert "mkrootfs: unpacked build/zoo-fs.tar into build/zoo-fs" in out
+    assert "== in a container: .venv/bin/python3 part6_network/zookeeper.py" in out
+    assert "hostname:   zoo" in out and "(I am PID 1)" in out
+    assert f"uid map:     0 {student.pw_uid} 1; 1 " in out  # and the subuid range
+    assert "seccomp:    NoNewPrivs: 1 Seccomp: 2" in out
+    assert "== the container exited with status 0" in out
+    venv_python = os.path.join(lab, ".venv", "bin", "python3")
+    probe = as_student(student, venv_python, "-c", "import pyroute2, pyseccomp")
+    assert probe.returncode == 0, probe.stderr
+
+    # The student changes the rootfs (root/ is root's inside, the student's outside).
+    mine = os.path.join(lab, "build", "zoo-fs", "root", "installed-by-me")
+    done = as_student(student, "sh", "-c", f"echo cowsay > {mine}")
+    assert done.returncode == 0, done.stderr
+
+    second = as_student(student, "make", "-C", lab, "demo")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "making the venv" not in second.stdout  # set up once
+    assert "kept as it is, with your changes" in second.stdout
+    assert "== the container exited with status 0" in second.stdout
+    with open(mine) as f:
+        assert f.read() == "cowsay\n"
+
+    # On request only: rootfs-reset unpacks afresh.
+    reset = as_student(student, "make", "-C", lab, "rootfs-reset")
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    assert not os.path.exists(mine)
