@@ -67,7 +67,6 @@ def student():
     try:
         yield pwd.getpwnam(STUDENT)
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", STUDENT], capture_output=True)
         subprocess.run(["userdel", "-r", STUDENT], capture_output=True)
         drop_lines(STUDENT, added)
 
