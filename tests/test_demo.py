@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import handout
 import pytest
 from conftest import PARTS, ROOT, VENV_PYTHON, Runner
 
@@ -70,3 +71,30 @@ def test_make_demo_names_a_missing_package(user_runner: Runner, user_copy):
     assert "check-deps: there is no sudo here: ask someone with root to run this," in err[0]
     assert err[1] == "    apt-get install busybox-static"
     assert not (user_copy / "build").exists()
+
+
+def test_the_handouts_make_demo_keeps_the_students_rootfs(user_runner: Runner):
+    """The handout's Makefile (tools/handout.py writes it) sets up and keeps the rootfs
+    as the repo's does: a file put into build/zoo-fs survives the next `make demo`."""
+    base = Path(tempfile.mkdtemp(prefix="zk-handout-demo-"))
+    try:
+        tree = base / "zookeeper"
+        handout.write_handout(tree)
+        shutil.copytree(ROOT / PARTS[6], tree / PARTS[6],
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chown", "-R", f"{user_runner.uid}:{user_runner.gid}", str(base)],
+                       check=True)
+        base.chmod(0o755)
+        first = make(user_runner, tree, "demo")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "hostname:   zoo" in first.stdout
+        mine = tree / "build" / "zoo-fs" / "root" / "mine"
+        assert user_runner.run(["sh", "-c", f"echo kept > {mine}"]).returncode == 0
+        second = make(user_runner, tree, "demo")
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "kept as it is" in second.stdout and mine.read_text() == "kept\n"
+        reset = make(user_runner, tree, "rootfs-reset")
+        assert reset.returncode == 0, reset.stdout + reset.stderr
+        assert not mine.exists() and (tree / "build" / "zoo-fs" / "bin" / "busybox").exists()
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)

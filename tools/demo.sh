@@ -13,7 +13,11 @@ if [ -z "$PART" ]; then
     echo "demo: no part4_filesystem/ or later here yet: the demo needs -r" >&2
     exit 1
 fi
-PYTHON=${PYTHON:-python3}
+# The Makefile passes its venv's Python; run by hand, the venv's if there is one.
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    [ -x "$HERE/.venv/bin/python3" ] && PYTHON="$HERE/.venv/bin/python3"
+fi
 
 limits=""
 # Resource limits need cgroup v2 with its controllers (not a hybrid host like some VMs).
