@@ -4,6 +4,9 @@
     python3 grader/vm.py build          build the image once (cached), or say "cached"
     python3 grader/vm.py run SCRIPT     boot, run SCRIPT as root in the guest, print its log
     python3 grader/vm.py info           cache key, paths, accelerator
+    python3 grader/vm.py export FILE    the cached image in one file; prints its sha256
+    python3 grader/vm.py import FILE-or-URL --sha256 HASH
+                                        install an exported image into the cache
 
 The image is three files under ~/.cache/zookeeper/vm/<key>/ (or $ZOO_VM_CACHE/<key>/):
 `vmlinux` (Debian's 6.1 kernel, decompressed to ELF), `initramfs.cpio` (busybox and the
@@ -48,6 +51,8 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
@@ -1169,6 +1174,195 @@ def _build_into(build: _Build, work: Path, key: str, started: float) -> ImagePat
 
 
 # ---------------------------------------------------------------------------------------
+# Export and import: one file that course staff publish, with its sha256
+# ---------------------------------------------------------------------------------------
+# A gzip'd tar of <key>/manifest.json, vmlinux, initramfs.cpio, rootfs.ext4 (and
+# build.log). Level 6: the 1.5 GB sparse rootfs (~360 MB used) becomes ~115 MB in ~15 s.
+EXPORT_LEVEL = 6
+EXPORT_OPTIONAL = ("build.log",)
+_CHUNK = 1 << 20
+_SPARSE_BLOCK = 64 * 1024
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export_image(dest: Path | str, cache_root: Path | str | None = None) -> tuple[Path, str]:
+    """Write the cached image for the current recipe into one file; (path, its sha256)."""
+    root = Path(cache_root) if cache_root else default_cache_root()
+    image = cached_image(root)
+    if image is None:
+        raise VMError(f"vm.py: export: no image for this recipe ({cache_key()[:12]}) in "
+                      f"{root}: build or import one first")
+    dest = Path(dest).expanduser().absolute()
+    if dest.is_dir():
+        dest = dest / f"zoo-vm-{image.key[:12]}.tar.gz"
+    if not dest.parent.is_dir():
+        raise VMError(f"vm.py: export: no directory {dest.parent}")
+    part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+    names = ["manifest.json", "vmlinux", "initramfs.cpio", "rootfs.ext4"]
+    names += [n for n in EXPORT_OPTIONAL if (image.dir / n).is_file()]
+    try:
+        with tarfile.open(part, "w:gz", compresslevel=EXPORT_LEVEL,
+                          format=tarfile.PAX_FORMAT) as tf:
+            for name in names:
+                info = tf.gettarinfo(str(image.dir / name), arcname=f"{image.key}/{name}")
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mode = 0o644
+                with open(image.dir / name, "rb") as f:
+                    tf.addfile(info, f)
+        digest = _sha256_file(part)
+        os.replace(part, dest)
+    except OSError as e:
+        raise VMError(f"vm.py: export: cannot write {dest}: {e.strerror or e}")
+    finally:
+        part.unlink(missing_ok=True)
+    return dest, digest
+
+
+def _fetch(source: str, staging: Path, say: Callable[[str], object]) -> Path:
+    """The file behind source (a path, file:// or http(s)://); a download goes into staging."""
+    parsed = urllib.parse.urlparse(source)
+    if parsed.scheme in ("", "file") or Path(source).exists():
+        path = Path(urllib.request.url2pathname(parsed.path) if parsed.scheme == "file"
+                    and not Path(source).exists() else source).expanduser()
+        if not path.is_file():
+            raise VMError(f"vm.py: import: no such file: {path}")
+        return path
+    if parsed.scheme not in ("http", "https"):
+        raise VMError(f"vm.py: import: {source}: only files, file://, http:// and https:// "
+                      "URLs are supported")
+    out = staging / "download"
+    started = time.monotonic()
+    say(f"downloading {source}")
+    try:
+        with urllib.request.urlopen(source, timeout=60) as response, open(out, "wb") as f:
+            while chunk := response.read(_CHUNK):
+                f.write(chunk)
+    except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
+        raise VMError(f"vm.py: import: cannot download {source}: {reason}")
+    say(f"downloaded {out.stat().st_size / 2**20:.0f} MiB in {time.monotonic() - started:.1f} s")
+    return out
+
+
+def _write_sparse(src, dest: Path) -> None:
+    """Copy a file object to dest, leaving runs of zeros as holes (the rootfs is sparse)."""
+    zeros = bytes(_SPARSE_BLOCK)
+    with open(dest, "wb") as out:
+        size = 0
+        while chunk := src.read(_CHUNK):
+            for i in range(0, len(chunk), _SPARSE_BLOCK):
+                block = chunk[i:i + _SPARSE_BLOCK]
+                if block == zeros[:len(block)]:
+                    out.seek(len(block), os.SEEK_CUR)
+                else:
+                    out.write(block)
+            size += len(chunk)
+        out.truncate(size)
+
+
+def _unpack_export(archive: Path, staging: Path, source: str) -> tuple[str, dict]:
+    """Unpack an exported image into staging; (its key, its manifest). Checks names only:
+    the content is what the sha256 the caller verified says it is."""
+    allowed = set(IMAGE_FILES) | set(EXPORT_OPTIONAL)
+    key = None
+    seen = set()
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            for member in tf:
+                parts = member.name.split("/")
+                if (len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{64}", parts[0])
+                        or parts[1] not in allowed or parts[1] in seen
+                        or (key is not None and parts[0] != key) or not member.isfile()):
+                    raise VMError(f"vm.py: import: {source} is not an exported grader image "
+                                  f"(unexpected {member.name!r})")
+                key = parts[0]
+                seen.add(parts[1])
+                src = tf.extractfile(member)
+                _write_sparse(src, staging / parts[1])
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise VMError(f"vm.py: import: {source} is not an exported grader image ({e})")
+    missing = sorted(set(IMAGE_FILES) - seen)
+    if key is None or missing:
+        raise VMError(f"vm.py: import: {source} is not an exported grader image "
+                      f"(missing {', '.join(missing) or 'everything'})")
+    try:
+        manifest = json.loads((staging / "manifest.json").read_text())
+        recipe_key = hashlib.sha256(json.dumps(manifest["recipe"], sort_keys=True)
+                                    .encode()).hexdigest()
+    except (ValueError, KeyError, TypeError) as e:
+        raise VMError(f"vm.py: import: {source}: unreadable manifest.json ({e})")
+    if manifest.get("key") != key or recipe_key != key:
+        raise VMError(f"vm.py: import: {source}: its manifest does not match its key {key[:12]}")
+    return key, manifest
+
+
+def import_image(source: str, sha256: str, cache_root: Path | str | None = None,
+                 log: Callable[[str], object] | None = None) -> ImagePaths:
+    """Install an exported image (path, file:// or http(s):// URL) into the cache, after
+    checking its sha256 and that it is the image of the current recipe. Nothing is
+    installed when anything is wrong (VMError, one line)."""
+    say = log or (lambda _msg: None)
+    expected = sha256.strip().lower()
+    if expected.startswith("sha256:"):
+        expected = expected[len("sha256:"):]
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        raise VMError(f"vm.py: import: --sha256 {sha256!r} is not a sha256 (64 hex digits)")
+    root = Path(cache_root) if cache_root else default_cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+    except OSError as e:
+        raise VMError(f"vm.py: import: cannot use the cache {root}: {e.strerror or e}")
+    try:
+        archive = _fetch(source, staging, say)
+        actual = _sha256_file(archive)
+        if actual != expected:
+            raise VMError(f"vm.py: import: {source}: sha256 mismatch (expected {expected}, "
+                          f"got {actual}): nothing installed")
+        unpacked = staging / "image"
+        unpacked.mkdir()
+        key, manifest = _unpack_export(archive, unpacked, source)
+        if archive.parent == staging:
+            archive.unlink()
+        wanted = cache_key()
+        if key != wanted:
+            raise VMError(f"vm.py: import: {source} is the image of another recipe "
+                          f"({key[:12]}; this checkout's grader/vm.py and grader/guest/ make "
+                          f"{wanted[:12]}): nothing installed")
+        manifest["imported"] = {"from": source, "sha256": actual,
+                                "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        (unpacked / "manifest.json").write_text(json.dumps(manifest, indent=1,
+                                                           sort_keys=True) + "\n")
+        for path in unpacked.iterdir():
+            path.chmod(0o644)
+        unpacked.chmod(0o755)
+        with open(root / ".lock", "w") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)
+            final = root / key
+            if final.exists():
+                old = root / f".old-{key[:12]}-{os.getpid()}"
+                os.rename(final, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.rename(unpacked, final)
+        _chown_for_sudo_user([root, *root.parents][:3])
+        _chown_for_sudo_user([final, *(final / n for n in os.listdir(final))])
+        _prune_old_images(root, key)
+        return _image_paths(final, key)
+    except OSError as e:
+        raise VMError(f"vm.py: import: {e.filename or source}: {e.strerror or e}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------
 # Booting
 # ---------------------------------------------------------------------------------------
 def detect_accel() -> str:
@@ -1389,8 +1583,32 @@ def _cmd_info(args: argparse.Namespace) -> int:
         for name in ("kernel_version", "kernel_deb", "python", "built", "build_seconds",
                      "builder"):
             print(f"{name + ':':<15} {image.manifest.get(name)}")
+        imported = image.manifest.get("imported")
+        if isinstance(imported, dict):
+            print(f"{'imported:':<15} {imported.get('from')} (sha256 {imported.get('sha256')}, "
+                  f"{imported.get('at')})")
     else:
         print("image:     not built (python3 grader/vm.py build, or import one)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    dest, digest = export_image(args.file, args.cache)
+    print(f"{digest}  {dest}")
+    print(f"vm.py: exported {dest} ({dest.stat().st_size / 2**20:.0f} MiB) in "
+          f"{time.monotonic() - started:.1f} s; import it with: python3 grader/vm.py import "
+          f"FILE-or-URL --sha256 {digest}", file=sys.stderr)
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    image = import_image(args.source, args.sha256, args.cache,
+                         log=lambda msg: print(f"vm.py: {msg}", file=sys.stderr))
+    print(f"vm.py: imported {image.dir} in {time.monotonic() - started:.1f} s "
+          f"(kernel {image.manifest.get('kernel_version')}, built "
+          f"{image.manifest.get('built')})")
     return 0
 
 
@@ -1429,14 +1647,21 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_userns"]:  # the build's helper (userns_argv), not a command for people
         return _userns_main(argv[1:])
     parser = argparse.ArgumentParser(prog="vm.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", help="image cache (default $ZOO_VM_CACHE or "
-                        "~/.cache/zookeeper/vm)")
+    parser.add_argument("--cache", help="image cache (default $ZOO_VM_CACHE, else "
+                        "$XDG_CACHE_HOME/zookeeper/vm, else ~/.cache/zookeeper/vm)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build", help="build the image (cached)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.set_defaults(func=_cmd_build)
     p = sub.add_parser("info", help="cache key, paths, accelerator")
     p.set_defaults(func=_cmd_info)
+    p = sub.add_parser("export", help="write the cached image into one file, print its sha256")
+    p.add_argument("file", help="the file to write (a directory: zoo-vm-KEY.tar.gz in it)")
+    p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("import", help="install an exported image into the cache")
+    p.add_argument("source", metavar="FILE-or-URL", help="a file, file:// or http(s):// URL")
+    p.add_argument("--sha256", required=True, help="its sha256, as export printed it")
+    p.set_defaults(func=_cmd_import)
     p = sub.add_parser("run", help="boot and run SCRIPT as root in the guest")
     p.add_argument("script")
     p.add_argument("--file", action="append", help="another file for the job directory")
