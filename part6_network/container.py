@@ -96,7 +96,7 @@ def run_container(opts, ignored=frozenset()) -> int:
         import rootfs
 
         # The container's filesystem: checked, and its mount point made, here.
-        container.fs = rootfs.prepare(opts, container.id_maps.container_root())
+        container.fs = rootfs.prepare(opts)
         cleanup.add(container.fs.remove)
         import cgroups
 
@@ -305,9 +305,6 @@ def child_main(container: Container, go_read: int, go_write: int,
         import cgroups
 
         cgroups.enter_own_namespace()
-        import idmap  # imported by the parent already: nothing to read from disk
-
-        idmap.become_container_root()
         set_hostname("zoo")
         import network
 

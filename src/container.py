@@ -110,7 +110,7 @@ def run_container(opts, ignored=frozenset()) -> int:
             import rootfs
 
             # The container's filesystem: checked, and its mount point made, here.
-            container.fs = rootfs.prepare(opts, container.id_maps.container_root())
+            container.fs = rootfs.prepare(opts)
             cleanup.add(container.fs.remove)
         if STAGE >= 5:
             import cgroups
@@ -332,9 +332,6 @@ def child_main(container: Container, go_read: int, go_write: int,
 
             cgroups.enter_own_namespace()
         if STAGE >= 2:
-            import idmap  # imported by the parent already: nothing to read from disk
-
-            idmap.become_container_root()
             set_hostname("zoo")
         if STAGE >= 6:
             import network

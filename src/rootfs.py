@@ -34,9 +34,8 @@ DEV_LINKS = [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")]
 
 
-def prepare(opts, owner=None) -> "Filesystem":
-    """Parent, before clone: check -r DIR and make the temporary mount point, owned
-    by owner (the host's uid and gid of the container's root, which must reach it)."""
+def prepare(opts) -> "Filesystem":
+    """Parent, before clone: check -r DIR and make the temporary mount point."""
     fs = Filesystem(opts.mount_proc)
     if not opts.rootfs:
         return fs  # the container keeps the host's files, as in part 3
@@ -54,10 +53,6 @@ def prepare(opts, owner=None) -> "Filesystem":
             os.mkdir(fs.upper_dir(), stat.S_IMODE(os.stat(rootfs).st_mode))
             os.chmod(fs.upper_dir(), stat.S_IMODE(os.stat(rootfs).st_mode))
             os.mkdir(fs.work_dir(), 0o700)
-        if owner and owner != (os.getuid(), os.getgid()):  # root, mapped to its range
-            for path in (fs.mount_point, fs.overlay_dir, fs.upper_dir(), fs.work_dir()):
-                if path and os.path.isdir(path):
-                    os.chown(path, *owner)
     except OSError as e:
         fs.remove()
         where = e.filename or TMP_DIR
