@@ -1226,7 +1226,15 @@ def export_image(dest: Path | str, cache_root: Path | str | None = None) -> tupl
     return dest, digest
 
 
-def _fetch(source: str, staging: Path, say: Callable[[str], object]) -> Path:
+def _progress(text: str) -> None:
+    """One line on a terminal's stderr, rewritten in place; "" clears it. Nothing otherwise:
+    a script sees only the result (or the one line of an error)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + (f"vm.py: {text}" if text else ""))
+        sys.stderr.flush()
+
+
+def _fetch(source: str, staging: Path, progress: Callable[[str], None] = _progress) -> Path:
     """The file behind source (a path, file:// or http(s)://); a download goes into staging."""
     parsed = urllib.parse.urlparse(source)
     if parsed.scheme in ("", "file") or Path(source).exists():
@@ -1239,16 +1247,18 @@ def _fetch(source: str, staging: Path, say: Callable[[str], object]) -> Path:
         raise VMError(f"vm.py: import: {source}: only files, file://, http:// and https:// "
                       "URLs are supported")
     out = staging / "download"
-    started = time.monotonic()
-    say(f"downloading {source}")
+    done = 0
     try:
         with urllib.request.urlopen(source, timeout=60) as response, open(out, "wb") as f:
             while chunk := response.read(_CHUNK):
                 f.write(chunk)
+                done += len(chunk)
+                progress(f"downloading {source}: {done / 2**20:.0f} MiB")
     except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
         reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
         raise VMError(f"vm.py: import: cannot download {source}: {reason}")
-    say(f"downloaded {out.stat().st_size / 2**20:.0f} MiB in {time.monotonic() - started:.1f} s")
+    finally:
+        progress("")
     return out
 
 
@@ -1275,7 +1285,7 @@ def _unpack_export(archive: Path, staging: Path, source: str) -> tuple[str, dict
     key = None
     seen = set()
     try:
-        with tarfile.open(archive, "r:*") as tf:
+        with tarfile.open(archive, "r:gz") as tf:
             for member in tf:
                 parts = member.name.split("/")
                 if (len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{64}", parts[0])
@@ -1287,8 +1297,9 @@ def _unpack_export(archive: Path, staging: Path, source: str) -> tuple[str, dict
                 seen.add(parts[1])
                 src = tf.extractfile(member)
                 _write_sparse(src, staging / parts[1])
-    except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise VMError(f"vm.py: import: {source} is not an exported grader image ({e})")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise VMError(f"vm.py: import: {source} is not an exported grader image ({reason})")
     missing = sorted(set(IMAGE_FILES) - seen)
     if key is None or missing:
         raise VMError(f"vm.py: import: {source} is not an exported grader image "
@@ -1304,12 +1315,11 @@ def _unpack_export(archive: Path, staging: Path, source: str) -> tuple[str, dict
     return key, manifest
 
 
-def import_image(source: str, sha256: str, cache_root: Path | str | None = None,
-                 log: Callable[[str], object] | None = None) -> ImagePaths:
+def import_image(source: str, sha256: str,
+                 cache_root: Path | str | None = None) -> ImagePaths:
     """Install an exported image (path, file:// or http(s):// URL) into the cache, after
     checking its sha256 and that it is the image of the current recipe. Nothing is
     installed when anything is wrong (VMError, one line)."""
-    say = log or (lambda _msg: None)
     expected = sha256.strip().lower()
     if expected.startswith("sha256:"):
         expected = expected[len("sha256:"):]
@@ -1322,7 +1332,7 @@ def import_image(source: str, sha256: str, cache_root: Path | str | None = None,
     except OSError as e:
         raise VMError(f"vm.py: import: cannot use the cache {root}: {e.strerror or e}")
     try:
-        archive = _fetch(source, staging, say)
+        archive = _fetch(source, staging)
         actual = _sha256_file(archive)
         if actual != expected:
             raise VMError(f"vm.py: import: {source}: sha256 mismatch (expected {expected}, "
@@ -1604,8 +1614,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    image = import_image(args.source, args.sha256, args.cache,
-                         log=lambda msg: print(f"vm.py: {msg}", file=sys.stderr))
+    image = import_image(args.source, args.sha256, args.cache)
     print(f"vm.py: imported {image.dir} in {time.monotonic() - started:.1f} s "
           f"(kernel {image.manifest.get('kernel_version')}, built "
           f"{image.manifest.get('built')})")

@@ -2,8 +2,10 @@
 
 One boot runs a job that records facts about the guest into the results share; the tests
 below read them. A second, short boot checks that a hanging job is killed at the timeout.
-Building the image (once, cached) needs root; without it and without a cached image the
-tests are skipped. Under TCG the two boots take about a minute.
+The image is built once and cached: as root with debootstrap, as another user with
+mmdebstrap and the user's subordinate ranges (tests/test_vm_image.py); where neither can
+work and nothing is cached the tests are skipped. Under TCG the two boots take about a
+minute.
 """
 
 import importlib.util
@@ -101,7 +103,9 @@ def _need_image():
     if not shutil.which("qemu-system-x86_64") and not os.environ.get("ZOO_QEMU"):
         pytest.skip("qemu-system-x86_64 is not installed")
     if vm.cached_image() is None and os.geteuid() != 0:
-        pytest.skip("no cached VM image, and building one needs root (make vm)")
+        problem = vm.rootless_problem()
+        if problem:
+            pytest.skip(f"no cached VM image, and it cannot be built without root: {problem}")
     return vm.build_image(log=lambda msg: print(msg, file=sys.stderr))
 
 
