@@ -5,6 +5,10 @@ A new user namespace starts with no ids mapped.  Its creator's parent writes
 Root in the container (0) becomes the caller; 1..N become the caller's
 subordinate range from /etc/subuid and /etc/subgid (subuid(5)), which only the
 setuid helpers newuidmap(1) and newgidmap(1) may grant.
+
+Run by root, zookeeper maps the container's ids to root's own subordinate range
+only: root in the container is then an ordinary user of the host (as podman's
+--userns=auto does), and what it may touch outside is what any user may.
 """
 
 import os
@@ -30,8 +34,11 @@ def subid_range(path: str, user: str, uid: int):
 
 
 def map_arguments(own_id: int, subrange) -> list[str]:
-    """newuidmap's triplets: container root -> us, then 1..count -> our range."""
+    """newuidmap's triplets: container root -> us, then 1..count -> our range.
+    For root, 0..count-1 -> its range: the host's root is not in the container."""
     start, count = subrange
+    if own_id == 0:
+        return ["0", str(start), str(count)]
     return ["0", str(own_id), "1", "1", str(start), str(count)]
 
 
@@ -41,6 +48,12 @@ class IdMaps:
 
     def __init__(self, uid: int, gid: int, subuids, subgids):
         self.uid, self.gid, self.subuids, self.subgids = uid, gid, subuids, subgids
+
+    def container_root(self) -> tuple[int, int]:
+        """The host's uid and gid of root in the container."""
+        if self.uid == 0 and self.subuids:
+            return self.subuids[0], self.subgids[0]
+        return self.uid, self.gid
 
 
 def find_id_maps() -> IdMaps:
@@ -52,9 +65,15 @@ def find_id_maps() -> IdMaps:
                   subid_range("/etc/subgid", user, uid))
     if not (maps.subuids and maps.subgids):
         warn(f"no subordinate id range for {user} in /etc/subuid and /etc/subgid: "
-             "only root is mapped in the container (see subuid(5))")
+             "only root is mapped in the container (see subuid(5))"
+             + (": it is the host's root (add 'root:100000:65536' to both files)"
+                if uid == 0 else ""))
         maps.subuids = maps.subgids = None
         return maps
+    if uid == 0:
+        kernel.explain("root in the container", f"host uid {maps.subuids[0]}, gid "
+                       f"{maps.subgids[0]} (root's ranges in /etc/subuid, /etc/subgid)",
+                       "user_namespaces(7)")
     for tool in ("newuidmap", "newgidmap"):
         if not kernel.on_path(tool):
             raise ZooError(f"{tool} not found: install the uidmap package "
@@ -87,6 +106,21 @@ def write_single_maps(pid: int, uid: int, gid: int) -> None:
         kernel.write_file(f"/proc/{pid}/setgroups", "deny", "user_namespaces(7)")
     with step(f"write /proc/{pid}/gid_map"):
         kernel.write_file(f"/proc/{pid}/gid_map", f"0 {gid} 1\n", "user_namespaces(7)")
+
+
+def become_container_root() -> None:
+    """Child, once its ids are mapped: take the uid and gid 0 of the container for
+    real.  A new user namespace changes no ids (user_namespaces(7)): when the caller's
+    own uid is not mapped (root's, above), the child would otherwise still be the
+    host's root for files.  And keep no supplementary group of the caller's."""
+    with step("drop the supplementary groups"):
+        try:
+            os.setgroups([])
+        except PermissionError:
+            pass  # setgroups(2) denied with a single map: the kernel keeps them unused
+    with step("become root in the container (setresgid, setresuid)"):
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
 
 
 def user_name(uid: int) -> str:

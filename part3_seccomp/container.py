@@ -279,7 +279,7 @@ def child_main(container: Container, go_read: int, go_write: int,
         # Explain mode labels our lines with our pid on the host: /proc is still the
         # host's, and its "self" link names us in the host's PID namespace.
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
-        die_with_parent()
+        die_with_parent(error_write)
         reset_signal_handlers(container.ignored_signals)
         # STUDENT CODE BELOW (q4)
         # Block until the parent says go: read(2) from go_read.  An empty read means
@@ -289,6 +289,10 @@ def child_main(container: Container, go_read: int, go_write: int,
             os._exit(FAILED)
         os.close(go_read)
         # STUDENT CODE ABOVE (q4)
+        import idmap  # imported by the parent already: nothing to read from disk
+
+        idmap.become_container_root()
+        die_with_parent(error_write)  # a change of uid cancels it: prctl(2)
         set_hostname("zoo")
         import security  # imported by the parent already: nothing to read from disk
 
@@ -312,13 +316,19 @@ def child_main(container: Container, go_read: int, go_write: int,
     os._exit(status)
 
 
-def die_with_parent() -> None:
+def die_with_parent(error_write: int) -> None:
     """If zookeeper is killed (SIGKILL cannot be caught, so it cannot clean up), the
-    kernel kills the container too: prctl(2) PR_SET_PDEATHSIG.  bubblewrap's
-    --die-with-parent does the same.  Had the parent died before this call, the
-    go pipe tells: its read then returns end of file, and we leave."""
+    kernel kills the container too: prctl(2) PR_SET_PDEATHSIG, as bubblewrap's
+    --die-with-parent does.  Had the parent died before this call, nothing would
+    come: the error pipe tells, since its reading end closed with the parent."""
+    import select  # here, before pivot_root takes the host's Python library away
+
     with step("ask to die with zookeeper"):
         kernel.sys_prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, shown="SIGKILL")
+    poller = select.poll()
+    poller.register(error_write, select.POLLOUT)
+    if any(events & select.POLLERR for _, events in poller.poll(0)):  # no reader: pipe(7)
+        os._exit(FAILED)
 
 
 def reset_signal_handlers(ignored) -> None:

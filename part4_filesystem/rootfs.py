@@ -30,15 +30,17 @@ DEV_LINKS = [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")]
 
 
-def prepare(opts) -> "Filesystem":
-    """Parent, before clone: check -r DIR and make the temporary mount point."""
+def prepare(opts, owner=None) -> "Filesystem":
+    """Parent, before clone: check -r DIR and make the temporary mount point, owned
+    by owner (the host's uid and gid of the container's root, which must reach it)."""
     fs = Filesystem(opts.mount_proc)
     if not opts.rootfs:
         return fs  # the container keeps the host's files, as in part 3
     rootfs = os.path.abspath(opts.rootfs)
     check_rootfs(opts.rootfs, rootfs, opts.overlay)
     fs.rootfs = rootfs
-    remove_orphans(TMP_DIR)
+    owner = owner or (os.getuid(), os.getgid())
+    remove_orphans(TMP_DIR, {os.geteuid(), owner[0]})
     try:
         fs.mount_point, fs.lock = make_locked_mount_point(f"{TMP_DIR}/zoo.XXXXXX")
         kernel.explain(f'mkdtemp("{TMP_DIR}/zoo.XXXXXX")', kernel.quoted(fs.mount_point),
@@ -49,6 +51,10 @@ def prepare(opts) -> "Filesystem":
             os.mkdir(fs.upper_dir(), stat.S_IMODE(os.stat(rootfs).st_mode))
             os.chmod(fs.upper_dir(), stat.S_IMODE(os.stat(rootfs).st_mode))
             os.mkdir(fs.work_dir(), 0o700)
+        if owner != (os.getuid(), os.getgid()):  # root, mapped to its range
+            for path in (fs.mount_point, fs.overlay_dir, fs.upper_dir(), fs.work_dir()):
+                if path and os.path.isdir(path):
+                    os.chown(path, *owner)
     except OSError as e:
         fs.remove()
         where = e.filename or TMP_DIR
@@ -78,10 +84,10 @@ def make_locked_mount_point(template: str) -> tuple[str, int]:
     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), template)
 
 
-def remove_orphans(tmp_dir: str) -> None:
-    """Remove what a killed zookeeper of ours left in tmp_dir: a zoo.XXXXXX of our
-    own user that nobody holds the lock of (and its .overlay).  Anyone else's, or
-    one in use, is left alone."""
+def remove_orphans(tmp_dir: str, owners: set) -> None:
+    """Remove what a killed zookeeper of ours left in tmp_dir: a zoo.XXXXXX owned by
+    us (or, run by root, by our containers' root) that nobody holds the lock of, and
+    its .overlay.  Anyone else's, or one in use, is left alone."""
     try:
         entries = list(os.scandir(tmp_dir))
     except OSError:
@@ -93,11 +99,11 @@ def remove_orphans(tmp_dir: str) -> None:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
-                remove_if_orphaned(entry.path)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid in owners:
+                remove_if_orphaned(entry.path, owners)
 
 
-def remove_if_orphaned(path: str) -> None:
+def remove_if_orphaned(path: str, owners: set) -> None:
     import fcntl
 
     try:
@@ -108,7 +114,7 @@ def remove_if_orphaned(path: str) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its zookeeper lives
         overlay = f"{path}.overlay"
         if os.path.isdir(overlay) and not os.path.islink(overlay) \
-                and os.lstat(overlay).st_uid == os.geteuid():
+                and os.lstat(overlay).st_uid in owners:
             remove_tree(overlay)
         os.rmdir(path)
         kernel.explain(f"remove {path}, left by a zookeeper that was killed", "ok")

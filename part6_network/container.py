@@ -96,7 +96,7 @@ def run_container(opts, ignored=frozenset()) -> int:
         import rootfs
 
         # The container's filesystem: checked, and its mount point made, here.
-        container.fs = rootfs.prepare(opts)
+        container.fs = rootfs.prepare(opts, container.id_maps.container_root())
         cleanup.add(container.fs.remove)
         import cgroups
 
@@ -288,7 +288,7 @@ def child_main(container: Container, go_read: int, go_write: int,
         # Explain mode labels our lines with our pid on the host: /proc is still the
         # host's, and its "self" link names us in the host's PID namespace.
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
-        die_with_parent()
+        die_with_parent(error_write)
         reset_signal_handlers(container.ignored_signals)
         # After pivot_root the host's Python library is out of reach: what the
         # child will import is imported now, while the parent maps our ids.
@@ -305,6 +305,10 @@ def child_main(container: Container, go_read: int, go_write: int,
         import cgroups
 
         cgroups.enter_own_namespace()
+        import idmap  # imported by the parent already: nothing to read from disk
+
+        idmap.become_container_root()
+        die_with_parent(error_write)  # a change of uid cancels it: prctl(2)
         set_hostname("zoo")
         import network
 
@@ -333,13 +337,19 @@ def child_main(container: Container, go_read: int, go_write: int,
     os._exit(status)
 
 
-def die_with_parent() -> None:
+def die_with_parent(error_write: int) -> None:
     """If zookeeper is killed (SIGKILL cannot be caught, so it cannot clean up), the
-    kernel kills the container too: prctl(2) PR_SET_PDEATHSIG.  bubblewrap's
-    --die-with-parent does the same.  Had the parent died before this call, the
-    go pipe tells: its read then returns end of file, and we leave."""
+    kernel kills the container too: prctl(2) PR_SET_PDEATHSIG, as bubblewrap's
+    --die-with-parent does.  Had the parent died before this call, nothing would
+    come: the error pipe tells, since its reading end closed with the parent."""
+    import select  # here, before pivot_root takes the host's Python library away
+
     with step("ask to die with zookeeper"):
         kernel.sys_prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, shown="SIGKILL")
+    poller = select.poll()
+    poller.register(error_write, select.POLLOUT)
+    if any(events & select.POLLERR for _, events in poller.poll(0)):  # no reader: pipe(7)
+        os._exit(FAILED)
 
 
 def reset_signal_handlers(ignored) -> None:

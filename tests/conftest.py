@@ -68,13 +68,17 @@ class Runner:
         else:
             self.uid, self.gid, self.home = 0, 0, "/root"
         self.python = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
+        # The host's ids of root in this identity's containers: root maps its own
+        # subordinate range, so its container's root is not the host's (idmap.py).
+        self.inside = container_root_ids(self.uid, self.gid)
         # The seccomp program's cache (part 3 on) goes here, not into a real home.
         self.cache = self.fresh_dir()
 
-    def fresh_dir(self) -> Path:
-        """A new empty directory of this identity's own, that it can reach."""
+    def fresh_dir(self, for_container: bool = False) -> Path:
+        """A new empty directory of this identity's own, that it can reach; with
+        for_container, one that root in its containers owns (to write in)."""
         path = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{self.who}-"))
-        os.chown(path, self.uid, self.gid)
+        os.chown(path, *(self.inside if for_container else (self.uid, self.gid)))
         return path
 
     def command(self, argv: list[str]) -> list[str]:
@@ -120,6 +124,19 @@ def workdir():
     subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
     yield base
     shutil.rmtree(base, ignore_errors=True)
+
+
+def container_root_ids(uid: int, gid: int) -> tuple[int, int]:
+    """Root's containers run as the first ids of root's /etc/subuid and /etc/subgid
+    ranges when it has them; anyone else's container root is that user."""
+    if uid != 0:
+        return uid, gid
+    found = []
+    for path in ("/etc/subuid", "/etc/subgid"):
+        with open(path) as f:
+            starts = [line.split(":")[1] for line in f if line.startswith("root:")]
+        found.append(int(starts[0]) if starts else 0)
+    return found[0], found[1]
 
 
 def have_test_user() -> bool:
@@ -177,6 +194,9 @@ def unpack_rootfs(runner: Runner, tar: Path, dest: Path) -> Path:
     done = runner.run(["sh", "-c", f"mkdir -p '{dest}' && cd '{dest}' && umask 0 && "
                                    f"tar xf '{tar}' --no-same-owner"], timeout=120)
     assert done.returncode == 0, done.stderr
+    if runner.inside != (runner.uid, runner.gid):  # root: owned by its containers' root
+        subprocess.run(["chown", "-R", f"{runner.inside[0]}:{runner.inside[1]}", str(dest)],
+                       check=True)
     return dest
 
 

@@ -1,0 +1,302 @@
+"""The references against a hostile rootfs, a careless caller and bad input (issue 12).
+
+Every test runs as root and as the unprivileged test user, with what an attacker
+would pick: a rootfs whose mount points link out of it, fds and signal dispositions
+left to the container, a zookeeper killed with SIGKILL or signalled during start,
+odd bytes and odd digits, and a poisoned seccomp cache.
+"""
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+
+STATUS_BITS = {"SIGHUP": 1, "SIGPIPE": 13, "SIGXFSZ": 25}
+
+
+def status_field(text: str, name: str) -> int:
+    for line in text.splitlines():
+        if line.startswith(f"{name}:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {name} in {text!r}")
+
+
+def bit(signame: str) -> int:
+    return 1 << (STATUS_BITS[signame] - 1)
+
+
+def host_snapshot() -> dict:
+    """What an escape would change: the names in / and /etc, and /etc's mtime."""
+    return {"/": sorted(os.listdir("/")), "/etc": sorted(os.listdir("/etc")),
+            "etc-mtime": os.stat("/etc").st_mtime_ns, "root-mtime": os.stat("/").st_mtime_ns}
+
+
+def own_temp_dirs(uid: int) -> set:
+    return {p for p in Path("/tmp").glob("zoo.*") if p.lstat().st_uid == uid}
+
+
+@pytest.fixture
+def own_rootfs(runner: Runner, rootfs_for):
+    """A copy of the busybox rootfs that this test may spoil, made by the runner's user."""
+    source = rootfs_for(runner)
+    dest = runner.fresh_dir(for_container=True) / "fs"
+    done = runner.run(["cp", "-a", str(source), str(dest)], timeout=120)
+    assert done.returncode == 0, done.stderr
+    return dest
+
+
+# A rootfs whose mount points lead out of it ----------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tmp", "proc", "sys", "dev"])
+@pytest.mark.parametrize("target", ["/", "../../../..", "/etc"])
+def test_linked_mount_point_is_refused_and_the_host_unchanged(runner: Runner, own_rootfs,
+                                                              name, target):
+    victim = own_rootfs / name
+    runner.run(["sh", "-c", f"rm -rf {shlex.quote(str(victim))} && "
+                            f"ln -s {shlex.quote(target)} {shlex.quote(str(victim))}"])
+    assert victim.is_symlink()
+    before = host_snapshot()
+    done = runner.zookeeper(4, "-r", str(own_rootfs), "-P", "sh", "-c",
+                            "cat /etc/shadow; ls /root; echo escaped")
+    assert host_snapshot() == before
+    assert "escaped" not in done.stdout
+    assert done.returncode == 125, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        f"zookeeper: failed to use {done.stderr.split()[4]} as a mount point: it is a "
+        "symbolic link, which could lead out of the rootfs (refused)"]
+    assert f"/{name} as a mount point" in done.stderr
+
+
+def test_linked_mount_point_with_an_overlay_too(runner: Runner, own_rootfs):
+    runner.run(["sh", "-c", f"rm -rf {own_rootfs}/tmp && ln -s / {own_rootfs}/tmp"])
+    before = host_snapshot()
+    done = runner.zookeeper(4, "-o", "-r", str(own_rootfs), "ls", "/")
+    assert done.returncode == 125 and "symbolic link" in done.stderr, done.stderr
+    assert host_snapshot() == before
+
+
+# What the caller leaves to the command ---------------------------------------------
+
+
+def run_from_shell(runner: Runner, part: int, shell_prefix: str, *args, **kw):
+    """zookeeper started by `sh -c '<shell_prefix>; exec zookeeper ARGS'`."""
+    script = next(runner.workdir.glob(f"part{part}_*")) / "zookeeper.py"
+    line = f"{shell_prefix}; exec {shlex.quote(runner.python)} {script} " + shlex.join(args)
+    return runner.run(["sh", "-c", line], **kw)
+
+
+@pytest.mark.parametrize("part", [1, 4])
+def test_an_fd_open_in_the_caller_does_not_reach_the_command(runner: Runner, part):
+    done = run_from_shell(runner, part, "exec 7</etc 8>/dev/null", "sh", "-c",
+                          "ls /proc/self/fd/7/ >/dev/null 2>&1 && echo LEAK; "
+                          "for fd in /proc/self/fd/*; do echo ${fd##*/}; done")
+    assert done.returncode == 0, done.stderr
+    assert "LEAK" not in done.stdout
+    # The shell's own loop holds no extra fd: 0, 1, 2 and the one glob's listing used.
+    assert set(done.stdout.split()) <= {"0", "1", "2", "3"}, done.stdout
+
+
+@pytest.mark.parametrize("part", [1, 4])
+def test_the_command_starts_with_default_signals_and_no_mask(runner: Runner, part):
+    done = runner.zookeeper(part, "cat", "/proc/self/status")
+    assert done.returncode == 0, done.stderr
+    assert status_field(done.stdout, "SigIgn") == 0
+    assert status_field(done.stdout, "SigBlk") == 0
+    piped = runner.zookeeper(part, "sh", "-c", "yes | head -1")
+    assert piped.stdout == "y\n" and piped.stderr == "", piped.stderr
+
+
+def test_what_the_caller_ignored_on_purpose_stays_ignored(runner: Runner):
+    done = run_from_shell(runner, 1, "trap '' HUP", "cat", "/proc/self/status")
+    assert done.returncode == 0, done.stderr
+    ignored = status_field(done.stdout, "SigIgn")
+    assert ignored & bit("SIGHUP") and not ignored & (bit("SIGPIPE") | bit("SIGXFSZ"))
+
+
+# A zookeeper that is killed, or signalled while it starts --------------------------
+
+
+def wait_gone(marker: str, uid: int, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-u", str(uid), "-f", marker], capture_output=True)
+        if found.returncode != 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("overlay", [False, True])
+def test_sigkill_ends_the_container_and_the_next_run_sweeps(runner: Runner, own_rootfs,
+                                                            overlay):
+    before = own_temp_dirs(runner.inside[0])
+    marker = f"sleep {3000 + os.getpid() % 1000 + overlay}"
+    zk = runner.popen(4, *(["-o"] if overlay else []), "-r", str(own_rootfs),
+                      *marker.split(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not subprocess.run(["pgrep", "-u", str(runner.inside[0]), "-f", f"^{marker}$"],
+                                 capture_output=True).stdout and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = own_temp_dirs(runner.inside[0]) - before
+        assert left, "the running container has its mount point"
+        zk.kill()
+        zk.wait(10)
+        assert wait_gone(f"^{marker}$", runner.inside[0]), "the container outlived zookeeper"
+    finally:
+        if zk.poll() is None:
+            zk.kill()
+            zk.wait()
+    assert left <= own_temp_dirs(runner.inside[0]), "a killed zookeeper could not clean up"
+    again = runner.zookeeper(4, "-r", str(own_rootfs), "true")
+    assert again.returncode == 0, again.stderr
+    assert not (left & own_temp_dirs(runner.inside[0])), "the next run removes what was left"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_during_start_leaves_nothing_and_no_traceback(runner: Runner, own_rootfs,
+                                                              signum):
+    before = own_temp_dirs(runner.inside[0])
+    for delay in (0.0, 0.02, 0.05, 0.08, 0.12, 0.2):
+        zk = runner.popen(4, "-r", str(own_rootfs), "-P", "sleep", "30",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        os.kill(zk.pid, signum)  # setpriv execs: this is zookeeper itself
+        out, err = zk.communicate(timeout=30)
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        assert zk.returncode != 0
+    assert own_temp_dirs(runner.inside[0]) <= before
+
+
+# Root in the container is not root of the host -------------------------------------
+
+
+@pytest.mark.parametrize("with_rootfs", [False, True])
+def test_proc_sys_is_read_only_and_kcore_hidden(runner: Runner, rootfs_for, with_rootfs):
+    rootfs = ["-r", str(rootfs_for(runner))] if with_rootfs else []
+    done = runner.zookeeper(4, *rootfs, "-P", "sh", "-c",
+                            "echo 5 > /proc/sys/kernel/printk_ratelimit && echo WROTE; "
+                            "echo 1 > /proc/sysrq-trigger && echo SYSRQ; "
+                            "wc -c < /proc/keys; ls /proc/acpi 2>/dev/null | wc -l")
+    assert "WROTE" not in done.stdout and "SYSRQ" not in done.stdout, done.stdout
+    assert done.stdout.split()[-2:] == ["0", "0"], done.stdout
+
+
+def test_root_in_the_container_is_roots_subordinate_range(root_runner: Runner):
+    """As root, with a range in /etc/subuid, the host's root is not mapped at all."""
+    done = root_runner.zookeeper(2, "sh", "-c", "id -u; cat /proc/self/uid_map; "
+                                                "cat /etc/shadow >/dev/null && echo READ; true")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.split()
+    with open("/etc/subuid") as f:
+        start, count = next(line.split(":")[1:] for line in f if line.startswith("root:"))
+    assert out[:4] == ["0", "0", start, count.strip()]
+    assert "READ" not in done.stdout
+
+
+# Bad input: one line, a defined status, never a traceback --------------------------
+
+
+BAD_INPUT = [
+    (["-m", "", "true"], 125, "zookeeper: -m '': not a memory size"),
+    (["-m", "64Q", "true"], 125, "zookeeper: -m 64Q: not a memory size"),
+    (["-m", "99999999999999999999T", "true"], 125, "zookeeper: -m 99999999999999999999T: "),
+    (["-p", "³", "true"], 125, "zookeeper: -p ³: not a number of processes"),
+    (["-c", "５０", "true"], 125, "zookeeper: -c ５０: not a CPU percentage"),
+    (["-c", "nan", "true"], 125, "zookeeper: -c nan: not a CPU percentage"),
+    (["-r", "", "true"], 125, "zookeeper: -r '': the rootfs must be a directory"),
+    ([""], 127, "zookeeper: failed to execute '': No such file or directory"),
+    ([os.fsdecode(b"no\xffsuch\ncommand")], 127,
+     "zookeeper: failed to execute no\\xffsuch\\ncommand: No such file or directory"),
+]
+# Part 1 does not look at -r (a note says so): the bad rootfs paths are part 4's.
+BAD_ROOTFS = [
+    (["-r", os.fsdecode(b"/no\xffsuch\ndir"), "true"], 125,
+     "zookeeper: failed to use /no\\xffsuch\\ndir as the rootfs: No such file or directory"),
+]
+
+
+@pytest.mark.parametrize("part,args,status,line", [(1, *case) for case in BAD_INPUT]
+                         + [(4, *case) for case in BAD_INPUT + BAD_ROOTFS])
+def test_bad_input_is_one_line_with_its_status(runner: Runner, part, args, status, line):
+    before = own_temp_dirs(runner.inside[0])
+    done = subprocess.run(runner.command([runner.python, str(
+        runner.workdir / ("part1_clone" if part == 1 else "part4_filesystem") / "zookeeper.py"),
+        *[os.fsencode(a) for a in args]]), env=runner.env(), capture_output=True, timeout=60,
+        cwd=runner.workdir)
+    err = done.stderr.decode()
+    assert done.returncode == status, err
+    assert len(err.splitlines()) == 1 and err.startswith(line), err
+    assert own_temp_dirs(runner.inside[0]) <= before
+
+
+@pytest.mark.parametrize("command,status", [(["sh", "-c", "exit 3"], 3),
+                                            (["no-such-command"], 127)])
+def test_stderr_closed_keeps_the_status(runner: Runner, command, status):
+    done = run_from_shell(runner, 4, "exec 2>&-", *command)
+    assert done.returncode == status
+
+
+def test_verbose_only_for_the_words_that_mean_yes(runner: Runner):
+    for value in ("1", "true", "YES", "on"):
+        assert "clone(" in runner.zookeeper(1, "true", env={"ZOOKEEPER_VERBOSE": value}).stderr
+    for value in ("0", "false", "no", "off"):
+        assert runner.zookeeper(1, "true", env={"ZOOKEEPER_VERBOSE": value}).stderr == ""
+
+
+# The seccomp cache: an accelerator, never a way to stall or break a start ----------
+
+
+def plant_fifo(path: Path) -> None:
+    os.mkfifo(path, 0o600)
+
+
+def plant_directory(path: Path) -> None:
+    path.mkdir()
+
+
+def plant_truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-16])
+
+
+def plant_huge(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.seek(0, 2)
+        f.write(b"\0" * (64 << 20))
+
+
+@pytest.mark.parametrize("plant", [plant_fifo, plant_directory, plant_truncated, plant_huge])
+def test_a_poisoned_cache_gives_a_normal_run(runner: Runner, plant):
+    cache = runner.fresh_dir()
+    env = {"XDG_CACHE_HOME": str(cache)}
+    assert runner.zookeeper(3, "true", env=env).returncode == 0
+    path = cache / "zookeeper" / "seccomp.bpf"
+    if plant in (plant_fifo, plant_directory):
+        path.unlink()
+    plant(path)
+    os.chown(path, runner.uid, runner.gid)
+    done = runner.zookeeper(3, "grep", "Seccomp:", "/proc/self/status", env=env, timeout=30)
+    assert done.returncode == 0 and done.stdout.split() == ["Seccomp:", "2"], done.stderr
+
+
+def test_a_program_the_kernel_refuses_is_forgotten(runner: Runner):
+    import zlib
+
+    cache = runner.fresh_dir()
+    env = {"XDG_CACHE_HOME": str(cache)}
+    assert runner.zookeeper(3, "true", env=env).returncode == 0
+    path = cache / "zookeeper" / "seccomp.bpf"
+    head = path.read_bytes().partition(b"\n")[0].rsplit(b" program-crc32=", 1)[0]
+    bad = bytes(8)  # one instruction, "ld": a program that does not end in a return
+    path.write_bytes(head + f" program-crc32={zlib.crc32(bad):08x}\n".encode() + bad)
+    os.chown(path, runner.uid, runner.gid)
+    first = runner.zookeeper(3, "true", env=env)
+    assert first.returncode == 125 and "seccomp filter" in first.stderr
+    again = runner.zookeeper(3, "true", env=env)
+    assert again.returncode == 0, again.stderr
