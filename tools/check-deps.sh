@@ -195,6 +195,12 @@ need_rootfs_debian() {
 
 need_run() {
     need_python
+    # kernel.py names system calls by their x86_64 numbers (clone 56, pivot_root 155...).
+    arch=$(uname -m)
+    if once arch && [ "$arch" != x86_64 ]; then
+        say "this machine is $arch: the parts run on x86_64 only for now" \
+            "(README.txt 1.1: a Linux x86_64 machine or VM)"
+    fi
     need_cmd newuidmap uidmap
     need_cmd newgidmap uidmap
     need_cmd unshare util-linux
