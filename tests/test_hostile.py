@@ -300,3 +300,35 @@ def test_a_program_the_kernel_refuses_is_forgotten(runner: Runner):
     assert first.returncode == 125 and "seccomp filter" in first.stderr
     again = runner.zookeeper(3, "true", env=env)
     assert again.returncode == 0, again.stderr
+
+
+def test_root_sigkill_with_a_veth_the_next_run_removes_the_bridge(root_runner: Runner):
+    """As root with -n: the veth pair goes with the container's network namespace (the
+    container dies with zookeeper); the bridge it leaves goes at the next -n run."""
+    def veths() -> set:
+        out = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+        return {line.split("@")[0] for line in out.splitlines() if line.startswith("zv")}
+
+    def bridge() -> bool:
+        return subprocess.run(["ip", "link", "show", "zoo0"], capture_output=True).returncode == 0
+
+    before = veths()
+    marker = f"sleep {4000 + os.getpid() % 1000}"
+    zk = root_runner.popen(6, "-n", *marker.split(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not veths() - before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ours = veths() - before
+        assert ours and bridge()
+    finally:
+        zk.kill()
+        zk.wait(10)
+    assert wait_gone(f"^{marker}$", root_runner.inside[0]), "the container outlived zookeeper"
+    deadline = time.monotonic() + 5
+    while ours & veths() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not ours & veths()
+    assert root_runner.zookeeper(6, "-n", "true").returncode == 0
+    assert not bridge()
