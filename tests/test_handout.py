@@ -239,9 +239,9 @@ def test_the_readme_grading_example_is_what_grade_prints():
     assert example == printed
 
 
-def test_make_check_without_qemu_says_why_and_checks_here(handout_dir, shared_tmp):
-    """No QEMU: `make check` says so in one line and runs the public checks with --local.
-    (The VM path is the grader's VM tests' to boot.)"""
+def make_check(shared_tmp: Path, handout_dir: Path, *args, fake_qemu=False):
+    """`make check ARGS` in a copy of the handout with the skeleton as part 1, on a PATH
+    without QEMU (or with a stand-in that is never run) and an empty cache."""
     student = shared_tmp / "student"
     shutil.copytree(handout_dir, student)
     shutil.copytree(student / "skeleton", student / PARTS[1])
@@ -251,12 +251,35 @@ def test_make_check_without_qemu_says_why_and_checks_here(handout_dir, shared_tm
         for name in os.listdir(directory):
             if not name.startswith("qemu-system") and not (bin_dir / name).exists():
                 (bin_dir / name).symlink_to(os.path.join(directory, name))
+    if fake_qemu:
+        (bin_dir / "qemu-system-x86_64").write_text("#!/bin/sh\nexit 99\n")
+        (bin_dir / "qemu-system-x86_64").chmod(0o755)
     venv = Path(VENV_PYTHON).parent.parent
-    done = subprocess.run(["make", "-C", str(student), f"VENV={venv}", "check"],
-                          capture_output=True, text=True, timeout=300,
-                          env={"PATH": str(bin_dir), "HOME": str(shared_tmp)})
+    env = {"PATH": str(bin_dir), "HOME": str(shared_tmp),
+           "XDG_CACHE_HOME": str(shared_tmp / "cache")}
+    return subprocess.run(["make", "-C", str(student), f"VENV={venv}", "check", *args],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+LOCAL = "): the public checks run on this machine (--local)\n"
+
+
+def test_make_check_without_qemu_says_why_and_checks_here(handout_dir, shared_tmp):
+    """No QEMU: `make check` says so in one line and runs the public checks with --local.
+    (The VM path is the grader's VM tests' to boot.)"""
+    done = make_check(shared_tmp, handout_dir)
     assert done.returncode != 0  # the skeleton scores 0
     assert ("make check: no VM (no qemu-system-x86_64 here: sudo apt-get install"
-            " qemu-system-x86): the public checks run on this machine (--local)\n") in done.stdout
+            " qemu-system-x86" + LOCAL) in done.stdout
     assert "Part 1 score: 0/" in done.stdout
     assert "q1 (part 1) is not implemented yet" in done.stdout
+
+
+def test_make_check_with_a_wrong_image_hash_says_why_and_checks_here(handout_dir, shared_tmp):
+    image = shared_tmp / "zoo-vm.tar.gz"
+    image.write_bytes(b"not the course's image")
+    done = make_check(shared_tmp, handout_dir, f"VM_IMAGE={image}", "VM_SHA256=" + "0" * 64,
+                      fake_qemu=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("make check: no VM"))
+    assert "sha256 mismatch" in line and line.endswith(LOCAL.strip())
+    assert "Part 1 score: 0/" in done.stdout
