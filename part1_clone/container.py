@@ -7,6 +7,7 @@ exits the way the child did.
 """
 
 import _signal as signal  # signal, without its enums: see kernel.py
+import errno
 import os
 
 import kernel
@@ -255,11 +256,13 @@ def child_main(container: Container, go_read: int, go_write: int,
         die_with_parent(error_write)
         reset_signal_handlers(container.ignored_signals)
         # STUDENT CODE BELOW (q4)
-        # Block until the parent says go: read(2) from go_read.  An empty read means
-        # the parent failed and closed it: leave quietly with os._exit(FAILED).
+        # Block until the parent says go: read(2) from go_read.  An empty read (end of
+        # file) means the parent closed it without a word: it failed, or forgot to
+        # write.  Raise ZooError("...") then: the parent hears it, if it is listening.
         message = os.read(go_read, 64)
         if not message:
-            os._exit(FAILED)
+            raise ZooError("the container was never told to go: zookeeper closed the go "
+                           "pipe without writing to it")
         os.close(go_read)
         # STUDENT CODE ABOVE (q4)
         clean_process_state()
@@ -327,7 +330,7 @@ def exec_command(command: list[str]) -> None:
         os.execvp(command[0], command)
     except OSError as e:
         kernel.explain_error(f"execvp({command[0]!r})", e, "execve(2)")
-        status = NOT_FOUND if e.errno in (2, 20) else NOT_EXECUTABLE  # ENOENT, ENOTDIR
+        status = NOT_FOUND if e.errno in (errno.ENOENT, errno.ENOTDIR) else NOT_EXECUTABLE
         raise ZooError(f"failed to execute {command[0]}: {e.strerror}", status) from None
     # STUDENT CODE ABOVE (q5)
 

@@ -378,9 +378,16 @@ def sys_pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2): make new_root the root mount, moving the old one to put_old.
     The C library has no wrapper: called through syscall(2)."""
     started = time.monotonic()
-    check(libc.syscall(ctypes.c_long(SYS_pivot_root), c_str(new_root), c_str(put_old)),
-          lambda: f"pivot_root({quoted(new_root)}, {quoted(put_old)})", "pivot_root(2)",
-          started)
+    try:
+        check(libc.syscall(ctypes.c_long(SYS_pivot_root), c_str(new_root), c_str(put_old)),
+              lambda: f"pivot_root({quoted(new_root)}, {quoted(put_old)})", "pivot_root(2)",
+              started)
+    except OSError as e:
+        if e.errno == errno.EINVAL:  # the man page's usual causes, in one line
+            e.strerror += (" (see pivot_root(2): new_root must be a mount point, the"
+                           " mounts of / must not be shared, and the working directory"
+                           " must be in new_root)")
+        raise
 
 
 def sys_chdir(path: str) -> None:

@@ -68,7 +68,7 @@ SYSCALL_NUMBERS = {"fchmodat2": 452, "clone3": 435}
 
 def drop_capabilities() -> None:
     """Drop the dangerous capabilities for good, for this process and what it execs."""
-    # STUDENT CODE BELOW (q9)
+    # STUDENT CODE BELOW (q10)
     # Drop each capability of CAPABILITIES_TO_DROP from the bounding set.  The
     # bounding set limits what any program run later can ever gain; prctl(2)
     # PR_CAPBSET_DROP removes one capability from it.  capabilities(7).
@@ -77,7 +77,7 @@ def drop_capabilities() -> None:
     for name, number in CAPABILITIES_TO_DROP:
         with step(f"drop {name} from the bounding set"):
             kernel.sys_prctl(kernel.PR_CAPBSET_DROP, number, shown=name)
-    # STUDENT CODE ABOVE (q9)
+    # STUDENT CODE ABOVE (q10)
     # The ambient and inheritable sets could hand capabilities to a program across
     # execve(2): empty both.
     with step("clear the ambient capabilities"):

@@ -7,6 +7,7 @@ exits the way the child did.
 """
 
 import _signal as signal  # signal, without its enums: see kernel.py
+import errno
 import os
 
 import kernel
@@ -295,11 +296,13 @@ def child_main(container: Container, go_read: int, go_write: int,
         if "/" not in container.opts.command[0]:
             import warnings  # noqa: F401  (os.execvp's search of PATH needs it)
         # STUDENT CODE BELOW (q4)
-        # Block until the parent says go: read(2) from go_read.  An empty read means
-        # the parent failed and closed it: leave quietly with os._exit(FAILED).
+        # Block until the parent says go: read(2) from go_read.  An empty read (end of
+        # file) means the parent closed it without a word: it failed, or forgot to
+        # write.  Raise ZooError("...") then: the parent hears it, if it is listening.
         message = os.read(go_read, 64)
         if not message:
-            os._exit(FAILED)
+            raise ZooError("the container was never told to go: zookeeper closed the go "
+                           "pipe without writing to it")
         os.close(go_read)
         # STUDENT CODE ABOVE (q4)
         import cgroups
@@ -317,7 +320,7 @@ def child_main(container: Container, go_read: int, go_write: int,
         network.provide_resolv_conf(container.net)
         import security  # imported by the parent already: nothing to read from disk
 
-        # STUDENT CODE BELOW (q10)
+        # STUDENT CODE BELOW (q9)
         # Lock the container in: drop the dangerous capabilities, forbid gaining
         # privileges, then load the seccomp filter, last, since it may refuse
         # calls the other steps make.  capabilities(7), prctl(2), seccomp(2):
@@ -326,7 +329,7 @@ def child_main(container: Container, go_read: int, go_write: int,
         security.drop_capabilities()
         security.set_no_new_privs()
         security.load_seccomp_filter(container.seccomp_program)
-        # STUDENT CODE ABOVE (q10)
+        # STUDENT CODE ABOVE (q9)
         clean_process_state()
         exec_command(container.opts.command)
     except ZooError as e:
@@ -392,7 +395,7 @@ def exec_command(command: list[str]) -> None:
         os.execvp(command[0], command)
     except OSError as e:
         kernel.explain_error(f"execvp({command[0]!r})", e, "execve(2)")
-        status = NOT_FOUND if e.errno in (2, 20) else NOT_EXECUTABLE  # ENOENT, ENOTDIR
+        status = NOT_FOUND if e.errno in (errno.ENOENT, errno.ENOTDIR) else NOT_EXECUTABLE
         raise ZooError(f"failed to execute {command[0]}: {e.strerror}", status) from None
     # STUDENT CODE ABOVE (q5)
 

@@ -7,6 +7,7 @@ exits the way the child did.
 """
 
 import _signal as signal  # signal, without its enums: see kernel.py
+import errno
 import os
 
 import kernel
@@ -314,8 +315,9 @@ def child_main(container: Container, go_read: int, go_write: int,
             if "/" not in container.opts.command[0]:
                 import warnings  # noqa: F401  (os.execvp's search of PATH needs it)
         # STUDENT CODE BELOW (q4)
-        # Block until the parent says go: read(2) from go_read.  An empty read means
-        # the parent failed and closed it: leave quietly with os._exit(FAILED).
+        # Block until the parent says go: read(2) from go_read.  An empty read (end of
+        # file) means the parent closed it without a word: it failed, or forgot to
+        # write.  Raise ZooError("...") then: the parent hears it, if it is listening.
         not_implemented(4, 1, 'block until the parent says go')
         # STUDENT CODE ABOVE (q4)
         if STAGE >= 5:
@@ -339,14 +341,14 @@ def child_main(container: Container, go_read: int, go_write: int,
         if STAGE >= 3:
             import security  # imported by the parent already: nothing to read from disk
 
-            # STUDENT CODE BELOW (q10)
+            # STUDENT CODE BELOW (q9)
             # Lock the container in: drop the dangerous capabilities, forbid gaining
             # privileges, then load the seccomp filter, last, since it may refuse
             # calls the other steps make.  capabilities(7), prctl(2), seccomp(2):
             # security.drop_capabilities(), security.set_no_new_privs(),
             # security.load_seccomp_filter(container.seccomp_program).
-            not_implemented(10, 3, 'lock the container in')
-            # STUDENT CODE ABOVE (q10)
+            not_implemented(9, 3, 'lock the container in')
+            # STUDENT CODE ABOVE (q9)
         clean_process_state()
         exec_command(container.opts.command)
     except ZooError as e:

@@ -69,14 +69,14 @@ SYSCALL_NUMBERS = {"fchmodat2": 452, "clone3": 435}
 
 def drop_capabilities() -> None:
     """Drop the dangerous capabilities for good, for this process and what it execs."""
-    # STUDENT CODE BELOW (q9)
+    # STUDENT CODE BELOW (q10)
     # Drop each capability of CAPABILITIES_TO_DROP from the bounding set.  The
     # bounding set limits what any program run later can ever gain; prctl(2)
     # PR_CAPBSET_DROP removes one capability from it.  capabilities(7).
     # kernel.sys_prctl(option, arg2, shown=...) makes the call; shown= is how explain
     # mode prints arg2 (the capability's name reads better than its number).
-    not_implemented(9, 3, 'drop each capability of CAPABILITIES_TO_DROP from the bounding set')
-    # STUDENT CODE ABOVE (q9)
+    not_implemented(10, 3, 'drop each capability of CAPABILITIES_TO_DROP from the bounding set')
+    # STUDENT CODE ABOVE (q10)
     # The ambient and inheritable sets could hand capabilities to a program across
     # execve(2): empty both.
     with step("clear the ambient capabilities"):

@@ -156,7 +156,8 @@ def remove_cgroup(path: str) -> None:
             # STUDENT CODE BELOW (q19)
             # Remove the container's cgroup: rmdir(2) its directory.  The kernel
             # refuses (EBUSY) while a process is still in it (cgroups(7)):
-            # kernel.sys_rmdir(path).
+            # kernel.sys_rmdir(path).  Not inside a step() this time: the loop
+            # around this block catches the OSError, and retries on EBUSY.
             kernel.sys_rmdir(path)
             # STUDENT CODE ABOVE (q19)
             return
