@@ -347,10 +347,52 @@ def rootless_problem() -> str | None:
     return None
 
 
-def userns_argv(argv: list[str]) -> list[str]:
+def userns_argv(argv: list[str], dev_for: Path | None = None) -> list[str]:
     """argv run as root of a new user namespace: our uid and gid as 0, 1..65535 from the
-    subordinate ranges (the mapping mmdebstrap's unshare mode and the lab itself use)."""
-    return [sys.executable, "-I", str(Path(__file__).resolve()), "_userns", "--", *argv]
+    subordinate ranges (the mapping mmdebstrap's unshare mode and the lab itself use).
+    dev_for: a root directory whose /dev gets the usual device nodes meanwhile (see
+    _mount_dev): a namespace cannot make them, and apt in a chroot needs /dev/null."""
+    dev = ["--dev", str(dev_for)] if dev_for else []
+    return [sys.executable, "-I", str(Path(__file__).resolve()), "_userns", *dev, "--", *argv]
+
+
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+def _mount_dev(root: Path) -> None:
+    """In a new mount namespace (we are root of our user namespace): a tmpfs on root/dev
+    with the host's device nodes bind-mounted in, as mmdebstrap's unshare mode does. It
+    all goes away with the namespace: the tree keeps its own /dev."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                           ctypes.c_char_p)
+
+    def mount(source: str | None, target: str, fstype: str | None, flags: int,
+              data: str | None = None) -> None:
+        if libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+                      flags, data and data.encode()) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mount {source or fstype} on {target}: {os.strerror(err)}")
+
+    ms_nosuid, ms_noexec, ms_bind, ms_rec, ms_private = 2, 8, 4096, 16384, 1 << 18
+    if hasattr(os, "unshare"):
+        os.unshare(os.CLONE_NEWNS)
+    elif libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+    mount(None, "/", None, ms_rec | ms_private)
+    dev = root / "dev"
+    dev.mkdir(exist_ok=True)
+    mount("tmpfs", str(dev), "tmpfs", ms_nosuid | ms_noexec, "mode=755")
+    for name in DEV_NODES:
+        if os.path.exists(f"/dev/{name}"):
+            (dev / name).touch()
+            mount(f"/dev/{name}", str(dev / name), None, ms_bind)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, dev / name)
 
 
 def _unshare_user() -> None:
@@ -366,7 +408,11 @@ def _unshare_user() -> None:
 
 
 def _userns_main(argv: list[str]) -> int:
-    """`vm.py _userns -- CMD...`: CMD as root of a new user namespace (see userns_argv)."""
+    """`vm.py _userns [--dev ROOT] -- CMD...`: CMD as root of a new user namespace (see
+    userns_argv)."""
+    dev_for = None
+    if argv[:1] == ["--dev"] and len(argv) >= 2:
+        dev_for, argv = Path(argv[1]), argv[2:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
@@ -396,12 +442,15 @@ def _userns_main(argv: list[str]) -> int:
                     os.setgroups([])
                 os.setresgid(0, 0, 0)
                 os.setresuid(0, 0, 0)
+                if dev_for is not None:
+                    _mount_dev(dev_for)
                 preexec = _die_with_parent()
                 if preexec:
                     preexec()
                 os.execvp(argv[0], argv)
         except OSError as e:
-            os.write(2, f"vm: in the user namespace: {argv[0]}: {e.strerror or e}\n".encode())
+            what = e.strerror if e.filename else (e.strerror or e)
+            os.write(2, f"vm: in the user namespace: {argv[0]}: {what}\n".encode())
             status = 127 if isinstance(e, FileNotFoundError) else 125
         finally:
             os._exit(status)
@@ -459,13 +508,15 @@ class _Build:
 
     def run(self, step: str, argv: list[str], *, cwd: Path | None = None,
             env: dict | None = None, check: bool = True, capture: bool = False,
-            timeout: float = 1800, as_root: bool = False) -> subprocess.CompletedProcess:
-        """Run argv with its output in the log; as_root: in the user namespace if rootless."""
+            timeout: float = 1800, as_root: bool = False,
+            dev_for: Path | None = None) -> subprocess.CompletedProcess:
+        """Run argv with its output in the log; as_root: in the user namespace if rootless
+        (dev_for: with device nodes in that root's /dev meanwhile)."""
         self.note(("$ [userns] " if as_root and self.rootless else "$ ") + " ".join(argv))
         full_env = dict(os.environ, LC_ALL="C.UTF-8", DEBIAN_FRONTEND="noninteractive")
         full_env.update(env or {})
         if as_root and self.rootless:
-            argv = userns_argv(argv)
+            argv = userns_argv(argv, dev_for)
         try:
             proc = subprocess.run(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE if capture else self.logf,
@@ -484,7 +535,8 @@ class _Build:
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": "/root"}
         env.update(kw.pop("env", {}) or {})
-        return self.run(step, ["chroot", str(root)] + argv, env=env, as_root=True, **kw)
+        return self.run(step, ["chroot", str(root)] + argv, env=env, as_root=True,
+                        dev_for=root, **kw)
 
 
 def host_mirror(suite: str = SUITE, default: str = DEFAULT_MIRROR) -> str:

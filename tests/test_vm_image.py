@@ -267,6 +267,19 @@ def test_userns_helper_maps_us_to_root_and_the_range_above(grader_copy, shared_t
     assert lines[:2] == [["0"], ["0"]]
     assert lines[2:] == [["0", str(alice.uid), "1"], ["1", str(start), "65535"]]
     assert alice.vm("_userns", "--", "sh", "-c", "exit 7").returncode == 7
+    # --dev: a chroot's /dev gets working nodes meanwhile (apt-key writes to /dev/null),
+    # and the tree keeps its own, empty /dev.
+    tree = tmp_path / "tree"
+    (tree / "dev").mkdir(parents=True)
+    os.chown(tree, alice.uid, alice.gid)
+    os.chown(tree / "dev", alice.uid, alice.gid)
+    dev = tree / "dev"
+    result = alice.vm("_userns", "--dev", str(tree), "--", "sh", "-c",
+                      f"test -c {dev}/null && echo x > {dev}/null && "
+                      f"head -c 3 {dev}/zero | od -An -tx1 && readlink {dev}/fd")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["00", "00", "00", "/proc/self/fd"]
+    assert list(dev.iterdir()) == []
 
 
 def test_subid_range_and_cache_location(tmp_path, monkeypatch):
