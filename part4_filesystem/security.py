@@ -62,9 +62,6 @@ SYSCALLS_TO_REFUSE = [
     ("nested user namespaces", "clone3", [], errno.ENOSYS),
 ]
 
-# x86_64 numbers of system calls newer than some libseccomp releases know by name.
-SYSCALL_NUMBERS = {"fchmodat2": 452, "clone3": 435}
-
 
 def drop_capabilities() -> None:
     """Drop the dangerous capabilities for good, for this process and what it execs."""
@@ -282,7 +279,7 @@ def syscall_number(pyseccomp, name: str) -> int:
         number = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
     except (OSError, ValueError):
         number = -1
-    return number if number >= 0 else SYSCALL_NUMBERS[name]
+    return number if number >= 0 else kernel.syscall_number(name)
 
 
 LOAD_STEP = "load the seccomp filter"

@@ -27,6 +27,7 @@ def main(argv: list[str]) -> None:
     # What our caller ignored on purpose (nohup ignores SIGHUP) stays ignored.
     ignored = {s for s in FORWARDED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN}
     try:
+        kernel.check_architecture()
         opts = parse_args(argv)
         if opts.help:
             write_quietly(1, USAGE)

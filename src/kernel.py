@@ -16,7 +16,7 @@ import errno
 import os
 import time
 
-from errors import printable
+from errors import ZooError, printable
 
 # Explain mode: set by -v or ZOOKEEPER_VERBOSE=1.  Off, it costs one test per call.
 VERBOSE = False
@@ -32,8 +32,34 @@ pylibc.syscall.restype = ctypes.c_long
 pylibc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong,
                            ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
-SYS_clone = 56  # x86_64, from <asm/unistd_64.h>
-SYS_close_range = 436  # the same on every architecture (<asm-generic/unistd.h>)
+# System call numbers differ between architectures: each has its own table in the
+# kernel's sources (syscall(2); x86_64's is arch/x86/entry/syscalls/syscall_64.tbl,
+# aarch64 uses the generic include/uapi/asm-generic/unistd.h).  zookeeper needs the
+# numbers of the calls it makes through syscall(2), those the C library has no
+# wrapper for: (x86_64, aarch64).  Calls added since Linux 5.x have one number
+# everywhere.
+ARCHITECTURES = ("x86_64", "aarch64")
+ARCH = os.uname().machine
+SYSCALL_NUMBERS = {"clone": (56, 220), "close_range": (436, 436)}
+
+
+def syscall_number(name: str) -> int:
+    """This machine's number for a system call of SYSCALL_NUMBERS; -1 (which the kernel
+    answers with ENOSYS) on an architecture not in the table."""
+    if ARCH not in ARCHITECTURES:
+        return -1
+    return SYSCALL_NUMBERS[name][ARCHITECTURES.index(ARCH)]
+
+
+def check_architecture() -> None:
+    """One line, before anything is made, on a machine whose numbers we do not know."""
+    if ARCH not in ARCHITECTURES:
+        raise ZooError(f"this machine is {ARCH}: zookeeper knows the system call numbers of "
+                       f"{' and '.join(ARCHITECTURES)} only (kernel.py, SYSCALL_NUMBERS)")
+
+
+SYS_clone = syscall_number("clone")
+SYS_close_range = syscall_number("close_range")
 CLOSE_RANGE_CLOEXEC = 0x4  # close_range(2): mark close-on-exec instead of closing
 PR_SET_PDEATHSIG = 1
 PRCTL_NAMES = {PR_SET_PDEATHSIG: "PR_SET_PDEATHSIG"}
@@ -314,7 +340,10 @@ def sys_capset(data) -> None:
           "capset(2)", started)
 
 
-SYS_seccomp = 317  # x86_64, from <asm/unistd_64.h>
+SYSCALL_NUMBERS.update(seccomp=(317, 277),
+                       # In seccomp rules, when libseccomp is older than these calls:
+                       clone3=(435, 435), fchmodat2=(452, 452))
+SYS_seccomp = syscall_number("seccomp")
 SECCOMP_SET_MODE_FILTER = 1
 
 
@@ -338,7 +367,8 @@ def sys_seccomp_set_filter(program: bytes) -> None:
 
 
 # >>> stage 4
-SYS_pivot_root = 155  # x86_64, from <asm/unistd_64.h>
+SYSCALL_NUMBERS["pivot_root"] = (155, 41)
+SYS_pivot_root = syscall_number("pivot_root")
 
 # Flags of mount(2) and umount2(2), from <sys/mount.h>.
 MS_RDONLY = 0x1
@@ -421,7 +451,8 @@ def sys_rmdir(path: str) -> None:
     check(libc.rmdir(c_str(path)), lambda: f"rmdir({quoted(path)})", "rmdir(2)", started)
 
 
-SYS_openat2 = 437  # the same on every architecture (<asm-generic/unistd.h>)
+SYSCALL_NUMBERS["openat2"] = (437, 437)
+SYS_openat2 = syscall_number("openat2")
 # openat2(2)'s resolve flags: how the kernel may walk the path.
 RESOLVE_NO_MAGICLINKS = 0x02  # no /proc/PID/fd/N-style links
 RESOLVE_NO_SYMLINKS = 0x04  # no symbolic link anywhere on the way: ELOOP

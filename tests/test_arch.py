@@ -1,0 +1,58 @@
+"""The per-architecture table of system call numbers (kernel.py) against the kernel's
+own numbering, as libseccomp knows it for each architecture (issue 14)."""
+
+import subprocess
+
+import pyseccomp
+import pytest
+from conftest import Runner, part_modules
+
+ARCHES = {"x86_64": pyseccomp.Arch.X86_64, "aarch64": pyseccomp.Arch.AARCH64}
+
+
+@pytest.fixture
+def kernel():
+    with part_modules(6) as modules:
+        yield modules.kernel
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_every_number_is_the_kernels(kernel, arch):
+    assert set(kernel.ARCHITECTURES) == set(ARCHES)
+    column = kernel.ARCHITECTURES.index(arch)
+    for name, numbers in kernel.SYSCALL_NUMBERS.items():
+        assert numbers[column] == pyseccomp.resolve_syscall(ARCHES[arch], name), (name, arch)
+
+
+def test_this_machines_numbers_are_used(kernel):
+    assert kernel.ARCH in kernel.ARCHITECTURES
+    assert kernel.SYS_clone == pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, "clone")
+    assert kernel.SYS_pivot_root == pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE,
+                                                              "pivot_root")
+
+
+@pytest.mark.parametrize("part", [1, 4])
+def test_another_architecture_is_one_line(user_runner: Runner, part):
+    """setarch i686 makes uname(2) say i686: zookeeper stops before making anything."""
+    script = str(user_runner.workdir / f"part{part}_{'clone' if part == 1 else 'filesystem'}"
+                 / "zookeeper.py")
+    done = user_runner.run(["setarch", "i686", user_runner.python, script, "true"])
+    assert done.returncode == 125
+    assert done.stderr == ("zookeeper: this machine is i686: zookeeper knows the system call "
+                           "numbers of x86_64 and aarch64 only (kernel.py, SYSCALL_NUMBERS)\n")
+
+
+def test_the_seccomp_filter_refuses_the_other_abis(user_runner: Runner):
+    """A 32-bit (ia32) system call from inside part 3 is killed: the filter is built
+    for this machine's native architecture only."""
+    if subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip() != "x86_64":
+        pytest.skip("the ia32 ABI is x86_64's")
+    # int $0x80 with eax=20 (getpid in the ia32 table): SIGSYS under the filter.
+    code = ("import ctypes, mmap; m = mmap.mmap(-1, 4096, prot=7); "
+            "m.write(bytes([0xb8, 20, 0, 0, 0, 0xcd, 0x80, 0xc3])); "
+            "f = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(m))); "
+            "print(f())")
+    outside = user_runner.run([user_runner.python, "-c", code])
+    assert outside.returncode == 0 and int(outside.stdout) > 0, outside.stderr
+    inside = user_runner.zookeeper(3, user_runner.python, "-c", code)
+    assert inside.returncode == -31 or inside.returncode == 128 + 31, inside
