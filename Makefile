@@ -81,7 +81,7 @@ generate-check: | setup
 
 diff:
 	@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
-	@diff -ru --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) $(PARTDIR) || true
+	@diff -ruN --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) $(PARTDIR) || true
 
 # Root's part (packages, the test user zootest, /opt/zookeeper-venv for that user),
 # then pytest and ruff in our venv.

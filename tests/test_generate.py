@@ -1,12 +1,13 @@
 """The generator: one source, six parts and a skeleton, strict about its markers."""
 
 import re
+import subprocess
 import textwrap
 from pathlib import Path
 
 import generate
 import pytest
-from conftest import ROOT
+from conftest import PARTS, ROOT
 
 SRC = ROOT / "src"
 
@@ -257,3 +258,20 @@ def test_exercises_are_numbered_in_stage_order_with_hints():
     assert [b.stage for b in blocks] == sorted(b.stage for b in blocks)
     for b in blocks:
         assert b.what and len(b.what) < 90, f"q{b.q}: hint's first sentence too long"
+
+
+@pytest.mark.parametrize("part", [2, 3, 4, 5, 6])
+def test_make_diff_shows_each_new_module_whole(part):
+    """`make diff PART=N` is stage N's lesson: a module new in part N appears with every
+    line, not as "Only in partN: module.py"."""
+    done = subprocess.run(["make", "-s", "diff", f"PART={part}"], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert "Only in" not in done.stdout
+    before, after = (ROOT / PARTS[part - 1]), (ROOT / PARTS[part])
+    for path in sorted(after.rglob("*.py")):
+        relative = path.relative_to(after)
+        if "__pycache__" in relative.parts or (before / relative).exists():
+            continue
+        added = [line[1:] for line in done.stdout.split(f"+++ {PARTS[part]}/{relative}", 1)[1]
+                 .split("\ndiff ", 1)[0].splitlines()[2:] if line.startswith("+")]
+        assert added == path.read_text().splitlines(), relative

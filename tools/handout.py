@@ -113,7 +113,7 @@ check: | setup
 
 diff:
 \t@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
-\t@diff -ru --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) \\
+\t@diff -ruN --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) \\
 \t\t$(firstword $(wildcard part$(PART)_*)) || true
 
 clean:
