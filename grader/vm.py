@@ -8,7 +8,8 @@
     python3 grader/vm.py import FILE-or-URL --sha256 HASH
                                         install an exported image into the cache
 
-The image is three files under ~/.cache/zookeeper/vm/<key>/ (or $ZOO_VM_CACHE/<key>/):
+The image is three files under <cache>/<key>/, <cache> being $ZOO_VM_CACHE, else
+$XDG_CACHE_HOME/zookeeper/vm, else ~/.cache/zookeeper/vm (the invoking user's under sudo):
 `vmlinux` (Debian's 6.1 kernel, decompressed to ELF), `initramfs.cpio` (busybox and the
 modules for the root disk) and `rootfs.ext4` (debootstrap bookworm with systemd, python3,
 uidmap, slirp4netns and the pinned PyPI packages). <key> is the sha256 of the recipe
@@ -16,7 +17,9 @@ below and of grader/guest/*: change either and the next build makes a new image.
 Booting needs no root. Building as root uses debootstrap and chroot; building as any
 other user uses mmdebstrap's unshare mode and a user namespace with the user's
 subordinate ranges (/etc/subuid, /etc/subgid: 65536 ids each) for the same image: the
-same packages and configuration, its files owned as in the root build.
+same packages and configuration, its files owned as in the root build. Or no build at
+all: `export` writes the image into one file that course staff publish, and `import`
+installs it for any user (no root, no subordinate range) after checking its sha256.
 
 What the guest provides (see grader/guest/):
   - systemd, cgroup v2 with cpu, memory and pids; a user `student` (uid 1000) with
