@@ -180,6 +180,11 @@ def test_export_then_import_by_another_user(grader_copy, shared_tmp):
     assert f"image:     {installed}\n" in info
     assert f"sha256 {digest}" in info
     assert sorted(p.name for p in bob.cache.iterdir()) == [".lock", image.name]
+    # Importing again replaces it (a republished image), leaving nothing else behind.
+    again = bob.vm("import", path, "--sha256", digest)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in bob.cache.iterdir()) == [".lock", image.name]
+    assert (installed / "vmlinux").read_bytes() == (image / "vmlinux").read_bytes()
 
 
 def test_import_over_http_and_refusals(grader_copy, tmp_path):
@@ -233,13 +238,25 @@ def test_import_over_http_and_refusals(grader_copy, tmp_path):
         server.server_close()
 
 
-def test_export_without_an_image_says_so(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "grader" / "vm.py"), "--cache",
-                             str(tmp_path), "export", str(tmp_path / "x.tar.gz")],
-                            capture_output=True, text=True, timeout=60)
+def test_export_refusals_in_one_line(tmp_path):
+    def export(cache: Path, dest: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "grader" / "vm.py"), "--cache",
+                               str(cache), "export", str(dest)],
+                              capture_output=True, text=True, timeout=60)
+
+    result = export(tmp_path / "empty", tmp_path / "x.tar.gz")
     assert result.returncode != 0
     assert "no image for this recipe" in one_line(result.stderr)
     assert not (tmp_path / "x.tar.gz").exists()
+    fake_image(tmp_path / "cache")
+    result = export(tmp_path / "cache", tmp_path / "no" / "such" / "x.tar.gz")
+    assert result.returncode != 0
+    assert "no directory" in one_line(result.stderr)
+    result = export(tmp_path / "cache", tmp_path)  # a directory: a name of its own there
+    assert result.returncode == 0, result.stderr
+    digest, path = result.stdout.split()
+    assert Path(path).parent == tmp_path and Path(path).name.startswith("zoo-vm-")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 # ---------------------------------------------------------------------------------------
