@@ -323,15 +323,12 @@ def subid_range(kind: str, user: str | None = None, uid: int | None = None,
 
 def rootless_problem() -> str | None:
     """Why the current (non-root) user cannot build the image, or None if it can."""
-    missing = [tool for tool, package in (("mmdebstrap", "mmdebstrap"), ("newuidmap", "uidmap"),
-                                          ("newgidmap", "uidmap"), ("mkfs.ext4", "e2fsprogs"),
-                                          ("debugfs", "e2fsprogs"), ("tar", "tar"),
-                                          ("chroot", "coreutils"))
-               if not _find_tool(tool)]
+    packages = {"mmdebstrap": "mmdebstrap", "newuidmap": "uidmap", "newgidmap": "uidmap",
+                "mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs", "tar": "tar",
+                "chroot": "coreutils"}
+    missing = [tool for tool in packages if not _find_tool(tool)]
     if missing:
-        packages = {"mmdebstrap": "mmdebstrap", "newuidmap": "uidmap", "newgidmap": "uidmap",
-                    "mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs"}
-        need = sorted({packages.get(t, t) for t in missing})
+        need = sorted({packages[t] for t in missing})
         return f"{', '.join(missing)} not found (apt-get install {' '.join(need)})"
     user = _user_name()
     for kind in ("uid", "gid"):
