@@ -20,7 +20,7 @@ missing=""
 # The benchmark's references too: bubblewrap, runc, crun, iperf3, passt (pasta).
 for pkg in uidmap slirp4netns busybox-static iproute2 python3-venv qemu-system-x86 \
            qemu-utils debootstrap e2fsprogs cpio util-linux procps kmod \
-           bubblewrap runc crun iperf3 passt; do
+           bubblewrap runc crun iperf3 passt mmdebstrap strace; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then
