@@ -81,6 +81,11 @@ def signal_name(number: int) -> str:
     return f"signal {number}"
 
 
+def seconds_text(seconds: float) -> str:
+    """24, 1.5: a time limit as a person writes it."""
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}".removesuffix(".0")
+
+
 def indent(text: str, limit: int = 4000) -> str:
     if len(text) > limit:
         text = text[:limit] + f"\n... ({len(text) - limit} more characters)"
@@ -128,6 +133,12 @@ class Context:
         self.python = args.python
         self.deadline = time.monotonic() + check.timeout * args.timeout_scale
         self.scratch = Path(args.scratch)
+        # What is ours (see ours()): the sessions our commands run in, and the
+        # children this process had before the check, which are not.
+        self.sessions: set[int] = set()
+        self.runs: list[Run] = []
+        self.not_ours = set(children_of(os.getpid(), process_table()))
+        become_subreaper()
 
     # Running things
 
@@ -155,29 +166,45 @@ class Context:
         return env
 
     def zk(self, part, *args, root=False, env=None, send_signal=None, scope=False,
-           timeout=None) -> Run:
-        """Run partN/zookeeper.py with args, as the user (or root)."""
+           timeout=None, may_time_out=False) -> Run:
+        """Run partN/zookeeper.py with args, as the user (or root).  timeout: its time
+        limit in seconds (checks.COMMAND_SECONDS unless given), before the scale."""
         argv = [self.python, str(self.part_dir(part) / "zookeeper.py"), *args]
         if scope and not root and shutil.which("systemd-run"):
             # As in a student's login session: in a scope of the user's systemd.
             argv = ["systemd-run", "--user", "--scope", "--quiet", "--collect"] + argv
         return self.run(self.as_user(argv, root), env=self.env(root, env),
-                        send_signal=send_signal, timeout=timeout)
+                        send_signal=send_signal, timeout=timeout, what="zookeeper",
+                        may_time_out=may_time_out)
 
-    def host(self, argv, root=False, env=None, timeout=None) -> Run:
+    def host(self, argv, root=False, env=None, timeout=None, may_time_out=False) -> Run:
         """Run a command on the host (outside any container), as the user or root."""
-        return self.run(self.as_user(argv, root), env=self.env(root, env), timeout=timeout)
+        return self.run(self.as_user(argv, root), env=self.env(root, env), timeout=timeout,
+                        what=Path(argv[0]).name, may_time_out=may_time_out)
 
-    def run(self, argv, env, send_signal=None, timeout=None) -> Run:
+    def time_limit(self, timeout=None, send_signal=None) -> float:
+        """A command's limit in seconds: its own (or checks.COMMAND_SECONDS), plus the
+        wait before a signal it is sent, scaled for the machine; never past the
+        check's own deadline."""
+        base = (timeout or checks.COMMAND_SECONDS) + (send_signal[1] if send_signal else 0)
         left = max(1.0, self.deadline - time.monotonic())
-        timeout = min(timeout * self.args.timeout_scale, left) if timeout else left
+        return min(base * self.args.timeout_scale, left)
+
+    def run(self, argv, env, send_signal=None, timeout=None, what="the command",
+            may_time_out=False) -> Run:
+        """Run argv and return what it did.  A command that reaches its time limit fails
+        the check (whatever it printed: a run that did not end is not a pass), unless
+        the check says it may (may_time_out) and looks at run.timed_out itself."""
+        timeout = self.time_limit(timeout, send_signal)
         restored = restore_scratch(self.scratch, self.user)
         if restored:
             self.log.append(restored)
+        before = self.snapshot()
         started = time.monotonic()
         proc = subprocess.Popen(argv, env=env, cwd=str(self.scratch), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
+        self.sessions.add(proc.pid)
         if send_signal:
             name, delay = send_signal
             time.sleep(delay * self.args.timeout_scale ** 0.5)
@@ -190,11 +217,18 @@ class Context:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
+            # All it started, found while its tree is whole (slirp4netns has a session
+            # of its own, and may hold the output pipes open), then its group.
+            kill_all(lambda: self.ours() - before.processes)
             kill_group(proc.pid)
             out, err = finish_killed(proc)
         run = Run(argv, proc.returncode, out.decode(errors="replace"),
                   err.decode(errors="replace"), time.monotonic() - started, timed_out)
+        run.before, run.uid = before, self.uid_of(argv)
+        self.runs.append(run)
         self.log.append(run.log())
+        if timed_out and not may_time_out:
+            self.expect(False, f"{what} did not exit within {seconds_text(timeout)} s", run)
         return run
 
     # Looking at things
@@ -204,7 +238,7 @@ class Context:
             if run is not None and run.stderr.strip():
                 first = run.stderr.strip().splitlines()[-1]
                 message += f"\n    zookeeper said: {first}"
-            elif run is not None and run.timed_out:
+            elif run is not None and run.timed_out and "did not exit within" not in message:
                 message += "\n    (the command did not finish: killed at the timeout)"
             raise CheckFailed(message)
 
@@ -217,9 +251,61 @@ class Context:
                     return int(fields[1]), int(fields[2])
         raise NotRunnable(f"{name} has no range in /etc/subuid")
 
-    def processes_matching(self, text: str) -> list[int]:
-        return [pid for pid, cmd in processes().items() if text in cmd
-                and pid != os.getpid()]
+    # What this run made: its own processes, /tmp/zoo.* directories, cgroups and
+    # links, never another user's or another run's (see README, --local on a shared
+    # machine).  Compared with a snapshot taken just before the command.
+
+    def ours(self) -> set[int]:
+        """Our running processes: those under this process (made a subreaper by
+        run_checks, so that orphans of our commands come back to it) but not under
+        a child it had before the check, and those in our commands' sessions."""
+        table = process_table()
+        excluded = set().union(*(descendants(table, pid) | {pid} for pid in self.not_ours))
+        mine = (descendants(table, os.getpid()) - excluded) | {
+            p.pid for p in table.values() if p.sid in self.sessions}
+        return {pid for pid in mine if table[pid].state not in "ZX" and pid != os.getpid()}
+
+    def snapshot(self) -> "Snapshot":
+        return Snapshot(self.ours(), checks.temp_dirs(), set(checks.zoo_cgroups()),
+                        zoo_links())
+
+    def uid_of(self, argv) -> int:
+        """The user a command ran as (see as_user)."""
+        if argv[:1] == ["setpriv"]:
+            return self.uid
+        return os.getuid()
+
+    def left_processes(self, run: Run, text: str) -> list[str]:
+        """Processes of ours, started since run began and still running, whose command
+        line has text: 'PID (command line)'."""
+        return [f"{pid} ({command_line(pid)[:60]})" for pid in sorted(
+            self.ours() - run.before.processes) if text in command_line(pid)]
+
+    def left_temp_dirs(self, run: Run) -> set[str]:
+        """/tmp/zoo.* made since run began, by the user it ran as."""
+        return owned_by(checks.temp_dirs() - run.before.temp_dirs, run.uid)
+
+    def left_cgroups(self, run: Run) -> set[str]:
+        """zoo-PID cgroups made since run began, by the user it ran as."""
+        return owned_by(set(checks.zoo_cgroups()) - run.before.cgroups, run.uid)
+
+    def left_links(self, run: Run) -> set[str]:
+        """zv* and zoo0 network links made since run began."""
+        return zoo_links() - run.before.links
+
+    def clean_up(self) -> list[str]:
+        """Remove what this check's commands left behind, so that no check passes or
+        fails on another's leftovers; say what was found.  Only what they made: our
+        processes first (they could make more), then what appeared while our commands
+        ran and belongs to the user each ran as."""
+        found = [f"process {p}" for p in kill_all(self.ours)]
+        if not self.runs:
+            return found
+        temp_dirs = set().union(*(self.left_temp_dirs(run) for run in self.runs))
+        cgroups = set().union(*(self.left_cgroups(run) for run in self.runs))
+        links = set().union(*(self.left_links(run) for run in self.runs))
+        found += remove_temp_dirs(temp_dirs) + remove_cgroups(cgroups) + remove_links(links)
+        return found
 
     def plain_file(self) -> str:
         path = self.scratch / "not-executable"
@@ -236,9 +322,10 @@ class Context:
         dest = self.scratch / f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_count}"
         run = self.host(["sh", "-c", f"mkdir -p '{dest}' && cd '{dest}' && umask 0 && "
                                      f"tar -x -p --no-same-owner -f '{self.args.rootfs_tar}'"],
-                        root=root)
+                        root=root, may_time_out=True)
         if run.status != 0:
-            raise NotRunnable(f"could not unpack the rootfs: {run.stderr.strip()}")
+            said = run.stderr.strip() or run.status_text
+            raise NotRunnable(f"could not unpack the rootfs: {said}")
         return dest
 
     def server(self):
@@ -303,16 +390,102 @@ def host_address() -> str:
     return ""
 
 
-def processes() -> dict[int, str]:
-    found = {}
+class Snapshot:
+    """What was there just before a command: our processes, and anyone's /tmp/zoo.*
+    directories, zoo-PID cgroups and zoo links (compared with what is there after)."""
+
+    def __init__(self, processes: set, temp_dirs: set, cgroups: set, links: set):
+        self.processes, self.temp_dirs, self.cgroups, self.links = (
+            processes, temp_dirs, cgroups, links)
+
+
+class Proc:
+    """One line of the process table: /proc/PID/stat's fields the runner needs."""
+
+    def __init__(self, pid: int, stat: str):
+        # The command name (in parentheses) may hold spaces and parentheses itself.
+        fields = stat[stat.rindex(")") + 2:].split()
+        self.pid, self.state = pid, fields[0]
+        self.ppid, self.pgid, self.sid = int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def process_table() -> dict[int, Proc]:
+    table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    found[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
+                with open(f"/proc/{entry}/stat") as f:
+                    table[int(entry)] = Proc(int(entry), f.read())
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+    return table
+
+
+def children_of(pid: int, table: dict[int, Proc]) -> list[int]:
+    return [p.pid for p in table.values() if p.ppid == pid]
+
+
+def descendants(table: dict[int, Proc], root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for p in table.values():
+        children.setdefault(p.ppid, []).append(p.pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
     return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def become_subreaper() -> None:
+    """Orphans of what the runner starts (a helper whose zookeeper exited, a daemon)
+    become its children rather than init's, so they stay its to find and kill.
+    prctl(2) PR_SET_CHILD_SUBREAPER; without it (not Linux?) only sessions count."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reap_orphans() -> None:
+    """Collect the exit status of orphans reparented to this process (a subreaper):
+    subprocess waits only for the commands it started."""
+    for pid in children_of(os.getpid(), process_table()):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def owned_by(paths: set[str], uid: int) -> set[str]:
+    owned = set()
+    for path in paths:
+        try:
+            if os.stat(path).st_uid == uid:
+                owned.add(path)
+        except OSError:
+            pass  # gone meanwhile
+    return owned
+
+
+def zoo_links() -> set[str]:
+    """The network links named as zookeeper names its own: zv<pid> and zoo0."""
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return set()
+    return {n for n in names if n == "zoo0" or n.startswith("zv")}
 
 
 def finish_killed(proc: subprocess.Popen) -> tuple[bytes, bytes]:
@@ -332,50 +505,50 @@ def finish_killed(proc: subprocess.Popen) -> tuple[bytes, bytes]:
         return e.stdout or b"", (e.stderr or b"") + note
 
 
-def kill_group(pid: int) -> None:
-    """Kill a command's process group, again and again while it still forks."""
+def kill_group(pgid: int) -> None:
+    """Kill a command's process group, again and again while it still forks, until
+    none of it runs (its leader, our child, stays a zombie until waited for)."""
     for _ in range(200):
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
+            return
+        if not any(p.pgid == pgid and p.state not in "ZX"
+                   for p in process_table().values()):
             return
         time.sleep(0.02)
 
 
-def clean_up_after(before: set[int], scratch: Path) -> list[str]:
-    """Remove what a check left behind, so no check passes or fails on another's
-    leftovers; say what was found."""
+def kill_all(find) -> list[str]:
+    """Kill the processes find() names, by pid, until it names none (a fork bomb
+    makes more meanwhile); returns the first ones found, described."""
     found = []
-    our_pidns = os.readlink("/proc/self/ns/pid")
-    for pid, cmd in processes().items():
-        if pid in before or pid == os.getpid():
-            continue
-        try:
-            other_ns = os.readlink(f"/proc/{pid}/ns/pid") != our_pidns
-        except OSError:
-            other_ns = False
-        if other_ns or "zookeeper.py" in cmd or "slirp4netns" in cmd:
-            found.append(f"process {pid} ({cmd.strip()[:60]})")
+    for round_ in range(100):
+        pids = find()
+        if not pids:
+            break
+        if round_ == 0:
+            found = [f"{pid} ({command_line(pid)[:60]})" for pid in sorted(pids)]
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-    for path in checks.temp_dirs():
-        found.append(f"temporary directory {path}")
-        subprocess.run(["rm", "-rf", str(path)], capture_output=True)
-    for entry in scratch.iterdir() if scratch.is_dir() else []:
-        subprocess.run(["rm", "-rf", str(entry)], capture_output=True)
-    if os.getuid() == 0:
-        found += remove_cgroups_and_links()
+        time.sleep(0.02)
+        reap_orphans()
+    reap_orphans()
     return found
 
 
-def remove_cgroups_and_links() -> list[str]:
-    """Container cgroups (zoo-PID, never the guest's zoo-job.service) and network links
-    (zv*, zoo0) that a check left behind."""
-    found = []
-    for path in sorted(checks.zoo_cgroups(), key=len, reverse=True):
-        found.append(f"cgroup {path}")
+def remove_temp_dirs(paths: set[str]) -> list[str]:
+    for path in paths:
+        subprocess.run(["rm", "-rf", path], capture_output=True)
+    return [f"temporary directory {path}" for path in sorted(paths)]
+
+
+def remove_cgroups(paths: set[str]) -> list[str]:
+    """Container cgroups (zoo-PID, never the guest's zoo-job.service), deepest first."""
+    for path in sorted(paths, key=len, reverse=True):
         try:
             Path(path, "cgroup.kill").write_text("1")
         except OSError:
@@ -384,15 +557,32 @@ def remove_cgroups_and_links() -> list[str]:
             try:
                 os.rmdir(path)
                 break
+            except FileNotFoundError:
+                break
             except OSError:
                 time.sleep(0.02)
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    for line in links.splitlines():
-        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
-        if name == "zoo0" or name.startswith("zv"):
-            found.append(f"network link {name}")
-            subprocess.run(["ip", "link", "del", name], capture_output=True)
-    return found
+    return [f"cgroup {path}" for path in sorted(paths)]
+
+
+def remove_links(names: set[str]) -> list[str]:
+    """The veth ends first: a bridge still in use by someone else's link stays."""
+    for name in sorted(names, key=lambda n: n == "zoo0"):
+        if name == "zoo0" and bridge_ports("zoo0"):
+            continue
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+    return [f"network link {name}" for name in sorted(names)]
+
+
+def bridge_ports(name: str) -> list[str]:
+    try:
+        return os.listdir(f"/sys/class/net/{name}/brif")
+    except OSError:
+        return []
+
+
+def empty_scratch(scratch: Path) -> None:
+    for entry in scratch.iterdir() if scratch.is_dir() else []:
+        subprocess.run(["rm", "-rf", str(entry)], capture_output=True)
 
 
 def run_checks(args) -> list[dict]:
@@ -407,7 +597,7 @@ def run_checks(args) -> list[dict]:
         restored = restore_scratch(Path(args.scratch), args.user)
         if restored:
             log.append(restored)
-        before = set(processes())
+        leftovers = []
         why_not = machine.missing(c.needs)
         if why_not:
             status, message = "not run", why_not
@@ -426,7 +616,8 @@ def run_checks(args) -> list[dict]:
                 log.append(traceback.format_exc())
             finally:
                 context.close()
-        leftovers = clean_up_after(before, Path(args.scratch))
+                leftovers = context.clean_up()
+        empty_scratch(Path(args.scratch))
         if leftovers:
             log.append("cleanup after the check removed: " + "; ".join(leftovers))
         seconds = time.monotonic() - started

@@ -90,13 +90,12 @@ def test_a_checks_own_exception_is_a_grader_error(tmp_path, monkeypatch):
     fake = [checks.Check(broken, 1, "broken check", 3, 10, True, ()),
             checks.Check(fails, 1, "failing check", 3, 10, True, ())]
     monkeypatch.setattr(checks, "CHECKS", fake)
-    # The real cleanup kills other containers on the machine: not on a shared host.
-    monkeypatch.setattr(runner, "clean_up_after", lambda before, scratch: [])
     args = types.SimpleNamespace(
         user="root", python=sys.executable, part=None, only=None, public=False,
         submission=str(tmp_path), results=str(tmp_path / "results.json"),
-        logs=str(tmp_path / "logs"), scratch=str(tmp_path), timeout_scale=1.0,
+        logs=str(tmp_path / "logs"), scratch=str(tmp_path / "scratch"), timeout_scale=1.0,
         rootfs_tar=None, progress=False)
+    (tmp_path / "scratch").mkdir()
     results = runner.run_checks(args)
     assert [r["status"] for r in results] == ["error", "fail"]
     assert results[0]["message"] == "grader error: KeyError('CapBnd')"

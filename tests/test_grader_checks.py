@@ -50,25 +50,18 @@ def run_check(check_id: str, sub: Path, base: Path, rootfs_tar: Path) -> tuple[s
         z.close()
 
 
-@pytest.fixture
-def same_temp_dirs(monkeypatch):
-    """Other zookeepers on this shared host make and remove /tmp/zoo.* too: the
-    temporary-directory assertions are not what these tests are about."""
-    monkeypatch.setattr(checks, "temp_dirs", lambda: set())
-
-
 PART4_ROOTFS_CHECKS = ["p4_pivot_root", "p4_dev_null", "p4_temp_dir_removed", "p4_bad_rootfs",
                        "p4_as_root"]
 
 
 @pytest.mark.parametrize("check_id", PART4_ROOTFS_CHECKS)
-def test_part4_checks_pass_with_part4(check_id, place, rootfs_tar, same_temp_dirs):
+def test_part4_checks_pass_with_part4(check_id, place, rootfs_tar):
     sub = copy_parts(place / "sub", {4: PARTS[4]})
     assert run_check(check_id, sub, place, rootfs_tar) == ("ok", "")
 
 
 @pytest.mark.parametrize("check_id", PART4_ROOTFS_CHECKS)
-def test_part4_checks_fail_with_part3s_program(check_id, place, rootfs_tar, same_temp_dirs):
+def test_part4_checks_fail_with_part3s_program(check_id, place, rootfs_tar):
     """Part 3 ignores -r (with a note): the container runs in the host's /."""
     sub = copy_parts(place / "sub", {4: PARTS[3]})
     status, message = run_check(check_id, sub, place, rootfs_tar)
@@ -77,8 +70,7 @@ def test_part4_checks_fail_with_part3s_program(check_id, place, rootfs_tar, same
 
 
 @pytest.mark.parametrize("check_id", PART4_ROOTFS_CHECKS)
-def test_part4_checks_fail_when_pivot_root_does_nothing(check_id, place, rootfs_tar,
-                                                        same_temp_dirs):
+def test_part4_checks_fail_when_pivot_root_does_nothing(check_id, place, rootfs_tar):
     sub = copy_parts(place / "sub", {4: PARTS[4]})
     rootfs_py = sub / PARTS[4] / "rootfs.py"
     text = rootfs_py.read_text()

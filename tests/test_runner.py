@@ -7,6 +7,8 @@ import time
 import types
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grader"))
 
@@ -19,16 +21,90 @@ def context(tmp_path, timeout: float) -> "runner.Context":
     return runner.Context(args, types.SimpleNamespace(timeout=timeout), [])
 
 
+# Time limits ------------------------------------------------------------------------
+
+
+def test_a_command_at_its_time_limit_fails_the_check_whatever_it_printed(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setattr(runner.checks, "COMMAND_SECONDS", 1)
+    z = context(tmp_path, timeout=30)
+    started = time.monotonic()
+    with pytest.raises(runner.CheckFailed) as failed:
+        z.host(["sh", "-c", "echo zoo; echo all fine >&2; sleep 60"])
+    assert time.monotonic() - started < 5
+    assert str(failed.value) == "sh did not exit within 1 s\n    zookeeper said: all fine", (
+        str(failed.value), z.log)
+    assert "-> a timeout (killed)" in z.log[-1] and "zoo" in z.log[-1]
+    r = z.host(["sh", "-c", "echo zoo; sleep 60"], timeout=0.5, may_time_out=True)
+    assert r.timed_out and r.stdout == "zoo\n"
+
+
+def test_the_limit_is_scaled_and_a_signal_adds_its_wait(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.checks, "COMMAND_SECONDS", 1)
+    z = context(tmp_path, timeout=30)
+    assert z.time_limit() == 1 and z.time_limit(timeout=3) == 3
+    assert z.time_limit(send_signal=("TERM", 2.0)) == 3
+    z.args.timeout_scale = 6.0
+    assert z.time_limit(timeout=3) == 18
+    assert z.time_limit(timeout=60) <= 30  # never past the check's own deadline
+
+
+HANGS_AFTER_A_GOOD_ANSWER = """\
+import sys
+import time
+
+if sys.argv[1:] == ["hostname"]:
+    print("zoo", flush=True)
+elif "/proc/self/status" in sys.argv:
+    print("CapInh:\\t0\\nCapBnd:\\t0\\nCapAmb:\\t0", flush=True)
+if HANG:
+    time.sleep(600)  # as a zookeeper that waits for its network helper forever
+"""
+
+
+@pytest.mark.parametrize("hang", [False, True])
+def test_checks_that_read_only_output_fail_a_zookeeper_that_never_exits(tmp_path, hang,
+                                                                      monkeypatch):
+    monkeypatch.setattr(runner.checks, "COMMAND_SECONDS", 1)
+    sub = fake_submission(tmp_path, [2, 3], HANGS_AFTER_A_GOOD_ANSWER.replace(
+        "HANG", str(hang)))
+    started = time.monotonic()
+    results = run_checks(tmp_path, sub, ["p2_hostname", "p3_capabilities"])
+    if not hang:  # the same answers, returned: they pass
+        assert [r["status"] for r in results] == ["ok", "ok"], results
+        return
+    assert [r["status"] for r in results] == ["fail", "fail"], results
+    for r in results:
+        assert r["message"].startswith("zookeeper did not exit within 1 s"), r
+    assert time.monotonic() - started < 15
+
+
+def test_what_a_command_started_is_killed_with_it(tmp_path):
+    """A process outside the command's group (setsid) is the command's too: killed
+    with it at the time limit, it holds no pipe open."""
+    pidfile = tmp_path / "escaped.pid"
+    script = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & echo started; sleep 60"
+    r = context(tmp_path, timeout=2).run(["sh", "-c", script],
+                                         env={"PATH": os.environ["PATH"]}, may_time_out=True)
+    assert r.timed_out and "started" in r.stdout and "reading stopped" not in r.stderr
+    escaped = int(pidfile.read_text())
+    assert not os.path.exists(f"/proc/{escaped}") or runner.process_table()[
+        escaped].state == "Z"
+    assert r.seconds < 5, r.seconds
+
+
 def test_output_held_open_after_the_kill_does_not_stall_the_check(tmp_path, monkeypatch):
-    """A process outside the command's group (setsid) keeps stdout open: the check goes
-    on after the grace, with what came so far."""
+    """A process the runner cannot find (as if it escaped through a systemd unit)
+    keeps stdout open: the check goes on after the grace, with what came so far."""
     monkeypatch.setattr(runner, "PIPE_GRACE_SECONDS", 1)
+    monkeypatch.setattr(runner, "kill_all", lambda find: [])
     pidfile = tmp_path / "escaped.pid"
     script = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & echo started; sleep 60"
     started = time.monotonic()
     try:
         r = context(tmp_path, timeout=2).run(["sh", "-c", script],
-                                             env={"PATH": os.environ["PATH"]})
+                                             env={"PATH": os.environ["PATH"]},
+                                             may_time_out=True)
         took = time.monotonic() - started
     finally:
         if pidfile.exists():
@@ -77,19 +153,17 @@ def test_every_wait_status_has_a_text():
         assert text(-number).startswith("death by "), number
 
 
-def fake_submission(tmp_path, part: int, source: str) -> Path:
+def fake_submission(tmp_path, parts, source: str) -> Path:
     sub = tmp_path / "sub"
-    (sub / f"part{part}_fake").mkdir(parents=True)
-    (sub / f"part{part}_fake" / "zookeeper.py").write_text(source)
+    for part in [parts] if isinstance(parts, int) else parts:
+        (sub / f"part{part}_fake").mkdir(parents=True)
+        (sub / f"part{part}_fake" / "zookeeper.py").write_text(source)
     return sub
 
 
-def run_checks(tmp_path, sub: Path, only: list[str], monkeypatch) -> list[dict]:
+def run_checks(tmp_path, sub: Path, only: list[str]) -> list[dict]:
     """runner.run_checks on sub, as this user, for the checks named."""
     import pwd
-
-    # The cleanup kills other containers on the machine: not on a shared host.
-    monkeypatch.setattr(runner, "clean_up_after", lambda before, scratch: [])
 
     scratch = tmp_path / "scratch"
     scratch.mkdir(exist_ok=True)
@@ -101,9 +175,9 @@ def run_checks(tmp_path, sub: Path, only: list[str], monkeypatch) -> list[dict]:
     return runner.run_checks(args)
 
 
-def test_a_container_killed_by_a_real_time_signal_is_a_plain_fail(tmp_path, monkeypatch):
+def test_a_container_killed_by_a_real_time_signal_is_a_plain_fail(tmp_path):
     sub = fake_submission(tmp_path, 1, "import os, signal\n"
                                        "os.kill(os.getpid(), signal.SIGRTMIN + 3)\n")
-    [result] = run_checks(tmp_path, sub, ["p1_signal"], monkeypatch)
+    [result] = run_checks(tmp_path, sub, ["p1_signal"])
     assert result["status"] == "fail", result
     assert "death by SIGRTMIN+3 (165)" in result["message"]
