@@ -1,0 +1,180 @@
+"""grader/grade --local on a shared machine: it touches only what its own run made.
+
+While another user's containers run (one started before the grading, one during it),
+`grade --local` neither kills them nor removes their /tmp/zoo.* directories, nor
+fails a check because of them (p1_no_leftovers once said "a zookeeper process is
+still running" about another user's).
+"""
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PARTS, ROOT, TEST_USER, VENV_PYTHON, copy_parts, have_test_user
+
+pytestmark = pytest.mark.slow
+OTHER_USER = "zooother"
+
+
+def subid_ranges_end() -> int:
+    ends = [100000]
+    for name in ("/etc/subuid", "/etc/subgid"):
+        for line in Path(name).read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) == 3:
+                ends.append(int(fields[1]) + int(fields[2]))
+    return max(ends)
+
+
+def has_subid_range(user: str) -> bool:
+    return all(any(line.startswith(f"{user}:") for line in Path(name).read_text().splitlines())
+               for name in ("/etc/subuid", "/etc/subgid"))
+
+
+@pytest.fixture(scope="module")
+def other_user():
+    """Another user of this machine, with subordinate ranges: made if absent."""
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    try:
+        pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", OTHER_USER], check=True)
+    if not has_subid_range(OTHER_USER):
+        start = (subid_ranges_end() // 65536 + 1) * 65536
+        span = f"{start}-{start + 65535}"
+        subprocess.run(["usermod", "--add-subuids", span, "--add-subgids", span,
+                        OTHER_USER], check=True)
+    return pwd.getpwnam(OTHER_USER)
+
+
+@pytest.fixture
+def place():
+    """A directory root writes in, that every user can read."""
+    path = Path(tempfile.mkdtemp(prefix="zk-local-"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+class OtherContainer:
+    """`zookeeper -r FS sleep 300` from a copy of part 4, run by another user."""
+
+    def __init__(self, user, base: Path, rootfs_tar: Path):
+        self.user, self.base = user, base
+        base.mkdir()
+        shutil.copytree(ROOT / PARTS[4], base / "part4", ignore=shutil.ignore_patterns(
+            "__pycache__"))
+        subprocess.run(["chmod", "-R", "a+rX", str(base / "part4")], check=True)
+        (base / "home").mkdir()
+        os.chown(base / "home", user.pw_uid, user.pw_gid)
+        fs = base / "home" / "zoo-fs"
+        done = subprocess.run(self.as_user(["sh", "-c", f"mkdir -p '{fs}' && cd '{fs}' && "
+                                                        f"umask 0 && tar xf '{rootfs_tar}' "
+                                                        "--no-same-owner"]),
+                              env=self.env(), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        self.fs = fs
+        self.procs = []
+
+    def as_user(self, argv):
+        return ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}",
+                "--init-groups", "--"] + argv
+
+    def env(self):
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+                "HOME": str(self.base / "home"),
+                "XDG_CACHE_HOME": str(self.base / "home" / ".cache")}
+
+    def start(self) -> tuple[subprocess.Popen, str]:
+        """Start one container; returns it and its /tmp/zoo.* mount point, once its
+        `sleep 300` runs."""
+        before = set(other_temp_dirs(self.user.pw_uid))
+        proc = subprocess.Popen(self.as_user([VENV_PYTHON, str(self.base / "part4" /
+                                                              "zookeeper.py"),
+                                              "-r", str(self.fs), "sleep", "300"]),
+                                env=self.env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            new = set(other_temp_dirs(self.user.pw_uid)) - before
+            if new and sleeping_under(proc.pid):
+                return proc, new.pop()
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.1)
+        pytest.fail("the other user's container did not start within 30 s")
+
+    def stop(self) -> None:
+        """Only what this test started, by pid: zookeeper passes SIGTERM on."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def other_temp_dirs(uid: int) -> list[str]:
+    return [str(p) for p in Path("/tmp").glob("zoo.*") if p.stat().st_uid == uid]
+
+
+def sleeping_under(pid: int) -> bool:
+    """A `sleep 300` runs somewhere below pid."""
+    for child in children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline == b"sleep\x00300\x00" or sleeping_under(child):
+            return True
+    return False
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def test_grade_local_leaves_another_users_containers_alone(other_user, place, rootfs_tar):
+    sub = copy_parts(place / "sub", {1: PARTS[1], 4: PARTS[4]})
+    subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
+    out = place / "out"
+    out.mkdir(mode=0o755)
+    other = OtherContainer(other_user, place / "other", rootfs_tar)
+    try:
+        before, before_dir = other.start()
+        grading = subprocess.Popen(
+            [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
+             "--part", "4", "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # A second one while the checks run: new to the runner, in another pid
+        # namespace, with a /tmp/zoo.* of its own (all of which the runner once removed).
+        deadline = time.monotonic() + 120
+        while not (out / "results.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        during, during_dir = other.start()
+        said, _ = grading.communicate(timeout=600)
+        results = json.loads((out / "results.json").read_text())
+        failed = {r["id"]: r["message"] for r in results if r["status"] != "ok"}
+        assert grading.returncode == 0 and not failed, said
+        for proc, temp_dir in ((before, before_dir), (during, during_dir)):
+            assert proc.poll() is None, "the grading killed another user's zookeeper"
+            assert sleeping_under(proc.pid), "the grading killed another user's container"
+            assert os.path.isdir(temp_dir), f"the grading removed {temp_dir}"
+    finally:
+        other.stop()
