@@ -316,16 +316,31 @@ def p4_as_root(z):
 # Part 5: cgroup limits --------------------------------------------------------------
 
 HOG = "a=$(head -c 200m /dev/zero | tr '\\000' x); echo survived ${#a}"
+# The positive control before it: 16M fits in 64M (a limit written in KiB, 1024 times
+# too low, kills this one too).
+FITS = "a=$(head -c 16m /dev/zero | tr '\\000' x); echo kept ${#a}; unset a"
 # Builtins only after the loop: with the limit reached, nothing else could fork.
 FORKS = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do " \
         "sleep 2 & echo \"started $!\"; done 2>/dev/null; wait"
-BURN = "time timeout 4 sh -c 'while :; do :; done'"
+# The loop counts its rounds and says how many at timeout's SIGTERM: half a CPU makes
+# millions natively and hundreds of thousands under TCG; 1% of a CPU, a few thousand.
+BURN = ("time timeout 4 sh -c 'i=0; trap \"echo loops \\$i; exit 0\" TERM; "
+        "while :; do i=$((i+1)); done'")
+PROGRESS = 10000
 
 
 def zoo_cgroups() -> list[str]:
     import glob
 
     return sorted(glob.glob("/sys/fs/cgroup/**/zoo-[0-9]*", recursive=True))
+
+
+def loop_rounds(output: str) -> int:
+    """BURN's count of rounds ('loops 123456'), 0 when it said none."""
+    import re
+
+    found = re.search(r"^loops (\d+)$", output, re.M)
+    return int(found.group(1)) if found else 0
 
 
 def cpu_share(time_output: str) -> float:
@@ -342,7 +357,10 @@ def cpu_share(time_output: str) -> float:
 @check(5, "-m 64M: a 200M memory hog is killed", 6, timeout=120, needs=("cgroup_limits",))
 def p5_memory(z):
     fs = z.rootfs()
-    r = z.zk(5, "-r", str(fs), "-m", "64M", "sh", "-c", HOG, scope=True, timeout=15)
+    r = z.zk(5, "-r", str(fs), "-m", "64M", "sh", "-c", f"{FITS}; {HOG}", scope=True,
+             timeout=15)
+    z.expect(f"kept {16 << 20}" in r.stdout, "under -m 64M a 16M allocation should "
+             f"survive: is the limit too low? (got {r.status_text})", r)
     z.expect("survived" not in r.stdout, "the hog survived a 64M limit", r)
     z.expect(r.signal == 9, f"the hog should be killed (SIGKILL, 137), got {r.status_text}", r)
 
@@ -353,6 +371,8 @@ def p5_pids(z):
     r = z.zk(5, "-r", str(fs), "-p", "10", "sh", "-c", FORKS, scope=True, timeout=10)
     started = {line for line in r.stdout.splitlines() if line.startswith("started ")}
     z.expect(started, "the container started no process at all", r)
+    z.expect(len(started) >= 5, f"with -p 10 only {len(started)} processes started beside "
+             "the shell (9 fit): is the limit too low?", r)
     z.expect(len(started) < 10, f"with -p 10 the container started {len(started)} processes "
              "beside its shell (at most 9 fit)", r)
 
@@ -363,6 +383,9 @@ def p5_cpu(z):
     r = z.zk(5, "-r", str(fs), "-c", "50", "sh", "-c", BURN, scope=True, timeout=10)
     share = cpu_share(r.stderr + r.stdout)
     z.expect(share > 0, "could not read busybox time's report", r)
+    loops = loop_rounds(r.stdout)
+    z.expect(loops >= PROGRESS, f"with -c 50 the loop made {loops} rounds in 4 s (expected "
+             f"at least {PROGRESS}): is the limit too low?", r)
     z.expect(0.30 <= share <= 0.70, f"with -c 50 the loop got {share:.0%} of a CPU "
              "(expected 40-60%, with a margin)", r)
 
