@@ -138,6 +138,8 @@ class Context:
         self.sessions: set[int] = set()
         self.runs: list[Run] = []
         self.not_ours = set(children_of(os.getpid(), process_table()))
+        # For the rest of this process's life (a test's too): harmless, orphans of
+        # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
 
     # Running things
@@ -252,13 +254,13 @@ class Context:
         raise NotRunnable(f"{name} has no range in /etc/subuid")
 
     # What this run made: its own processes, /tmp/zoo.* directories, cgroups and
-    # links, never another user's or another run's (see README, --local on a shared
-    # machine).  Compared with a snapshot taken just before the command.
+    # links, never another user's nor another run's, so that --local is safe on a
+    # shared machine.  Compared with a snapshot taken just before the command.
 
     def ours(self) -> set[int]:
-        """Our running processes: those under this process (made a subreaper by
-        run_checks, so that orphans of our commands come back to it) but not under
-        a child it had before the check, and those in our commands' sessions."""
+        """Our running processes: those under this process (a subreaper, so that
+        orphans of our commands come back to it) but not under a child it had before
+        the check, and those in our commands' sessions."""
         table = process_table()
         excluded = set().union(*(descendants(table, pid) | {pid} for pid in self.not_ours))
         mine = (descendants(table, os.getpid()) - excluded) | {

@@ -2,7 +2,9 @@
 
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -51,6 +53,7 @@ def test_the_limit_is_scaled_and_a_signal_adds_its_wait(tmp_path, monkeypatch):
 
 HANGS_AFTER_A_GOOD_ANSWER = """\
 import sys
+import tempfile
 import time
 
 if sys.argv[1:] == ["hostname"]:
@@ -181,3 +184,37 @@ def test_a_container_killed_by_a_real_time_signal_is_a_plain_fail(tmp_path):
     [result] = run_checks(tmp_path, sub, ["p1_signal"])
     assert result["status"] == "fail", result
     assert "death by SIGRTMIN+3 (165)" in result["message"]
+
+
+# What is ours -----------------------------------------------------------------------
+
+
+def test_leftovers_and_cleanup_are_only_what_our_commands_made(tmp_path):
+    """A command leaves a process that escaped its session, a /tmp/zoo.* of its user,
+    and one of another user's (as if another container made it meanwhile): only the
+    first two are ours.  A process this test started before the check is not ours."""
+    theirs_proc = subprocess.Popen(["sleep", "60"])
+    mine = tempfile.mkdtemp(prefix="zoo.", dir="/tmp")
+    os.rmdir(mine)  # a name the command makes
+    theirs = tempfile.mkdtemp(prefix="zoo.", dir="/tmp")
+    os.rmdir(theirs)
+    try:
+        z = context(tmp_path, timeout=30)
+        r = z.host(["sh", "-c", f"setsid sleep 60 >/dev/null 2>&1 & mkdir {mine} {theirs} && "
+                                f"chown 65534 {theirs}"])
+        assert r.status == 0, r.log()
+        assert z.left_temp_dirs(r) == {mine}
+        left = z.left_processes(r, "sleep 60")
+        assert len(left) == 1 and str(theirs_proc.pid) not in left[0], left
+        found = z.clean_up()
+        assert f"temporary directory {mine}" in found and any(
+            f.startswith("process ") and "sleep 60" in f for f in found), found
+        assert not os.path.exists(mine) and os.path.isdir(theirs)
+        assert not z.left_processes(r, "sleep 60")
+        assert theirs_proc.poll() is None, "killed a process the check did not start"
+    finally:
+        theirs_proc.kill()
+        theirs_proc.wait()
+        for path in (mine, theirs):
+            if os.path.isdir(path):
+                os.rmdir(path)
