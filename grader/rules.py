@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""The course's submission rules, checked and reported (never scored):
+
+    python3 grader/rules.py SUBMISSION|CLASS_DIR [--answers FILE]
+
+  - at least 5 commits (counted up to the commit collected, from the submission's .git);
+  - no binary files in the tree (binary as git decides it: a NUL byte in the first
+    8000 bytes, what git's diff and grep call binary, .gitattributes aside);
+  - README.txt at the top, with a status line for each part ("Part 3: working");
+  - each written experiment of README.txt's section 5 answered (5.1, 5.2).
+
+A verdict is {"id", "name", "status", "message"}, status "ok", "fail" or "unknown"
+(not checkable here: a submission without its git history, as Gradescope uploads
+it).  grader/grade --rules shows them beside the score (report, CSV, Gradescope's
+JSON as zero-point tests); grader/collect beside each commit collected.  The written
+answers go to one CSV per class (student, question, answer) for the TA who grades
+them by hand.  Git runs on the student's repository without hooks or fsmonitor, and
+nothing of the submission is run.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+MIN_COMMITS = 5
+PARTS = range(1, 7)
+# README.txt's written experiments (its section 5): number -> what it is about.
+# tests/test_collect.py checks that the README says the same.
+QUESTIONS = {"5.1": "Seccomp (part 3)", "5.2": "Resource limits (part 5)"}
+# What the handout leaves where an answer goes (tools/handout.py).
+ANSWER_PLACEHOLDER = "(describe your experiment, what you saw, and why)"
+# Where git stops looking for a NUL byte (xdiff-interface.c, buffer_is_binary).
+FIRST_FEW_BYTES = 8000
+NAMES = {"commits": f"at least {MIN_COMMITS} commits",
+         "binary_files": "no binary files",
+         "readme_status": "README.txt states each part's status",
+         "written_answers": "each written experiment answered"}
+SKIP_DIRS = {".git"}
+
+# A part's status line: "Part 3: working", "part3_seccomp - not working: ...",
+# "- Part 5 (cgroups) status: partly", "Part 2 is working".  Not "Part 4 score: 11/16"
+# nor the README's own "part1_clone/   clone a child".
+STATUS_LINE = re.compile(
+    r"^\s*(?:[-*+\u2022]\s*)?part\s*_?([1-6])(?:_[a-z]+)?\s*(?:\([^)]*\))?\s*"
+    r"(?:status\s*)?(?:[:=\u2013\u2014]|-(?!-)|\s+is\s+)\s*(?P<text>\S.*)$", re.I)
+QUESTION = re.compile(r"^(5\.\d+)\s+(\S.*)$")
+ANSWER_MARK = re.compile(r"^\s*answer\s*[.:\-]?\s*", re.I)
+
+
+def verdict(rule: str, status: str, message: str) -> dict:
+    return {"id": rule, "name": NAMES[rule], "status": status, "message": message}
+
+
+def git(repo: Path, *args: str, binary: bool = False, timeout: float = 120):
+    """git in a student's repository: no hooks, no fsmonitor, no pager; a repository
+    owned by someone else is read all the same (safe.directory for it only)."""
+    cmd = ["git", "-c", f"safe.directory={repo}", "-c", "core.hooksPath=/dev/null",
+           "-c", "core.fsmonitor=false", "--no-pager", "-C", str(repo), *args]
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    return subprocess.run(cmd, capture_output=True, text=not binary, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=env)
+
+
+def has_git(sub: Path) -> bool:
+    return (sub / ".git").exists()
+
+
+def count_commits(sub: Path) -> dict:
+    if not has_git(sub):
+        return verdict("commits", "unknown", "not checked: the submission has no git "
+                       "history (count them in the student's repository)")
+    done = git(sub, "rev-list", "--count", "HEAD")
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        return verdict("commits", "fail" if "unknown revision" in said or
+                       "bad revision" in said else "unknown", f"no commit to count ({said})")
+    n = int(done.stdout.strip())
+    if n >= MIN_COMMITS:
+        return verdict("commits", "ok", f"{n} commits")
+    return verdict("commits", "fail", f"{n} commit{'s' if n != 1 else ''} "
+                   f"(at least {MIN_COMMITS} required)")
+
+
+def is_binary(head: bytes) -> bool:
+    return b"\0" in head[:FIRST_FEW_BYTES]
+
+
+def binary_files_in_git(sub: Path) -> list[str]:
+    """The binary blobs of HEAD's tree (what was committed, not the work tree)."""
+    listing = git(sub, "ls-tree", "-r", "-z", "--full-tree", "HEAD", binary=True)
+    if listing.returncode != 0:
+        raise RuntimeError((listing.stderr.decode(errors="replace").strip().splitlines()
+                            or ["git ls-tree failed"])[-1])
+    blobs = []  # (object id, path)
+    for entry in listing.stdout.split(b"\0"):
+        if not entry:
+            continue
+        meta, path = entry.split(b"\t", 1)
+        mode, kind, oid = meta.split()
+        if kind == b"blob" and mode != b"120000":  # symbolic links hold a path
+            blobs.append((oid.decode(), path.decode(errors="replace")))
+    if not blobs:
+        return []
+    cmd = ["git", "-c", f"safe.directory={sub}", "-C", str(sub), "cat-file", "--batch"]
+    found = []
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, env=dict(os.environ, LC_ALL="C")) as p:
+        p.stdin.write("".join(f"{oid}\n" for oid, _ in blobs).encode())
+        p.stdin.close()
+        for _, path in blobs:
+            header = p.stdout.readline().split()
+            if len(header) != 3:
+                continue  # "missing": not in the object store
+            size, head = int(header[2]), b""
+            left = size
+            while left:
+                chunk = p.stdout.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                if len(head) < FIRST_FEW_BYTES:
+                    head += chunk[:FIRST_FEW_BYTES - len(head)]
+                left -= len(chunk)
+            p.stdout.read(1)  # the newline after the content
+            if is_binary(head):
+                found.append(path)
+    return found
+
+
+def binary_files_on_disk(sub: Path) -> list[str]:
+    found = []
+    for top, dirs, files in os.walk(sub):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        for name in sorted(files):
+            path = Path(top) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(FIRST_FEW_BYTES)
+            except OSError:
+                continue
+            if is_binary(head):
+                found.append(path.relative_to(sub).as_posix())
+    return found
+
+
+def binary_files(sub: Path) -> dict:
+    try:
+        found = binary_files_in_git(sub) if has_git(sub) else binary_files_on_disk(sub)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        return verdict("binary_files", "unknown", f"not checked: {e}")
+    if not found:
+        return verdict("binary_files", "ok", "none")
+    shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    return verdict("binary_files", "fail", f"{len(found)} binary file"
+                   f"{'s' if len(found) != 1 else ''}: {shown}")
+
+
+def read_readme(sub: Path) -> tuple[str | None, str]:
+    """README.txt's text (None when absent) and, when absent, what is there instead."""
+    path = sub / "README.txt"
+    if path.is_file():
+        return path.read_bytes().decode("utf-8", errors="replace"), ""
+    others = sorted(p.name for p in sub.iterdir() if p.name.lower().startswith("readme")) \
+        if sub.is_dir() else []
+    return None, (f" (found {', '.join(others)})" if others else "")
+
+
+def part_statuses(text: str) -> dict[int, str]:
+    """Each part's status as the student wrote it (the first line for that part);
+    a placeholder in parentheses is no status."""
+    found: dict[int, str] = {}
+    for line in text.splitlines():
+        m = STATUS_LINE.match(line)
+        if not m:
+            continue
+        said = m.group("text").strip()
+        if re.fullmatch(r"\(.*\)", said):
+            continue
+        found.setdefault(int(m.group(1)), said)
+    return found
+
+
+def readme_status(sub: Path) -> dict:
+    text, instead = read_readme(sub)
+    if text is None:
+        return verdict("readme_status", "fail", f"no README.txt at the top{instead}")
+    found = part_statuses(text)
+    missing = [p for p in PARTS if p not in found]
+    if missing:
+        said = "no status line for part " + ", ".join(str(p) for p in missing)
+        return verdict("readme_status", "fail", f"{said} (a line like \"Part "
+                       f"{missing[0]}: working\")")
+    return verdict("readme_status", "ok", "; ".join(
+        f"part {p}: {shorten(found[p], 40)}" for p in PARTS))
+
+
+def shorten(text: str, width: int) -> str:
+    return textwrap.shorten(text, width, placeholder="...")
+
+
+def answers(text: str | None) -> dict[str, str]:
+    """README.txt's answer to each written experiment: '' when left blank (or the
+    handout's placeholder), question number -> text."""
+    got = {q: "" for q in QUESTIONS}
+    if not text:
+        return got
+    lines = text.splitlines()
+    starts = [(i, m.group(1)) for i, line in enumerate(lines) if (m := QUESTION.match(line))]
+    for n, (start, number) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
+        for i in range(start + 1, end):  # a section heading ends the last question
+            if (re.match(r"^\d+\.\s+\S", lines[i]) and i + 1 < len(lines)
+                    and re.fullmatch(r"-{3,}\s*", lines[i + 1])):
+                end = i
+                break
+        block = lines[start + 1:end]
+        mark = next((i for i, line in enumerate(block) if ANSWER_MARK.match(line)
+                     and line.lstrip()[:6].lower() == "answer"), None)
+        if mark is not None:
+            body = [ANSWER_MARK.sub("", block[mark], count=1)] + block[mark + 1:]
+        else:  # no "Answer": whatever follows the question's own paragraph
+            blank = next((i for i, line in enumerate(block) if not line.strip()), len(block))
+            body = block[blank:]
+        said = textwrap.dedent("\n".join(body)).strip().replace(ANSWER_PLACEHOLDER, "").strip()
+        if number in got and not got[number]:
+            got[number] = said
+    return got
+
+
+def written_answers(sub: Path) -> dict:
+    text, instead = read_readme(sub)
+    if text is None:
+        return verdict("written_answers", "fail", f"no README.txt at the top{instead}")
+    got = answers(text)
+    blank = [q for q in QUESTIONS if not got[q]]
+    if blank:
+        return verdict("written_answers", "fail", "not answered: " + ", ".join(
+            f"{q} ({QUESTIONS[q]})" for q in blank))
+    return verdict("written_answers", "ok", ", ".join(
+        f"{q} ({len(got[q].split())} words)" for q in QUESTIONS))
+
+
+def check(sub: Path) -> list[dict]:
+    """Every rule's verdict on one submission (a directory; its .git when it has one)."""
+    sub = Path(sub).resolve()
+    out = []
+    for rule in (count_commits, binary_files, readme_status, written_answers):
+        try:
+            out.append(rule(sub))
+        except Exception as e:  # a rule that cannot be checked says so, and no more
+            name = rule.__name__
+            rid = {"count_commits": "commits"}.get(name, name)
+            out.append(verdict(rid, "unknown", f"not checked: {e!r}"))
+    return out
+
+
+WORDS = {"ok": "OK", "fail": "FAIL", "unknown": "NOT CHECKED"}
+
+
+def summary(verdicts: list[dict]) -> str:
+    """'ok' or e.g. 'fail: at least 5 commits, no binary files'."""
+    failed = [v["name"] for v in verdicts if v["status"] == "fail"]
+    unknown = [v["name"] for v in verdicts if v["status"] == "unknown"]
+    said = ([f"fail: {', '.join(failed)}"] if failed else []) + (
+        [f"not checked: {', '.join(unknown)}"] if unknown else [])
+    return "; ".join(said) or "ok"
+
+
+def write_answers(path: Path, subs: dict[str, Path | None]) -> None:
+    """One CSV for the class: student, question, answer (every question of every
+    student, blank when not answered or when there is no README.txt)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["student", "question", "answer"])
+        for name in sorted(subs):
+            sub = subs[name]
+            text = read_readme(sub)[0] if sub is not None and sub.is_dir() else None
+            got = answers(text)
+            for q in QUESTIONS:
+                w.writerow([name, f"{q} {QUESTIONS[q]}", got[q]])
+    os.replace(tmp, path)
+
+
+def is_submission(path: Path) -> bool:
+    return any(path.glob("part[1-6]_*/zookeeper.py"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("path", type=Path, metavar="SUBMISSION|CLASS_DIR")
+    ap.add_argument("--answers", type=Path, metavar="FILE",
+                    help="write the written answers here (CSV: student, question, answer)")
+    args = ap.parse_args(argv)
+    path = args.path.resolve()
+    if not path.is_dir():
+        print(f"rules: {args.path}: not a directory", file=sys.stderr)
+        return 2
+    if is_submission(path) or (path / "README.txt").exists():
+        subs = {path.name: path}
+    else:
+        subs = {p.name: p for p in sorted(path.iterdir())
+                if p.is_dir() and not p.name.startswith(".")}
+    bad = 0
+    for name, sub in subs.items():
+        verdicts = check(sub)
+        bad += summary(verdicts) != "ok"
+        print(f"# {name}: {summary(verdicts)}")
+        for v in verdicts:
+            print(f"== rule: {v['name']} == {WORDS[v['status']]} ({v['message']})")
+    if args.answers:
+        write_answers(args.answers, subs)
+        print(f"rules: the written answers are in {args.answers}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
