@@ -1,0 +1,376 @@
+"""grader/collect and the course's rules (grader/rules.py): a class of local git
+repositories, made here with commits dated before and after a deadline, collected at
+that deadline, then graded (--local, parts 1 and 2) with the rules beside the scores.
+
+The class: alice, the references with a README that states each part and answers the
+experiments (6 commits before the deadline, the last exactly at it, one after);
+bob, part 1's code copied as part 2 (5 commits, a README of the handout's, unanswered,
+two parts stated); carol, 3 commits and a binary file, with an extension that takes
+a commit made after the class's deadline; erin, every commit after the deadline;
+dave, a repository that does not exist.
+"""
+
+import csv
+import importlib.machinery
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import handout
+import pytest
+from conftest import PARTS, ROOT, VENV_PYTHON, copy_parts
+
+sys.path.insert(0, str(ROOT / "grader"))
+import report  # noqa: E402
+import rules  # noqa: E402
+
+COLLECT = ROOT / "grader" / "collect"
+GRADE = ROOT / "grader" / "grade"
+DEADLINE = "2026-03-01 23:59"  # collect runs with TZ=UTC: this is 23:59 UTC
+BEFORE = [f"2026-02-{day:02d}T12:00:00+0000" for day in range(20, 28)]
+AT = "2026-03-01T23:59:00+0000"
+AFTER = "2026-03-02T00:00:00+0000"
+EXTENDED = "2026-03-04 12:00"
+STATUS = "".join(f"Part {p}: working\n" for p in PARTS)
+
+
+def load(path: Path, name: str):
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def git(repo: Path, *args: str, date: str | None = None) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="Student", GIT_AUTHOR_EMAIL="s@example.edu",
+               GIT_COMMITTER_NAME="Student", GIT_COMMITTER_EMAIL="s@example.edu",
+               GIT_CONFIG_NOSYSTEM="1", HOME=str(repo.parent))
+    if date:
+        env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
+    return subprocess.run(["git", "-C", str(repo), *args], env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def commit(repo: Path, message: str, date: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message, date=date)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def new_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    return path
+
+
+def student_readme(status: str, answered: bool) -> str:
+    """The handout's README.txt, with a status section and (or not) the answers."""
+    text = handout.readme_without_answers((ROOT / "README.txt").read_text())
+    if answered:
+        text = text.replace("Answer: (describe your experiment, what you saw, and why)",
+                            "Answer: I ran chmod u+s in part 2 and part 3; EPERM in part 3.",
+                            1)
+        text = text.replace("Answer: (describe your experiment, what you saw, and why)",
+                            "Answer: memory_hog.sh was killed at 64M (status 137).", 1)
+    return "Status\n------\n" + status + "\n" + text
+
+
+@pytest.fixture(scope="module")
+def the_class():
+    """The repositories (in a directory the test user can read) and what is expected."""
+    base = Path(tempfile.mkdtemp(prefix="zk-collect-"))
+    base.chmod(0o755)
+    repos = base / "repos"
+    want = {}
+    # alice: one part per commit, then the README, the last exactly at the deadline.
+    alice = new_repo(repos / "alice")
+    for n, part in enumerate(PARTS, 0):
+        copy_parts(alice, {part: PARTS[part]})
+        if n == 5:
+            (alice / "README.txt").write_text(student_readme(STATUS, answered=True))
+        want["alice"] = commit(alice, f"part {part}", BEFORE[n] if n < 5 else AT)
+    shutil.rmtree(alice / PARTS[6])
+    commit(alice, "after the deadline: part 6 gone", AFTER)
+    # bob: part 1 copied into part 2, nothing else done.
+    bob = new_repo(repos / "bob")
+    copy_parts(bob, {1: PARTS[1], 2: PARTS[1]})
+    commit(bob, "parts 1 and 2", BEFORE[0])
+    (bob / "README.txt").write_text(student_readme("Part 1: works\nPart 2 - works, I think\n",
+                                                   answered=False))
+    for n in range(1, 5):
+        (bob / "notes.txt").write_text(f"note {n}\n")
+        want["bob"] = commit(bob, f"note {n}", BEFORE[n])
+    # carol: 3 commits, a binary file, the third after the deadline but in her extension.
+    carol = new_repo(repos / "carol")
+    copy_parts(carol, {1: PARTS[1], 2: PARTS[2]})
+    commit(carol, "parts", BEFORE[0])
+    (carol / "data.bin").write_bytes(b"\x7fELF\x00\x01\x02" * 10)
+    (carol / "empty.txt").write_text("")
+    commit(carol, "a binary", BEFORE[1])
+    (carol / "README.txt").write_text(student_readme(STATUS, answered=True))
+    want["carol"] = commit(carol, "README", AFTER)
+    # erin: nothing before the deadline.
+    erin = new_repo(repos / "erin")
+    copy_parts(erin, {1: PARTS[1]})
+    commit(erin, "late", AFTER)
+    roster = base / "roster.csv"
+    roster.write_text("student,repository,extension\n"
+                      f"alice,{alice},\nbob,{bob},\ncarol,{carol},{EXTENDED}\n"
+                      f"dave,{repos / 'dave-nowhere'},\nerin,{erin},\n")
+    yield base, roster, want
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def run_collect(roster: Path, class_dir: Path, *extra, env=None):
+    return subprocess.run([sys.executable, str(COLLECT), str(roster), "--deadline", DEADLINE,
+                           "--into", str(class_dir), *extra],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TZ="UTC", **(env or {})))
+
+
+def read_csv(path: Path, key: str) -> dict[str, dict]:
+    with open(path, newline="") as f:
+        return {row[key]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def collected(the_class):
+    base, roster, want = the_class
+    class_dir = base / "class"
+    # A git template with a hook: were hooks run, the checkout would make the marker.
+    template = base / "template"
+    (template / "hooks").mkdir(parents=True)
+    marker = base / "hook-ran"
+    hook = template / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    hook.chmod(0o755)
+    done = run_collect(roster, class_dir, env={"GIT_TEMPLATE_DIR": str(template)})
+    assert (class_dir / "alice" / ".git" / "hooks" / "post-checkout").exists()
+    assert not marker.exists(), "a git hook ran during collect"
+    return base, class_dir, want, done
+
+
+def test_collect_picks_the_last_commit_at_or_before_each_deadline(collected):
+    base, class_dir, want, done = collected
+    assert done.returncode == 1, done.stdout + done.stderr  # dave and erin
+    assert "not collected: dave, erin" in done.stderr
+    rows = read_csv(class_dir / "collect.csv", "student")
+    assert set(rows) == {"alice", "bob", "carol", "dave", "erin"}
+    for name in ("alice", "bob", "carol"):
+        assert rows[name]["status"] == "ok", rows[name]
+        assert rows[name]["commit"] == want[name], name
+        assert rows[name]["branch"] == "main"
+        assert git(class_dir / name, "rev-parse", "HEAD") == want[name]
+        assert not git(class_dir / name, "status", "--porcelain")
+    assert rows["alice"]["commit_time"] == "2026-03-01T23:59:00+00:00"  # at: included
+    assert (class_dir / "alice" / PARTS[6] / "zookeeper.py").exists()  # the later commit not
+    assert rows["carol"]["commit_time"] == "2026-03-02T00:00:00+00:00"  # her extension
+    assert rows["carol"]["deadline"] == "2026-03-04T12:00+00:00"
+    assert (rows["alice"]["commits"], rows["bob"]["commits"], rows["carol"]["commits"]) == (
+        "6", "5", "3")
+    assert rows["dave"]["status"].startswith("not collected: git clone: "), rows["dave"]
+    assert "does not exist" in rows["dave"]["status"] and not (class_dir / "dave").exists()
+    assert rows["erin"]["status"] == ("not collected: no commit on main at or before the "
+                                      "deadline (its first is of 2026-03-02T00:00:00+00:00)")
+    assert not (class_dir / "erin" / PARTS[1]).exists()
+    state = json.loads((class_dir / ".collect" / "alice.json").read_text())
+    assert state["commit"] == want["alice"] and state["action"] == "cloned"
+    assert {v["id"] for v in state["rules"]} == set(rules.NAMES)
+    assert "alice: " + want["alice"][:12] in done.stdout
+
+
+def test_collect_reports_each_rule(collected):
+    _, class_dir, _, _ = collected
+    rows = read_csv(class_dir / "collect.csv", "student")
+    assert [rows["alice"][f"rule_{i}"] for i in rules.NAMES] == ["ok"] * 4
+    bob, carol = rows["bob"], rows["carol"]
+    assert bob["rule_commits"] == "ok" and bob["rule_binary_files"] == "ok"
+    assert bob["rule_readme_status"].startswith("fail: no status line for part 3, 4, 5, 6")
+    assert bob["rule_written_answers"] == ("fail: not answered: 5.1 (Seccomp (part 3)), "
+                                           "5.2 (Resource limits (part 5))")
+    assert carol["rule_commits"] == "fail: 3 commits (at least 5 required)"
+    assert carol["rule_binary_files"] == "fail: 1 binary file: data.bin"
+    assert carol["rule_readme_status"] == "ok" and carol["rule_written_answers"] == "ok"
+    assert rows["dave"]["rule_commits"] == ""
+
+
+def test_binary_is_what_git_calls_binary(collected):
+    """The rule's answer is git's own (numstat's '-' against the empty tree), the empty
+    file included (not binary); a tree without .git gives the same answer."""
+    _, class_dir, _, _ = collected
+    carol = class_dir / "carol"
+    empty = git(carol, "hash-object", "-t", "tree", "/dev/null")
+    numstat = git(carol, "diff", "--numstat", empty, "HEAD").splitlines()
+    by_git = sorted(line.split("\t")[2] for line in numstat if line.startswith("-\t-\t"))
+    assert by_git == ["data.bin"] == rules.binary_files_in_git(carol)
+    copy = class_dir.parent / "carol-copy"
+    shutil.copytree(carol, copy, ignore=shutil.ignore_patterns(".git"))
+    assert rules.binary_files_on_disk(copy) == ["data.bin"]
+    assert rules.count_commits(copy)["status"] == "unknown"
+
+
+def test_the_answers_file_has_each_students_answers(collected):
+    _, class_dir, _, _ = collected
+    with open(class_dir / "answers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    answers = {(r["student"], r["question"].split()[0]): r["answer"] for r in rows}
+    assert answers[("alice", "5.1")] == "I ran chmod u+s in part 2 and part 3; EPERM in part 3."
+    assert answers[("alice", "5.2")] == "memory_hog.sh was killed at 64M (status 137)."
+    assert answers[("bob", "5.1")] == answers[("bob", "5.2")] == ""
+    assert answers[("carol", "5.2")].startswith("memory_hog.sh")
+    assert answers[("dave", "5.1")] == ""  # not collected: a row all the same
+    assert {r["student"] for r in rows} == {"alice", "bob", "carol", "dave", "erin"}
+
+
+def test_a_rerun_fetches_without_cloning_again(collected, the_class):
+    base, class_dir, want, _ = collected
+    _, roster, _ = the_class
+    alice = base / "repos" / "alice"
+    marker = class_dir / "alice" / ".git" / "collected-before"
+    marker.write_text("")
+    (class_dir / "alice" / PARTS[1] / "__pycache__").mkdir()
+    # A commit pushed after the deadline, dated before it (first parent on main).
+    tip = git(alice, "rev-parse", "main")
+    git(alice, "checkout", "-q", want["alice"])
+    git(alice, "checkout", "-q", "-b", "late")
+    (alice / "late.txt").write_text("late\n")
+    backdated = commit(alice, "backdated", "2026-03-01T23:00:00+0000")
+    git(alice, "checkout", "-q", "main")
+    git(alice, "reset", "-q", "--hard", backdated)
+    try:
+        done = run_collect(roster, class_dir)
+        rows = read_csv(class_dir / "collect.csv", "student")
+        assert rows["alice"]["commit"] == backdated, done.stdout + done.stderr
+        assert rows["alice"]["commits"] == "7"
+        assert marker.exists(), "alice was cloned again"
+        assert not (class_dir / "alice" / PARTS[1] / "__pycache__").exists()
+        state = json.loads((class_dir / ".collect" / "alice.json").read_text())
+        assert state["action"] == "fetched"
+        assert rows["bob"]["commit"] == want["bob"]
+    finally:
+        git(alice, "reset", "-q", "--hard", tip)
+        run_collect(roster, class_dir)
+
+
+def test_a_fetch_that_fails_keeps_the_earlier_checkout(the_class, tmp_path):
+    base, _, want = the_class
+    source = tmp_path / "bob.git"
+    shutil.copytree(base / "repos" / "bob", source)
+    roster = tmp_path / "roster.csv"
+    roster.write_text(f"student,repository\nbob,{source}\n")
+    class_dir = tmp_path / "class"
+    assert run_collect(roster, class_dir).returncode == 0
+    shutil.rmtree(source)
+    done = run_collect(roster, class_dir)
+    assert done.returncode == 1
+    row = read_csv(class_dir / "collect.csv", "student")["bob"]
+    assert row["status"].startswith("not collected: git fetch: ")
+    assert row["status"].endswith(f"(kept the checkout of an earlier run, commit "
+                                  f"{want['bob'][:12]})")
+    assert row["commit"] == want["bob"] and (class_dir / "bob" / PARTS[2]).exists()
+
+
+def test_bad_arguments_are_said_in_one_line(tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name,url\nalice,/x\n")
+    done = run_collect(roster, tmp_path / "class")
+    assert done.returncode == 2 and "no column student or repository" in done.stderr
+    roster.write_text("student,repository,deadline\n../x,/x,\nbob,/y,tomorrow\n")
+    done = run_collect(roster, tmp_path / "class")
+    assert done.returncode == 2
+    assert "student '../x': a name with a slash" in done.stderr
+    assert "bob's deadline: 'tomorrow' is not a date and time" in done.stderr
+    done = subprocess.run([sys.executable, str(COLLECT), str(roster), "--deadline", "soon",
+                           "--into", str(tmp_path / "c")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("collect: --deadline: 'soon'")
+
+
+def test_deadlines_with_and_without_a_zone():
+    collect = load(COLLECT, "zoo_collect")
+    utc = collect.parse_deadline("2026-03-01 23:59 Z")
+    assert collect.parse_deadline("2026-03-02 00:59 +01:00") == utc
+    assert collect.parse_deadline("2026-03-01 18:59-0500") == utc
+    assert collect.parse_deadline("2026-03-01 23:59").tzinfo is not None  # local time
+
+
+def test_readme_questions_are_the_readmes_own():
+    """rules.QUESTIONS is README.txt's section 5; its answers are found; the handout
+    leaves them blank and states no part."""
+    readme = (ROOT / "README.txt").read_text()
+    section = readme.split("\n5. Written experiments\n")[1].split("\n6. ")[0]
+    found = dict(re.findall(r"^(5\.\d+) +([^.\n]*\))\.", section, re.M))
+    assert found == rules.QUESTIONS
+    got = rules.answers(readme)
+    assert got["5.1"].startswith("The experiment, part3_seccomp/experiments/setuid.sh")
+    assert got["5.2"].endswith("while the host stays usable.")
+    text = handout.readme_without_answers(readme)
+    assert rules.answers(text) == {"5.1": "", "5.2": ""}
+    assert rules.part_statuses(text) == {} == rules.part_statuses(readme)
+
+
+@pytest.mark.parametrize("line, part, said", [
+    ("Part 1: working", 1, "working"), ("part2_namespaces: works", 2, "works"),
+    ("- Part 3 (seccomp): not working, see below", 3, "not working, see below"),
+    ("part 4 status: partly", 4, "partly"), ("Part 5 - working", 5, "working"),
+    ("Part 6 is working", 6, "working"), ("PART 6 \u2014 done", 6, "done"),
+    ("Part 4 score: 11/16", None, None), ("    part1_clone/       clone a child", None, None),
+    ("Part 5 needs systemd in WSL", None, None), ("Part 6: (working or not?)", None, None)])
+def test_status_lines(line, part, said):
+    assert rules.part_statuses(line) == ({part: said} if part else {})
+
+
+@pytest.mark.slow
+def test_the_collected_class_graded_with_its_rules(collected):
+    """grade --rules over what collect made: each score and each rule's verdict in
+    the report, the CSV and Gradescope's JSON; collect's files are not submissions."""
+    base, class_dir, _, _ = collected
+    out = base / "graded"
+    subprocess.run(["chmod", "-R", "a+rX", str(class_dir)], check=True)
+    python = VENV_PYTHON if Path(VENV_PYTHON).exists() else sys.executable
+    done = subprocess.run([sys.executable, str(GRADE), str(class_dir), "--rules", "--local",
+                           "--part", "1", "--part", "2", "--user", "zootest",
+                           "--python", python, "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    rows = read_csv(out / "scores.csv", "submission")
+    assert set(rows) == {"alice", "bob", "carol", "erin"}, done.stdout + done.stderr
+    assert (rows["alice"]["score"], rows["bob"]["score"], rows["carol"]["score"]) == (
+        "30", "15", "30"), done.stdout + done.stderr
+    assert rows["bob"]["part2"] == "0" and rows["alice"]["status"] == "ok"
+    assert rows["erin"]["status"] == "not a submission: no part*_*/zookeeper.py in it"
+    assert rows["carol"]["rule_commits"] == "fail: 3 commits (at least 5 required)"
+    assert rows["carol"]["rule_binary_files"] == "fail: 1 binary file: data.bin"
+    assert rows["bob"]["rule_written_answers"].startswith("fail: not answered: 5.1")
+    assert [rows["alice"][f"rule_{i}"] for i in rules.NAMES] == ["ok"] * 4
+    text = (out / "carol" / "report.txt").read_text()
+    assert "Score: 30/30" in text and "Course rules (reported, not scored):" in text
+    assert "== rule: at least 5 commits == FAIL (3 commits (at least 5 required))" in text
+    assert "== rule: no binary files == FAIL (1 binary file: data.bin)" in text
+    gradescope = json.loads((out / "bob" / "results.json").read_text())
+    assert gradescope["score"] == 15
+    by_name = {t["name"]: t for t in gradescope["tests"]}
+    for rule_id, name in rules.NAMES.items():
+        test = by_name[f"rule: {name}"]
+        assert test["score"] == test["max_score"] == 0 and test["visibility"] == "visible"
+        assert test["status"] == ("failed" if rule_id in ("readme_status", "written_answers")
+                                  else "passed"), test
+    with open(out / "answers.csv", newline="") as f:  # the submissions' answers
+        assert {r["student"] for r in csv.DictReader(f)} == {"alice", "bob", "carol"}
+
+
+def test_report_shows_rules_only_when_asked():
+    results = [{"id": "p1_x", "part": 1, "name": "x", "max_score": 3, "score": 3,
+                "status": "ok", "public": True, "seconds": 0.1, "message": "", "log": ""}]
+    assert "rule" not in report.text_report(results)
+    assert len(report.gradescope(results, 1.0)["tests"]) == 1
+    verdicts = [rules.verdict("commits", "unknown", "no git history")]
+    assert report.text_report(results, rules=verdicts).endswith(
+        "== rule: at least 5 commits == NOT CHECKED (no git history)")
+    test = report.gradescope(results, 1.0, rules=verdicts)["tests"][0]
+    assert "status" not in test and test["output"].startswith("NOT CHECKED: no git history")
