@@ -33,6 +33,7 @@ help:
 	@echo "make grade SUB=DIR  grade a submission in the VM"
 	@echo "make bench          benchmarks (as root: everything; build/bench.json); make bench-quick: CI's"
 	@echo "make handout        the student tree in $(BUILD)/handout"
+	@echo "make gradescope     Gradescope's autograder: $(BUILD)/autograder.zip (VM_IMAGE=, VM_SHA256=: an image to import)"
 	@echo "make clean          remove $(BUILD) (the rootfs too; the venv stays)"
 
 setup:
@@ -123,6 +124,14 @@ bench-quick: | setup
 
 handout: | setup
 	$(PYTHON) tools/handout.py $(BUILD)/handout
+
+# Gradescope's autograder: setup.sh, run_autograder and the grader in one zip (see
+# grader/gradescope/).  With an image exported by grader/vm.py export, setup.sh imports it
+# instead of building one: make gradescope VM_IMAGE=URL-or-FILE VM_SHA256=HASH
+.PHONY: gradescope
+gradescope: | setup
+	$(PYTHON) grader/gradescope/bundle.py $(BUILD)/autograder.zip \
+	    $(if $(VM_IMAGE),--vm-image $(VM_IMAGE) --vm-sha256 $(VM_SHA256))
 
 clean:
 	rm -rf $(BUILD)

@@ -1,0 +1,333 @@
+"""Gradescope's autograder bundle (grader/gradescope/, `make gradescope`): built, unpacked
+as Gradescope lays it out (AUTOGRADER_ROOT moves /autograder), both scripts run, and
+results.json checked field by field against Gradescope's specification
+(gradescope-autograders.readthedocs.io/en/latest/specs/).
+
+The grading itself runs with --local (ZOO_GRADE_ARGS) on this host, parts 1-4: part 5
+needs cgroup v2 controllers and part 6 a systemd user session and a /dev/net/tun for
+the test user, which this host lacks; the VM tests grade every part.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import handout
+import pytest
+from conftest import PARTS, ROOT, VENV_PYTHON, copy_parts
+
+sys.path.insert(0, str(ROOT / "grader"))
+import checks  # noqa: E402
+import rules  # noqa: E402
+
+BUNDLE = ROOT / "grader" / "gradescope" / "bundle.py"
+VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
+TOP_FIELDS = {"score", "execution_time", "output", "output_format", "test_output_format",
+              "test_name_format", "visibility", "stdout_visibility", "extra_data", "tests",
+              "leaderboard"}
+TEST_FIELDS = {"score", "max_score", "status", "name", "name_format", "number", "output",
+               "output_format", "tags", "visibility", "extra_data"}
+LOCAL_PARTS = [1, 2, 3, 4]
+PYTHON = VENV_PYTHON if Path(VENV_PYTHON).exists() else sys.executable
+
+
+def is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def validate(results: dict) -> None:
+    """Gradescope's results.json: the fields it names, each of its type; the fields
+    this autograder promises (score, execution_time, output, visibility,
+    stdout_visibility; each test's name, number, score, max_score, status, output,
+    visibility) present."""
+    assert set(results) <= TOP_FIELDS, set(results) - TOP_FIELDS
+    for field in ("score", "execution_time", "output", "visibility", "stdout_visibility",
+                  "tests"):
+        assert field in results, field
+    assert is_number(results["score"]) and results["score"] >= 0
+    assert is_number(results["execution_time"]) and results["execution_time"] >= 0
+    assert isinstance(results["output"], str) and results["output"]
+    assert results["visibility"] in VISIBILITIES
+    assert results["stdout_visibility"] in VISIBILITIES
+    assert isinstance(results["tests"], list)
+    for t in results["tests"]:
+        assert set(t) <= TEST_FIELDS, set(t) - TEST_FIELDS
+        for field in ("name", "number", "score", "max_score", "output", "visibility"):
+            assert field in t, (field, t)
+        assert isinstance(t["name"], str) and t["name"]
+        assert isinstance(t["number"], str) and t["number"]
+        assert is_number(t["score"]) and is_number(t["max_score"])
+        assert 0 <= t["score"] <= t["max_score"] or t["max_score"] == 0
+        assert isinstance(t["output"], str)
+        assert t["visibility"] in VISIBILITIES
+        if "status" in t or not t["name"].startswith("rule: "):
+            assert t["status"] in ("passed", "failed"), t
+    assert results["score"] == sum(t["score"] for t in results["tests"])
+    numbers = [t["number"] for t in results["tests"]]
+    assert len(numbers) == len(set(numbers))
+
+
+def strict_json(path: Path) -> dict:
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundle") / "autograder.zip"
+    done = subprocess.run([sys.executable, str(BUNDLE), str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def gradescope_root(bundle: Path, submission: Path | None = None,
+                     config: str | None = None) -> Path:
+    """/autograder as Gradescope makes it: source/ (the zip, unpacked), run_autograder
+    copied to the top, submission/, results/; readable by the test user."""
+    root = Path(tempfile.mkdtemp(prefix="zk-autograder-"))
+    root.chmod(0o755)
+    with zipfile.ZipFile(bundle) as z:
+        z.extractall(root / "source")
+    for info in zipfile.ZipFile(bundle).infolist():  # extractall drops the modes
+        (root / "source" / info.filename).chmod((info.external_attr >> 16) & 0o777)
+    if config is not None:
+        (root / "source" / "config.env").write_text(config)
+    shutil.copy2(root / "source" / "run_autograder", root / "run_autograder")
+    (root / "results").mkdir()
+    if submission is not None:
+        shutil.copytree(submission, root / "submission")
+    else:
+        (root / "submission").mkdir()
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    return root
+
+
+def run_autograder(root: Path, grade_args: str = "", timeout=900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, AUTOGRADER_ROOT=str(root), ZOO_GRADE_ARGS=grade_args)
+    return subprocess.run([str(root / "run_autograder")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def local_args(parts) -> str:
+    return " ".join(["--local", "--user", "zootest", "--python", PYTHON]
+                    + [f"--part {p}" for p in parts])
+
+
+def reference_submission(dest: Path) -> Path:
+    """The references with a README.txt that states each part and answers 5.1 and 5.2,
+    as a student uploads them (no .git)."""
+    copy_parts(dest, PARTS)
+    text = (ROOT / "README.txt").read_text()
+    status = "".join(f"Part {p}: working\n" for p in PARTS)
+    (dest / "README.txt").write_text(status + "\n" + text)
+    return dest
+
+
+def test_the_bundle_has_what_gradescope_wants_at_its_top(bundle, tmp_path):
+    with zipfile.ZipFile(bundle) as z:
+        infos = {i.filename: i for i in z.infolist()}
+        config = z.read("config.env").decode()
+    for name in ("setup.sh", "run_autograder"):
+        assert name in infos and (infos[name].external_attr >> 16) & 0o111, name
+    assert "zookeeper/grader/grade" in infos and "zookeeper/tools/mkrootfs.py" in infos
+    assert "zookeeper/grader/guest/init" in infos and "zookeeper/grader/rules.py" in infos
+    assert not any("__pycache__" in n for n in infos)
+    assert "HIDDEN_VISIBILITY=after_due_date" in config and "VM_IMAGE=\n" in config
+    # The bundle's grader has every check, hidden ones too, and the same VM recipe.
+    text = (ROOT / "grader" / "checks.py").read_bytes()
+    assert zipfile.ZipFile(bundle).read("zookeeper/grader/checks.py") == text
+    root = gradescope_root(bundle)
+    try:
+        keys = [subprocess.run([sys.executable, str(vm), "info"], capture_output=True,
+                               text=True, timeout=120).stdout.splitlines()
+                for vm in (ROOT / "grader" / "vm.py",
+                           root / "source" / "zookeeper" / "grader" / "vm.py")]
+        key = [[line for line in k if line.startswith("key:")] for k in keys]
+        assert key[0] and key[0] == key[1]
+    finally:
+        shutil.rmtree(root)
+    # The same tree gives the same zip; an image goes in with its sha256.
+    again = tmp_path / "again.zip"
+    subprocess.run([sys.executable, str(BUNDLE), str(again)], check=True, capture_output=True)
+    assert again.read_bytes() == bundle.read_bytes()
+    image = tmp_path / "zoo-vm-x.tar.gz"
+    image.write_bytes(b"image")
+    done = subprocess.run([sys.executable, str(BUNDLE), str(tmp_path / "i.zip"),
+                           "--vm-image", str(image), "--vm-sha256", "ab" * 32],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with zipfile.ZipFile(tmp_path / "i.zip") as z:
+        assert z.read("zoo-vm-x.tar.gz") == b"image"
+        assert f"VM_IMAGE=zoo-vm-x.tar.gz\nVM_SHA256={'ab' * 32}\n" in z.read(
+            "config.env").decode()
+    done = subprocess.run([sys.executable, str(BUNDLE), str(tmp_path / "j.zip"),
+                           "--vm-image", "https://example.org/x.tar.gz"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "go together" in done.stderr
+
+
+def test_make_gradescope_runs_the_bundler():
+    done = subprocess.run(["make", "-n", "gradescope", "BUILD=/tmp/zk-b", "VM_IMAGE=u",
+                           "VM_SHA256=h"], cwd=ROOT, capture_output=True, text=True)
+    assert "grader/gradescope/bundle.py /tmp/zk-b/autograder.zip" in done.stdout
+    assert "--vm-image u --vm-sha256 h" in done.stdout
+    helped = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "make gradescope" in helped
+
+
+def fake_path(tmp_path: Path, have: list[str]) -> Path:
+    """A PATH of the commands in have (linked to this host's) and an apt-get that
+    records what it was asked."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in have:
+        found = sys.executable if name == "python3" else shutil.which(name)
+        assert found, name
+        (bin_dir / name).symlink_to(found)
+    apt = bin_dir / "apt-get"
+    apt.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'apt.log'}\n")
+    apt.chmod(0o755)
+    return bin_dir
+
+
+def test_setup_installs_what_is_missing_with_apt(bundle, tmp_path):
+    root = gradescope_root(bundle)
+    try:
+        have = ["python3", "chmod", "grep", "mkfs.ext4", "dpkg-deb", "busybox", "git",
+                "chroot"]  # no qemu-system-x86_64, no debootstrap
+        env = dict(os.environ, AUTOGRADER_ROOT=str(root), ZOO_SETUP_VM="skip",
+                   PATH=str(fake_path(tmp_path, have)))
+        done = subprocess.run(["/bin/bash", str(root / "source" / "setup.sh")], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        asked = (tmp_path / "apt.log").read_text().splitlines()
+        assert asked[0] == "update -q"
+        assert asked[1] == ("install -y -q --no-install-recommends ca-certificates "
+                            "qemu-system-x86 debootstrap")
+        assert "VM image step skipped" in done.stdout
+    finally:
+        shutil.rmtree(root)
+
+
+def test_setup_with_everything_here_installs_nothing(bundle, tmp_path):
+    """This host has the packages; with the VM image of this recipe cached, setup.sh
+    runs whole (building finds it cached; importing says so)."""
+    cached = "kernel:" in subprocess.run(
+        [sys.executable, str(ROOT / "grader" / "vm.py"), "info"], capture_output=True,
+        text=True, timeout=120).stdout
+    for config in (None, f"VM_IMAGE=zoo-vm.tar.gz\nVM_SHA256={'0' * 64}\n"):
+        root = gradescope_root(bundle, config=config)
+        try:
+            bin_dir = fake_path(tmp_path / str(bool(config)), [])
+            env = dict(os.environ, AUTOGRADER_ROOT=str(root),
+                       PATH=f"{bin_dir}:{os.environ['PATH']}")
+            if not cached:
+                env["ZOO_SETUP_VM"] = "skip"
+            done = subprocess.run(["/bin/bash", str(root / "source" / "setup.sh")], env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "every package is here" in done.stdout
+            assert not (bin_dir.parent / "apt.log").exists()
+            if cached:
+                assert "image:     /" in done.stdout
+                if config:
+                    assert "VM image already cached" in done.stdout
+        finally:
+            shutil.rmtree(root)
+
+
+@pytest.mark.slow
+def test_the_references_score_full_marks_in_gradescopes_format(bundle, tmp_path):
+    root = gradescope_root(bundle, reference_submission(tmp_path / "sub"))
+    try:
+        done = run_autograder(root, local_args(LOCAL_PARTS))
+        assert done.returncode == 0, done.stdout + done.stderr
+        results = strict_json(root / "results" / "results.json")
+    finally:
+        shutil.rmtree(root)
+    validate(results)
+    selected = [c for c in checks.CHECKS if c.part in LOCAL_PARTS]
+    full = sum(c.points for c in selected)
+    assert results["score"] == full, done.stdout
+    tests = [t for t in results["tests"] if not t["name"].startswith("rule: ")]
+    assert len(tests) == len(selected)
+    assert all(t["status"] == "passed" and t["score"] == t["max_score"] for t in tests)
+    by_name = {t["name"]: t for t in tests}
+    for c in selected:
+        t = by_name[f"part{c.part}: {c.name}"]
+        assert t["max_score"] == c.points
+        assert t["visibility"] == ("visible" if c.public else "after_due_date")
+    rule_tests = {t["name"][6:]: t for t in results["tests"] if t["name"].startswith("rule: ")}
+    assert set(rule_tests) == set(rules.NAMES.values())
+    assert all(t["score"] == t["max_score"] == 0 for t in rule_tests.values())
+    assert "status" not in rule_tests["at least 5 commits"]  # no .git in an upload
+    for name in ("no binary files", "README.txt states each part's status",
+                 "each written experiment answered"):
+        assert rule_tests[name]["status"] == "passed", rule_tests[name]
+    assert results["output"].startswith(f"Score: {full}/{full} ({len(selected)} checks; ")
+    assert "hidden until after due date" in results["output"]
+    assert "each written experiment answered: OK" in results["output"]
+    assert results["stdout_visibility"] == "hidden" and results["visibility"] == "visible"
+    assert results["execution_time"] > 0
+
+
+@pytest.mark.slow
+def test_a_broken_part_and_a_nested_upload(bundle, tmp_path):
+    """Part 1's code as part 2, uploaded one directory down (a zip of the folder), with
+    the handout's README: part 2's checks fail, the rules say what is missing."""
+    sub = tmp_path / "upload" / "hw6-bob"
+    copy_parts(sub, {1: PARTS[1], 2: PARTS[1]})
+    (sub / "README.txt").write_text(
+        handout.readme_without_answers((ROOT / "README.txt").read_text()))
+    root = gradescope_root(bundle, tmp_path / "upload")
+    try:
+        done = run_autograder(root, local_args([1, 2]))
+        results = strict_json(root / "results" / "results.json")
+    finally:
+        shutil.rmtree(root)
+    validate(results)
+    part1 = sum(c.points for c in checks.CHECKS if c.part == 1)
+    assert results["score"] == part1, done.stdout
+    part2 = [t for t in results["tests"] if t["name"].startswith("part2: ")]
+    assert part2 and all(t["status"] == "failed" and t["score"] == 0 for t in part2)
+    rule = {t["name"][6:]: t for t in results["tests"] if t["name"].startswith("rule: ")}
+    assert rule["each written experiment answered"]["status"] == "failed"
+    assert "not answered: 5.1" in rule["each written experiment answered"]["output"]
+    assert rule["README.txt states each part's status"]["status"] == "failed"
+
+
+def test_an_upload_without_the_parts_gets_a_result_that_says_why(bundle):
+    root = gradescope_root(bundle)
+    try:
+        (root / "submission" / "zookeeper.zip").write_bytes(b"PK")
+        done = run_autograder(root)
+        assert done.returncode == 0
+        results = strict_json(root / "results" / "results.json")
+    finally:
+        shutil.rmtree(root)
+    validate(results)
+    assert results["score"] == 0 and results["tests"] == []
+    assert "no part1_clone/zookeeper.py" in results["output"]
+    assert "zookeeper.zip" in results["output"]
+
+
+def test_a_grader_that_fails_still_writes_results(bundle, tmp_path):
+    root = gradescope_root(bundle, reference_submission(tmp_path / "sub"))
+    try:
+        done = run_autograder(root, "--part 9")
+        assert done.returncode == 0
+        results = strict_json(root / "results" / "results.json")
+    finally:
+        shutil.rmtree(root)
+    validate(results)
+    assert results["score"] == 0
+    assert results["output"].startswith("The autograder could not grade this submission: ")
+    assert "--part: invalid choice: 9" in results["output"]
