@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import handout
@@ -374,3 +375,19 @@ def test_report_shows_rules_only_when_asked():
         "== rule: at least 5 commits == NOT CHECKED (no git history)")
     test = report.gradescope(results, 1.0, rules=verdicts)["tests"][0]
     assert "status" not in test and test["output"].startswith("NOT CHECKED: no git history")
+
+
+def test_a_remote_that_hangs_is_stopped_at_the_timeout(tmp_path):
+    """ssh that never answers (nor prompts: stdin is /dev/null): killed with what git
+    started, at --timeout, and the row says so."""
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,repository\nalice,git@example.invalid:hw6-alice.git\n")
+    started = time.monotonic()
+    done = run_collect(roster, tmp_path / "class", "--timeout", "2",
+                       env={"GIT_SSH_COMMAND": "sleep 61.234 #"})
+    assert time.monotonic() - started < 30
+    assert done.returncode == 1
+    row = read_csv(tmp_path / "class" / "collect.csv", "student")["alice"]
+    assert row["status"] == "not collected: git clone did not finish within 2s"
+    assert not (tmp_path / "class" / "alice").exists()
+    assert subprocess.run(["pgrep", "-f", "sleep 61.234"]).returncode == 1  # killed

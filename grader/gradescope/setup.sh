@@ -61,7 +61,8 @@ skip)
         /*) image=$VM_IMAGE ;;
         *) image=$SRC/$VM_IMAGE ;;
         esac
-        if python3 "$ZK/grader/vm.py" info | grep -q '^kernel:'; then
+        info=$(python3 "$ZK/grader/vm.py" info)  # whole: grep -q would cut it short
+        if printf '%s\n' "$info" | grep -q '^kernel:'; then
             say "VM image already cached"
         else
             say "importing the VM image $image"
