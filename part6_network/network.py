@@ -24,6 +24,7 @@ container.py calls four things, in this order:
 """
 
 import _signal as signal  # signal, without its enums: see kernel.py
+import errno
 import os
 import struct
 import time
@@ -357,12 +358,9 @@ class Bridged(Loopback):
                 if found:
                     # Both ends go: eth0 too, if the container still runs.
                     netlink(f"remove {self.host_end}", f"ip link del {self.host_end}",
-                            ipr.link, "del", index=found[0], ignore=ENODEV)
+                            ipr.link, "del", index=found[0], ignore=errno.ENODEV)
                 self.host_end = None
             remove_unused_bridge(ipr)
-
-
-ENODEV = 19  # errno: no such device, e.g. a veth its namespace's end took along
 
 
 def import_pyroute2():
@@ -529,4 +527,4 @@ def remove_unused_bridge(ipr) -> None:
     if any(link.get_attr("IFLA_MASTER") == index for link in ipr.get_links()):
         return  # another container still uses it
     netlink(f"remove the bridge {BRIDGE}", f"ip link del {BRIDGE}",
-            ipr.link, "del", index=index, ignore=ENODEV)
+            ipr.link, "del", index=index, ignore=errno.ENODEV)
