@@ -181,9 +181,15 @@ def sys_waitpid(pid: int) -> int:
 
 def sys_kill(pid: int, sig: int) -> None:
     """kill(2): send a signal to a process."""
+    started = time.monotonic()
+    try:
+        os.kill(pid, sig)
+    except OSError as e:
+        if VERBOSE:
+            explain_error(f"kill({pid}, {signal_name(sig)})", e, "kill(2)", started)
+        raise
     if VERBOSE:
-        explain(f"kill({pid}, {signal_name(sig)})", "0", "kill(2)")
-    os.kill(pid, sig)
+        explain(f"kill({pid}, {signal_name(sig)})", "0", "kill(2)", started)
 
 
 def sys_prctl(option: int, arg2: int = 0, shown: str = "") -> int:

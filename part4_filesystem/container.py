@@ -370,9 +370,9 @@ def clean_process_state() -> None:
 
 def exec_command(command: list[str]) -> None:
     """Replace this process by the command; only returns by raising ZooError."""
-    kernel.explain(f"execvp({command[0]!r}, {command!r})", "…", "execve(2)")
-    if not command[0]:  # what a shell says of '': execve(2) of "" is ENOENT
+    if not command[0]:  # what a shell says of '', without asking the kernel
         raise ZooError("failed to execute '': No such file or directory", NOT_FOUND)
+    kernel.explain(f"execvp({command[0]!r}, {command!r})", "…", "execve(2)")
     # STUDENT CODE BELOW (q5)
     # Run the command with execvp(3) (os.execvp), which searches PATH.  If it fails,
     # raise ZooError(f"failed to execute {command[0]}: {e.strerror}", status) with

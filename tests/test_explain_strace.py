@@ -10,7 +10,7 @@ gives), with the same arguments and the same result:
 - Each process's explain lines are themselves write(2)s to fd 2 in strace's record,
   so the k-th line of a process is placed exactly among its calls.  A step printed
   after its call (most are) must find that call before its own line and after the
-  call matched for the previous step; a step printed before (kill, execvp's "= …")
+  call matched for the previous step; a step printed before (execvp's "= …")
   must find it between its line and the next.  So the order is the order of the calls.
 - Arguments are compared as values: strace's quoted strings and NULL, flags as sets
   of names, modes and numbers as numbers, results as return value or errno name.
@@ -418,8 +418,8 @@ class Matcher:
         self.find(s, "wait4", lambda c: c.args[0] == pid and c.ret == int(m.group(1))
                   and wait_status(c.args[1]) == m.group(2))
 
-    def step_kill(self, s):  # printed before the call
-        self.simple(s, "kill", lambda e, a: e == a[:2], after_line=True)
+    def step_kill(self, s):  # printed after the call, with its result
+        self.simple(s, "kill", lambda e, a: e == a[:2])
 
     def step_prctl(self, s):
         self.simple(s, "prctl", lambda e, a: e == a[:2] and all(x == "0" for x in a[2:]))
@@ -667,13 +667,7 @@ def check(run: Run) -> list:
 
 # Explain mode's lies found so far, each xfailed with what strace saw: (part, pattern on
 # the problem, the finding).  Empty: every step checked here tells the truth.
-KNOWN_LIES = [
-    ("part1-empty-command", r"^zookeeper: \[\d+\] execvp\('', \[''\]\) = …",
-     "explain mode lies for an empty command: it prints \"execvp('', ['']) = …\" (a call "
-     "under way), but no execve(2) is ever made (strace: none after that line); "
-     "container.py's exec_command prints the step before its `if not command[0]` check, "
-     "which then fails with \"No such file or directory\" without asking the kernel"),
-]
+KNOWN_LIES: list = []  # none left: the empty command is refused before its line
 
 
 # The runs ------------------------------------------------------------------------------
