@@ -158,6 +158,60 @@ KERNEL_CMDLINE = (
     "console=ttyS0 root=/dev/vda rw quiet panic=-1 8250.nr_uarts=1 mitigations=off "
     "systemd.unified_cgroup_hierarchy=1"
 )
+
+
+# ---------------------------------------------------------------------------------------
+# Guest architectures: what differs between them. amd64's entries are the constants
+# above, so that its cache key (and a published image) is the same as before arm64.
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Arch:
+    name: str  # Debian's name, what --arch takes: amd64, arm64
+    machine: str  # uname -m: x86_64, aarch64
+    qemu: str  # qemu-system-* binary
+    qemu_package: str  # the Debian package that has it
+    qemu_machine: tuple[str, ...]
+    kvm_modules: tuple[str, ...]  # KVM is real where one is loaded (empty: built in)
+    kernel_package_re: str
+    kernel_metapackage: str
+    initramfs_modules: tuple[str, ...]
+    guest_modules: tuple[str, ...]
+    cmdline: str  # the kernel command line (the console is the machine's UART)
+    elf: int  # e_machine of its ELF binaries (the qemu-user binfmt handler's magic)
+
+
+ARCHES = {
+    "amd64": Arch("amd64", "x86_64", "qemu-system-x86_64", "qemu-system-x86", ("q35",),
+                  ("kvm_intel", "kvm_amd"), KERNEL_PACKAGE_RE, KERNEL_METAPACKAGE,
+                  INITRAMFS_MODULES, GUEST_MODULES, KERNEL_CMDLINE, 0x3E),
+    # The virt machine: a PL011 UART (ttyAMA0) and PCIe (virtio-pci, as on q35). The
+    # kernel has the 8250 driver built in: nr_uarts=0 leaves no ttyS0 that zoo-job
+    # would write its markers to. The Image is booted directly, as amd64's vmlinux.
+    "arm64": Arch("arm64", "aarch64", "qemu-system-aarch64", "qemu-system-arm", ("virt",),
+                  (), r"linux-image-6\.1\.\d+-\d+-arm64", "linux-image-arm64",
+                  INITRAMFS_MODULES, GUEST_MODULES,
+                  KERNEL_CMDLINE.replace("console=ttyS0", "console=ttyAMA0")
+                  .replace("8250.nr_uarts=1", "8250.nr_uarts=0"), 0xB7),
+}
+ARCH_ALIASES = {a.machine: a.name for a in ARCHES.values()}
+
+
+def host_arch() -> str:
+    """The host's architecture by Debian's name ("amd64", "arm64"), or its uname -m."""
+    machine = os.uname().machine
+    return ARCH_ALIASES.get(machine, machine)
+
+
+def get_arch(name: str | None = None) -> Arch:
+    """The Arch of name (Debian's or uname's; None: the host's); VMError if unknown."""
+    name = name or host_arch()
+    arch = ARCHES.get(ARCH_ALIASES.get(name, name))
+    if arch is None:
+        raise VMError(f"vm: no grader VM for the architecture {name!r} (there are: "
+                      f"{', '.join(ARCHES)})")
+    return arch
+
+
 MARK_START = b"ZOO-JOB-START"
 MARK_EXIT_RE = re.compile(rb"ZOO-JOB-EXIT=(\d+)")
 MARK_ERROR_RE = re.compile(rb"ZOO-JOB-ERROR=([^\r\n]*)")
@@ -226,8 +280,11 @@ def default_cache_root() -> Path:
     return home / ".cache" / "zookeeper" / "vm"
 
 
-def recipe() -> dict:
-    """What the image is made of: the constants above and the guest files' content."""
+def recipe(arch: str | None = None) -> dict:
+    """What the image is made of: the constants above and the guest files' content,
+    for arch (Debian's name; None: the host's). amd64's has no "arch" entry: its key
+    is the one it had before there were other architectures."""
+    a = get_arch(arch)
     guest = {}
     for path in sorted(GUEST_DIR.iterdir()):
         if path.is_file():
@@ -235,25 +292,30 @@ def recipe() -> dict:
     return {
         "recipe_version": RECIPE_VERSION,
         "suite": SUITE,
-        "kernel_package_re": KERNEL_PACKAGE_RE,
+        "kernel_package_re": a.kernel_package_re,
         "packages": sorted(PACKAGES),
         "pip": list(PIP_PINS),
         "student": [STUDENT_USER, STUDENT_UID, SUBID_START, SUBID_COUNT],
         "hostname": HOSTNAME,
         "image_min_mb": IMAGE_MIN_MB,
-        "initramfs_modules": list(INITRAMFS_MODULES),
-        "guest_modules": list(GUEST_MODULES),
+        "initramfs_modules": list(a.initramfs_modules),
+        "guest_modules": list(a.guest_modules),
         "module_prune": list(MODULE_PRUNE),
         "masked_units": list(MASKED_UNITS),
         "masked_generators": list(MASKED_GENERATORS + MASKED_USER_GENERATORS),
         "guest_files": {k: [v[0], oct(v[1])] for k, v in sorted(GUEST_FILES.items())},
         "enabled_units": dict(sorted(ENABLED_UNITS.items())),
         "guest": guest,
-    }
+    } | ({} if a.name == "amd64" else {"arch": a.name})
 
 
-def cache_key() -> str:
-    blob = json.dumps(recipe(), sort_keys=True).encode()
+def recipe_arch(recipe_: dict) -> str:
+    """The architecture a recipe (a manifest's "recipe") is for."""
+    return recipe_.get("arch", "amd64")
+
+
+def cache_key(arch: str | None = None) -> str:
+    blob = json.dumps(recipe(arch), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -266,10 +328,11 @@ def _image_paths(directory: Path, key: str) -> ImagePaths:
                       rootfs=directory / "rootfs.ext4", manifest=manifest)
 
 
-def cached_image(cache_root: Path | str | None = None) -> ImagePaths | None:
-    """The image for the current recipe if it is built, else None."""
+def cached_image(cache_root: Path | str | None = None,
+                 arch: str | None = None) -> ImagePaths | None:
+    """The image for the current recipe (for arch; None: the host's) if it is built."""
     root = Path(cache_root) if cache_root else default_cache_root()
-    key = cache_key()
+    key = cache_key(arch)
     directory = root / key
     if all((directory / name).is_file() for name in IMAGE_FILES):
         return _image_paths(directory, key)
@@ -490,9 +553,13 @@ def _userns_main(argv: list[str]) -> int:
 class _Build:
     """One build: a log file, and commands run with their output in it."""
 
-    def __init__(self, log_path: Path, log: Callable[[str], object], rootless: bool = False):
+    def __init__(self, log_path: Path, log: Callable[[str], object], rootless: bool = False,
+                 arch: Arch | None = None):
         self.log_path = log_path
         self.say = log
+        self.arch = arch or get_arch()
+        # Another architecture's programs (the chroot's) run through qemu-user (binfmt).
+        self.foreign = self.arch.name != host_arch()
         # Rootless: what needs root (chroot, tar -x, mkfs -d of a tree owned by many ids)
         # runs as root of a user namespace with our subordinate ranges (see _userns_main).
         self.rootless = rootless
@@ -608,6 +675,20 @@ def extract_vmlinux(vmlinuz: bytes) -> bytes:
     raise ValueError("no compressed ELF kernel found in vmlinuz")
 
 
+def extract_arm64_image(vmlinuz: bytes) -> bytes:
+    """arm64's uncompressed Image from Debian's vmlinuz: the Image itself (bookworm's,
+    with its EFI stub's "MZ"), or a gzip'd one (as some kernels ship it)."""
+    data = vmlinuz
+    if data[:3] == b"\x1f\x8b\x08":
+        try:
+            data = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+        except zlib.error as e:
+            raise ValueError(f"vmlinuz is gzip'd but does not decompress: {e}")
+    if data[0x38:0x3C] != b"ARM\x64":
+        raise ValueError("no arm64 Image (magic ARM\\x64 at 0x38) in vmlinuz")
+    return data
+
+
 def _cpio_newc(entries: Iterable[tuple[str, int, bytes, int]]) -> bytes:
     """A newc cpio archive from (name, mode, data, rdev) entries: data is a symlink's target."""
     out = bytearray()
@@ -720,25 +801,31 @@ def _symlink(target: str, link: Path) -> None:
     os.symlink(target, link)
 
 
-def _kernel_package_from(build: _Build, chroot: Path | None) -> str | None:
-    """Name of the newest generic 6.1 kernel package apt knows (host's apt or chroot's)."""
+def _kernel_package_from(build: _Build, chroot: Path | None,
+                         apt_options: list[str] | None = None) -> str | None:
+    """Name of the newest generic 6.1 kernel package apt knows (host's apt or chroot's;
+    apt_options: the host's apt with these, see _foreign_apt)."""
+    package_re = build.arch.kernel_package_re
+
     def apt(step: str, argv: list[str]) -> str:
         if chroot is None:
             if not shutil.which(argv[0]):
                 return ""
+            argv = argv[:1] + (apt_options or []) + argv[1:]
             proc = build.run(step, argv, check=False, capture=True)
         else:
             proc = build.chroot(step, chroot, argv, check=False, capture=True)
         return proc.stdout if proc.returncode == 0 else ""
 
-    show = apt("kernel lookup", ["apt-cache", "show", "--no-all-versions", KERNEL_METAPACKAGE])
+    show = apt("kernel lookup", ["apt-cache", "show", "--no-all-versions",
+                                 build.arch.kernel_metapackage])
     for line in show.splitlines():
         if line.startswith(("Depends:", "Pre-Depends:")):
-            m = re.search(rf"\b({KERNEL_PACKAGE_RE})\b", line)
+            m = re.search(rf"\b({package_re})\b", line)
             if m:
                 return m.group(1)
     names = apt("kernel lookup", ["apt-cache", "pkgnames", "linux-image-6.1."]).split()
-    candidates = [n for n in names if re.fullmatch(KERNEL_PACKAGE_RE, n)]
+    candidates = [n for n in names if re.fullmatch(package_re, n)]
     candidates.sort(key=lambda n: [int(x) for x in re.findall(r"\d+", n)], reverse=True)
     for name in candidates:
         policy = apt("kernel lookup", ["apt-cache", "policy", name])
@@ -747,18 +834,48 @@ def _kernel_package_from(build: _Build, chroot: Path | None) -> str | None:
     return None
 
 
+def _foreign_apt(build: _Build, mirror: str, work: Path) -> list[str]:
+    """Options that make the host's apt-get and apt-cache see the guest architecture's
+    packages in bookworm (and -updates, -security) in a state of their own under work:
+    no dpkg --add-architecture on the host, and no emulated apt in the chroot."""
+    state = work / "apt"
+    for sub in ("lists/partial", "cache/archives/partial", "sources.list.d"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    (state / "status").touch()
+    security = host_mirror(f"{SUITE}-security", "http://deb.debian.org/debian-security")
+    _write(state / "sources.list", f"deb {mirror} {SUITE} main\n"
+           f"deb {mirror} {SUITE}-updates main\ndeb {security} {SUITE}-security main\n")
+    options = []
+    for name, value in (("Dir::Etc::SourceList", state / "sources.list"),
+                        ("Dir::Etc::SourceParts", state / "sources.list.d"),
+                        ("Dir::State::Lists", state / "lists"),
+                        ("Dir::State::Status", state / "status"),
+                        ("Dir::Cache", state / "cache"),
+                        ("APT::Architecture", build.arch.name),
+                        ("APT::Architectures", build.arch.name),
+                        ("APT::Sandbox::User", "root")):
+        options += ["-o", f"{name}={value}"]
+    build.run(f"apt-get update ({build.arch.name} lists)",
+              ["apt-get", *options, "-q", "update"])
+    return options
+
+
 def _download_kernel(build: _Build, root: Path, mirror: str, dest: Path) -> Path:
-    """The kernel .deb: from the host's apt if it knows bookworm's kernels, else the chroot's."""
+    """The kernel .deb: from the host's apt if it knows bookworm's kernels, else the chroot's
+    (another architecture's: the host's apt with lists of its own, _foreign_apt)."""
     dest.mkdir(parents=True, exist_ok=True)
     dest.chmod(0o755)
     via = os.environ.get("ZOO_VM_KERNEL_FROM", "host")
-    name = _kernel_package_from(build, None) if via == "host" else None
+    options = _foreign_apt(build, mirror, dest.parent) if build.foreign and via == "host" \
+        else None
+    name = _kernel_package_from(build, None, options) if via == "host" else None
     if name:
         build.note(f"kernel package from the host's apt: {name}")
-        build.run("apt-get download (kernel)", ["apt-get", "download", name], cwd=dest)
+        build.run("apt-get download (kernel)", ["apt-get", *(options or []), "download", name],
+                  cwd=dest)
     else:
         build.note("kernel package from the chroot's apt (the host's apt has no "
-                   f"{KERNEL_PACKAGE_RE})")
+                   f"{build.arch.kernel_package_re})")
         resolv = root / "etc" / "resolv.conf"
         saved = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
         with contextlib.suppress(OSError):
@@ -773,7 +890,8 @@ def _download_kernel(build: _Build, root: Path, mirror: str, dest: Path) -> Path
                          ["apt-get", "-q", "update"])
             name = _kernel_package_from(build, root)
             if not name:
-                raise build.fail("kernel lookup", f"no package matching {KERNEL_PACKAGE_RE}")
+                raise build.fail("kernel lookup",
+                                 f"no package matching {build.arch.kernel_package_re}")
             incoming = root / "tmp" / "zoo-kernel"
             incoming.mkdir(parents=True, exist_ok=True)
             incoming.chmod(0o777)
@@ -821,8 +939,11 @@ def _install_kernel(build: _Build, deb: Path, root: Path, work: Path) -> tuple[s
     if not vmlinuz:
         raise build.fail("kernel unpack", f"no boot/vmlinuz-* in {deb.name}")
     version = vmlinuz[-1].name[len("vmlinuz-"):]
+    # amd64: the ELF inside the bzImage; arm64: the Image. Both booted with -kernel, both
+    # named vmlinux in the image.
+    extract = extract_arm64_image if build.arch.name == "arm64" else extract_vmlinux
     try:
-        elf = extract_vmlinux(vmlinuz[-1].read_bytes())
+        elf = extract(vmlinuz[-1].read_bytes())
     except ValueError as e:
         raise build.fail("kernel decompression", str(e))
     vmlinux = work / "vmlinux"
@@ -842,7 +963,7 @@ def _install_kernel(build: _Build, deb: Path, root: Path, work: Path) -> tuple[s
             shutil.copy(unpacked / "boot" / f"{name}-{version}", root / "boot")
     build.chroot("depmod", root, ["depmod", "-a", version])
     try:
-        _module_load_order(dst, GUEST_MODULES)
+        _module_load_order(dst, build.arch.guest_modules)
     except ValueError as e:
         raise build.fail("kernel modules check", str(e))
     shutil.rmtree(unpacked)
@@ -853,7 +974,7 @@ def _make_initramfs(build: _Build, root: Path, version: str, out: Path) -> None:
     lib = root / "usr" / "lib" if (root / "lib").is_symlink() else root / "lib"
     moddir = lib / "modules" / version
     try:
-        order = _module_load_order(moddir, INITRAMFS_MODULES)
+        order = _module_load_order(moddir, build.arch.initramfs_modules)
     except ValueError as e:
         raise build.fail("initramfs modules", str(e))
     busybox = root / "bin" / "busybox"
@@ -982,13 +1103,13 @@ def _mkfs(build: _Build, root: Path, image: Path) -> None:
 
 
 def _mmdebstrap(build: _Build, root: Path, work: Path, mirror: str,
-                step: Callable[[str], None]) -> list[tarfile.TarInfo]:
+                step: Callable[[str], None], options: list[str] = ()) -> list[tarfile.TarInfo]:
     """The rootfs without root: mmdebstrap's unshare mode writes a tarball owned by root
     inside; it is unpacked as root of a user namespace (_userns_main), where the tree
     keeps its owners and the rest of the build goes on as with debootstrap. Returns the
     device nodes of /dev, which a user namespace cannot make (_add_device_nodes)."""
     tarball = work / "rootfs.tar"
-    argv = ["mmdebstrap", "--mode=unshare", "--variant=minbase",
+    argv = ["mmdebstrap", "--mode=unshare", "--variant=minbase", *options,
             "--include=" + ",".join(PACKAGES)]
     if MMDEBSTRAP_MERGED_USR_HOOK.is_dir():
         argv.append(f"--hook-dir={MMDEBSTRAP_MERGED_USR_HOOK}")
@@ -1077,29 +1198,73 @@ def _chown_for_sudo_user(paths: Iterable[Path]) -> None:
                 os.chown(path, int(uid), int(gid))
 
 
+def _image_arch(directory: Path) -> str | None:
+    """The architecture of a cached image (its manifest's recipe), None if unreadable."""
+    try:
+        return recipe_arch(json.loads((directory / "manifest.json").read_text())["recipe"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def _prune_old_images(cache_root: Path, keep: str) -> None:
+    """Keep the newest KEEP_OLD_IMAGES older images of keep's architecture (another
+    architecture's images are not its old ones)."""
+    arch = _image_arch(cache_root / keep)
     old = [p for p in cache_root.iterdir()
-           if p.is_dir() and re.fullmatch(r"[0-9a-f]{64}", p.name) and p.name != keep]
+           if p.is_dir() and re.fullmatch(r"[0-9a-f]{64}", p.name) and p.name != keep
+           and _image_arch(p) in (arch, None)]
     old.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     for path in old[KEEP_OLD_IMAGES:]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def foreign_problem(arch: Arch) -> str | None:
+    """Why arch's programs cannot run here (None: they can, natively or through a
+    qemu-user binfmt_misc handler with the F flag, which chroots and user namespaces
+    need): a build runs the guest's maintainer scripts, useradd, depmod..."""
+    if arch.machine == os.uname().machine:
+        return None
+    handlers = Path("/proc/sys/fs/binfmt_misc")
+    for entry in sorted(handlers.glob("*")) if handlers.is_dir() else []:
+        try:
+            fields = dict((line.split(" ", 1) + [""])[:2] for line in
+                          entry.read_text().splitlines())
+            magic = bytes.fromhex(fields.get("magic", "").replace(" ", ""))
+        except (OSError, ValueError):
+            continue
+        if ("enabled" in fields and "F" in fields.get("flags:", "")
+                and magic[:4] == b"\x7fELF" and magic[18:20] == arch.elf.to_bytes(2, "little")):
+            return None
+    return (f"building the {arch.name} image on this {os.uname().machine} machine runs "
+            f"{arch.machine} programs through qemu-user, and no binfmt_misc handler for "
+            f"{arch.machine} is registered (as root: apt-get install qemu-user-static "
+            "binfmt-support; without systemd also mount -t binfmt_misc binfmt_misc "
+            f"/proc/sys/fs/binfmt_misc and update-binfmts --enable qemu-{arch.machine})")
+
+
 def build_image(cache_root: Path | str | None = None,
-                log: Callable[[str], object] | None = print, force: bool = False) -> ImagePaths:
+                log: Callable[[str], object] | None = print, force: bool = False,
+                arch: str | None = None) -> ImagePaths:
     """The VM image for the current recipe, built first if it is not in the cache.
 
     Builds into cache_root/.build-*, renames to cache_root/<key> when complete (a lock
     serialises concurrent builds). log gets one line per step (about 90 s in all from
-    scratch). Raises VMError naming the failed step and the build log.
+    scratch; arm64 on x86_64 about 4 min). Raises VMError naming the failed step and the
+    build log. arch: the guest's (Debian's name); None: the host's.
     """
     say = log or (lambda _msg: None)
     cache_root = Path(cache_root) if cache_root else default_cache_root()
-    key = cache_key()
+    guest_arch = get_arch(arch)
+    key = cache_key(guest_arch.name)
     if not force:
-        image = cached_image(cache_root)
+        image = cached_image(cache_root, guest_arch.name)
         if image:
             return image
+    problem = foreign_problem(guest_arch)
+    if problem:
+        raise VMError(f"vm: no {guest_arch.name} image for this recipe in {cache_root}, and "
+                      f"{problem}; or import a published one (python3 grader/vm.py --arch "
+                      f"{guest_arch.name} import FILE-or-URL --sha256 HASH)")
     rootless = os.geteuid() != 0
     if rootless:
         problem = rootless_problem()
@@ -1117,7 +1282,7 @@ def build_image(cache_root: Path | str | None = None,
     with open(cache_root / ".lock", "w") as lockf:
         fcntl.flock(lockf, fcntl.LOCK_EX)
         if not force:
-            image = cached_image(cache_root)
+            image = cached_image(cache_root, guest_arch.name)
             if image:
                 return image
         # We hold the lock: any .build-* left here is from an interrupted build.
@@ -1125,7 +1290,7 @@ def build_image(cache_root: Path | str | None = None,
             _safe_rmtree(stale)
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root))
         log_path = cache_root / f"build-{key[:12]}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        build = _Build(log_path, say, rootless=rootless)
+        build = _Build(log_path, say, rootless=rootless, arch=guest_arch)
         started = time.monotonic()
         # What the build writes itself ends up root's in the image: no group-writable files
         # from a user's umask 002.
@@ -1174,12 +1339,14 @@ def _build_into(build: _Build, work: Path, key: str, started: float) -> ImagePat
         build.note(text)
 
     devices: list[tarfile.TarInfo] = []
+    # Another architecture's: its maintainer scripts run through qemu-user (foreign_problem).
+    arch_option = [f"--arch={build.arch.name}"] if build.foreign else []
     if build.rootless:
         step(f"mmdebstrap {SUITE} from {mirror} in a user namespace (about half a minute)")
-        devices = _mmdebstrap(build, root, work, mirror, step)
+        devices = _mmdebstrap(build, root, work, mirror, step, arch_option)
     else:
         step(f"debootstrap {SUITE} from {mirror} (about a minute)")
-        argv = ["debootstrap", "--variant=minbase", f"--cache-dir={debs}",
+        argv = ["debootstrap", "--variant=minbase", *arch_option, f"--cache-dir={debs}",
                 "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror]
         # One retry: a mirror hiccup (or a stray signal) should not cost the TA a rerun.
         if build.run("debootstrap", argv, check=False).returncode != 0:
@@ -1212,7 +1379,8 @@ def _build_into(build: _Build, work: Path, key: str, started: float) -> ImagePat
     _safe_rmtree(root)
 
     manifest = {
-        "key": key, "recipe": recipe(), "kernel_version": version, "kernel_deb": deb.name,
+        "key": key, "recipe": recipe(build.arch.name), "arch": build.arch.name,
+        "kernel_version": version, "kernel_deb": deb.name,
         "mirror": mirror, "python": pyver, "built": time.strftime("%Y-%m-%d %H:%M:%S"),
         "builder": "mmdebstrap --mode=unshare (rootless)" if build.rootless else "debootstrap",
         "build_seconds": round(time.monotonic() - started, 1),
@@ -1244,13 +1412,16 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_image(dest: Path | str, cache_root: Path | str | None = None) -> tuple[Path, str]:
-    """Write the cached image for the current recipe into one file; (path, its sha256)."""
+def export_image(dest: Path | str, cache_root: Path | str | None = None,
+                 arch: str | None = None) -> tuple[Path, str]:
+    """Write the cached image for the current recipe (for arch; None: the host's) into
+    one file; (path, its sha256)."""
     root = Path(cache_root) if cache_root else default_cache_root()
-    image = cached_image(root)
+    image = cached_image(root, arch)
     if image is None:
-        raise VMError(f"vm.py: export: no image for this recipe ({cache_key()[:12]}) in "
-                      f"{root}: build or import one first")
+        name = get_arch(arch).name
+        raise VMError(f"vm.py: export: no image for this recipe ({name} "
+                      f"{cache_key(name)[:12]}) in {root}: build or import one first")
     dest = Path(dest).expanduser().absolute()
     if dest.is_dir():
         dest = dest / f"zoo-vm-{image.key[:12]}.tar.gz"
@@ -1394,7 +1565,8 @@ def import_image(source: str, sha256: str,
         key, manifest = _unpack_export(archive, unpacked, source)
         if archive.parent == staging:
             archive.unlink()
-        wanted = cache_key()
+        # The image's architecture is in its recipe: any architecture's can be imported.
+        wanted = cache_key(recipe_arch(manifest["recipe"]))
         if key != wanted:
             raise VMError(f"vm.py: import: {source} is the image of another recipe "
                           f"({key[:12]}; this checkout's grader/vm.py and grader/guest/ make "
@@ -1427,11 +1599,16 @@ def import_image(source: str, sha256: str,
 # ---------------------------------------------------------------------------------------
 # Booting
 # ---------------------------------------------------------------------------------------
-def detect_accel() -> str:
+def detect_accel(arch: str | None = None) -> str:
     """"kvm" only where a KVM module is really loaded ($ZOO_VM_ACCEL wins), else "tcg".
 
     /dev/kvm alone proves nothing: on nested PVM hosts it exists and stock kernels hang.
+    arch: the guest's (None: the host's); another architecture than the host's is
+    always "tcg". arm64 hosts have KVM built in: /dev/kvm usable is enough there.
     """
+    guest = get_arch(arch)
+    if guest.machine != os.uname().machine:
+        return "tcg"
     env = os.environ.get("ZOO_VM_ACCEL", "").strip().lower()
     if env in ("tcg", "kvm"):
         return env
@@ -1440,15 +1617,17 @@ def detect_accel() -> str:
             modules = {line.split()[0] for line in f if line.strip()}
     except OSError:
         modules = set()
-    if modules & {"kvm_intel", "kvm_amd"} and os.access("/dev/kvm", os.R_OK | os.W_OK):
+    loaded = bool(modules & set(guest.kvm_modules)) if guest.kvm_modules else True
+    if loaded and os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "kvm"
     return "tcg"
 
 
-def _qemu_binary() -> str:
-    qemu = os.environ.get("ZOO_QEMU") or shutil.which("qemu-system-x86_64")
+def _qemu_binary(arch: Arch | None = None) -> str:
+    arch = arch or get_arch()
+    qemu = os.environ.get("ZOO_QEMU") or shutil.which(arch.qemu)
     if not qemu:
-        raise VMError("vm: qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+        raise VMError(f"vm: {arch.qemu} not found: apt-get install {arch.qemu_package}")
     return qemu
 
 
@@ -1459,9 +1638,18 @@ def _opt(path: Path | str) -> str:
 
 def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results_dir: Path,
                  console_log: Path, *, accel: str, memory: str = "2G", smp: int = 2,
-                 cmdline: str = KERNEL_CMDLINE) -> list[str]:
+                 cmdline: str | None = None, arch: str | None = None) -> list[str]:
+    guest = get_arch(arch)
+    cmdline = guest.cmdline if cmdline is None else cmdline
+    board = ",".join(guest.qemu_machine)
     if accel == "kvm":
         machine = ["-accel", "kvm", "-cpu", "host"]
+        if guest.name == "arm64":  # the host's GIC (v3 on most, v2 on a Raspberry Pi)
+            board += ",gic-version=host"
+    elif guest.name == "arm64":
+        # Pointer authentication with QEMU's own cheap algorithm instead of the
+        # architected QARMA (which TCG computes slowly in software).
+        machine = ["-accel", "tcg,thread=multi", "-cpu", "max,pauth-impdef=on"]
     else:
         machine = ["-accel", "tcg,thread=multi", "-cpu", "max"]
     shares = []
@@ -1470,7 +1658,7 @@ def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results
         opts = f"local,path={_opt(path)},mount_tag={tag},security_model=none,multidevs=remap"
         shares += ["-virtfs", opts + (",readonly=on" if readonly else "")]
     return [
-        _qemu_binary(), "-name", "zoo-grader", "-machine", "q35", *machine,
+        _qemu_binary(guest), "-name", "zoo-grader", "-machine", board, *machine,
         "-smp", str(smp), "-m", str(memory),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none",
         "-serial", f"file:{console_log}",
@@ -1485,7 +1673,8 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
          log_path: Path | str | None = None, image: ImagePaths | None = None,
          job_timeout: float | None = None, accel: str | None = None,
          save_journal: bool = False, cache_root: Path | str | None = None,
-         watchdog: Callable[[bool], str | None] | None = None) -> BootResult:
+         watchdog: Callable[[bool], str | None] | None = None,
+         arch: str | None = None) -> BootResult:
     """Boot the guest once: it runs job_dir/run.sh as root and powers off.
 
     job_dir is shared read-only at /mnt/job, submission_dir (None: an empty directory)
@@ -1495,7 +1684,8 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
     job_timeout makes the guest itself stop run.sh after that long (exit status 124),
     keeping the rest of the boot's results. watchdog(job_started) is asked every poll;
     a reason it returns stops QEMU at once (stopped=reason: a guest that stopped
-    reporting, say). Raises VMError if QEMU cannot run at all.
+    reporting, say). Raises VMError if QEMU cannot run at all. arch: the guest's
+    (None: the image's, else the host's).
     """
     job_dir = Path(job_dir).resolve()
     if not (job_dir / "run.sh").is_file():
@@ -1504,10 +1694,14 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
     results_dir.mkdir(parents=True, exist_ok=True)
     console_log = Path(log_path).resolve() if log_path else results_dir / "console.log"
     console_log.parent.mkdir(parents=True, exist_ok=True)
+    if arch is None and image is not None and isinstance(image.manifest.get("recipe"), dict):
+        arch = recipe_arch(image.manifest["recipe"])
+    guest = get_arch(arch)
     if image is None:
-        image = build_image(cache_root, log=lambda msg: print(f"vm: {msg}", file=sys.stderr))
-    accel = accel or detect_accel()
-    cmdline = KERNEL_CMDLINE
+        image = build_image(cache_root, log=lambda msg: print(f"vm: {msg}", file=sys.stderr),
+                            arch=guest.name)
+    accel = accel or detect_accel(guest.name)
+    cmdline = guest.cmdline
     if job_timeout:
         cmdline += f" zoo.job_timeout={max(1, int(job_timeout))}"
     if save_journal:
@@ -1525,7 +1719,7 @@ def boot(job_dir: Path | str, submission_dir: Path | str | None, results_dir: Pa
         console_log.touch()
         qemu_log = Path(tmp) / "qemu.log"
         argv = qemu_command(image, job_dir, submission, results_dir, console_log, accel=accel,
-                            memory=memory, smp=smp, cmdline=cmdline)
+                            memory=memory, smp=smp, cmdline=cmdline, arch=guest.name)
         env = dict(os.environ, TMPDIR=tmp)  # snapshot=on's overlay lives (and dies) here
         start = time.monotonic()
         boot_seconds = None
@@ -1620,11 +1814,12 @@ def _stop(proc: subprocess.Popen) -> None:
 # ---------------------------------------------------------------------------------------
 def _cmd_build(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    if not args.force and cached_image(args.cache):
-        image = cached_image(args.cache)
+    if not args.force and cached_image(args.cache, args.arch):
+        image = cached_image(args.cache, args.arch)
         print(f"vm: cached: {image.dir}")
         return 0
-    image = build_image(args.cache, log=lambda msg: print(f"vm: {msg}"), force=args.force)
+    image = build_image(args.cache, log=lambda msg: print(f"vm: {msg}"), force=args.force,
+                        arch=args.arch)
     print(f"vm: built {image.dir} in {time.monotonic() - started:.1f} s")
     print(f"vm: kernel {image.manifest.get('kernel_version')}, rootfs "
           f"{image.rootfs.stat().st_blocks * 512 / 2**20:.0f} MiB used")
@@ -1633,10 +1828,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     root = Path(args.cache) if args.cache else default_cache_root()
-    image = cached_image(root)
-    print(f"key:       {cache_key()}")
+    image = cached_image(root, args.arch)
+    print(f"arch:      {get_arch(args.arch).name}")
+    print(f"key:       {cache_key(args.arch)}")
     print(f"cache:     {root}")
-    print(f"accel:     {detect_accel()}")
+    print(f"accel:     {detect_accel(args.arch)}")
     print(f"mirror:    {host_mirror()}")
     if image:
         print(f"image:     {image.dir}")
@@ -1656,7 +1852,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    dest, digest = export_image(args.file, args.cache)
+    dest, digest = export_image(args.file, args.cache, args.arch)
     print(f"{digest}  {dest}")
     print(f"vm.py: exported {dest} ({dest.stat().st_size / 2**20:.0f} MiB) in "
           f"{time.monotonic() - started:.1f} s; import it with: python3 grader/vm.py import "
@@ -1678,7 +1874,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not script.is_file():
         print(f"vm: no such script: {script}", file=sys.stderr)
         return 125
-    image = build_image(args.cache, log=lambda msg: print(f"vm: {msg}", file=sys.stderr))
+    image = build_image(args.cache, log=lambda msg: print(f"vm: {msg}", file=sys.stderr),
+                        arch=args.arch)
     results = Path(args.results) if args.results else Path(
         tempfile.mkdtemp(prefix="zoo-results-"))
     with tempfile.TemporaryDirectory(prefix="zoo-job-") as job:
@@ -1688,7 +1885,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             shutil.copy(extra, Path(job) / Path(extra).name)
         result = boot(job, args.submission, results, timeout=args.timeout, memory=args.memory,
                       smp=args.smp, image=image, job_timeout=args.job_timeout,
-                      accel=args.accel, save_journal=args.journal)
+                      accel=args.accel, save_journal=args.journal, arch=args.arch)
     if result.job_log.is_file():
         sys.stdout.write(result.job_log.read_text(errors="replace"))
         sys.stdout.flush()
@@ -1703,6 +1900,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.exit_status if result.exit_status is not None else 125
 
 
+def _arch_name(text: str) -> str:
+    """--arch's type: Debian's name (or uname's) of an architecture the grader knows."""
+    try:
+        return get_arch(text).name
+    except VMError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("vm: "))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_userns"]:  # the build's helper (userns_argv), not a command for people
@@ -1710,6 +1915,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vm.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", help="image cache (default $ZOO_VM_CACHE, else "
                         "$XDG_CACHE_HOME/zookeeper/vm, else ~/.cache/zookeeper/vm)")
+    parser.add_argument("--arch", type=_arch_name, default=None, metavar="ARCH",
+                        help=f"the guest's architecture: {', '.join(ARCHES)} (default: the "
+                        f"host's, {host_arch()}); import takes the image's own")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build", help="build the image (cached)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
