@@ -21,6 +21,12 @@ same packages and configuration, its files owned as in the root build. Or no bui
 all: `export` writes the image into one file that course staff publish, and `import`
 installs it for any user (no root, no subordinate range) after checking its sha256.
 
+Architectures: amd64 (q35) and arm64 (virt), `--arch` (default: the host's), each
+with its own cache key. An arm64 image built on x86_64 (or the reverse) runs the
+guest's maintainer scripts through qemu-user: the host needs a binfmt_misc handler
+with the F flag (apt-get install qemu-user-static binfmt-support); booting needs only
+qemu-system-aarch64 (qemu-system-arm), under TCG.
+
 What the guest provides (see grader/guest/):
   - systemd, cgroup v2 with cpu, memory and pids; a user `student` (uid 1000) with
     subuid/subgid `student:100000:65536`, lingering, so its user manager and session bus
