@@ -177,6 +177,8 @@ class Cleanup:
             except OSError as e:
                 where = f" {e.filename}" if e.filename else ""
                 failures.append(f"failed to clean up{where}: {e.strerror or e}")
+            except Exception as e:  # a bug: the other steps still run, and no traceback
+                failures.append(f"internal error: {e!r}")
         for message in failures:
             warn(f"cleanup: {message}")
 

@@ -35,13 +35,14 @@ LARGEST = (1 << 63) - 1  # the kernel's limits are 64-bit signed numbers
 
 
 def shown(value: str) -> str:
-    """An option's value in a message: '' when empty."""
-    return value or "''"
+    """An option's value in a message: '' when empty, cut short when long."""
+    return (value if len(value) <= 40 else value[:40] + "...") or "''"
 
 
 def is_whole_number(text: str) -> bool:
-    """Only the digits 0-9: str.isdigit() also takes '³' and '５'."""
-    return text.isascii() and text.isdigit()
+    """Only the digits 0-9 (str.isdigit() also takes '³' and '５'), and few enough for a
+    64-bit number (int() refuses more than 4300 digits with an exception)."""
+    return text.isascii() and text.isdigit() and len(text) <= 19
 
 
 class Options:

@@ -52,14 +52,23 @@ def prepare(opts, owner=None) -> "Filesystem":
             os.chmod(fs.upper_dir(), stat.S_IMODE(os.stat(rootfs).st_mode))
             os.mkdir(fs.work_dir(), 0o700)
         if owner != (os.getuid(), os.getgid()):  # root, mapped to its range
-            for path in (fs.mount_point, fs.overlay_dir, fs.upper_dir(), fs.work_dir()):
-                if path and os.path.isdir(path):
-                    os.chown(path, *owner)
+            made = [fs.upper_dir(), fs.work_dir(), fs.overlay_dir] if fs.overlay_dir else []
+            for path in made + [fs.mount_point]:  # children first: then nobody else
+                give_directory(path, owner)      # can put a link among them meanwhile
     except OSError as e:
         fs.remove()
         where = e.filename or TMP_DIR
         raise ZooError(f"failed to create a temporary directory in {where}: {e.strerror}")
     return fs
+
+
+def give_directory(path: str, owner: tuple[int, int]) -> None:
+    """chown a directory we just made, by an fd opened without following links."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, *owner)
+    finally:
+        os.close(fd)
 
 
 def make_locked_mount_point(template: str) -> tuple[str, int]:
@@ -113,12 +122,11 @@ def remove_if_orphaned(path: str, owners: set) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its zookeeper lives
         overlay = f"{path}.overlay"
-        if os.path.isdir(overlay) and not os.path.islink(overlay) \
-                and os.lstat(overlay).st_uid in owners:
+        if os.path.lexists(overlay) and os.lstat(overlay).st_uid in owners:
             remove_tree(overlay)
         os.rmdir(path)
         kernel.explain(f"remove {path}, left by a zookeeper that was killed", "ok")
-    except (OSError, ZooError):
+    except Exception:  # noqa: BLE001  (another run's leftovers never stop this one)
         pass
     finally:
         os.close(fd)
@@ -197,7 +205,8 @@ class Filesystem:
             proc = mount_point_in(root, "proc", new_root)
             if proc is not None:
                 mount_proc(fd_path(proc), f"{new_root}/proc")
-                mask_proc(fd_path(open_beneath(root, "proc", "proc")), f"{new_root}/proc")
+                proc = open_new_mount(root, "proc", new_root, kernel.PROC_SUPER_MAGIC)
+                mask_proc(fd_path(proc), f"{new_root}/proc")
         switch_root(new_root)
         check_old_root_gone(root)
 
@@ -302,6 +311,21 @@ def mount_point_in(root: int, name: str, new_root: str) -> int | None:
     return open_beneath(root, name, f"{new_root}/{name}")
 
 
+def open_new_mount(root: int, name: str, new_root: str, fs_type: int) -> int:
+    """Open root/name again, now that a filesystem is mounted there, and check that it
+    is that filesystem: a mount of its type, not the rootfs.  Another container sharing
+    the rootfs could have renamed the directory meanwhile and put an ordinary one in
+    its place: then the masks and devices would land in the wrong place.  Fail closed."""
+    shown = f"{new_root}/{name}"
+    fd = open_beneath(root, name, shown)
+    with step(f"check what is mounted at {shown}"):
+        same_device = os.fstat(fd).st_dev == os.fstat(root).st_dev
+        if same_device or kernel.sys_fstatfs_type(fd) != fs_type:
+            raise ZooError(f"failed to mount at {shown}: the directory was replaced while "
+                           "zookeeper mounted on it (refused)")
+    return fd
+
+
 def mount_dev(root: int, new_root: str) -> None:
     """A small /dev: a tmpfs holding the host's harmless devices, bound one by one."""
     shown = f"{new_root}/dev"
@@ -311,7 +335,7 @@ def mount_dev(root: int, new_root: str) -> None:
     with step(f"mount a tmpfs at {shown}"):
         kernel.sys_mount("tmpfs", fd_path(target), "tmpfs", kernel.MS_NOSUID | kernel.MS_NOEXEC,
                          "mode=755,size=64k")
-    dev = open_beneath(root, "dev", shown)  # now the tmpfs: new, empty, ours
+    dev = open_new_mount(root, "dev", new_root, kernel.TMPFS_MAGIC)  # new, empty, ours
     for name in DEVICES:
         host = f"/dev/{name}"
         if not os.path.exists(host):
@@ -359,7 +383,7 @@ def mount_sys(root: int, new_root: str) -> None:
         if e.errno in (errno.EPERM, errno.EACCES):
             return  # the container runs with an empty /sys
         raise ZooError(f"failed to mount sysfs at {shown}: {e.strerror}") from None
-    sys_fd = open_beneath(root, "sys", shown)  # now the sysfs: the kernel's own files
+    sys_fd = open_new_mount(root, "sys", new_root, kernel.SYSFS_MAGIC)  # the kernel's files
     mask_paths(fd_path(sys_fd), shown, [], SYS_MASKED_DIRS)
     mount_cgroup(f"{fd_path(sys_fd)}/fs/cgroup")
 
@@ -465,35 +489,94 @@ def switch_root(new_root: str) -> None:
 
 
 def remove_tree(path: str) -> None:
-    """Remove the overlay's directories.  The kernel leaves work/work at mode 000:
-    make our directories searchable first (never following a link the container made)."""
-    import shutil
+    """Remove an overlay's directory, which the container filled as it liked: never
+    following a link it made, however deep it nested, and, run by root, as the tree's
+    owner (the container's root on the host), so that a path swapped for a link can
+    never make root change anything of its own."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):  # a link put in the directory's place
+        os.unlink(path)
+        return
+    if os.geteuid() == 0 and info.st_uid != 0:
+        run_as(info.st_uid, info.st_gid, lambda: delete_tree(path))
+    else:
+        delete_tree(path)
+    if os.path.lexists(path) and os.geteuid() != 0:
+        remove_as_container_root(path)
+    if os.path.lexists(path):
+        raise ZooError(f"failed to remove {path}: files are left in it")
 
-    for dirpath, dirnames, _ in os.walk(path):
-        for name in dirnames:
-            sub = os.path.join(dirpath, name)
+
+def delete_tree(top: str) -> None:
+    """rm -rf top: depth first with a list, not recursion (a container can nest
+    directories thousands deep), never following a symbolic link.  What cannot be
+    removed is left; the caller looks at what remains."""
+    pending = [(top, False)]
+    while pending:
+        path, emptied = pending.pop()
+        if emptied:
             try:
-                st = os.lstat(sub)
-                if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
-                    os.chmod(sub, 0o700)
+                os.rmdir(path)
             except OSError:
                 pass
+            continue
+        make_searchable(path)
+        pending.append((path, True))
+        try:
+            with os.scandir(path) as entries:
+                inside = list(entries)
+        except OSError:
+            continue
+        for entry in inside:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, False))
+            else:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+
+
+def make_searchable(path: str) -> None:
+    """overlayfs leaves work/work at mode 000: chmod our own directories to 0700 before
+    reading them.  Through an O_PATH fd opened without following links (chmod(2) on
+    /proc/self/fd/N reaches exactly that directory: there is no lchmod on Linux)."""
     try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.chmod(fd_path(fd), 0o700)
+    except OSError:
         pass
-    except PermissionError:
-        if os.getuid() == 0:
-            raise ZooError(f"failed to remove {path}: {os.strerror(errno.EACCES)}") from None
-        remove_as_container_root(path)
+    finally:
+        os.close(fd)
+
+
+def run_as(uid: int, gid: int, work) -> None:
+    """Run work() in a child process that has only uid and gid (setresuid(2))."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            work()
+            status = 0
+        finally:
+            os._exit(status)
+    os.waitpid(pid, 0)
 
 
 def remove_as_container_root(path: str) -> None:
     """Files the container gave to its other users (our subordinate ids) are not ours
     to delete on the host: delete them from a new user namespace with the container's
     id maps, where we are root over them again (user_namespaces(7))."""
-    import shutil
-
     import idmap
 
     maps = idmap.find_id_maps()
@@ -508,7 +591,7 @@ def remove_as_container_root(path: str) -> None:
             kernel.sys_unshare(kernel.CLONE_NEWUSER)
             os.write(ready_write, b"1")
             if os.read(go_read, 1) == b"1":
-                shutil.rmtree(path, ignore_errors=True)
+                delete_tree(path)
                 status = 0
         finally:
             os._exit(status)

@@ -51,14 +51,43 @@ def cache_head(key: bytes, program: bytes) -> bytes:
     return key + f" program-crc32={zlib.crc32(program):08x}".encode()
 
 
+def open_cache_directory(path: str, make: bool = False) -> int | None:
+    """An fd of the cache's directory (zookeeper/ in the cache home), opened without
+    following a link, if it is a directory of ours that nobody else may write; None
+    otherwise.  Every file operation then goes through it (openat(2), renameat(2)):
+    a link someone put on the way cannot lead our writes into their directory."""
+    directory = os.path.dirname(path)
+    try:
+        if make and ours(os.path.dirname(directory)):  # root with a user's HOME: not ours
+            os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                pass
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        os.close(fd)
+        return None
+    return fd
+
+
 def read_cached_program(path: str, key: bytes) -> bytes | None:
     """The cached program if the file is a regular file of ours that nobody else may
     write, small, for this key, and whole; None otherwise, never waiting: a FIFO
     planted there (in a shared XDG_CACHE_HOME, say) must not block the start."""
+    directory = open_cache_directory(path)
+    if directory is None:
+        return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC, dir_fd=directory)
     except OSError:
         return None
+    finally:
+        os.close(directory)
     try:
         info = os.fstat(fd)
         if (not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid()
@@ -76,35 +105,44 @@ def read_cached_program(path: str, key: bytes) -> bytes | None:
 
 
 def forget_cached_program() -> None:
-    """Remove the cache file (the kernel refused its program), if it is a file."""
+    """Remove the cache file (the kernel refused its program), if it is a file of ours."""
     path = cache_path()
+    directory = open_cache_directory(path) if path else None
+    if directory is None:
+        return
+    name = os.path.basename(path)
     try:
-        if path and stat.S_ISREG(os.lstat(path).st_mode):
-            os.unlink(path)
+        if stat.S_ISREG(os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=directory)
     except OSError:
         pass
+    finally:
+        os.close(directory)
 
 
 def write_cached_program(path: str, key: bytes, program: bytes) -> None:
     """Write the cache, whole or not at all (a new file renamed over the old one).
     A cache that cannot be written is no error: the next run builds the filter again."""
-    directory = os.path.dirname(path)
-    temporary = f"{path}.{os.getpid()}"
+    directory = open_cache_directory(path, make=True)
+    if directory is None:
+        return  # not a directory of ours alone: leave it be
+    name = os.path.basename(path)
+    temporary = f"{name}.{os.getpid()}"
     try:
-        if not ours(directory):
-            return  # say, root with a user's HOME: leave their directory alone
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o600, dir_fd=directory)
         with os.fdopen(fd, "wb") as f:
             f.write(cache_head(key, program) + b"\n" + program)
-        os.replace(temporary, path)
+        os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
     except OSError as e:
         kernel.explain_error(f"cache the seccomp program in {path}", e)
         try:
-            os.unlink(temporary)
+            os.unlink(temporary, dir_fd=directory)
         except OSError:
             pass
         return
+    finally:
+        os.close(directory)
     kernel.explain(f"cache the seccomp program in {path}", "ok")
 
 

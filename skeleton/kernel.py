@@ -489,6 +489,20 @@ def sys_openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
                  "openat2(2)", started)
 
 
+# statfs(2)'s f_type of the filesystems zookeeper mounts (<linux/magic.h>).
+TMPFS_MAGIC = 0x01021994
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+
+
+def sys_fstatfs_type(fd: int) -> int:
+    """fstatfs(2): the type of the filesystem fd is on (struct statfs's first field)."""
+    started = time.monotonic()
+    buffer = (ctypes.c_long * 16)()  # struct statfs: 120 bytes on 64-bit Linux
+    check(libc.fstatfs(fd, buffer), lambda: f"fstatfs({fd})", "statfs(2)", started)
+    return buffer[0]
+
+
 def sys_unshare(flags: int) -> None:
     """unshare(2): move the caller into new namespaces (CLONE_NEW* flags)."""
     started = time.monotonic()

@@ -464,6 +464,9 @@ class Matcher:
     def step_pivot_root(self, s):
         self.paths(s, "pivot_root")
 
+    def step_fstatfs(self, s):  # strace shows the struct, the line only the fd
+        self.simple(s, "fstatfs", lambda e, a: e[0] == a[0])
+
     def step_chdir(self, s):
         self.paths(s, "chdir")
 
@@ -622,12 +625,14 @@ class Matcher:
         path = m.group(1)
         if s.result != "ok":
             raise Mismatch("a failed cache write has no mapping yet")
-        self.find(s, "rename", lambda c: c_string(c.args[1]) == path and c_string(c.args[0])
-                  == f"{path}.{s.pid}" and c.ret == 0)
+        name = path.rsplit("/", 1)[1]  # renameat(2) in the cache's directory, by its fd
+        self.find(s, "renameat", lambda c: c_string(c.args[3]) == name and c_string(c.args[1])
+                  == f"{name}.{s.pid}" and c.args[0] == c.args[2] and c.ret == 0)
 
     def cache_read(self, s, m):  # read the seccomp program cached in PATH = N instructions
         path, size = m.group(1), 8 * int(s.result.split()[0])
-        i = self.find(s, "openat", lambda c: c_string(c.args[1]) == path and c.errno is None)
+        name = path.rsplit("/", 1)[1]  # opened in the cache's directory, by its fd
+        i = self.find(s, "openat", lambda c: c_string(c.args[1]) == name and c.errno is None)
         fd = str(self.run.calls[s.pid][i].ret)
         self.find(s, "read", lambda c: c.args[0] == fd and c.ret > size)
 

@@ -337,3 +337,66 @@ def test_root_sigkill_with_a_veth_the_next_run_removes_the_bridge(root_runner: R
     assert not ours & veths()
     assert root_runner.zookeeper(6, "-n", "true").returncode == 0
     assert not bridge()
+
+
+# Found in review: cleanup and the cache against links and depth ---------------------
+
+
+def test_root_never_follows_a_swapped_overlay_dir(root_runner: Runner, tmp_path):
+    """An overlay dir swapped for a link to a root-owned tree (by any root container:
+    they share one host uid): cleanup removes the link, never chmods or deletes there."""
+    from conftest import part_modules
+
+    victim = tmp_path / "victim"
+    (victim / "a" / "b").mkdir(parents=True)
+    for d in (victim, victim / "a", victim / "a" / "b"):
+        d.chmod(0o755)
+    link = tmp_path / "zoo.abcdef.overlay"
+    link.symlink_to(victim)
+    sticky = root_runner.fresh_dir()  # a /tmp of its own, where the overlay dirs go
+    sticky.chmod(0o1777)
+    inner = sticky / "zoo.ghijkl.overlay"
+    (inner / "upper").mkdir(parents=True)
+    os.chown(inner, *root_runner.inside)
+    (inner / "upper" / "escape").symlink_to(victim)
+    os.chown(inner / "upper", *root_runner.inside)
+    os.lchown(inner / "upper" / "escape", *root_runner.inside)
+    with part_modules(4, "rootfs") as m:
+        m.rootfs.remove_tree(str(link))
+        m.rootfs.remove_tree(str(inner))
+    assert not link.exists() and not link.is_symlink() and not inner.exists()
+    assert all(oct(d.stat().st_mode & 0o777) == "0o755"
+               for d in (victim, victim / "a", victim / "a" / "b"))
+
+
+def test_a_tree_thousands_deep_is_removed(runner: Runner, rootfs_for):
+    """A container that nests directories 1500 deep in its overlay: its zookeeper still
+    cleans up in one piece, without a traceback, and so does the next run."""
+    before = own_temp_dirs(runner.inside[0])
+    done = runner.zookeeper(4, "-o", "-r", str(rootfs_for(runner)), "sh", "-c",
+                            "cd /; i=0; while [ $i -lt 1500 ]; do mkdir a; cd a; "
+                            "i=$((i+1)); done; echo deep", timeout=300)
+    assert done.returncode == 0 and done.stdout == "deep\n", done.stderr
+    assert "Traceback" not in done.stderr
+    assert own_temp_dirs(runner.inside[0]) <= before
+
+
+@pytest.mark.parametrize("option", ["-m", "-p", "-c"])
+def test_a_number_of_five_thousand_digits_is_one_short_line(runner: Runner, option):
+    done = runner.zookeeper(1, option, "1" + "0" * 5000, "true")
+    assert done.returncode == 125
+    assert len(done.stderr.splitlines()) == 1 and len(done.stderr) < 200, done.stderr[:300]
+
+
+def test_root_never_writes_its_cache_through_a_users_link(root_runner: Runner,
+                                                         user_runner: Runner):
+    """A shared cache home where another user made zookeeper/ a link to their own
+    directory: root neither writes nor removes anything there, and runs normally."""
+    shared = root_runner.fresh_dir()
+    shared.chmod(0o1777)
+    victim = user_runner.fresh_dir()
+    link = shared / "zookeeper"
+    subprocess.run(user_runner.command(["ln", "-s", str(victim), str(link)]), check=True)
+    done = root_runner.zookeeper(3, "true", env={"XDG_CACHE_HOME": str(shared)})
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(victim) == [] and link.is_symlink()
