@@ -129,6 +129,7 @@ def run_container(opts, ignored=frozenset()) -> int:
         # On a failure from here on, the child dies first, before anything it uses
         # is taken away.
         cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
+        cleanup.add(watch_over(pid))
         forward_signals_to(pid, ignored)
         idmap.write_id_maps(pid, container.id_maps)
         # STUDENT CODE BELOW (q2)
@@ -211,6 +212,40 @@ class Cleanup:
                 failures.append(f"internal error: {e!r}")
         for message in failures:
             warn(f"cleanup: {message}")
+
+
+def watch_over(pid: int):
+    """A watcher process that kills the container if zookeeper dies; returns its stop.
+
+    The child asks the kernel for that itself (die_with_parent), but the kernel
+    forgets it when the command changes its uid (prctl(2)): `su`, a daemon dropping
+    root, or a command that simply unsets it.  So a small process of ours, outside
+    the container where nothing inside can reach it, waits for zookeeper to go (the
+    pipe's other end closes with it) and then SIGKILLs the container, through a pidfd
+    (pidfd_open(2)): never another process that got its pid number meanwhile.
+    """
+    pidfd = os.pidfd_open(pid)
+    alive_read, alive_write = os.pipe()
+    watcher = os.fork()  # its signals stay blocked: Ctrl-C cannot end it (zookeeper.py)
+    if watcher == 0:
+        keep = sorted((pidfd, alive_read))
+        os.closerange(3, keep[0])  # nothing of ours: the child must see its pipes close
+        os.closerange(keep[0] + 1, keep[1])
+        os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
+        try:
+            os.read(alive_read, 1)  # end of file: zookeeper is gone, or done
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass  # the container is gone already
+        os._exit(0)
+    os.close(alive_read)
+    os.close(pidfd)
+
+    def stop() -> None:
+        os.close(alive_write)
+        os.waitpid(watcher, 0)
+
+    return stop
 
 
 def kill_if_running(pid: int) -> None:

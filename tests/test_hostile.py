@@ -400,3 +400,29 @@ def test_root_never_writes_its_cache_through_a_users_link(root_runner: Runner,
     done = root_runner.zookeeper(3, "true", env={"XDG_CACHE_HOME": str(shared)})
     assert done.returncode == 0, done.stderr
     assert os.listdir(victim) == [] and link.is_symlink()
+
+
+def running(marker: str) -> bool:
+    return bool(subprocess.run(["pgrep", "-f", f"^{marker}$"], capture_output=True).stdout)
+
+
+@pytest.mark.parametrize("part", [2, 4])
+def test_a_command_that_changes_uid_still_dies_with_zookeeper(runner: Runner, part):
+    """The kernel forgets PR_SET_PDEATHSIG when a process changes its uid (su, a daemon
+    dropping root): zookeeper's watcher kills the container anyway."""
+    marker = f"sleep {5000 + os.getpid() % 1000 + part}"
+    code = f"import os; os.setresuid(1, 1, 1); os.execvp('sleep', {marker.split()!r})"
+    zk = runner.popen(part, runner.python, "-c", code, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not running(marker):
+            assert time.monotonic() < deadline and zk.poll() is None, "it did not start"
+            time.sleep(0.05)
+    finally:
+        zk.kill()
+        zk.wait(10)
+    deadline = time.monotonic() + 5
+    while running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(marker), "the container outlived zookeeper"
