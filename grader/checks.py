@@ -45,10 +45,11 @@ def selected(parts=None, only=None, public=False) -> list:
 # (z.zk(..., timeout=N)), times the runner's --timeout-scale (6 under TCG), plus the
 # wait before a signal it is sent.  A command that reaches it fails the check, whatever
 # it printed.  Measured under TCG (2 vCPUs, 2026-11-22), the references' slowest plain
-# command took 1.6 s and the root veth run 3.0 s (limit 24 s); the memory hog 9.4 s
-# (90 s), the CPU burn 4.9 s (60 s); locally each is a small fraction of its limit.  A
-# zookeeper that never returns costs a check about its first command's limit: with
-# every check hanging, ~15 minutes under TCG instead of hours.
+# command took 1.6 s and the root veth run 3.0 s (limit 24 s); the memory hog with its
+# control 15.8 s (90 s), the CPU burn 4.9 s (60 s); locally each is a small fraction of
+# its limit.  A zookeeper that never returns costs a check about its first command's
+# limit (a part 6 that waits for slirp4netns forever: 26, 92, 25 and 25 s in the VM):
+# with every check hanging, ~15 minutes under TCG instead of hours.
 COMMAND_SECONDS = 4
 
 SEGFAULT = "import ctypes; ctypes.string_at(0)"

@@ -27,6 +27,9 @@ sys.path.insert(0, str(HERE))
 import checks  # noqa: E402
 
 PART_GLOB = "part{}_*"
+# How long the runner keeps killing what a command left (a process blocked in the
+# kernel dies only when it wakes): then it goes on without it.
+KILL_SECONDS = 5.0
 # After a command is killed at its timeout, how long its output pipes may stay open
 # (held by a process outside its process group) before the check goes on without them.
 PIPE_GRACE_SECONDS = 10
@@ -219,10 +222,12 @@ class Context:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            # All it started, found while its tree is whole (slirp4netns has a session
-            # of its own, and may hold the output pipes open), then its group.
+            # Its group first, at once and before any look at /proc: a fork bomb
+            # leaves this process little CPU, and outruns killing by pid.  Then the
+            # rest of what it started (slirp4netns has a session of its own, and may
+            # hold the output pipes open), orphans that came back to this subreaper.
+            kill_group(proc)
             kill_all(lambda: self.ours() - before.processes)
-            kill_group(proc.pid)
             out, err = finish_killed(proc)
         run = Run(argv, proc.returncode, out.decode(errors="replace"),
                   err.decode(errors="replace"), time.monotonic() - started, timed_out)
@@ -462,12 +467,15 @@ def become_subreaper() -> None:
 
 def reap_orphans() -> None:
     """Collect the exit status of orphans reparented to this process (a subreaper):
-    subprocess waits only for the commands it started."""
-    for pid in children_of(os.getpid(), process_table()):
+    subprocess waits only for the commands it started, and they have ended (or
+    been killed) when this is called."""
+    while True:
         try:
-            os.waitpid(pid, os.WNOHANG)
+            pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            pass
+            return
+        if pid == 0:
+            return
 
 
 def owned_by(paths: set[str], uid: int) -> set[str]:
@@ -507,39 +515,58 @@ def finish_killed(proc: subprocess.Popen) -> tuple[bytes, bytes]:
         return e.stdout or b"", (e.stderr or b"") + note
 
 
-def kill_group(pgid: int) -> None:
-    """Kill a command's process group, again and again while it still forks, until
-    none of it runs (its leader, our child, stays a zombie until waited for)."""
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill a command's process group, again and again while it still forks.  Its
+    members' zombies keep the group alive: the leader is reaped (proc.poll), then
+    the others, orphans that came back to this process (a subreaper)."""
     for _ in range(200):
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             return
-        if not any(p.pgid == pgid and p.state not in "ZX"
-                   for p in process_table().values()):
-            return
         time.sleep(0.02)
+        if proc.poll() is not None:  # never before: waitid could take the leader
+            reap_group(proc.pid)
 
 
-def kill_all(find) -> list[str]:
-    """Kill the processes find() names, by pid, until it names none (a fork bomb
-    makes more meanwhile); returns the first ones found, described."""
-    found = []
-    for round_ in range(100):
-        pids = find()
-        if not pids:
-            break
-        if round_ == 0:
-            found = [f"{pid} ({command_line(pid)[:60]})" for pid in sorted(pids)]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+def reap_group(pgid: int) -> None:
+    while True:
+        try:
+            if os.waitid(os.P_PGID, pgid, os.WEXITED | os.WNOHANG) is None:
+                return
+        except ChildProcessError:
+            return
+
+
+def kill_all(find, seconds: float = KILL_SECONDS) -> list[str]:
+    """Kill the running processes find() names, by pid, until it names none (a fork
+    bomb makes more meanwhile) or for so many seconds (a process in uninterruptible
+    sleep dies only when it wakes); returns what it named first, described."""
+    deadline = time.monotonic() + seconds
+    pids = find()
+    found = describe(pids)
+    while pids and time.monotonic() < deadline:
+        kill_pids(pids)
         time.sleep(0.02)
         reap_orphans()
+        pids = find()
     reap_orphans()
     return found
+
+
+def describe(pids, shown: int = 5) -> list[str]:
+    """'PID (command line)' for the first few: reading a command line waits while
+    the process forks, and a fork bomb's are all alike."""
+    said = [f"{pid} ({command_line(pid)[:60]})" for pid in sorted(pids)[:shown]]
+    return said + ([f"{len(pids) - shown} more"] if len(pids) > shown else [])
+
+
+def kill_pids(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def remove_temp_dirs(paths: set[str]) -> list[str]:

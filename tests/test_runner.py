@@ -100,7 +100,7 @@ def test_output_held_open_after_the_kill_does_not_stall_the_check(tmp_path, monk
     """A process the runner cannot find (as if it escaped through a systemd unit)
     keeps stdout open: the check goes on after the grace, with what came so far."""
     monkeypatch.setattr(runner, "PIPE_GRACE_SECONDS", 1)
-    monkeypatch.setattr(runner, "kill_all", lambda find: [])
+    monkeypatch.setattr(runner.Context, "ours", lambda self: set())
     pidfile = tmp_path / "escaped.pid"
     script = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & echo started; sleep 60"
     started = time.monotonic()
