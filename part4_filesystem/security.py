@@ -118,6 +118,10 @@ def compile_seccomp_filter() -> bytes:
     seccomp_filter = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for what, name, matches, err in SYSCALLS_TO_REFUSE:
         number = syscall_number(pyseccomp, name)
+        if number is None:
+            kernel.explain(f"seccomp_rule_add(..., {name})", f"skipped: no {name} on "
+                           f"{os.uname().machine}", "seccomp_rule_add(3)")
+            continue
         args = [pyseccomp.Arg(index, pyseccomp.MASKED_EQ, mask, value)
                 for index, mask, value in matches]
         with step(f"add the seccomp rule against {what} ({name})"):
@@ -144,12 +148,22 @@ def shown_match(index: int, mask: int, value: int) -> str:
     return f"arg{index} & {number(mask)} == {number(value)}"
 
 
-def syscall_number(pyseccomp, name: str) -> int:
+def syscall_number(pyseccomp, name: str) -> int | None:
+    """This machine's number for the call, or None when this architecture has no
+    such call (aarch64 has no chmod: only fchmodat, which has its own rule).
+    libseccomp answers -1 for a name it does not know (a call newer than it: then
+    kernel.py's table), and a number of its own below -10000 for a call that other
+    architectures have and this one does not."""
     try:
         number = pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name)
     except (OSError, ValueError):
         number = -1
+    if number <= NOT_ON_THIS_ARCHITECTURE:
+        return None
     return number if number >= 0 else kernel.syscall_number(name)
+
+
+NOT_ON_THIS_ARCHITECTURE = -10000  # libseccomp's __PNR_* pseudo numbers lie below
 
 
 LOAD_STEP = "load the seccomp filter"
