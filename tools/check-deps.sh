@@ -195,11 +195,11 @@ need_rootfs_debian() {
 
 need_run() {
     need_python
-    # kernel.py names system calls by their x86_64 numbers (clone 56, pivot_root 155...).
+    # kernel.py knows the system call numbers of x86_64 and aarch64 (SYSCALL_NUMBERS).
     arch=$(uname -m)
-    if once arch && [ "$arch" != x86_64 ]; then
-        say "this machine is $arch: the parts run on x86_64 only for now" \
-            "(README.txt 1.1: a Linux x86_64 machine or VM)"
+    if once arch && [ "$arch" != x86_64 ] && [ "$arch" != aarch64 ]; then
+        say "this machine is $arch: the parts run on x86_64 and aarch64 only" \
+            "(README.txt 1.1: a Linux x86_64 or arm64 machine or VM)"
     fi
     need_cmd newuidmap uidmap
     need_cmd newgidmap uidmap
@@ -220,7 +220,11 @@ need_test() {
 # a user namespace (grader/vm.py build).
 need_grade() {
     need_python
-    need_cmd qemu-system-x86_64 qemu-system-x86
+    if [ "$(uname -m)" = aarch64 ]; then
+        need_cmd qemu-system-aarch64 qemu-system-arm
+    else
+        need_cmd qemu-system-x86_64 qemu-system-x86
+    fi
     if [ "$(id -u)" -eq 0 ]; then
         need_cmd debootstrap debootstrap
     else
