@@ -42,7 +42,23 @@ def host_snapshot() -> dict:
 
 
 def own_temp_dirs(uid: int) -> set:
-    return {p for p in Path("/tmp").glob("zoo.*") if p.lstat().st_uid == uid}
+    found = set()
+    for path in Path("/tmp").glob("zoo.*"):
+        try:
+            if path.lstat().st_uid == uid:
+                found.add(path)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def left_behind(uid: int, before: set, seconds: float = 5) -> set:
+    """Temporary dirs of uid that were not there before and stay: another run of the
+    same user's (root's containers all share one uid) may be starting meanwhile."""
+    deadline = time.monotonic() + seconds
+    while (new := own_temp_dirs(uid) - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return new
 
 
 @pytest.fixture
@@ -111,7 +127,9 @@ def test_an_fd_open_in_the_caller_does_not_reach_the_command(runner: Runner, par
 def test_the_command_starts_with_default_signals_and_no_mask(runner: Runner, part):
     done = runner.zookeeper(part, "cat", "/proc/self/status")
     assert done.returncode == 0, done.stderr
-    assert status_field(done.stdout, "SigIgn") == 0
+    # What the caller ignores may stay (make ignores glibc's signals 32 and 33, say);
+    # Python's own SIGPIPE and SIGXFSZ may not.
+    assert not status_field(done.stdout, "SigIgn") & (bit("SIGPIPE") | bit("SIGXFSZ"))
     assert status_field(done.stdout, "SigBlk") == 0
     piped = runner.zookeeper(part, "sh", "-c", "yes | head -1")
     assert piped.stdout == "y\n" and piped.stderr == "", piped.stderr
@@ -168,15 +186,30 @@ def test_sigkill_ends_the_container_and_the_next_run_sweeps(runner: Runner, own_
 def test_a_signal_during_start_leaves_nothing_and_no_traceback(runner: Runner, own_rootfs,
                                                               signum):
     before = own_temp_dirs(runner.inside[0])
-    for delay in (0.0, 0.02, 0.05, 0.08, 0.12, 0.2):
+    for delay in (0.0, 0.005, 0.01, 0.02, 0.05, 0.1):
         zk = runner.popen(4, "-r", str(own_rootfs), "-P", "sleep", "30",
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # From zookeeper.py's first line on (signals held): before it, the signal meets
+        # Python's own start-up, where nothing of zookeeper's exists yet.
+        wait_until_blocked(zk.pid, signum)
         time.sleep(delay)
         os.kill(zk.pid, signum)  # setpriv execs: this is zookeeper itself
         out, err = zk.communicate(timeout=30)
         assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
         assert zk.returncode != 0
-    assert own_temp_dirs(runner.inside[0]) <= before
+    assert not left_behind(runner.inside[0], before)
+
+
+def wait_until_blocked(pid: int, signum: int, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if status_field(f.read(), "SigBlk") & (1 << (signum - 1)):
+                    return
+        except (OSError, AssertionError):
+            return  # gone already
+        time.sleep(0.001)
 
 
 # Root in the container is not root of the host -------------------------------------
@@ -238,7 +271,7 @@ def test_bad_input_is_one_line_with_its_status(runner: Runner, part, args, statu
     err = done.stderr.decode()
     assert done.returncode == status, err
     assert len(err.splitlines()) == 1 and err.startswith(line), err
-    assert own_temp_dirs(runner.inside[0]) <= before
+    assert not left_behind(runner.inside[0], before)
 
 
 @pytest.mark.parametrize("command,status", [(["sh", "-c", "exit 3"], 3),
@@ -378,7 +411,7 @@ def test_a_tree_thousands_deep_is_removed(runner: Runner, rootfs_for):
                             "i=$((i+1)); done; echo deep", timeout=300)
     assert done.returncode == 0 and done.stdout == "deep\n", done.stderr
     assert "Traceback" not in done.stderr
-    assert own_temp_dirs(runner.inside[0]) <= before
+    assert not left_behind(runner.inside[0], before)
 
 
 @pytest.mark.parametrize("option", ["-m", "-p", "-c"])
