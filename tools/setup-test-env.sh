@@ -20,7 +20,8 @@ missing=""
 # The benchmark's references too: bubblewrap, runc, crun, iperf3, passt (pasta).
 for pkg in uidmap slirp4netns busybox-static iproute2 python3-venv qemu-system-x86 \
            qemu-utils debootstrap e2fsprogs cpio util-linux procps kmod \
-           bubblewrap runc crun iperf3 passt mmdebstrap strace; do
+           bubblewrap runc crun iperf3 passt mmdebstrap strace \
+           qemu-system-arm qemu-user-static binfmt-support; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then
@@ -54,4 +55,10 @@ grep -q "^root:" /etc/subuid || echo "root:300000:65536" >> /etc/subuid
 grep -q "^root:" /etc/subgid || echo "root:300000:65536" >> /etc/subgid
 id zoonosub >/dev/null 2>&1 || useradd --no-create-home --shell /bin/sh zoonosub
 sed -i '/^zoonosub:/d' /etc/subuid /etc/subgid
+# The arm64 guest's image runs its packages' scripts through qemu-user: binfmt_misc
+# must be mounted (systemd does it; a bare VM may not) and qemu-aarch64 enabled.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+update-binfmts --enable qemu-aarch64 2>/dev/null || true
 echo "setup-test-env: ready (venv $VENV, user $TEST_USER: $(grep "^$TEST_USER:" /etc/subuid))"
