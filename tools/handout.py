@@ -93,11 +93,15 @@ demo: setup rootfs
 
 # In the grader's VM when its image is here or can be had (imported from VM_IMAGE, or
 # built as you: ~2 minutes, once); else on this machine (--local), saying why.
+# The grader's VM is this machine's architecture: x86_64 or aarch64 (arm64).
+QEMU = qemu-system-$(shell uname -m)
+QEMU_PACKAGE = $(if $(filter aarch64,$(shell uname -m)),qemu-system-arm,qemu-system-x86)
+
 check: | setup
 \t@mkdir -p $(BUILD)
 \t@why=""; \\
-\tif ! command -v qemu-system-x86_64 >/dev/null; then \\
-\t    why="no qemu-system-x86_64 here: sudo apt-get install qemu-system-x86"; \\
+\tif ! command -v $(QEMU) >/dev/null; then \\
+\t    why="no $(QEMU) here: sudo apt-get install $(QEMU_PACKAGE)"; \\
 \telif [ -n "$(VM_IMAGE)" ] && ! $(PYTHON) grader/vm.py import "$(VM_IMAGE)" \\
 \t        --sha256 "$(VM_SHA256)" > $(BUILD)/vm.log 2>&1; then \\
 \t    why=$$(tail -n 1 $(BUILD)/vm.log); \\
