@@ -273,6 +273,9 @@ def test_make_check_without_qemu_says_why_and_checks_here(handout_dir, shared_tm
             " qemu-system-x86" + LOCAL) in done.stdout
     assert "Part 1 score: 0/" in done.stdout
     assert "q1 (part 1) is not implemented yet" in done.stdout
+    public = sum(c.points for c in checks.CHECKS if c.public)
+    assert (f"make check: these are the public checks, {public} of the course's 100 points; "
+            f"the hidden checks' {100 - public} are graded after the deadline") in done.stdout
 
 
 def test_make_check_with_a_wrong_image_hash_says_why_and_checks_here(handout_dir, shared_tmp):

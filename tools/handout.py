@@ -110,11 +110,14 @@ check: | setup
 \t    $(PYTHON) grader/vm.py build > $(BUILD)/vm.log 2>&1 || why=$$(tail -n 1 $(BUILD)/vm.log); \\
 \tfi; \\
 \tif [ -z "$$why" ]; then \\
-\t    $(PYTHON) grader/grade . --public; \\
+\t    $(PYTHON) grader/grade . --public; status=$$?; \\
 \telse \\
 \t    echo "make check: no VM ($$why): the public checks run on this machine (--local)"; \\
-\t    $(PYTHON) grader/grade . --local --public; \\
-\tfi
+\t    $(PYTHON) grader/grade . --local --public; status=$$?; \\
+\tfi; \\
+\techo "make check: these are the public checks, @PUBLIC@ of the course's @TOTAL@" \\
+\t    "points; the hidden checks' @HIDDEN@ are graded after the deadline"; \\
+\texit $$status
 
 diff:
 \t@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
@@ -199,7 +202,18 @@ def write_handout(out: Path) -> None:
     (out / "grader" / "checks.py").write_text(
         public_checks_source((ROOT / "grader" / "checks.py").read_text()))
     (out / "README.txt").write_text(readme_without_answers((ROOT / "README.txt").read_text()))
-    (out / "Makefile").write_text(MAKEFILE)
+    (out / "Makefile").write_text(makefile())
+
+
+def makefile() -> str:
+    """The handout's Makefile, with the public and hidden points of the checks."""
+    sys.path.insert(0, str(ROOT / "grader"))
+    import checks
+
+    public = sum(c.points for c in checks.CHECKS if c.public)
+    total = sum(c.points for c in checks.CHECKS)
+    return (MAKEFILE.replace("@PUBLIC@", str(public)).replace("@TOTAL@", str(total))
+            .replace("@HIDDEN@", str(total - public)))
 
 
 def main(argv=None) -> int:
