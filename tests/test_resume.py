@@ -1,0 +1,191 @@
+"""grade CLASS_DIR --resume / --student / --list-work: a class run that was stopped
+goes on without regrading what was done; one student is regraded alone; the CSV is
+rebuilt from every student's OUT/NAME/grading.json, equal to a straight run's.
+
+The first tests fake the VM (as tests/test_grader.py does); the last one is real:
+three submissions graded --local (part 1) as the test user, the grade process
+SIGTERMed once the first student's grading is complete, then resumed.
+"""
+
+import csv
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PARTS, ROOT, TEST_USER, VENV_PYTHON, copy_parts, have_test_user
+from test_grader import all_of_part1, grade, make_submission  # noqa: F401  (a fixture)
+
+GRADE = ROOT / "grader" / "grade"
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    with open(path, newline="") as f:
+        return {row["submission"]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture
+def a_class(grade, tmp_path):  # noqa: F811
+    class_dir = tmp_path / "class"
+    for name in ("alice", "bob", "carol"):
+        make_submission(class_dir / name)
+    (class_dir / "notes.txt").write_text("not a submission\n")
+    grade.fake_vm.update(alice=(all_of_part1(), ""), bob=(all_of_part1("fail"), ""),
+                         carol=(all_of_part1(), ""))
+    return class_dir
+
+
+def test_resume_grades_only_what_is_not_done(grade, a_class, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    straight = tmp_path / "straight"
+    assert grade.main([str(a_class), "--part", "1", "--out", str(straight)]) == 2  # notes.txt
+    grade.vm_calls.clear()
+    # As if stopped during carol: alice's and bob's gradings complete, carol's half done.
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out),
+                       "--student", "alice", "--student", "bob"]) == 0
+    (out / "carol").mkdir()
+    (out / "carol" / "results.json").write_text("{")
+    assert read_csv(out / "scores.csv")["carol"]["status"].startswith("not graded")
+    grade.vm_calls.clear()
+    capsys.readouterr()
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out), "--resume"]) == 2
+    assert grade.vm_calls == ["carol"]
+    said = capsys.readouterr().out
+    assert "alice: 15/15 (ok): graded before" in said and "carol: 15/15 (ok)\n" in said
+    assert (out / "scores.csv").read_text() == (straight / "scores.csv").read_text()
+    # Nothing left to do: nothing graded, the same CSV.
+    grade.vm_calls.clear()
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out), "--resume"]) == 2
+    assert grade.vm_calls == []
+    assert (out / "scores.csv").read_text() == (straight / "scores.csv").read_text()
+
+
+def test_changed_content_or_selection_is_graded_again(grade, a_class, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    grade.main([str(a_class), "--part", "1", "--out", str(out)])
+    grade.vm_calls.clear()
+    (a_class / "bob" / "part1_x" / "zookeeper.py").write_text("# changed\n")
+    grade.main([str(a_class), "--part", "1", "--out", str(out), "--resume"])
+    assert grade.vm_calls == ["bob"]
+    grade.vm_calls.clear()
+    grade.main([str(a_class), "--part", "1", "--public", "--out", str(out), "--resume"])
+    assert grade.vm_calls == ["alice", "bob", "carol"]  # another selection of checks
+    record = json.loads((out / "alice" / "grading.json").read_text())
+    assert record["selection"]["checks"] == [c.id for c in grade.checks.CHECKS
+                                             if c.part == 1 and c.public]
+    assert len(record["content"]) == 64 and record["status"] == "ok"
+
+
+def test_one_student_regraded_the_rest_kept(grade, a_class, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    grade.main([str(a_class), "--part", "1", "--out", str(out)])
+    before = read_csv(out / "scores.csv")
+    assert before["bob"]["score"] == "12"
+    grade.vm_calls.clear()
+    grade.fake_vm["bob"] = (all_of_part1(), "")  # say, a check fixed for bob
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out),
+                       "--only-student", "bob"]) == 0
+    assert grade.vm_calls == ["bob"]
+    after = read_csv(out / "scores.csv")
+    assert after["bob"]["score"] == "15"
+    assert {n: r for n, r in after.items() if n != "bob"} == {
+        n: r for n, r in before.items() if n != "bob"}
+    assert grade.main([str(a_class), "--student", "dave", "--out", str(out)]) == 2
+
+
+def test_list_work_prints_one_command_per_student_left(grade, a_class, tmp_path,  # noqa: F811
+                                                     capsys):
+    out = tmp_path / "out"
+    select = ["--part", "1", "--only", "exit status is the container's"]
+    grade.main([str(a_class), *select, "--out", str(out), "--student", "alice"])
+    capsys.readouterr()
+    assert grade.main([str(a_class), *select, "--out", str(out), "--list-work",
+                       "--resume"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [shlex.split(line)[2:5] for line in lines] == [
+        ["--student", "bob", "--no-csv"], ["--student", "carol", "--no-csv"]]
+    argv = shlex.split(lines[0])
+    assert argv[:2] == [str(GRADE), str(a_class)] and select[-1] in argv
+    # A command of the list writes bob's files, not the CSV.
+    (out / "scores.csv").unlink()
+    assert grade.main(argv[1:]) == 0
+    assert (out / "bob" / "grading.json").exists() and not (out / "scores.csv").exists()
+
+
+def test_batch_options_are_refused_for_one_submission(grade, tmp_path, capsys):  # noqa: F811
+    sub = make_submission(tmp_path / "alice")
+    for option in (["--resume"], ["--student", "x"], ["--slurm"], ["--list-work"]):
+        assert grade.main([str(sub), *option, "--out", str(tmp_path / "o")]) == 2
+        assert "is for a class directory" in capsys.readouterr().err
+
+
+# The real thing: --local as the test user, killed and resumed ----------------------
+
+
+def grade_cmd(class_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(GRADE), str(class_dir), "--local", "--part", "1",
+            "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def real_class():
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    base = Path(tempfile.mkdtemp(prefix="zk-resume-"))
+    base.chmod(0o755)
+    class_dir = base / "class"
+    copy_parts(class_dir / "alice", {1: PARTS[1]})
+    copy_parts(class_dir / "bob", {1: PARTS[1], 2: PARTS[1]})
+    copy_parts(class_dir / "carol", {1: PARTS[1]})
+    (class_dir / "carol" / PARTS[1] / "zookeeper.py").write_text("raise SystemExit(3)\n")
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    yield base, class_dir
+    subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+@pytest.mark.slow
+def test_a_local_class_run_killed_halfway_and_resumed(real_class):
+    base, class_dir = real_class
+    straight, out = base / "straight", base / "out"
+    started = time.monotonic()
+    done = subprocess.run(grade_cmd(class_dir, straight), capture_output=True, text=True,
+                          timeout=600)
+    one_run = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = read_csv(straight / "scores.csv")
+    assert [rows[n]["score"] for n in ("alice", "bob", "carol")] == ["15", "15", "0"]
+    # Stopped (SIGTERM) as soon as alice's grading is complete: bob's is under way.
+    proc = subprocess.Popen(grade_cmd(class_dir, out), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "alice" / "grading.json").exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    said, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, said  # SIGTERM: stopped as Ctrl-C stops it
+    assert "interrupted after" in said, said
+    assert not (out / "carol" / "grading.json").exists(), said
+    alice = {f: (out / "alice" / f).stat().st_mtime_ns
+             for f in ("grading.json", "results.json", "report.txt")}
+    bob_was_done = (out / "bob" / "grading.json").exists()
+    started = time.monotonic()
+    resumed = subprocess.run(grade_cmd(class_dir, out, "--resume"), capture_output=True,
+                             text=True, timeout=600)
+    resume_run = time.monotonic() - started
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "alice: 15/15 (ok): graded before" in resumed.stdout, resumed.stdout
+    assert "carol: 0/15 (ok)\n" in resumed.stdout
+    assert {f: (out / "alice" / f).stat().st_mtime_ns for f in alice} == alice
+    kept = 1 + bob_was_done  # SIGTERM lets the student in progress finish (as Ctrl-C)
+    assert f"grade: {3 - kept} submissions graded, {kept} graded before and kept" in (
+        resumed.stdout), resumed.stdout
+    assert (out / "scores.csv").read_text() == (straight / "scores.csv").read_text()
+    print(f"straight run {one_run:.1f}s, resumed {resume_run:.1f}s "
+          f"(bob done before the kill: {bob_was_done})")
