@@ -1,0 +1,115 @@
+"""grade CLASS_DIR --slurm through a real one-node Slurm cluster (tests/slurm_cluster.py:
+munged, slurmctld and slurmd from Debian's packages, started here under a temporary
+directory and stopped by pid): a class of three graded --local (part 1, as the test
+user) as a job array gives the same CSV as a local --jobs 1 run, each task on the
+cluster's node; a second run with --resume submits nothing.
+
+Skipped, with the reason, only when the cluster cannot start here (Slurm or munge
+not installed: tools/setup-test-env.sh installs them; a daemon that dies: its log).
+"""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PARTS, ROOT, TEST_USER, VENV_PYTHON, copy_parts, have_test_user
+from slurm_cluster import SlurmCluster, SlurmUnavailable
+
+pytestmark = pytest.mark.slow
+GRADE = ROOT / "grader" / "grade"
+# Part 1's first checks, by id: quick, and the same whatever checks are added later.
+SELECTION = ["--only", "p1_exit_status", "--only", "p1_signal", "--only", "p1_exec_errors",
+             "--only", "p1_no_leftovers"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    started = time.monotonic()
+    c = SlurmCluster()
+    try:
+        c.start()
+    except SlurmUnavailable as e:
+        print(f"test_slurm: the one-node Slurm cluster cannot start here: {e}",
+              file=sys.stderr)
+        pytest.skip(f"the one-node Slurm cluster cannot start here: {e}")
+    print(f"\ntest_slurm: cluster up in {time.monotonic() - started:.1f}s ({c.base})")
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def a_class():
+    base = Path(tempfile.mkdtemp(prefix="zk-slurm-class-"))
+    base.chmod(0o755)
+    class_dir = base / "class"
+    copy_parts(class_dir / "alice", {1: PARTS[1]})
+    copy_parts(class_dir / "bob", {1: PARTS[1], 2: PARTS[1]})
+    copy_parts(class_dir / "carol", {1: PARTS[1]})
+    (class_dir / "carol" / PARTS[1] / "zookeeper.py").write_text("raise SystemExit(3)\n")
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    yield base, class_dir
+    subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def grade(class_dir: Path, out: Path, *extra: str, env=None, timeout=600):
+    argv = [sys.executable, str(GRADE), str(class_dir), "--local", *SELECTION,
+            "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out), *extra]
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    return done, time.monotonic() - started
+
+
+def rows(path: Path) -> dict[str, dict]:
+    with open(path, newline="") as f:
+        return {row["submission"]: row for row in csv.DictReader(f)}
+
+
+def test_a_class_graded_as_a_slurm_array_equals_a_local_run(cluster, a_class):
+    base, class_dir = a_class
+    local, out = base / "local", base / "slurm"
+    done, local_seconds = grade(class_dir, local, "--jobs", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = rows(local / "scores.csv")
+    assert [got[n]["score"] for n in ("alice", "bob", "carol")] == ["11", "11", "0"]
+
+    done, slurm_seconds = grade(class_dir, out, "--slurm", "--time=10",
+                                env=cluster.env())
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said + cluster.tail("slurmctld") + cluster.tail("slurmd")
+    assert (out / "scores.csv").read_text() == (local / "scores.csv").read_text(), said
+    for name in ("alice", "bob", "carol"):
+        for f in ("results.json", "report.txt", "grading.json"):
+            assert (out / name / f).exists(), (name, f, said)
+        untimed = [re.sub(r"\(\d+\.\ds\)", "", (d / name / "report.txt").read_text()
+                          .replace(str(d), "OUT")) for d in (out, local)]
+        assert untimed[0] == untimed[1]
+    tasks = sorted((out / ".slurm").glob("*_*.out"))
+    assert len(tasks) == 3, said
+    host = os.uname().nodename.split(".")[0]
+    for n, task in enumerate(tasks):
+        assert task.read_text().startswith(f"zoo-grade task {n} on {host}\n"), task.read_text()
+    print(f"local --jobs 1: {local_seconds:.1f}s; --slurm: {slurm_seconds:.1f}s")
+
+    # Everything is done: --resume submits nothing and writes the same CSV again.
+    (out / "scores.csv").unlink()
+    done, _ = grade(class_dir, out, "--resume", "--slurm", env=cluster.env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sbatch" not in done.stdout and "0 submissions graded, 3 graded before" in done.stdout
+    assert (out / "scores.csv").read_text() == (local / "scores.csv").read_text()
+
+
+def test_sbatch_refusing_the_job_is_said(cluster, a_class, tmp_path):
+    base, class_dir = a_class
+    done, _ = grade(class_dir, base / "refused", "--slurm", "--partition=nosuch",
+                    env=cluster.env(), timeout=120)
+    assert done.returncode == 2
+    assert "grade: sbatch failed" in done.stderr and "partition" in done.stderr.lower(), (
+        done.stderr)
