@@ -193,3 +193,32 @@ def test_a_local_class_run_killed_halfway_and_resumed(real_class):
     assert (out / "scores.csv").read_text() == (straight / "scores.csv").read_text()
     print(f"straight run {one_run:.1f}s, resumed {resume_run:.1f}s "
           f"(bob done before the kill: {bob_was_done})")
+
+
+def test_slurm_tasks_that_left_nothing_are_said_and_resumed(grade, a_class, tmp_path,  # noqa: F811
+                                                           monkeypatch, capsys):
+    """--slurm's gathering, the cluster faked: of the array's tasks only the first ran
+    (the others were cancelled, say): their rows say so and point at the task's
+    output; --resume --slurm then submits only those."""
+    import slurm
+
+    submitted = []
+
+    def submit_and_wait(commands, names, state, args, options, log=print):
+        submitted.append((names, options))
+        argv = commands[0]
+        assert grade.main(argv[1:]) == 0  # the first task: alice, --no-csv
+        return "42"
+
+    monkeypatch.setattr(slurm, "submit_and_wait", submit_and_wait)
+    out = tmp_path / "out"
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out),
+                       "--slurm", "--partition=x"]) == 2
+    assert submitted == [(["alice", "bob", "carol"], ["--partition=x"])]
+    got = read_csv(out / "scores.csv")
+    assert got["alice"]["status"] == "ok"
+    assert got["carol"]["status"] == ("not graded: its Slurm task left no grading.json "
+                                      f"(see {out / '.slurm'}/42_2.out)")
+    submitted.clear()
+    grade.main([str(a_class), "--part", "1", "--out", str(out), "--resume", "--slurm"])
+    assert submitted[0][0] == ["bob", "carol"]
