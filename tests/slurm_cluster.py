@@ -132,7 +132,8 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         env = self.env()
         self._spawn("slurmctld", [find("slurmctld"), "-D", "-i", "-f", str(b / "slurm.conf")],
                     env)
-        self._spawn("slurmd", [find("slurmd"), "-D", "-f", str(b / "slurm.conf")], env)
+        self._spawn("slurmd", [find("slurmd"), "-D", "-N", host, "-f", str(b / "slurm.conf")],
+                    env)
         self._wait_for(self._node_idle, "slurmd", b / "log" / "slurmd.log")
 
     def _spawn(self, name: str, argv: list[str], env=None) -> None:
