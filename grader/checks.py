@@ -13,9 +13,10 @@ CHECKS = []
 
 
 class Check:
-    def __init__(self, fn, part, name, points, timeout, public, needs):
+    def __init__(self, fn, part, name, points, timeout, public, needs, exercises=""):
         self.fn, self.part, self.name = fn, part, name
         self.points, self.timeout, self.public, self.needs = points, timeout, public, needs
+        self.exercises = exercises  # what a failure points the student to
 
     @property
     def id(self) -> str:
@@ -23,11 +24,13 @@ class Check:
 
 
 def check(part: int, name: str, points: int, timeout: float = 60, public: bool = True,
-          needs: tuple = ()):
-    """Register a check.  `needs` names what the machine must offer (see runner.MACHINE)."""
+          needs: tuple = (), exercises: str = ""):
+    """Register a check.  `needs` names what the machine must offer (see runner.MACHINE);
+    `exercises` what a failure points to ("q4-q5: the child before exec"), added to its
+    message."""
 
     def register(fn):
-        CHECKS.append(Check(fn, part, name, points, timeout, public, needs))
+        CHECKS.append(Check(fn, part, name, points, timeout, public, needs, exercises))
         return fn
 
     return register
@@ -89,7 +92,7 @@ def p1_exec_errors(z):
     z.expect(r.status == 126, f"a non-executable file should give 126, got {r.status_text}", r)
 
 
-@check(1, "SIGTERM reaches the container", 3, public=False)
+@check(1, "SIGTERM reaches the container", 2, public=False)
 def p1_sigterm(z):
     r = z.zk(1, "sh", "-c", "trap 'echo got-term; kill $!; exit 9' TERM; sleep 30 & wait",
              send_signal=("TERM", 2.0))
@@ -97,13 +100,74 @@ def p1_sigterm(z):
              f"the container should get SIGTERM and exit 9, got {r.status_text}", r)
 
 
-@check(1, "no process left behind", 3, public=False)
+@check(1, "no process left behind", 2, public=False)
 def p1_no_leftovers(z):
     r = z.zk(1, "sh", "-c", "sleep 0.2")
     z.expect(r.status == 0, f"should exit 0, got {r.status_text}", r)
     left = z.left_processes(r, "zookeeper.py")
     z.expect(not left, f"a zookeeper process is still running: {', '.join(left)}")
 
+
+
+@check(1, "only fds 0-2 reach the command", 1, public=False,
+       exercises="the child just before exec (q4-q5, clean_process_state)")
+def p1_fds(z):
+    # runc's CVE-2024-21626: an fd open in the caller (here of /etc) reaches the
+    # container, and through it the host's files (/proc/self/fd/7/..).
+    r = z.zk(1, "sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '; echo; "
+             "readlink /proc/$$/fd/7 && echo fd-7-open", shell="exec 7</etc")
+    fds = sorted(r.stdout.split("\n")[0].split(), key=lambda fd: int(fd) if fd.isdigit()
+                 else -1)
+    z.expect(r.status in (0, 1) and "0" in fds, "could not list the command's fds", r)
+    z.expect("fd-7-open" not in r.stdout, "an fd open in zookeeper's caller (fd 7, of /etc) "
+             "is open in the command: only 0, 1 and 2 should reach it (close_range(2))", r)
+    z.expect(fds == ["0", "1", "2"], f"the command should get only fds 0, 1 and 2, got "
+             f"{', '.join(fds)}", r)
+
+
+def signal_fields(output: str) -> dict[str, int]:
+    """/proc/PID/status's signal masks: {"SigIgn": 0x1000, ...}."""
+    return {name: int(value, 16) for name, value in
+            (line.split(":\t", 1) for line in output.splitlines())
+            if name in ("SigPnd", "SigBlk", "SigIgn", "SigCgt")}
+
+
+def signal_names(mask: int) -> str:
+    import signal
+
+    names = []
+    for number in range(1, 65):
+        if mask & (1 << (number - 1)):
+            try:
+                names.append(signal.Signals(number).name)
+            except ValueError:
+                names.append(f"signal {number}")
+    return ", ".join(names)
+
+
+PYTHON_IGNORES = (1 << (13 - 1)) | (1 << (25 - 1))  # SIGPIPE, SIGXFSZ
+
+
+@check(1, "the command starts with default signals, none blocked", 1, public=False,
+       exercises="the child just before exec (q4-q5, clean_process_state)")
+def p1_signal_state(z):
+    outside = signal_fields(z.host(["grep", "^Sig", "/proc/self/status"]).stdout)
+    z.expect(outside and not outside["SigIgn"] & PYTHON_IGNORES and not outside["SigBlk"],
+             f"on the host, a command starts with {signal_names(outside.get('SigIgn', 0))} "
+             "ignored or a mask (grader problem)")
+    r = z.zk(1, "grep", "^Sig", "/proc/self/status")
+    inside = signal_fields(r.stdout)
+    z.expect(r.status == 0 and "SigIgn" in inside, "could not read the command's "
+             "/proc/self/status", r)
+    extra = inside["SigIgn"] & ~outside["SigIgn"]
+    z.expect(not extra, f"the command starts with {signal_names(extra)} ignored (Python's "
+             "own dispositions survive exec: set them back to SIG_DFL)", r)
+    z.expect(not inside["SigBlk"], f"the command starts with {signal_names(inside['SigBlk'])} "
+             "blocked: its signal mask should be empty", r)
+    r = z.zk(1, "sh", "-c", "yes | head -n 1")
+    z.expect(r.stdout == "y\n" and "Broken pipe" not in r.stderr,
+             "`yes | head -n 1` should print y and nothing else (SIGPIPE ignored makes yes "
+             "say 'Broken pipe')", r)
 
 # Part 2: namespaces, id maps, hostname ----------------------------------------------
 
@@ -232,28 +296,82 @@ def expect_in_rootfs(z, r) -> None:
              "be visible at / in the container", r)
 
 
+HOST_MARKER = "zoo-host-marker"
+# Everywhere in the container's tree but the kernel's own filesystems (the container's,
+# or the host's under an old root), whose walk is long and never finds the marker.
+# (Directories the container's root may not read are not the host's: no error.)
+FIND_MARKER = (f"{{ find / \\( -name proc -o -name sys \\) -prune -o -name {HOST_MARKER} "
+               "-print 2>/dev/null; true; }")
+
+
+def mountinfo(output: str) -> list[dict]:
+    """The lines of a /proc/PID/mountinfo in output (others skipped), in order."""
+    mounts = []
+    for line in output.splitlines():
+        fields = line.split()
+        if " - " not in line or len(fields) < 10 or not fields[0].isdigit():
+            continue
+        dash = fields.index("-")
+        mounts.append({"point": fields[4].replace("\\040", " "),
+                       "options": set(fields[5].split(",")), "type": fields[dash + 1]})
+    return mounts
+
+
+def covering(mounts: list[dict], path: str) -> dict | None:
+    """The mount a path is on: the last one listed whose mount point is it or holds it."""
+    found = None
+    for m in mounts:
+        point = m["point"].rstrip("/") + "/"
+        if m["point"] == path or path.startswith(point) or m["point"] == "/":
+            found = m
+    return found
+
+
 @check(4, "pivot_root hides the host", 5)
 def p4_pivot_root(z):
     fs = z.rootfs()
-    host_marker = z.scratch / "host-marker"
+    host_marker = z.scratch / HOST_MARKER
     host_marker.write_text("host\n")
     r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(
         fs, f"test -e {host_marker} && echo host-visible; "
-        "test -e /proc/1/root/etc/debian_version && echo host-proc; ls /"))
+        "test -e /proc/1/root/etc/debian_version && echo host-proc; ls /; " + FIND_MARKER))
     expect_in_rootfs(z, r)
     z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
     z.expect("host-visible" not in r.stdout, "a file of the host is visible in the container", r)
+    found = [line for line in r.stdout.splitlines() if line.endswith("/" + HOST_MARKER)]
+    z.expect(not found, f"the host's files are reachable in the container's tree, at "
+             f"{found[0] if found else ''}: is the old root still mounted somewhere "
+             "(pivot_root's put_old never unmounted)?", r)
     z.expect("host-proc" not in r.stdout, "the host's / is reachable in the container through "
              "/proc/1/root (the host's /proc)", r)
+
+
+# Where a container's own mounts are: its root, and what zookeeper mounts in it.
+OWN_MOUNTS = ["/dev", "/proc", "/sys", "/tmp"]
+
+
+def foreign_mounts(mounts: list[dict]) -> str:
+    """What a container's mountinfo lists beyond its own mounts: a second /, or mount
+    points outside OWN_MOUNTS ("" when none)."""
+    roots = [m for m in mounts if m["point"] == "/"]
+    foreign = [m["point"] for m in mounts if m["point"] != "/" and not any(
+        m["point"] == p or m["point"].startswith(p + "/") for p in OWN_MOUNTS)]
+    return ", ".join((["/ twice"] if len(roots) > 1 else []) + foreign[:5])
 
 
 @check(4, "-P mounts a proc with only the container's processes", 4)
 def p4_proc(z):
     fs = z.rootfs()
-    r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'")
+    r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'; "
+             "cat /proc/self/mountinfo >&2")
     out = r.stdout.split()
     z.expect(r.status == 0 and len(out) == 2 and out[1].isdigit(),
              "could not list /proc in the container", r)
+    mounts = mountinfo(r.stderr)
+    z.expect(mounts, "could not read /proc/self/mountinfo in the container", r)
+    foreign = foreign_mounts(mounts)
+    z.expect(not foreign, f"the container's mount table lists the host's mounts ({foreign}): "
+             "after pivot_root, detach the old root (umount2(2) MNT_DETACH)")
     z.expect(out[0] == "sh", f"PID 1 in /proc should be the command (sh), got {out[0]}", r)
     z.expect(int(out[1]) <= 4, f"/proc shows {out[1]} processes: the host's, not only the "
              "container's", r)
@@ -289,7 +407,7 @@ def expect_no_temp_dir(z, r, when: str) -> None:
     z.expect(not left, f"/tmp/zoo.* left behind {when}: {', '.join(sorted(left))}", r)
 
 
-@check(4, "bad -r: one line, 125, nothing left", 2, public=False)
+@check(4, "bad -r: one line, 125, nothing left", 1, public=False)
 def p4_bad_rootfs(z):
     # First the good case, so that only a working stage 4 earns these points.
     fs = z.rootfs()
@@ -303,7 +421,8 @@ def p4_bad_rootfs(z):
     expect_no_temp_dir(z, good, "by these two runs")  # since the good run began
 
 
-@check(4, "as root too", 2, public=False, needs=("root",))
+@check(4, "as root too; a rootfs holding a mount", 1, public=False, needs=("root",),
+       exercises="q12 (bind_rootfs) and q13")
 def p4_as_root(z):
     fs = z.rootfs(root=True)
     r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", in_rootfs(fs, "ls /proc | grep -c '^[0-9]'"),
@@ -312,6 +431,116 @@ def p4_as_root(z):
     out = r.stdout.split()
     z.expect(r.status == 0 and len(out) == 2 and out[1].isdigit() and int(out[1]) <= 4,
              "as root, -P should mount a proc with only the container's processes", r)
+    # A rootfs with a mount inside it (as a student's rootfs on a separate disk has):
+    # the bind mount of the rootfs must bring it along (MS_REC), as the user too.
+    fs = z.rootfs()
+    sub = fs / "zoo-sub"
+    sub.mkdir()
+    mounted = z.host(["mount", "-t", "tmpfs", "-o", "mode=755,size=1m", "zoo-sub", str(sub)],
+                     root=True)
+    if mounted.status != 0:
+        raise z.not_runnable(f"could not mount a tmpfs in the rootfs: {mounted.stderr.strip()}")
+    try:
+        (sub / "file").write_text("submount\n")
+        r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "cat /zoo-sub/file"))
+    finally:
+        z.host(["umount", "-l", str(sub)], root=True)
+    z.expect(r.status == 0 and "submount" in r.stdout, "a mount inside the rootfs (a tmpfs "
+             "at /zoo-sub) should be in the container: bind the rootfs with MS_REC", r)
+    expect_in_rootfs(z, r)
+
+
+def replace_by_link(z, fs, name: str, target: str, root: bool) -> None:
+    """fs/name becomes a symbolic link to target (done by who unpacked fs)."""
+    done = z.host(["sh", "-c", f"rm -rf '{fs}/{name}' && ln -s '{target}' '{fs}/{name}'"],
+                  root=root)
+    z.expect(done.status == 0, f"could not make {name} a link (grader problem)", done)
+
+
+def host_root_listing() -> tuple:
+    import os
+
+    return tuple(sorted(os.listdir("/"))), tuple(sorted(os.listdir("/etc")))
+
+
+# Mount points of the rootfs that link out of it: (name, target).  runc's
+# CVE-2021-30465: mount(2) follows the link, and the host's / ends up in the container.
+# The runs use -P, for proc's link and to read the container's mount table.
+LINKED_MOUNT_POINTS = [("tmp", "/"), ("dev", "../../.."), ("sys", "/"), ("proc", "../../../../..")]
+LINKED_AS_ROOT = [("dev", "/"), ("tmp", "../../../..")]
+
+
+@check(4, "a rootfs whose mount points link out: refused or confined", 1, public=False,
+       exercises="q12-q13 and the given mount code (mount_point_in, open_beneath)")
+def p4_linked_mount_points(z):
+    import os
+
+    fs = z.rootfs()
+    good = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "true"))
+    expect_in_rootfs(z, good)
+    z.expect(good.status == 0, f"the container should exit 0, got {good.status_text}", good)
+    host_marker = z.scratch / HOST_MARKER
+    host_marker.write_text("host\n")
+    before = host_root_listing()
+    cases = [(case, False) for case in LINKED_MOUNT_POINTS]
+    if os.getuid() == 0 and z.user != "root":
+        cases += [(case, True) for case in LINKED_AS_ROOT]
+    for (name, target), root in cases:
+        fs = z.rootfs(root=root)
+        replace_by_link(z, fs, name, target, root)
+        what = f"with the rootfs's {name} a link to {target}{' (as root)' if root else ''}"
+        r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", in_rootfs(
+            fs, f"test -e {host_marker} && echo host-visible; {FIND_MARKER}; "
+            "cat /proc/self/mountinfo >&2"), root=root)
+        if r.status == 125:
+            z.expect(len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr,
+                     f"{what}, a refusal should be one line", r)
+        else:
+            z.expect(r.stdout.split("\n", 1)[0] == MARKER and r.status == 0,
+                     f"{what}, the container should run in the rootfs (or be refused with "
+                     f"125 and one line), got {r.status_text}", r)
+            foreign = foreign_mounts(mountinfo(r.stderr))
+            z.expect(not foreign, f"{what}, the host's root is still under the container's: "
+                     f"its mount table lists the host's mounts ({foreign})")
+            found = [line for line in r.stdout.splitlines() if line.endswith(HOST_MARKER)]
+            z.expect(not found, f"{what}, the host's files are reachable at {found[:1]}", r)
+        z.expect("host-visible" not in r.stdout,
+                 f"{what}, the host's files are visible in the container", r)
+        z.expect(host_root_listing() == before,
+                 f"{what}, the host's / or /etc changed: nothing may be made outside the "
+                 "rootfs", r)
+    expect_no_temp_dir(z, good, "by these runs")  # refusals included
+
+
+@check(4, "-P: proc mounted safely, /proc/sys read-only, kernel files masked", 1, public=False,
+       exercises="q13 (mount_proc) and the given mask_proc")
+def p4_masks(z):
+    fs = z.rootfs()
+    r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", in_rootfs(
+        fs, "for f in kcore keys timer_list; do test -e /proc/$f && echo has $f; done; "
+        "echo firmware $(ls -A /sys/firmware 2>/dev/null | wc -l); "
+        "cat /proc/self/mountinfo >&2"))
+    expect_in_rootfs(z, r)
+    z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
+    mounts = mountinfo(r.stderr)
+    proc = covering(mounts, "/proc")
+    z.expect(proc and proc["type"] == "proc" and proc["point"] == "/proc",
+             "with -P, /proc should be a proc mount (none in the container's mountinfo)", r)
+    lax = {"nosuid", "nodev", "noexec"} - proc["options"]
+    z.expect(not lax, f"/proc should be mounted nosuid,nodev,noexec (missing: "
+             f"{','.join(sorted(lax))})", r)
+    z.expect("ro" in covering(mounts, "/proc/sys")["options"], "/proc/sys should be read-only "
+             "in the container (its knobs are the host's)", r)
+    have = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("has ")]
+    open_files = [name for name in have if covering(mounts, f"/proc/{name}")["point"]
+                  != f"/proc/{name}"]
+    z.expect(not open_files, f"{', '.join(f'/proc/{n}' for n in open_files)} should be "
+             "masked (something mounted over it, such as /dev/null)", r)
+    sysfs = covering(mounts, "/sys/firmware")
+    firmware = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("firmware ")]
+    if sysfs and sysfs["type"] == "sysfs":
+        z.expect(firmware == ["0"], "/sys/firmware should be empty in the container (masked)",
+                 r)
 
 
 # Part 5: cgroup limits --------------------------------------------------------------

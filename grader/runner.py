@@ -171,10 +171,14 @@ class Context:
         return env
 
     def zk(self, part, *args, root=False, env=None, send_signal=None, scope=False,
-           timeout=None, may_time_out=False) -> Run:
+           timeout=None, may_time_out=False, shell=None) -> Run:
         """Run partN/zookeeper.py with args, as the user (or root).  timeout: its time
-        limit in seconds (checks.COMMAND_SECONDS unless given), before the scale."""
+        limit in seconds (checks.COMMAND_SECONDS unless given), before the scale.
+        shell: shell commands run first, in the shell that then execs zookeeper (a
+        caller's state, such as an open fd: shell="exec 7</etc")."""
         argv = [self.python, str(self.part_dir(part) / "zookeeper.py"), *args]
+        if shell:
+            argv = ["sh", "-c", f'{shell}; exec "$@"', "sh"] + argv
         if scope and not root and shutil.which("systemd-run"):
             # As in a student's login session: in a scope of the user's systemd.
             argv = ["systemd-run", "--user", "--scope", "--quiet", "--collect"] + argv
@@ -248,6 +252,10 @@ class Context:
             elif run is not None and run.timed_out and "did not exit within" not in message:
                 message += "\n    (the command did not finish: killed at the timeout)"
             raise CheckFailed(message)
+
+    def not_runnable(self, why: str) -> Exception:
+        """For a check to raise when this machine cannot run it (never a pass)."""
+        return NotRunnable(why)
 
     def subid_range(self):
         name = self.user
@@ -637,6 +645,8 @@ def run_checks(args) -> list[dict]:
                 status, message = "ok", ""
             except CheckFailed as e:
                 status, message = "fail", str(e)
+                if c.exercises:
+                    message += f"\n    (this checks {c.exercises})"
             except NotRunnable as e:
                 status, message = "not run", str(e)
             except Exception as e:  # a check's own bug must not stop the others

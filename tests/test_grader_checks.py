@@ -117,3 +117,78 @@ def test_exec_errors_must_be_one_line(extra, expected, place, rootfs_tar):
 def test_exec_errors_pass_with_part1(place, rootfs_tar):
     sub = copy_parts(place / "sub", {1: PARTS[1]})
     assert run_check("p1_exec_errors", sub, place, rootfs_tar) == ("ok", "")
+
+
+# The hidden checks of issue 12 (fds, signals, linked mount points, masks) and of issue
+# 17's stage-4 mistakes: the references pass them, and each mistake below fails its
+# check.  Each mistake is an edit of one reference file: (old, new) pairs.
+NEW_CHECKS = {"p1_fds": 1, "p1_signal_state": 1, "p4_pivot_root": 4, "p4_proc": 4,
+              "p4_masks": 4, "p4_linked_mount_points": 4, "p4_as_root": 4}
+
+NO_CLOSE_RANGE = [("    kernel.sys_close_range(3, kernel.CLOSE_RANGE_CLOEXEC)\n", "")]
+NO_SIGNAL_RESET = [("    signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
+                    "    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
+                    "    signal.pthread_sigmask(signal.SIG_SETMASK, [])\n", "")]
+NO_DETACH = [('        kernel.sys_umount2(".", kernel.MNT_DETACH)\n', "        pass\n"),
+             ("    here, new = os.stat(\"/\"), os.fstat(root)\n",
+              "    here = new = os.stat(\"/\")\n")]
+# put_old a directory of the rootfs (its root may not make one here), never unmounted.
+PUT_OLD_KEPT = [('        kernel.sys_pivot_root(".", ".")\n',
+                 '        kernel.sys_pivot_root(".", "home")\n'),
+                ('        kernel.sys_umount2(".", kernel.MNT_DETACH)\n', "        pass\n")]
+PROC_WITHOUT_FLAGS = [('        kernel.sys_mount("proc", target, "proc",\n'
+                       "                         kernel.MS_NOSUID | kernel.MS_NODEV | "
+                       "kernel.MS_NOEXEC)\n",
+                       '        kernel.sys_mount("proc", target, "proc", 0)\n')]
+NO_MASKS = [("    mask_paths(proc, shown, PROC_MASKED_FILES, PROC_MASKED_DIRS, PROC_READ_ONLY)\n",
+             "    pass\n")]
+BIND_WITHOUT_REC = [("kernel.sys_mount(rootfs, new_root, None, kernel.MS_BIND | kernel.MS_REC)",
+                     "kernel.sys_mount(rootfs, new_root, None, kernel.MS_BIND)")]
+# Mount points opened by following links, and no check that the old root is gone.
+FOLLOWS_LINKS = [("        return kernel.sys_openat2(dir_fd, name, os.O_PATH | os.O_DIRECTORY,\n",
+                  "        return os.open(name, os.O_PATH | os.O_DIRECTORY, dir_fd=dir_fd)\n"
+                  "        return kernel.sys_openat2(dir_fd, name, os.O_PATH | os.O_DIRECTORY,\n"),
+                 ("    here, new = os.stat(\"/\"), os.fstat(root)\n",
+                  "    here = new = os.stat(\"/\")\n")]
+
+MISTAKES = [
+    ("p1_fds", 1, "container.py", NO_CLOSE_RANGE, "fd 7, of /etc"),
+    ("p1_signal_state", 1, "container.py", NO_SIGNAL_RESET, "SIGPIPE, SIGXFSZ ignored"),
+    ("p4_proc", 4, "rootfs.py", NO_DETACH, "lists the host's mounts"),
+    ("p4_pivot_root", 4, "rootfs.py", PUT_OLD_KEPT, "tree, at /home/"),
+    ("p4_masks", 4, "rootfs.py", PROC_WITHOUT_FLAGS, "nosuid,nodev,noexec"),
+    ("p4_masks", 4, "rootfs.py", NO_MASKS, "/proc/sys should be read-only"),
+    ("p4_as_root", 4, "rootfs.py", BIND_WITHOUT_REC, "MS_REC"),
+    ("p4_linked_mount_points", 4, "rootfs.py", FOLLOWS_LINKS, "a link to"),
+]
+
+
+@pytest.mark.parametrize("check_id", sorted(NEW_CHECKS))
+def test_new_checks_pass_with_the_references(check_id, place, rootfs_tar):
+    part = NEW_CHECKS[check_id]
+    sub = copy_parts(place / "sub", {part: PARTS[part]})
+    assert run_check(check_id, sub, place, rootfs_tar) == ("ok", "")
+
+
+def broken(sub: Path, part: int, file: str, edits) -> Path:
+    path = sub / PARTS[part] / file
+    text = path.read_text()
+    for old, new in edits:
+        assert old in text, f"{old!r} is no longer in {file}"
+        text = text.replace(old, new)
+    path.write_text(text)
+    return sub
+
+
+@pytest.mark.parametrize("check_id, part, file, edits, said", MISTAKES,
+                         ids=[f"{m[0]}-{i}" for i, m in enumerate(MISTAKES)])
+def test_each_mistake_fails_its_check(check_id, part, file, edits, said, place, rootfs_tar):
+    sub = broken(copy_parts(place / "sub", {part: PARTS[part]}), part, file, edits)
+    status, message = run_check(check_id, sub, place, rootfs_tar)
+    assert status == "fail" and said in message, message
+
+
+def test_the_shifted_part3_fails_the_new_part4_checks(place, rootfs_tar):
+    sub = copy_parts(place / "sub", {4: PARTS[3]})
+    for check_id in ("p4_masks", "p4_linked_mount_points"):
+        assert run_check(check_id, sub, place, rootfs_tar)[0] == "fail"
