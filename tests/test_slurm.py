@@ -113,3 +113,39 @@ def test_sbatch_refusing_the_job_is_said(cluster, a_class, tmp_path):
     assert done.returncode == 2
     assert "grade: sbatch failed" in done.stderr and "partition" in done.stderr.lower(), (
         done.stderr)
+
+
+def test_sigterm_cancels_the_job_and_resume_finishes_it(cluster, a_class):
+    """Stopped while its array waits (--begin: not before 2 minutes from now), grade
+    cancels the job (nothing is left in squeue), writes the CSV with what it has;
+    --resume --slurm then grades the class into the local run's CSV."""
+    base, class_dir = a_class
+    out = base / "stopped"
+    argv = [sys.executable, str(GRADE), str(class_dir), "--local", *SELECTION,
+            "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out),
+            "--slurm", "--begin=now+120"]
+    proc = subprocess.Popen(argv, env=cluster.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not list((out / ".slurm").glob("tasks.txt")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    def queued() -> str:
+        return subprocess.run(["squeue", "-h", "-n", "zoo-grade"], env=cluster.env(),
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    while not queued() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert queued(), "the array never reached the queue"
+    proc.terminate()
+    said, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, said
+    assert "scancel" in said and queued() == "", said
+    assert {r["status"] for r in rows(out / "scores.csv").values()} == {
+        "not graded: interrupted"}
+    done, _ = grade(class_dir, out, "--resume", "--slurm", env=cluster.env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    local = base / "local"
+    if not (local / "scores.csv").exists():  # this test alone
+        assert grade(class_dir, local, "--jobs", "1")[0].returncode == 0
+    assert (out / "scores.csv").read_text() == (local / "scores.csv").read_text()
