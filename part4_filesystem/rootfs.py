@@ -214,9 +214,14 @@ class Filesystem:
         """Parent, on every way out: remove the temporary directories.  The mounts
         were made in the child's mount namespace, which ended with it.  Idempotent.
         The overlay goes first: the mount point's lock says it is still ours."""
-        if self.overlay_dir:
-            path, self.overlay_dir = self.overlay_dir, None
-            remove_tree(path)
+        try:
+            if self.overlay_dir:
+                path, self.overlay_dir = self.overlay_dir, None
+                remove_tree(path)
+        finally:
+            self.remove_mount_point()
+
+    def remove_mount_point(self) -> None:
         if self.mount_point:
             path, self.mount_point = self.mount_point, None
             with step(f"remove {path}"):
@@ -486,13 +491,11 @@ def remove_tree(path: str) -> None:
         os.unlink(path)
         return
     if os.geteuid() == 0 and info.st_uid != 0:
-        run_as(info.st_uid, info.st_gid, lambda: delete_tree(path))
-    else:
-        delete_tree(path)
-    if os.path.lexists(path) and os.geteuid() != 0:
-        remove_as_container_root(path)
+        remove_as_container_root(path)  # never as the host's root
+        return
+    delete_tree(path)
     if os.path.lexists(path):
-        raise ZooError(f"failed to remove {path}: files are left in it")
+        remove_as_container_root(path)
 
 
 def delete_tree(top: str) -> None:
@@ -542,26 +545,11 @@ def make_searchable(path: str) -> None:
         os.close(fd)
 
 
-def run_as(uid: int, gid: int, work) -> None:
-    """Run work() in a child process that has only uid and gid (setresuid(2))."""
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            work()
-            status = 0
-        finally:
-            os._exit(status)
-    os.waitpid(pid, 0)
-
-
 def remove_as_container_root(path: str) -> None:
     """Files the container gave to its other users (our subordinate ids) are not ours
     to delete on the host: delete them from a new user namespace with the container's
-    id maps, where we are root over them again (user_namespaces(7))."""
+    id maps, as its root (setresuid: a new namespace changes no ids), who is root over
+    them again and over nothing else of the host's (user_namespaces(7))."""
     import idmap
 
     maps = idmap.find_id_maps()
@@ -576,6 +564,7 @@ def remove_as_container_root(path: str) -> None:
             kernel.sys_unshare(kernel.CLONE_NEWUSER)
             os.write(ready_write, b"1")
             if os.read(go_read, 1) == b"1":
+                idmap.become_container_root()
                 delete_tree(path)
                 status = 0
         finally:
