@@ -32,6 +32,21 @@ def copy_parts(dest: Path, mapping: dict[int, str]) -> Path:
     return dest
 
 
+def make_class(prefix: str) -> tuple[Path, Path]:
+    """A class directory of three that anyone can read, under a new base directory:
+    alice (the reference part 1), bob (part 1 as his part 2 too), carol (a part 1 that
+    exits 3).  Returns (base, class_dir); remove base when done."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    class_dir = base / "class"
+    copy_parts(class_dir / "alice", {1: PARTS[1]})
+    copy_parts(class_dir / "bob", {1: PARTS[1], 2: PARTS[1]})
+    copy_parts(class_dir / "carol", {1: PARTS[1]})
+    (class_dir / "carol" / PARTS[1] / "zookeeper.py").write_text("raise SystemExit(3)\n")
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    return base, class_dir
+
+
 VENV_PYTHON = os.environ.get("ZOOKEEPER_VENV", "/opt/zookeeper-venv") + "/bin/python3"
 TEST_USER = os.environ.get("ZOOKEEPER_TEST_USER", "zootest")
 WHO = ["root", "user"]

@@ -107,9 +107,10 @@ def parse_strace(path: Path) -> list:
     return calls
 
 
-def split_args(text: str) -> list:
-    """Top-level, comma-separated arguments; quotes and brackets kept whole."""
-    args, depth, quote, start, i = [], 0, None, 0, 0
+def unquoted(text: str, start: int = 0):
+    """(index, character, bracket depth after it) of each character of text from start
+    that is outside quotes (with backslash escapes inside them)."""
+    depth, quote, i = 0, None, start
     while i < len(text):
         c = text[i]
         if quote:
@@ -119,14 +120,19 @@ def split_args(text: str) -> list:
                 quote = None
         elif c in "\"'":
             quote = c
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c == "," and depth == 0:
+        else:
+            depth += (c in "([{") - (c in ")]}")
+            yield i, c, depth
+        i += 1
+
+
+def split_args(text: str) -> list:
+    """Top-level, comma-separated arguments; quotes and brackets kept whole."""
+    args, start = [], 0
+    for i, c, depth in unquoted(text):
+        if c == "," and depth == 0:
             args.append(text[start:i].strip())
             start = i + 1
-        i += 1
     if text[start:].strip():
         args.append(text[start:].strip())
     return args
@@ -223,25 +229,11 @@ def split_step(body: str):
     body = re.sub(r"\s+\d+\.\d ms$", "", body)
     body = re.sub(r"\s+(\S+\(\d\w*\)|ip-sysctl)$", "", body).rstrip()
     if re.match(r"^\w+\(", body):  # name(args): the " = " after the balanced parenthesis
-        depth, quote, i = 0, None, body.index("(")
-        while i < len(body):
-            c = body[i]
-            if quote:
-                if c == "\\":
-                    i += 1
-                elif c == quote:
-                    quote = None
-            elif c in "\"'":
-                quote = c
-            elif c in "([{":
-                depth += 1
-            elif c in ")]}":
-                depth -= 1
-                if depth == 0:
-                    break
-            i += 1
-        if body[i + 1:i + 4] == " = ":
-            return body[:i + 1], body[i + 4:].strip()
+        for i, c, depth in unquoted(body, body.index("(")):
+            if c in ")]}" and depth == 0:
+                if body[i + 1:i + 4] == " = ":
+                    return body[:i + 1], body[i + 4:].strip()
+                break
     if " = " not in body:
         return None
     call, _, result = body.partition(" = ")

@@ -14,12 +14,11 @@ import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PARTS, ROOT, TEST_USER, VENV_PYTHON, copy_parts, have_test_user
+from conftest import ROOT, TEST_USER, VENV_PYTHON, have_test_user, make_class
 from test_grader import all_of_part1, grade, make_submission  # noqa: F401  (a fixture)
 
 GRADE = ROOT / "grader" / "grade"
@@ -140,14 +139,7 @@ def grade_cmd(class_dir: Path, out: Path, *extra: str) -> list[str]:
 def real_class():
     if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
         pytest.skip("needs root, the test user and the venv (make test-deps)")
-    base = Path(tempfile.mkdtemp(prefix="zk-resume-"))
-    base.chmod(0o755)
-    class_dir = base / "class"
-    copy_parts(class_dir / "alice", {1: PARTS[1]})
-    copy_parts(class_dir / "bob", {1: PARTS[1], 2: PARTS[1]})
-    copy_parts(class_dir / "carol", {1: PARTS[1]})
-    (class_dir / "carol" / PARTS[1] / "zookeeper.py").write_text("raise SystemExit(3)\n")
-    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    base, class_dir = make_class("zk-resume-")
     yield base, class_dir
     subprocess.run(["rm", "-rf", str(base)], check=False)
 

@@ -13,12 +13,11 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PARTS, ROOT, TEST_USER, VENV_PYTHON, copy_parts, have_test_user
+from conftest import ROOT, TEST_USER, VENV_PYTHON, have_test_user, make_class
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 pytestmark = pytest.mark.slow
@@ -47,14 +46,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def a_class():
-    base = Path(tempfile.mkdtemp(prefix="zk-slurm-class-"))
-    base.chmod(0o755)
-    class_dir = base / "class"
-    copy_parts(class_dir / "alice", {1: PARTS[1]})
-    copy_parts(class_dir / "bob", {1: PARTS[1], 2: PARTS[1]})
-    copy_parts(class_dir / "carol", {1: PARTS[1]})
-    (class_dir / "carol" / PARTS[1] / "zookeeper.py").write_text("raise SystemExit(3)\n")
-    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    base, class_dir = make_class("zk-slurm-class-")
     yield base, class_dir
     subprocess.run(["rm", "-rf", str(base)], check=False)
 
