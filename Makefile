@@ -99,9 +99,10 @@ lint: | test-venv
 	$(PYTHON) -m ruff check .
 
 # The arm64 guest too (tests/test_vm_arm64.py: its image from scratch and all six
-# parts, ~7 minutes on 2 cores).
+# parts, ~7 minutes on 2 cores), and the image built by a new user without root
+# (tests/test_vm_image.py, ~2 minutes).
 test: test-deps lint generate-check
-	ZOO_TEST_ARM64=1 $(PYTHON) -m pytest -q -p no:cacheprovider
+	ZOO_TEST_ARM64=1 ZOO_TEST_ROOTLESS_BUILD=1 $(PYTHON) -m pytest -q -p no:cacheprovider
 
 test-quick: lint generate-check
 	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not vm and not slow"

@@ -32,6 +32,15 @@ def copy_parts(dest: Path, mapping: dict[int, str]) -> Path:
     return dest
 
 
+def drop_subid_lines(name: str, paths=("/etc/subuid", "/etc/subgid")) -> None:
+    """Take a test user's ranges out of /etc/subuid and /etc/subgid again."""
+    for path in paths:
+        with open(path) as f:
+            kept = [line for line in f if not line.startswith(f"{name}:")]
+        with open(path, "w") as f:
+            f.writelines(kept)
+
+
 def make_class(prefix: str) -> tuple[Path, Path]:
     """A class directory of three that anyone can read, under a new base directory:
     alice (the reference part 1), bob (part 1 as his part 2 too), carol (a part 1 that

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, drop_subid_lines
 
 STUDENT = "zoostudent"
 pytestmark = pytest.mark.slow
@@ -44,14 +44,6 @@ def give_range(name: str) -> list[str]:
     return added
 
 
-def drop_lines(name: str, paths: list[str]) -> None:
-    for path in paths:
-        with open(path) as f:
-            kept = [line for line in f if not line.startswith(f"{name}:")]
-        with open(path, "w") as f:
-            f.writelines(kept)
-
-
 @pytest.fixture
 def student():
     """A user made for this test, with an empty home (no venv, no pip cache, no
@@ -68,7 +60,7 @@ def student():
         yield pwd.getpwnam(STUDENT)
     finally:
         subprocess.run(["userdel", "-r", STUDENT], capture_output=True)
-        drop_lines(STUDENT, added)
+        drop_subid_lines(STUDENT, added)
 
 
 def as_student(pw, *argv, timeout=600):

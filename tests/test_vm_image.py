@@ -24,12 +24,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TEST_USER, VENV_PYTHON, drop_subid_lines
 from test_vm import vm
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_PYTHON = os.environ.get("ZOOKEEPER_VENV", "/opt/zookeeper-venv") + "/bin/python3"
 PYTHON = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
-TEST_USER = os.environ.get("ZOOKEEPER_TEST_USER", "zootest")
 NOSUB_USER = "zoonosub"  # made by tools/setup-test-env.sh without subordinate ranges
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"  # a user's PATH: no sbin
 
@@ -337,11 +335,7 @@ NEW_USERS = ("zoovmbuild", "zoovmimport")
 
 def _userdel(name: str) -> None:
     subprocess.run(["userdel", "-r", name], capture_output=True)
-    for path in ("/etc/subuid", "/etc/subgid"):
-        with open(path) as f:
-            kept = [line for line in f if not line.startswith(f"{name}:")]
-        with open(path, "w") as f:
-            f.writelines(kept)
+    drop_subid_lines(name)
 
 
 @pytest.fixture
