@@ -47,8 +47,13 @@ class step:
 def warn(message: str) -> None:
     """One line on stderr: a warning, or the error zookeeper exits with.  Never raises:
     with stderr closed (`2>&-`) the line is lost, not the exit status."""
+    write_quietly(2, f"zookeeper: {printable(message)}\n")
+
+
+def write_quietly(fd: int, text: str) -> None:
+    """write(2) text, and nothing more if fd is closed: the exit status still tells."""
     try:
-        os.write(2, f"zookeeper: {printable(message)}\n".encode())
+        os.write(fd, text.encode())
     except OSError:
         pass
 

@@ -11,7 +11,7 @@ import errno
 import os
 
 import kernel
-from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn
+from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn, write_quietly
 from exercise import stage_of_directory  # skeleton only
 from options import USAGE, UsageError, parse_args
 from exercise import not_implemented
@@ -66,13 +66,6 @@ def open_missing_standard_fds() -> None:
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
-
-
-def write_quietly(fd: int, text: str) -> None:
-    try:
-        os.write(fd, text.encode())
-    except OSError:
-        pass
 
 
 def note_unreached(what: str, stage: int, asked) -> None:

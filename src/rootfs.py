@@ -79,22 +79,36 @@ def make_locked_mount_point(template: str) -> tuple[str, int]:
     """mkdtemp, then a lock on it held for as long as zookeeper lives: flock(2)'s
     lock goes away with the last fd, also when zookeeper is killed, which is how
     the next run tells what a killed zookeeper left (remove_orphans)."""
-    import fcntl
-
     for _ in range(10):
         path = mkdtemp(template)
+        fd = lock_directory(path)
+        if fd is None:
+            continue  # another run took it for an orphan at once
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue  # removed at once, by a run that took it for an orphan
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.path.samestat(os.fstat(fd), os.lstat(path)):
                 return path, fd
         except OSError:
             pass
         os.close(fd)
     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), template)
+
+
+def lock_directory(path: str) -> int | None:
+    """An fd of directory path (never through a link) holding its flock(2) lock, or
+    None when the lock is someone else's (a zookeeper that still lives) or the
+    directory is gone."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def remove_orphans(tmp_dir: str, owners: set) -> None:
@@ -117,14 +131,10 @@ def remove_orphans(tmp_dir: str, owners: set) -> None:
 
 
 def remove_if_orphaned(path: str, owners: set) -> None:
-    import fcntl
-
+    fd = lock_directory(path)
+    if fd is None:
+        return  # its zookeeper still lives
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its zookeeper lives
         overlay = f"{path}.overlay"
         if os.path.lexists(overlay) and os.lstat(overlay).st_uid in owners:
             remove_tree(overlay)

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 from conftest import Runner
+from test_stages123 import status_fields
 
 STATUS_BITS = {"SIGHUP": 1, "SIGPIPE": 13, "SIGXFSZ": 25}
 
 
 def status_field(text: str, name: str) -> int:
-    for line in text.splitlines():
-        if line.startswith(f"{name}:"):
-            return int(line.split()[1], 16)
-    raise AssertionError(f"no {name} in {text!r}")
+    """A hexadecimal mask of /proc/PID/status (SigIgn, SigBlk) as a number."""
+    return int(status_fields(text)[name], 16)
 
 
 def bit(signame: str) -> int:
@@ -145,10 +144,12 @@ def test_what_the_caller_ignored_on_purpose_stays_ignored(runner: Runner):
 # A zookeeper that is killed, or signalled while it starts --------------------------
 
 
-def wait_gone(marker: str, uid: int, seconds: float = 5) -> bool:
+def wait_gone(marker: str, uid: int | None = None, seconds: float = 5) -> bool:
+    """Has every process whose command line matches marker (of uid) ended?"""
+    by_uid = ["-u", str(uid)] if uid is not None else []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        found = subprocess.run(["pgrep", "-u", str(uid), "-f", marker], capture_output=True)
+        found = subprocess.run(["pgrep", *by_uid, "-f", marker], capture_output=True)
         if found.returncode != 0:
             return True
         time.sleep(0.1)
@@ -455,7 +456,4 @@ def test_a_command_that_changes_uid_still_dies_with_zookeeper(runner: Runner, pa
     finally:
         zk.kill()
         zk.wait(10)
-    deadline = time.monotonic() + 5
-    while running(marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not running(marker), "the container outlived zookeeper"
+    assert wait_gone(f"^{marker}$"), "the container outlived zookeeper"
