@@ -297,11 +297,15 @@ def expect_in_rootfs(z, r) -> None:
 
 
 HOST_MARKER = "zoo-host-marker"
-# Everywhere in the container's tree but the kernel's own filesystems (the container's,
-# or the host's under an old root), whose walk is long and never finds the marker.
-# (Directories the container's root may not read are not the host's: no error.)
-FIND_MARKER = (f"{{ find / \\( -name proc -o -name sys \\) -prune -o -name {HOST_MARKER} "
-               "-print 2>/dev/null; true; }")
+
+
+def find_host_marker(host_marker) -> str:
+    """A shell command printing where the host's marker file (an absolute path on the host)
+    is reachable in the container's tree: at that path under any directory three levels
+    deep or less, where an old root that was never unmounted would be mounted (put_old).
+    Bounded on purpose: a walk of a whole host's tree would outlast the check's timeout."""
+    return (f'for d in /* /*/* /*/*/*; do test -e "$d{host_marker}" && '
+            f'echo "$d{host_marker}"; done; true')
 
 
 def mountinfo(output: str) -> list[dict]:
@@ -334,7 +338,8 @@ def p4_pivot_root(z):
     host_marker.write_text("host\n")
     r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(
         fs, f"test -e {host_marker} && echo host-visible; "
-        "test -e /proc/1/root/etc/debian_version && echo host-proc; ls /; " + FIND_MARKER))
+        "test -e /proc/1/root/etc/debian_version && echo host-proc; ls /; "
+        + find_host_marker(host_marker)))
     expect_in_rootfs(z, r)
     z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
     z.expect("host-visible" not in r.stdout, "a file of the host is visible in the container", r)
@@ -501,7 +506,7 @@ def p4_linked_mount_points(z):
         replace_by_link(z, fs, name, target, root)
         what = f"with the rootfs's {name} a link to {target}{' (as root)' if root else ''}"
         r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", in_rootfs(
-            fs, f"test -e {host_marker} && echo host-visible; {FIND_MARKER}; "
+            fs, f"test -e {host_marker} && echo host-visible; {find_host_marker(host_marker)}; "
             "cat /proc/self/mountinfo >&2"), root=root)
         if r.status == 125:
             z.expect(stderr_lines(r) == said[root] + 1 and "Traceback" not in r.stderr,
