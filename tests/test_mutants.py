@@ -27,13 +27,13 @@ def test_one_fast_mutant_per_stage():
 
 
 def test_a_stale_or_malformed_mutant_is_one_line(tmp_path):
-    (tmp_path / "stage1.toml").write_text(
-        "[[mutant]]\nid = 'gone'\nexercise = 'q1'\nfile = 'container.py'\nwhy = 'x'\n"
-        "[[mutant.edit]]\nold = 'text that is not there'\nnew = ''\n")
+    (tmp_path / "stage1.py").write_text(
+        "MUTANTS = [{'id': 'gone', 'exercise': 'q1', 'file': 'container.py', 'why': 'x',\n"
+        "            'edit': [('text that is not there', '')]}]\n")
     problems = mutate.check_all(mutate.load(tmp_path))
     assert problems == ["mutant gone: container.py of part 1 holds 'text that is not "
                         "there'... 0 times, not once"]
-    (tmp_path / "stage2.toml").write_text("[[mutant]]\nid = 'Bad Id'\n")
+    (tmp_path / "stage2.py").write_text("MUTANTS = [{'id': 'Bad Id'}]\n")
     with pytest.raises(mutate.MutantError, match="needs id, exercise, file, why"):
         mutate.load(tmp_path)
 

@@ -8,10 +8,11 @@
     tools/mutate.py run [--out DIR] [--fast] [--id ID]... [--jobs N] [--local]
                                              build, grade (grader/grade), report
 
-The mistakes are data, one file per stage: tools/mutants/stageN.toml.  Each is an
-edit of one file of the reference that introduces the exercise (`[[mutant]]` with
-`id`, `exercise`, `file`, `why`, and `[[mutant.edit]]` tables of `old` and `new`
-text: `old` must occur exactly once).  A mistake that cannot behave differently from
+The mistakes are data, one file per stage: tools/mutants/stageN.py, whose MUTANTS is
+a list of literals (read with ast.literal_eval, never run).  Each is an edit of one
+file of the reference that introduces the exercise: a dict with `id`, `exercise`,
+`file`, `why`, and `edit`, a list of (old, new) text pairs; each `old` must occur
+exactly once.  A mistake that cannot behave differently from
 the reference says why in `equivalent = "..."`: it is listed, never graded, and not
 counted.  `fast = true` marks the mutants CI grades (one per stage).
 
@@ -32,12 +33,12 @@ not; 2 when the grading itself failed.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,16 +61,25 @@ def part_dirs() -> dict[int, Path]:
     return dirs
 
 
+def read_mutants(path: Path) -> list:
+    """The MUTANTS list a data file assigns, as literals (the file is never run)."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in
+                                                 node.targets] == ["MUTANTS"]:
+                return ast.literal_eval(node.value)
+    except (SyntaxError, ValueError) as e:
+        raise MutantError(f"{path.name}: {e}") from None
+    raise MutantError(f"{path.name}: no MUTANTS = [...] in it")
+
+
 def load(directory: Path = MUTANTS) -> list[dict]:
-    """Every mutant of every stageN.toml, in file order, each with its `stage`."""
+    """Every mutant of every stageN.py, in file order, each with its `stage`."""
     mutants, seen = [], set()
-    for path in sorted(directory.glob("stage[1-6].toml")):
+    for path in sorted(directory.glob("stage[1-6].py")):
         stage = int(path.stem[-1])
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise MutantError(f"{path.name}: {e}") from None
-        for m in data.get("mutant", []):
+        for m in read_mutants(path):
             where = f"{path.name}: mutant {m.get('id', '?')}"
             missing = [k for k in ("id", "exercise", "file", "why") if not m.get(k)]
             if missing or not (m.get("edit") or m.get("equivalent")):
@@ -84,13 +94,13 @@ def load(directory: Path = MUTANTS) -> list[dict]:
 
 def mutated_text(mutant: dict, text: str) -> str:
     """text with the mutant's edits applied, in order; each `old` exactly once."""
-    for edit in mutant.get("edit", []):
-        count = text.count(edit["old"])
+    for old, new in mutant.get("edit", []):
+        count = text.count(old)
         if count != 1:
-            first = edit["old"].strip().splitlines()[0] if edit["old"].strip() else "''"
+            first = old.strip().splitlines()[0] if old.strip() else "''"
             raise MutantError(f"mutant {mutant['id']}: {mutant['file']} of part "
                               f"{mutant['stage']} holds {first!r}... {count} times, not once")
-        text = text.replace(edit["old"], edit["new"])
+        text = text.replace(old, new)
     return text
 
 
