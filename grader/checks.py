@@ -178,11 +178,16 @@ def p2_id_maps(z):
     out = r.stdout.split("\n")
     z.expect(r.status == 0 and out[0] == "0", "the container's user should be root (uid 0)", r)
     maps = [line.split() for line in out[1:] if line.strip()]
-    start, count = z.subid_range()
+    # In the grader's VM the student's subuid and subgid ranges differ (100000 and
+    # 300000): a gid map built from the subuid range is wrong there.
+    start, count = z.subid_range("subuid")
     z.expect(maps[:2] == [["0", str(z.uid), "1"], ["1", str(start), str(count)]],
-             f"uid_map should map 0 to {z.uid} and 1..{count} to {start}..", r)
+             f"uid_map should map 0 to {z.uid} and 1..{count} to {start}.. (/etc/subuid)", r)
+    start, count = z.subid_range("subgid")
+    got = " / ".join(" ".join(line) for line in maps[2:4])
     z.expect(maps[2:4] == [["0", str(z.gid), "1"], ["1", str(start), str(count)]],
-             f"gid_map should map 0 to {z.gid} and 1..{count} to {start}..", r)
+             f"gid_map should map 0 to {z.gid} and 1..{count} to {start}.. (/etc/subgid), "
+             f"got {got or 'nothing'}", r)
 
 
 @check(2, "hostname is zoo", 2)
@@ -208,11 +213,70 @@ def p2_namespaces(z):
              f"these namespaces are the host's: {', '.join(same) or 'all'}")
 
 
-@check(2, "only lo in the network namespace", 3, public=False)
+@check(2, "only lo in the network namespace", 1, public=False)
 def p2_only_lo(z):
     r = z.zk(2, "cat", "/proc/self/net/dev")
     names = sorted(x.split(":")[0].strip() for x in r.stdout.splitlines() if ":" in x)
     z.expect(names == ["lo"], f"network interfaces should be only lo, got {names}", r)
+
+
+@check(2, "without a subordinate range: root inside, setgroups denied before gid_map", 1,
+       public=False, needs=("nosub_user",), exercises="q7 (write_id_maps)")
+def p2_no_subid_range(z):
+    # As a user with no line in /etc/subuid nor /etc/subgid (the VM's nosub): only
+    # root is mapped, by writing the files, and an unprivileged process may write
+    # gid_map only once setgroups is "deny" (user_namespaces(7)).
+    import pwd
+
+    user = z.nosub_user()
+    pw = pwd.getpwnam(user)
+    r = z.zk(2, "sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/gid_map "
+             "/proc/self/setgroups", user=user)
+    lines = [line.split() for line in r.stdout.splitlines()]
+    z.expect(r.status == 0 and lines[:1] == [["0"]],
+             f"as {user}, who has no subordinate range, the container's user should be root "
+             f"(uid 0) and the command exit 0, got {r.status_text} (is setgroups denied "
+             "before gid_map is written?)", r)
+    z.expect(lines[1:3] == [["0", str(pw.pw_uid), "1"], ["0", str(pw.pw_gid), "1"]],
+             f"as {user} (no subordinate range) uid_map should be '0 {pw.pw_uid} 1' and "
+             f"gid_map '0 {pw.pw_gid} 1', one line each, got "
+             f"{' / '.join(' '.join(line) for line in lines[1:3]) or 'nothing'}", r)
+    z.expect(lines[3:] == [["deny"]], f"as {user} /proc/self/setgroups should say deny", r)
+
+
+# The newuidmap and newgidmap the next check puts first on PATH: each waits a second
+# before the real one maps the ids.
+SLOW_MAP_TOOL = '#!/bin/sh\nsleep 1\nexec {real} "$@"\n'
+
+
+@check(2, "the maps come late (a slow newuidmap): still root inside, output and status",
+       1, public=False, exercises="q2 (tell the child to go), q4 (block until go), "
+       "q7 (write_id_maps)")
+def p2_slow_maps(z):
+    # A child that does not block on the go pipe, or a parent that says go before
+    # the maps are written, runs before its maps: with fast helpers that race is
+    # usually won, with a second's wait it never is.
+    import shutil
+
+    slow = z.scratch / "slow-map-tools"
+    slow.mkdir(mode=0o755)
+    path = z.env()["PATH"]
+    for tool in ("newuidmap", "newgidmap"):
+        real = shutil.which(tool, path=path)
+        if not real:
+            raise z.not_runnable(f"{tool} is not installed (the uidmap package)")
+        (slow / tool).write_text(SLOW_MAP_TOOL.format(real=real))
+        (slow / tool).chmod(0o755)
+    r = z.zk(2, "sh", "-c", "id -u; cat /proc/self/uid_map; echo done; exit 3",
+             env={"PATH": f"{slow}:{path}"}, timeout=COMMAND_SECONDS + 2)
+    out = r.stdout.split("\n")
+    z.expect(out[:1] == ["0"] and "done" in out and r.status == 3,
+             "with a newuidmap and a newgidmap that take a second, the command should "
+             f"still run as root (uid 0), print its output and exit 3, got {r.status_text} "
+             f"and {r.stdout.strip()[:80]!r} (does the child block until go, and is go said "
+             "only after the maps are written?)", r)
+    z.expect(len([line for line in out[1:] if line.split()[:1] == ["0"]]) == 1,
+             "the command's uid_map should map its root", r)
 
 
 # Part 3: capabilities and seccomp --------------------------------------------------
@@ -565,6 +629,11 @@ HOG = "a=$(head -c 200m /dev/zero | tr '\\000' x); echo survived ${#a}"
 # The positive control before it: 16M fits in 64M (a limit written in KiB, 1024 times
 # too low, kills this one too).
 FITS = "a=$(head -c 16m /dev/zero | tr '\\000' x); echo kept ${#a}; unset a"
+# Before both, the container's memory.swap.max, where its cgroup is mounted (part 5
+# mounts it at /sys/fs/cgroup): if it is not 0, the container stops there (the hog
+# would swap, slowly under TCG, instead of being killed).
+SWAP_MAX = ("s=$(cat /sys/fs/cgroup/memory.swap.max 2>/dev/null); echo swap.max $s; "
+            "case $s in ''|0) ;; *) exit 0;; esac")
 # Builtins only after the loop: with the limit reached, nothing else could fork.
 FORKS = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do " \
         "sleep 2 & echo \"started $!\"; done 2>/dev/null; wait"
@@ -603,11 +672,18 @@ def cpu_share(time_output: str) -> float:
 @check(5, "-m 64M: a 200M memory hog is killed", 6, timeout=120, needs=("cgroup_limits",))
 def p5_memory(z):
     fs = z.rootfs()
-    r = z.zk(5, "-r", str(fs), "-m", "64M", "sh", "-c", f"{FITS}; {HOG}", scope=True,
-             timeout=15)
+    r = z.zk(5, "-r", str(fs), "-m", "64M", "sh", "-c", f"{SWAP_MAX}; {FITS}; {HOG}",
+             scope=True, timeout=15)
+    swap = next((line.split()[1:] for line in r.stdout.splitlines()
+                 if line.startswith("swap.max")), [])
+    z.expect(swap in ([], ["0"]), f"under -m 64M the container's memory.swap.max is "
+             f"{' '.join(swap)}: it should be 0 too, or the container swaps (the grader's "
+             "VM has swap) instead of being killed at its limit", r)
     z.expect(f"kept {16 << 20}" in r.stdout, "under -m 64M a 16M allocation should "
              f"survive: is the limit too low? (got {r.status_text})", r)
-    z.expect("survived" not in r.stdout, "the hog survived a 64M limit", r)
+    # The guest has swap: a limit without memory.swap.max 0 lets the hog swap.
+    z.expect("survived" not in r.stdout, "the hog survived a 64M limit (swapped out? "
+             "memory.swap.max should be 0 too)", r)
     z.expect(r.signal == 9, f"the hog should be killed (SIGKILL, 137), got {r.status_text}", r)
 
 
@@ -644,14 +720,15 @@ def p5_cgroup_removed(z):
     fs = z.rootfs(root=True)
     # First prove a cgroup was made, with the limits, and the container in it: part 5
     # mounts the container's cgroup (its cgroup namespace's root) at /sys/fs/cgroup.
-    r = z.zk(5, "-r", str(fs), "-m", "64M", "-p", "20", "-c", "50", "cat",
-             "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/cpu.max",
-             root=True)
+    # memory.swap.max 0 too (where the kernel has it): the guest has swap.
+    r = z.zk(5, "-r", str(fs), "-m", "64M", "-p", "20", "-c", "50", "sh", "-c",
+             "cd /sys/fs/cgroup && cat memory.max pids.max cpu.max && "
+             "{ cat memory.swap.max 2>/dev/null || echo 0; }", root=True)
     z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
-    z.expect(r.stdout.split() == [str(64 << 20), "20", "50000", "100000"],
+    z.expect(r.stdout.split() == [str(64 << 20), "20", "50000", "100000", "0"],
              "with -m 64M -p 20 -c 50, the container's cgroup (its /sys/fs/cgroup) should "
-             f"have memory.max {64 << 20}, pids.max 20, cpu.max 50000 100000; got "
-             f"{' '.join(r.stdout.split()) or 'nothing'}", r)
+             f"have memory.max {64 << 20}, pids.max 20, cpu.max 50000 100000, "
+             f"memory.swap.max 0; got {' '.join(r.stdout.split()) or 'nothing'}", r)
     left = sorted(z.left_cgroups(r))
     z.expect(not left, f"cgroup left behind: {', '.join(left)}", r)
     for args in (["-m", "lots"], ["-c", "-5"], ["-p", "x"]):

@@ -2,7 +2,8 @@
 """Run the grader's checks on this machine: inside the grader's VM, or --local.
 
     runner.py --submission DIR --results FILE [--logs DIR] [--part N ...] [--only ID ...]
-              [--public] [--user NAME] [--rootfs-tar TAR] [--timeout-scale X]
+              [--public] [--user NAME] [--nosub-user NAME] [--rootfs-tar TAR]
+              [--timeout-scale X]
 
 Writes FILE (JSON) after every check, so a run cut short still reports what it did.
 Standard library only: it runs with the guest's Debian python3.
@@ -98,8 +99,9 @@ def indent(text: str, limit: int = 4000) -> str:
 class Machine:
     """What this machine offers, for checks' `needs`."""
 
-    def __init__(self, user: str):
+    def __init__(self, user: str, nosub_user: str = "nosub"):
         self.is_root = os.getuid() == 0
+        self.nosub_user, self.nosub_why = nosub_user, no_subid_user_missing(nosub_user)
         self.cgroup2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
         controllers = set()
         if self.cgroup2:
@@ -116,12 +118,35 @@ class Machine:
                               "controllers on this machine"),
             "tun": (self.tun, "/dev/net/tun is not usable by the user"),
             "slirp4netns": (self.slirp4netns, "slirp4netns is not installed"),
+            "nosub_user": (self.is_root and not self.nosub_why,
+                           self.nosub_why or "the check runs zookeeper as another user "
+                           f"({self.nosub_user}); run the grader as root"),
         }
         for need in needs:
             ok, why = reasons[need]
             if not ok:
                 return why
         return ""
+
+
+def no_subid_user_missing(name: str) -> str:
+    """Why `name` cannot serve as the user without a subordinate range ('' if it can):
+    it must exist and have no line in /etc/subuid nor /etc/subgid.  The grader's VM
+    has one (nosub); elsewhere --nosub-user names it."""
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return (f"no user {name} without a subordinate range on this machine (the "
+                "grader's VM has one; --nosub-user NAME names another)")
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            with open(path) as f:
+                owners = {line.split(":")[0] for line in f if line.count(":") == 2}
+        except OSError:
+            continue
+        if owners & {name, str(pw.pw_uid)}:
+            return f"{name} has a range in {path}: it cannot be the user without one"
+    return ""
 
 
 class Context:
@@ -153,17 +178,27 @@ class Context:
             raise CheckFailed(f"no part{part}_*/zookeeper.py in the submission")
         return found[0]
 
-    def as_user(self, argv, root=False):
+    def as_user(self, argv, root=False, user=None):
+        """argv run as the user (user: as that other user), or as root."""
+        if user:
+            pw = pwd.getpwnam(user)
+            return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+                    "--init-groups", "--"] + argv
         if root or os.getuid() != 0 or self.user == "root":
             return argv
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
                 "--"] + argv
 
-    def env(self, root=False, extra=None):
+    def env(self, root=False, extra=None, user=None):
+        """The environment a command gets; extra's entries (PATH too) win."""
+        uid, home = self.uid, self.home
+        if user:
+            pw = pwd.getpwnam(user)
+            uid, home = pw.pw_uid, pw.pw_dir
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "LANG": "C.UTF-8", "HOME": "/root" if root else self.home}
+               "LANG": "C.UTF-8", "HOME": "/root" if root else home}
         if not root:
-            runtime = f"/run/user/{self.uid}"
+            runtime = f"/run/user/{uid}"
             if os.path.isdir(runtime):
                 env["XDG_RUNTIME_DIR"] = runtime
                 env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={runtime}/bus"
@@ -171,9 +206,11 @@ class Context:
         return env
 
     def zk(self, part, *args, root=False, env=None, send_signal=None, scope=False,
-           timeout=None, may_time_out=False, shell=None) -> Run:
-        """Run partN/zookeeper.py with args, as the user (or root).  timeout: its time
-        limit in seconds (checks.COMMAND_SECONDS unless given), before the scale.
+           timeout=None, may_time_out=False, shell=None, user=None) -> Run:
+        """Run partN/zookeeper.py with args, as the user (or root, or user: another
+        user, such as nosub_user()).  timeout: its time limit in seconds
+        (checks.COMMAND_SECONDS unless given), before the scale.  env: variables added
+        to (or replacing) the usual ones, PATH included.
         shell: shell commands run first, in the shell that then execs zookeeper (a
         caller's state, such as an open fd: shell="exec 7</etc")."""
         argv = [self.python, str(self.part_dir(part) / "zookeeper.py"), *args]
@@ -182,7 +219,7 @@ class Context:
         if scope and not root and shutil.which("systemd-run"):
             # As in a student's login session: in a scope of the user's systemd.
             argv = ["systemd-run", "--user", "--scope", "--quiet", "--collect"] + argv
-        return self.run(self.as_user(argv, root), env=self.env(root, env),
+        return self.run(self.as_user(argv, root, user), env=self.env(root, env, user),
                         send_signal=send_signal, timeout=timeout, what="zookeeper",
                         may_time_out=may_time_out)
 
@@ -257,14 +294,24 @@ class Context:
         """For a check to raise when this machine cannot run it (never a pass)."""
         return NotRunnable(why)
 
-    def subid_range(self):
+    def subid_range(self, kind="subuid"):
+        """The user's first range in /etc/subuid (kind "subgid": /etc/subgid), as
+        (start, count).  The grader's VM gives them different ranges."""
         name = self.user
-        with open("/etc/subuid") as f:
+        with open(f"/etc/{kind}") as f:
             for line in f:
                 fields = line.strip().split(":")
                 if len(fields) == 3 and fields[0] in (name, str(self.uid)):
                     return int(fields[1]), int(fields[2])
-        raise NotRunnable(f"{name} has no range in /etc/subuid")
+        raise NotRunnable(f"{name} has no range in /etc/{kind}")
+
+    def nosub_user(self) -> str:
+        """The user without any subordinate range (the VM's nosub; --nosub-user)."""
+        name = getattr(self.args, "nosub_user", "nosub")
+        why = no_subid_user_missing(name)
+        if why:
+            raise NotRunnable(why)
+        return name
 
     # What this run made: its own processes, /tmp/zoo.* directories, cgroups and
     # links, never another user's nor another run's, so that --local is safe on a
@@ -287,7 +334,7 @@ class Context:
     def uid_of(self, argv) -> int:
         """The user a command ran as (see as_user)."""
         if argv[:1] == ["setpriv"]:
-            return self.uid
+            return int(argv[1].removeprefix("--reuid="))
         return os.getuid()
 
     def left_processes(self, run: Run, text: str) -> list[str]:
@@ -623,7 +670,7 @@ def empty_scratch(scratch: Path) -> None:
 
 
 def run_checks(args) -> list[dict]:
-    machine = Machine(args.user)
+    machine = Machine(args.user, getattr(args, "nosub_user", "nosub"))
     selected = checks.selected(args.part, args.only, args.public)
     results = []
     logs = Path(args.logs)
@@ -713,6 +760,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append")
     ap.add_argument("--public", action="store_true")
     ap.add_argument("--user", default=pwd.getpwuid(os.getuid()).pw_name)
+    ap.add_argument("--nosub-user", default="nosub",
+                    help="a user without any subordinate range, for the checks that need "
+                    "one (default: the VM's nosub)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--rootfs-tar", default=None)
     ap.add_argument("--timeout-scale", type=float, default=1.0)

@@ -29,9 +29,12 @@ qemu-system-aarch64 (qemu-system-arm), under TCG.
 
 What the guest provides (see grader/guest/):
   - systemd, cgroup v2 with cpu, memory and pids; a user `student` (uid 1000) with
-    subuid/subgid `student:100000:65536`, lingering, so its user manager and session bus
-    (/run/user/1000/bus) are up before the job; user@.service delegates pids memory cpu
-    cpuset io;
+    subuid `student:100000:65536` and subgid `student:300000:65536` (different, so that
+    a gid map built from the subuid range shows), lingering, so its user manager and
+    session bus (/run/user/1000/bus) are up before the job; user@.service delegates
+    pids memory cpu cpuset io; a user `nosub` (uid 1001) without any subordinate range;
+  - 512M of swap (a file made at boot by zoo-setup), so that a memory limit without
+    memory.swap.max 0 lets a container swap instead of being killed;
   - /dev/net/tun mode 0666; a link `dummy0` with 192.168.200.1/24;
   - the job: /mnt/job (read-only, its run.sh runs as root), /mnt/submission (read-only),
     /mnt/results (read-write; run.sh's stdout and stderr go to /mnt/results/job.log);
@@ -95,7 +98,10 @@ PIP_PINS = (
 )
 STUDENT_USER = "student"
 STUDENT_UID = 1000
-SUBID_START, SUBID_COUNT = 100000, 65536
+# Different subuid and subgid ranges: a gid map built from the wrong one is then wrong.
+SUBUID_START, SUBGID_START, SUBID_COUNT = 100000, 300000, 65536
+# A second user without any subordinate range (zookeeper maps only its root).
+NOSUB_USER, NOSUB_UID = "nosub", 1001
 HOSTNAME = "zoovm"
 IMAGE_MIN_MB = 1536
 # Loaded by the initramfs, with their dependencies, to mount the root disk.
@@ -301,7 +307,8 @@ def recipe(arch: str | None = None) -> dict:
         "kernel_package_re": a.kernel_package_re,
         "packages": sorted(PACKAGES),
         "pip": list(PIP_PINS),
-        "student": [STUDENT_USER, STUDENT_UID, SUBID_START, SUBID_COUNT],
+        "student": [STUDENT_USER, STUDENT_UID, SUBUID_START, SUBGID_START, SUBID_COUNT],
+        "nosub": [NOSUB_USER, NOSUB_UID],
         "hostname": HOSTNAME,
         "image_min_mb": IMAGE_MIN_MB,
         "initramfs_modules": list(a.initramfs_modules),
@@ -1073,8 +1080,11 @@ def _configure_rootfs(build: _Build, root: Path) -> None:
     build.chroot("useradd student", root,
                  ["useradd", "--create-home", "--uid", str(STUDENT_UID), "--user-group",
                   "--shell", "/bin/bash", STUDENT_USER])
-    for name in ("subuid", "subgid"):
-        _write(etc / name, f"{STUDENT_USER}:{SUBID_START}:{SUBID_COUNT}\n")
+    build.chroot("useradd nosub", root,
+                 ["useradd", "--create-home", "--uid", str(NOSUB_UID), "--user-group",
+                  "--shell", "/bin/bash", NOSUB_USER])
+    for name, start in (("subuid", SUBUID_START), ("subgid", SUBGID_START)):
+        _write(etc / name, f"{STUDENT_USER}:{start}:{SUBID_COUNT}\n")
     linger = root / "var" / "lib" / "systemd" / "linger"
     linger.mkdir(parents=True, exist_ok=True)
     (linger / STUDENT_USER).touch()

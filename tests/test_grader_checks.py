@@ -20,6 +20,7 @@ import checks  # noqa: E402
 import runner  # noqa: E402
 
 pytestmark = pytest.mark.slow
+NOSUB_USER = "zoonosub"  # made by tools/setup-test-env.sh without subordinate ranges
 PYTHON = VENV_PYTHON if Path(VENV_PYTHON).exists() else sys.executable
 
 
@@ -39,7 +40,7 @@ def run_check(check_id: str, sub: Path, base: Path, rootfs_tar: Path) -> tuple[s
     scratch.chmod(0o755)
     args = types.SimpleNamespace(submission=str(sub), user="root", python=PYTHON,
                                  timeout_scale=1.0, scratch=str(scratch),
-                                 rootfs_tar=str(rootfs_tar))
+                                 rootfs_tar=str(rootfs_tar), nosub_user=NOSUB_USER)
     z = runner.Context(args, check, [])
     try:
         check.fn(z)
@@ -123,7 +124,8 @@ def test_exec_errors_pass_with_part1(place, rootfs_tar):
 # 17's stage-4 mistakes: the references pass them, and each mistake below fails its
 # check.  Each mistake is an edit of one reference file: (old, new) pairs.
 NEW_CHECKS = {"p1_fds": 1, "p1_signal_state": 1, "p4_pivot_root": 4, "p4_proc": 4,
-              "p4_masks": 4, "p4_linked_mount_points": 4, "p4_as_root": 4}
+              "p4_masks": 4, "p4_linked_mount_points": 4, "p4_as_root": 4,
+              "p2_no_subid_range": 2, "p2_slow_maps": 2}
 
 NO_CLOSE_RANGE = [("    kernel.sys_close_range(3, kernel.CLOSE_RANGE_CLOEXEC)\n", "")]
 NO_SIGNAL_RESET = [("    signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
@@ -150,6 +152,19 @@ FOLLOWS_LINKS = [("        return kernel.sys_openat2(dir_fd, name, os.O_PATH | o
                   "        return kernel.sys_openat2(dir_fd, name, os.O_PATH | os.O_DIRECTORY,\n"),
                  ("    here, new = os.stat(\"/\"), os.fstat(root)\n",
                   "    here = new = os.stat(\"/\")\n")]
+# Stage 2: the child goes on without waiting for go (q4); the parent says go before it
+# writes the maps (q2); gid_map written before setgroups is denied (q7, no range).
+NO_WAIT_FOR_GO = [("        message = os.read(go_read, 64)\n", '        message = b"go"\n')]
+GO_BEFORE_MAPS = [("        idmap.write_id_maps(pid, container.id_maps)\n", ""),
+                  ('            os.write(go_write, b"go")\n        os.close(go_write)\n',
+                   '            os.write(go_write, b"go")\n        os.close(go_write)\n'
+                   "        idmap.write_id_maps(pid, container.id_maps)\n")]
+SETGROUPS = ('    with step(f"write /proc/{pid}/setgroups"):\n'
+             '        kernel.write_file(f"/proc/{pid}/setgroups", "deny", "user_namespaces(7)")\n')
+GID_MAP = ('    with step(f"write /proc/{pid}/gid_map"):\n'
+           '        kernel.write_file(f"/proc/{pid}/gid_map", f"0 {gid} 1\\n", '
+           '"user_namespaces(7)")\n')
+GID_MAP_BEFORE_SETGROUPS = [(SETGROUPS + GID_MAP, GID_MAP + SETGROUPS)]
 
 MISTAKES = [
     ("p1_fds", 1, "container.py", NO_CLOSE_RANGE, "fd 7, of /etc"),
@@ -160,6 +175,9 @@ MISTAKES = [
     ("p4_masks", 4, "rootfs.py", NO_MASKS, "/proc/sys should be read-only"),
     ("p4_as_root", 4, "rootfs.py", BIND_WITHOUT_REC, "MS_REC"),
     ("p4_linked_mount_points", 4, "rootfs.py", FOLLOWS_LINKS, "a link to"),
+    ("p2_slow_maps", 2, "container.py", NO_WAIT_FOR_GO, "does the child block until go"),
+    ("p2_slow_maps", 2, "container.py", GO_BEFORE_MAPS, "does the child block until go"),
+    ("p2_no_subid_range", 2, "idmap.py", GID_MAP_BEFORE_SETGROUPS, "setgroups denied"),
 ]
 
 

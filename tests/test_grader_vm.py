@@ -125,6 +125,36 @@ def test_a_broken_copy_loses_exactly_those_points(workspace):
     assert f"Score: {ALL_POINTS - lost}/{ALL_POINTS}" in done.stdout
 
 
+# The gid map built from the subuid range (q7); memory.swap.max never written (q16).
+GID_FROM_SUBUID = [("map_arguments(maps.gid, maps.subgids)",
+                    "map_arguments(maps.gid, maps.subuids)")]
+NO_SWAP_MAX = [('            if os.path.exists(f"{path}/memory.swap.max"):',
+                "            if False:")]
+
+
+def test_the_guests_ranges_and_swap_show_stage_2_and_5_mistakes(workspace):
+    """Issue 17's mistakes that only the guest shows: the gid map built from the subuid
+    range (the student's subgid range differs), gid_map written before setgroups is
+    denied (as nosub, who has no range), and no memory.swap.max (the guest has swap).
+    Only the four checks concerned: one short boot."""
+    from test_grader_checks import GID_MAP_BEFORE_SETGROUPS, broken
+
+    sub = copy_parts(workspace / "stage25", {2: PARTS[2], 5: PARTS[5]})
+    broken(sub, 2, "idmap.py", GID_MAP_BEFORE_SETGROUPS + GID_FROM_SUBUID)
+    broken(sub, 5, "cgroups.py", NO_SWAP_MAX)
+    out = workspace / "out-stage25"
+    ids = ["p2_id_maps", "p2_no_subid_range", "p5_memory", "p5_cgroup_removed"]
+    done = grade(sub, out, *[x for i in ids for x in ("--only", i)], timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    results = results_of(out)
+    assert {i: r["status"] for i, r in results.items()} == dict.fromkeys(ids, "fail"), (
+        done.stdout)
+    assert "gid range" in results["p2_id_maps"]["message"]  # newgidmap refuses it
+    assert "gid_map: Operation not permitted" in results["p2_no_subid_range"]["message"]
+    assert "memory.swap.max is max" in results["p5_memory"]["message"]
+    assert "memory.swap.max 0; got" in results["p5_cgroup_removed"]["message"]
+
+
 def copy_forward(dest: Path) -> Path:
     """A student who copied forward and has not started the stage: each partN directory
     holds the skeleton with the exercises of stages 1..N-1 done (the skeleton turns

@@ -218,3 +218,31 @@ def test_leftovers_and_cleanup_are_only_what_our_commands_made(tmp_path):
         for path in (mine, theirs):
             if os.path.isdir(path):
                 os.rmdir(path)
+
+
+# The user without a subordinate range ------------------------------------------------
+
+
+def test_a_check_as_a_user_without_a_range_needs_one(tmp_path):
+    """p2_no_subid_range runs zookeeper as a user in neither /etc/subuid nor
+    /etc/subgid (the VM's nosub; here tools/setup-test-env.sh's zoonosub): where
+    there is none, or it has a range, the check is not run, with the reason, never
+    passed."""
+    assert runner.Machine("root", "zoonosub").missing(("nosub_user",)) == (
+        "" if os.getuid() == 0 else
+        "the check runs zookeeper as another user (zoonosub); run the grader as root")
+    said = runner.Machine("root", "zootest").missing(("nosub_user",))
+    assert said == "zootest has a range in /etc/subuid: it cannot be the user without one"
+    said = runner.Machine("root", "zoo-nobody-here").missing(("nosub_user",))
+    assert said.startswith("no user zoo-nobody-here without a subordinate range")
+    sub = fake_submission(tmp_path, 2, "print('0')\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    args = types.SimpleNamespace(
+        user="root", python=sys.executable, part=None, only=["p2_no_subid_range"],
+        public=False, submission=str(sub), results=str(tmp_path / "results.json"),
+        logs=str(tmp_path / "logs"), scratch=str(scratch), timeout_scale=1.0,
+        rootfs_tar=None, progress=False, nosub_user="zoo-nobody-here")
+    [result] = runner.run_checks(args)
+    assert result["status"] == "not run" and result["score"] == 0, result
+    assert result["message"].startswith("no user zoo-nobody-here"), result

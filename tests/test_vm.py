@@ -49,6 +49,9 @@ fact cgroup_controllers cat /sys/fs/cgroup/cgroup.controllers
 fact student getent passwd student
 fact subuid grep '^student:' /etc/subuid
 fact subgid grep '^student:' /etc/subgid
+fact nosub getent passwd nosub
+fact nosub_ranges grep '^nosub:' /etc/subuid /etc/subgid
+fact swap swapon --show=TYPE,SIZE --noheadings --bytes
 fact user_manager \
     cat /sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/cgroup.controllers
 fact scope_true $AS_STUDENT systemd-run --user --scope -p Delegate=yes true
@@ -174,8 +177,24 @@ def test_cgroup2_with_controllers(fact):
 @needs_vm
 def test_student_with_subid_ranges(fact):
     assert fact("student").split(":")[2] == "1000"
+    # Different ranges: a gid map built from the subuid range shows (p2_id_maps).
     assert fact("subuid").strip() == "student:100000:65536"
-    assert fact("subgid").strip() == "student:100000:65536"
+    assert fact("subgid").strip() == "student:300000:65536"
+
+
+@needs_vm
+def test_a_user_without_subid_ranges(fact):
+    """nosub, for p2_no_subid_range: a user, but in neither /etc/subuid nor /etc/subgid."""
+    assert fact("nosub").split(":")[2] == "1001"
+    assert fact("nosub_ranges", ok=False) == ""
+
+
+@needs_vm
+def test_swap(fact):
+    """Swap enough that a 200M hog under -m 64M would swap rather than die, were
+    memory.swap.max not 0 (p5_memory)."""
+    kind, size = fact("swap").split()
+    assert kind == "file" and int(size) >= 400 << 20
 
 
 @needs_vm
