@@ -160,6 +160,7 @@ class Context:
         self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
         self.python = args.python
         self.deadline = time.monotonic() + check.timeout * args.timeout_scale
+        self.slowest = None  # the command nearest its limit: {"seconds", "limit"}
         self.scratch = Path(args.scratch)
         # What is ours (see ours()): the sessions our commands run in, and the
         # children this process had before the check, which are not.
@@ -275,6 +276,9 @@ class Context:
         run.before, run.uid = before, self.uid_of(argv)
         self.runs.append(run)
         self.log.append(run.log())
+        if self.slowest is None or (run.seconds / timeout
+                                    > self.slowest["seconds"] / self.slowest["limit"]):
+            self.slowest = {"seconds": round(run.seconds, 2), "limit": round(timeout, 1)}
         if timed_out and not may_time_out:
             self.expect(False, f"{what} did not exit within {seconds_text(timeout)} s", run)
         return run
@@ -344,8 +348,10 @@ class Context:
             self.ours() - run.before.processes) if text in command_line(pid)]
 
     def left_temp_dirs(self, run: Run) -> set[str]:
-        """/tmp/zoo.* made since run began, by the user it ran as."""
-        return owned_by(checks.temp_dirs() - run.before.temp_dirs, run.uid)
+        """/tmp/zoo.* made since run began, by the user it ran as (root's may belong
+        to its container's root: see temp_dir_owners)."""
+        made = checks.temp_dirs() - run.before.temp_dirs
+        return {path for uid in temp_dir_owners(run.uid) for path in owned_by(made, uid)}
 
     def left_cgroups(self, run: Run) -> set[str]:
         """zoo-PID cgroups made since run began, by the user it ran as."""
@@ -390,19 +396,23 @@ class Context:
             raise NotRunnable(f"could not unpack the rootfs: {said}")
         return dest
 
-    def server(self):
+    def server(self, loopback=False):
         """A small HTTP server on a non-loopback address of this machine, for the
-        network checks; returns (address, port).  It answers every GET with a token."""
-        if getattr(self, "_server", None):
-            return self._server.server_address
+        network checks; returns (address, port).  It answers every GET with a token
+        (server_token()).  loopback: another one, on 127.0.0.1 only, with a token of
+        its own (server_token(loopback=True)): what a container must not reach."""
+        servers = self.__dict__.setdefault("_servers", {})
+        if loopback in servers:
+            return servers[loopback].server_address
         import http.server
         import secrets
         import threading
 
-        address = host_address()
+        address = "127.0.0.1" if loopback else host_address()
         if not address:
             raise NotRunnable("this machine has no non-loopback IPv4 address for the server")
-        token = self._token = f"zoo-{secrets.token_hex(8)}"
+        token = f"zoo-{'loopback-' if loopback else ''}{secrets.token_hex(8)}"
+        self.__dict__.setdefault("_tokens", {})[loopback] = token
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
@@ -415,18 +425,18 @@ class Context:
             def log_message(self, *args):
                 pass
 
-        self._server = http.server.ThreadingHTTPServer((address, 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.log.append(f"(test server listening on {address}:{self._server.server_port})")
-        return self._server.server_address
+        server = servers[loopback] = http.server.ThreadingHTTPServer((address, 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.log.append(f"(test server listening on {address}:{server.server_port})")
+        return server.server_address
 
-    def server_token(self) -> str:
-        return self._token
+    def server_token(self, loopback=False) -> str:
+        return self._tokens[loopback]
 
     def close(self) -> None:
-        if getattr(self, "_server", None):
-            self._server.shutdown()
-            self._server.server_close()
+        for server in getattr(self, "_servers", {}).values():
+            server.shutdown()
+            server.server_close()
 
     def try_syscalls(self, part, names) -> dict:
         helper = str(HERE / "helpers" / "try_syscalls.py")
@@ -531,6 +541,22 @@ def reap_orphans() -> None:
             return
         if pid == 0:
             return
+
+
+def temp_dir_owners(uid: int) -> set[int]:
+    """Who may own the /tmp/zoo.* a run as uid makes: uid; root gives its mount point
+    to the container's root, the first id of root's range in /etc/subuid, when it has
+    ranges in both /etc/subuid and /etc/subgid (idmap.IdMaps.container_root)."""
+    starts = []
+    for path in ("/etc/subuid", "/etc/subgid") if uid == 0 else ():
+        try:
+            with open(path) as f:
+                lines = [line.strip().split(":") for line in f]
+        except OSError:
+            return {uid}
+        starts += [int(f[1]) for f in lines if len(f) == 3 and f[0] in ("root", "0")
+                   and f[1].isdigit() and f[2].isdigit() and int(f[2]) > 0][:1]
+    return {uid, starts[0]} if len(starts) == 2 else {uid}
 
 
 def owned_by(paths: set[str], uid: int) -> set[str]:
@@ -681,7 +707,7 @@ def run_checks(args) -> list[dict]:
         restored = restore_scratch(Path(args.scratch), args.user)
         if restored:
             log.append(restored)
-        leftovers = []
+        leftovers, context = [], None
         why_not = machine.missing(c.needs)
         if why_not:
             status, message = "not run", why_not
@@ -713,6 +739,8 @@ def run_checks(args) -> list[dict]:
         results.append({"id": c.id, "part": c.part, "name": c.name, "max_score": c.points,
                         "score": c.points if status == "ok" else 0, "status": status,
                         "message": message, "seconds": round(seconds, 2),
+                        "limit": round(c.timeout * args.timeout_scale, 1),
+                        "slowest_command": context and context.slowest,
                         "public": c.public, "log": str(log_path)})
         write_results(args.results, results)
         if args.progress:
