@@ -381,7 +381,8 @@ def mountinfo(output: str) -> list[dict]:
             continue
         dash = fields.index("-")
         mounts.append({"point": fields[4].replace("\\040", " "),
-                       "options": set(fields[5].split(",")), "type": fields[dash + 1]})
+                       "options": set(fields[5].split(",")), "type": fields[dash + 1],
+                       "propagation": fields[6:dash]})  # shared:N, master:N, ...
     return mounts
 
 
@@ -428,7 +429,18 @@ def foreign_mounts(mounts: list[dict]) -> str:
     return ", ".join((["/ twice"] if len(roots) > 1 else []) + foreign[:5])
 
 
-@check(4, "-P mounts a proc with only the container's processes", 4)
+def propagating_mounts(mounts: list[dict]) -> str:
+    """The container's mounts that are still in a peer group with the host's (shared:N)
+    or receive its mount events (master:N), with their tags ("" when none).  Under
+    systemd the host's / is shared: a container that never made its mounts private
+    (MS_REC|MS_PRIVATE on /) gets slaves of the host's, its rootfs's bind included."""
+    linked = [f"{m['point']} {' '.join(m['propagation'])}" for m in mounts
+              if any(tag.startswith(("shared:", "master:")) for tag in m["propagation"])]
+    return ", ".join(linked[:5])
+
+
+@check(4, "-P mounts a proc with only the container's processes", 4,
+       exercises="q11 (make_mounts_private), q13 (mount_proc), q14 (switch_root)")
 def p4_proc(z):
     fs = z.rootfs()
     r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'; "
@@ -441,6 +453,10 @@ def p4_proc(z):
     foreign = foreign_mounts(mounts)
     z.expect(not foreign, f"the container's mount table lists the host's mounts ({foreign}): "
              "after pivot_root, detach the old root (umount2(2) MNT_DETACH)")
+    linked = propagating_mounts(mounts)
+    z.expect(not linked, f"the container's mounts are still linked to the host's ({linked}): "
+             "mount events cross between them; make every mount private first, "
+             "recursively (MS_REC|MS_PRIVATE on /, mount_namespaces(7))")
     z.expect(out[0] == "sh", f"PID 1 in /proc should be the command (sh), got {out[0]}", r)
     z.expect(int(out[1]) <= 4, f"/proc shows {out[1]} processes: the host's, not only the "
              "container's", r)
@@ -456,7 +472,14 @@ def p4_dev_null(z):
              "/dev/null should swallow writes", r)
 
 
-@check(4, "temporary directory removed on every exit", 5)
+# The newuidmap the next check puts first on PATH: it refuses, as the real one does when
+# /etc/subuid does not grant the range.
+FAILING_MAP_TOOL = ('#!/bin/sh\necho "newuidmap: write to uid_map failed: Operation not '
+                    'permitted" >&2\nexit 1\n')
+
+
+@check(4, "temporary directory removed on every exit", 5,
+       exercises="the removal on every way out (Filesystem.remove, run_container's cleanup)")
 def p4_temp_dir_removed(z):
     fs = z.rootfs()
     r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "true"))
@@ -469,6 +492,18 @@ def p4_temp_dir_removed(z):
     expect_no_temp_dir(z, r, "after an exec failure")
     r = z.zk(4, "-r", str(fs), "sleep", "30", send_signal=("TERM", 1.5))
     expect_no_temp_dir(z, r, "after SIGTERM to zookeeper")
+    # An error of zookeeper's own once the temp dir is made (after the clone): the
+    # child's id maps are refused.  Only a removal on every way out passes, not one
+    # after the child's normal end.
+    z.subid_range()  # newuidmap is used only with a subordinate range
+    failing = z.scratch / "failing-map-tool"
+    failing.mkdir(mode=0o755)
+    (failing / "newuidmap").write_text(FAILING_MAP_TOOL)
+    (failing / "newuidmap").chmod(0o755)
+    r = z.zk(4, "-r", str(fs), "true", env={"PATH": f"{failing}:{z.env()['PATH']}"})
+    z.expect(r.status == 125, "with a newuidmap that refuses, zookeeper should fail with 125, "
+             f"got {r.status_text}", r)
+    expect_no_temp_dir(z, r, "after an error once it was made (newuidmap refused the map)")
 
 
 def expect_no_temp_dir(z, r, when: str) -> None:
@@ -754,10 +789,11 @@ def ip_links(output: str) -> dict[str, set]:
     return links
 
 
-def expect_rootless_eth0(z, fs):
+def expect_rootless_eth0(z, fs, env=None):
     """Stage 6's own work (starting slirp4netns) is done: with -n, as the user, the
     container has eth0 with slirp4netns's 10.0.2.100.  Returns the run."""
-    r = z.zk(6, "-r", str(fs), "-n", "ip", "-o", "-4", "addr", "show", "eth0", scope=True)
+    r = z.zk(6, "-r", str(fs), "-n", "ip", "-o", "-4", "addr", "show", "eth0", scope=True,
+             env=env)
     z.expect(r.status == 0 and "10.0.2.100" in r.stdout,
              "with -n the container should have eth0 with 10.0.2.100 (slirp4netns)", r)
     return r
@@ -782,27 +818,68 @@ def p6_interfaces(z):
     z.expect(not down, f"with -n, lo and eth0 should be up; down: {', '.join(down)}", r)
 
 
+# slirp4netns's address for the host (its gateway): without --disable-host-loopback it
+# leads to the host's 127.0.0.1, where services trust whoever connects.
+SLIRP_HOST = "10.0.2.2"
+
+
 @check(6, "-n: the container reaches a server on the host", 6, timeout=120,
-       needs=("tun", "slirp4netns"))
+       needs=("tun", "slirp4netns"), exercises="q20 (start: slirp4netns and its options)")
 def p6_rootless_network(z):
     fs = z.rootfs()
     address, port = z.server()
+    _, loopback_port = z.server(loopback=True)
     r = z.zk(6, "-r", str(fs), "-n", "sh", "-c",
              "ip -o -4 addr show eth0; "
-             f"timeout 10 wget -q -O - http://{address}:{port}/zoo", scope=True, timeout=15)
+             f"timeout 10 wget -q -O - http://{address}:{port}/zoo; "
+             f"timeout 5 wget -q -O - http://{SLIRP_HOST}:{loopback_port}/zoo; true",
+             scope=True, timeout=15)
     z.expect("10.0.2.100" in r.stdout, "eth0 should have 10.0.2.100 (slirp4netns)", r)
     z.expect(z.server_token() in r.stdout, f"the container did not reach {address}:{port}", r)
+    z.expect(z.server_token(loopback=True) not in r.stdout,
+             f"the container reached a server on the host's loopback only (127.0.0.1:"
+             f"{loopback_port}) through {SLIRP_HOST}: start slirp4netns with "
+             "--disable-host-loopback", r)
 
 
-@check(6, "the network helper is gone after exit", 3, timeout=90, needs=("tun", "slirp4netns"))
+# The slirp4netns the next check puts first on PATH: the real one without --exit-fd,
+# so that it ends only when zookeeper stops it (with the option it also ends, a little
+# later, once zookeeper's end of that pipe closes: a stop() that does nothing passed).
+SLIRP_WITHOUT_EXIT_FD = """#!/bin/sh
+skip=
+for arg do
+    shift
+    if [ -n "$skip" ]; then skip=; continue; fi
+    case $arg in
+        --exit-fd=*|-e[0-9]*) continue ;;
+        --exit-fd|-e) skip=1; continue ;;
+    esac
+    set -- "$@" "$arg"
+done
+exec {real} "$@"
+"""
+
+
+@check(6, "the network helper is gone after exit", 3, timeout=90, needs=("tun", "slirp4netns"),
+       exercises="q21 (stop: kill and reap slirp4netns)")
 def p6_helper_gone(z):
     # First the network itself, in the same run: a program that ignores -n starts no
-    # helper, and none is left.
-    fs = z.rootfs()
-    r = expect_rootless_eth0(z, fs)
+    # helper, and none is left.  Then no slirp4netns of ours, the moment zookeeper
+    # has returned.
+    import shutil
+
+    path = z.env()["PATH"]
+    real = shutil.which("slirp4netns", path=path)
+    if not real:
+        raise z.not_runnable("slirp4netns is not on the user's PATH")
+    wrapper = z.scratch / "slirp-without-exit-fd"
+    wrapper.mkdir(mode=0o755)
+    (wrapper / "slirp4netns").write_text(SLIRP_WITHOUT_EXIT_FD.format(real=real))
+    (wrapper / "slirp4netns").chmod(0o755)
+    r = expect_rootless_eth0(z, z.rootfs(), env={"PATH": f"{wrapper}:{path}"})
     left = z.left_processes(r, "slirp4netns")
-    z.expect(not left, f"slirp4netns is still running after the container exited: "
-             f"{', '.join(left)}")
+    z.expect(not left, f"slirp4netns is still running when zookeeper has returned: "
+             f"{', '.join(left)} (stop it: kill(2), then reap it with waitpid(2))")
 
 
 @check(6, "as root: a veth pair reaches the host", 3, timeout=150, public=False,

@@ -6,14 +6,16 @@ Checks that need what this host lacks (cgroup v2 controllers, a guest with slirp
 and a server address) are proved in the VM instead (test_grader_vm.py).
 """
 
+import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import types
 from pathlib import Path
 
 import pytest
-from conftest import PARTS, ROOT, VENV_PYTHON, copy_parts
+from conftest import PARTS, ROOT, TEST_USER, VENV_PYTHON, copy_parts
 
 sys.path.insert(0, str(ROOT / "grader"))
 import checks  # noqa: E402
@@ -49,6 +51,7 @@ def run_check(check_id: str, sub: Path, base: Path, rootfs_tar: Path) -> tuple[s
         return "fail", str(e)
     finally:
         z.close()
+        z.clean_up()  # what a mistake left (a temp dir), as the runner does
 
 
 PART4_ROOTFS_CHECKS = ["p4_pivot_root", "p4_dev_null", "p4_temp_dir_removed", "p4_bad_rootfs",
@@ -165,6 +168,14 @@ GID_MAP = ('    with step(f"write /proc/{pid}/gid_map"):\n'
            '        kernel.write_file(f"/proc/{pid}/gid_map", f"0 {gid} 1\\n", '
            '"user_namespaces(7)")\n')
 GID_MAP_BEFORE_SETGROUPS = [(SETGROUPS + GID_MAP, GID_MAP + SETGROUPS)]
+# The temp dir removed after the child's normal end only, not on every way out (an
+# error of the parent's after the clone leaves it).
+REMOVED_AFTER_WAIT = [("        cleanup.add(container.fs.remove)\n", ""),
+                      ("        reaped = True\n",
+                       "        reaped = True\n        container.fs.remove()\n")]
+# The mounts never made private (q11): under a shared / (systemd's) they become slaves.
+NOT_PRIVATE = [('        kernel.sys_mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)\n',
+                "        pass\n")]
 
 MISTAKES = [
     ("p1_fds", 1, "container.py", NO_CLOSE_RANGE, "fd 7, of /etc"),
@@ -178,6 +189,7 @@ MISTAKES = [
     ("p2_slow_maps", 2, "container.py", NO_WAIT_FOR_GO, "does the child block until go"),
     ("p2_slow_maps", 2, "container.py", GO_BEFORE_MAPS, "does the child block until go"),
     ("p2_no_subid_range", 2, "idmap.py", GID_MAP_BEFORE_SETGROUPS, "setgroups denied"),
+    ("p4_temp_dir_removed", 4, "container.py", REMOVED_AFTER_WAIT, "newuidmap refused"),
 ]
 
 
@@ -210,3 +222,27 @@ def test_the_shifted_part3_fails_the_new_part4_checks(place, rootfs_tar):
     sub = copy_parts(place / "sub", {4: PARTS[3]})
     for check_id in ("p4_masks", "p4_linked_mount_points"):
         assert run_check(check_id, sub, place, rootfs_tar)[0] == "fail"
+
+
+@pytest.mark.parametrize("user", ["root", TEST_USER])
+@pytest.mark.parametrize("edits, said", [([], ""), (NOT_PRIVATE, "/ master:")],
+                         ids=["reference", "not-private"])
+def test_p4_proc_under_a_shared_root(user, edits, said, place, rootfs_tar):
+    """This host's / is private; systemd's (the VM's) is shared.  In a mount namespace
+    whose mounts are all shared, as there, a container that never made its mounts
+    private (q11) shows its / and /dev/null as slaves of the host's (master:N), as
+    root and rootless; the reference shows no propagation at all."""
+    sub = broken(copy_parts(place / "sub", {4: PARTS[4]}), 4, "rootfs.py", edits)
+    results = place / "results.json"
+    done = subprocess.run(["unshare", "--mount", "--propagation", "shared", PYTHON,
+                           str(ROOT / "grader" / "runner.py"), "--submission", str(sub),
+                           "--results", str(results), "--only", "p4_proc", "--user", user,
+                           "--python", PYTHON, "--rootfs-tar", str(rootfs_tar)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(results.read_text())
+    if not edits:
+        assert result["status"] == "ok", result["message"]
+    else:
+        assert result["status"] == "fail" and said in result["message"], result["message"]
+        assert "(this checks q11 (make_mounts_private)" in result["message"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import generate
 import pytest
 from conftest import PARTS, ROOT, copy_parts
+from test_grader_checks import NOT_PRIVATE, REMOVED_AFTER_WAIT, broken
 
 pytestmark = pytest.mark.vm
 GRADE = [sys.executable, str(ROOT / "grader" / "grade")]
@@ -101,6 +102,36 @@ def break_copy(sub: Path) -> None:
 
 
 HANGING = {"p6_interfaces", "p6_rootless_network", "p6_helper_gone", "p6_root_veth"}
+
+# Issue 17's mistakes that need the guest: its systemd's shared / (q11), slirp4netns
+# for the user (q20, q21); and the temp dir, rootless.  (p4_proc and p4_temp_dir_removed
+# also fail them on this host: test_grader_checks.py.)  Check id: what its failure says.
+NO_HOST_LOOPBACK_OPTION = [('"slirp4netns", "--disable-host-loopback", ', '"slirp4netns", ')]
+STOP_DOES_NOTHING = [("                kernel.sys_kill(pid, signal.SIGTERM)\n"
+                      "                kernel.sys_waitpid(pid)\n", "                pass\n")]
+GUEST_MISTAKES = {"p4_proc": "are still linked to the host's (/ master:",
+                  "p4_temp_dir_removed": "newuidmap refused",
+                  "p6_rootless_network": "start slirp4netns with --disable-host-loopback",
+                  "p6_helper_gone": "still running when zookeeper has returned"}
+
+
+def test_stage_4_and_6_mistakes_fail_their_checks_in_the_guest(workspace):
+    """One submission with four mistakes, each in its own check: the mounts never made
+    private, the temp dir removed after the child's normal end only, slirp4netns
+    started without --disable-host-loopback, and a stop() that stops nothing."""
+    sub = copy_parts(workspace / "guest-mistakes", {4: PARTS[4], 6: PARTS[6]})
+    broken(sub, 4, "rootfs.py", NOT_PRIVATE)
+    broken(sub, 4, "container.py", REMOVED_AFTER_WAIT)
+    broken(sub, 6, "network.py", NO_HOST_LOOPBACK_OPTION + STOP_DOES_NOTHING)
+    out = workspace / "out-guest-mistakes"
+    done = grade(sub, out, *[arg for check_id in GUEST_MISTAKES for arg in ("--only", check_id)],
+                 timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    results = results_of(out)
+    assert set(results) == set(GUEST_MISTAKES)
+    for check_id, said in GUEST_MISTAKES.items():
+        assert results[check_id]["status"] == "fail", results[check_id]
+        assert said in results[check_id]["message"], results[check_id]["message"]
 
 
 def test_a_broken_copy_loses_exactly_those_points(workspace):
