@@ -37,9 +37,9 @@ MUTANTS = [
         "id": "slirp-no-ready-fd",
         "exercise": "q20",
         "file": "network.py",
-        "why": "--ready-fd left out: the ready pipe reads end-of-file at once, taken for "
-               "slirp4netns' exit, and zookeeper waits for a slirp4netns that never exits "
-               "(its --exit-fd is still open): a zookeeper that never returns",
+        "why": "--ready-fd left out: slirp4netns inherits the ready pipe's write end and "
+               "never writes to it, so zookeeper waits out its 20 s and gives up: -n "
+               "always fails, 20 s late",
         "edit": [('                        f"--ready-fd={ready_write}", '
                   'f"--exit-fd={exit_read}",\n',
                   '                        f"--exit-fd={exit_read}",\n')],
