@@ -172,7 +172,7 @@ def p1_signal_state(z):
 # Part 2: namespaces, id maps, hostname ----------------------------------------------
 
 
-@check(2, "root inside, with both id map lines", 4)
+@check(2, "root inside, with both id map lines", 4, exercises="q7 (write_id_maps)")
 def p2_id_maps(z):
     r = z.zk(2, "sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/gid_map")
     out = r.stdout.split("\n")
@@ -704,7 +704,8 @@ def cpu_share(time_output: str) -> float:
     return (times.get("user", 0) + times.get("sys", 0)) / times["real"]
 
 
-@check(5, "-m 64M: a 200M memory hog is killed", 6, timeout=120, needs=("cgroup_limits",))
+@check(5, "-m 64M: a 200M memory hog is killed", 6, timeout=120, needs=("cgroup_limits",),
+       exercises="q16 (memory.max, and memory.swap.max 0 after it)")
 def p5_memory(z):
     fs = z.rootfs()
     r = z.zk(5, "-r", str(fs), "-m", "64M", "sh", "-c", f"{SWAP_MAX}; {FITS}; {HOG}",
@@ -748,7 +749,8 @@ def p5_cpu(z):
 
 
 @check(5, "the limits are in the container's cgroup, removed after exit; bad values refused",
-       4, timeout=120, needs=("cgroup_limits", "root"), public=False)
+       4, timeout=120, needs=("cgroup_limits", "root"), public=False,
+       exercises="q15-q19 (the cgroup, its limits, its removal)")
 def p5_cgroup_removed(z):
     # As root and outside any systemd scope: systemd removes a scope's empty child
     # cgroups itself, which would hide a missing rmdir.
