@@ -90,6 +90,11 @@ def p1_exec_errors(z):
              "a missing command should be one line on stderr (no traceback)", r)
     r = z.zk(1, z.plain_file())
     z.expect(r.status == 126, f"a non-executable file should give 126, got {r.status_text}", r)
+    # A file in PATH where a directory should be: execvp's last error is ENOTDIR, and
+    # the command is still not found (127, as a shell says).
+    r = z.zk(1, "no-such-command-zk", env={"PATH": f"/usr/bin:/bin:{z.plain_file()}"})
+    z.expect(r.status == 127, "a missing command should give 127 also when PATH holds a "
+             f"file (execvp fails with ENOTDIR), got {r.status_text}", r)
 
 
 @check(1, "SIGTERM reaches the container", 2, public=False)
@@ -114,10 +119,14 @@ def p1_no_leftovers(z):
 def p1_fds(z):
     # runc's CVE-2024-21626: an fd open in the caller (here of /etc) reaches the
     # container, and through it the host's files (/proc/self/fd/7/..).
-    r = z.zk(1, "sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '; echo; "
-             "readlink /proc/$$/fd/7 && echo fd-7-open", shell="exec 7</etc")
-    fds = sorted(r.stdout.split("\n")[0].split(), key=lambda fd: int(fd) if fd.isdigit()
-                 else -1)
+    # The command's own fds, listed by the program it execs (no pipeline: a shell's
+    # pipe to another process would be one more fd for a moment); ls's own fd of
+    # /proc/self/fd is left out.
+    r = z.zk(1, "sh", "-c", "readlink /proc/$$/fd/7 && echo fd-7-open; "
+             "exec ls -l /proc/self/fd", shell="exec 7</etc")
+    links = [line.split(" -> ", 1) for line in r.stdout.splitlines() if " -> " in line]
+    fds = sorted((name.split()[-1] for name, target in links if not target.endswith("/fd")),
+                 key=lambda fd: int(fd) if fd.isdigit() else -1)
     z.expect(r.status in (0, 1) and "0" in fds, "could not list the command's fds", r)
     z.expect("fd-7-open" not in r.stdout, "an fd open in zookeeper's caller (fd 7, of /etc) "
              "is open in the command: only 0, 1 and 2 should reach it (close_range(2))", r)
@@ -201,6 +210,11 @@ def p2_pid1(z):
     r = z.zk(2, "sh", "-c", "echo $$")
     z.expect(r.stdout.strip() == "1", f"the command's pid should be 1, got {r.stdout.strip()!r}",
              r)
+    # A child that never execs: its parent learns of its end only if the clone's
+    # flags still hold SIGCHLD (after an exec the kernel resets the exit signal).
+    r = z.zk(2, "no-such-command-zk")
+    z.expect(r.status == 127, "a missing command should give 127 in the namespaces too, got "
+             f"{r.status_text}: do the clone's flags still hold SIGCHLD (q6: flags |= ...)?", r)
 
 
 @check(2, "seven new namespaces", 4)

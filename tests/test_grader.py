@@ -450,7 +450,8 @@ def test_local_user_is_checked_first(grade, tmp_path, capsys, monkeypatch):
     out = ["--out", str(tmp_path / "out")]
     for extra, said in [(["--local", "--user", "nosuch-zk"], "--user nosuch-zk: no such user"),
                         (["--user", "root"],
-                         "--user and --python go with --local (the VM has its own student)"),
+                         "--user, --python and --nosub-user go with --local (the VM has its "
+                         "own users)"),
                         (["--local", "--python", str(tmp_path / "no-python")],
                          f"--python {tmp_path / 'no-python'}: not an executable file")]:
         assert grade.main([str(sub), *extra, *out]) == 2

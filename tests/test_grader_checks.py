@@ -94,7 +94,7 @@ import sys
 
 try:
     os.execvp(sys.argv[1], sys.argv[1:])
-except FileNotFoundError:
+except (FileNotFoundError, NotADirectoryError):
     print(f"zookeeper: failed to execute {sys.argv[1]}: No such file or directory",
           file=sys.stderr)
     EXTRA

@@ -102,7 +102,7 @@ def test_the_handout_grades_itself_locally(handout_dir, tmp_path):
 def grade_local(submission: Path, out: Path, parts: list[int]) -> list[dict]:
     args = [sys.executable, str(ROOT / "grader" / "grade"), str(submission), "--local",
             "--user", "zootest", "--python", "/opt/zookeeper-venv/bin/python3",
-            "--out", str(out)]
+            "--nosub-user", "zoonosub", "--out", str(out)]
     for p in parts:
         args += ["--part", str(p)]
     subprocess.run(["chmod", "-R", "a+rX", str(submission)], check=True)

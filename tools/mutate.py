@@ -5,7 +5,8 @@
     tools/mutate.py check                    every mutant still applies to the references
     tools/mutate.py build DIR [--fast] [--id ID]...
                                              the graded submissions, without grading them
-    tools/mutate.py run [--out DIR] [--fast] [--id ID]... [--jobs N] [--local]
+    tools/mutate.py run [--out DIR] [--fast] [--id ID]... [--jobs N]
+                        [--local [--user NAME] [--nosub-user NAME]]
                                              build, grade (grader/grade), report
 
 The mistakes are data, one file per stage: tools/mutants/stageN.py, whose MUTANTS is
@@ -268,7 +269,8 @@ def run(args, mutants: list[dict]) -> int:
     for stage in stages:
         argv += ["--part", str(stage)]
     if args.local:
-        argv += ["--local"] + (["--user", args.user] if args.user else [])
+        argv += ["--local"] + (["--user", args.user] if args.user else []) + (
+            ["--nosub-user", args.nosub_user] if args.nosub_user else [])
     else:
         argv += ["--jobs", str(args.jobs)]
     print(f"mutate: grading {len(graded)} mutants in {len(packed)} submissions"
@@ -301,6 +303,8 @@ def main(argv=None) -> int:
     r.add_argument("--jobs", type=int, default=1, help="VMs at once (default 1)")
     r.add_argument("--local", action="store_true", help="grade on this host, without a VM")
     r.add_argument("--user", help="--local as root: run zookeeper as this user")
+    r.add_argument("--nosub-user", help="--local as root: the user without a subordinate "
+                   "range (grader/grade's option)")
     r.add_argument("--control", action=argparse.BooleanOptionalAction, default=None,
                    help="grade the unchanged references too (default: only on full runs)")
     args = ap.parse_args(argv)
