@@ -20,10 +20,11 @@ counted.  `fast = true` marks the mutants CI grades (one per stage).
 How they are graded: a mutant is applied to its own stage's part only, and mutants of
 different stages share a submission (the first of each stage in one, the second in
 the next, ...): each part's checks run only that part's program, so one VM boot grades
-up to six mutants.  A mutant is caught when a check of its own stage fails; a check
-that errs or cannot run here does not count either way.  With --control (the default
-for a full run) the unchanged references are graded in the same run, and a check that
-fails them too catches nothing.
+up to six mutants; submissions are grouped by the stages they hold, and each group is
+graded with only those stages' checks.  A mutant is caught when a check of its own
+stage fails; a check that errs or cannot run here does not count either way.  With
+--control (the default for a full run) the unchanged references are graded in the
+same run, and a check that fails them too catches nothing.
 
 The report (OUT/report.txt and OUT/report.json) says, for each mutant, caught or not
 and by which checks.  Exit status: 0 when at least 95% of the graded mutants are
@@ -157,18 +158,26 @@ def round_name(index: int) -> str:
     return f"round{index + 1:02d}"
 
 
+def group_name(stages) -> str:
+    """Where submissions that hold mutants of these stages go: "stages-146"."""
+    return "stages-" + "".join(map(str, sorted(stages)))
+
+
 def build(mutants: list[dict], class_dir: Path, control: bool) -> list[dict[int, dict]]:
-    """class_dir/roundNN/: the six references, with one mutant in each stage's part."""
+    """class_dir/stages-SSS/roundNN/: the six references, with one mutant in each of
+    stages SSS's parts; submissions are grouped by those stages, so that each group is
+    graded with only its stages' checks.  The control goes with the first round's."""
     parts = part_dirs()
     if class_dir.exists():
         shutil.rmtree(class_dir)
     packed = rounds(mutants)
     names = [round_name(i) for i in range(len(packed))] + [CONTROL] * control
-    for name, members in zip(names, packed + [{}] * control):
+    for name, members in zip(names, packed + [packed[0] if packed else {}] * control):
+        group = class_dir / group_name(members)
         for stage, source in parts.items():
-            dest = class_dir / name / source.name
+            dest = group / name / source.name
             shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
-            if stage in members:
+            if stage in members and name != CONTROL:
                 apply(members[stage], dest)
     subprocess.run(["chmod", "-R", "a+rX", str(class_dir)], check=True)
     return packed
@@ -263,20 +272,23 @@ def run(args, mutants: list[dict]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     class_dir = out / "class"
     packed = build(graded, class_dir, control)
-    stages = sorted({m["stage"] for m in graded})
-    argv = [sys.executable, str(GRADE), str(class_dir), "--out", str(out / "graded"),
-            "--resume"]
-    for stage in stages:
-        argv += ["--part", str(stage)]
-    if args.local:
-        argv += ["--local"] + (["--user", args.user] if args.user else []) + (
-            ["--nosub-user", args.nosub_user] if args.nosub_user else [])
-    else:
-        argv += ["--jobs", str(args.jobs)]
+    graded_dir = out / "graded"
+    status = 0
     print(f"mutate: grading {len(graded)} mutants in {len(packed)} submissions"
-          + (" and the control" if control else "") + ": " + " ".join(argv), flush=True)
-    status = subprocess.run(argv).returncode
-    rows, control_failures = verdicts(packed, out / "graded", control)
+          + (" and the control" if control else ""), flush=True)
+    for group in sorted(class_dir.iterdir()):
+        argv = [sys.executable, str(GRADE), str(group), "--out", str(graded_dir),
+                "--csv", str(graded_dir / f"scores-{group.name}.csv"), "--resume"]
+        for stage in group.name.removeprefix("stages-"):
+            argv += ["--part", stage]
+        if args.local:
+            argv += ["--local"] + (["--user", args.user] if args.user else []) + (
+                ["--nosub-user", args.nosub_user] if args.nosub_user else [])
+        else:
+            argv += ["--jobs", str(args.jobs)]
+        print("mutate: " + " ".join(argv), flush=True)
+        status = max(status, subprocess.run(argv).returncode)
+    rows, control_failures = verdicts(packed, graded_dir, control)
     total = summary(rows, control_failures, equivalent)
     text = text_report(rows, total, equivalent)
     (out / "report.txt").write_text(text)
