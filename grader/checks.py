@@ -539,8 +539,8 @@ def p4_bad_rootfs(z):
     expect_no_temp_dir(z, good, "by these two runs")  # since the good run began
 
 
-@check(4, "as root too; a rootfs holding a mount", 1, public=False, needs=("root",),
-       exercises="q12 (bind_rootfs) and q13")
+@check(4, "as root too; a rootfs holding a mount; an error after mkdtemp leaves nothing", 1,
+       public=False, needs=("root",), exercises="q12 (bind_rootfs), q13 and prepare()")
 def p4_as_root(z):
     fs = z.rootfs(root=True)
     r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", in_rootfs(fs, "ls /proc | grep -c '^[0-9]'"),
@@ -549,6 +549,7 @@ def p4_as_root(z):
     out = r.stdout.split()
     z.expect(r.status == 0 and len(out) == 2 and out[1].isdigit() and int(out[1]) <= 4,
              "as root, -P should mount a proc with only the container's processes", r)
+    warned = stderr_lines(r)  # as root without a subordinate range: a warning first
     # A rootfs with a mount inside it (as a student's rootfs on a separate disk has):
     # the bind mount of the rootfs must bring it along (MS_REC), as the user too.
     fs = z.rootfs()
@@ -566,6 +567,33 @@ def p4_as_root(z):
     z.expect(r.status == 0 and "submount" in r.stdout, "a mount inside the rootfs (a tmpfs "
              "at /zoo-sub) should be in the container: bind the rootfs with MS_REC", r)
     expect_in_rootfs(z, r)
+    expect_nothing_left_on_a_full_tmp(z, warned)
+
+
+def expect_nothing_left_on_a_full_tmp(z, warned: int) -> None:
+    """As root, in a mount namespace of its own whose /tmp has room for one directory
+    only: the mount point is made, -o's overlay directory next to it is not.  That
+    error comes after the mount point exists: it must be one line, 125, and /tmp empty.
+    (What was in /tmp, the rootfs and maybe the submission, is at /var/tmp there.)"""
+    def moved(path) -> str:
+        return "/var/tmp/" + str(path)[5:] if str(path).startswith("/tmp/") else str(path)
+
+    fs = z.rootfs(root=True)
+    zookeeper = z.part_dir(4) / "zookeeper.py"
+    script = ('mount --bind /tmp /var/tmp && '
+              'mount -t tmpfs -o nr_inodes=2,size=1m,mode=1777 zoo-full /tmp || exit 99; '
+              '"$@"; echo "status=$?"; ls -A /tmp')
+    r = z.host(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+                moved(z.python), moved(zookeeper), "-r", moved(fs), "-o", "true"], root=True)
+    if r.status == 99:
+        raise z.not_runnable(f"could not mount a small tmpfs at /tmp: {r.stderr.strip()}")
+    lines = r.stdout.splitlines()
+    z.expect(lines[:1] == ["status=125"] and stderr_lines(r) == 1 + warned
+             and "Traceback" not in r.stderr,
+             "as root with -o and no room in /tmp for the overlay's directory, zookeeper "
+             f"should fail in one line with 125, got {lines[:1]}", r)
+    z.expect(not lines[1:], "an error after the mount point was made left it behind "
+             f"({', '.join(lines[1:])} in /tmp): remove it on every path", r)
 
 
 def replace_by_link(z, fs, name: str, target: str, root: bool) -> None:

@@ -185,6 +185,8 @@ MISTAKES = [
     ("p4_masks", 4, "rootfs.py", PROC_WITHOUT_FLAGS, "nosuid,nodev,noexec"),
     ("p4_masks", 4, "rootfs.py", NO_MASKS, "/proc/sys should be read-only"),
     ("p4_as_root", 4, "rootfs.py", BIND_WITHOUT_REC, "MS_REC"),
+    ("p4_as_root", 4, "rootfs.py", [("    except OSError as e:\n        fs.remove()\n",
+                                     "    except OSError as e:\n")], "left it behind"),
     ("p4_linked_mount_points", 4, "rootfs.py", FOLLOWS_LINKS, "a link to"),
     ("p2_slow_maps", 2, "container.py", NO_WAIT_FOR_GO, "does the child block until go"),
     ("p2_slow_maps", 2, "container.py", GO_BEFORE_MAPS, "does the child block until go"),
