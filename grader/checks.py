@@ -911,6 +911,7 @@ def p6_helper_gone(z):
     # helper, and none is left.  Then no slirp4netns of ours, the moment zookeeper
     # has returned.
     import shutil
+    import time
 
     path = z.env()["PATH"]
     real = shutil.which("slirp4netns", path=path)
@@ -920,10 +921,24 @@ def p6_helper_gone(z):
     wrapper.mkdir(mode=0o755)
     (wrapper / "slirp4netns").write_text(SLIRP_WITHOUT_EXIT_FD.format(real=real))
     (wrapper / "slirp4netns").chmod(0o755)
-    r = expect_rootless_eth0(z, z.rootfs(), env={"PATH": f"{wrapper}:{path}"})
+    fs = z.rootfs()
+    r = expect_rootless_eth0(z, fs, env={"PATH": f"{wrapper}:{path}"})
     left = z.left_processes(r, "slirp4netns")
     z.expect(not left, f"slirp4netns is still running when zookeeper has returned: "
              f"{', '.join(left)} (stop it: kill(2), then reap it with waitpid(2))")
+    # A zookeeper killed with SIGKILL stops nothing itself: slirp4netns must end on its
+    # own, when the pipe of its --exit-fd closes with zookeeper (slirp4netns(1)).
+    r = z.zk(6, "-r", str(fs), "-n", "sleep", "60", scope=True, send_signal=("KILL", 3.0),
+             may_time_out=True)
+    left = z.left_processes(r, "slirp4netns")
+    for _ in range(20):  # its exit takes a moment after the pipe closes
+        if not left:
+            break
+        time.sleep(0.1 * z.args.timeout_scale)
+        left = z.left_processes(r, "slirp4netns")
+    z.expect(not left, "with zookeeper killed (SIGKILL), slirp4netns is still running: "
+             f"{', '.join(left)} (give it --exit-fd, the read end of a pipe only zookeeper "
+             "holds open)")
 
 
 @check(6, "as root: a veth pair reaches the host", 3, timeout=150, public=False,
