@@ -69,20 +69,22 @@ NAMESPACES = ["user", "cgroup", "ipc", "net", "mnt", "pid", "uts"]
 # Part 1: clone, wait, exit like the child ------------------------------------------
 
 
-@check(1, "exit status is the container's", 3)
+@check(1, "exit status is the container's", 3, exercises="q3 (waitpid(2), the exit status)")
 def p1_exit_status(z):
     r = z.zk(1, "sh", "-c", "echo hello; exit 42")
     z.expect(r.stdout == "hello\n", "the command's output should be 'hello'", r)
     z.expect(r.status == 42, f"exit status should be 42, got {r.status_text}", r)
 
 
-@check(1, "death by the child's signal", 3)
+@check(1, "death by the child's signal", 3,
+       exercises="q3 (waitpid(2): a death by a signal is 128+N)")
 def p1_signal(z):
     r = z.zk(1, z.python, "-c", SEGFAULT)
     z.expect(r.signal == 11, f"zookeeper should die of SIGSEGV (139), got {r.status_text}", r)
 
 
-@check(1, "command not found 127, not executable 126", 3)
+@check(1, "command not found 127, not executable 126", 3,
+       exercises="q5 (exec_command: 127 and 126)")
 def p1_exec_errors(z):
     r = z.zk(1, "no-such-command-zk")
     z.expect(r.status == 127, f"a missing command should give 127, got {r.status_text}", r)
@@ -97,7 +99,8 @@ def p1_exec_errors(z):
              f"file (execvp fails with ENOTDIR), got {r.status_text}", r)
 
 
-@check(1, "SIGTERM reaches the container", 2, public=False)
+@check(1, "SIGTERM reaches the container", 2, public=False,
+       exercises="q1-q3 (clone, go, wait: the parent forwards signals to its child)")
 def p1_sigterm(z):
     r = z.zk(1, "sh", "-c", "trap 'echo got-term; kill $!; exit 9' TERM; sleep 30 & wait",
              send_signal=("TERM", 2.0))
@@ -105,7 +108,7 @@ def p1_sigterm(z):
              f"the container should get SIGTERM and exit 9, got {r.status_text}", r)
 
 
-@check(1, "no process left behind", 2, public=False)
+@check(1, "no process left behind", 2, public=False, exercises="q3 (wait for the child)")
 def p1_no_leftovers(z):
     r = z.zk(1, "sh", "-c", "sleep 0.2")
     z.expect(r.status == 0, f"should exit 0, got {r.status_text}", r)
@@ -199,13 +202,14 @@ def p2_id_maps(z):
              f"got {got or 'nothing'}", r)
 
 
-@check(2, "hostname is zoo", 2)
+@check(2, "hostname is zoo", 2, exercises="q8 (set_hostname)")
 def p2_hostname(z):
     r = z.zk(2, "hostname")
     z.expect(r.stdout.strip() == "zoo", f"hostname should be zoo, got {r.stdout.strip()!r}", r)
 
 
-@check(2, "the command is PID 1", 2)
+@check(2, "the command is PID 1", 2,
+       exercises="q6 (the clone's namespace flags, SIGCHLD kept)")
 def p2_pid1(z):
     r = z.zk(2, "sh", "-c", "echo $$")
     z.expect(r.stdout.strip() == "1", f"the command's pid should be 1, got {r.stdout.strip()!r}",
@@ -217,7 +221,7 @@ def p2_pid1(z):
              f"{r.status_text}: do the clone's flags still hold SIGCHLD (q6: flags |= ...)?", r)
 
 
-@check(2, "seven new namespaces", 4)
+@check(2, "seven new namespaces", 4, exercises="q6 (the clone's namespace flags)")
 def p2_namespaces(z):
     script = "; ".join(f"readlink /proc/self/ns/{ns}" for ns in NAMESPACES)
     inside = z.zk(2, "sh", "-c", script).stdout.split()
@@ -227,7 +231,8 @@ def p2_namespaces(z):
              f"these namespaces are the host's: {', '.join(same) or 'all'}")
 
 
-@check(2, "only lo in the network namespace", 1, public=False)
+@check(2, "only lo in the network namespace", 1, public=False,
+       exercises="q6 (CLONE_NEWNET)")
 def p2_only_lo(z):
     r = z.zk(2, "cat", "/proc/self/net/dev")
     names = sorted(x.split(":")[0].strip() for x in r.stdout.splitlines() if ":" in x)
@@ -296,7 +301,8 @@ def p2_slow_maps(z):
 # Part 3: capabilities and seccomp --------------------------------------------------
 
 
-@check(3, "dangerous capabilities dropped", 4)
+@check(3, "dangerous capabilities dropped", 4,
+       exercises="q9 (lock the container in) and q10 (drop_capabilities)")
 def p3_capabilities(z):
     r = z.zk(3, "cat", "/proc/self/status")
     fields = dict(x.split(":\t", 1) for x in r.stdout.splitlines() if ":\t" in x)
@@ -308,7 +314,8 @@ def p3_capabilities(z):
              "inheritable and ambient capabilities should be empty", r)
 
 
-@check(3, "no_new_privs and a seccomp filter", 3)
+@check(3, "no_new_privs and a seccomp filter", 3,
+       exercises="q9 (lock the container in: no_new_privs, the filter)")
 def p3_nnp_seccomp(z):
     r = z.zk(3, "grep", "-E", "^(NoNewPrivs|Seccomp):", "/proc/self/status")
     fields = dict(x.split(":\t", 1) for x in r.stdout.splitlines() if ":\t" in x)
@@ -328,17 +335,20 @@ def seccomp_rules(z, names: list[str]):
                  f"{name} outside the container gave {outside.get(name)} (grader problem)")
 
 
-@check(3, "seccomp: no setuid or setgid files", 3)
+@check(3, "seccomp: no setuid or setgid files", 3,
+       exercises="q9 (the seccomp filter, loaded in the child)")
 def p3_seccomp_chmod(z):
     seccomp_rules(z, ["chmod_setuid", "chmod_setgid", "fchmod_setuid", "fchmodat_setuid"])
 
 
-@check(3, "seccomp: no nested user namespaces", 2, public=False)
+@check(3, "seccomp: no nested user namespaces", 2, public=False,
+       exercises="q9 (the seccomp filter, loaded in the child)")
 def p3_seccomp_userns(z):
     seccomp_rules(z, ["unshare_user", "clone_user", "clone3"])
 
 
-@check(3, "seccomp: keyring, ptrace, NUMA, userfaultfd, perf, TIOCSTI", 3, public=False)
+@check(3, "seccomp: keyring, ptrace, NUMA, userfaultfd, perf, TIOCSTI", 3, public=False,
+       exercises="q9 (the seccomp filter, loaded in the child)")
 def p3_seccomp_rest(z):
     seccomp_rules(z, ["ioctl_tiocsti", "keyctl", "add_key", "request_key", "ptrace", "mbind",
                       "migrate_pages", "move_pages", "set_mempolicy", "userfaultfd",
@@ -410,7 +420,8 @@ def covering(mounts: list[dict], path: str) -> dict | None:
     return found
 
 
-@check(4, "pivot_root hides the host", 5)
+@check(4, "pivot_root hides the host", 5,
+       exercises="q14 (switch_root: pivot_root(2), then detach the old root)")
 def p4_pivot_root(z):
     fs = z.rootfs()
     host_marker = z.scratch / HOST_MARKER
@@ -476,7 +487,8 @@ def p4_proc(z):
              "container's", r)
 
 
-@check(4, "/dev/null works in the container", 2)
+@check(4, "/dev/null works in the container", 2,
+       exercises="q12 (bind_rootfs), q14 and the given /dev mounts")
 def p4_dev_null(z):
     fs = z.rootfs()
     r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "echo gone > /dev/null && "
@@ -493,7 +505,7 @@ FAILING_MAP_TOOL = ('#!/bin/sh\necho "newuidmap: write to uid_map failed: Operat
 
 
 @check(4, "temporary directory removed on every exit", 5,
-       exercises="the removal on every way out (Filesystem.remove, run_container's cleanup)")
+       exercises="the given removal on every way out (Filesystem.remove, run_container's cleanup)")
 def p4_temp_dir_removed(z):
     fs = z.rootfs()
     r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "true"))
@@ -525,7 +537,8 @@ def expect_no_temp_dir(z, r, when: str) -> None:
     z.expect(not left, f"/tmp/zoo.* left behind {when}: {', '.join(sorted(left))}", r)
 
 
-@check(4, "bad -r: one line, 125, nothing left", 1, public=False)
+@check(4, "bad -r: one line, 125, nothing left", 1, public=False,
+       exercises="the given checks of -r, and the temporary directory's removal")
 def p4_bad_rootfs(z):
     # First the good case, so that only a working stage 4 earns these points.
     fs = z.rootfs()
@@ -765,7 +778,8 @@ def p5_memory(z):
     z.expect(r.signal == 9, f"the hog should be killed (SIGKILL, 137), got {r.status_text}", r)
 
 
-@check(5, "-p 10: no more than 10 processes", 5, timeout=120, needs=("cgroup_limits",))
+@check(5, "-p 10: no more than 10 processes", 5, timeout=120, needs=("cgroup_limits",),
+       exercises="q15 (the child in its cgroup) and q18 (pids.max)")
 def p5_pids(z):
     fs = z.rootfs()
     r = z.zk(5, "-r", str(fs), "-p", "10", "sh", "-c", FORKS, scope=True, timeout=10)
@@ -777,7 +791,8 @@ def p5_pids(z):
              "beside its shell (at most 9 fit)", r)
 
 
-@check(5, "-c 50: a busy loop gets about half a CPU", 5, timeout=180, needs=("cgroup_limits",))
+@check(5, "-c 50: a busy loop gets about half a CPU", 5, timeout=180, needs=("cgroup_limits",),
+       exercises="q15 (the child in its cgroup) and q17 (cpu.max)")
 def p5_cpu(z):
     fs = z.rootfs()
     r = z.zk(5, "-r", str(fs), "-c", "50", "sh", "-c", BURN, scope=True, timeout=10)
@@ -844,7 +859,7 @@ def expect_rootless_eth0(z, fs, env=None):
 
 
 @check(6, "only lo without -n; lo and eth0 with -n", 3, timeout=90,
-       needs=("tun", "slirp4netns"))
+       needs=("tun", "slirp4netns"), exercises="q20 (start slirp4netns for the container)")
 def p6_interfaces(z):
     # lo comes up through given code in every part from 6 on: only -n's eth0 makes
     # this a check of stage 6's own work.
@@ -942,7 +957,8 @@ def p6_helper_gone(z):
 
 
 @check(6, "as root: a veth pair reaches the host", 3, timeout=150, public=False,
-       needs=("root", "tun", "slirp4netns"))
+       needs=("root", "tun", "slirp4netns"),
+       exercises="q20 (-n as the user first) and the given veth and bridge code")
 def p6_root_veth(z):
     # The root path (veth and bridge) is given code in every part from 6 on: first the
     # student's own stage 6 (-n rootless), so that these points need it too.

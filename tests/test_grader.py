@@ -35,6 +35,13 @@ def test_points_per_part_as_documented():
     assert documented == PART_POINTS
 
 
+def test_every_check_names_what_it_exercises():
+    """A failure points the student to the code: each check names its exercises (qN),
+    or the given code it is about."""
+    vague = [c.id for c in checks.CHECKS if not re.search(r"\bq\d+\b|given", c.exercises)]
+    assert vague == []
+
+
 def test_ip_links_reads_names_and_flags():
     out = ("1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue qlen 1000\\    link/loop\n"
            "2: eth0@if7: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue\n"
