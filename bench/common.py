@@ -16,8 +16,9 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = {1: "part1_clone", 2: "part2_namespaces", 3: "part3_seccomp",
-         4: "part4_filesystem", 5: "part5_cgroups", 6: "part6_network"}
+sys.path.insert(0, str(ROOT / "tools"))
+from generate import PARTS  # noqa: E402  (the one table of the parts' directories)
+
 VENV_PYTHON = os.environ.get("ZOOKEEPER_VENV", "/opt/zookeeper-venv") + "/bin/python3"
 TEST_USER = os.environ.get("ZOOKEEPER_TEST_USER", "zootest")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -43,6 +43,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from generate import PARTS
+
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "tools" / "mutants"
 GRADE = ROOT / "grader" / "grade"
@@ -57,10 +59,7 @@ class MutantError(Exception):
 
 def part_dirs() -> dict[int, Path]:
     """The references: stage number -> ROOT/partN_name."""
-    dirs = {}
-    for path in sorted(ROOT.glob("part[1-6]_*")):
-        dirs[int(path.name[4])] = path
-    return dirs
+    return {stage: ROOT / name for stage, name in PARTS.items()}
 
 
 def read_mutants(path: Path) -> list:
