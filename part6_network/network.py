@@ -16,11 +16,9 @@ gives the container an `eth0`:
   and forwarding is off for packets that come in on zoo0: containers reach the
   host and each other, not the world beyond this machine.
 
-container.py calls four things, in this order:
-    net = prepare(opts)          parent, before clone: early checks, nothing made yet
-    undo = net.start(pid)        parent, after the id maps, before go; undo() stops it all
-    configure_inside(net)        the container, after go, before pivot_root
-    provide_resolv_conf(net)     the container, after pivot_root: -n's DNS server
+Three networks, then, one class each with the methods of Network (below): LoopbackOnly,
+Slirp and Bridged.  prepare() makes the one that -n and the user call for; container.py
+calls its methods and never asks which one it got.
 """
 
 import _signal as signal  # signal, without its enums: see kernel.py
@@ -28,6 +26,7 @@ import errno
 import os
 import struct
 import time
+from abc import ABC, abstractmethod
 
 import kernel
 from errors import ZooError, step, warn
@@ -54,18 +53,50 @@ OWNER = "zookeeper"
 LOCK_PATH = "/run/zookeeper/network.lock"
 
 
-def prepare(opts):
-    """Parent, before clone: what -n asks for, checked now so a failure leaves nothing."""
+class Network(ABC):
+    """What container.py asks of a container's network, whichever of the three it is.
+
+    The split is netavark's (Podman's network back end): each of its drivers
+    validates its options, sets the network up and tears it down (the NetworkDriver
+    trait), and get_network_driver() picks the driver once, so that nothing after it
+    asks which one it has.  Here the constructor validates, before clone, start()
+    sets up and stop() tears down:
+
+        net = prepare(opts)        parent, before clone: checks only, nothing made yet
+        stop = net.start(pid)      parent, after the id maps, before go
+        net.configure_inside()     the container, after go, before pivot_root
+        net.provide_resolv_conf()  the container, after pivot_root
+        stop()                     parent, after the container, or on a failure
+    """
+
+    @abstractmethod
+    def start(self, pid: int):
+        """Set up the network of the container `pid`; returns stop.  A failure part
+        way through undoes what was done before it is raised."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Undo start(), or what a failed start() did; safe to call twice."""
+
+    def configure_inside(self) -> None:
+        """The container's side, the same in all three: bring its lo up (slirp4netns
+        does it too; one ioctl makes sure)."""
+        bring_up("lo")
+
+    @abstractmethod
+    def provide_resolv_conf(self) -> None:
+        """Give the container an /etc/resolv.conf naming the network's DNS server, if
+        it has one and the container's rootfs has no such file."""
+
+
+def prepare(opts) -> Network:
+    """Parent, before clone: the network -n asks for, checked now so a failure leaves
+    nothing."""
     if not opts.network:
-        return Loopback()
+        return LoopbackOnly()
     if is_host_root():
-        return Bridged(opts)
+        return Bridged()
     return Slirp(opts)
-
-
-def configure_inside(net) -> None:
-    """Container, before pivot_root: its side of the network."""
-    net.configure_inside()
 
 
 def is_host_root() -> bool:
@@ -78,19 +109,6 @@ def is_host_root() -> bool:
             return f.read().split() == ["0", "0", "4294967295"]
     except OSError:
         return True
-
-
-# Without -n: the loopback interface only -----------------------------------------
-
-
-class Loopback:
-    """No -n: the container talks to itself on lo, and to nothing else."""
-
-    def start(self, pid: int):
-        return lambda: None
-
-    def configure_inside(self) -> None:
-        bring_up("lo")
 
 
 def bring_up(name: str) -> None:
@@ -114,10 +132,27 @@ def bring_up(name: str) -> None:
             os.close(fd)
 
 
+# Without -n: the loopback interface only -----------------------------------------
+
+
+class LoopbackOnly(Network):
+    """No -n: the container talks to itself on lo, and to nothing else.  Nothing to
+    start or stop on the host."""
+
+    def start(self, pid: int):
+        return self.stop
+
+    def stop(self) -> None:
+        pass
+
+    def provide_resolv_conf(self) -> None:
+        pass  # no network, no DNS server
+
+
 # Rootless, with -n: slirp4netns -------------------------------------------------
 
 
-class Slirp(Loopback):
+class Slirp(Network):
     """slirp4netns for one container: started before go, stopped after exit."""
 
     def __init__(self, opts):
@@ -204,8 +239,34 @@ class Slirp(Loopback):
                     os.close(fd)
             self.exit_write = self.log = None
 
-    def configure_inside(self) -> None:
-        bring_up("lo")  # slirp4netns did it too; one ioctl makes sure
+    def provide_resolv_conf(self) -> None:
+        """Point the container's DNS at slirp4netns (10.0.2.3) when its rootfs has no
+        /etc/resolv.conf (resolv.conf(5)).
+
+        This runs after pivot_root, so /etc is the container's: with -r DIR the file
+        stays in DIR after the container, as the course's `echo nameserver ... >
+        /etc/resolv.conf` would; with -o it lands in the throwaway overlay.  Without -r
+        the container shares the host's files, and the host's resolv.conf is none of our
+        business.
+        """
+        path = "/etc/resolv.conf"
+        if not self.opts.rootfs or os.path.lexists(path):
+            return
+        started = time.monotonic()
+        text = f"nameserver {SLIRP_DNS}\n"
+        try:
+            # O_EXCL: never through a symlink, never over a file that just appeared.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            kernel.explain_error(f"write({path})", e, "resolv.conf(5)", started)
+            warn(f"could not write {path}: {e.strerror}: host names will not resolve")
+            return
+        kernel.explain(f"write({path}, {text.strip()!r})", "ok", "resolv.conf(5)", started)
 
 
 def check_tun() -> None:
@@ -266,42 +327,10 @@ def spawn(argv: list[str], log: int, keep: tuple) -> int:
     return pid
 
 
-def provide_resolv_conf(net) -> None:
-    """Point the container's DNS at slirp4netns (10.0.2.3) when its rootfs has no
-    /etc/resolv.conf (resolv.conf(5)).
-
-    This runs after pivot_root, so /etc is the container's: with -r DIR the file
-    stays in DIR after the container, as the course's `echo nameserver ... >
-    /etc/resolv.conf` would; with -o it lands in the throwaway overlay.  Without -r
-    the container shares the host's files, and the host's resolv.conf is none of our
-    business.
-    """
-    if not isinstance(net, Slirp) or not net.opts.rootfs:
-        return
-    path = "/etc/resolv.conf"
-    if os.path.lexists(path):
-        return
-    started = time.monotonic()
-    text = f"nameserver {SLIRP_DNS}\n"
-    try:
-        # O_EXCL: never through a symlink, never over a file that just appeared.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-    except OSError as e:
-        kernel.explain_error(f"write({path})", e, "resolv.conf(5)", started)
-        warn(f"could not write {path}: {e.strerror}: host names will not resolve")
-        return
-    kernel.explain(f"write({path}, {text.strip()!r})", "ok", "resolv.conf(5)", started)
-
-
 # As root, with -n: a veth pair on the bridge zoo0 ---------------------------------
 
 
-class Bridged(Loopback):
+class Bridged(Network):
     """A veth pair for one container, its host end on the bridge zoo0.
 
     The parent does all of it, before go: it is root on the host, where the bridge and
@@ -312,10 +341,9 @@ class Bridged(Loopback):
     address is picked after clone, and its copy of this object predates that.)
     """
 
-    def __init__(self, opts):
+    def __init__(self):
         import importlib.util
 
-        self.opts = opts
         self.host_end = None  # zv<pid>, once we made it
         self.started = False
         if importlib.util.find_spec("pyroute2") is None:
@@ -361,6 +389,9 @@ class Bridged(Loopback):
                             ipr.link, "del", index=found[0], ignore=errno.ENODEV)
                 self.host_end = None
             remove_unused_bridge(ipr)
+
+    def provide_resolv_conf(self) -> None:
+        pass  # no DNS server: the bridge leads to this machine only
 
 
 def import_pyroute2():

@@ -372,13 +372,11 @@ def child_main(container: Container, go_read: int, go_write: int,
             die_with_parent(error_write)  # a change of uid cancels it: prctl(2)
             set_hostname("zoo")
         if STAGE >= 6:
-            import network
-
-            network.configure_inside(container.net)
+            container.net.configure_inside()
         if STAGE >= 4:
             container.fs.enter()
         if STAGE >= 6:
-            network.provide_resolv_conf(container.net)
+            container.net.provide_resolv_conf()
         if STAGE >= 3:
             import security  # imported by the parent already: nothing to read from disk
 
