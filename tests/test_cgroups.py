@@ -516,10 +516,10 @@ def test_stage5_in_the_vm(tmp_path):
     memory, CPU and process limits as root and as the student, cgroups removed."""
     sys.path.insert(0, str(ROOT / "grader"))
     try:
-        import vm
+        import image
     finally:
         sys.path.pop(0)
-    if vm.cached_image() is None:
+    if image.cached_image() is None:
         pytest.skip("no grader VM image built (sudo python3 grader/vm.py build)")
     submission = copy_parts(tmp_path / "submission", {4: PARTS[4], 5: PARTS[5]})
     shutil.copy(ROOT / "tools" / "mkrootfs.py", submission / "mkrootfs.py")

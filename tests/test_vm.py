@@ -1,4 +1,5 @@
-"""The grader's VM (grader/vm.py) provides what the checks rely on, for real.
+"""The grader's VM (grader/image.py's image, booted by grader/qemu.py) provides what the
+checks rely on, for real.
 
 One boot runs a job that records facts about the guest into the results share; the tests
 below read them. A second, short boot checks that a hanging job is killed at the timeout.
@@ -8,7 +9,6 @@ work and nothing is cached the tests are skipped. Under TCG the two boots take a
 minute.
 """
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -21,15 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 needs_vm = pytest.mark.vm
 
 
-def _load_vm():
-    spec = importlib.util.spec_from_file_location("zoo_grader_vm", ROOT / "grader" / "vm.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-vm = _load_vm()
+sys.path.insert(0, str(ROOT / "grader"))
+import image  # noqa: E402
+import qemu  # noqa: E402
 
 FACTS_JOB = r"""#!/bin/sh
 # Records facts about the guest: /mnt/results/facts/NAME.out (stdout+stderr) and NAME.rc.
@@ -105,11 +99,11 @@ echo facts recorded
 def _need_image():
     if not shutil.which("qemu-system-x86_64") and not os.environ.get("ZOO_QEMU"):
         pytest.skip("qemu-system-x86_64 is not installed")
-    if vm.cached_image() is None and os.geteuid() != 0:
-        problem = vm.rootless_problem()
+    if image.cached_image() is None and os.geteuid() != 0:
+        problem = image.rootless_problem()
         if problem:
             pytest.skip(f"no cached VM image, and it cannot be built without root: {problem}")
-    return vm.build_image(log=lambda msg: print(msg, file=sys.stderr))
+    return image.build_image(log=lambda msg: print(msg, file=sys.stderr))
 
 
 def _job(tmp: Path, script: str) -> Path:
@@ -121,18 +115,18 @@ def _job(tmp: Path, script: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def image():
+def built_image():
     return _need_image()
 
 
 @pytest.fixture(scope="module")
-def facts_boot(image, tmp_path_factory):
+def facts_boot(built_image, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("facts")
     submission = tmp / "submission"
     submission.mkdir()
     (submission / "hello.txt").write_text("hello from the submission\n")
-    result = vm.boot(_job(tmp, FACTS_JOB), submission, tmp / "results", timeout=420,
-                     image=image)
+    result = qemu.boot(qemu.Job(_job(tmp, FACTS_JOB), submission, tmp / "results", timeout=420),
+                       qemu.Machine(built_image))
     assert not result.timed_out, f"facts job timed out: see {result.console_log}"
     assert result.exit_status == 0, (result.error, result.job_log.read_text()
                                      if result.job_log.exists() else "no job.log")
@@ -252,12 +246,12 @@ def test_submission_share_is_read_only(fact):
 
 
 @needs_vm
-def test_hanging_job_is_killed_at_the_timeout(image, facts_boot, tmp_path):
+def test_hanging_job_is_killed_at_the_timeout(built_image, facts_boot, tmp_path):
     # Long enough for the job to start (with margin for TCG's drift), far short of 1000 s.
     timeout = facts_boot.boot_seconds * 1.6 + 8
     started = time.monotonic()
-    result = vm.boot(_job(tmp_path, "#!/bin/sh\necho sleeping\nsleep 1000\n"), None,
-                     tmp_path / "results", timeout=timeout, image=image)
+    result = qemu.boot(qemu.Job(_job(tmp_path, "#!/bin/sh\necho sleeping\nsleep 1000\n"), None,
+                                tmp_path / "results", timeout=timeout), qemu.Machine(built_image))
     elapsed = time.monotonic() - started
     assert result.timed_out
     assert result.exit_status is None
@@ -269,7 +263,7 @@ def test_hanging_job_is_killed_at_the_timeout(image, facts_boot, tmp_path):
 
 def test_cpio_and_module_order(tmp_path):
     """The pure helpers, without a VM: newc archive layout and dependency order."""
-    archive = vm._cpio_newc([("init", 0o100755, b"#!/bin/sh\n", 0)])
+    archive = image._cpio_newc([("init", 0o100755, b"#!/bin/sh\n", 0)])
     assert archive.startswith(b"070701")
     assert b"init\0" in archive and b"TRAILER!!!\0" in archive
     assert len(archive) % 512 == 0
@@ -279,13 +273,13 @@ def test_cpio_and_module_order(tmp_path):
         "kernel/lib/crc16.ko:\nkernel/fs/mbcache.ko:\nkernel/fs/jbd2.ko:\n"
         "kernel/crypto/crc32c_generic.ko:\n")
     (moddir / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\n")
-    order = vm._module_load_order(moddir, ["crc32c_generic", "ext4", "virtio"])
+    order = image._module_load_order(moddir, ["crc32c_generic", "ext4", "virtio"])
     assert order[0] == "kernel/crypto/crc32c_generic.ko"
     assert order[-1] == "kernel/fs/ext4/ext4.ko"
     assert set(order[1:-1]) == {"kernel/lib/crc16.ko", "kernel/fs/mbcache.ko",
                                 "kernel/fs/jbd2.ko"}
     with pytest.raises(ValueError):
-        vm._module_load_order(moddir, ["no_such_module"])
+        image._module_load_order(moddir, ["no_such_module"])
 
 
 def test_extract_vmlinux_finds_the_compressed_elf():
@@ -293,6 +287,6 @@ def test_extract_vmlinux_finds_the_compressed_elf():
 
     elf = b"\x7fELF" + bytes(range(256)) * 64
     bzimage = b"MZ" + b"\0" * 1000 + b"\x1f\x8b\x08 not gzip" + lzma.compress(elf) + b"sig"
-    assert vm.extract_vmlinux(bzimage) == elf
+    assert image.extract_vmlinux(bzimage) == elf
     with pytest.raises(ValueError):
-        vm.extract_vmlinux(b"MZ" + b"\0" * 100)
+        image.extract_vmlinux(b"MZ" + b"\0" * 100)

@@ -24,7 +24,8 @@ from conftest import PARTS, ROOT, copy_parts
 
 sys.path.insert(0, str(ROOT / "grader"))
 import checks  # noqa: E402
-import vm  # noqa: E402
+import image  # noqa: E402
+import qemu  # noqa: E402
 
 GRADE = [sys.executable, str(ROOT / "grader" / "grade")]
 # All six by default (179 s under TCG here; without part 5, 140 s).
@@ -52,57 +53,57 @@ def test_the_grader_tries_the_kernels_numbers(machine):
 
 
 def test_arch_names_keys_and_qemu(tmp_path, monkeypatch):
-    assert vm.get_arch("aarch64") is vm.get_arch("arm64")
-    assert vm.get_arch("x86_64") is vm.get_arch("amd64")
-    with pytest.raises(vm.VMError, match="no grader VM for the architecture 'mips'"):
-        vm.get_arch("mips")
+    assert image.get_arch("aarch64") is image.get_arch("arm64")
+    assert image.get_arch("x86_64") is image.get_arch("amd64")
+    with pytest.raises(image.VMError, match="no grader VM for the architecture 'mips'"):
+        image.get_arch("mips")
     # amd64's recipe is what it was before arm64 (published images keep their key).
-    assert "arch" not in vm.recipe("amd64") and vm.recipe("arm64")["arch"] == "arm64"
-    assert vm.cache_key("amd64") != vm.cache_key("arm64")
-    assert vm.recipe_arch(vm.recipe("amd64")) == "amd64"
-    image = vm.ImagePaths(key="k", dir=tmp_path, kernel=tmp_path / "vmlinux",
-                          initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
+    assert "arch" not in image.recipe("amd64") and image.recipe("arm64")["arch"] == "arm64"
+    assert image.cache_key("amd64") != image.cache_key("arm64")
+    assert image.recipe_arch(image.recipe("amd64")) == "amd64"
+    paths = image.ImagePaths(key="k", dir=tmp_path, kernel=tmp_path / "vmlinux",
+                             initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
     monkeypatch.delenv("ZOO_QEMU", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(vm.VMError, match="qemu-system-aarch64 not found: apt-get install "
+    with pytest.raises(image.VMError, match="qemu-system-aarch64 not found: apt-get install "
                        "qemu-system-arm"):
-        vm.qemu_command(image, tmp_path, tmp_path, tmp_path, tmp_path / "c.log", accel="tcg",
-                        arch="arm64")
+        qemu.qemu_command(paths, tmp_path, tmp_path, tmp_path, tmp_path / "c.log", accel="tcg",
+                          arch="arm64")
     monkeypatch.setenv("ZOO_QEMU", "/usr/bin/qemu-system-aarch64")
-    argv = vm.qemu_command(image, tmp_path, tmp_path, tmp_path, tmp_path / "console.log",
-                           accel="tcg", arch="arm64")
+    argv = qemu.qemu_command(paths, tmp_path, tmp_path, tmp_path, tmp_path / "console.log",
+                             accel="tcg", arch="arm64")
     assert argv[argv.index("-cpu") + 1] == "max,pauth-impdef=on"
     assert argv[argv.index("-machine") + 1] == "virt"
     assert "console=ttyAMA0" in argv[argv.index("-append") + 1]
     assert "8250.nr_uarts=0" in argv[argv.index("-append") + 1]
     if os.uname().machine != "aarch64":
-        assert vm.detect_accel("arm64") == "tcg"
+        assert qemu.detect_accel("arm64") == "tcg"
 
 
 def test_arm64_image_from_vmlinuz():
     import gzip
 
-    image = bytearray(4096)
-    image[:2] = b"MZ"
-    image[0x38:0x3C] = b"ARM\x64"
-    assert vm.extract_arm64_image(bytes(image)) == bytes(image)
-    assert vm.extract_arm64_image(gzip.compress(bytes(image))) == bytes(image)
+    kernel = bytearray(4096)
+    kernel[:2] = b"MZ"
+    kernel[0x38:0x3C] = b"ARM\x64"
+    assert image.extract_arm64_image(bytes(kernel)) == bytes(kernel)
+    assert image.extract_arm64_image(gzip.compress(bytes(kernel))) == bytes(kernel)
     with pytest.raises(ValueError, match="no arm64 Image"):
-        vm.extract_arm64_image(b"\x7fELF" + bytes(100))
+        image.extract_arm64_image(b"\x7fELF" + bytes(100))
 
 
 def test_old_images_are_pruned_per_architecture(tmp_path):
     """Building one architecture's image never removes the other's."""
-    def image(key: str, arch: str, age: int) -> Path:
+    def image_dir(key: str, arch: str, age: int) -> Path:
         path = tmp_path / (key * 64)
         path.mkdir()
-        (path / "manifest.json").write_text(json.dumps({"recipe": vm.recipe(arch)}))
+        (path / "manifest.json").write_text(json.dumps({"recipe": image.recipe(arch)}))
         os.utime(path, (1000 - age, 1000 - age))
         return path
 
-    amd64 = [image("a", "amd64", 5), image("b", "amd64", 4), image("c", "amd64", 3)]
-    arm64 = image("d", "arm64", 10)
-    vm._prune_old_images(tmp_path, amd64[2].name)
+    amd64 = [image_dir("a", "amd64", 5), image_dir("b", "amd64", 4), image_dir("c", "amd64", 3)]
+    arm64 = image_dir("d", "arm64", 10)
+    image._prune_old_images(tmp_path, amd64[2].name)
     assert [p.exists() for p in amd64] == [False, True, True] and arm64.exists()
 
 
@@ -112,8 +113,8 @@ def test_old_images_are_pruned_per_architecture(tmp_path):
                     reason="builds and boots an arm64 guest under TCG (~7 min, ~3 with a "
                     "cached image): set ZOO_TEST_ARM64=1, or make test-arm64")
 def test_references_score_full_marks_in_an_arm64_guest(tmp_path):
-    problem = vm.foreign_problem(vm.get_arch("arm64"))
-    if vm.cached_image(arch="arm64") is None and problem:
+    problem = image.foreign_problem(image.get_arch("arm64"))
+    if image.cached_image(arch="arm64") is None and problem:
         pytest.fail(problem)
     tmp_path.chmod(0o755)
     sub = copy_parts(tmp_path / "reference", {p: PARTS[p] for p in ARM64_PARTS})

@@ -9,6 +9,7 @@ another user takes ~2 minutes under TCG: it runs only with ZOO_TEST_ROOTLESS_BUI
 
 import contextlib
 import functools
+import hashlib
 import http.server
 import io
 import json
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TEST_USER, VENV_PYTHON, drop_subid_lines
-from test_vm import vm
+from test_vm import image
 
 PYTHON = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
 NOSUB_USER = "zoonosub"  # made by tools/setup-test-env.sh without subordinate ranges
@@ -34,11 +35,14 @@ USER_PATH = "/usr/local/bin:/usr/bin:/bin"  # a user's PATH: no sbin
 
 @pytest.fixture(scope="module")
 def grader_copy():
-    """grader/ where every user can read it (a CI clone may be under /root)."""
+    """grader/ where every user can read it (a CI clone may be under /root), with
+    tools/mkrootfs.py beside it as in the handout and the Gradescope zip."""
     base = Path(tempfile.mkdtemp(prefix="zk-vm-image-"))
     base.chmod(0o755)
     shutil.copytree(ROOT / "grader", base / "grader",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    (base / "tools").mkdir()
+    shutil.copy(ROOT / "tools" / "mkrootfs.py", base / "tools")
     subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
     yield base / "grader" / "vm.py"
     shutil.rmtree(base, ignore_errors=True)
@@ -92,8 +96,8 @@ def _user(name: str, tmp_path: Path, vm_py: Path) -> User:
 def fake_image(cache: Path, recipe: dict | None = None, owner: User | None = None) -> Path:
     """A cached image that is not a real VM: small files, a sparse rootfs, the manifest of
     recipe (default: the current one, so cached_image finds it)."""
-    recipe = recipe or vm.recipe()
-    key = vm.hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    recipe = recipe or image.recipe()
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     d = cache / key
     d.mkdir(parents=True)
     manifest = {"key": key, "recipe": recipe, "kernel_version": "6.1.0-fake", "built": "now",
@@ -123,7 +127,7 @@ def export_archive(path: Path, image_dir: Path, members: dict | None = None) -> 
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-    return vm._sha256_file(path)
+    return image._sha256_file(path)
 
 
 def one_line(text: str) -> str:
@@ -146,7 +150,7 @@ def test_export_then_import_by_another_user(grader_copy, shared_tmp):
     tmp_path = shared_tmp
     alice = _user(TEST_USER, tmp_path, grader_copy)
     bob = _user(NOSUB_USER, tmp_path, grader_copy)  # no subordinate ranges: import needs none
-    image = fake_image(alice.cache, owner=alice)
+    fake = fake_image(alice.cache, owner=alice)
     out = tmp_path / "published"
     out.mkdir()
     os.chown(out, alice.uid, alice.gid)
@@ -155,7 +159,7 @@ def test_export_then_import_by_another_user(grader_copy, shared_tmp):
     assert exported.returncode == 0, exported.stderr
     digest, path = exported.stdout.split()
     assert path == str(out / "zoo-vm.tar.gz")
-    assert digest == vm._sha256_file(out / "zoo-vm.tar.gz")
+    assert digest == image._sha256_file(out / "zoo-vm.tar.gz")
     assert f"--sha256 {digest}" in one_line(exported.stderr)
 
     wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
@@ -168,21 +172,21 @@ def test_export_then_import_by_another_user(grader_copy, shared_tmp):
 
     imported = bob.vm("import", f"file://{path}", "--sha256", digest.upper())
     assert imported.returncode == 0, imported.stderr
-    installed = bob.cache / image.name
+    installed = bob.cache / fake.name
     for name in ("vmlinux", "initramfs.cpio", "rootfs.ext4", "build.log"):
-        assert (installed / name).read_bytes() == (image / name).read_bytes(), name
+        assert (installed / name).read_bytes() == (fake / name).read_bytes(), name
         assert (installed / name).stat().st_uid == bob.uid
     # Written back sparse: a 64 MiB rootfs with ~200 KiB of data.
     assert (installed / "rootfs.ext4").stat().st_blocks * 512 < 4 << 20
     info = bob.vm("info").stdout
     assert f"image:     {installed}\n" in info
     assert f"sha256 {digest}" in info
-    assert sorted(p.name for p in bob.cache.iterdir()) == [".lock", image.name]
+    assert sorted(p.name for p in bob.cache.iterdir()) == [".lock", fake.name]
     # Importing again replaces it (a republished image), leaving nothing else behind.
     again = bob.vm("import", path, "--sha256", digest)
     assert again.returncode == 0, again.stderr
-    assert sorted(p.name for p in bob.cache.iterdir()) == [".lock", image.name]
-    assert (installed / "vmlinux").read_bytes() == (image / "vmlinux").read_bytes()
+    assert sorted(p.name for p in bob.cache.iterdir()) == [".lock", fake.name]
+    assert (installed / "vmlinux").read_bytes() == (fake / "vmlinux").read_bytes()
 
 
 def test_import_over_http_and_refusals(grader_copy, tmp_path):
@@ -192,10 +196,10 @@ def test_import_over_http_and_refusals(grader_copy, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     digest = export_archive(served / "good.tar.gz", source)
-    other = dict(vm.recipe(), recipe_version=-1)
+    other = dict(image.recipe(), recipe_version=-1)
     other_digest = export_archive(served / "other.tar.gz", fake_image(tmp_path / "o", other))
     (served / "junk.tar.gz").write_bytes(b"not a tar file\n" * 100)
-    junk_digest = vm._sha256_file(served / "junk.tar.gz")
+    junk_digest = image._sha256_file(served / "junk.tar.gz")
     evil_digest = export_archive(served / "evil.tar.gz", source, {
         f"{source.name}/manifest.json": b"{}", f"{source.name}/../../escaped": b"x"})
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
@@ -230,7 +234,7 @@ def test_import_over_http_and_refusals(grader_copy, tmp_path):
 
         result = vm_import(f"{url}/good.tar.gz", digest)
         assert result.returncode == 0, result.stderr
-        assert vm.cached_image(cache).dir == cache / source.name
+        assert image.cached_image(cache).dir == cache / source.name
     finally:
         server.shutdown()
         server.server_close()
@@ -275,7 +279,7 @@ def test_build_without_a_subordinate_range_says_why_and_what_else(grader_copy, s
 def test_userns_helper_maps_us_to_root_and_the_range_above(grader_copy, shared_tmp):
     tmp_path = shared_tmp
     alice = _user(TEST_USER, tmp_path, grader_copy)
-    start, _count = vm.subid_range("uid", TEST_USER, alice.uid)
+    start, _count = image.subid_range("uid", TEST_USER, alice.uid)
     result = alice.vm("_userns", "--", "sh", "-c", "id -u; id -g; cat /proc/self/uid_map")
     assert result.returncode == 0, result.stderr
     lines = [line.split() for line in result.stdout.splitlines()]
@@ -300,20 +304,20 @@ def test_userns_helper_maps_us_to_root_and_the_range_above(grader_copy, shared_t
 def test_subid_range_and_cache_location(tmp_path, monkeypatch):
     subuid = tmp_path / "subuid"
     subuid.write_text("alice:100000:1000\nalice:200000:65536\n1234:300000:70000\nbob:x:y\n")
-    assert vm.subid_range("uid", "alice", 1000, subuid) == (200000, 65536)
-    assert vm.subid_range("uid", "carol", 1234, subuid) == (300000, 70000)
-    assert vm.subid_range("uid", "bob", 1, subuid) is None
+    assert image.subid_range("uid", "alice", 1000, subuid) == (200000, 65536)
+    assert image.subid_range("uid", "carol", 1234, subuid) == (300000, 70000)
+    assert image.subid_range("uid", "bob", 1, subuid) is None
 
     for name in ("ZOO_VM_CACHE", "XDG_CACHE_HOME", "SUDO_USER"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert vm.default_cache_root() == tmp_path / ".cache" / "zookeeper" / "vm"
+    assert image.default_cache_root() == tmp_path / ".cache" / "zookeeper" / "vm"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/is/ignored")
-    assert vm.default_cache_root() == tmp_path / ".cache" / "zookeeper" / "vm"
+    assert image.default_cache_root() == tmp_path / ".cache" / "zookeeper" / "vm"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert vm.default_cache_root() == tmp_path / "xdg" / "zookeeper" / "vm"
+    assert image.default_cache_root() == tmp_path / "xdg" / "zookeeper" / "vm"
     monkeypatch.setenv("ZOO_VM_CACHE", str(tmp_path / "zoo"))
-    assert vm.default_cache_root() == tmp_path / "zoo"
+    assert image.default_cache_root() == tmp_path / "zoo"
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,10 +388,10 @@ def test_new_user_builds_boots_exports_and_another_imports(new_users, grader_cop
     built = builder.vm("build", timeout=1200)
     build_seconds = time.monotonic() - started
     assert built.returncode == 0, built.stdout + built.stderr
-    image = vm.cached_image(builder.cache)
-    assert image is not None, built.stdout
-    assert "mmdebstrap" in image.manifest["builder"]
-    assert all(p.stat().st_uid == builder.uid for p in image.dir.iterdir())
+    cached = image.cached_image(builder.cache)
+    assert cached is not None, built.stdout
+    assert "mmdebstrap" in cached.manifest["builder"]
+    assert all(p.stat().st_uid == builder.uid for p in cached.dir.iterdir())
     print(f"rootless build as {builder.name}: {build_seconds:.1f} s", file=sys.stderr)
 
     job = tmp_path / "job.sh"
@@ -422,8 +426,8 @@ def test_new_user_builds_boots_exports_and_another_imports(new_users, grader_cop
     imported = importer.vm("import", path, "--sha256", digest, timeout=300)
     assert imported.returncode == 0, imported.stderr
     info = importer.vm("info").stdout
-    assert f"image:     {importer.cache / image.key}\n" in info
+    assert f"image:     {importer.cache / cached.key}\n" in info
     assert "builder:        mmdebstrap" in info
-    mine = vm.cached_image(importer.cache)
+    mine = image.cached_image(importer.cache)
     for name in ("vmlinux", "initramfs.cpio", "rootfs.ext4"):
-        assert vm._sha256_file(mine.dir / name) == vm._sha256_file(image.dir / name), name
+        assert image._sha256_file(mine.dir / name) == image._sha256_file(cached.dir / name), name

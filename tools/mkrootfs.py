@@ -282,20 +282,21 @@ def sources_list_mirrors(text):
 def deb822_mirrors(text):
     """(uri, suites) pairs from deb822 `.sources` stanzas (Types/URIs/Suites/Enabled)."""
     mirrors = []
-    for stanza in text.split("\n\n"):
+    for stanza in re.split(r"\n\s*\n", text):
         fields = {}
         for line in stanza.splitlines():
             if ":" in line and not line.startswith(("#", " ", "\t")):
                 key, value = line.split(":", 1)
                 fields[key.strip().lower()] = value.split()
-        if "deb" not in fields.get("types", []) or fields.get("enabled") == ["no"]:
+        if "deb" not in fields.get("types", []) or fields.get("enabled", [""])[0].lower() == "no":
             continue
         mirrors += [(uri, fields.get("suites", [])) for uri in fields.get("uris", [])]
     return mirrors
 
 
 def host_mirrors(etc_apt="/etc/apt"):
-    """Every (uri, suites) of the host's apt sources, in apt's reading order."""
+    """Every (uri, suites) of the host's apt sources, in apt's reading order (also
+    grader/image.py's, for the grader VM's mirror)."""
     mirrors = []
     lists = [os.path.join(etc_apt, "sources.list")]
     lists += sorted(glob.glob(os.path.join(etc_apt, "sources.list.d", "*.list")))
