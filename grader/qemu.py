@@ -161,11 +161,22 @@ class Machine:
     cache_root: Path | str | None = None
 
 
+@dataclass
+class _Watched:
+    """How one QEMU run went, as _watch saw it."""
+
+    returncode: int | None
+    boot_seconds: float | None
+    total_seconds: float
+    timed_out: bool
+    stopped: str | None
+    qemu_output: str
+
+
 def boot(job: Job, machine: Machine | None = None) -> BootResult:
     """Boot the guest once: it runs job.dir/run.sh as root and powers off. Raises
     VMError if QEMU cannot run at all."""
     machine = machine or Machine()
-    image, arch, timeout = machine.image, machine.arch, job.timeout
     job_dir = Path(job.dir).resolve()
     if not (job_dir / "run.sh").is_file():
         raise VMError(f"vm: no run.sh in the job directory {job_dir}")
@@ -174,6 +185,7 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
     console_log = (Path(job.console_log).resolve() if job.console_log
                    else results_dir / "console.log")
     console_log.parent.mkdir(parents=True, exist_ok=True)
+    image, arch = machine.image, machine.arch
     if arch is None and image is not None and isinstance(image.manifest.get("recipe"), dict):
         arch = recipe_arch(image.manifest["recipe"])
     guest = get_arch(arch)
@@ -195,47 +207,61 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
             submission = Path(job.submission).resolve()
             if not submission.is_dir():
                 raise VMError(f"vm: submission directory {submission} does not exist")
-        console_log.unlink(missing_ok=True)
-        console_log.touch()
-        qemu_log = Path(tmp) / "qemu.log"
         argv = qemu_command(image, job_dir, submission, results_dir, console_log, accel=accel,
                             memory=machine.memory, smp=machine.smp, cmdline=cmdline,
                             arch=guest.name)
-        env = dict(os.environ, TMPDIR=tmp)  # snapshot=on's overlay lives (and dies) here
-        start = time.monotonic()
-        boot_seconds = None
-        timed_out = False
-        stopped = None
-        with open(qemu_log, "wb") as qlog, open(console_log, "rb") as console:
-            # Own session: a Ctrl-C is ours to handle (below). Parent-death signal: QEMU
-            # never outlives us, even if we are killed with SIGKILL.
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                    preexec_fn=die_with_parent())
-            seen = b""
-            try:
-                while True:
-                    returncode = proc.poll()
-                    if boot_seconds is None:
-                        seen = seen[-64:] + console.read()
-                        if MARK_START in seen:
-                            boot_seconds = time.monotonic() - start
-                    if returncode is not None:
-                        break
-                    if time.monotonic() - start >= timeout:
-                        timed_out = True
-                        break
-                    if job.watchdog is not None:
-                        stopped = job.watchdog(boot_seconds is not None)
-                        if stopped:
-                            break
-                    time.sleep(0.1)
-            finally:
-                _stop(proc)
-        total = time.monotonic() - start
-        qemu_out = qemu_log.read_bytes().decode(errors="replace").strip()
+        watched = _watch(argv, Path(tmp), console_log, job)
+    return _result(watched, job, accel, console_log, results_dir)
 
+
+def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job) -> _Watched:
+    """Run QEMU (argv) until it ends, job.timeout passes or job.watchdog says stop,
+    reading the console for ZOO-JOB-START; QEMU's own output is kept in tmp."""
+    console_log.unlink(missing_ok=True)
+    console_log.touch()
+    qemu_log = tmp / "qemu.log"
+    env = dict(os.environ, TMPDIR=str(tmp))  # snapshot=on's overlay lives (and dies) here
+    start = time.monotonic()
+    boot_seconds = None
+    timed_out = False
+    stopped = None
+    with open(qemu_log, "wb") as qlog, open(console_log, "rb") as console:
+        # Own session: a Ctrl-C is ours to handle (below). Parent-death signal: QEMU
+        # never outlives us, even if we are killed with SIGKILL.
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=die_with_parent())
+        seen = b""
+        try:
+            while True:
+                returncode = proc.poll()
+                if boot_seconds is None:
+                    seen = seen[-64:] + console.read()
+                    if MARK_START in seen:
+                        boot_seconds = time.monotonic() - start
+                if returncode is not None:
+                    break
+                if time.monotonic() - start >= job.timeout:
+                    timed_out = True
+                    break
+                if job.watchdog is not None:
+                    stopped = job.watchdog(boot_seconds is not None)
+                    if stopped:
+                        break
+                time.sleep(0.1)
+        finally:
+            _stop(proc)
+    return _Watched(returncode=proc.returncode, boot_seconds=boot_seconds,
+                    total_seconds=time.monotonic() - start, timed_out=timed_out,
+                    stopped=stopped,
+                    qemu_output=qemu_log.read_bytes().decode(errors="replace").strip())
+
+
+def _result(watched: _Watched, job: Job, accel: str, console_log: Path,
+            results_dir: Path) -> BootResult:
+    """What the console's markers (and QEMU's output, appended to it) say of the run."""
     text = console_log.read_bytes()
+    qemu_out = watched.qemu_output
     if qemu_out:
         with open(console_log, "ab") as f:
             f.write(b"\n--- qemu ---\n" + qemu_out.encode() + b"\n")
@@ -245,20 +271,20 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
     error = None
     if errors:
         error = errors[-1].decode(errors="replace").strip()
-    elif timed_out:
-        error = f"timed out after {timeout:g} s" + ("" if boot_seconds else
-                                                    " (the job had not started)")
-    elif stopped:
-        error = f"stopped: {stopped}"
+    elif watched.timed_out:
+        error = f"timed out after {job.timeout:g} s" + ("" if watched.boot_seconds else
+                                                        " (the job had not started)")
+    elif watched.stopped:
+        error = f"stopped: {watched.stopped}"
     elif exit_status is None:
-        if proc.returncode not in (0, None) and boot_seconds is None:
-            raise VMError(f"vm: qemu failed (exit status {proc.returncode}): "
+        if watched.returncode not in (0, None) and watched.boot_seconds is None:
+            raise VMError(f"vm: qemu failed (exit status {watched.returncode}): "
                           f"{qemu_out[-500:] or 'no message'}; console: {console_log}")
         error = f"the guest stopped without a ZOO-JOB-EXIT marker: see {console_log}"
-    return BootResult(exit_status=exit_status, timed_out=timed_out, accel=accel,
-                      boot_seconds=boot_seconds, total_seconds=total, console_log=console_log,
-                      results_dir=results_dir, error=error, qemu_returncode=proc.returncode,
-                      stopped=stopped)
+    return BootResult(exit_status=exit_status, timed_out=watched.timed_out, accel=accel,
+                      boot_seconds=watched.boot_seconds, total_seconds=watched.total_seconds,
+                      console_log=console_log, results_dir=results_dir, error=error,
+                      qemu_returncode=watched.returncode, stopped=watched.stopped)
 
 
 def _stop(proc: subprocess.Popen) -> None:
