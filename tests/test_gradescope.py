@@ -117,7 +117,7 @@ def run_autograder(root: Path, grade_args: str = "", timeout=900) -> subprocess.
 
 
 def local_args(parts) -> str:
-    return " ".join(["--local", "--user", "zootest", "--python", PYTHON]
+    return " ".join(["--local", "--user", "zootest", "--python", PYTHON, "--nosub-user", "zoonosub"]
                     + [f"--part {p}" for p in parts])
 
 
