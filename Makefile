@@ -12,7 +12,7 @@ SETUP    = VENV=$(VENV) sh tools/check-deps.sh --install
 
 .PHONY: help setup check-deps demo rootfs rootfs-reset rootfs-debian rootfs-debian-reset \
         parts skeleton generate-check diff test test-deps test-quick lint vm vm-info \
-        test-vm test-venv grade bench bench-quick mutants handout clean
+        test-vm test-venv grade bench bench-quick stability mutants handout clean
 
 help:
 	@echo "make demo           set up (packages, venv, rootfs) and run a container that shows its isolation"
@@ -33,6 +33,7 @@ help:
 	@echo "make vm             build (or reuse) the grader's VM image;  make vm-info: where it is"
 	@echo "make grade SUB=DIR  grade a submission in the VM"
 	@echo "make bench          benchmarks (as root: everything; build/bench.json); make bench-quick: CI's"
+	@echo "make stability      grade the references RUNS=10 times (JOBS=1 or 2 VMs at once): scores, each check's time and headroom"
 	@echo "make mutants        grade the mutation suite's mistakes in the VM (README 9.3); report in $(BUILD)/mutants"
 	@echo "make handout        the student tree in $(BUILD)/handout"
 	@echo "make gradescope     Gradescope's autograder: $(BUILD)/autograder.zip (VM_IMAGE=, VM_SHA256=: an image to import)"
@@ -133,6 +134,9 @@ bench: | setup
 
 bench-quick: | setup
 	$(PYTHON) bench/run.py --quick
+
+stability: | setup
+	$(PYTHON) bench/stability.py --runs $(or $(RUNS),10) --jobs $(or $(JOBS),1) --out $(BUILD)/stability
 
 mutants: | setup
 	$(PYTHON) tools/mutate.py run --out $(BUILD)/mutants --jobs $(or $(JOBS),1)

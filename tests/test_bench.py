@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import common  # noqa: E402
 import grading  # noqa: E402
+import stability  # noqa: E402
 import startup  # noqa: E402
 
 SECTIONS = [("latency", "entries"), ("latency", "targets"), ("phases", "runs"),
@@ -198,3 +199,22 @@ def test_a_grading_that_went_wrong_gives_a_reason_not_a_throughput(tmp_path):
     assert e["value"] is None and "97/100" in e["reason"]
     assert grading.one_entry(90.0, done("Score: 100/100\n"), tmp_path / "none.json",
                              1800)["value"] == 90.0
+
+
+def test_stability_reads_each_checks_spread_and_headroom():
+    """bench/stability.py's table: per check over every copy, the times, the limits the
+    runner recorded, and headroom = limit / slowest (the check's own, or its slowest
+    command's against that command's limit, whichever is smaller)."""
+    def result(check_id, status, seconds, limit, command):
+        return {"id": check_id, "status": status, "seconds": seconds, "limit": limit,
+                "slowest_command": {"seconds": command[0], "limit": command[1]}}
+
+    records = {"ref01": [result("p1_a", "ok", 2.0, 60, (1.0, 24)),
+                         result("p5_b", "ok", 30.0, 120, (20.0, 90))],
+               "ref02": [result("p1_a", "ok", 4.0, 60, (3.0, 24)),
+                         result("p5_b", "fail", 10.0, 120, (9.0, 90))]}
+    rows = {r["id"]: r for r in stability.spread(records)}
+    a, b = rows["p1_a"], rows["p5_b"]
+    assert (a["runs"], a["passed"], a["min"], a["median"], a["max"]) == (2, 2, 2.0, 3.0, 4.0)
+    assert a["headroom"] == 8.0  # 24 / 3.0 is tighter than 60 / 4.0
+    assert b["passed"] == 1 and b["headroom"] == 4.0  # 120 / 30 against 90 / 20
