@@ -337,7 +337,7 @@ def test_the_collected_class_graded_with_its_rules(collected):
     python = VENV_PYTHON if Path(VENV_PYTHON).exists() else sys.executable
     done = subprocess.run([sys.executable, str(GRADE), str(class_dir), "--rules", "--local",
                            "--part", "1", "--part", "2", "--user", "zootest",
-                           "--python", python, "--out", str(out)],
+                           "--nosub-user", "zoonosub", "--python", python, "--out", str(out)],
                           capture_output=True, text=True, timeout=900)
     rows = read_csv(out / "scores.csv", "submission")
     assert set(rows) == {"alice", "bob", "carol", "erin"}, done.stdout + done.stderr
