@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 import checks  # noqa: E402
 
 PART_GLOB = "part{}_*"
+NOSUB_USER = "nosub"  # the grader's VM's user without a subordinate range
 # How long the runner keeps killing what a command left (a process blocked in the
 # kernel dies only when it wakes): then it goes on without it.
 KILL_SECONDS = 5.0
@@ -99,7 +100,7 @@ def indent(text: str, limit: int = 4000) -> str:
 class Machine:
     """What this machine offers, for checks' `needs`."""
 
-    def __init__(self, user: str, nosub_user: str = "nosub"):
+    def __init__(self, user: str, nosub_user: str = NOSUB_USER):
         self.is_root = os.getuid() == 0
         self.nosub_user, self.nosub_why = nosub_user, no_subid_user_missing(nosub_user)
         self.cgroup2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
@@ -183,12 +184,12 @@ class Context:
         """argv run as the user (user: as that other user), or as root."""
         if user:
             pw = pwd.getpwnam(user)
-            return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
-                    "--init-groups", "--"] + argv
-        if root or os.getuid() != 0 or self.user == "root":
+            uid, gid = pw.pw_uid, pw.pw_gid
+        elif root or os.getuid() != 0 or self.user == "root":
             return argv
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
-                "--"] + argv
+        else:
+            uid, gid = self.uid, self.gid
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--"] + argv
 
     def env(self, root=False, extra=None, user=None):
         """The environment a command gets; extra's entries (PATH too) win."""
@@ -311,7 +312,7 @@ class Context:
 
     def nosub_user(self) -> str:
         """The user without any subordinate range (the VM's nosub; --nosub-user)."""
-        name = getattr(self.args, "nosub_user", "nosub")
+        name = getattr(self.args, "nosub_user", NOSUB_USER)
         why = no_subid_user_missing(name)
         if why:
             raise NotRunnable(why)
@@ -696,7 +697,7 @@ def empty_scratch(scratch: Path) -> None:
 
 
 def run_checks(args) -> list[dict]:
-    machine = Machine(args.user, getattr(args, "nosub_user", "nosub"))
+    machine = Machine(args.user, getattr(args, "nosub_user", NOSUB_USER))
     selected = checks.selected(args.part, args.only, args.public)
     results = []
     logs = Path(args.logs)
@@ -788,7 +789,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append")
     ap.add_argument("--public", action="store_true")
     ap.add_argument("--user", default=pwd.getpwuid(os.getuid()).pw_name)
-    ap.add_argument("--nosub-user", default="nosub",
+    ap.add_argument("--nosub-user", default=NOSUB_USER,
                     help="a user without any subordinate range, for the checks that need "
                     "one (default: the VM's nosub)")
     ap.add_argument("--python", default=sys.executable)
