@@ -1,8 +1,16 @@
-"""What the TA sees: per-check lines, per-part scores, the total; Gradescope's JSON; CSV."""
+"""A check's result, and what the TA sees of them: per-check lines, per-part scores,
+the total; Gradescope's JSON; CSV.
+
+CheckResult is the one record of a check's result: the runner makes it (and writes
+it to results.json), grade reads it back (and keeps it in grading.json), the reports
+show it.  As pytest's TestReport lives in its reports module beside the code that
+shows it, with its own to and from JSON for the wire, so does CheckResult here.
+"""
 
 import csv
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 # A check's status: "ok" and "fail" are the submission's; "not run" (the grader could
@@ -11,24 +19,106 @@ from pathlib import Path
 WORDS = {"ok": "OK", "fail": "FAIL", "not run": "NOT RUN", "error": "GRADER ERROR"}
 
 
-def check_line(r: dict) -> str:
-    return f"== part{r['part']}: {r['name']} == {WORDS[r['status']]} ({r['seconds']:.1f}s)"
+@dataclass(frozen=True)
+class CommandTime:
+    """How long a command took against its time limit, in seconds."""
+
+    seconds: float
+    limit: float
+
+    @property
+    def share(self) -> float:
+        """The part of its limit it used: 1.0 reached it."""
+        return self.seconds / self.limit if self.limit else float("inf")
+
+    def to_dict(self) -> dict:
+        return {"seconds": self.seconds, "limit": self.limit}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What one check gave.  status: a WORDS key; message: why, when not "ok";
+    seconds: the whole check's time, limit: its time limit (scaled; None when the
+    check never ran), slowest_command: its command nearest that command's own limit;
+    public: whether students see it; log: the check's log file."""
+
+    id: str
+    part: int
+    name: str
+    max_score: int
+    status: str
+    message: str = ""
+    seconds: float = 0.0
+    limit: float | None = None
+    slowest_command: CommandTime | None = None
+    public: bool = True
+    log: str = ""
+
+    @property
+    def score(self) -> int:
+        """All of its points or none: a check passes or it does not."""
+        return self.max_score if self.status == "ok" else 0
+
+    @classmethod
+    def of(cls, check, status: str, message: str = "", **fields) -> "CheckResult":
+        """The result of checks.Check check."""
+        return cls(id=check.id, part=check.part, name=check.name, max_score=check.points,
+                   status=status, message=message, public=check.public, **fields)
+
+    def to_dict(self) -> dict:
+        """results.json's and grading.json's object for it (the keys other tools read:
+        bench/stability.py, tools/mutate.py)."""
+        return {"id": self.id, "part": self.part, "name": self.name,
+                "max_score": self.max_score, "score": self.score, "status": self.status,
+                "message": self.message, "seconds": self.seconds, "limit": self.limit,
+                "slowest_command": self.slowest_command and self.slowest_command.to_dict(),
+                "public": self.public, "log": self.log}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CheckResult":
+        """The result to_dict wrote (limit, slowest_command and log may be missing: a
+        grading.json from before they were recorded)."""
+        slowest = d.get("slowest_command")
+        return cls(id=d["id"], part=d["part"], name=d["name"], max_score=d["max_score"],
+                   status=d["status"], message=d.get("message", ""),
+                   seconds=d.get("seconds", 0.0), limit=d.get("limit"),
+                   slowest_command=slowest and CommandTime(slowest["seconds"],
+                                                           slowest["limit"]),
+                   public=d.get("public", True), log=d.get("log", ""))
+
+
+def read_results(path) -> list[CheckResult]:
+    """The results a runner wrote to path (a JSON list of to_dict's objects)."""
+    return [CheckResult.from_dict(d) for d in json.loads(Path(path).read_text())]
+
+
+def write_results(path, results: list[CheckResult]) -> None:
+    """results as JSON, written whole or not at all (a reader, the VM's watchdog, may
+    read it meanwhile)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump([r.to_dict() for r in results], f, indent=1)
+    os.replace(tmp, path)
+
+
+def check_line(r: CheckResult) -> str:
+    return f"== part{r.part}: {r.name} == {WORDS[r.status]} ({r.seconds:.1f}s)"
 
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
 
-def incomplete(results: list[dict]) -> str:
+def incomplete(results: list[CheckResult]) -> str:
     """'' when every check ran to a verdict, else e.g. '2 not run, 1 grader error'."""
-    not_run = sum(1 for r in results if r["status"] == "not run")
-    errors = sum(1 for r in results if r["status"] == "error")
+    not_run = sum(1 for r in results if r.status == "not run")
+    errors = sum(1 for r in results if r.status == "error")
     said = ([f"{not_run} not run"] if not_run else []) + (
         [plural(errors, "grader error")] if errors else [])
     return ", ".join(said)
 
 
-def status(results: list[dict], problem: str = "") -> str:
+def status(results: list[CheckResult], problem: str = "") -> str:
     """A submission's grading status: "ok", or what went wrong on the grader's side
     (problem: the VM's, say) and how many checks gave no verdict.  Anything but "ok"
     means the score may lack points the submission would earn."""
@@ -39,22 +129,22 @@ def status(results: list[dict], problem: str = "") -> str:
     return "; ".join(said) or "ok"
 
 
-def text_report(results: list[dict], title: str = "", run_status: str = "ok",
+def text_report(results: list[CheckResult], title: str = "", run_status: str = "ok",
                 rules: list[dict] | None = None) -> str:
     """The terminal report, in the style TAs know from other labs; rules: the course's
     submission rules' verdicts (grader/rules.py), shown after the score."""
     out = [f"# {title}"] if title else []
-    parts = sorted({r["part"] for r in results})
+    parts = sorted({r.part for r in results})
     for part in parts:
-        mine = [r for r in results if r["part"] == part]
+        mine = [r for r in results if r.part == part]
         for r in mine:
             out.append(check_line(r))
-            if r["status"] != "ok":
-                out.extend(f"    {line}" for line in r["message"].splitlines() if line.strip())
-                if r.get("log"):
-                    out.append(f"    log: {r['log']}")
-        got = sum(r["score"] for r in mine)
-        total = sum(r["max_score"] for r in mine)
+            if r.status != "ok":
+                out.extend(f"    {line}" for line in r.message.splitlines() if line.strip())
+                if r.log:
+                    out.append(f"    log: {r.log}")
+        got = sum(r.score for r in mine)
+        total = sum(r.max_score for r in mine)
         missing = incomplete(mine)
         extra = f" ({missing})" if missing else ""
         out.append(f"Part {part} score: {got}/{total}{extra}")
@@ -95,34 +185,34 @@ def rule_cell(v: dict) -> str:
         f"{'fail' if v['status'] == 'fail' else 'not checked'}: {v['message']}")
 
 
-def score(results) -> int:
-    return sum(r["score"] for r in results)
+def score(results: list[CheckResult]) -> int:
+    return sum(r.score for r in results)
 
 
-def max_score(results) -> int:
-    return sum(r["max_score"] for r in results)
+def max_score(results: list[CheckResult]) -> int:
+    return sum(r.max_score for r in results)
 
 
-def gradescope(results: list[dict], execution_time: float, logs_text=None,
+def gradescope(results: list[CheckResult], execution_time: float, logs_text=None,
                run_status: str = "ok", rules: list[dict] | None = None) -> dict:
     """Gradescope's results.json: score, execution_time, tests[]; and when the grading
     is not complete, a top-level output that says so (Gradescope shows it first)."""
     tests = []
     numbers: dict[int, int] = {}
     for r in results:
-        numbers[r["part"]] = numbers.get(r["part"], 0) + 1
-        output = r["message"] or "passed"
-        if r["status"] == "not run":
-            output = f"not run: {r['message']}"
-        if logs_text and r["status"] != "ok":
+        numbers[r.part] = numbers.get(r.part, 0) + 1
+        output = r.message or "passed"
+        if r.status == "not run":
+            output = f"not run: {r.message}"
+        if logs_text and r.status != "ok":
             output += "\n\n" + logs_text(r)
         tests.append({
-            "name": f"part{r['part']}: {r['name']}",
-            "number": f"{r['part']}.{numbers[r['part']]}",
-            "score": r["score"],
-            "max_score": r["max_score"],
+            "name": f"part{r.part}: {r.name}",
+            "number": f"{r.part}.{numbers[r.part]}",
+            "score": r.score,
+            "max_score": r.max_score,
             "output": output,
-            "visibility": "visible" if r["public"] else "after_published",
+            "visibility": "visible" if r.public else "after_published",
         })
     out = {"score": score(results), "execution_time": round(execution_time, 1),
            "tests": rule_tests(rules or []) + tests}
@@ -134,21 +224,21 @@ def gradescope(results: list[dict], execution_time: float, logs_text=None,
 
 def write_gradescope(path, results, execution_time, run_status: str = "ok",
                      rules: list[dict] | None = None) -> None:
-    def log_text(r):
+    def log_text(r: CheckResult) -> str:
         try:
-            return Path(r["log"]).read_text()[-3000:]
-        except (OSError, KeyError):
+            return Path(r.log).read_text()[-3000:] if r.log else ""
+        except OSError:
             return ""
 
     Path(path).write_text(json.dumps(gradescope(results, execution_time, log_text, run_status,
                                                 rules), indent=1))
 
 
-def write_csv(path, rows: list[tuple[str, list[dict], str]],
+def write_csv(path, rows: list[tuple[str, list[CheckResult], str]],
               rules: dict[str, list[dict]] | None = None) -> None:
     """One row per submission: name, total, each part's score, status; with rules
     (submission name -> verdicts), a column per course rule after them."""
-    parts = sorted({r["part"] for _, results, _ in rows for r in results}) or [1]
+    parts = sorted({r.part for _, results, _ in rows for r in results}) or [1]
     ids = list(dict.fromkeys(v["id"] for vs in (rules or {}).values() for v in vs))
     tmp = f"{path}.tmp"  # then renamed: never a half-written CSV
     with open(tmp, "w", newline="") as f:
@@ -157,7 +247,7 @@ def write_csv(path, rows: list[tuple[str, list[dict], str]],
                    + ["status"] + [f"rule_{i}" for i in ids])
         for name, results, status in rows:
             w.writerow([name, score(results), max_score(results)]
-                       + [sum(r["score"] for r in results if r["part"] == p) for p in parts]
+                       + [sum(r.score for r in results if r.part == p) for p in parts]
                        + [status] + [next((rule_cell(v) for v in (rules or {}).get(name, [])
                                            if v["id"] == i), "") for i in ids])
     os.replace(tmp, path)

@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import checks  # noqa: E402
+from report import CheckResult, CommandTime, write_results  # noqa: E402
 
 PART_GLOB = "part{}_*"
 NOSUB_USER = "nosub"  # the grader's VM's user without a subordinate range
@@ -161,7 +162,7 @@ class Context:
         self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
         self.python = args.python
         self.deadline = time.monotonic() + check.timeout * args.timeout_scale
-        self.slowest = None  # the command nearest its limit: {"seconds", "limit"}
+        self.slowest: CommandTime | None = None  # the command nearest its limit
         self.scratch = Path(args.scratch)
         # What is ours (see ours()): the sessions our commands run in, and the
         # children this process had before the check, which are not.
@@ -277,9 +278,9 @@ class Context:
         run.before, run.uid = before, self.uid_of(argv)
         self.runs.append(run)
         self.log.append(run.log())
-        if self.slowest is None or (run.seconds / timeout
-                                    > self.slowest["seconds"] / self.slowest["limit"]):
-            self.slowest = {"seconds": round(run.seconds, 2), "limit": round(timeout, 1)}
+        spent = CommandTime(round(run.seconds, 2), round(timeout, 1))
+        if self.slowest is None or spent.share > self.slowest.share:
+            self.slowest = spent
         if timed_out and not may_time_out:
             self.expect(False, f"{what} did not exit within {seconds_text(timeout)} s", run)
         return run
@@ -696,64 +697,65 @@ def empty_scratch(scratch: Path) -> None:
         subprocess.run(["rm", "-rf", str(entry)], capture_output=True)
 
 
-def run_checks(args) -> list[dict]:
+def run_checks(args) -> list[CheckResult]:
+    """Run the selected checks one after the other; results.json is written after
+    each (a run cut short still says what it did)."""
     machine = Machine(args.user, getattr(args, "nosub_user", NOSUB_USER))
-    selected = checks.selected(args.part, args.only, args.public)
-    results = []
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    for c in selected:
-        log: list[str] = []
-        started = time.monotonic()
-        restored = restore_scratch(Path(args.scratch), args.user)
-        if restored:
-            log.append(restored)
-        leftovers, context = [], None
-        why_not = machine.missing(c.needs)
-        if why_not:
-            status, message = "not run", why_not
-        else:
-            context = Context(args, c, log)
-            try:
-                c.fn(context)
-                status, message = "ok", ""
-            except CheckFailed as e:
-                status, message = "fail", str(e)
-                if c.exercises:
-                    message += f"\n    (this checks {c.exercises})"
-            except NotRunnable as e:
-                status, message = "not run", str(e)
-            except Exception as e:  # a check's own bug must not stop the others
-                # Not the student's loss: reported as a grader error, never as a fail.
-                status, message = "error", f"grader error: {e!r}"
-                log.append(traceback.format_exc())
-            finally:
-                context.close()
-                leftovers = context.clean_up()
-        empty_scratch(Path(args.scratch))
-        if leftovers:
-            log.append("cleanup after the check removed: " + "; ".join(leftovers))
-        seconds = time.monotonic() - started
-        log_path = logs / f"{c.id}.log"
-        log_path.write_text(f"== part{c.part}: {c.name} == {status.upper()}\n{message}\n\n"
-                            + "\n".join(log))
-        results.append({"id": c.id, "part": c.part, "name": c.name, "max_score": c.points,
-                        "score": c.points if status == "ok" else 0, "status": status,
-                        "message": message, "seconds": round(seconds, 2),
-                        "limit": round(c.timeout * args.timeout_scale, 1),
-                        "slowest_command": context and context.slowest,
-                        "public": c.public, "log": str(log_path)})
+    results = []
+    for c in checks.selected(args.part, args.only, args.public):
+        results.append(run_check(c, args, machine, logs))
         write_results(args.results, results)
         if args.progress:
-            print(json.dumps(results[-1]), flush=True)
+            print(json.dumps(results[-1].to_dict()), flush=True)
     return results
 
 
-def write_results(path, results) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, path)
+def run_check(c, args, machine: Machine, logs: Path) -> CheckResult:
+    """One check, from a scratch directory that is there to an empty one, its log in
+    logs/ID.log."""
+    log: list[str] = []
+    started = time.monotonic()
+    restored = restore_scratch(Path(args.scratch), args.user)
+    if restored:
+        log.append(restored)
+    status, message, slowest = verdict(c, args, machine, log)
+    empty_scratch(Path(args.scratch))
+    seconds = time.monotonic() - started
+    log_path = logs / f"{c.id}.log"
+    log_path.write_text(f"== part{c.part}: {c.name} == {status.upper()}\n{message}\n\n"
+                        + "\n".join(log))
+    return CheckResult.of(c, status, message, seconds=round(seconds, 2),
+                          limit=round(c.timeout * args.timeout_scale, 1),
+                          slowest_command=slowest, log=str(log_path))
+
+
+def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, CommandTime | None]:
+    """(status, message, its slowest command) of check c: report.WORDS's statuses."""
+    why_not = machine.missing(c.needs)
+    if why_not:
+        return "not run", why_not, None
+    context = Context(args, c, log)
+    try:
+        c.fn(context)
+        status, message = "ok", ""
+    except CheckFailed as e:
+        status, message = "fail", str(e)
+        if c.exercises:
+            message += f"\n    (this checks {c.exercises})"
+    except NotRunnable as e:
+        status, message = "not run", str(e)
+    except Exception as e:  # a check's own bug must not stop the others
+        # Not the student's loss: reported as a grader error, never as a fail.
+        status, message = "error", f"grader error: {e!r}"
+        log.append(traceback.format_exc())
+    finally:
+        context.close()
+        leftovers = context.clean_up()
+        if leftovers:
+            log.append("cleanup after the check removed: " + "; ".join(leftovers))
+    return status, message, context.slowest
 
 
 def prepare_scratch(user: str) -> Path:

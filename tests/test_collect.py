@@ -368,8 +368,8 @@ def test_the_collected_class_graded_with_its_rules(collected):
 
 
 def test_report_shows_rules_only_when_asked():
-    results = [{"id": "p1_x", "part": 1, "name": "x", "max_score": 3, "score": 3,
-                "status": "ok", "public": True, "seconds": 0.1, "message": "", "log": ""}]
+    results = [report.CheckResult(id="p1_x", part=1, name="x", max_score=3, status="ok",
+                                  seconds=0.1)]
     assert "rule" not in report.text_report(results)
     assert len(report.gradescope(results, 1.0)["tests"]) == 1
     verdicts = [rules.verdict("commits", "unknown", "no git history")]

@@ -2,6 +2,7 @@
 the checks' tables and parsers, the reports, and grader/grade's command line."""
 
 import csv
+import dataclasses
 import importlib.machinery
 import importlib.util
 import json
@@ -54,10 +55,9 @@ def test_ip_links_reads_names_and_flags():
 # Statuses: what is the grader's, not the student's --------------------------------
 
 
-def result(check_id="p1_x", part=1, status="ok", points=3, message=""):
-    return {"id": check_id, "part": part, "name": f"check {check_id}", "max_score": points,
-            "score": points if status == "ok" else 0, "status": status, "message": message,
-            "seconds": 0.5, "public": True, "log": ""}
+def result(check_id="p1_x", part=1, status="ok", points=3, message="", name=None):
+    return report.CheckResult(id=check_id, part=part, name=name or f"check {check_id}",
+                              max_score=points, status=status, message=message, seconds=0.5)
 
 
 def test_not_run_and_grader_errors_make_the_grading_incomplete(tmp_path):
@@ -104,8 +104,8 @@ def test_a_checks_own_exception_is_a_grader_error(tmp_path, monkeypatch):
         rootfs_tar=None, progress=False)
     (tmp_path / "scratch").mkdir()
     results = runner.run_checks(args)
-    assert [r["status"] for r in results] == ["error", "fail"]
-    assert results[0]["message"] == "grader error: KeyError('CapBnd')"
+    assert [r.status for r in results] == ["error", "fail"]
+    assert results[0].message == "grader error: KeyError('CapBnd')"
     assert "Traceback" in (tmp_path / "logs" / "broken.log").read_text()
     assert json.loads((tmp_path / "results.json").read_text())[0]["status"] == "error"
 
@@ -134,7 +134,7 @@ def grade(monkeypatch):
         got = module.fake_vm[submission.name]
         if isinstance(got, Exception):
             raise got
-        return [dict(r) for r in got[0]], got[1]
+        return list(got[0]), got[1]
 
     monkeypatch.setattr(module, "grade_in_vm", grade_in_vm)
     return module
@@ -149,10 +149,10 @@ def make_submission(path: Path, parts=(1,)) -> Path:
 
 def all_of_part1(status="ok", missing=0, error=None):
     """Results for part 1's checks: all ok, or the first one with status."""
-    results = [result(c.id, 1, "ok", c.points) | {"name": c.name}
+    results = [result(c.id, 1, "ok", c.points, name=c.name)
                for c in checks.CHECKS if c.part == 1]
     if status != "ok":
-        results[0] |= {"status": status, "score": 0, "message": error or status}
+        results[0] = dataclasses.replace(results[0], status=status, message=error or status)
     return results[:len(results) - missing]
 
 
@@ -283,14 +283,15 @@ def test_watchdog_stops_a_guest_that_stopped_reporting(grade, tmp_path):
     assert dog(True) is None  # the job started: setup, then the first check
     now[0] += grade.SETUP_MARGIN + first - 1
     assert dog(True) is None
-    results.write_text(json.dumps([result(selected[0].id)]))
+    results.write_text(json.dumps([result(selected[0].id).to_dict()]))
     assert dog(True) is None  # a result: the second check's allowance starts now
     now[0] += second - 1
     assert dog(True) is None
     now[0] += 2
     assert dog(True) == (f"no result from {selected[1].id} within its time limit "
                          f"({second:.0f}s)")
-    results.write_text(json.dumps([result(selected[0].id), result(selected[1].id)]))
+    results.write_text(json.dumps([result(selected[0].id).to_dict(),
+                                   result(selected[1].id).to_dict()]))
     assert dog(True) is None
     now[0] += grade.CHECK_MARGIN + 1
     assert dog(True) == "the guest did not power off after the last check"
@@ -476,7 +477,8 @@ def test_local_reports_a_runner_that_crashed(grade, tmp_path, capsys, monkeypatc
     sub = make_submission(tmp_path / "alice")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "results.json").write_text(json.dumps(all_of_part1()))  # a previous run's
+    (out / "results.json").write_text(  # a previous run's
+        json.dumps([r.to_dict() for r in all_of_part1()]))
     assert grade.main([str(sub), "--local", "--part", "1", "--out", str(out)]) == 2
     said = capsys.readouterr()
     status = ("the runner failed (exit 1: KeyError: 'getpwnam(): name not found'); "

@@ -229,11 +229,9 @@ def test_the_readme_grading_example_is_what_grade_prints():
         if m:
             c = by_name[m.group(2)]
             ok = m.group(3) == "OK"
-            results.append({"id": c.id, "part": c.part, "name": c.name, "public": c.public,
-                            "max_score": c.points, "score": c.points if ok else 0,
-                            "status": "ok" if ok else "fail", "seconds": float(m.group(4)),
-                            "message": "" if ok else "why"})
-    assert {r["id"] for r in results} == {c.id for c in checks.selected([4], None, True)}
+            results.append(report.CheckResult.of(c, "ok" if ok else "fail", "" if ok else "why",
+                                                 seconds=float(m.group(4))))
+    assert {r.id for r in results} == {c.id for c in checks.selected([4], None, True)}
     printed = [line for line in report.text_report(results).splitlines()
                if line.startswith(("==", "Part", "Score"))]
     assert example == printed

@@ -74,11 +74,11 @@ def test_checks_that_read_only_output_fail_a_zookeeper_that_never_exits(tmp_path
     started = time.monotonic()
     results = run_checks(tmp_path, sub, ["p2_hostname", "p3_capabilities"])
     if not hang:  # the same answers, returned: they pass
-        assert [r["status"] for r in results] == ["ok", "ok"], results
+        assert [r.status for r in results] == ["ok", "ok"], results
         return
-    assert [r["status"] for r in results] == ["fail", "fail"], results
+    assert [r.status for r in results] == ["fail", "fail"], results
     for r in results:
-        assert r["message"].startswith("zookeeper did not exit within 1 s"), r
+        assert r.message.startswith("zookeeper did not exit within 1 s"), r
     assert time.monotonic() - started < 15
 
 
@@ -164,7 +164,7 @@ def fake_submission(tmp_path, parts, source: str) -> Path:
     return sub
 
 
-def run_checks(tmp_path, sub: Path, only: list[str]) -> list[dict]:
+def run_checks(tmp_path, sub: Path, only: list[str]) -> list["runner.CheckResult"]:
     """runner.run_checks on sub, as this user, for the checks named."""
     import pwd
 
@@ -182,8 +182,8 @@ def test_a_container_killed_by_a_real_time_signal_is_a_plain_fail(tmp_path):
     sub = fake_submission(tmp_path, 1, "import os, signal\n"
                                        "os.kill(os.getpid(), signal.SIGRTMIN + 3)\n")
     [result] = run_checks(tmp_path, sub, ["p1_signal"])
-    assert result["status"] == "fail", result
-    assert "death by SIGRTMIN+3 (165)" in result["message"]
+    assert result.status == "fail", result
+    assert "death by SIGRTMIN+3 (165)" in result.message
 
 
 # What is ours -----------------------------------------------------------------------
@@ -244,5 +244,5 @@ def test_a_check_as_a_user_without_a_range_needs_one(tmp_path):
         logs=str(tmp_path / "logs"), scratch=str(scratch), timeout_scale=1.0,
         rootfs_tar=None, progress=False, nosub_user="zoo-nobody-here")
     [result] = runner.run_checks(args)
-    assert result["status"] == "not run" and result["score"] == 0, result
-    assert result["message"].startswith("no user zoo-nobody-here"), result
+    assert result.status == "not run" and result.score == 0, result
+    assert result.message.startswith("no user zoo-nobody-here"), result
