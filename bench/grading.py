@@ -1,19 +1,32 @@
+#!/usr/bin/env python3
 """Grading throughput: the grader's VM, booted to grade the reference solutions.
+
+    python3 bench/grading.py [--count N] [--jobs J] [--json FILE]   (or within bench/run.py)
 
   - the VM image: its build time (done now if it is not cached; else the time its
     manifest recorded when it was built);
+  - the boot-only VM: the same image booted for a job that does nothing, boot to
+    power-off: the yardstick of this run (the machine's speed and load included);
   - one submission: `grader/grade SUB --json FILE`, boot to power-off, every stage the
     grader checks; the submission is a clean copy of the part directories (what a
-    student hands in), not the whole repository;
+    student hands in), not the whole repository.  Its time is split into the boot (QEMU
+    start to the job's start), each part's checks (their seconds in the runner's
+    results), the rest of the job in the guest (copying the submission, the grader and
+    the rootfs tarball, the runner between checks), the teardown (the job's end to
+    QEMU's exit) and the host's share (the tarball, the job's files, the reports),
+    each in seconds and as a ratio to the boot-only VM (qemu.py's boot-times.json has
+    the marks);
   - N submissions with `grader/grade DIR --jobs J`: wall time, and per submission.
 """
 
+import argparse
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,12 +35,15 @@ from common import PARTS, ROOT, entry, first_line
 GRADE = ROOT / "grader" / "grade"
 VM = ROOT / "grader" / "vm.py"
 IMAGE = "VM image build"
+BOOT_ONLY = "boot-only VM (a job that does nothing)"
 ONE = "boot + grade one reference submission"
 BATCH = "grade N submissions with --jobs"
+TARGET = 60.0  # seconds for one whole submission under TCG on the 2-core machine (issue 15)
 
 
 def skipped(reason: str) -> dict:
-    return {"entries": [entry(name, unit="s", reason=reason) for name in (IMAGE, ONE, BATCH)],
+    return {"entries": [entry(name, unit="s", reason=reason)
+                        for name in (IMAGE, BOOT_ONLY, ONE, BATCH)],
             "method": __doc__.strip()}
 
 
@@ -81,13 +97,22 @@ def run(tmp: Path, count: int, jobs: int, timeout: float, log=print) -> dict:
         out = skipped(f"no VM image: {image['reason']}")
         out["entries"][0] = image
         return out
-    entries = [image]
+    log("bench: grading: the boot-only VM")
+    boot_only = boot_only_entry(tmp / "boot-only", timeout)
+    entries = [image, boot_only]
     sub = tmp / "reference"
     submission_copy(sub)
     log(f"bench: grading: one submission in the VM (timeout {timeout:.0f} s)")
     seconds, done = timed([str(GRADE), str(sub), "--out", str(tmp / "one"),
                            "--json", str(tmp / "one.json")], timeout)
-    entries.append(one_entry(seconds, done, tmp / "one.json", timeout))
+    one = one_entry(seconds, done, tmp / "one.json", timeout)
+    if one["value"] is not None:  # --jobs 1: one submission after the other
+        one["per_hour"] = round(3600 / seconds, 1)
+        one.update(split_of(tmp / "one" / "vm", seconds, boot_only["value"]))
+    entries.append(one)
+    if count < 1:
+        entries.append(entry(BATCH, unit="s", reason="not asked for (--count 0)"))
+        return {"entries": entries, "method": __doc__.strip()}
     batch = tmp / "batch"
     for n in range(1, count + 1):
         submission_copy(batch / f"sub{n}")
@@ -96,6 +121,63 @@ def run(tmp: Path, count: int, jobs: int, timeout: float, log=print) -> dict:
                            str(tmp / "batch-out")], timeout * count)
     entries.append(batch_entry(seconds, done, count, jobs, timeout * count))
     return {"entries": entries, "method": __doc__.strip()}
+
+
+def boot_only_entry(tmp: Path, timeout: float) -> dict:
+    """The image booted for a job that does nothing (run.sh: exit 0), boot to power-off."""
+    sys.path.append(str(ROOT / "grader"))
+    import qemu
+    from image import VMError
+
+    job = tmp / "job"
+    job.mkdir(parents=True)
+    (job / "run.sh").write_text("#!/bin/sh\nexit 0\n")
+    (job / "run.sh").chmod(0o755)
+    try:
+        done = qemu.boot(qemu.Job(job, None, tmp / "results", timeout=timeout))
+    except VMError as e:
+        return entry(BOOT_ONLY, unit="s", reason=str(e))
+    if not done.ok or done.job_exit_seconds is None:
+        return entry(BOOT_ONLY, unit="s", reason=done.error or f"exit {done.exit_status}")
+    return entry(BOOT_ONLY, done.total_seconds, "s", accel=done.accel,
+                 job_start_s=round(done.boot_seconds, 1),
+                 power_off_s=round(done.total_seconds - done.job_exit_seconds, 1))
+
+
+def split(times: dict, results: list[dict], wall: float | None = None,
+          boot_only: float | None = None) -> list[dict]:
+    """One submission's time, from qemu.py's marks (times: seconds from QEMU's start to
+    the job's start, its exit and QEMU's exit) and the runner's results (each check's
+    seconds and part); wall: the whole grader/grade run.  Each share in seconds and
+    as a ratio to the boot-only VM's boot to power-off (None when there is none)."""
+    checks = sum(r["seconds"] for r in results)
+    shares = [("boot: QEMU start to the job's start", times["job_start"])]
+    for part in sorted({r["part"] for r in results}):
+        shares.append((f"part {part}'s checks",
+                       sum(r["seconds"] for r in results if r["part"] == part)))
+    shares.append(("the rest of the job (copying, the runner)",
+                   times["job_exit"] - times["job_start"] - checks))
+    shares.append(("teardown: the job's end to QEMU's exit",
+                   times["qemu_exit"] - times["job_exit"]))
+    if wall is not None:
+        shares.append(("on the host (tarball, job files, reports)", wall - times["qemu_exit"]))
+    return [{"name": name, "seconds": round(seconds, 1),
+             "ratio": round(seconds / boot_only, 2) if boot_only else None}
+            for name, seconds in shares]
+
+
+def split_of(results_dir: Path, wall: float, boot_only: float | None) -> dict:
+    """The split of a graded submission (grade's OUT/vm), as entry fields."""
+    try:
+        times = json.loads((results_dir / "boot-times.json").read_text())
+        results = json.loads((results_dir / "results.json").read_text())
+    except (OSError, ValueError) as e:
+        return {"split_reason": f"no split: {e}"}
+    if times.get("job_start") is None or times.get("job_exit") is None:
+        return {"split_reason": f"no split: the job's marks are missing ({times})"}
+    return {"split": split(times, results, wall, boot_only),
+            "ratio_to_boot_only": round(wall / boot_only, 2) if boot_only else None,
+            "target_s": TARGET, "target_met": wall <= TARGET}
 
 
 def one_entry(seconds: float, done, results: Path, timeout: float) -> dict:
@@ -137,3 +219,69 @@ def batch_entry(seconds: float, done, count: int, jobs: int, timeout: float) -> 
                  per_submission_s=round(seconds / count, 1),
                  per_hour=round(3600 * count / seconds, 1),
                  scores={s: f"{a}/{b} ({status})" for s, a, b, status in scores})
+
+
+def table(section: dict) -> list[str]:
+    """The grading section of bench/run.py's table."""
+    lines = []
+    for e in section["entries"]:
+        if e["reason"]:
+            lines.append(f"  {e['name']:<46} {'-':>7}  {e['reason']}")
+            continue
+        extra = ""
+        if "score" in e:
+            extra = f"score {e['score']}, {e['checks']} checks"
+            if e.get("per_hour"):
+                extra += f", {e['per_hour']}/hour"
+        elif "per_submission_s" in e:
+            extra = f"{e['per_submission_s']} s per submission, {e['per_hour']}/hour"
+        elif "power_off_s" in e:
+            extra = f"job start {e['job_start_s']} s, power-off {e['power_off_s']} s"
+        elif e.get("how"):
+            extra = e["how"]
+        lines.append(f"  {e['name']:<46} {e['value']:>7.1f}s {extra}")
+        if e.get("split"):
+            lines += split_lines(e)
+        elif e.get("split_reason"):
+            lines.append(f"    {e['split_reason']}")
+    return lines
+
+
+def split_lines(e: dict) -> list[str]:
+    ratio = e.get("ratio_to_boot_only")
+    lines = [f"    where the time goes{'':<34} s   x boot-only VM"]
+    for share in e["split"]:
+        x = f"{share['ratio']:.2f}" if share["ratio"] is not None else "-"
+        lines.append(f"    {share['name']:<48} {share['seconds']:>6.1f} {x:>8}")
+    lines.append(f"    {'whole submission':<48} {e['value']:>6.1f} "
+                 f"{f'{ratio:.2f}' if ratio else '-':>8}")
+    verdict = "met" if e["target_met"] else "NOT met"
+    lines.append(f"    target: one submission in at most {e['target_s']:.0f} s: {verdict}")
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=2, help="submissions in the batch (0: none)")
+    ap.add_argument("--jobs", type=int, default=2, help="grader/grade --jobs for the batch")
+    ap.add_argument("--timeout", type=float, default=1800, help="per submission")
+    ap.add_argument("--json", type=Path, default=ROOT / "build" / "bench-grading.json")
+    ap.add_argument("--keep", type=Path, help="grade in this new directory and keep it")
+    args = ap.parse_args(argv)
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="zk-grading-"))
+    try:
+        results = run(tmp, args.count, args.jobs, args.timeout,
+                      log=lambda text: print(text, file=sys.stderr, flush=True))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results["load_after"] = os.getloadavg()[0]
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    print("Grading throughput (grader VM)\n" + "\n".join(table(results)))
+    print(f"bench: results in {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

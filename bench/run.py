@@ -16,8 +16,9 @@ same run against references; nothing here asserts a timing.
   imports           what each option makes zookeeper import, and what it costs
   network           iperf3 through zookeeper's veth and slirp4netns paths, beside a
                     raw veth pair, slirp4netns and pasta (throughput.py; root)
-  grading           the grader's VM: boot and grade one submission, N with --jobs
-                    (grading.py; slow)
+  grading           the grader's VM: a boot-only VM, then one submission graded and
+                    its time split (boot, each part's checks, teardown) against the
+                    boot-only VM, N with --jobs (grading.py; slow)
 
 --quick (CI): few rounds, no network or grading, well under a minute.
 Run it as root to measure everything: the rootless runs then switch to the test user
@@ -300,19 +301,8 @@ def print_table(results: dict, out=sys.stdout) -> None:
     if net.get("rootless_how"):
         w(f"  rootless paths: {net['rootless_how']}\n")
     w("\nGrading throughput (grader VM)\n")
-    for e in results["grading"]["entries"]:
-        if e["reason"]:
-            w(f"  {e['name']:<46} {'-':>7}  {e['reason']}\n")
-            continue
-        extra = ""
-        if "score" in e:
-            extra = (f"score {e['score']}, {e['checks']} checks, boot to first check "
-                     f"{fmt(e.get('boot_to_first_check_s'))} s")
-        elif "per_submission_s" in e:
-            extra = f"{e['per_submission_s']} s per submission, {e['per_hour']}/hour"
-        elif e.get("how"):
-            extra = e["how"]
-        w(f"  {e['name']:<46} {e['value']:>7.1f}s {extra}\n")
+    for line in grading.table(results["grading"]):
+        w(line + "\n")
     w("\n")
 
 

@@ -9,7 +9,11 @@ Grades RUNS copies of the references as one class (grader/grade CLASS --jobs J: 
 grading.json: every copy's score, and for each check the spread of its time (min,
 median, max) against its limits, as the runner recorded them: the check's own
 (its timeout times the accelerator's scale) and its slowest command's.  Headroom is
-limit / slowest run; the grader wants at least 3 (README 9.4).
+limit / slowest run; the grader wants at least 3 (README 9.4).  Also, as
+bench/grading.py splits one submission: where each copy's time went (boot, each
+part's checks, the rest of the job, teardown, the host's share; the median over the
+copies, in seconds and as a ratio to a boot-only VM booted first), and the class's
+submissions per hour.
 
 Writes OUT/stability.txt and OUT/stability.json.  Exit status 0 when every copy
 scored full marks and every headroom is at least 3, 1 when not, 2 when the grading
@@ -22,8 +26,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import grading
 from common import PARTS, ROOT
 
 HEADROOM = 3.0
@@ -65,6 +71,42 @@ def spread(records: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
+def time_split(graded: Path, names: list[str], boot_only: float | None) -> list[dict]:
+    """Each share of a submission's time (grading.split) over the copies: min, median,
+    max, and the median's ratio to the boot-only VM."""
+    shares: dict[str, list[float]] = {}
+    for name in names:
+        try:
+            times = json.loads((graded / name / "vm" / "boot-times.json").read_text())
+            results = json.loads((graded / name / "vm" / "results.json").read_text())
+            wall = json.loads((graded / name / "grading.json").read_text())["seconds"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if times.get("job_start") is None or times.get("job_exit") is None:
+            continue
+        for share in grading.split(times, results, wall):
+            shares.setdefault(share["name"], []).append(share["seconds"])
+        shares.setdefault("whole submission", []).append(wall)
+    return [{"name": name, "copies": len(seconds), "min": min(seconds),
+             "median": round(statistics.median(seconds), 1), "max": max(seconds),
+             "ratio": round(statistics.median(seconds) / boot_only, 2) if boot_only else None}
+            for name, seconds in shares.items()]
+
+
+def split_text(shares: list[dict], boot_only: dict, per_hour: float) -> str:
+    lines = [f"  {'where the time of a submission goes (s)':<44} {'min':>6} {'median':>7} "
+             f"{'max':>6}  x boot-only VM"]
+    for r in shares:
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        lines.append(f"  {r['name']:<44} {r['min']:>6.1f} {r['median']:>7.1f} "
+                     f"{r['max']:>6.1f}  {ratio:>8}")
+    said = (f"{boot_only['value']:.1f} s" if boot_only["value"] is not None
+            else boot_only["reason"])
+    lines += [f"  boot-only VM (booted first): {said}",
+              f"  submissions per hour: {per_hour:.1f}"]
+    return "\n".join(lines) + "\n"
+
+
 def text(scores: dict[str, str], rows: list[dict], jobs: int) -> str:
     lines = [f"The references graded {len(scores)} times, --jobs {jobs}:", ""]
     lines += [f"  {name}: {score}" for name, score in scores.items()]
@@ -88,11 +130,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
     names = class_of_copies(out / "class", args.runs)
+    if (out / "boot-only").exists():
+        shutil.rmtree(out / "boot-only")
+    boot_only = grading.boot_only_entry(out / "boot-only", 600)
     argv = [sys.executable, str(ROOT / "grader" / "grade"), str(out / "class"),
             "--out", str(out / "graded"), "--jobs", str(args.jobs)]
     for part in args.part or []:
         argv += ["--part", str(part)]
+    started = time.monotonic()
     status = subprocess.run(argv).returncode
+    per_hour = 3600 * len(names) / (time.monotonic() - started)
     records, scores = {}, {}
     for name in names:
         try:
@@ -105,10 +152,12 @@ def main(argv=None) -> int:
         got, full = sum(r["score"] for r in results), sum(r["max_score"] for r in results)
         scores[name] = f"{got}/{full} ({record['status']}, {record.get('seconds', '?')} s)"
     rows = spread(records)
-    report = text(scores, rows, args.jobs)
+    shares = time_split(out / "graded", names, boot_only["value"])
+    report = text(scores, rows, args.jobs) + "\n" + split_text(shares, boot_only, per_hour)
     (out / "stability.txt").write_text(report)
-    (out / "stability.json").write_text(json.dumps({"scores": scores, "checks": rows},
-                                                   indent=1))
+    (out / "stability.json").write_text(json.dumps(
+        {"scores": scores, "checks": rows, "jobs": args.jobs, "boot_only": boot_only,
+         "split": shares, "per_hour": round(per_hour, 1)}, indent=1))
     print(report, end="")
     if status not in (0, 1) or len(records) < len(names):
         return 2

@@ -2,7 +2,10 @@
 
 The guest runs /mnt/job/run.sh as root, writes console markers `ZOO-JOB-START`,
 `ZOO-JOB-EXIT=<status>`, `ZOO-JOB-ERROR=<message>` and powers off; boot() watches the
-console for them and returns a BootResult.
+console for them and returns a BootResult.  When QEMU has ended, boot() writes
+the run's times to the results as boot-times.json (TIMES): QEMU start to the job's
+start, to its end and to QEMU gone, in seconds, for bench/grading.py to split a
+submission's time into boot, checks and power-off.
 
 Standard library only (Python >= 3.10).
 """
@@ -10,6 +13,7 @@ Standard library only (Python >= 3.10).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -25,6 +29,8 @@ from pathlib import Path
 from image import Arch, ImagePaths, VMError, build_image, die_with_parent, get_arch, recipe_arch
 
 MARK_START = b"ZOO-JOB-START"
+MARK_EXIT = b"ZOO-JOB-EXIT="
+TIMES = "boot-times.json"  # in the results: BootResult.times()
 MARK_EXIT_RE = re.compile(rb"ZOO-JOB-EXIT=(\d+)")
 MARK_ERROR_RE = re.compile(rb"ZOO-JOB-ERROR=([^\r\n]*)")
 
@@ -41,6 +47,13 @@ class BootResult:
     error: str | None = None  # why there is no exit status, if there is none
     qemu_returncode: int | None = None
     stopped: str | None = None  # why the watchdog had QEMU stopped early, if it did
+    job_exit_seconds: float | None = None  # QEMU start to ZOO-JOB-EXIT, None if it never came
+
+    def times(self) -> dict:
+        """The run's times, seconds from QEMU's start (TIMES in the results)."""
+        return {"accel": self.accel, "job_start": _rounded(self.boot_seconds),
+                "job_exit": _rounded(self.job_exit_seconds),
+                "qemu_exit": _rounded(self.total_seconds)}
 
     @property
     def ok(self) -> bool:
@@ -167,6 +180,7 @@ class _Watched:
 
     returncode: int | None
     boot_seconds: float | None
+    job_exit_seconds: float | None
     total_seconds: float
     timed_out: bool
     stopped: str | None
@@ -211,18 +225,25 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
                             memory=machine.memory, smp=machine.smp, cmdline=cmdline,
                             arch=guest.name)
         watched = _watch(argv, Path(tmp), console_log, job)
-    return _result(watched, job, accel, console_log, results_dir)
+    result = _result(watched, job, accel, console_log, results_dir)
+    (results_dir / TIMES).write_text(json.dumps(result.times()) + "\n")
+    return result
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 2)
 
 
 def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job) -> _Watched:
     """Run QEMU (argv) until it ends, job.timeout passes or job.watchdog says stop,
-    reading the console for ZOO-JOB-START; QEMU's own output is kept in tmp."""
+    reading the console for ZOO-JOB-START and ZOO-JOB-EXIT (when each came, to the
+    poll's 0.1 s); QEMU's own output is kept in tmp."""
     console_log.unlink(missing_ok=True)
     console_log.touch()
     qemu_log = tmp / "qemu.log"
     env = dict(os.environ, TMPDIR=str(tmp))  # snapshot=on's overlay lives (and dies) here
     start = time.monotonic()
-    boot_seconds = None
+    boot_seconds = job_exit_seconds = None
     timed_out = False
     stopped = None
     with open(qemu_log, "wb") as qlog, open(console_log, "rb") as console:
@@ -235,10 +256,12 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job) -> _Watched:
         try:
             while True:
                 returncode = proc.poll()
-                if boot_seconds is None:
+                if job_exit_seconds is None:
                     seen = seen[-64:] + console.read()
-                    if MARK_START in seen:
+                    if boot_seconds is None and MARK_START in seen:
                         boot_seconds = time.monotonic() - start
+                    if boot_seconds is not None and MARK_EXIT in seen:
+                        job_exit_seconds = time.monotonic() - start
                 if returncode is not None:
                     break
                 if time.monotonic() - start >= job.timeout:
@@ -252,6 +275,7 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job) -> _Watched:
         finally:
             _stop(proc)
     return _Watched(returncode=proc.returncode, boot_seconds=boot_seconds,
+                    job_exit_seconds=job_exit_seconds,
                     total_seconds=time.monotonic() - start, timed_out=timed_out,
                     stopped=stopped,
                     qemu_output=qemu_log.read_bytes().decode(errors="replace").strip())
@@ -284,7 +308,8 @@ def _result(watched: _Watched, job: Job, accel: str, console_log: Path,
     return BootResult(exit_status=exit_status, timed_out=watched.timed_out, accel=accel,
                       boot_seconds=watched.boot_seconds, total_seconds=watched.total_seconds,
                       console_log=console_log, results_dir=results_dir, error=error,
-                      qemu_returncode=watched.returncode, stopped=watched.stopped)
+                      qemu_returncode=watched.returncode, stopped=watched.stopped,
+                      job_exit_seconds=watched.job_exit_seconds)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -218,3 +218,76 @@ def test_stability_reads_each_checks_spread_and_headroom():
     assert (a["runs"], a["passed"], a["min"], a["median"], a["max"]) == (2, 2, 2.0, 3.0, 4.0)
     assert a["headroom"] == 8.0  # 24 / 3.0 is tighter than 60 / 4.0
     assert b["passed"] == 1 and b["headroom"] == 4.0  # 120 / 30 against 90 / 20
+
+
+def test_a_submissions_time_is_split_into_boot_parts_and_teardown():
+    """bench/grading.py's split: qemu.py's marks (seconds from QEMU's start) and the
+    runner's per-check seconds; each share also as a ratio to the boot-only VM."""
+    times = {"accel": "tcg", "job_start": 20.0, "job_exit": 110.0, "qemu_exit": 116.0}
+    results = [{"part": 1, "seconds": 10.0}, {"part": 1, "seconds": 5.0},
+               {"part": 5, "seconds": 60.0}]
+    shares = {s["name"]: s for s in grading.split(times, results, wall=125.0, boot_only=25.0)}
+    assert list(shares) == ["boot: QEMU start to the job's start", "part 1's checks",
+                            "part 5's checks", "the rest of the job (copying, the runner)",
+                            "teardown: the job's end to QEMU's exit",
+                            "on the host (tarball, job files, reports)"]
+    seconds = [s["seconds"] for s in shares.values()]
+    assert seconds == [20.0, 15.0, 60.0, 15.0, 6.0, 9.0]  # 110 - 20 - 75 = 15
+    assert sum(seconds) == 125.0  # the shares add up to the whole run
+    assert [s["ratio"] for s in shares.values()] == [0.8, 0.6, 2.4, 0.6, 0.24, 0.36]
+    assert all(s["ratio"] is None for s in grading.split(times, results))
+    assert "on the host (tarball, job files, reports)" not in [
+        s["name"] for s in grading.split(times, results)]
+
+
+def test_the_vm_writes_when_the_job_started_and_ended(tmp_path, monkeypatch):
+    """qemu.boot's boot-times.json, with a stand-in for QEMU that starts the job, ends
+    it a second later and exits a second after that."""
+    sys.path.append(str(ROOT / "grader"))
+    import image
+    import qemu
+
+    fake_qemu = tmp_path / "qemu"
+    fake_qemu.write_text('#!/bin/sh\nwhile [ "$1" != -serial ]; do shift; done\n'
+                         'console="${2#file:}"\nsleep 0.5\n'
+                         'printf "ZOO-JOB-START\\n" >> "$console"\nsleep 1\n'
+                         'printf "ZOO-JOB-EXIT=0\\n" >> "$console"\nsleep 1\n')
+    fake_qemu.chmod(0o755)
+    monkeypatch.setenv("ZOO_QEMU", str(fake_qemu))
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "run.sh").write_text("true\n")
+    paths = image.ImagePaths(key="fake", dir=tmp_path, kernel=tmp_path / "vmlinux",
+                             initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
+    boot = qemu.boot(qemu.Job(job, None, tmp_path / "results", timeout=60),
+                     qemu.Machine(paths, accel="tcg"))
+    assert boot.ok
+    times = json.loads((tmp_path / "results" / qemu.TIMES).read_text())
+    assert times == boot.times()
+    assert 0.4 < times["job_start"] < times["job_exit"] < times["qemu_exit"]
+    assert times["job_exit"] - times["job_start"] > 0.8
+    assert times["qemu_exit"] - times["job_exit"] > 0.8
+
+
+def test_stability_gives_the_median_split_over_the_copies(tmp_path):
+    """bench/stability.py: each copy's split (grade's OUT/NAME/vm), median per share;
+    a copy whose job never ended is left out, not counted as zero."""
+    def graded(name, job_exit, wall, started=10.0):
+        vm = tmp_path / name / "vm"
+        vm.mkdir(parents=True)
+        (vm / "boot-times.json").write_text(json.dumps(
+            {"job_start": started, "job_exit": job_exit, "qemu_exit": (job_exit or 0) + 1}))
+        (vm / "results.json").write_text(json.dumps([{"part": 4, "seconds": 30.0}]))
+        (tmp_path / name / "grading.json").write_text(json.dumps({"seconds": wall}))
+
+    graded("ref01", 50.0, 52.0)
+    graded("ref02", 70.0, 72.0)
+    graded("ref03", None, 900.0)
+    shares = {r["name"]: r for r in stability.time_split(tmp_path, ["ref01", "ref02", "ref03"],
+                                                          boot_only=12.0)}
+    whole = shares["whole submission"]
+    assert (whole["copies"], whole["min"], whole["median"], whole["max"]) == (2, 52, 62, 72)
+    assert whole["ratio"] == round(62 / 12, 2)
+    rest = shares["the rest of the job (copying, the runner)"]
+    assert (rest["min"], rest["median"], rest["max"]) == (10.0, 20.0, 30.0)
+    assert shares["part 4's checks"]["median"] == 30.0
