@@ -4,8 +4,10 @@ Each check runs the submission with the course's command line and inspects what
 comes out.  A check has a part, a name, points, a timeout, and a visibility: public
 checks are the ones a student may see and run (`--public`); the rest are hidden.
 
-A check is a function of a Context (see runner.py): `z.zk(part, *args)` runs
-zookeeper, `z.expect(condition, message)` fails the check with a readable message.
+A check is a function of a Context (see runner.py), its z: `z.zk(part, *args)` runs
+zookeeper, `z.expect(condition, message)` fails the check with a readable message;
+z.user is the user zookeeper runs as, z.left finds what a command left behind,
+z.rootfs() and z.server() set up what a check needs.
 Standard library only: this runs inside the grader's VM with Debian's python3.
 """
 
@@ -25,7 +27,7 @@ class Check:
 
 def check(part: int, name: str, points: int, timeout: float = 60, public: bool = True,
           needs: tuple = (), exercises: str = ""):
-    """Register a check.  `needs` names what the machine must offer (see runner.MACHINE);
+    """Register a check.  `needs` names what the machine must offer (see runner.Machine);
     `exercises` what a failure points to ("q4-q5: the child before exec"), added to its
     message."""
 
@@ -113,7 +115,7 @@ def p1_sigterm(z):
 def p1_no_leftovers(z):
     r = z.zk(1, "sh", "-c", "sleep 0.2")
     z.expect(r.status == 0, f"should exit 0, got {r.status_text}", r)
-    left = z.left_processes(r, "zookeeper.py")
+    left = z.left.processes(r, "zookeeper.py")
     z.expect(not left, f"a zookeeper process is still running: {', '.join(left)}")
 
 
@@ -193,13 +195,13 @@ def p2_id_maps(z):
     maps = [line.split() for line in out[1:] if line.strip()]
     # In the grader's VM the student's subuid and subgid ranges differ (100000 and
     # 300000): a gid map built from the subuid range is wrong there.
-    start, count = z.subid_range("subuid")
-    z.expect(maps[:2] == [["0", str(z.uid), "1"], ["1", str(start), str(count)]],
-             f"uid_map should map 0 to {z.uid} and 1..{count} to {start}.. (/etc/subuid)", r)
-    start, count = z.subid_range("subgid")
+    start, count = z.user.subid_range("subuid")
+    z.expect(maps[:2] == [["0", str(z.user.uid), "1"], ["1", str(start), str(count)]],
+             f"uid_map should map 0 to {z.user.uid} and 1..{count} to {start}.. (/etc/subuid)", r)
+    start, count = z.user.subid_range("subgid")
     got = " / ".join(" ".join(line) for line in maps[2:4])
-    z.expect(maps[2:4] == [["0", str(z.gid), "1"], ["1", str(start), str(count)]],
-             f"gid_map should map 0 to {z.gid} and 1..{count} to {start}.. (/etc/subgid), "
+    z.expect(maps[2:4] == [["0", str(z.user.gid), "1"], ["1", str(start), str(count)]],
+             f"gid_map should map 0 to {z.user.gid} and 1..{count} to {start}.. (/etc/subgid), "
              f"got {got or 'nothing'}", r)
 
 
@@ -361,7 +363,7 @@ def p3_seccomp_rest(z):
 
 def temp_dirs() -> set:
     """Anyone's zookeeper temporary directories: a check asks which its own run made
-    (z.left_temp_dirs(run): new since the run began, and its user's)."""
+    (z.left.temp_dirs(run): new since the run began, and its user's)."""
     import glob
 
     return set(glob.glob("/tmp/zoo.*"))
@@ -522,7 +524,7 @@ def p4_temp_dir_removed(z):
     # An error of zookeeper's own once the temp dir is made (after the clone): the
     # child's id maps are refused.  Only a removal on every way out passes, not one
     # after the child's normal end.
-    z.subid_range()  # newuidmap is used only with a subordinate range
+    z.user.subid_range()  # newuidmap is used only with a subordinate range
     failing = z.scratch / "failing-map-tool"
     failing.mkdir(mode=0o755)
     (failing / "newuidmap").write_text(FAILING_MAP_TOOL)
@@ -534,7 +536,7 @@ def p4_temp_dir_removed(z):
 
 
 def expect_no_temp_dir(z, r, when: str) -> None:
-    left = z.left_temp_dirs(r)
+    left = z.left.temp_dirs(r)
     z.expect(not left, f"/tmp/zoo.* left behind {when}: {', '.join(sorted(left))}", r)
 
 
@@ -650,7 +652,7 @@ def p4_linked_mount_points(z):
     # What a good run says on stderr (as root without a subordinate range, a warning):
     # a refusal says one line more.
     said = {False: stderr_lines(good)}
-    if os.getuid() == 0 and z.user != "root":
+    if os.getuid() == 0 and z.user.name != "root":
         cases += [(case, True) for case in LINKED_AS_ROOT]
         fs = z.rootfs(root=True)
         good_root = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "true"), root=True)
@@ -828,7 +830,7 @@ def p5_cgroup_removed(z):
              "with -m 64M -p 20 -c 50, the container's cgroup (its /sys/fs/cgroup) should "
              f"have memory.max {64 << 20}, pids.max 20, cpu.max 50000 100000, "
              f"memory.swap.max 0; got {' '.join(r.stdout.split()) or 'nothing'}", r)
-    left = sorted(z.left_cgroups(r))
+    left = sorted(z.left.cgroups(r))
     z.expect(not left, f"cgroup left behind: {', '.join(left)}", r)
     for args in (["-m", "lots"], ["-c", "-5"], ["-p", "x"]):
         r = z.zk(5, *args, "true", root=True)
@@ -943,19 +945,19 @@ def p6_helper_gone(z):
     (wrapper / "slirp4netns").chmod(0o755)
     fs = z.rootfs()
     r = expect_rootless_eth0(z, fs, env={"PATH": f"{wrapper}:{path}"})
-    left = z.left_processes(r, "slirp4netns")
+    left = z.left.processes(r, "slirp4netns")
     z.expect(not left, f"slirp4netns is still running when zookeeper has returned: "
              f"{', '.join(left)} (stop it: kill(2), then reap it with waitpid(2))")
     # A zookeeper killed with SIGKILL stops nothing itself: slirp4netns must end on its
     # own, when the pipe of its --exit-fd closes with zookeeper (slirp4netns(1)).
     r = z.zk(6, "-r", str(fs), "-n", "sleep", "60", scope=True, send_signal=("KILL", 3.0),
              may_time_out=True)
-    left = z.left_processes(r, "slirp4netns")
+    left = z.left.processes(r, "slirp4netns")
     for _ in range(20):  # its exit takes a moment after the pipe closes
         if not left:
             break
-        time.sleep(0.1 * z.args.timeout_scale)
-        left = z.left_processes(r, "slirp4netns")
+        time.sleep(0.1 * z.timeout_scale)
+        left = z.left.processes(r, "slirp4netns")
     z.expect(not left, "with zookeeper killed (SIGKILL), slirp4netns is still running: "
              f"{', '.join(left)} (give it --exit-fd, the read end of a pipe only zookeeper "
              "holds open)")
@@ -974,5 +976,5 @@ def p6_root_veth(z):
     r = z.zk(6, "-r", str(fs), "-n", "sh", "-c",
              f"timeout 10 wget -q -O - http://{address}:{port}/zoo", root=True, timeout=15)
     z.expect(z.server_token() in r.stdout, f"the container did not reach {address}:{port}", r)
-    left = sorted(z.left_links(r))
+    left = sorted(z.left.links(r))
     z.expect(not left, f"veth or bridge left after exit: {', '.join(left)}", r)

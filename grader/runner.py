@@ -10,16 +10,20 @@ Standard library only: it runs with the guest's Debian python3.
 """
 
 import argparse
+import http.server
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,19 +43,40 @@ PIPE_GRACE_SECONDS = 10
 
 
 class CheckFailed(Exception):
-    pass
+    """The submission failed the check: the message says why, for the student."""
 
 
 class NotRunnable(Exception):
     """The machine cannot run this check (reported as not run, never as passed)."""
 
 
-class Run:
-    """What one command did."""
+def expect(condition, message: str, run: "Run | None" = None) -> None:
+    """Fail the check with message unless condition holds.  With run, the command's
+    last line on stderr is added (or that it was killed at its limit): what the
+    student sees first."""
+    if condition:
+        return
+    if run is not None and run.stderr.strip():
+        message += f"\n    zookeeper said: {run.stderr.strip().splitlines()[-1]}"
+    elif run is not None and run.timed_out and "did not exit within" not in message:
+        message += "\n    (the command did not finish: killed at the timeout)"
+    raise CheckFailed(message)
 
-    def __init__(self, argv, status, stdout, stderr, seconds, timed_out=False):
-        self.argv, self.status, self.stdout, self.stderr = argv, status, stdout, stderr
-        self.seconds, self.timed_out = seconds, timed_out
+
+@dataclass
+class Run:
+    """What one command did, as subprocess.CompletedProcess says it (status is its
+    returncode: -N for death by signal N), with its time, whether it was killed at
+    its limit, the user it ran as and what was there just before it (for Leftovers)."""
+
+    argv: list[str]
+    status: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False
+    uid: int | None = None
+    before: "Snapshot | None" = None
 
     @property
     def signal(self):
@@ -131,6 +156,21 @@ class Machine:
         return ""
 
 
+# The users ----------------------------------------------------------------------------
+
+
+def subid_entries(kind: str = "subuid") -> list[tuple[str, int, int]]:
+    """/etc/subuid's lines (kind "subgid": /etc/subgid's) as (owner, start, count), the
+    owner a name or a uid (subuid(5)); none without the file."""
+    try:
+        with open(f"/etc/{kind}") as f:
+            fields = [line.strip().split(":") for line in f]
+    except OSError:
+        return []
+    return [(f[0], int(f[1]), int(f[2])) for f in fields
+            if len(f) == 3 and f[1].isdigit() and f[2].isdigit()]
+
+
 def no_subid_user_missing(name: str) -> str:
     """Why `name` cannot serve as the user without a subordinate range ('' if it can):
     it must exist and have no line in /etc/subuid nor /etc/subgid.  The grader's VM
@@ -140,40 +180,152 @@ def no_subid_user_missing(name: str) -> str:
     except KeyError:
         return (f"no user {name} without a subordinate range on this machine (the "
                 "grader's VM has one; --nosub-user NAME names another)")
-    for path in ("/etc/subuid", "/etc/subgid"):
-        try:
-            with open(path) as f:
-                owners = {line.split(":")[0] for line in f if line.count(":") == 2}
-        except OSError:
-            continue
-        if owners & {name, str(pw.pw_uid)}:
-            return f"{name} has a range in {path}: it cannot be the user without one"
+    for kind in ("subuid", "subgid"):
+        if {owner for owner, _, _ in subid_entries(kind)} & {name, str(pw.pw_uid)}:
+            return f"{name} has a range in /etc/{kind}: it cannot be the user without one"
     return ""
 
 
-class Context:
-    """What a check sees: run the submission, run host commands, expect things."""
+class User:
+    """A user of this machine that commands run as: its ids, home and ranges."""
 
-    def __init__(self, args, check, log):
-        self.args, self.check, self.log = args, check, log
-        self.submission = Path(args.submission)
-        self.user = args.user
-        pw = pwd.getpwnam(self.user)
-        self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
-        self.python = args.python
-        self.deadline = time.monotonic() + check.timeout * args.timeout_scale
-        self.slowest: CommandTime | None = None  # the command nearest its limit
-        self.scratch = Path(args.scratch)
-        # What is ours (see ours()): the sessions our commands run in, and the
-        # children this process had before the check, which are not.
-        self.sessions: set[int] = set()
-        self.runs: list[Run] = []
+    def __init__(self, name: str):
+        pw = pwd.getpwnam(name)
+        self.name, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, pw.pw_dir
+
+    def subid_range(self, kind: str = "subuid") -> tuple[int, int]:
+        """The user's first range in /etc/subuid (kind "subgid": /etc/subgid), as
+        (start, count).  The grader's VM gives them different ranges."""
+        for owner, start, count in subid_entries(kind):
+            if owner in (self.name, str(self.uid)):
+                return start, count
+        raise NotRunnable(f"{self.name} has no range in /etc/{kind}")
+
+    def command(self, argv: list[str]) -> list[str]:
+        """argv run as this user, by root: setpriv(1) with the user's groups."""
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                "--"] + argv
+
+    def env(self, root: bool = False) -> dict[str, str]:
+        """The environment a command of this user gets (root: of root)."""
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "LANG": "C.UTF-8", "HOME": "/root" if root else self.home}
+        runtime = f"/run/user/{self.uid}"
+        if not root and os.path.isdir(runtime):
+            env["XDG_RUNTIME_DIR"] = runtime
+            env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={runtime}/bus"
+        return env
+
+
+def uid_of(argv: list[str]) -> int:
+    """The user a command ran as (see User.command)."""
+    if argv[:1] == ["setpriv"]:
+        return int(argv[1].removeprefix("--reuid="))
+    return os.getuid()
+
+
+# What a check's commands leave --------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """What was there just before a command: our processes, and anyone's /tmp/zoo.*
+    directories, zoo-PID cgroups and zoo links (compared with what is there after)."""
+
+    processes: set[int]
+    temp_dirs: set[str]
+    cgroups: set[str]
+    links: set[str]
+
+
+class Leftovers:
+    """What one check's commands made: their processes, /tmp/zoo.* directories,
+    cgroups and links, never another user's nor another run's, so that --local is
+    safe on a shared machine.  Each command's Run holds a Snapshot taken just before
+    it; what is there after it, not in the snapshot, is the command's."""
+
+    def __init__(self):
+        self.sessions: set[int] = set()  # the sessions our commands run in
+        self.runs: list[Run] = []  # our commands, each with its snapshot
+        # The children this process had before the check, which are not ours.
         self.not_ours = set(children_of(os.getpid(), process_table()))
         # For the rest of this process's life (a test's too): harmless, orphans of
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
 
-    # Running things
+    def ours(self) -> set[int]:
+        """Our running processes: those under this process (a subreaper, so that
+        orphans of our commands come back to it) but not under a child it had before
+        the check, and those in our commands' sessions."""
+        table = process_table()
+        excluded = set().union(*(descendants(table, pid) | {pid} for pid in self.not_ours))
+        mine = (descendants(table, os.getpid()) - excluded) | {
+            p.pid for p in table.values() if p.sid in self.sessions}
+        return {pid for pid in mine if table[pid].state not in "ZX" and pid != os.getpid()}
+
+    def snapshot(self) -> Snapshot:
+        """What is there now, taken just before a command starts."""
+        return Snapshot(self.ours(), checks.temp_dirs(), set(checks.zoo_cgroups()),
+                        zoo_links())
+
+    def started(self, session: int) -> None:
+        """A command started in a session of its own (its pid): what runs in it is ours."""
+        self.sessions.add(session)
+
+    def ran(self, run: Run) -> None:
+        """A command ended: what it left is looked for at clean_up."""
+        self.runs.append(run)
+
+    def processes(self, run: Run, text: str) -> list[str]:
+        """Processes of ours, started since run began and still running, whose command
+        line has text: 'PID (command line)'."""
+        return [f"{pid} ({command_line(pid)[:60]})" for pid in sorted(
+            self.ours() - run.before.processes) if text in command_line(pid)]
+
+    def temp_dirs(self, run: Run) -> set[str]:
+        """/tmp/zoo.* made since run began, by the user it ran as (root's may belong
+        to its container's root: see temp_dir_owners)."""
+        made = checks.temp_dirs() - run.before.temp_dirs
+        return {path for uid in temp_dir_owners(run.uid) for path in owned_by(made, uid)}
+
+    def cgroups(self, run: Run) -> set[str]:
+        """zoo-PID cgroups made since run began, by the user it ran as."""
+        return owned_by(set(checks.zoo_cgroups()) - run.before.cgroups, run.uid)
+
+    def links(self, run: Run) -> set[str]:
+        """zv* and zoo0 network links made since run began."""
+        return zoo_links() - run.before.links
+
+    def clean_up(self) -> list[str]:
+        """Remove what this check's commands left behind, so that no check passes or
+        fails on another's leftovers; say what was found.  Only what they made: our
+        processes first (they could make more), then what appeared while our commands
+        ran and belongs to the user each ran as."""
+        found = [f"process {p}" for p in kill_all(self.ours)]
+        if not self.runs:
+            return found
+        temp_dirs = set().union(*(self.temp_dirs(run) for run in self.runs))
+        cgroups = set().union(*(self.cgroups(run) for run in self.runs))
+        links = set().union(*(self.links(run) for run in self.runs))
+        found += remove_temp_dirs(temp_dirs) + remove_cgroups(cgroups) + remove_links(links)
+        return found
+
+
+# Running commands ---------------------------------------------------------------------
+
+
+class Commands:
+    """Runs one check's commands, the submission's zookeeper and host commands: as
+    the check's user (or root, or another user), each within its own time limit and
+    the check's, each logged, and each remembered by leftovers (what it leaves is
+    found and removed)."""
+
+    def __init__(self, args, check, log: list[str], user: User, leftovers: Leftovers):
+        self.submission, self.python = Path(args.submission), args.python
+        self.scratch, self.scale = Path(args.scratch), args.timeout_scale
+        self.user, self.log, self.leftovers = user, log, leftovers
+        self.deadline = time.monotonic() + check.timeout * self.scale
+        self.slowest: CommandTime | None = None  # the command nearest its limit
 
     def part_dir(self, part: int) -> Path:
         found = sorted(self.submission.glob(PART_GLOB.format(part)))
@@ -181,30 +333,17 @@ class Context:
             raise CheckFailed(f"no part{part}_*/zookeeper.py in the submission")
         return found[0]
 
-    def as_user(self, argv, root=False, user=None):
-        """argv run as the user (user: as that other user), or as root."""
+    def as_user(self, argv: list[str], root=False, user: str | None = None) -> list[str]:
+        """argv run as the check's user (user: as that other user), or as root."""
         if user:
-            pw = pwd.getpwnam(user)
-            uid, gid = pw.pw_uid, pw.pw_gid
-        elif root or os.getuid() != 0 or self.user == "root":
+            return User(user).command(argv)
+        if root or os.getuid() != 0 or self.user.name == "root":
             return argv
-        else:
-            uid, gid = self.uid, self.gid
-        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--"] + argv
+        return self.user.command(argv)
 
-    def env(self, root=False, extra=None, user=None):
+    def env(self, root=False, extra=None, user: str | None = None) -> dict[str, str]:
         """The environment a command gets; extra's entries (PATH too) win."""
-        uid, home = self.uid, self.home
-        if user:
-            pw = pwd.getpwnam(user)
-            uid, home = pw.pw_uid, pw.pw_dir
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "LANG": "C.UTF-8", "HOME": "/root" if root else home}
-        if not root:
-            runtime = f"/run/user/{uid}"
-            if os.path.isdir(runtime):
-                env["XDG_RUNTIME_DIR"] = runtime
-                env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={runtime}/bus"
+        env = (User(user) if user else self.user).env(root)
         env.update(extra or {})
         return env
 
@@ -237,7 +376,7 @@ class Context:
         check's own deadline."""
         base = (timeout or checks.COMMAND_SECONDS) + (send_signal[1] if send_signal else 0)
         left = max(1.0, self.deadline - time.monotonic())
-        return min(base * self.args.timeout_scale, left)
+        return min(base * self.scale, left)
 
     def run(self, argv, env, send_signal=None, timeout=None, what="the command",
             may_time_out=False) -> Run:
@@ -245,18 +384,18 @@ class Context:
         the check (whatever it printed: a run that did not end is not a pass), unless
         the check says it may (may_time_out) and looks at run.timed_out itself."""
         timeout = self.time_limit(timeout, send_signal)
-        restored = restore_scratch(self.scratch, self.user)
+        restored = restore_scratch(self.scratch, self.user.name)
         if restored:
             self.log.append(restored)
-        before = self.snapshot()
+        before = self.leftovers.snapshot()
         started = time.monotonic()
         proc = subprocess.Popen(argv, env=env, cwd=str(self.scratch), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
-        self.sessions.add(proc.pid)
+        self.leftovers.started(proc.pid)
         if send_signal:
             name, delay = send_signal
-            time.sleep(delay * self.args.timeout_scale ** 0.5)
+            time.sleep(delay * self.scale ** 0.5)
             try:
                 proc.send_signal(getattr(signal, f"SIG{name}"))
             except ProcessLookupError:
@@ -271,114 +410,51 @@ class Context:
             # rest of what it started (slirp4netns has a session of its own, and may
             # hold the output pipes open), orphans that came back to this subreaper.
             kill_group(proc)
-            kill_all(lambda: self.ours() - before.processes)
+            kill_all(lambda: self.leftovers.ours() - before.processes)
             out, err = finish_killed(proc)
         run = Run(argv, proc.returncode, out.decode(errors="replace"),
-                  err.decode(errors="replace"), time.monotonic() - started, timed_out)
-        run.before, run.uid = before, self.uid_of(argv)
-        self.runs.append(run)
+                  err.decode(errors="replace"), time.monotonic() - started, timed_out,
+                  uid=uid_of(argv), before=before)
+        self.leftovers.ran(run)
         self.log.append(run.log())
         spent = CommandTime(round(run.seconds, 2), round(timeout, 1))
         if self.slowest is None or spent.share > self.slowest.share:
             self.slowest = spent
         if timed_out and not may_time_out:
-            self.expect(False, f"{what} did not exit within {seconds_text(timeout)} s", run)
+            expect(False, f"{what} did not exit within {seconds_text(timeout)} s", run)
         return run
 
-    # Looking at things
+    def try_syscalls(self, part, names) -> dict:
+        """helpers/try_syscalls.py's verdict on each system call named, in part's
+        container (part None: on the host)."""
+        helper = str(HERE / "helpers" / "try_syscalls.py")
+        env = {"TRY_DIR": str(self.scratch)}
+        if part is None:
+            run = self.host([self.python, helper, *names], env=env)
+        else:
+            run = self.zk(part, self.python, helper, *names, env=env)
+        try:
+            return json.loads(run.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            expect(False, "the syscall tester printed nothing in the container", run)
 
-    def expect(self, condition, message: str, run: Run = None) -> None:
-        if not condition:
-            if run is not None and run.stderr.strip():
-                first = run.stderr.strip().splitlines()[-1]
-                message += f"\n    zookeeper said: {first}"
-            elif run is not None and run.timed_out and "did not exit within" not in message:
-                message += "\n    (the command did not finish: killed at the timeout)"
-            raise CheckFailed(message)
 
-    def not_runnable(self, why: str) -> Exception:
-        """For a check to raise when this machine cannot run it (never a pass)."""
-        return NotRunnable(why)
+# What a check sets up -----------------------------------------------------------------
 
-    def subid_range(self, kind="subuid"):
-        """The user's first range in /etc/subuid (kind "subgid": /etc/subgid), as
-        (start, count).  The grader's VM gives them different ranges."""
-        name = self.user
-        with open(f"/etc/{kind}") as f:
-            for line in f:
-                fields = line.strip().split(":")
-                if len(fields) == 3 and fields[0] in (name, str(self.uid)):
-                    return int(fields[1]), int(fields[2])
-        raise NotRunnable(f"{name} has no range in /etc/{kind}")
 
-    def nosub_user(self) -> str:
-        """The user without any subordinate range (the VM's nosub; --nosub-user)."""
-        name = getattr(self.args, "nosub_user", NOSUB_USER)
-        why = no_subid_user_missing(name)
-        if why:
-            raise NotRunnable(why)
-        return name
+class Fixtures:
+    """What a check sets up for its commands: a busybox rootfs, a plain file, and
+    HTTP servers on this machine for the network checks."""
 
-    # What this run made: its own processes, /tmp/zoo.* directories, cgroups and
-    # links, never another user's nor another run's, so that --local is safe on a
-    # shared machine.  Compared with a snapshot taken just before the command.
-
-    def ours(self) -> set[int]:
-        """Our running processes: those under this process (a subreaper, so that
-        orphans of our commands come back to it) but not under a child it had before
-        the check, and those in our commands' sessions."""
-        table = process_table()
-        excluded = set().union(*(descendants(table, pid) | {pid} for pid in self.not_ours))
-        mine = (descendants(table, os.getpid()) - excluded) | {
-            p.pid for p in table.values() if p.sid in self.sessions}
-        return {pid for pid in mine if table[pid].state not in "ZX" and pid != os.getpid()}
-
-    def snapshot(self) -> "Snapshot":
-        return Snapshot(self.ours(), checks.temp_dirs(), set(checks.zoo_cgroups()),
-                        zoo_links())
-
-    def uid_of(self, argv) -> int:
-        """The user a command ran as (see as_user)."""
-        if argv[:1] == ["setpriv"]:
-            return int(argv[1].removeprefix("--reuid="))
-        return os.getuid()
-
-    def left_processes(self, run: Run, text: str) -> list[str]:
-        """Processes of ours, started since run began and still running, whose command
-        line has text: 'PID (command line)'."""
-        return [f"{pid} ({command_line(pid)[:60]})" for pid in sorted(
-            self.ours() - run.before.processes) if text in command_line(pid)]
-
-    def left_temp_dirs(self, run: Run) -> set[str]:
-        """/tmp/zoo.* made since run began, by the user it ran as (root's may belong
-        to its container's root: see temp_dir_owners)."""
-        made = checks.temp_dirs() - run.before.temp_dirs
-        return {path for uid in temp_dir_owners(run.uid) for path in owned_by(made, uid)}
-
-    def left_cgroups(self, run: Run) -> set[str]:
-        """zoo-PID cgroups made since run began, by the user it ran as."""
-        return owned_by(set(checks.zoo_cgroups()) - run.before.cgroups, run.uid)
-
-    def left_links(self, run: Run) -> set[str]:
-        """zv* and zoo0 network links made since run began."""
-        return zoo_links() - run.before.links
-
-    def clean_up(self) -> list[str]:
-        """Remove what this check's commands left behind, so that no check passes or
-        fails on another's leftovers; say what was found.  Only what they made: our
-        processes first (they could make more), then what appeared while our commands
-        ran and belongs to the user each ran as."""
-        found = [f"process {p}" for p in kill_all(self.ours)]
-        if not self.runs:
-            return found
-        temp_dirs = set().union(*(self.left_temp_dirs(run) for run in self.runs))
-        cgroups = set().union(*(self.left_cgroups(run) for run in self.runs))
-        links = set().union(*(self.left_links(run) for run in self.runs))
-        found += remove_temp_dirs(temp_dirs) + remove_cgroups(cgroups) + remove_links(links)
-        return found
+    def __init__(self, commands: Commands, rootfs_tar: str | None):
+        self.commands, self.rootfs_tar = commands, rootfs_tar
+        self.rootfs_made = 0
+        # Keyed by loopback (see server): the servers and the tokens they answer with.
+        self.servers: dict[bool, http.server.ThreadingHTTPServer] = {}
+        self.tokens: dict[bool, str] = {}
 
     def plain_file(self) -> str:
-        path = self.scratch / "not-executable"
+        path = self.commands.scratch / "not-executable"
         path.write_text("just data\n")
         path.chmod(0o644)
         return str(path)
@@ -386,35 +462,31 @@ class Context:
     def rootfs(self, root=False) -> Path:
         """A fresh busybox rootfs for this check, unpacked (umask 0, as the course does)
         by the user who runs the container, so its root owns it."""
-        if not self.args.rootfs_tar:
+        if not self.rootfs_tar:
             raise NotRunnable("no rootfs tarball (--rootfs-tar)")
-        self.rootfs_count = getattr(self, "rootfs_count", 0) + 1
-        dest = self.scratch / f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_count}"
-        run = self.host(["sh", "-c", f"mkdir -p '{dest}' && cd '{dest}' && umask 0 && "
-                                     f"tar -x -p --no-same-owner -f '{self.args.rootfs_tar}'"],
-                        root=root, may_time_out=True)
+        self.rootfs_made += 1
+        dest = self.commands.scratch / f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_made}"
+        run = self.commands.host(
+            ["sh", "-c", f"mkdir -p '{dest}' && cd '{dest}' && umask 0 && "
+                         f"tar -x -p --no-same-owner -f '{self.rootfs_tar}'"],
+            root=root, may_time_out=True)
         if run.status != 0:
             said = run.stderr.strip() or run.status_text
             raise NotRunnable(f"could not unpack the rootfs: {said}")
         return dest
 
-    def server(self, loopback=False):
+    def server(self, loopback=False) -> tuple[str, int]:
         """A small HTTP server on a non-loopback address of this machine, for the
         network checks; returns (address, port).  It answers every GET with a token
         (server_token()).  loopback: another one, on 127.0.0.1 only, with a token of
         its own (server_token(loopback=True)): what a container must not reach."""
-        servers = self.__dict__.setdefault("_servers", {})
-        if loopback in servers:
-            return servers[loopback].server_address
-        import http.server
-        import secrets
-        import threading
-
+        if loopback in self.servers:
+            return self.servers[loopback].server_address
         address = "127.0.0.1" if loopback else host_address()
         if not address:
             raise NotRunnable("this machine has no non-loopback IPv4 address for the server")
-        token = f"zoo-{'loopback-' if loopback else ''}{secrets.token_hex(8)}"
-        self.__dict__.setdefault("_tokens", {})[loopback] = token
+        token = self.tokens[loopback] = (
+            f"zoo-{'loopback-' if loopback else ''}{secrets.token_hex(8)}")
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
@@ -427,30 +499,59 @@ class Context:
             def log_message(self, *args):
                 pass
 
-        server = servers[loopback] = http.server.ThreadingHTTPServer((address, 0), Handler)
+        server = self.servers[loopback] = http.server.ThreadingHTTPServer((address, 0), Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.log.append(f"(test server listening on {address}:{server.server_port})")
+        self.commands.log.append(f"(test server listening on {address}:{server.server_port})")
         return server.server_address
 
     def server_token(self, loopback=False) -> str:
-        return self._tokens[loopback]
+        return self.tokens[loopback]
 
     def close(self) -> None:
-        for server in getattr(self, "_servers", {}).values():
+        for server in self.servers.values():
             server.shutdown()
             server.server_close()
 
-    def try_syscalls(self, part, names) -> dict:
-        helper = str(HERE / "helpers" / "try_syscalls.py")
-        env = {"TRY_DIR": str(self.scratch)}
-        if part is None:
-            run = self.host([self.python, helper, *names], env=env)
-        else:
-            run = self.zk(part, self.python, helper, *names, env=env)
-        try:
-            return json.loads(run.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            self.expect(False, "the syscall tester printed nothing in the container", run)
+
+# What a check sees --------------------------------------------------------------------
+
+
+class Context:
+    """What a check sees, its z: the check's user, what it runs (commands), what
+    those leave (left), what it sets up (fixtures), and the verbs checks.py uses
+    (z.zk, z.expect, ...), each taken from the part that does it."""
+
+    def __init__(self, args, check, log: list[str]):
+        self.log = log
+        self.user = User(args.user)
+        self.left = Leftovers()
+        self.commands = Commands(args, check, log, self.user, self.left)
+        self.fixtures = Fixtures(self.commands, args.rootfs_tar)
+        self.nosub_name = args.nosub_user
+        commands, fixtures = self.commands, self.fixtures
+        self.python, self.scratch, self.timeout_scale = (
+            commands.python, commands.scratch, commands.scale)
+        self.zk, self.host, self.env = commands.zk, commands.host, commands.env
+        self.part_dir, self.try_syscalls = commands.part_dir, commands.try_syscalls
+        self.rootfs, self.plain_file = fixtures.rootfs, fixtures.plain_file
+        self.server, self.server_token = fixtures.server, fixtures.server_token
+        self.expect, self.not_runnable = expect, NotRunnable
+
+    def nosub_user(self) -> str:
+        """The user without any subordinate range (the VM's nosub; --nosub-user)."""
+        why = no_subid_user_missing(self.nosub_name)
+        if why:
+            raise NotRunnable(why)
+        return self.nosub_name
+
+    def close(self) -> list[str]:
+        """The check is over: its servers stop, what its commands left is removed;
+        returns what was found (see Leftovers.clean_up)."""
+        self.fixtures.close()
+        return self.left.clean_up()
+
+
+# The machine's processes, addresses and links -----------------------------------------
 
 
 def host_address() -> str:
@@ -462,15 +563,6 @@ def host_address() -> str:
         if "inet" in fields:
             return fields[fields.index("inet") + 1].split("/")[0]
     return ""
-
-
-class Snapshot:
-    """What was there just before a command: our processes, and anyone's /tmp/zoo.*
-    directories, zoo-PID cgroups and zoo links (compared with what is there after)."""
-
-    def __init__(self, processes: set, temp_dirs: set, cgroups: set, links: set):
-        self.processes, self.temp_dirs, self.cgroups, self.links = (
-            processes, temp_dirs, cgroups, links)
 
 
 class Proc:
@@ -549,16 +641,12 @@ def temp_dir_owners(uid: int) -> set[int]:
     """Who may own the /tmp/zoo.* a run as uid makes: uid; root gives its mount point
     to the container's root, the first id of root's range in /etc/subuid, when it has
     ranges in both /etc/subuid and /etc/subgid (idmap.IdMaps.container_root)."""
-    starts = []
-    for path in ("/etc/subuid", "/etc/subgid") if uid == 0 else ():
-        try:
-            with open(path) as f:
-                lines = [line.strip().split(":") for line in f]
-        except OSError:
-            return {uid}
-        starts += [int(f[1]) for f in lines if len(f) == 3 and f[0] in ("root", "0")
-                   and f[1].isdigit() and f[2].isdigit() and int(f[2]) > 0][:1]
-    return {uid, starts[0]} if len(starts) == 2 else {uid}
+    if uid != 0:
+        return {uid}
+    starts = [next((start for owner, start, count in subid_entries(kind)
+                    if owner in ("root", "0") and count > 0), None)
+              for kind in ("subuid", "subgid")]
+    return {uid} if None in starts else {uid, starts[0]}
 
 
 def owned_by(paths: set[str], uid: int) -> set[str]:
@@ -700,7 +788,7 @@ def empty_scratch(scratch: Path) -> None:
 def run_checks(args) -> list[CheckResult]:
     """Run the selected checks one after the other; results.json is written after
     each (a run cut short still says what it did)."""
-    machine = Machine(args.user, getattr(args, "nosub_user", NOSUB_USER))
+    machine = Machine(args.user, args.nosub_user)
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     results = []
@@ -751,11 +839,10 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
         status, message = "error", f"grader error: {e!r}"
         log.append(traceback.format_exc())
     finally:
-        context.close()
-        leftovers = context.clean_up()
+        leftovers = context.close()
         if leftovers:
             log.append("cleanup after the check removed: " + "; ".join(leftovers))
-    return status, message, context.slowest
+    return status, message, context.commands.slowest
 
 
 def prepare_scratch(user: str) -> Path:

@@ -101,7 +101,7 @@ def test_a_checks_own_exception_is_a_grader_error(tmp_path, monkeypatch):
         user="root", python=sys.executable, part=None, only=None, public=False,
         submission=str(tmp_path), results=str(tmp_path / "results.json"),
         logs=str(tmp_path / "logs"), scratch=str(tmp_path / "scratch"), timeout_scale=1.0,
-        rootfs_tar=None, progress=False)
+        rootfs_tar=None, progress=False, nosub_user=runner.NOSUB_USER)
     (tmp_path / "scratch").mkdir()
     results = runner.run_checks(args)
     assert [r.status for r in results] == ["error", "fail"]

@@ -17,9 +17,11 @@ sys.path.insert(0, str(ROOT / "grader"))
 import runner  # noqa: E402
 
 
-def context(tmp_path, timeout: float) -> "runner.Context":
+def context(tmp_path, timeout: float, scale: float = 1.0,
+            scratch: Path | None = None) -> "runner.Context":
     args = types.SimpleNamespace(submission=str(tmp_path), user="root", python=sys.executable,
-                                 timeout_scale=1.0, scratch=str(tmp_path))
+                                 timeout_scale=scale, scratch=str(scratch or tmp_path),
+                                 rootfs_tar=None, nosub_user=runner.NOSUB_USER)
     return runner.Context(args, types.SimpleNamespace(timeout=timeout), [])
 
 
@@ -43,12 +45,12 @@ def test_a_command_at_its_time_limit_fails_the_check_whatever_it_printed(tmp_pat
 
 def test_the_limit_is_scaled_and_a_signal_adds_its_wait(tmp_path, monkeypatch):
     monkeypatch.setattr(runner.checks, "COMMAND_SECONDS", 1)
-    z = context(tmp_path, timeout=30)
-    assert z.time_limit() == 1 and z.time_limit(timeout=3) == 3
-    assert z.time_limit(send_signal=("TERM", 2.0)) == 3
-    z.args.timeout_scale = 6.0
-    assert z.time_limit(timeout=3) == 18
-    assert z.time_limit(timeout=60) <= 30  # never past the check's own deadline
+    commands = context(tmp_path, timeout=30).commands
+    assert commands.time_limit() == 1 and commands.time_limit(timeout=3) == 3
+    assert commands.time_limit(send_signal=("TERM", 2.0)) == 3
+    commands = context(tmp_path, timeout=30, scale=6.0).commands
+    assert commands.time_limit(timeout=3) == 18
+    assert commands.time_limit(timeout=60) <= 30 * 6  # never past the check's own deadline
 
 
 HANGS_AFTER_A_GOOD_ANSWER = """\
@@ -87,8 +89,9 @@ def test_what_a_command_started_is_killed_with_it(tmp_path):
     with it at the time limit, it holds no pipe open."""
     pidfile = tmp_path / "escaped.pid"
     script = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & echo started; sleep 60"
-    r = context(tmp_path, timeout=2).run(["sh", "-c", script],
-                                         env={"PATH": os.environ["PATH"]}, may_time_out=True)
+    r = context(tmp_path, timeout=2).commands.run(["sh", "-c", script],
+                                                  env={"PATH": os.environ["PATH"]},
+                                                  may_time_out=True)
     assert r.timed_out and "started" in r.stdout and "reading stopped" not in r.stderr
     escaped = int(pidfile.read_text())
     assert not os.path.exists(f"/proc/{escaped}") or runner.process_table()[
@@ -100,14 +103,14 @@ def test_output_held_open_after_the_kill_does_not_stall_the_check(tmp_path, monk
     """A process the runner cannot find (as if it escaped through a systemd unit)
     keeps stdout open: the check goes on after the grace, with what came so far."""
     monkeypatch.setattr(runner, "PIPE_GRACE_SECONDS", 1)
-    monkeypatch.setattr(runner.Context, "ours", lambda self: set())
+    monkeypatch.setattr(runner.Leftovers, "ours", lambda self: set())
     pidfile = tmp_path / "escaped.pid"
     script = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & echo started; sleep 60"
     started = time.monotonic()
     try:
-        r = context(tmp_path, timeout=2).run(["sh", "-c", script],
-                                             env={"PATH": os.environ["PATH"]},
-                                             may_time_out=True)
+        r = context(tmp_path, timeout=2).commands.run(["sh", "-c", script],
+                                                      env={"PATH": os.environ["PATH"]},
+                                                      may_time_out=True)
         took = time.monotonic() - started
     finally:
         if pidfile.exists():
@@ -118,8 +121,8 @@ def test_output_held_open_after_the_kill_does_not_stall_the_check(tmp_path, monk
 
 
 def test_a_command_that_ends_in_time_is_read_whole(tmp_path):
-    r = context(tmp_path, timeout=20).run(["sh", "-c", "echo out; echo err >&2; exit 3"],
-                                          env={"PATH": os.environ["PATH"]})
+    r = context(tmp_path, timeout=20).commands.run(
+        ["sh", "-c", "echo out; echo err >&2; exit 3"], env={"PATH": os.environ["PATH"]})
     assert (r.status, r.stdout, r.stderr, r.timed_out) == (3, "out\n", "err\n", False)
 
 
@@ -128,10 +131,9 @@ def test_a_removed_scratch_directory_is_made_again(tmp_path):
     user's own) included: the next command and check must still run."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    z = context(tmp_path, timeout=20)
-    z.scratch = scratch
+    z = context(tmp_path, timeout=20, scratch=scratch)
     scratch.rmdir()
-    r = z.run(["sh", "-c", "pwd"], env={"PATH": os.environ["PATH"]})
+    r = z.commands.run(["sh", "-c", "pwd"], env={"PATH": os.environ["PATH"]})
     assert r.status == 0 and r.stdout.strip() == str(scratch)
     assert "was gone (removed by the submission?): made again" in z.log[0]
     scratch.rmdir()
@@ -174,7 +176,7 @@ def run_checks(tmp_path, sub: Path, only: list[str]) -> list["runner.CheckResult
         user=pwd.getpwuid(os.getuid()).pw_name, python=sys.executable, part=None, only=only,
         public=False, submission=str(sub), results=str(tmp_path / "results.json"),
         logs=str(tmp_path / "logs"), scratch=str(scratch), timeout_scale=1.0,
-        rootfs_tar=None, progress=False)
+        rootfs_tar=None, progress=False, nosub_user=runner.NOSUB_USER)
     return runner.run_checks(args)
 
 
@@ -203,14 +205,14 @@ def test_leftovers_and_cleanup_are_only_what_our_commands_made(tmp_path):
         r = z.host(["sh", "-c", f"setsid sleep 60 >/dev/null 2>&1 & mkdir {mine} {theirs} && "
                                 f"chown 65534 {theirs}"])
         assert r.status == 0, r.log()
-        assert z.left_temp_dirs(r) == {mine}
-        left = z.left_processes(r, "sleep 60")
+        assert z.left.temp_dirs(r) == {mine}
+        left = z.left.processes(r, "sleep 60")
         assert len(left) == 1 and str(theirs_proc.pid) not in left[0], left
-        found = z.clean_up()
+        found = z.close()
         assert f"temporary directory {mine}" in found and any(
             f.startswith("process ") and "sleep 60" in f for f in found), found
         assert not os.path.exists(mine) and os.path.isdir(theirs)
-        assert not z.left_processes(r, "sleep 60")
+        assert not z.left.processes(r, "sleep 60")
         assert theirs_proc.poll() is None, "killed a process the check did not start"
     finally:
         theirs_proc.kill()
