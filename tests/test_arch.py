@@ -58,6 +58,20 @@ def test_the_seccomp_filter_refuses_the_other_abis(user_runner: Runner):
     assert inside.returncode == -31 or inside.returncode == 128 + 31, inside
 
 
+def test_the_seccomp_filter_refuses_x32_calls(user_runner: Runner):
+    """x86_64's other ABI, x32 (the call's number with bit 30 set, __X32_SYSCALL_BIT):
+    a kernel without it answers ENOSYS outside; part 3's filter kills the caller."""
+    if subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip() != "x86_64":
+        pytest.skip("the x32 ABI is x86_64's")
+    code = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+            "libc.syscall.restype = ctypes.c_long; "
+            "print(libc.syscall(ctypes.c_long(0x40000000 | 39)), ctypes.get_errno())")
+    outside = user_runner.run([user_runner.python, "-c", code])
+    assert outside.returncode == 0, outside.stderr  # getpid(2) of x32, or ENOSYS
+    inside = user_runner.zookeeper(3, user_runner.python, "-c", code)
+    assert inside.returncode in (-31, 128 + 31), inside
+
+
 def test_the_filter_compiles_for_aarch64s_calls(monkeypatch):
     """aarch64 has no chmod (libseccomp answers with a pseudo number below -10000, and
     refuses a rule on it): that rule is skipped, every other one compiled."""
@@ -78,3 +92,26 @@ def test_the_filter_compiles_for_aarch64s_calls(monkeypatch):
         program = m.security.compile_seccomp_filter()
         assert program and len(program) % 8 == 0
         assert len(added) == len(m.security.SYSCALLS_TO_REFUSE) - 2  # chmod's two rules
+
+
+def test_the_seccomp_cache_key_names_the_architecture(monkeypatch, tmp_path):
+    """A program cached on one architecture is never read back on another (the
+    numbers in it are that architecture's): the cache's key says the machine."""
+    import os
+
+    with part_modules(3, "security", "seccomp_cache") as m:
+        cache = m.seccomp_cache
+        here = os.uname()
+        key = cache.cache_key(m.security.__file__)
+        assert f" {here.machine} ".encode() in key
+        path = str(tmp_path / "zookeeper" / "seccomp.bpf")
+        program = bytes([0x06, 0, 0, 0, 0, 0, 0xFF, 0x7F])  # ret ALLOW
+        cache.write_cached_program(path, key, program)
+        assert cache.read_cached_program(path, key) == program
+        other = "aarch64" if here.machine != "aarch64" else "x86_64"
+        there = os.uname_result((here.sysname, here.nodename, here.release, here.version,
+                                 other))
+        monkeypatch.setattr(os, "uname", lambda: there)
+        key_there = cache.cache_key(m.security.__file__)
+        assert key_there != key and f" {other} ".encode() in key_there
+        assert cache.read_cached_program(path, key_there) is None

@@ -457,3 +457,186 @@ def test_a_command_that_changes_uid_still_dies_with_zookeeper(runner: Runner, pa
         zk.kill()
         zk.wait(10)
     assert wait_gone(f"^{marker}$"), "the container outlived zookeeper"
+
+
+# Found in the audit of issue 12: points the battery above could not fail on ------------
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12, broken: check_old_root_gone compares "
+                   "os.stat('/'), which always names the process's root, never a mount "
+                   "stacked on it; the host's old root is reachable at /.. and /bin/..")
+def test_an_old_root_left_stacked_is_refused(runner: Runner, rootfs_for):
+    """After pivot_root(".", ".") the host's root is stacked on the container's / until
+    umount2(".", MNT_DETACH): a q14 without the detach leaves the host's files one ".."
+    away (/bin/..).  zookeeper checks that the old root is gone and fails closed: 125,
+    one line, and the command never runs."""
+    from test_mistakes import mistaken_copy
+
+    script = mistaken_copy(runner, 4, "no-detach", "rootfs.py",
+                           '        kernel.sys_umount2(".", kernel.MNT_DETACH)\n',
+                           "        pass\n")
+    before = own_temp_dirs(runner.inside[0])
+    done = runner.run([runner.python, str(script), "-r", str(rootfs_for(runner)), "sh", "-c",
+                       "echo ran; ls /bin/.. /.."])
+    assert "ran" not in done.stdout, done.stdout
+    assert done.returncode == 125, done.stderr
+    assert done.stderr == ("zookeeper: failed to switch to the new root: the host's root is "
+                           "still mounted at / (refused)\n")
+    assert not left_behind(runner.inside[0], before)
+
+
+def test_a_mount_that_did_not_happen_is_refused(tmp_path):
+    """dev, sys and proc are opened again after mounting and must be the new filesystem:
+    a directory that is still the rootfs's own (nothing mounted, or a directory put in
+    its place meanwhile) is refused, so that the masks never land in the rootfs."""
+    from conftest import part_modules
+
+    fs = tmp_path / "fs"
+    (fs / "proc").mkdir(parents=True)
+    with part_modules(4, "rootfs") as m:
+        root = os.open(fs, os.O_PATH | os.O_DIRECTORY)
+        try:
+            with pytest.raises(m.errors.ZooError) as refused:
+                m.rootfs.open_new_mount(root, "proc", str(fs), m.kernel.PROC_SUPER_MAGIC)
+        finally:
+            os.close(root)
+        assert refused.value.message == (f"failed to mount at {fs}/proc: the directory was "
+                                         "replaced while zookeeper mounted on it (refused)")
+        host = os.open("/", os.O_PATH | os.O_DIRECTORY)  # the host's /proc: a real proc
+        try:
+            os.close(m.rootfs.open_new_mount(host, "proc", "", m.kernel.PROC_SUPER_MAGIC))
+            with pytest.raises(m.errors.ZooError):  # a proc, but not the type asked for
+                m.rootfs.open_new_mount(host, "proc", "", m.kernel.TMPFS_MAGIC)
+        finally:
+            os.close(host)
+
+
+def test_the_sweep_removes_only_our_unlocked_leftovers(root_runner: Runner, tmp_path):
+    """What a killed zookeeper left is removed by the next run only when it is provably
+    an orphan of the same user: a zoo.XXXXXX of ours whose lock nobody holds (and its
+    .overlay).  One whose zookeeper still lives (the lock held), another user's, and
+    a link named like one are left alone."""
+    from conftest import part_modules
+
+    tmp_path.chmod(0o1777)
+    ours, held, theirs = (tmp_path / f"zoo.{n}" for n in ("orphan", "inuse1", "other1"))
+    for path in (ours, held, theirs):
+        path.mkdir()
+    (tmp_path / "zoo.orphan.overlay" / "upper" / "a").mkdir(parents=True)
+    os.chown(theirs, 12345, 12345)
+    link = tmp_path / "zoo.linked"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    link.symlink_to(victim)
+    with part_modules(4, "rootfs") as m:
+        lock = m.rootfs.lock_directory(str(held))  # a zookeeper that still runs
+        assert lock is not None
+        try:
+            m.rootfs.remove_orphans(str(tmp_path), {os.geteuid()})
+        finally:
+            os.close(lock)
+    assert not ours.exists() and not (tmp_path / "zoo.orphan.overlay").exists()
+    assert held.is_dir() and theirs.is_dir() and link.is_symlink() and victim.is_dir()
+
+
+def test_issue_12s_grader_checks_are_hidden():
+    """The grader's checks of what a student's stage should get right here are hidden
+    ones, in the stage that teaches it: the fd leak and the signal state in part 1, the
+    linked mount points and the masks in part 4 (test_handout: no hidden check is in
+    the handout; test_grader_checks: each passes with the reference, fails a mistake)."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "grader"))
+    import checks
+
+    by_id = {c.id: c for c in checks.CHECKS}
+    for check_id, part in {"p1_fds": 1, "p1_signal_state": 1, "p4_linked_mount_points": 4,
+                           "p4_masks": 4}.items():
+        assert by_id[check_id].part == part and not by_id[check_id].public, check_id
+
+
+def forged_cache(runner: Runner, program: bytes) -> tuple[dict, Path, bytes]:
+    """A cache home whose seccomp.bpf holds program under this run's own key (taken from
+    a real run's file): (env, path, the file's bytes)."""
+    import zlib
+
+    cache = runner.fresh_dir()
+    env = {"XDG_CACHE_HOME": str(cache)}
+    assert runner.zookeeper(3, "true", env=env).returncode == 0
+    path = cache / "zookeeper" / "seccomp.bpf"
+    key = path.read_bytes().partition(b"\n")[0].rsplit(b" program-crc32=", 1)[0]
+    data = key + f" program-crc32={zlib.crc32(program):08x}\n".encode() + program
+    return env, path, data
+
+
+# One BPF instruction, "ret SECCOMP_RET_ALLOW" (<linux/filter.h>, <linux/seccomp.h>): a
+# filter that refuses nothing.  In a cache zookeeper trusts, it replaces part 3's rules.
+ALLOW_ALL = bytes([0x06, 0, 0, 0, 0, 0, 0xFF, 0x7F])
+NESTED_USERNS = "unshare -U true && echo NESTED; grep Seccomp: /proc/self/status"
+
+
+def plant_elsewhere_and_link(runner: Runner, path: Path, data: bytes) -> None:
+    elsewhere = path.parent / "elsewhere.bpf"
+    elsewhere.write_bytes(data)
+    os.chown(elsewhere, runner.uid, runner.gid)
+    path.unlink()
+    path.symlink_to(elsewhere.name)
+    os.lchown(path, runner.uid, runner.gid)
+
+
+def plant_owned_by_another(runner: Runner, path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    os.chown(path, 12345, 12345)
+    path.chmod(0o644)  # readable by the user, writable by its owner only
+
+
+@pytest.mark.parametrize("plant", [plant_elsewhere_and_link, plant_owned_by_another])
+def test_a_cache_file_not_ours_is_not_used(runner: Runner, plant):
+    """The cache is used only when it is a regular file of the user's, opened without
+    following a link: a filter that refuses nothing, planted through a link or by
+    another user, is not loaded (and the file is written anew).  Control: the same
+    forged file as the user's own is loaded, which is what makes this test able to fail."""
+    env, path, data = forged_cache(runner, ALLOW_ALL)
+    path.write_bytes(data)
+    os.chown(path, runner.uid, runner.gid)
+    trusted = runner.zookeeper(3, "sh", "-c", NESTED_USERNS, env=env)
+    assert "NESTED" in trusted.stdout, (trusted.stdout, trusted.stderr)
+    plant(runner, path, data)
+    done = runner.zookeeper(3, "sh", "-c", NESTED_USERNS, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "NESTED" not in done.stdout and "Seccomp:\t2" in done.stdout, done.stdout
+    info = path.lstat()
+    assert path.is_file() and not path.is_symlink() and info.st_uid == runner.uid
+    assert path.read_bytes() != data
+
+
+def test_root_says_whom_its_containers_root_is(root_runner: Runner):
+    """Run by root with a range in /etc/subuid, -v says so; without one, a warning says
+    what happens instead: the container's root is the host's."""
+    from conftest import container_root_ids, part_modules
+
+    done = root_runner.zookeeper(2, "true", env={"ZOOKEEPER_VERBOSE": "1"})
+    uid, gid = container_root_ids(0, 0)
+    assert done.returncode == 0, done.stderr
+    assert (f"zookeeper: root in the container = host uid {uid}, gid {gid} (root's ranges in "
+            "/etc/subuid, /etc/subgid)") in done.stderr
+    with part_modules(2, "idmap") as m:
+        said = []
+        m.idmap.subid_range = lambda *args: None
+        m.idmap.warn = said.append
+        maps = m.idmap.find_id_maps()
+    assert maps.subuids is None and maps.container_root() == (0, 0)
+    assert said == ["no subordinate id range for root in /etc/subuid and /etc/subgid: only "
+                    "root is mapped in the container (see subuid(5)): it is the host's root "
+                    "(add 'root:100000:65536' to both files)"]
+
+
+def test_the_command_starts_in_the_containers_root(runner: Runner, rootfs_for):
+    """Only fds 0-2 and a working directory inside the container: started from a host
+    directory, the command is at the rootfs's / (CVE-2024-21626 leaked a host cwd)."""
+    done = runner.zookeeper(4, "-r", str(rootfs_for(runner)), "-P", "sh", "-c",
+                            "pwd; readlink /proc/self/cwd; ls -d ./bin")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["/", "/", "./bin"], done.stdout
