@@ -284,3 +284,41 @@ def test_make_check_with_a_wrong_image_hash_says_why_and_checks_here(handout_dir
     line = next(x for x in done.stdout.splitlines() if x.startswith("make check: no VM"))
     assert "sha256 mismatch" in line and line.endswith(LOCAL.strip())
     assert "Part 1 score: 0/" in done.stdout
+
+
+def test_the_readme_says_which_python_and_machines(handout_dir):
+    """The handout's README says which Python setup the lab expects (a venv) and where
+    the lab runs, with what to do on each: x86_64, arm64, Ubuntu's AppArmor switch,
+    WSL2, and a Mac through a Linux VM."""
+    text = " ".join((handout_dir / "README.txt").read_text().split())
+    where = text.split("1.1 Where the lab runs", 1)[1].split("2. Usage", 1)[0]
+    assert "A Python venv in .venv/" in text
+    for said in ("Linux on x86_64", "kernel.apparmor_restrict_unprivileged_userns=0",
+                 "in WSL2 (not WSL1", "Linux on arm64 (aarch64)",
+                 "macOS: in a Linux virtual machine", "Any other architecture"):
+        assert said in where, said
+
+
+
+def test_q19s_hint_says_why_it_is_not_in_a_step():
+    """README 4 says to put each call in a step(); in q19 that would turn the EBUSY
+    its loop retries on into zookeeper's error at once.  The skeleton's hint says so."""
+    from test_mistakes import block
+
+    hint = block((ROOT / "skeleton" / "cgroups.py").read_text(), 19)
+    said = " ".join(line.strip("# ") for line in hint.splitlines())
+    assert "Not inside a step()" in said and "retries on EBUSY" in said, hint
+
+
+def test_q5s_hint_names_errno_which_container_py_imports():
+    """q5's hint tells a student to use errno's names: the skeleton's container.py
+    imports errno, so that the hint's code runs."""
+    import ast
+
+    from test_mistakes import block
+
+    source = (ROOT / "skeleton" / "container.py").read_text()
+    assert "errno" in block(source, 5)
+    imported = {alias.name for node in ast.parse(source).body
+                if isinstance(node, ast.Import) for alias in node.names}
+    assert "errno" in imported
