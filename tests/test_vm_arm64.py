@@ -80,6 +80,16 @@ def test_arch_names_keys_and_qemu(tmp_path, monkeypatch):
         assert qemu.detect_accel("arm64") == "tcg"
 
 
+@pytest.mark.parametrize("machine, name", [("x86_64", "amd64"), ("aarch64", "arm64")])
+def test_the_default_arch_is_the_hosts(monkeypatch, machine, name):
+    """Without --arch, the guest is of the host's architecture (Debian's name for
+    uname -m's): an arm64 machine boots an arm64 guest, natively where KVM works."""
+    here = os.uname()
+    there = os.uname_result((here.sysname, here.nodename, here.release, here.version, machine))
+    monkeypatch.setattr(os, "uname", lambda: there)
+    assert image.host_arch() == name
+    assert image.get_arch().name == name and image.get_arch(None) is image.get_arch(name)
+
 def test_arm64_image_from_vmlinuz():
     import gzip
 
