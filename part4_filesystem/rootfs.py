@@ -15,10 +15,12 @@ every way out (Filesystem.remove); the child mounts (Filesystem.enter).
 """
 
 import errno
+import fcntl
 import os
 import stat
 import time
 
+import idmap
 import kernel
 from errors import ZooError, step
 
@@ -93,8 +95,6 @@ def lock_directory(path: str) -> int | None:
     """An fd of directory path (never through a link) holding its flock(2) lock, or
     None when the lock is someone else's (a zookeeper that still lives) or the
     directory is gone."""
-    import fcntl
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -560,8 +560,6 @@ def remove_as_container_root(path: str) -> None:
     to delete on the host: delete them from a new user namespace with the container's
     id maps, as its root (setresuid: a new namespace changes no ids), who is root over
     them again and over nothing else of the host's (user_namespaces(7))."""
-    import idmap
-
     maps = idmap.find_id_maps()
     ready_read, ready_write = os.pipe()
     go_read, go_write = os.pipe()

@@ -9,14 +9,14 @@ of the modules it imports in __pycache__: as a module, container.py loads in
 ~0.3 ms instead of compiling in ~2 ms, a tenth of a container's start (bench/).
 """
 
-import _signal
+import signal
 import sys
 
 # Hold the signals that would end zookeeper (Ctrl-C, kill, a closed terminal, Ctrl-\)
 # from its first moment: a signal during start-up would leave its temporary files.
 # container.py lets them in, passed on to the container, once it is running.
-_signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGINT, _signal.SIGTERM,
-                                            _signal.SIGHUP, _signal.SIGQUIT))
+signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                                          signal.SIGQUIT))
 
 import container  # noqa: E402  (after the signals are held)
 

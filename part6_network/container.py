@@ -1,18 +1,26 @@
-"""How a container runs: the parent's side and the container's side.
+"""How a container runs, in three steps: prepare, the parent's side, the child's.
 
-The parent (the zookeeper process, started by zookeeper.py) clones a child,
-prepares what only the parent can prepare, then tells the child to go; the
-child prepares itself and execs the command; the parent waits, cleans up, and
-exits the way the child did.
+The parent (the zookeeper process, started by zookeeper.py) prepares what must be
+ready before the clone, clones a child, does what only it can do from outside, then
+tells the child to go; the child sets itself up and execs the command; the parent
+waits, cleans up, and exits the way the child did.
 """
 
-import _signal as signal  # signal, without its enums: see kernel.py
 import errno
 import os
+import resource
+import select
+import signal
+import warnings  # noqa: F401  (execvp's PATH search needs it, after pivot_root too)
 
+import cgroups
+import idmap
 import kernel
+import network
+import options
+import rootfs
+import security
 from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn, write_quietly
-from options import USAGE, UsageError, parse_args
 
 # How long a container may ignore SIGTERM or SIGINT before it is killed.
 KILL_GRACE_SECONDS = 2
@@ -28,16 +36,16 @@ def main(argv: list[str]) -> None:
     ignored = {s for s in FORWARDED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN}
     try:
         kernel.check_architecture()
-        opts = parse_args(argv)
+        opts = options.parse_args(argv)
         if opts.help:
-            write_quietly(1, USAGE)
+            write_quietly(1, options.USAGE)
             os._exit(0)
         kernel.VERBOSE = opts.verbose
         status = run_container(opts, ignored)
     except ZooError as e:
         warn(e.message)
-        if isinstance(e, UsageError):
-            write_quietly(2, USAGE)
+        if isinstance(e, options.UsageError):
+            write_quietly(2, options.USAGE)
         os._exit(e.status)
     exit_like(status)
 
@@ -56,50 +64,28 @@ def open_missing_standard_fds() -> None:
                 os.close(null)
 
 
-def note_unreached(what: str, stage: int, asked) -> None:
-    """Options of a later stage are accepted, and said to do nothing yet."""
-    if asked:
-        warn(f"note: {what} arrive in part {stage}; this part ignores them")
-
-
 class Container:
-    """What the parent prepares for the child before clone: the child gets a copy."""
+    """What the parent prepares before the clone: the child gets a copy of it."""
 
-    def __init__(self, opts):
+    def __init__(self, opts, ignored_signals):
         self.opts = opts
+        self.ignored_signals = ignored_signals  # what our caller ignored on purpose
+        self.id_maps = None  # whom the container's ids map to
+        self.seccomp_program = None  # the BPF program the child loads last
+        self.fs = None  # the container's root filesystem
+        self.limits = None  # its cgroup and the limits written there
+        self.net = None  # its network
 
 
 def run_container(opts, ignored=frozenset()) -> int:
-    """Clone the child, set it up, let it go, wait for it; return its wait status."""
-    container = Container(opts)
-    container.ignored_signals = ignored
-    go_read, go_write = os.pipe()  # the child waits on this until we say go
-    # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
-    error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    """Prepare, clone the child, let it go, wait for it; return its wait status."""
+    container = Container(opts, ignored)
     cleanup = Cleanup()
-    cloned = False
     try:
-        import idmap
-
-        # Whom the container's ids will map to: looked up now, so that the
-        # child, once cloned, waits for as little as possible.
-        container.id_maps = idmap.find_id_maps()
-        import security
-
-        # The seccomp filter, compiled to the BPF program the child loads last.
-        container.seccomp_program = security.seccomp_program()
-        import rootfs
-
-        # The container's filesystem: checked, and its mount point made, here.
-        container.fs = rootfs.prepare(opts, container.id_maps.container_root())
-        cleanup.add(container.fs.remove)
-        import cgroups
-
-        # Where the container's cgroup will go (and, on systemd, our own scope).
-        container.limits = cgroups.prepare(opts)
-        import network
-
-        container.net = network.prepare(opts)
+        prepare(container, cleanup)
+        go_read, go_write = os.pipe()  # the child waits on this until we say go
+        # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
+        error_read, error_write = os.pipe2(os.O_CLOEXEC)
         flags = signal.SIGCHLD
         # STUDENT CODE BELOW (q6)
         # Give the child its own namespaces: user, cgroup, IPC, network, mount,
@@ -121,13 +107,35 @@ def run_container(opts, ignored=frozenset()) -> int:
         # STUDENT CODE ABOVE (q1)
         os.close(go_read)
         os.close(error_write)
-        cloned = True
-        reaped = False
-        # On a failure from here on, the child dies first, before anything it uses
-        # is taken away.
-        cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
-        cleanup.add(watch_over(pid))
-        forward_signals_to(pid, ignored)
+        return parent_main(container, pid, go_write, error_read, cleanup)
+    finally:
+        cleanup.run()
+
+
+def prepare(container: Container, cleanup: "Cleanup") -> None:
+    """What the parent readies before the clone, so that the child, once cloned,
+    waits for as little as possible; what it makes, cleanup undoes."""
+    container.id_maps = idmap.find_id_maps()
+    container.seccomp_program = security.seccomp_program()
+    # Checked, and its mount point made, before the clone.
+    container.fs = rootfs.prepare(container.opts, container.id_maps.container_root())
+    cleanup.add(container.fs.remove)
+    # Where the container's cgroup will go (and, on systemd, our own scope).
+    container.limits = cgroups.prepare(container.opts)
+    container.net = network.prepare(container.opts)
+
+
+def parent_main(container: Container, pid: int, go_write: int, error_read: int,
+                cleanup: "Cleanup") -> int:
+    """The parent's side once the child exists: what only it can do from outside,
+    then go, then wait.  Returns the child's wait status."""
+    reaped = False
+    # On a failure from here on, the child dies first, before anything it uses
+    # is taken away.
+    cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
+    cleanup.add(watch_over(pid))
+    forward_signals_to(pid, container.ignored_signals)
+    try:
         idmap.write_id_maps(pid, container.id_maps)
         cleanup.add(container.limits.apply_to(pid))
         cleanup.add(container.net.start(pid))
@@ -146,18 +154,13 @@ def run_container(opts, ignored=frozenset()) -> int:
         # STUDENT CODE ABOVE (q3)
         reaped = True
     except ZooError as ours:
-        if not cloned:
-            raise
-        # A step of ours failed after the clone: maybe because the child failed first
-        # (then writing go, say, meets a closed pipe: EPIPE).  Its report says why:
-        # once the cleanup has killed it, the error pipe has no writer left.
+        # A step of ours failed: maybe because the child failed first (then writing
+        # go, say, meets a closed pipe: EPIPE).  Its report says why: once the
+        # cleanup has killed it, the error pipe has no writer left.
         cleanup.run()
         raise read_child_failure(error_read) or ours from None
-    finally:
-        cleanup.run()
     if failure:
-        if failure.message.startswith(f"failed to {security.LOAD_STEP}"):
-            security.forget_cached_program()  # a cache may only make a start slower
+        security.forget_refused_program(failure.message)  # a cache may only slow a start
         raise failure
     return status
 
@@ -167,8 +170,6 @@ def clone_with_hint(flags: int) -> int:
     try:
         return kernel.sys_clone(flags)
     except OSError:
-        import idmap
-
         hint = idmap.userns_refusal_hint()  # a user namespace may be refused
         if hint:
             raise ZooError(f"failed to clone the container process: {hint}") from None
@@ -297,8 +298,6 @@ def exit_like(status: int) -> None:
 
 def die_by_signal(signum: int) -> None:
     """Kill ourselves with the child's signal, so our parent sees what it saw."""
-    import resource
-
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the child dumped core already
     if signum not in (signal.SIGKILL, signal.SIGSTOP):  # these two cannot be caught
         signal.signal(signum, signal.SIG_DFL)
@@ -322,10 +321,6 @@ def child_main(container: Container, go_read: int, go_write: int,
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
         die_with_parent(error_write)
         reset_signal_handlers(container.ignored_signals)
-        # After pivot_root the host's Python library is out of reach: what the
-        # child will import is imported now, while the parent maps our ids.
-        if "/" not in container.opts.command[0]:
-            import warnings  # noqa: F401  (os.execvp's search of PATH needs it)
         # STUDENT CODE BELOW (q4)
         # Block until the parent says go: read(2) from go_read.  An empty read (end of
         # file) means the parent closed it without a word: it failed, or forgot to
@@ -336,19 +331,13 @@ def child_main(container: Container, go_read: int, go_write: int,
                            "pipe without writing to it")
         os.close(go_read)
         # STUDENT CODE ABOVE (q4)
-        import cgroups
-
         cgroups.enter_own_namespace()
-        import idmap  # imported by the parent already: nothing to read from disk
-
         idmap.become_container_root()
         die_with_parent(error_write)  # a change of uid cancels it: prctl(2)
         set_hostname("zoo")
         container.net.configure_inside()
         container.fs.enter()
         container.net.provide_resolv_conf()
-        import security  # imported by the parent already: nothing to read from disk
-
         # STUDENT CODE BELOW (q9)
         # Lock the container in: drop the dangerous capabilities, forbid gaining
         # privileges, then load the seccomp filter, last, since it may refuse
@@ -374,8 +363,6 @@ def die_with_parent(error_write: int) -> None:
     kernel kills the container too: prctl(2) PR_SET_PDEATHSIG, as bubblewrap's
     --die-with-parent does.  Had the parent died before this call, nothing would
     come: the error pipe tells, since its reading end closed with the parent."""
-    import select  # here, before pivot_root takes the host's Python library away
-
     with step("ask to die with zookeeper"):
         kernel.sys_prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, shown="SIGKILL")
     poller = select.poll()
@@ -444,8 +431,6 @@ def set_hostname(name: str) -> None:
     try:
         kernel.sys_sethostname(name)
     except OSError as e:
-        import idmap
-
         hint = idmap.userns_refusal_hint() or e.strerror
         raise ZooError(f"failed to set the hostname to {name}: {hint}") from None
     # STUDENT CODE ABOVE (q8)

@@ -15,10 +15,13 @@ every way out (Filesystem.remove); the child mounts (Filesystem.enter).
 """
 
 import errno
+import fcntl
 import os
 import stat
 import time
 
+import cgroups
+import idmap
 import kernel
 from errors import ZooError, step
 
@@ -93,8 +96,6 @@ def lock_directory(path: str) -> int | None:
     """An fd of directory path (never through a link) holding its flock(2) lock, or
     None when the lock is someone else's (a zookeeper that still lives) or the
     directory is gone."""
-    import fcntl
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -406,8 +407,6 @@ def mount_sys(root: int, new_root: str) -> None:
 def mount_cgroup(target: str) -> None:
     """The container's cgroup (its cgroup namespace's root) at /sys/fs/cgroup, read-only:
     it can read its own limits and usage (memory.max, cpu.stat), not change them."""
-    import cgroups
-
     if not os.path.isdir(target) or cgroups.unified_hierarchy_problem():
         return  # no cgroup v2 on this host: the container has no cgroup of its own
     try:
@@ -575,8 +574,6 @@ def remove_as_container_root(path: str) -> None:
     to delete on the host: delete them from a new user namespace with the container's
     id maps, as its root (setresuid: a new namespace changes no ids), who is root over
     them again and over nothing else of the host's (user_namespaces(7))."""
-    import idmap
-
     maps = idmap.find_id_maps()
     ready_read, ready_write = os.pipe()
     go_read, go_write = os.pipe()

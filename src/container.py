@@ -1,21 +1,29 @@
-"""How a container runs: the parent's side and the container's side.
+"""How a container runs, in three steps: prepare, the parent's side, the child's.
 
-The parent (the zookeeper process, started by zookeeper.py) clones a child,
-prepares what only the parent can prepare, then tells the child to go; the
-child prepares itself and execs the command; the parent waits, cleans up, and
-exits the way the child did.
+The parent (the zookeeper process, started by zookeeper.py) prepares what must be
+ready before the clone, clones a child, does what only it can do from outside, then
+tells the child to go; the child sets itself up and execs the command; the parent
+waits, cleans up, and exits the way the child did.
 """
 
-import _signal as signal  # signal, without its enums: see kernel.py
 import errno
 import os
+import resource
+import select
+import signal
+import warnings  # noqa: F401  (execvp's PATH search needs it, after pivot_root too)  # from stage 4
 
+import cgroups  # from stage 5
+import idmap  # from stage 2
 import kernel
+import network  # from stage 6
+import options
+import rootfs  # from stage 4
+import security  # from stage 3
 from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn, write_quietly
-from exercise import stage_of_directory  # skeleton only
-from options import USAGE, UsageError, parse_args
+from exercise import part_of_directory  # skeleton only
 
-STAGE = stage_of_directory(__file__)  # skeleton only
+PART = part_of_directory(__file__)  # part3_seccomp/ -> 3 (exercise.py)  # skeleton only
 
 # How long a container may ignore SIGTERM or SIGINT before it is killed.
 KILL_GRACE_SECONDS = 2
@@ -31,24 +39,24 @@ def main(argv: list[str]) -> None:
     ignored = {s for s in FORWARDED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN}
     try:
         kernel.check_architecture()
-        opts = parse_args(argv)
+        opts = options.parse_args(argv)
         if opts.help:
-            write_quietly(1, USAGE)
+            write_quietly(1, options.USAGE)
             os._exit(0)
         kernel.VERBOSE = opts.verbose
-        if STAGE < 4:
-            note_unreached("-r/-P/-o (the container's own filesystem)", 4,
-                           opts.rootfs or opts.mount_proc or opts.overlay)
-        if STAGE < 5:
-            note_unreached("-m/-c/-p (resource limits)", 5,
-                           opts.memory or opts.cpu or opts.procs)
-        if STAGE < 6:
-            note_unreached("-n (networking)", 6, opts.network)
+        if PART < 4:
+            options.note_unreached("-r/-P/-o (the container's own filesystem)", 4,
+                                   opts.rootfs or opts.mount_proc or opts.overlay)
+        if PART < 5:
+            options.note_unreached("-m/-c/-p (resource limits)", 5,
+                                   opts.memory or opts.cpu or opts.procs)
+        if PART < 6:
+            options.note_unreached("-n (networking)", 6, opts.network)
         status = run_container(opts, ignored)
     except ZooError as e:
         warn(e.message)
-        if isinstance(e, UsageError):
-            write_quietly(2, USAGE)
+        if isinstance(e, options.UsageError):
+            write_quietly(2, options.USAGE)
         os._exit(e.status)
     exit_like(status)
 
@@ -67,57 +75,31 @@ def open_missing_standard_fds() -> None:
                 os.close(null)
 
 
-def note_unreached(what: str, stage: int, asked) -> None:
-    """Options of a later stage are accepted, and said to do nothing yet."""
-    if asked:
-        warn(f"note: {what} arrive in part {stage}; this part ignores them")
-
-
 class Container:
-    """What the parent prepares for the child before clone: the child gets a copy."""
+    """What the parent prepares before the clone: the child gets a copy of it."""
 
-    def __init__(self, opts):
+    def __init__(self, opts, ignored_signals):
         self.opts = opts
+        self.ignored_signals = ignored_signals  # what our caller ignored on purpose
+        self.id_maps = None  # whom the container's ids map to  # from stage 2
+        self.seccomp_program = None  # the BPF program the child loads last  # from stage 3
+        self.fs = None  # the container's root filesystem  # from stage 4
+        self.limits = None  # its cgroup and the limits written there  # from stage 5
+        self.net = None  # its network  # from stage 6
 
 
 def run_container(opts, ignored=frozenset()) -> int:
-    """Clone the child, set it up, let it go, wait for it; return its wait status."""
-    container = Container(opts)
-    container.ignored_signals = ignored
-    go_read, go_write = os.pipe()  # the child waits on this until we say go
-    # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
-    error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    """Prepare, clone the child, let it go, wait for it; return its wait status."""
+    container = Container(opts, ignored)
     cleanup = Cleanup()
-    cloned = False
     try:
-        if STAGE >= 2:
-            import idmap
-
-            # Whom the container's ids will map to: looked up now, so that the
-            # child, once cloned, waits for as little as possible.
-            container.id_maps = idmap.find_id_maps()
-        if STAGE >= 3:
-            import security
-
-            # The seccomp filter, compiled to the BPF program the child loads last.
-            container.seccomp_program = security.seccomp_program()
-        if STAGE >= 4:
-            import rootfs
-
-            # The container's filesystem: checked, and its mount point made, here.
-            container.fs = rootfs.prepare(opts, container.id_maps.container_root())
-            cleanup.add(container.fs.remove)
-        if STAGE >= 5:
-            import cgroups
-
-            # Where the container's cgroup will go (and, on systemd, our own scope).
-            container.limits = cgroups.prepare(opts)
-        if STAGE >= 6:
-            import network
-
-            container.net = network.prepare(opts)
+        if PART >= 2:
+            prepare(container, cleanup)
+        go_read, go_write = os.pipe()  # the child waits on this until we say go
+        # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
+        error_read, error_write = os.pipe2(os.O_CLOEXEC)
         flags = signal.SIGCHLD
-        if STAGE >= 2:
+        if PART >= 2:
             # STUDENT CODE BELOW (q6)
             # Give the child its own namespaces: user, cgroup, IPC, network, mount,
             # PID and UTS.  namespaces(7), clone(2); the flags are in kernel.py.
@@ -138,18 +120,46 @@ def run_container(opts, ignored=frozenset()) -> int:
         # STUDENT CODE ABOVE (q1)
         os.close(go_read)
         os.close(error_write)
-        cloned = True
-        reaped = False
-        # On a failure from here on, the child dies first, before anything it uses
-        # is taken away.
-        cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
-        cleanup.add(watch_over(pid))
-        forward_signals_to(pid, ignored)
-        if STAGE >= 2:
+        return parent_main(container, pid, go_write, error_read, cleanup)
+    finally:
+        cleanup.run()
+
+
+# >>> stage 2
+def prepare(container: Container, cleanup: "Cleanup") -> None:
+    """What the parent readies before the clone, so that the child, once cloned,
+    waits for as little as possible; what it makes, cleanup undoes."""
+    container.id_maps = idmap.find_id_maps()
+    if PART >= 3:
+        container.seccomp_program = security.seccomp_program()
+    if PART >= 4:
+        # Checked, and its mount point made, before the clone.
+        container.fs = rootfs.prepare(container.opts, container.id_maps.container_root())
+        cleanup.add(container.fs.remove)
+    if PART >= 5:
+        # Where the container's cgroup will go (and, on systemd, our own scope).
+        container.limits = cgroups.prepare(container.opts)
+    if PART >= 6:
+        container.net = network.prepare(container.opts)
+# <<< stage 2
+
+
+def parent_main(container: Container, pid: int, go_write: int, error_read: int,
+                cleanup: "Cleanup") -> int:
+    """The parent's side once the child exists: what only it can do from outside,
+    then go, then wait.  Returns the child's wait status."""
+    reaped = False
+    # On a failure from here on, the child dies first, before anything it uses
+    # is taken away.
+    cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
+    cleanup.add(watch_over(pid))
+    forward_signals_to(pid, container.ignored_signals)
+    try:
+        if PART >= 2:
             idmap.write_id_maps(pid, container.id_maps)
-        if STAGE >= 5:
+        if PART >= 5:
             cleanup.add(container.limits.apply_to(pid))
-        if STAGE >= 6:
+        if PART >= 6:
             cleanup.add(container.net.start(pid))
         # STUDENT CODE BELOW (q2)
         # Tell the child to go: write a byte to the pipe it blocks on, and close it.
@@ -166,33 +176,26 @@ def run_container(opts, ignored=frozenset()) -> int:
         # STUDENT CODE ABOVE (q3)
         reaped = True
     except ZooError as ours:
-        if not cloned:
-            raise
-        # A step of ours failed after the clone: maybe because the child failed first
-        # (then writing go, say, meets a closed pipe: EPIPE).  Its report says why:
-        # once the cleanup has killed it, the error pipe has no writer left.
+        # A step of ours failed: maybe because the child failed first (then writing
+        # go, say, meets a closed pipe: EPIPE).  Its report says why: once the
+        # cleanup has killed it, the error pipe has no writer left.
         cleanup.run()
         raise read_child_failure(error_read) or ours from None
-    finally:
-        cleanup.run()
     if failure:
-        if STAGE >= 3:
-            if failure.message.startswith(f"failed to {security.LOAD_STEP}"):
-                security.forget_cached_program()  # a cache may only make a start slower
+        if PART >= 3:
+            security.forget_refused_program(failure.message)  # a cache may only slow a start
         raise failure
     return status
 
 
 def clone_with_hint(flags: int) -> int:
     """kernel.sys_clone(flags), with the reason spelled out when the kernel refuses."""
-    if STAGE < 2:
+    if PART < 2:
         return kernel.sys_clone(flags)
-    if STAGE >= 2:
+    if PART >= 2:
         try:
             return kernel.sys_clone(flags)
         except OSError:
-            import idmap
-
             hint = idmap.userns_refusal_hint()  # a user namespace may be refused
             if hint:
                 raise ZooError(f"failed to clone the container process: {hint}") from None
@@ -321,8 +324,6 @@ def exit_like(status: int) -> None:
 
 def die_by_signal(signum: int) -> None:
     """Kill ourselves with the child's signal, so our parent sees what it saw."""
-    import resource
-
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the child dumped core already
     if signum not in (signal.SIGKILL, signal.SIGSTOP):  # these two cannot be caught
         signal.signal(signum, signal.SIG_DFL)
@@ -346,11 +347,6 @@ def child_main(container: Container, go_read: int, go_write: int,
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
         die_with_parent(error_write)
         reset_signal_handlers(container.ignored_signals)
-        if STAGE >= 4:
-            # After pivot_root the host's Python library is out of reach: what the
-            # child will import is imported now, while the parent maps our ids.
-            if "/" not in container.opts.command[0]:
-                import warnings  # noqa: F401  (os.execvp's search of PATH needs it)
         # STUDENT CODE BELOW (q4)
         # Block until the parent says go: read(2) from go_read.  An empty read (end of
         # file) means the parent closed it without a word: it failed, or forgot to
@@ -361,25 +357,19 @@ def child_main(container: Container, go_read: int, go_write: int,
                            "pipe without writing to it")
         os.close(go_read)
         # STUDENT CODE ABOVE (q4)
-        if STAGE >= 5:
-            import cgroups
-
+        if PART >= 5:
             cgroups.enter_own_namespace()
-        if STAGE >= 2:
-            import idmap  # imported by the parent already: nothing to read from disk
-
+        if PART >= 2:
             idmap.become_container_root()
             die_with_parent(error_write)  # a change of uid cancels it: prctl(2)
             set_hostname("zoo")
-        if STAGE >= 6:
+        if PART >= 6:
             container.net.configure_inside()
-        if STAGE >= 4:
+        if PART >= 4:
             container.fs.enter()
-        if STAGE >= 6:
+        if PART >= 6:
             container.net.provide_resolv_conf()
-        if STAGE >= 3:
-            import security  # imported by the parent already: nothing to read from disk
-
+        if PART >= 3:
             # STUDENT CODE BELOW (q9)
             # Lock the container in: drop the dangerous capabilities, forbid gaining
             # privileges, then load the seccomp filter, last, since it may refuse
@@ -405,8 +395,6 @@ def die_with_parent(error_write: int) -> None:
     kernel kills the container too: prctl(2) PR_SET_PDEATHSIG, as bubblewrap's
     --die-with-parent does.  Had the parent died before this call, nothing would
     come: the error pipe tells, since its reading end closed with the parent."""
-    import select  # here, before pivot_root takes the host's Python library away
-
     with step("ask to die with zookeeper"):
         kernel.sys_prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, shown="SIGKILL")
     poller = select.poll()
@@ -476,8 +464,6 @@ def set_hostname(name: str) -> None:
     try:
         kernel.sys_sethostname(name)
     except OSError as e:
-        import idmap
-
         hint = idmap.userns_refusal_hint() or e.strerror
         raise ZooError(f"failed to set the hostname to {name}: {hint}") from None
     # STUDENT CODE ABOVE (q8)

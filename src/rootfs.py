@@ -16,15 +16,18 @@ every way out (Filesystem.remove); the child mounts (Filesystem.enter).
 """
 
 import errno
+import fcntl
 import os
 import stat
 import time
 
+import cgroups  # from stage 5
+import idmap
 import kernel
 from errors import ZooError, step
-from exercise import stage_of_directory  # skeleton only
+from exercise import part_of_directory  # skeleton only
 
-STAGE = stage_of_directory(__file__)  # skeleton only
+PART = part_of_directory(__file__)  # part3_seccomp/ -> 3 (exercise.py)  # skeleton only
 
 TMP_DIR = "/tmp"  # where the mount point /tmp/zoo.XXXXXX is made
 # Device nodes programs expect, bound from the host: an unprivileged user may not
@@ -97,8 +100,6 @@ def lock_directory(path: str) -> int | None:
     """An fd of directory path (never through a link) holding its flock(2) lock, or
     None when the lock is someone else's (a zookeeper that still lives) or the
     directory is gone."""
-    import fcntl
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -404,7 +405,7 @@ def mount_sys(root: int, new_root: str) -> None:
         raise ZooError(f"failed to mount sysfs at {shown}: {e.strerror}") from None
     sys_fd = open_new_mount(root, "sys", new_root, kernel.SYSFS_MAGIC)  # the kernel's files
     mask_paths(fd_path(sys_fd), shown, [], SYS_MASKED_DIRS)
-    if STAGE >= 5:
+    if PART >= 5:
         mount_cgroup(f"{fd_path(sys_fd)}/fs/cgroup")
 
 
@@ -412,8 +413,6 @@ def mount_sys(root: int, new_root: str) -> None:
 def mount_cgroup(target: str) -> None:
     """The container's cgroup (its cgroup namespace's root) at /sys/fs/cgroup, read-only:
     it can read its own limits and usage (memory.max, cpu.stat), not change them."""
-    import cgroups
-
     if not os.path.isdir(target) or cgroups.unified_hierarchy_problem():
         return  # no cgroup v2 on this host: the container has no cgroup of its own
     try:
@@ -582,8 +581,6 @@ def remove_as_container_root(path: str) -> None:
     to delete on the host: delete them from a new user namespace with the container's
     id maps, as its root (setresuid: a new namespace changes no ids), who is root over
     them again and over nothing else of the host's (user_namespaces(7))."""
-    import idmap
-
     maps = idmap.find_id_maps()
     ready_read, ready_write = os.pipe()
     go_read, go_write = os.pipe()

@@ -171,9 +171,11 @@ NOT_ON_THIS_ARCHITECTURE = -10000  # libseccomp's __PNR_* pseudo numbers lie bel
 LOAD_STEP = "load the seccomp filter"
 
 
-def forget_cached_program() -> None:
-    """The kernel refused a cached program: remove it, so the next run compiles one."""
-    seccomp_cache.forget_cached_program()
+def forget_refused_program(failure: str) -> None:
+    """When the child's failure was the kernel refusing our program (a cached one cut
+    short, say), remove it from the cache, so the next run compiles one afresh."""
+    if failure.startswith(f"failed to {LOAD_STEP}"):
+        seccomp_cache.forget_cached_program()
 
 
 def load_seccomp_filter(program: bytes) -> None:

@@ -24,12 +24,15 @@ GOOD = {
     "main.py": '''
         import os
 
-        STAGE = 6  # skeleton only
+        import helper
+        import later  # from stage 3
+
+        PART = 6  # skeleton only
 
 
         def run():
             flags = 0
-            if STAGE >= 2:
+            if PART >= 2:
                 # STUDENT CODE BELOW (q2)
                 # Add the flag.  See clone(2).
                 flags |= 2
@@ -38,7 +41,7 @@ GOOD = {
             # Print the flags.
             print(flags)
             # STUDENT CODE ABOVE (q1)
-            if STAGE < 3:
+            if PART < 3:
                 print("before stage 3")
             return os.getpid()
     ''',
@@ -51,6 +54,10 @@ GOOD = {
             return 4
         # <<< stage 4
     ''',
+    "helper.py": '''
+        def nothing():
+            pass
+    ''',
 }
 
 
@@ -58,7 +65,8 @@ def test_parts_resolve_guards_and_regions(tmp_path):
     out = generate.generate(write_src(tmp_path, GOOD))
     part1 = out["part1_clone"]["main.py"][0]
     assert "flags |= 2" not in part1 and "before stage 3" in part1
-    assert "STAGE" not in part1 and "later.py" not in out["part1_clone"]
+    assert "PART" not in part1 and "later.py" not in out["part1_clone"]
+    assert "import later" not in part1 and "import later\n" in out["part3_seccomp"]["main.py"][0]
     part2 = out["part2_namespaces"]["main.py"][0]
     assert "        flags |= 2\n" not in part2 and "    flags |= 2\n" in part2
     part3 = out["part3_seccomp"]
@@ -69,13 +77,18 @@ def test_parts_resolve_guards_and_regions(tmp_path):
 
 
 def test_skeleton_keeps_hints_and_says_not_implemented(tmp_path):
-    sk = generate.generate(write_src(tmp_path, GOOD))["skeleton"]["main.py"][0]
+    skeleton = generate.generate(write_src(tmp_path, GOOD))["skeleton"]
+    sk = skeleton["main.py"][0]
     assert "# Add the flag.  See clone(2).\n" in sk
     assert "flags |= 2" not in sk
     assert "not_implemented(2, 2, 'add the flag')" in sk
     assert "not_implemented(1, 1, 'print the flags')" in sk
-    assert "from exercise import not_implemented\n" in sk
-    assert "if STAGE >= 2:" in sk and "STAGE = 6  # skeleton only" in sk
+    # What only the generator reads is gone; the imports are where isort wants them.
+    assert "import helper\nimport later\nfrom exercise import not_implemented\n" in sk
+    assert "if PART >= 2:" in sk and "PART = 6\n" in sk
+    assert "# skeleton only" not in sk and "from stage" not in sk
+    later = skeleton["later.py"][0]
+    assert "def four" in later and "stage 4" not in later
 
 
 BAD = [
@@ -149,7 +162,7 @@ BAD = [
      ''', r"main.py:6: q1 comes after q2 in the file"),
     ("later stage lower number", '''
         def f():
-            if STAGE >= 2:
+            if PART >= 2:
                 # STUDENT CODE BELOW (q1)
                 # hint
                 x = 1
@@ -161,7 +174,7 @@ BAD = [
      ''', r"main.py:7: q2 is in stage 1 but q1 is in stage 2"),
     ("block in removed code", '''
         def f():
-            if STAGE < 2:
+            if PART < 2:
                 # STUDENT CODE BELOW (q1)
                 # hint
                 x = 1
@@ -169,13 +182,13 @@ BAD = [
      ''', r"main.py:3: an exercise cannot sit in code that a later stage removes"),
     ("guard with else", '''
         def f():
-            if STAGE >= 2:
+            if PART >= 2:
                 x = 1
             else:
                 x = 2
      ''', r"main.py:4: a stage guard cannot have elif/else"),
     ("module-level guard", '''
-        if STAGE >= 2:
+        if PART >= 2:
             x = 1
      ''', r"main.py:1: stage guards belong inside functions"),
     ("unclosed region", '''
@@ -184,9 +197,20 @@ BAD = [
      ''', r"main.py:1: stage 2 region is never closed"),
     ("malformed guard", '''
         def f():
-            if STAGE >=2:
+            if PART >=2:
                 x = 1
      ''', r"main.py:2: malformed stage guard"),
+    ("from stage 1", '''
+        import sys  # from stage 1
+     ''', r"main.py:1: '# from stage 1' in a file of stage 1"),
+    ("from stage in a region", '''
+        # >>> stage 2
+        import sys  # from stage 3
+        # <<< stage 2
+     ''', r"main.py:2: '# from stage N' stands alone"),
+    ("malformed from stage", '''
+        import sys  # from stage two
+     ''', r"main.py:1: malformed '# from stage N'"),
 ]
 
 
@@ -231,25 +255,37 @@ def test_stale_part_is_detected(tmp_path):
     assert any(p.startswith("part1_clone/extra.py: not generated") for p in problems)
 
 
-def test_round_trip_skeleton_filled_gives_back_every_part():
+def test_round_trip_skeleton_filled_gives_back_the_source():
+    """A skeleton with every block filled is the source as a student reads it (no
+    annotations only the generator reads), and the reference code is all that was
+    left out: the parts come from the same source (test_committed_parts_...)."""
     blocks = {b.q: b for b in generate.all_blocks(SRC)}
     skeleton = ROOT / "skeleton"
     for path in sorted(SRC.rglob("*")):
         if not path.is_file() or not generate.wanted(path):
             continue
         rel = path.relative_to(SRC).as_posix()
-        sf = generate.read_source(SRC, rel)
-        if sf.only == "parts":
+        if generate.read_source(SRC, rel).only == "parts":
             continue
         filled = generate.fill_blocks((skeleton / rel).read_text(), blocks)
-        assert filled == "".join(sf.lines), f"{rel}: filled skeleton differs from the source"
-        if sf.only == "skeleton":
-            continue
-        for stage, part in generate.PARTS.items():
-            if sf.stage <= stage:
-                expected = (ROOT / part / rel).read_text()
-                got = generate.part_text(filled.splitlines(keepends=True), stage)
-                assert got == expected, f"{part}/{rel}: round trip differs"
+        assert filled == generate.skeleton_view(SRC, rel), f"{rel}: filled skeleton differs"
+        assert "not_implemented(" not in filled or rel == "exercise.py", rel
+
+
+def test_skeleton_has_no_generator_annotations():
+    """The skeleton reads as written for the student: no region markers, no
+    '# skeleton only' or '# from stage N', guards in the handout's words (PART)."""
+    for path in sorted((ROOT / "skeleton").rglob("*.py")):
+        text = path.read_text()
+        for mark in (">>> stage", "<<< stage", "# skeleton only", "# from stage", "STAGE"):
+            assert mark not in text, f"{path.name}: {mark!r}"
+
+
+def test_generated_container_has_no_import_in_a_function_nor_a_guard():
+    for part in PARTS.values():
+        text = (ROOT / part / "container.py").read_text()
+        assert not re.search(r"^[ \t]+(import|from \S+ import) ", text, re.M), part
+        assert "PART" not in text and "STAGE" not in text, part
 
 
 def test_exercises_are_numbered_in_stage_order_with_hints():

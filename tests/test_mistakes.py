@@ -82,7 +82,7 @@ def test_part3_meets_its_exercises_in_the_readmes_order(user_runner: Runner):
 
 
 def test_a_copy_named_otherwise_says_so(user_runner: Runner):
-    """A copy finds its stage from its name: one named otherwise stops in one line."""
+    """A copy finds its part from its name: one named otherwise stops in one line."""
     copy = user_runner.workdir / "renamed" / "mycopy"
     if not copy.exists():
         shutil.copytree(user_runner.workdir / "skeleton", copy)
@@ -90,5 +90,5 @@ def test_a_copy_named_otherwise_says_so(user_runner: Runner):
     done = user_runner.run([user_runner.python, str(copy / "zookeeper.py"), "true"])
     assert done.returncode == 125
     assert done.stderr == ("zookeeper: cannot tell which part mycopy/ is: a copy finds its "
-                           "stage from its directory's name, partN_... (part1_clone, "
+                           "part from its directory's name, partN_... (part1_clone, "
                            "part2_namespaces, ...): rename it\n")

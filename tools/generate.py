@@ -6,15 +6,20 @@ The source is ordinary Python with a few annotations (see src/README.md):
   # zookeeper-source: stage=N [only=parts|skeleton]
         first line of a file: the file joins the parts from stage N on; `only=parts`
         keeps it out of the skeleton, `only=skeleton` out of the parts.
-  if STAGE >= N:   /   if STAGE < N:
-        a run-time guard inside a function.  In part K the generator keeps the body
-        (dedented) when the condition holds for K and drops it otherwise; the skeleton
-        keeps the guard as real code, so a student's copy switches stages on by itself.
+  if PART >= N:   /   if PART < N:
+        a run-time guard inside a function, around the calls a stage adds.  In part K
+        the generator keeps the body (dedented) when the condition holds for K and
+        drops it otherwise; the skeleton keeps the guard as real code, so a student's
+        copy switches a part's code on by its directory's name.
   # >>> stage N  ...  # <<< stage N
         a region of module-level code (definitions) that joins the parts at stage N;
-        the skeleton has every stage's, markers included.
+        the skeleton has every stage's, without the markers.
+  ...  # from stage N
+        one line (an import, a declared field) that joins the parts at stage N; the
+        skeleton has it, without the annotation.
   ...  # skeleton only
-        a line kept only in the skeleton (which stage a student's copy is).
+        a line kept only in the skeleton (which part a student's copy is), without
+        the annotation.
   # STUDENT CODE BELOW (qN)  ...  # STUDENT CODE ABOVE (qN)
         an exercise.  Its first comment lines are the hint; the references keep the block
         whole, the skeleton keeps the hint and replaces the code by a call that says
@@ -47,7 +52,8 @@ SKELETON = "skeleton"
 LAST_STAGE = max(PARTS)
 
 HEADER_RE = re.compile(r"^# zookeeper-source: stage=(\d)(?: only=(parts|skeleton))?\s*$")
-GUARD_RE = re.compile(r"^(\s*)if STAGE (>=|<) (\d):\s*$")
+GUARD_RE = re.compile(r"^(\s*)if PART (>=|<) (\d):\s*$")
+FROM_STAGE_RE = re.compile(r"^(.*\S)  # from stage (\d)$")
 REGION_OPEN_RE = re.compile(r"^# >>> stage (\d)\s*$")
 REGION_CLOSE_RE = re.compile(r"^# <<< stage (\d)\s*$")
 BELOW_RE = re.compile(r"^(\s*)# STUDENT CODE BELOW \(q(\d+)\)\s*$")
@@ -162,7 +168,7 @@ def check_markers(sf: SourceFile) -> list[Block]:
                                      "use '# >>> stage N' for module-level code")
             guards.append((indent_of(line), m.group(2), stage))
             continue
-        if "STAGE >=" in line or "STAGE <" in line:
+        if "PART >=" in line or "PART <" in line:
             if stripped.startswith("if ") or stripped.startswith("elif "):
                 raise GeneratorError(sf.path, lineno, f"malformed stage guard {stripped!r}")
         m = REGION_OPEN_RE.match(line)
@@ -183,6 +189,17 @@ def check_markers(sf: SourceFile) -> list[Block]:
             continue
         if ">>> stage" in line or "<<< stage" in line:
             raise GeneratorError(sf.path, lineno, f"malformed stage region marker {stripped!r}")
+        m = FROM_STAGE_RE.match(line.rstrip("\n"))
+        if m:
+            stage = int(m.group(2))
+            if not sf.stage < stage <= LAST_STAGE:
+                raise GeneratorError(sf.path, lineno, f"'# from stage {stage}' in a file of "
+                                     f"stage {sf.stage}: it must be {sf.stage + 1}..{LAST_STAGE}")
+            if open_block or guards or region:
+                raise GeneratorError(sf.path, lineno, "'# from stage N' stands alone: not in "
+                                     "an exercise, a guard or a region")
+        elif "# from stage" in line:
+            raise GeneratorError(sf.path, lineno, f"malformed '# from stage N' {stripped!r}")
         below, above = BELOW_RE.match(line), ABOVE_RE.match(line)
         if below:
             if open_block:
@@ -315,6 +332,14 @@ def specialise(lines: list[str], stage: int) -> list[str]:
             dropped = True
             i += 1
             continue
+        m = FROM_STAGE_RE.match(line.rstrip("\n"))
+        if m:
+            if stage >= int(m.group(2)):
+                out.append(m.group(1) + "\n")
+            else:
+                dropped = True
+            i += 1
+            continue
         m = GUARD_RE.match(line)
         if m:
             end = guard_body_end(lines, i, len(m.group(1)))
@@ -353,11 +378,14 @@ def dedent4(line: str) -> str:
     return line[4:] if line.startswith("    ") else line
 
 
-def skeletonise(sf: SourceFile, blocks: list[Block]) -> list[str]:
-    """The skeleton's text of one file: the source, with each block emptied to its hint.
+def skeletonise(sf: SourceFile, blocks: list[Block], first_party: set[str],
+                empty: bool = True) -> list[str]:
+    """The skeleton's text of one file: the source as a student reads it, each block
+    emptied to its hint (unless `empty` is false: the round-trip test's view).
 
-    Guards, stage regions and skeleton-only lines stay as they are, so filling the
-    blocks back in gives the source again, and from it every part (the round trip).
+    Guards stay as real code (a student's copy turns parts on by its directory name);
+    the annotations only the generator reads go: region markers, `# from stage N`
+    and `# skeleton only`.  Filling the blocks back in gives the unemptied view.
     """
     out: list[str] = []
     by_line = {b.lineno: b for b in blocks}
@@ -365,17 +393,51 @@ def skeletonise(sf: SourceFile, blocks: list[Block]) -> list[str]:
     while i < len(sf.lines):
         line = sf.lines[i]
         b = by_line.get(i + 1)
-        if b:
+        if b and empty:
             out.append(line)
             out.extend(b.hint)
             out.append(not_implemented_call(b))
             i += 1 + len(b.hint) + len(b.code)
             continue
-        out.append(line)
         i += 1
-    if blocks:
-        out = insert_import(out, NOT_IMPLEMENTED_IMPORT)
+        if REGION_OPEN_RE.match(line) or REGION_CLOSE_RE.match(line):
+            continue
+        text = line.rstrip("\n")
+        if text.endswith(SKELETON_ONLY):
+            text = text[: -len(SKELETON_ONLY)]
+        m = FROM_STAGE_RE.match(text)
+        text = m.group(1) if m else text
+        out.append(text + "\n" if line.endswith("\n") else text)
+    if blocks and empty:
+        out = add_import(out, "exercise", "not_implemented", first_party)
     return out
+
+
+IMPORT_RE = re.compile(r"^(?:import (\w+)|from (\w+) import (.+))$")
+
+
+def add_import(lines: list[str], module: str, name: str, first_party: set[str]) -> list[str]:
+    """Add `from module import name` where isort (ruff's I001) wants it: into an import
+    from the same module, else before the first-party import that sorts after it, else
+    after the first-party imports, else as a new section after the standard library."""
+    imports = [(i, IMPORT_RE.match(x.rstrip("\n"))) for i, x in enumerate(lines)]
+    imports = [(i, m) for i, m in imports if m]
+    if not imports:
+        raise GeneratorError("?", 1, "a file with exercises needs an import section")
+    for i, m in imports:
+        if m.group(2) == module:
+            names = sorted({*m.group(3).split(", "), name})
+            return lines[:i] + [f"from {module} import {', '.join(names)}\n"] + lines[i + 1:]
+    line = f"from {module} import {name}\n"
+    ours = [(i, m) for i, m in imports if (m.group(1) or m.group(2)) in first_party]
+    for i, m in ours:
+        if m.group(2) and m.group(2) > module:
+            return lines[:i] + [line] + lines[i:]
+    if ours:
+        last = ours[-1][0]
+        return lines[: last + 1] + [line] + lines[last + 1:]
+    last = imports[-1][0]
+    return lines[: last + 1] + ["\n", line] + lines[last + 1:]
 
 
 def not_implemented_call(b: Block) -> str:
@@ -384,15 +446,6 @@ def not_implemented_call(b: Block) -> str:
     if len(call) <= 100:
         return call
     return f"{b.indent}not_implemented(\n{b.indent}    {b.q}, {b.stage}, {b.what!r})\n"
-
-
-def insert_import(lines: list[str], imp: str) -> list[str]:
-    """Add an import after the file's last top-level import line."""
-    last = max((i for i, x in enumerate(lines)
-                if x.startswith(("import ", "from ")) and "__future__" not in x), default=None)
-    if last is None:
-        raise GeneratorError("?", 1, "a file with exercises needs an import section")
-    return lines[: last + 1] + [imp] + lines[last + 1:]
 
 
 def generate(src: Path) -> dict[str, dict[str, tuple[str, bool]]]:
@@ -407,11 +460,25 @@ def generate(src: Path) -> dict[str, dict[str, tuple[str, bool]]]:
             sf.path: (part_text(sf.lines, stage), sf.executable)
             for sf in files if sf.stage <= stage and sf.only != "skeleton"
         }
+    first_party = first_party_modules(files)
     outputs[SKELETON] = {
-        sf.path: ("".join(skeletonise(sf, blocks_of[sf.path])), sf.executable)
+        sf.path: ("".join(skeletonise(sf, blocks_of[sf.path], first_party)), sf.executable)
         for sf in files if sf.only != "parts"
     }
     return outputs
+
+
+def first_party_modules(files: list[SourceFile]) -> set[str]:
+    """The modules src/ holds: what isort calls first-party."""
+    return {Path(sf.path).stem for sf in files if sf.path.endswith(".py")}
+
+
+def skeleton_view(src: Path, rel: str) -> str:
+    """One file of the skeleton with every block filled: what fill_blocks gives back."""
+    files = [read_source(src, p.relative_to(src).as_posix())
+             for p in sorted(src.rglob("*")) if p.is_file() and wanted(p)]
+    sf = next(f for f in files if f.path == rel)
+    return "".join(skeletonise(sf, check_markers(sf), first_party_modules(files), empty=False))
 
 
 def wanted(path: Path) -> bool:
@@ -444,9 +511,12 @@ def fill_blocks(skeleton_text: str, blocks: dict[int, Block], only=None) -> str:
     filled_all = only is None
     while i < len(lines):
         line = lines[i]
-        if line == NOT_IMPLEMENTED_IMPORT and filled_all:
+        if filled_all and line == NOT_IMPLEMENTED_IMPORT:
             i += 1
             continue
+        if filled_all and line.startswith("from exercise import ") and "not_implemented" in line:
+            names = line.rstrip("\n").split(" import ", 1)[1].split(", ")
+            line = f"from exercise import {', '.join(n for n in names if n != 'not_implemented')}\n"
         m = BELOW_RE.match(line)
         out.append(line)
         i += 1

@@ -55,10 +55,10 @@ MUTANTS = [
                "CLONE_NEWUSER (EPERM, 125)",
         "edit": [("        security.set_no_new_privs()\n"
                   "        security.load_seccomp_filter(container.seccomp_program)\n", ""),
-                 ("        container.seccomp_program = security.seccomp_program()\n",
-                  "        container.seccomp_program = security.seccomp_program()\n"
-                  "        security.set_no_new_privs()\n"
-                  "        security.load_seccomp_filter(container.seccomp_program)\n")],
+                 ("    container.seccomp_program = security.seccomp_program()\n",
+                  "    container.seccomp_program = security.seccomp_program()\n"
+                  "    security.set_no_new_privs()\n"
+                  "    security.load_seccomp_filter(container.seccomp_program)\n")],
     },
     {
         "id": "seccomp-before-capabilities",

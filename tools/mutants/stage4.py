@@ -101,7 +101,7 @@ MUTANTS = [
         "why": "the mount point removed after waitpid only, not as a cleanup step: any "
                "error of the parent after mkdtemp (the id maps, a signal before the wait) "
                "leaves /tmp/zoo.XXXXXX behind (given code of the parent around q12-q14)",
-        "edit": [("        cleanup.add(container.fs.remove)\n", ""),
+        "edit": [("    cleanup.add(container.fs.remove)\n", ""),
                  ("        status = kernel.sys_waitpid(pid)\n",
                   "        status = kernel.sys_waitpid(pid)\n"
                   "        container.fs.remove()\n")],
