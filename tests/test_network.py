@@ -58,13 +58,56 @@ def zookeeper_links() -> set[str]:
     return {name for name in host_links() if name == BRIDGE or name.startswith("zv")}
 
 
-def slirp_processes() -> set[int]:
+def left_links() -> set[str]:
+    """zoo0 and zv<pid> veths that no live container explains: a veth whose container
+    (the pid in its name) is gone, and the bridge when no live container's veth is on
+    it.  Another user's root container with -n on this machine is not a leftover."""
+    names = zookeeper_links()
+    live = {n for n in names if n[2:].isdigit() and os.path.exists(f"/proc/{n[2:]}")}
+    return names - live - ({BRIDGE} if live else set())
+
+
+def left_slirps() -> set[int]:
+    """slirp4netns processes whose zookeeper is gone (their parent is no longer a
+    zookeeper.py): another test's running container keeps its own."""
     done = subprocess.run(["pgrep", "-x", "slirp4netns"], capture_output=True, text=True)
-    return {int(pid) for pid in done.stdout.split()}
+    return {int(pid) for pid in done.stdout.split() if "zookeeper.py" not in parent_cmdline(pid)}
 
 
-def tmp_zoo_dirs() -> set[str]:
-    return {name for name in os.listdir("/tmp") if name.startswith("zoo.")}
+def parent_cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parent = f.read().rsplit(")", 1)[1].split()[1]
+        with open(f"/proc/{parent}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except (OSError, IndexError):
+        return ""
+
+
+def left_tmp_dirs() -> set[str]:
+    """/tmp/zoo.* that no running zookeeper holds.  A zookeeper holds a flock(2) lock
+    on its mount point for as long as it lives (rootfs.py), and /proc/locks lists it
+    (proc(5)): read there, so that looking never takes a lock a zookeeper wants."""
+    held = set()
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK":
+                major, minor, inode = fields[5].split(":")
+                held.add((os.makedev(int(major, 16), int(minor, 16)), int(inode)))
+    left = set()
+    for name in os.listdir("/tmp"):
+        if not name.startswith("zoo."):
+            continue
+        mount_point = "/tmp/" + ".".join(name.split(".")[:2])  # zoo.X for zoo.X.overlay
+        try:
+            st = os.stat(mount_point, follow_symlinks=False)
+        except OSError:
+            left.add(name)
+            continue
+        if (st.st_dev, st.st_ino) not in held:
+            left.add(name)
+    return left
 
 
 def with_tun(mode: str, argv: list[str]) -> list[str]:
@@ -151,17 +194,16 @@ def shared_tmp():
 def no_leftovers():
     """Checks after the test that it left no zoo0, zv*, slirp4netns or /tmp/zoo.*.
 
-    Others may run containers on this host meanwhile (the stage 4 tests make /tmp/zoo.*
-    too): what a run of theirs holds goes away when it ends, what ours left stays.  So
-    each check waits a few seconds for the leftovers to go before it fails."""
-    assert eventually(lambda: not zookeeper_links()), f"left by an earlier run: " \
-                                                      f"{zookeeper_links()}"
-    slirps, tmps = slirp_processes(), tmp_zoo_dirs()
+    Others may run containers on this host meanwhile (other users, other tests): only
+    what no running zookeeper holds counts, and each check waits a few seconds for a
+    run that is ending to finish its cleanup before it fails."""
+    assert eventually(lambda: not left_links()), f"left by an earlier run: {left_links()}"
+    slirps, tmps = left_slirps(), left_tmp_dirs()
     yield
-    assert eventually(lambda: not slirp_processes() - slirps), "slirp4netns left running"
-    assert eventually(lambda: not zookeeper_links()), f"links left: {zookeeper_links()}"
-    assert eventually(lambda: not tmp_zoo_dirs() - tmps), \
-        f"temporary directories left: {tmp_zoo_dirs() - tmps}"
+    assert eventually(lambda: not left_slirps() - slirps), "slirp4netns left running"
+    assert eventually(lambda: not left_links()), f"links left: {left_links()}"
+    assert eventually(lambda: not left_tmp_dirs() - tmps), \
+        f"temporary directories left: {left_tmp_dirs() - tmps}"
 
 
 def eventually(condition, seconds: float = 5) -> bool:

@@ -79,36 +79,56 @@ def test_sigterm_reaches_the_container(runner: Runner, part, expected):
     zookeeper kills it after the grace period."""
     proc = runner.popen(part, "sleep", "100", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(1.0)
+    sleeps = processes_under(proc.pid, "sleep 100")
+    assert sleeps, "the container's sleep did not start"
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=10)
     assert proc.returncode == expected
     assert time.monotonic() - started < 6
-    assert no_process_matching("sleep 100")
+    assert not still_running(sleeps, "sleep 100")
 
 
 def test_sigterm_handled_by_the_container(runner: Runner):
     proc = runner.popen(2, "sh", "-c", "trap 'exit 7' TERM; sleep 100 & wait",
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(1.0)
+    sleeps = processes_under(proc.pid, "sleep 100")
+    assert sleeps, "the container's sleep did not start"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 7
     time.sleep(0.2)
     # The namespace's init exited: the kernel killed the sleep with it.
-    assert no_process_matching("sleep 100")
+    assert not still_running(sleeps, "sleep 100")
 
 
-def no_process_matching(text: str) -> bool:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def processes_under(root: int, text: str) -> set[int]:
+    """The pids of root's descendants whose command line is text: this test's own,
+    never another user's or another test's `sleep 100` on the same machine."""
+    parents = {}
+    for name in os.listdir("/proc"):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().replace(b"\0", b" ").strip() == text.encode():
-                    return False
-        except OSError:
+            with open(f"/proc/{name}/stat") as f:
+                parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-    return True
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return {pid for pid in found if command_line(pid) == text}
+
+
+def still_running(pids: set[int], text: str) -> set[int]:
+    return {pid for pid in pids if command_line(pid) == text}
 
 
 # Bad input -------------------------------------------------------------------------
