@@ -457,14 +457,19 @@ def mask_paths(base: str, shown: str, files: list[str], directories: list[str],
 
 
 def check_old_root_gone(root: int) -> None:
-    """Fail closed unless / is now the new root itself: were the host's root still
-    stacked under it (a mount that escaped the rootfs, detached instead of it), the
-    container could reach every file of the host."""
-    here, new = os.stat("/"), os.fstat(root)
+    """Fail closed unless / is now the new root itself.  Were the host's root still
+    stacked on it (the detach skipped, or a mount that escaped the rootfs detached
+    instead), the container could reach every file of the host.  Not through "/":
+    that names the process's root, the new one.  Through "/..": at the root, ".."
+    stays there and then climbs onto what is mounted on top of it, the old root
+    that pivot_root(".", ".") put there (pivot_root(2), NOTES)."""
+    new = os.fstat(root)
     os.close(root)
-    if (here.st_dev, here.st_ino) != (new.st_dev, new.st_ino):
-        raise ZooError("failed to switch to the new root: the host's root is still "
-                       "mounted at / (refused)")
+    for path in ("/", "/.."):
+        here = os.stat(path)
+        if (here.st_dev, here.st_ino) != (new.st_dev, new.st_ino):
+            raise ZooError("failed to switch to the new root: the host's root is still "
+                           "mounted at / (refused)")
 
 
 def switch_root(new_root: str) -> None:

@@ -462,9 +462,6 @@ def test_a_command_that_changes_uid_still_dies_with_zookeeper(runner: Runner, pa
 # Found in the audit of issue 12: points the battery above could not fail on ------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12, broken: check_old_root_gone compares "
-                   "os.stat('/'), which always names the process's root, never a mount "
-                   "stacked on it; the host's old root is reachable at /.. and /bin/..")
 def test_an_old_root_left_stacked_is_refused(runner: Runner, rootfs_for):
     """After pivot_root(".", ".") the host's root is stacked on the container's / until
     umount2(".", MNT_DETACH): a q14 without the detach leaves the host's files one ".."
