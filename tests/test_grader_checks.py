@@ -134,8 +134,7 @@ NO_SIGNAL_RESET = [("    signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
                     "    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
                     "    signal.pthread_sigmask(signal.SIG_SETMASK, [])\n", "")]
 NO_DETACH = [('        kernel.sys_umount2(".", kernel.MNT_DETACH)\n', "        pass\n"),
-             ("    here, new = os.stat(\"/\"), os.fstat(root)\n",
-              "    here = new = os.stat(\"/\")\n")]
+             ('    for path in ("/", "/.."):\n', "    for path in ():\n")]
 # put_old a directory of the rootfs (its root may not make one here), never unmounted.
 PUT_OLD_KEPT = [('        kernel.sys_pivot_root(".", ".")\n',
                  '        kernel.sys_pivot_root(".", "home")\n'),
@@ -152,8 +151,7 @@ BIND_WITHOUT_REC = [("kernel.sys_mount(rootfs, new_root, None, kernel.MS_BIND | 
 FOLLOWS_LINKS = [("        return kernel.sys_openat2(dir_fd, name, os.O_PATH | os.O_DIRECTORY,\n",
                   "        return os.open(name, os.O_PATH | os.O_DIRECTORY, dir_fd=dir_fd)\n"
                   "        return kernel.sys_openat2(dir_fd, name, os.O_PATH | os.O_DIRECTORY,\n"),
-                 ("    here, new = os.stat(\"/\"), os.fstat(root)\n",
-                  "    here = new = os.stat(\"/\")\n")]
+                 ('    for path in ("/", "/.."):\n', "    for path in ():\n")]
 # Stage 2: the child goes on without waiting for go (q4); the parent says go before it
 # writes the maps (q2); gid_map written before setgroups is denied (q7, no range).
 NO_WAIT_FOR_GO = [("        message = os.read(go_read, 64)\n", '        message = b"go"\n')]
@@ -169,7 +167,7 @@ GID_MAP = ('    with step(f"write /proc/{pid}/gid_map"):\n'
 GID_MAP_BEFORE_SETGROUPS = [(SETGROUPS + GID_MAP, GID_MAP + SETGROUPS)]
 # The temp dir removed after the child's normal end only, not on every way out (an
 # error of the parent's after the clone leaves it).
-REMOVED_AFTER_WAIT = [("        cleanup.add(container.fs.remove)\n", ""),
+REMOVED_AFTER_WAIT = [("    cleanup.add(container.fs.remove)\n", ""),
                       ("        reaped = True\n",
                        "        reaped = True\n        container.fs.remove()\n")]
 # The mounts never made private (q11): under a shared / (systemd's) they become slaves.
