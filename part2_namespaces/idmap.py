@@ -15,7 +15,8 @@ import os
 import pwd
 
 import kernel
-from errors import ZooError, step, warn
+import programs
+from errors import step, warn
 
 
 def subid_range(path: str, user: str, uid: int):
@@ -75,9 +76,7 @@ def find_id_maps() -> IdMaps:
                        f"{maps.subgids[0]} (root's ranges in /etc/subuid, /etc/subgid)",
                        "user_namespaces(7)")
     for tool in ("newuidmap", "newgidmap"):
-        if not kernel.on_path(tool):
-            raise ZooError(f"{tool} not found: install the uidmap package "
-                           "(sudo apt-get install uidmap)")
+        programs.require(tool, "uidmap")
     return maps
 
 
@@ -89,11 +88,11 @@ def write_id_maps(pid: int, maps: IdMaps) -> None:
     # STUDENT CODE BELOW (q7)
     # Map root in the container to your user and 1..N to your subordinate ranges.
     # Run newuidmap and newgidmap for the child, side by side: newuidmap(1),
-    # user_namespaces(7).  map_arguments() builds the triplets; kernel.run_tools()
+    # user_namespaces(7).  map_arguments() builds the triplets; programs.run()
     # runs programs at the same time and waits for them all.
     with step(f"map the user and group ids of {pid} with newuidmap and newgidmap"):
-        kernel.run_tools([["newuidmap", str(pid)] + map_arguments(maps.uid, maps.subuids),
-                          ["newgidmap", str(pid)] + map_arguments(maps.gid, maps.subgids)])
+        programs.run([["newuidmap", str(pid)] + map_arguments(maps.uid, maps.subuids),
+                      ["newgidmap", str(pid)] + map_arguments(maps.gid, maps.subgids)])
     # STUDENT CODE ABOVE (q7)
 
 

@@ -244,65 +244,6 @@ def write_file(path: str, text: str, man: str) -> None:
     explain(call, "ok", man, started)
 
 
-def on_path(program: str) -> bool:
-    """Is program an executable file in one of PATH's directories (as execvp(3) looks)?
-    (shutil.which does the same, for ~4 ms of imports.)"""
-    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        path = os.path.join(directory or ".", program)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return True
-    return False
-
-
-def run_tools(commands: list[list[str]]) -> None:
-    """Run helper programs (newuidmap, ...) side by side and wait for them all;
-    OSError for the first that fails.
-
-    posix_spawnp(3) is fork(2) + execvp(3) in one call (Python's subprocess module
-    would do the same, for ~5 ms of imports); each helper's stderr comes back
-    through a pipe, for the error message.
-    """
-    started = time.monotonic()
-    running = []
-    try:
-        for argv in commands:
-            running.append((argv, *spawn_tool(argv, started)))
-    finally:  # every helper started is waited for, even if a later one failed to start
-        failures = [finish_tool(*tool, started) for tool in running]
-    for failure in failures:
-        if failure:
-            raise failure
-
-
-def spawn_tool(argv: list[str], started: float) -> tuple[int, int]:
-    """Start one helper, its stdin on /dev/null and its stderr into a pipe: (pid, pipe)."""
-    err_read, err_write = os.pipe()
-    try:
-        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, err_write, 2), (os.POSIX_SPAWN_CLOSE, err_read)])
-    except OSError as e:
-        os.close(err_read)
-        explain_error(" ".join(argv), e, f"{argv[0]}(1)", started)
-        raise
-    finally:
-        os.close(err_write)
-    return pid, err_read
-
-
-def finish_tool(argv: list[str], pid: int, err_read: int, started: float) -> OSError | None:
-    """Read a helper's stderr to its end and reap it: None, or why it failed."""
-    said = read_to_end(err_read)
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if status != 0:
-        lines = said.decode(errors="replace").strip().splitlines()
-        reason = (lines or [f"exit status {status}"])[-1]
-        explain(" ".join(argv), f"failed: {reason}", f"{argv[0]}(1)", started)
-        return OSError(errno.EPERM, reason)
-    explain(" ".join(argv), "ok", f"{argv[0]}(1)", started)
-    return None
-
-
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47

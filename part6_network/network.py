@@ -29,6 +29,7 @@ import time
 from abc import ABC, abstractmethod
 
 import kernel
+import programs
 from errors import ZooError, step, warn
 
 IFF_UP = 0x1  # netdevice(7): the interface's "up" flag
@@ -160,9 +161,7 @@ class Slirp(Network):
         self.pid = None  # slirp4netns, while it runs
         self.exit_write = None  # our end of its --exit-fd: closing it tells it to exit
         self.log = None  # its stdout and stderr
-        if not kernel.on_path("slirp4netns"):
-            raise ZooError("slirp4netns not found: install the slirp4netns package "
-                           "(sudo apt-get install slirp4netns)")
+        programs.require("slirp4netns", "slirp4netns")
         check_tun()
 
     def start(self, pid: int):
@@ -176,15 +175,15 @@ class Slirp(Network):
                 # Start slirp4netns for the container.  The course's command (-c PID eth0
                 # and its four flags), plus --ready-fd=ready_write (it writes "1" there once
                 # eth0 is up) and --exit-fd=exit_read (it exits when our end closes).
-                # slirp4netns(1).  spawn(argv, self.log, keep=(ready_write, exit_read))
-                # runs it with posix_spawnp(3), handing it those two descriptors (the
-                # others close on exec); keep its pid in self.pid, which
-                # wait_until_ready() and stop() use.
+                # slirp4netns(1).  programs.spawn(argv, self.log, keep=(ready_write,
+                # exit_read)) runs it with posix_spawnp(3), handing it those two
+                # descriptors (the others close on exec); keep its pid in self.pid,
+                # which wait_until_ready() and stop() use.
                 argv = ["slirp4netns", "--disable-host-loopback", "--mtu=65521",
                         "--enable-seccomp", "--enable-ipv6",
                         f"--ready-fd={ready_write}", f"--exit-fd={exit_read}",
                         "-c", str(pid), "eth0"]
-                self.pid = spawn(argv, self.log, keep=(ready_write, exit_read))
+                self.pid = programs.spawn(argv, self.log, keep=(ready_write, exit_read))
                 # STUDENT CODE ABOVE (q20)
             finally:
                 # slirp4netns holds its own copies now.  With ours closed, its end shows
@@ -302,29 +301,6 @@ def last_words(log: int | None) -> str:
     lines = [x.strip() for x in text.splitlines()
              if x.strip() and not x.startswith("WARNING:")]
     return ": " + "; ".join(lines[-2:]) if lines else ""
-
-
-def spawn(argv: list[str], log: int, keep: tuple) -> int:
-    """Start a helper program in the background; returns its pid.
-
-    posix_spawnp(3) is fork(2) + execvp(3) in one call.  The helper reads nothing
-    (stdin is /dev/null), writes to `log`, inherits the descriptors in `keep` (the
-    others are close-on-exec), and runs in a session of its own (setsid(2)): a Ctrl-C
-    at the terminal goes to the container, and does not cut its network.
-    """
-    started = time.monotonic()
-    shown = f"posix_spawnp({' '.join(argv)})"
-    for fd in keep:
-        os.set_inheritable(fd, True)
-    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-               (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)]
-    try:
-        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsid=True)
-    except OSError as e:
-        kernel.explain_error(shown, e, "posix_spawn(3)", started)
-        raise ZooError(f"failed to start {argv[0]}: {e.strerror}") from None
-    kernel.explain(shown, str(pid), "posix_spawn(3)", started)
-    return pid
 
 
 # As root, with -n: a veth pair on the bridge zoo0 ---------------------------------

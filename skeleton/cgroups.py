@@ -25,6 +25,7 @@ import os
 import time
 
 import kernel
+import programs
 from errors import ZooError, step
 from exercise import not_implemented
 
@@ -283,25 +284,16 @@ def systemd_parent(controllers: list[str], runtime_dir: str) -> str:
 def move_to_scope(scope: str, runtime_dir: str) -> None:
     """Ask the user's systemd (over D-Bus, with busctl(1)) to make a transient scope
     holding zookeeper, with its cgroup delegated to us; wait until we are in it."""
-    import subprocess
-
     argv = ["busctl", "--user", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
             "org.freedesktop.systemd1.Manager", "StartTransientUnit", "ssa(sv)a(sa(sv))",
             scope, "fail", "3", "PIDs", "au", "1", str(os.getpid()), "Delegate", "b", "true",
             "Slice", "s", SCOPE_SLICE, "0"]
-    if not kernel.on_path("busctl"):
+    if not programs.on_path("busctl"):
         raise ZooError(f"failed to move zookeeper into the systemd scope {scope}: "
                        "busctl not found (it comes with systemd)")
-    env = dict(os.environ, XDG_RUNTIME_DIR=runtime_dir)
     started = time.monotonic()
-    done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True)
-    shown = " ".join(argv[:8] + [f"'{argv[8]}'"] + argv[9:])
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        kernel.explain(shown, f"failed: {reason}", "busctl(1)", started)
-        raise ZooError(f"failed to move zookeeper into the systemd scope {scope}: {reason}")
-    kernel.explain(shown, done.stdout.strip() or "ok", "busctl(1)", started)
+    with step(f"move zookeeper into the systemd scope {scope}"):
+        programs.run([argv], env=dict(os.environ, XDG_RUNTIME_DIR=runtime_dir))
     deadline = time.monotonic() + SCOPE_WAIT_SECONDS
     while not own_cgroup().endswith("/" + scope):
         if time.monotonic() > deadline:

@@ -70,7 +70,6 @@ libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ul
 # clone(2)'s flags as explain mode spells them.  The low byte is the signal the
 # parent gets when the child ends: SIGCHLD, as fork(2) does.
 CLONE_FLAG_NAMES = [("SIGCHLD", signal.SIGCHLD)]
-# >>> stage 2
 # Flags of clone(2) and unshare(2): each CLONE_NEW* gives the child a new namespace.
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -85,7 +84,6 @@ CLONE_FLAG_NAMES[:0] = [
     ("CLONE_NEWNS", CLONE_NEWNS), ("CLONE_NEWPID", CLONE_NEWPID),
     ("CLONE_NEWUTS", CLONE_NEWUTS),
 ]
-# <<< stage 2
 
 
 def flag_names(value: int, names: list) -> str:
@@ -221,7 +219,6 @@ def read_to_end(fd: int) -> bytes:
     return data
 
 
-# >>> stage 2
 def sys_sethostname(name: str) -> None:
     """sethostname(2): set the hostname of the caller's UTS namespace."""
     started = time.monotonic()
@@ -247,67 +244,6 @@ def write_file(path: str, text: str, man: str) -> None:
     explain(call, "ok", man, started)
 
 
-def on_path(program: str) -> bool:
-    """Is program an executable file in one of PATH's directories (as execvp(3) looks)?
-    (shutil.which does the same, for ~4 ms of imports.)"""
-    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        path = os.path.join(directory or ".", program)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return True
-    return False
-
-
-def run_tools(commands: list[list[str]]) -> None:
-    """Run helper programs (newuidmap, ...) side by side and wait for them all;
-    OSError for the first that fails.
-
-    posix_spawnp(3) is fork(2) + execvp(3) in one call (Python's subprocess module
-    would do the same, for ~5 ms of imports); each helper's stderr comes back
-    through a pipe, for the error message.
-    """
-    started = time.monotonic()
-    running = []
-    try:
-        for argv in commands:
-            running.append((argv, *spawn_tool(argv, started)))
-    finally:  # every helper started is waited for, even if a later one failed to start
-        failures = [finish_tool(*tool, started) for tool in running]
-    for failure in failures:
-        if failure:
-            raise failure
-
-
-def spawn_tool(argv: list[str], started: float) -> tuple[int, int]:
-    """Start one helper, its stdin on /dev/null and its stderr into a pipe: (pid, pipe)."""
-    err_read, err_write = os.pipe()
-    try:
-        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, err_write, 2), (os.POSIX_SPAWN_CLOSE, err_read)])
-    except OSError as e:
-        os.close(err_read)
-        explain_error(" ".join(argv), e, f"{argv[0]}(1)", started)
-        raise
-    finally:
-        os.close(err_write)
-    return pid, err_read
-
-
-def finish_tool(argv: list[str], pid: int, err_read: int, started: float) -> OSError | None:
-    """Read a helper's stderr to its end and reap it: None, or why it failed."""
-    said = read_to_end(err_read)
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if status != 0:
-        lines = said.decode(errors="replace").strip().splitlines()
-        reason = (lines or [f"exit status {status}"])[-1]
-        explain(" ".join(argv), f"failed: {reason}", f"{argv[0]}(1)", started)
-        return OSError(errno.EPERM, reason)
-    explain(" ".join(argv), "ok", f"{argv[0]}(1)", started)
-    return None
-# <<< stage 2
-
-
-# >>> stage 3
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
@@ -369,10 +305,8 @@ def sys_seccomp_set_filter(program: bytes) -> None:
                        ctypes.c_long(0), ctypes.byref(fprog)),
           lambda: f"seccomp(SECCOMP_SET_MODE_FILTER, 0, {{len={fprog.len}}})", "seccomp(2)",
           started)
-# <<< stage 3
 
 
-# >>> stage 4
 SYSCALL_NUMBERS["pivot_root"] = (155, 41)
 SYS_pivot_root = syscall_number("pivot_root")
 
@@ -508,10 +442,8 @@ def sys_unshare(flags: int) -> None:
     started = time.monotonic()
     check(libc.unshare(flags), lambda: f"unshare({flag_names(flags, CLONE_FLAG_NAMES)})",
           "unshare(2)", started)
-# <<< stage 4
 
 
-# >>> stage 6
 AF_INET = 2
 SOCK_DGRAM = 2
 SOCK_CLOEXEC = 0o2000000
@@ -551,4 +483,3 @@ def sys_setns(fd: int, nstype: int, shown: str) -> None:
     started = time.monotonic()
     check(libc.setns(fd, nstype), lambda: f"setns({shown}, {flag_names(nstype, CLONE_FLAG_NAMES)})",
           "setns(2)", started)
-# <<< stage 6

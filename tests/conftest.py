@@ -58,8 +58,8 @@ VENV_PYTHON = os.environ.get("ZOOKEEPER_VENV", "/opt/zookeeper-venv") + "/bin/py
 TEST_USER = os.environ.get("ZOOKEEPER_TEST_USER", "zootest")
 WHO = ["root", "user"]
 # The modules a part is made of, as imported by name from its directory.
-OUR_MODULES = ["kernel", "errors", "options", "idmap", "security", "rootfs", "cgroups",
-               "network", "exercise"]
+OUR_MODULES = ["kernel", "errors", "options", "programs", "idmap", "security",
+               "seccomp_cache", "rootfs", "cgroups", "network", "exercise"]
 
 
 @contextlib.contextmanager

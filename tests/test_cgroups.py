@@ -306,10 +306,11 @@ def systemd_session(fake, part5, tmp_path, monkeypatch, delegated="cpu memory pi
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     calls = []
 
-    def busctl(argv, env=None, **kw):
+    def busctl(commands, env=None):  # programs.run: busctl, alone
+        (argv,) = commands
         calls.append((argv, env))
         if busctl_status:
-            return subprocess.CompletedProcess(argv, 1, "", "Call failed: Access denied\n")
+            raise OSError(errno.EPERM, "Call failed: Access denied")
         # systemd: a delegated scope in the user's slice, with us in it.
         slice_dir = fake.root / USER_SLICE.strip("/")
         fake.put(slice_dir, "cgroup.subtree_control", " ".join(
@@ -317,10 +318,9 @@ def systemd_session(fake, part5, tmp_path, monkeypatch, delegated="cpu memory pi
         scope = fake.make(f"{USER_SLICE}/{argv[8]}")
         fake.move(argv[14], scope)
         fake.move_self(f"{USER_SLICE}/{argv[8]}")
-        return subprocess.CompletedProcess(argv, 0, 'o "/org/freedesktop/systemd1/job/7"\n', "")
 
-    monkeypatch.setattr(subprocess, "run", busctl)
-    monkeypatch.setattr(part5.kernel, "on_path", lambda name: True)
+    monkeypatch.setattr(part5.cgroups.programs, "run", busctl)
+    monkeypatch.setattr(part5.cgroups.programs, "on_path", lambda name: True)
     return calls, runtime
 
 

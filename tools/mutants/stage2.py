@@ -121,11 +121,11 @@ MUTANTS = [
         "exercise": "q7",
         "file": "idmap.py",
         "why": "only newuidmap run: gid_map stays empty and setresgid(0) fails (EINVAL)",
-        "edit": [("        kernel.run_tools([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
+        "edit": [("        programs.run([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
                   "maps.subuids),\n"
-                  "                          [\"newgidmap\", str(pid)] + "
+                  "                      [\"newgidmap\", str(pid)] + "
                   "map_arguments(maps.gid, maps.subgids)])\n",
-                  "        kernel.run_tools([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
+                  "        programs.run([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
                   "maps.subuids)])\n")],
     },
     {
@@ -134,10 +134,10 @@ MUTANTS = [
         "file": "idmap.py",
         "why": "newuidmap and newgidmap given zookeeper's own pid (os.getpid()), not the "
                "child's: they refuse the host's user namespace (125)",
-        "edit": [("        kernel.run_tools([[\"newuidmap\", str(pid)]",
-                  "        kernel.run_tools([[\"newuidmap\", str(os.getpid())]"),
-                 ("                          [\"newgidmap\", str(pid)]",
-                  "                          [\"newgidmap\", str(os.getpid())]")],
+        "edit": [("        programs.run([[\"newuidmap\", str(pid)]",
+                  "        programs.run([[\"newuidmap\", str(os.getpid())]"),
+                 ("                      [\"newgidmap\", str(pid)]",
+                  "                      [\"newgidmap\", str(os.getpid())]")],
     },
     {
         "id": "maps-not-awaited",
@@ -145,9 +145,9 @@ MUTANTS = [
         "file": "idmap.py",
         "why": "newuidmap and newgidmap started but not waited for: go may come before "
                "the maps are written, and the child is then nobody (and leaves zombies)",
-        "edit": [("        kernel.run_tools([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
+        "edit": [("        programs.run([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
                   "maps.subuids),\n"
-                  "                          [\"newgidmap\", str(pid)] + "
+                  "                      [\"newgidmap\", str(pid)] + "
                   "map_arguments(maps.gid, maps.subgids)])\n",
                   "        for argv in ([\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
                   "maps.subuids),\n"
@@ -162,9 +162,9 @@ MUTANTS = [
         "why": "after starting the two tools, waits for every child (os.wait() until "
                "ECHILD), the container and its watcher too: they wait for go, and "
                "zookeeper never exits",
-        "edit": [("        kernel.run_tools([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
+        "edit": [("        programs.run([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
                   "maps.subuids),\n"
-                  "                          [\"newgidmap\", str(pid)] + "
+                  "                      [\"newgidmap\", str(pid)] + "
                   "map_arguments(maps.gid, maps.subgids)])\n",
                   "        for argv in ([\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
                   "maps.subuids),\n"
@@ -184,13 +184,13 @@ MUTANTS = [
         "why": "newuidmap run and waited for, then newgidmap: not side by side",
         "equivalent": "both maps are still written before go; only the start is slower by "
                       "one tool's run, which no check times",
-        "edit": [("        kernel.run_tools([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
+        "edit": [("        programs.run([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
                   "maps.subuids),\n"
-                  "                          [\"newgidmap\", str(pid)] + "
+                  "                      [\"newgidmap\", str(pid)] + "
                   "map_arguments(maps.gid, maps.subgids)])\n",
-                  "        kernel.run_tools([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
+                  "        programs.run([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
                   "maps.subuids)])\n"
-                  "        kernel.run_tools([[\"newgidmap\", str(pid)] + "
+                  "        programs.run([[\"newgidmap\", str(pid)] + "
                   "map_arguments(maps.gid, maps.subgids)])\n")],
     },
     # The order of the parent's steps, and the go pipe, with a user namespace --------

@@ -58,23 +58,24 @@ MUTANTS = [
         "id": "slirp-fds-not-kept",
         "exercise": "q20",
         "file": "network.py",
-        "why": "spawn() without keep=: the ready and exit fds are close-on-exec, so "
-               "slirp4netns is handed numbers of closed descriptors and fails (-n always "
+        "why": "programs.spawn() without keep=: the ready and exit fds are close-on-exec, "
+               "so slirp4netns is handed numbers of closed descriptors and fails (-n always "
                "fails)",
-        "edit": [("                self.pid = spawn(argv, self.log, "
+        "edit": [("                self.pid = programs.spawn(argv, self.log, "
                   "keep=(ready_write, exit_read))\n",
-                  "                self.pid = spawn(argv, self.log, keep=())\n")],
+                  "                self.pid = programs.spawn(argv, self.log, keep=())\n")],
     },
     {
         "id": "slirp-pid-forgotten",
         "exercise": "q20",
         "file": "network.py",
-        "why": "spawn()'s pid not kept in self.pid: stop() has nothing to stop, and "
+        "why": "programs.spawn()'s pid not kept in self.pid: stop() has nothing to stop, and "
                "slirp4netns is never stopped by zookeeper (it exits a little later, when "
                "it sees its exit fd close)",
-        "edit": [("                self.pid = spawn(argv, self.log, "
+        "edit": [("                self.pid = programs.spawn(argv, self.log, "
                   "keep=(ready_write, exit_read))\n",
-                  "                spawn(argv, self.log, keep=(ready_write, exit_read))\n")],
+                  "                programs.spawn(argv, self.log, "
+                  "keep=(ready_write, exit_read))\n")],
     },
     # q21 stop ---------------------------------------------------------------------
     {
@@ -129,8 +130,9 @@ MUTANTS = [
         "exercise": "q21",
         "file": "network.py",
         "why": "kill(-pid): the signal sent to slirp4netns' process group",
-        "equivalent": "spawn() starts slirp4netns with setsid: its process group is its own "
-                      "pid and holds only it, so kill(-pid) reaches the same one process",
+        "equivalent": "programs.spawn() starts slirp4netns with setsid: its process group "
+                      "is its own pid and holds only it, so kill(-pid) reaches the same one "
+                      "process",
         "edit": [("                kernel.sys_kill(pid, signal.SIGTERM)\n",
                   "                kernel.sys_kill(-pid, signal.SIGTERM)\n")],
     },

@@ -1,0 +1,104 @@
+"""Starting the helper programs the kernel leaves to user space: newuidmap(1) and
+newgidmap(1), busctl(1), slirp4netns(1).
+
+Some steps are not system calls zookeeper may make itself.  Only the setuid helpers
+newuidmap and newgidmap may grant a user's subordinate ids (user_namespaces(7)); only
+systemd may hand a user a cgroup of its own, asked over D-Bus with busctl; and
+slirp4netns carries the container's packets for as long as it runs.  zookeeper starts
+each as a shell would, fork(2) then execvp(3), which posix_spawnp(3) does in one call.
+(Python's subprocess module would do the same, for ~5 ms of imports: a sixth of a
+container's start.)
+
+A helper reads nothing: its stdin is /dev/null.  What a helper that zookeeper waits for
+writes, on stdout or stderr, comes back through a pipe (pipe(7)): its last line is the
+reason given when the helper fails.  slirp4netns, which runs beside the container,
+writes into a log file instead.
+"""
+
+import errno
+import os
+import time
+
+import kernel
+from errors import ZooError
+
+# The characters a shell takes literally: explain mode quotes any other word.
+PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%")
+
+
+def on_path(program: str) -> bool:
+    """Is program an executable file in one of PATH's directories (as execvp(3) looks)?
+    (shutil.which does the same, for ~4 ms of imports.)"""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return True
+    return False
+
+
+def require(program: str, package: str) -> None:
+    """Stop before anything is made when a helper is not installed, naming its package."""
+    if not on_path(program):
+        raise ZooError(f"{program} not found: install the {package} package "
+                       f"(sudo apt-get install {package})")
+
+
+def start(argv: list[str], output: int, env=None, new_session: bool = False) -> int:
+    """posix_spawnp(3): start argv[0], found on PATH as execvp(3) finds it; its pid.
+
+    Its stdin is /dev/null, its stdout and stderr go to the descriptor `output`, and
+    of our other descriptors it inherits only those that are not close-on-exec (Python
+    opens its own close-on-exec: os.set_inheritable hands one over).  env: its
+    environment (ours by default); new_session: run it in a session of its own
+    (setsid(2)), out of reach of the terminal's Ctrl-C.
+    """
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
+    return os.posix_spawnp(argv[0], argv, os.environ if env is None else env,
+                           file_actions=actions, setsid=new_session)
+
+
+def run(commands: list[list[str]], env=None) -> None:
+    """Run helper programs side by side (newuidmap and newgidmap) and wait for them
+    all; OSError for the first that fails, with the last line it wrote as the reason."""
+    started = time.monotonic()
+    running = []
+    try:
+        for argv in commands:
+            running.append((argv, *start_with_pipe(argv, env, started)))
+    finally:  # every helper started is waited for, even if a later one failed to start
+        failures = [finish(*helper, started) for helper in running]
+    for failure in failures:
+        if failure:
+            raise failure
+
+
+def start_with_pipe(argv: list[str], env, started: float) -> tuple[int, int]:
+    """Start one helper writing into a new pipe: (its pid, the pipe's end we read)."""
+    said_read, said_write = os.pipe()
+    try:
+        pid = start(argv, said_write, env)
+    except OSError as e:
+        os.close(said_read)
+        kernel.explain_error(shown(argv), e, f"{argv[0]}(1)", started)
+        raise
+    finally:
+        os.close(said_write)  # the helper's copy is the only writer left
+    return pid, said_read
+
+
+def finish(argv: list[str], pid: int, said_read: int, started: float) -> OSError | None:
+    """Read what a helper writes until it ends, and reap it: None, or why it failed."""
+    said = kernel.read_to_end(said_read).decode(errors="replace").strip().splitlines()
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status != 0:
+        reason = (said or [f"exit status {status}"])[-1]
+        kernel.explain(shown(argv), f"failed: {reason}", f"{argv[0]}(1)", started)
+        return OSError(errno.EPERM, reason)
+    kernel.explain(shown(argv), said[-1] if said else "ok", f"{argv[0]}(1)", started)
+    return None
+
+
+def shown(argv: list[str]) -> str:
+    """The command as explain mode prints it: as a shell would take it, quoted."""
+    return " ".join(word if word and set(word) <= PLAIN else f"'{word}'" for word in argv)
