@@ -70,6 +70,7 @@ GUEST_DIR = HERE / "guest"
 sys.path.append(str(HERE.parent / "tools"))
 
 import mkrootfs  # noqa: E402
+import subids  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # The recipe. Everything here (and grader/guest/*) goes into the cache key.
@@ -353,21 +354,8 @@ def _user_name() -> str:
 def subid_range(kind: str, user: str | None = None, uid: int | None = None,
                 path: Path | None = None) -> tuple[int, int] | None:
     """(start, count) of the first /etc/sub{uid,gid} range of the user with enough ids."""
-    user = user if user is not None else _user_name()
-    uid = uid if uid is not None else os.getuid()
-    try:
-        lines = (path or Path(f"/etc/sub{kind}")).read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.strip().split(":")
-        if len(parts) != 3 or parts[0] not in (user, str(uid)):
-            continue
-        with contextlib.suppress(ValueError):
-            start, count = int(parts[1]), int(parts[2])
-            if count >= SUBIDS_NEEDED:
-                return start, count
-    return None
+    return subids.first_range(f"sub{kind}", user if user is not None else _user_name(),
+                              uid if uid is not None else os.getuid(), SUBIDS_NEEDED, path)
 
 
 def rootless_problem() -> str | None:

@@ -30,7 +30,45 @@ def copy_parts(dest: Path, mapping: dict[int, str]) -> Path:
     return dest
 
 
-def drop_subid_lines(name: str, paths=("/etc/subuid", "/etc/subgid")) -> None:
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+
+
+def subid_ranges(path: str) -> list[tuple[str, int, int]]:
+    """The ranges of /etc/subuid or /etc/subgid (subuid(5)), as (owner, start, count):
+    its 'name-or-uid:start:count' lines with numbers (none when it cannot be read)."""
+    try:
+        with open(path) as f:
+            lines = [line.strip().split(":") for line in f]
+    except OSError:
+        return []
+    return [(owner, int(start), int(count)) for owner, start, count in
+            (fields for fields in lines if len(fields) == 3)
+            if start.isdigit() and count.isdigit()]
+
+
+def subid_range(path: str, name: str, uid: int) -> tuple[int, int] | None:
+    """A user's range in path, as zookeeper takes it (idmap.subid_range): the first
+    non-empty one named by the user's name or uid, as (start, count); None if none."""
+    return next(((start, count) for owner, start, count in subid_ranges(path)
+                 if owner in (name, str(uid)) and count > 0), None)
+
+
+def give_subid_range(name: str) -> list[str]:
+    """A range of 65536 ids for name past every other range, in each of /etc/subuid and
+    /etc/subgid that has none for it yet (useradd may have given one: never assume).
+    Returns the files a line was added to."""
+    start = max([100000] + [start + count for path in SUBID_FILES
+                            for _, start, count in subid_ranges(path)])
+    added = []
+    for path in SUBID_FILES:
+        if not any(owner == name for owner, _, _ in subid_ranges(path)):
+            with open(path, "a") as f:
+                f.write(f"{name}:{start}:65536\n")
+            added.append(path)
+    return added
+
+
+def drop_subid_lines(name: str, paths=SUBID_FILES) -> None:
     """Take a test user's ranges out of /etc/subuid and /etc/subgid again."""
     for path in paths:
         with open(path) as f:
@@ -150,15 +188,12 @@ def workdir():
 
 def container_root_ids(uid: int, gid: int) -> tuple[int, int]:
     """Root's containers run as the first ids of root's /etc/subuid and /etc/subgid
-    ranges when it has them; anyone else's container root is that user."""
-    if uid != 0:
-        return uid, gid
-    found = []
-    for path in ("/etc/subuid", "/etc/subgid"):
-        with open(path) as f:
-            starts = [line.split(":")[1] for line in f if line.startswith("root:")]
-        found.append(int(starts[0]) if starts else 0)
-    return found[0], found[1]
+    ranges when it has both (idmap.IdMaps.container_root); anyone else's container
+    root is that user."""
+    ranges = [subid_range(path, "root", 0) for path in SUBID_FILES] if uid == 0 else []
+    if ranges and all(ranges):
+        return ranges[0][0], ranges[1][0]
+    return uid, gid
 
 
 def have_test_user() -> bool:

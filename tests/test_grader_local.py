@@ -17,25 +17,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PARTS, ROOT, TEST_USER, VENV_PYTHON, copy_parts, have_test_user
+from conftest import (
+    PARTS,
+    ROOT,
+    TEST_USER,
+    VENV_PYTHON,
+    copy_parts,
+    give_subid_range,
+    have_test_user,
+)
 
 pytestmark = pytest.mark.slow
 OTHER_USER = "zooother"
-
-
-def subid_ranges_end() -> int:
-    ends = [100000]
-    for name in ("/etc/subuid", "/etc/subgid"):
-        for line in Path(name).read_text().splitlines():
-            fields = line.split(":")
-            if len(fields) == 3:
-                ends.append(int(fields[1]) + int(fields[2]))
-    return max(ends)
-
-
-def has_subid_range(user: str) -> bool:
-    return all(any(line.startswith(f"{user}:") for line in Path(name).read_text().splitlines())
-               for name in ("/etc/subuid", "/etc/subgid"))
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +40,7 @@ def other_user():
         pwd.getpwnam(OTHER_USER)
     except KeyError:
         subprocess.run(["useradd", "-m", "-s", "/bin/sh", OTHER_USER], check=True)
-    if not has_subid_range(OTHER_USER):
-        start = (subid_ranges_end() // 65536 + 1) * 65536
-        span = f"{start}-{start + 65535}"
-        subprocess.run(["usermod", "--add-subuids", span, "--add-subgids", span,
-                        OTHER_USER], check=True)
+    give_subid_range(OTHER_USER)
     return pwd.getpwnam(OTHER_USER)
 
 

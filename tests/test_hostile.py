@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Runner
+from conftest import Runner, subid_range
 from test_stages123 import status_fields
 
 STATUS_BITS = {"SIGHUP": 1, "SIGPIPE": 13, "SIGXFSZ": 25}
@@ -233,9 +233,8 @@ def test_root_in_the_container_is_roots_subordinate_range(root_runner: Runner):
                                                 "cat /etc/shadow >/dev/null && echo READ; true")
     assert done.returncode == 0, done.stderr
     out = done.stdout.split()
-    with open("/etc/subuid") as f:
-        start, count = next(line.split(":")[1:] for line in f if line.startswith("root:"))
-    assert out[:4] == ["0", "0", start, count.strip()]
+    start, count = subid_range("/etc/subuid", "root", 0)
+    assert out[:4] == ["0", "0", str(start), str(count)]
     assert "READ" not in done.stdout
 
 

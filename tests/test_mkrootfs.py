@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import subid_range
 
 REPO = Path(__file__).resolve().parent.parent
 MKROOTFS = REPO / "tools" / "mkrootfs.py"
@@ -72,13 +73,6 @@ class User:
     def run(self, cmd, **kwargs):
         return subprocess.run([*self.prefix, *cmd], capture_output=True, text=True,
                               env=self.env, timeout=120, **kwargs)
-
-    def subuid_range(self):
-        try:
-            with open("/etc/subuid") as f:
-                return any(line.split(":")[0] in (self.name, str(self.uid)) for line in f)
-        except OSError:
-            return False
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +261,7 @@ def test_unpack_force_removes_files_of_subordinate_uids(busybox_tar, user, share
     help_text = subprocess.run(["unshare", "--help"], capture_output=True, text=True).stdout
     if "--map-auto" not in help_text or shutil.which("newuidmap") is None:
         pytest.skip("needs newuidmap and unshare --map-auto (util-linux 2.38)")
-    if not user.subuid_range() or not userns_works(user):
+    if not subid_range("/etc/subuid", user.name, user.uid) or not userns_works(user):
         pytest.skip(f"{user.name} has no /etc/subuid range or no user namespaces")
     dest = shared_dir / "work" / "zoo-fs"
     assert unpack_as(user, shared_dir, busybox_tar, dest).returncode == 0

@@ -3,12 +3,13 @@
 import errno
 import json
 import os
+import pwd
 import signal
 import subprocess
 import time
 
 import pytest
-from conftest import PARTS, Runner
+from conftest import PARTS, Runner, subid_range
 
 NAMESPACES = ["user", "cgroup", "ipc", "net", "mnt", "pid", "uts"]
 SEGFAULT = "import ctypes; ctypes.string_at(0)"  # a real fault: PID 1 cannot ignore it
@@ -193,8 +194,9 @@ def test_root_inside_with_both_map_lines(runner: Runner, part):
     assert done.returncode == 0, done.stderr
     out = [line.split() for line in lines(done.stdout)]
     assert out[:2] == [["0"], ["0"]]
-    start, count = subid_range("/etc/subuid", runner)
-    gstart, gcount = subid_range("/etc/subgid", runner)
+    name = pwd.getpwuid(runner.uid).pw_name
+    start, count = subid_range("/etc/subuid", name, runner.uid)
+    gstart, gcount = subid_range("/etc/subgid", name, runner.uid)
     if runner.who == "root":  # root maps its range only: the host's root stays out
         assert out[2:4] == [f"0 {start} {count}".split(), f"0 {gstart} {gcount}".split()]
         return
@@ -205,23 +207,9 @@ def test_root_inside_with_both_map_lines(runner: Runner, part):
     assert "warning" not in done.stderr and "no subordinate" not in done.stderr
 
 
-def subid_range(path, runner):
-    import pwd
-
-    name = pwd.getpwuid(runner.uid).pw_name
-    with open(path) as f:
-        for line in f:
-            user, start, count = line.strip().split(":")
-            if user in (name, str(runner.uid)):
-                return int(start), int(count)
-    raise AssertionError(f"no range for {name} in {path}")
-
-
 def test_single_map_without_a_range(workdir):
     """A user with no subid range gets one warning line and root mapped alone."""
     runner = Runner("user", workdir)
-    import pwd
-
     pw = pwd.getpwnam("zoonosub")
     runner.uid, runner.gid, runner.home = pw.pw_uid, pw.pw_gid, "/"
     done = runner.zookeeper(2, "sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/setgroups")

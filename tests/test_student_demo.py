@@ -14,34 +14,10 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ROOT, drop_subid_lines
+from conftest import ROOT, drop_subid_lines, give_subid_range
 
 STUDENT = "zoostudent"
 pytestmark = pytest.mark.slow
-
-
-def subid_ranges(path: str) -> list[tuple[str, int, int]]:
-    try:
-        with open(path) as f:
-            rows = [line.strip().split(":") for line in f if line.count(":") == 2]
-    except FileNotFoundError:
-        return []
-    return [(name, int(start), int(count)) for name, start, count in rows]
-
-
-def give_range(name: str) -> list[str]:
-    """A subuid/subgid range for NAME past every other one, unless useradd gave one
-    (it may: never assume).  Returns the files a line was added to."""
-    added = []
-    for path in ("/etc/subuid", "/etc/subgid"):
-        ranges = subid_ranges(path)
-        if any(owner == name for owner, _, _ in ranges):
-            continue
-        start = max([100000] + [s + c for _, s, c in ranges])
-        with open(path, "a") as f:
-            f.write(f"{name}:{start}:65536\n")
-        added.append(path)
-    return added
 
 
 @pytest.fixture
@@ -55,7 +31,7 @@ def student():
             pytest.skip(f"no {tool}")
     subprocess.run(["userdel", "-r", STUDENT], capture_output=True)  # a failed run's
     subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", STUDENT], check=True)
-    added = give_range(STUDENT)
+    added = give_subid_range(STUDENT)
     try:
         yield pwd.getpwnam(STUDENT)
     finally:

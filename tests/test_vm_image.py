@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_USER, VENV_PYTHON, drop_subid_lines
+from conftest import ROOT, TEST_USER, VENV_PYTHON, drop_subid_lines, give_subid_range
 from test_vm import image
 
 PYTHON = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
@@ -357,16 +357,9 @@ def new_users():
         _userdel(name)
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
     # useradd may have given both a range: the first gets one of its own, the second none.
-    used = [int(line.split(":")[1]) + int(line.split(":")[2])
-            for path in ("/etc/subuid", "/etc/subgid") for line in open(path)
-            if line.count(":") == 2 and not line.startswith(NEW_USERS)]
-    start = max(used + [100000])
-    for path in ("/etc/subuid", "/etc/subgid"):
-        with open(path) as f:
-            kept = [line for line in f if not line.startswith(NEW_USERS)]
-        kept.append(f"{NEW_USERS[0]}:{start}:65536\n")
-        with open(path, "w") as f:
-            f.writelines(kept)
+    for name in NEW_USERS:
+        drop_subid_lines(name)
+    give_subid_range(NEW_USERS[0])
     try:
         yield NEW_USERS
     finally:
