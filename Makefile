@@ -2,16 +2,13 @@
 #
 # Every Python this Makefile runs is the project's venv, $(VENV): `make setup` (which
 # demo, rootfs and the test targets run first) makes it and installs what is missing.
-VENV    ?= .venv
-PYTHON  ?= $(VENV)/bin/python3
-BUILD   ?= build
-ROOTFS  ?= $(BUILD)/zoo-fs
-PART    ?= 6
-PARTDIR  = $(firstword $(wildcard part$(PART)_*))
-SETUP    = VENV=$(VENV) sh tools/check-deps.sh --install
+# The variables and the set-up, rootfs and demo targets are the student's Makefile's
+# too: tools/common.mk.
+include tools/common.mk
+.DEFAULT_GOAL := help
+PARTDIR = $(firstword $(wildcard part$(PART)_*))
 
-.PHONY: help setup check-deps demo rootfs rootfs-reset rootfs-debian rootfs-debian-reset \
-        parts skeleton generate-check diff test test-deps test-quick lint vm vm-info \
+.PHONY: help parts skeleton generate-check diff test test-deps test-quick lint vm vm-info \
         test-vm test-venv grade bench bench-quick stability mutants handout clean
 
 help:
@@ -38,41 +35,6 @@ help:
 	@echo "make handout        the student tree in $(BUILD)/handout"
 	@echo "make gradescope     Gradescope's autograder: $(BUILD)/autograder.zip (VM_IMAGE=, VM_SHA256=: an image to import)"
 	@echo "make clean          remove $(BUILD) (the rootfs too; the venv stays)"
-
-setup:
-	@$(SETUP) rootfs run
-
-check-deps:
-	@VENV=$(VENV) sh tools/check-deps.sh rootfs run
-
-# `| setup`: set up first, without making the tarball out of date each time.
-$(BUILD)/zoo-fs.tar: tools/mkrootfs.py | setup
-	@mkdir -p $(BUILD)
-	$(PYTHON) tools/mkrootfs.py busybox $@
-
-# The rootfs is yours once unpacked (`apt install cowsay` stays): --keep unpacks it
-# only when it is absent.  rootfs-reset starts afresh.
-rootfs: $(BUILD)/zoo-fs.tar
-	$(PYTHON) tools/mkrootfs.py unpack --keep $(BUILD)/zoo-fs.tar $(ROOTFS)
-
-rootfs-reset: $(BUILD)/zoo-fs.tar
-	$(PYTHON) tools/mkrootfs.py unpack --force $(BUILD)/zoo-fs.tar $(ROOTFS)
-
-# Build as root (debootstrap) or with mmdebstrap; unpack as yourself, so the files
-# are owned by root inside your containers (not by nobody).
-$(BUILD)/zoo-fs-debian.tar: tools/mkrootfs.py | setup
-	@$(SETUP) rootfs-debian
-	@mkdir -p $(BUILD)
-	$(PYTHON) tools/mkrootfs.py debian $@
-
-rootfs-debian: $(BUILD)/zoo-fs-debian.tar
-	$(PYTHON) tools/mkrootfs.py unpack --keep $(BUILD)/zoo-fs-debian.tar $(BUILD)/zoo-fs-debian
-
-rootfs-debian-reset: $(BUILD)/zoo-fs-debian.tar
-	$(PYTHON) tools/mkrootfs.py unpack --force $(BUILD)/zoo-fs-debian.tar $(BUILD)/zoo-fs-debian
-
-demo: setup rootfs
-	@PYTHON=$(PYTHON) sh tools/demo.sh $(ROOTFS)
 
 parts: | setup
 	$(PYTHON) tools/generate.py --only parts

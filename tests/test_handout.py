@@ -156,8 +156,13 @@ def readme_paths(text: str) -> set[str]:
 
 
 def makefile_targets(makefile: Path) -> set[str]:
-    """The rules of a Makefile with a plain name (not a file target like build/x.tar)."""
-    return set(re.findall(r"^([a-z][\w-]*):(?!=)", makefile.read_text(), re.M))
+    """The rules of a Makefile with a plain name (not a file target like build/x.tar),
+    those of the files it includes too (`include tools/common.mk`)."""
+    text = makefile.read_text()
+    targets = set(re.findall(r"^([a-z][\w-]*):(?!=)", text, re.M))
+    for included in re.findall(r"^include (\S+)$", text, re.M):
+        targets |= makefile_targets(makefile.parent / included)
+    return targets
 
 
 def readme_targets(text: str) -> set[str]:

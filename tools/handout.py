@@ -5,9 +5,10 @@
 
 In: skeleton/, README.txt without the written experiments' answers and without the
 maintainers' sections, the rootfs builder, the demo, the set-up (check-deps.sh), a
-Makefile of the student's targets, and the grader with only its public checks
-(`make check` runs them, in the grader's VM or with --local).  Out: the reference parts,
-src/, the hidden checks, the answers, this repo's tests.
+Makefile of the student's targets (tools/handout.mk, with the checks' points filled in),
+and the grader with only its public checks (`make check` runs them, in the grader's VM
+or with --local).  Out: the reference parts, src/, the hidden checks, the answers, this
+repo's tests.
 """
 
 import argparse
@@ -21,112 +22,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 COPIED = ["skeleton", "requirements.txt", "tools/mkrootfs.py", "tools/check-deps.sh",
-          "tools/demo.sh", "grader/grade", "grader/runner.py", "grader/report.py",
-          "grader/rules.py", "grader/subids.py",
+          "tools/demo.sh", "tools/common.mk", "grader/grade", "grader/runner.py",
+          "grader/report.py", "grader/rules.py", "grader/subids.py",
           "grader/vm.py", "grader/image.py", "grader/qemu.py", "grader/guest", "grader/helpers"]
 ANSWER_START = "Answer."
 HEADING = re.compile(r"^\d+(\.\d+)*[. ]")
 MAINTAINERS_HEADING = "9. For instructors and maintainers"
 
-MAKEFILE = """\
-# zookeeper, the student's tree.  Copy skeleton/ into part1_clone/ to start.
-#
-# Every Python this Makefile runs is the venv $(VENV): `make setup` (which the other
-# targets run first) installs what is missing: Debian packages, the venv.
-VENV   ?= .venv
-PYTHON ?= $(VENV)/bin/python3
-BUILD  ?= build
-ROOTFS ?= $(BUILD)/zoo-fs
-PART   ?= 6
-SETUP   = VENV=$(VENV) sh tools/check-deps.sh --install
-# A VM image the course staff published: make check VM_IMAGE=URL-or-FILE VM_SHA256=HASH
-VM_IMAGE  ?=
-VM_SHA256 ?=
-
-.PHONY: help setup check-deps demo rootfs rootfs-reset rootfs-debian rootfs-debian-reset \\
-\tcheck diff clean
-
-help:
-\t@echo "make demo           set up (packages, venv, rootfs), run a container of your newest part"
-\t@echo "make setup          install what is missing: Debian packages (sudo apt-get), $(VENV)"
-\t@echo "make check-deps     only say what is missing, install nothing"
-\t@echo "make rootfs         build $(BUILD)/zoo-fs.tar, unpack it into $(ROOTFS) (as you) if absent"
-\t@echo "make rootfs-reset   unpack $(ROOTFS) afresh: your changes in it are lost"
-\t@echo "make rootfs-debian  a Debian minbase rootfs in $(BUILD)/zoo-fs-debian (root or mmdebstrap)"
-\t@echo "make rootfs-debian-reset  unpack $(BUILD)/zoo-fs-debian afresh"
-\t@echo "make check          the grader's public checks: in its VM, or here (--local) without one"
-\t@echo "make diff PART=N    what your part N adds to your part N-1"
-\t@echo "make clean          remove $(BUILD) (your rootfs too; the venv stays)"
-
-setup:
-\t@$(SETUP) rootfs run
-
-check-deps:
-\t@VENV=$(VENV) sh tools/check-deps.sh rootfs run
-
-# `| setup`: set up first, without making the tarball out of date each time.
-$(BUILD)/zoo-fs.tar: tools/mkrootfs.py | setup
-\t@mkdir -p $(BUILD)
-\t$(PYTHON) tools/mkrootfs.py busybox $@
-
-# The rootfs is yours once unpacked (`apt install cowsay` stays): --keep unpacks it
-# only when it is absent.  rootfs-reset starts afresh.
-rootfs: $(BUILD)/zoo-fs.tar
-\t$(PYTHON) tools/mkrootfs.py unpack --keep $(BUILD)/zoo-fs.tar $(ROOTFS)
-
-rootfs-reset: $(BUILD)/zoo-fs.tar
-\t$(PYTHON) tools/mkrootfs.py unpack --force $(BUILD)/zoo-fs.tar $(ROOTFS)
-
-$(BUILD)/zoo-fs-debian.tar: tools/mkrootfs.py | setup
-\t@$(SETUP) rootfs-debian
-\t@mkdir -p $(BUILD)
-\t$(PYTHON) tools/mkrootfs.py debian $@
-
-rootfs-debian: $(BUILD)/zoo-fs-debian.tar
-\t$(PYTHON) tools/mkrootfs.py unpack --keep $(BUILD)/zoo-fs-debian.tar $(BUILD)/zoo-fs-debian
-
-rootfs-debian-reset: $(BUILD)/zoo-fs-debian.tar
-\t$(PYTHON) tools/mkrootfs.py unpack --force $(BUILD)/zoo-fs-debian.tar $(BUILD)/zoo-fs-debian
-
-demo: setup rootfs
-\t@PYTHON=$(PYTHON) sh tools/demo.sh $(ROOTFS)
-
-# In the grader's VM when its image is here or can be had (imported from VM_IMAGE, or
-# built as you: ~2 minutes, once); else on this machine (--local), saying why.
-# The grader's VM is this machine's architecture: x86_64 or aarch64 (arm64).
-QEMU = qemu-system-$(shell uname -m)
-QEMU_PACKAGE = $(if $(filter aarch64,$(shell uname -m)),qemu-system-arm,qemu-system-x86)
-
-check: | setup
-\t@mkdir -p $(BUILD)
-\t@why=""; \\
-\tif ! command -v $(QEMU) >/dev/null; then \\
-\t    why="no $(QEMU) here: sudo apt-get install $(QEMU_PACKAGE)"; \\
-\telif [ -n "$(VM_IMAGE)" ] && ! $(PYTHON) grader/vm.py import "$(VM_IMAGE)" \\
-\t        --sha256 "$(VM_SHA256)" > $(BUILD)/vm.log 2>&1; then \\
-\t    why=$$(tail -n 1 $(BUILD)/vm.log); \\
-\telse \\
-\t    echo "make check: the grader's VM image (grader/vm.py build, log in $(BUILD)/vm.log)"; \\
-\t    $(PYTHON) grader/vm.py build > $(BUILD)/vm.log 2>&1 || why=$$(tail -n 1 $(BUILD)/vm.log); \\
-\tfi; \\
-\tif [ -z "$$why" ]; then \\
-\t    $(PYTHON) grader/grade . --public; status=$$?; \\
-\telse \\
-\t    echo "make check: no VM ($$why): the public checks run on this machine (--local)"; \\
-\t    $(PYTHON) grader/grade . --local --public; status=$$?; \\
-\tfi; \\
-\techo "make check: these are the public checks, @PUBLIC@ of the course's @TOTAL@" \\
-\t    "points; the hidden checks' @HIDDEN@ are graded after the deadline"; \\
-\texit $$status
-
-diff:
-\t@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
-\t@diff -ruN --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) \\
-\t\t$(firstword $(wildcard part$(PART)_*)) || true
-
-clean:
-\trm -rf $(BUILD)
-"""
+# The handout's Makefile, with @PUBLIC@, @TOTAL@ and @HIDDEN@ for the checks' points.
+MAKEFILE = ROOT / "tools" / "handout.mk"
 
 # What the repo's README says of tools the handout does not have: the maintainers'
 # tests and the benchmarks (section 8, up to the maintainers' section).
@@ -212,8 +116,8 @@ def makefile() -> str:
 
     public = sum(c.points for c in checks.CHECKS if c.public)
     total = sum(c.points for c in checks.CHECKS)
-    return (MAKEFILE.replace("@PUBLIC@", str(public)).replace("@TOTAL@", str(total))
-            .replace("@HIDDEN@", str(total - public)))
+    return (MAKEFILE.read_text().replace("@PUBLIC@", str(public))
+            .replace("@TOTAL@", str(total)).replace("@HIDDEN@", str(total - public)))
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,60 @@
+# zookeeper, the student's tree.  Copy skeleton/ into part1_clone/ to start.
+#
+# Every Python this Makefile runs is the venv $(VENV): `make setup` (which the other
+# targets run first) installs what is missing: Debian packages, the venv.  The set-up,
+# rootfs and demo targets, and where they put things: tools/common.mk.
+include tools/common.mk
+.DEFAULT_GOAL := help
+# A VM image the course staff published: make check VM_IMAGE=URL-or-FILE VM_SHA256=HASH
+VM_IMAGE  ?=
+VM_SHA256 ?=
+
+.PHONY: help check diff clean
+
+help:
+	@echo "make demo           set up (packages, venv, rootfs), run a container of your newest part"
+	@echo "make setup          install what is missing: Debian packages (sudo apt-get), $(VENV)"
+	@echo "make check-deps     only say what is missing, install nothing"
+	@echo "make rootfs         build $(BUILD)/zoo-fs.tar, unpack it into $(ROOTFS) (as you) if absent"
+	@echo "make rootfs-reset   unpack $(ROOTFS) afresh: your changes in it are lost"
+	@echo "make rootfs-debian  a Debian minbase rootfs in $(BUILD)/zoo-fs-debian (root or mmdebstrap)"
+	@echo "make rootfs-debian-reset  unpack $(BUILD)/zoo-fs-debian afresh"
+	@echo "make check          the grader's public checks: in its VM, or here (--local) without one"
+	@echo "make diff PART=N    what your part N adds to your part N-1"
+	@echo "make clean          remove $(BUILD) (your rootfs too; the venv stays)"
+
+# In the grader's VM when its image is here or can be had (imported from VM_IMAGE, or
+# built as you: ~2 minutes, once); else on this machine (--local), saying why.
+# The grader's VM is this machine's architecture: x86_64 or aarch64 (arm64).
+QEMU = qemu-system-$(shell uname -m)
+QEMU_PACKAGE = $(if $(filter aarch64,$(shell uname -m)),qemu-system-arm,qemu-system-x86)
+
+check: | setup
+	@mkdir -p $(BUILD)
+	@why=""; \
+	if ! command -v $(QEMU) >/dev/null; then \
+	    why="no $(QEMU) here: sudo apt-get install $(QEMU_PACKAGE)"; \
+	elif [ -n "$(VM_IMAGE)" ] && ! $(PYTHON) grader/vm.py import "$(VM_IMAGE)" \
+	        --sha256 "$(VM_SHA256)" > $(BUILD)/vm.log 2>&1; then \
+	    why=$$(tail -n 1 $(BUILD)/vm.log); \
+	else \
+	    echo "make check: the grader's VM image (grader/vm.py build, log in $(BUILD)/vm.log)"; \
+	    $(PYTHON) grader/vm.py build > $(BUILD)/vm.log 2>&1 || why=$$(tail -n 1 $(BUILD)/vm.log); \
+	fi; \
+	if [ -z "$$why" ]; then \
+	    $(PYTHON) grader/grade . --public; status=$$?; \
+	else \
+	    echo "make check: no VM ($$why): the public checks run on this machine (--local)"; \
+	    $(PYTHON) grader/grade . --local --public; status=$$?; \
+	fi; \
+	echo "make check: these are the public checks, @PUBLIC@ of the course's @TOTAL@" \
+	    "points; the hidden checks' @HIDDEN@ are graded after the deadline"; \
+	exit $$status
+
+diff:
+	@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
+	@diff -ruN --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) \
+		$(firstword $(wildcard part$(PART)_*)) || true
+
+clean:
+	rm -rf $(BUILD)
