@@ -37,6 +37,18 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def memory_mib() -> int:
+    """The node's memory as slurmd counts it (`slurmd -C`'s RealMemory: MemTotal in MiB).
+    Without RealMemory in slurm.conf a node has 1 MiB, and sbatch refuses any --mem
+    above it ("Memory specification can not be satisfied"), as grade --slurm's 3G for a
+    VM task; more than slurmd finds would drain the node (slurm.conf(5), RealMemory)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    raise SlurmUnavailable("no MemTotal in /proc/meminfo")
+
+
 def find(program: str) -> str | None:
     return shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
 
@@ -126,7 +138,7 @@ InactiveLimit=0
 MinJobAge=300
 KillWait=10
 Waittime=0
-NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={memory_mib()} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
         env = self.env()
