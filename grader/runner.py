@@ -10,6 +10,7 @@ Standard library only: it runs with the guest's Debian python3.
 """
 
 import argparse
+import fcntl
 import http.server
 import json
 import os
@@ -284,9 +285,12 @@ class Leftovers:
 
     def temp_dirs(self, run: Run) -> set[str]:
         """/tmp/zoo.* made since run began, by the user it ran as (root's may belong
-        to its container's root: see temp_dir_owners)."""
+        to its container's root: see temp_dir_owners), that no running zookeeper
+        holds: the same user's other container, started meanwhile, is not ours."""
         made = checks.temp_dirs() - run.before.temp_dirs
-        return {path for uid in temp_dir_owners(run.uid) for path in owned_by(made, uid)}
+        held = locked_directories()
+        return {path for uid in temp_dir_owners(run.uid) for path in owned_by(made, uid)
+                if not in_use(path, held)}
 
     def cgroups(self, run: Run) -> set[str]:
         """zoo-PID cgroups made since run began, by the user it ran as."""
@@ -740,10 +744,62 @@ def kill_pids(pids) -> None:
             pass
 
 
+def mount_point_of(path: str) -> str:
+    """/tmp/zoo.X for /tmp/zoo.X and its overlay's /tmp/zoo.X.overlay."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, ".".join(name.split(".")[:2]))
+
+
+def locked_directories() -> set[tuple[int, int]]:
+    """(device, inode) of what a flock(2) lock is held on, from /proc/locks (proc(5)).
+    A running zookeeper holds one on its mount point for as long as it lives
+    (rootfs.py); reading them here never takes a lock a zookeeper wants."""
+    held = set()
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK":
+                    major, minor, inode = fields[5].split(":")
+                    held.add((os.makedev(int(major, 16), int(minor, 16)), int(inode)))
+    except (OSError, ValueError):
+        pass
+    return held
+
+
+def in_use(path: str, held: set[tuple[int, int]]) -> bool:
+    try:
+        info = os.stat(mount_point_of(path), follow_symlinks=False)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) in held
+
+
 def remove_temp_dirs(paths: set[str]) -> list[str]:
+    """Remove leftover mount points and overlays, each while holding its mount point's
+    lock, as zookeeper's own sweep does (rootfs.remove_if_orphaned): a zookeeper that
+    took it meanwhile keeps what is its own, and one starting now picks another name."""
+    removed = []
+    by_mount_point: dict[str, list[str]] = {}
     for path in paths:
-        subprocess.run(["rm", "-rf", path], capture_output=True)
-    return [f"temporary directory {path}" for path in sorted(paths)]
+        by_mount_point.setdefault(mount_point_of(path), []).append(path)
+    for mount_point, group in sorted(by_mount_point.items()):
+        try:
+            fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            fd = None  # gone already (or a link): its overlay is still a leftover
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a zookeeper holds it: in use, not left behind
+        for path in sorted(group, reverse=True):  # the overlay before its mount point
+            subprocess.run(["rm", "-rf", path], capture_output=True)
+            removed.append(f"temporary directory {path}")
+        if fd is not None:
+            os.close(fd)
+    return removed
 
 
 def remove_cgroups(paths: set[str]) -> list[str]:

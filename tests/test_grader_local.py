@@ -169,10 +169,6 @@ def test_grade_local_leaves_another_users_containers_alone(other_user, place, ro
         other.stop()
 
 
-@pytest.mark.xfail(reason="issue 13, broken for the same user: the runner finds a check's "
-                   "leftovers by scanning /tmp/zoo.* (new since the command began, of the "
-                   "user it ran as) and rm -rf's them without zookeeper's lock, so a container "
-                   "the same user starts meanwhile loses its mount point (and -o its overlay)")
 def test_grade_local_leaves_the_same_users_other_container_alone(place, rootfs_tar):
     """--local touches only what its own run made: a container that the user it grades
     as starts meanwhile (a `make demo` in another terminal) is not its own either."""
