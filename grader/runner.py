@@ -293,12 +293,21 @@ class Leftovers:
                 if not in_use(path, held)}
 
     def cgroups(self, run: Run) -> set[str]:
-        """zoo-PID cgroups made since run began, by the user it ran as."""
-        return owned_by(set(checks.zoo_cgroups()) - run.before.cgroups, run.uid)
+        """zoo-PID cgroups made since run began, by the user it ran as, but not those
+        of another container that still runs (the same user's, started meanwhile)."""
+        made = owned_by(set(checks.zoo_cgroups()) - run.before.cgroups, run.uid)
+        return {path for path in made if not self.someone_elses(path)}
 
     def links(self, run: Run) -> set[str]:
-        """zv* and zoo0 network links made since run began."""
-        return zoo_links() - run.before.links
+        """zv* and zoo0 network links made since run began, but not the veth of
+        another container that still runs (another root's -n, started meanwhile)."""
+        return {name for name in zoo_links() - run.before.links if not self.someone_elses(name)}
+
+    def someone_elses(self, name: str) -> bool:
+        """zoo-PID and zvPID name the container's pid: a container that still runs
+        and is not one of ours is someone else's."""
+        pid = os.path.basename(name).removeprefix("zoo-").removeprefix("zv")
+        return pid.isdigit() and os.path.exists(f"/proc/{pid}") and int(pid) not in self.ours()
 
     def clean_up(self) -> list[str]:
         """Remove what this check's commands left behind, so that no check passes or
