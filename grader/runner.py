@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import checks  # noqa: E402
+import subids  # noqa: E402
 from report import CheckResult, CommandTime, write_results  # noqa: E402
 
 PART_GLOB = "part{}_*"
@@ -160,18 +161,6 @@ class Machine:
 # The users ----------------------------------------------------------------------------
 
 
-def subid_entries(kind: str = "subuid") -> list[tuple[str, int, int]]:
-    """/etc/subuid's lines (kind "subgid": /etc/subgid's) as (owner, start, count), the
-    owner a name or a uid (subuid(5)); none without the file."""
-    try:
-        with open(f"/etc/{kind}") as f:
-            fields = [line.strip().split(":") for line in f]
-    except OSError:
-        return []
-    return [(f[0], int(f[1]), int(f[2])) for f in fields
-            if len(f) == 3 and f[1].isdigit() and f[2].isdigit()]
-
-
 def no_subid_user_missing(name: str) -> str:
     """Why `name` cannot serve as the user without a subordinate range ('' if it can):
     it must exist and have no line in /etc/subuid nor /etc/subgid.  The grader's VM
@@ -182,7 +171,7 @@ def no_subid_user_missing(name: str) -> str:
         return (f"no user {name} without a subordinate range on this machine (the "
                 "grader's VM has one; --nosub-user NAME names another)")
     for kind in ("subuid", "subgid"):
-        if {owner for owner, _, _ in subid_entries(kind)} & {name, str(pw.pw_uid)}:
+        if {owner for owner, _, _ in subids.entries(kind)} & {name, str(pw.pw_uid)}:
             return f"{name} has a range in /etc/{kind}: it cannot be the user without one"
     return ""
 
@@ -197,7 +186,7 @@ class User:
     def subid_range(self, kind: str = "subuid") -> tuple[int, int]:
         """The user's first range in /etc/subuid (kind "subgid": /etc/subgid), as
         (start, count).  The grader's VM gives them different ranges."""
-        for owner, start, count in subid_entries(kind):
+        for owner, start, count in subids.entries(kind):
             if owner in (self.name, str(self.uid)):
                 return start, count
         raise NotRunnable(f"{self.name} has no range in /etc/{kind}")
@@ -656,7 +645,7 @@ def temp_dir_owners(uid: int) -> set[int]:
     ranges in both /etc/subuid and /etc/subgid (idmap.IdMaps.container_root)."""
     if uid != 0:
         return {uid}
-    starts = [next((start for owner, start, count in subid_entries(kind)
+    starts = [next((start for owner, start, count in subids.entries(kind)
                     if owner in ("root", "0") and count > 0), None)
               for kind in ("subuid", "subgid")]
     return {uid} if None in starts else {uid, starts[0]}
