@@ -19,9 +19,9 @@ like many older distributions), asking for a limit is an error, and a container
 asked for none runs without a cgroup.
 """
 
-import _signal as signal  # signal, without its enums: see kernel.py
 import errno
 import os
+import signal
 import time
 
 import kernel

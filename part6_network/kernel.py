@@ -1,19 +1,20 @@
-"""The system calls zookeeper makes, through ctypes, in one small module.
+"""The system calls zookeeper makes that Python's os module does not offer (clone,
+mount, pivot_root, seccomp, ...), through ctypes, in one small module.
 
 Every function here is a thin wrapper around one system call (see its man page):
 it converts Python values to C ones, raises OSError with errno on failure, and, in
 explain mode (-v), prints the call, its result, its man page and how long it took.
-The rest of zookeeper calls these by name, e.g. `kernel.sys_waitpid(pid)`, so a test
-can swap in a fake and check which calls were made, in which order.
+A few that os offers are here too (waitpid, kill, sethostname), so that explain mode
+shows the steps of a container's start; the rest (pipes, files, execvp) zookeeper
+takes from os, as its documentation shows.  The rest of zookeeper calls these by
+name, e.g. `kernel.sys_mount(...)`, so a test can swap one for a fake that records
+the call or fails it.
 """
 
-# Signal numbers and signal(2)'s functions from `_signal`, the C module that Python's
-# `signal` is made of: the same names, without the enum classes that signal.py
-# builds when imported, ~5 ms, a sixth of a container's start (see bench/).
-import _signal as signal
 import ctypes
 import errno
 import os
+import signal
 import time
 
 from errors import ZooError, printable
@@ -160,9 +161,8 @@ def sys_clone(flags: int) -> int:
 def signal_name(signum: int) -> str:
     """The name of a signal (SIGKILL for 9), for explain mode: from signal.py's enum."""
     try:
-        import signal as named
-        return named.Signals(signum).name
-    except (ImportError, ValueError):  # in a root of its own, the library is out of reach
+        return signal.Signals(signum).name
+    except ValueError:  # a number no signal has
         return str(signum)
 
 

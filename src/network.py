@@ -22,9 +22,9 @@ Slirp and Bridged.  prepare() makes the one that -n and the user call for; conta
 calls its methods and never asks which one it got.
 """
 
-import _signal as signal  # signal, without its enums: see kernel.py
 import errno
 import os
+import signal
 import struct
 import time
 from abc import ABC, abstractmethod
