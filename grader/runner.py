@@ -186,10 +186,10 @@ class User:
     def subid_range(self, kind: str = "subuid") -> tuple[int, int]:
         """The user's first range in /etc/subuid (kind "subgid": /etc/subgid), as
         (start, count).  The grader's VM gives them different ranges."""
-        for owner, start, count in subids.entries(kind):
-            if owner in (self.name, str(self.uid)):
-                return start, count
-        raise NotRunnable(f"{self.name} has no range in /etc/{kind}")
+        found = subids.first_range(kind, self.name, self.uid)
+        if found is None:
+            raise NotRunnable(f"{self.name} has no range in /etc/{kind}")
+        return found
 
     def command(self, argv: list[str]) -> list[str]:
         """argv run as this user, by root: setpriv(1) with the user's groups."""
@@ -277,26 +277,31 @@ class Leftovers:
         to its container's root: see temp_dir_owners), that no running zookeeper
         holds: the same user's other container, started meanwhile, is not ours."""
         made = checks.temp_dirs() - run.before.temp_dirs
-        held = locked_directories()
         return {path for uid in temp_dir_owners(run.uid) for path in owned_by(made, uid)
-                if not in_use(path, held)}
+                if not in_use(path)}
 
     def cgroups(self, run: Run) -> set[str]:
         """zoo-PID cgroups made since run began, by the user it ran as, but not those
         of another container that still runs (the same user's, started meanwhile)."""
         made = owned_by(set(checks.zoo_cgroups()) - run.before.cgroups, run.uid)
-        return {path for path in made if not self.someone_elses(path)}
+        return {path for path in made if not self.someone_elses_cgroup(path)}
+
+    def someone_elses_cgroup(self, path: str) -> bool:
+        """A cgroup holding processes, none of them ours, is another container's; an
+        empty one, or one holding ours, is this check's.  Its cgroup.procs files give
+        the pids as this process's PID namespace sees them (cgroups(7))."""
+        members = cgroup_members(path)
+        return bool(members) and not members & self.ours()
 
     def links(self, run: Run) -> set[str]:
         """zv* and zoo0 network links made since run began, but not the veth of
-        another container that still runs (another root's -n, started meanwhile)."""
-        return {name for name in zoo_links() - run.before.links if not self.someone_elses(name)}
-
-    def someone_elses(self, name: str) -> bool:
-        """zoo-PID and zvPID name the container's pid: a container that still runs
-        and is not one of ours is someone else's."""
-        pid = os.path.basename(name).removeprefix("zoo-").removeprefix("zv")
-        return pid.isdigit() and os.path.exists(f"/proc/{pid}") and int(pid) not in self.ours()
+        another container that still runs (another root's -n, started meanwhile):
+        zvPID names its container's pid, and a veth goes with its container's
+        network namespace, so a zvPID whose PID lives and is not ours is theirs."""
+        ours = self.ours()
+        return {name for name in zoo_links() - run.before.links
+                if not (name[2:].isdigit() and os.path.exists(f"/proc/{name[2:]}")
+                        and int(name[2:]) not in ours)}
 
     def clean_up(self) -> list[str]:
         """Remove what this check's commands left behind, so that no check passes or
@@ -645,10 +650,8 @@ def temp_dir_owners(uid: int) -> set[int]:
     ranges in both /etc/subuid and /etc/subgid (idmap.IdMaps.container_root)."""
     if uid != 0:
         return {uid}
-    starts = [next((start for owner, start, count in subids.entries(kind)
-                    if owner in ("root", "0") and count > 0), None)
-              for kind in ("subuid", "subgid")]
-    return {uid} if None in starts else {uid, starts[0]}
+    ranges = [subids.first_range(kind, "root", 0) for kind in ("subuid", "subgid")]
+    return {uid} if None in ranges else {uid, ranges[0][0]}
 
 
 def owned_by(paths: set[str], uid: int) -> set[str]:
@@ -748,29 +751,34 @@ def mount_point_of(path: str) -> str:
     return os.path.join(directory, ".".join(name.split(".")[:2]))
 
 
-def locked_directories() -> set[tuple[int, int]]:
-    """(device, inode) of what a flock(2) lock is held on, from /proc/locks (proc(5)).
-    A running zookeeper holds one on its mount point for as long as it lives
-    (rootfs.py); reading them here never takes a lock a zookeeper wants."""
-    held = set()
+def in_use(path: str) -> bool:
+    """Does a running zookeeper hold the mount point's flock(2) lock (rootfs.py)?
+    Asked by trying for it without waiting and letting go at once, as zookeeper's
+    own sweep does: one starting at that very moment fails to lock and picks another
+    name.  (/proc/locks would answer without trying, but not on btrfs, whose stat
+    gives a subvolume's device, nor for a holder outside our PID namespace.)"""
     try:
-        with open("/proc/locks") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 5 and fields[1] == "FLOCK":
-                    major, minor, inode = fields[5].split(":")
-                    held.add((os.makedev(int(major, 16), int(minor, 16)), int(inode)))
-    except (OSError, ValueError):
-        pass
-    return held
-
-
-def in_use(path: str, held: set[tuple[int, int]]) -> bool:
-    try:
-        info = os.stat(mount_point_of(path), follow_symlinks=False)
+        fd = os.open(mount_point_of(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return False
-    return (info.st_dev, info.st_ino) in held
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # and with it our lock, if we took it
+    return False
+
+
+def cgroup_members(path: str) -> set[int]:
+    """The pids in a cgroup and the cgroups below it."""
+    members = set()
+    for directory, _, _ in os.walk(path):
+        try:
+            members |= {int(pid) for pid in Path(directory, "cgroup.procs").read_text().split()}
+        except (OSError, ValueError):
+            pass
+    return members
 
 
 def remove_temp_dirs(paths: set[str]) -> list[str]:

@@ -19,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "grader"))
+import subids  # noqa: E402  (the grader's reader of /etc/subuid and /etc/subgid)
 from generate import PARTS  # noqa: E402  (the one table of the parts' directories)
 
 
@@ -34,23 +36,15 @@ SUBID_FILES = ("/etc/subuid", "/etc/subgid")
 
 
 def subid_ranges(path: str) -> list[tuple[str, int, int]]:
-    """The ranges of /etc/subuid or /etc/subgid (subuid(5)), as (owner, start, count):
-    its 'name-or-uid:start:count' lines with numbers (none when it cannot be read)."""
-    try:
-        with open(path) as f:
-            lines = [line.strip().split(":") for line in f]
-    except OSError:
-        return []
-    return [(owner, int(start), int(count)) for owner, start, count in
-            (fields for fields in lines if len(fields) == 3)
-            if start.isdigit() and count.isdigit()]
+    """The ranges of /etc/subuid or /etc/subgid (subuid(5)), as (owner, start, count),
+    read by the grader's one reader (grader/subids.py)."""
+    return subids.entries(path=Path(path))
 
 
 def subid_range(path: str, name: str, uid: int) -> tuple[int, int] | None:
     """A user's range in path, as zookeeper takes it (idmap.subid_range): the first
     non-empty one named by the user's name or uid, as (start, count); None if none."""
-    return next(((start, count) for owner, start, count in subid_ranges(path)
-                 if owner in (name, str(uid)) and count > 0), None)
+    return subids.first_range("", name, uid, path=Path(path))
 
 
 def give_subid_range(name: str) -> list[str]:
