@@ -1,9 +1,10 @@
-"""How a container runs, in three steps: prepare, the parent's side, the child's.
+"""How a container runs: the parent's side and the child's.
 
-The parent (the zookeeper process, started by zookeeper.py) prepares what must be
-ready before the clone, clones a child, does what only it can do from outside, then
-tells the child to go; the child sets itself up and execs the command; the parent
-waits, cleans up, and exits the way the child did.
+The parent (the zookeeper process, started by zookeeper.py) clones a child, does
+what only it can do from outside (parent_main), then tells the child to go; the
+child sets itself up and execs the command (child_main); the parent waits, cleans
+up, and exits the way the child did.  From part 2 on, prepare() first readies what
+must exist before the clone.
 """
 
 import errno
@@ -78,7 +79,7 @@ class Container:
 
 
 def run_container(opts, ignored=frozenset()) -> int:
-    """Prepare, clone the child, let it go, wait for it; return its wait status."""
+    """Clone the child, let it go, wait for it; return its wait status."""
     container = Container(opts, ignored)
     cleanup = Cleanup()
     try:
@@ -96,9 +97,10 @@ def run_container(opts, ignored=frozenset()) -> int:
         # STUDENT CODE ABOVE (q6)
         # STUDENT CODE BELOW (q1)
         # Create the child with clone(2): clone_with_hint(flags) (below) calls
-        # kernel.sys_clone(flags) and returns like fork(2), the child's pid here and 0
-        # in the child, which runs child_main() and never returns from it.  Call it in
-        # a `with step("clone the container process"):` (errors.py), as every system
+        # kernel.sys_clone(flags) and returns like fork(2), the child's pid here (keep
+        # it in `pid`: the code after this block reads it) and 0 in the child, which
+        # runs child_main() and never returns from it.  Call it in a
+        # `with step("clone the container process"):` (errors.py), as every system
         # call here: a failure then reads "zookeeper: failed to clone ...: <reason>".
         with step("clone the container process"):
             pid = clone_with_hint(flags)
@@ -149,7 +151,8 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
         failure = read_child_failure(error_read)
         # STUDENT CODE BELOW (q3)
         # Wait for the child to end with waitpid(2): kernel.sys_waitpid(pid) returns
-        # its wait status, which main() turns into our own exit (see exit_like).
+        # its wait status; keep it in `status`, which main() turns into our own exit
+        # (see exit_like).
         status = kernel.sys_waitpid(pid)
         # STUDENT CODE ABOVE (q3)
         reaped = True

@@ -92,8 +92,8 @@ def parse_procs(text: str) -> int:
 
 def getopt(argv: list[str], optstring: str) -> tuple[list[tuple[str, str]], list[str]]:
     """getopt(3)'s rules, as Python's getopt.getopt(argv, optstring) applies them and
-    with its messages (tests/test_stages123.py holds the two side by side): importing
-    getopt would cost ~2-4 ms (gettext and re), a tenth of a container's start.
+    with its messages (the lab's tests hold the two side by side): importing getopt
+    would cost ~2-4 ms (gettext and re), a tenth of a container's start.
 
     Options come first, alone or grouped (-P -n, -Pn), a value next when the
     optstring has ':' after the letter (-r DIR, -rDIR); the first word that is not an
@@ -104,6 +104,8 @@ def getopt(argv: list[str], optstring: str) -> tuple[list[tuple[str, str]], list
         i += 1
         if word == "--":
             break
+        if word.startswith("--"):  # a long option: zookeeper has none
+            raise UsageError(f"option {word.split('=', 1)[0]} not recognized")
         for at, letter in enumerate(word[1:], start=1):
             where = optstring.find(letter) if letter != ":" else -1
             if where < 0:
