@@ -10,6 +10,7 @@ Standard library only: it runs with the guest's Debian python3.
 """
 
 import argparse
+import contextlib
 import fcntl
 import http.server
 import json
@@ -751,23 +752,35 @@ def mount_point_of(path: str) -> str:
     return os.path.join(directory, ".".join(name.split(".")[:2]))
 
 
-def in_use(path: str) -> bool:
-    """Does a running zookeeper hold the mount point's flock(2) lock (rootfs.py)?
-    Asked by trying for it without waiting and letting go at once, as zookeeper's
-    own sweep does: one starting at that very moment fails to lock and picks another
-    name.  (/proc/locks would answer without trying, but not on btrfs, whose stat
-    gives a subvolume's device, nor for a holder outside our PID namespace.)"""
+@contextlib.contextmanager
+def mount_point_lock(path: str):
+    """Try for the flock(2) lock a running zookeeper holds on its mount point
+    (rootfs.py) without waiting, and hold it while the block runs: yields False when
+    a zookeeper holds it (in use), True otherwise (ours now, or the mount point is
+    gone).  As zookeeper's own sweep does: one starting at that very moment fails to
+    lock and picks another name.  (/proc/locks would answer without trying, but not
+    on btrfs, whose stat gives a subvolume's device, nor for a holder outside our
+    PID namespace.)"""
     try:
         fd = os.open(mount_point_of(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
-        return False
+        yield True  # gone already (or a link): what is left of it is no one's
+        return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # and with it our lock, if we took it
-    return False
+
+
+def in_use(path: str) -> bool:
+    """Does a running zookeeper hold path's mount point?"""
+    with mount_point_lock(path) as ours:
+        return not ours
 
 
 def cgroup_members(path: str) -> set[int]:
@@ -790,21 +803,12 @@ def remove_temp_dirs(paths: set[str]) -> list[str]:
     for path in paths:
         by_mount_point.setdefault(mount_point_of(path), []).append(path)
     for mount_point, group in sorted(by_mount_point.items()):
-        try:
-            fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError:
-            fd = None  # gone already (or a link): its overlay is still a leftover
-        try:
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # a zookeeper holds it: in use, not left behind
-        for path in sorted(group, reverse=True):  # the overlay before its mount point
-            subprocess.run(["rm", "-rf", path], capture_output=True)
-            removed.append(f"temporary directory {path}")
-        if fd is not None:
-            os.close(fd)
+        with mount_point_lock(mount_point) as ours:
+            if not ours:
+                continue  # a zookeeper holds it: in use, not left behind
+            for path in sorted(group, reverse=True):  # the overlay before its mount point
+                subprocess.run(["rm", "-rf", path], capture_output=True)
+                removed.append(f"temporary directory {path}")
     return removed
 
 
