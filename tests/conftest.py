@@ -190,6 +190,26 @@ def container_root_ids(uid: int, gid: int) -> tuple[int, int]:
     return uid, gid
 
 
+def boot_fake_qemu(tmp_path: Path, monkeypatch, console_script: str, **job):
+    """qemu.boot of a job that runs `true`, with a stand-in for QEMU: a shell script
+    that finds the console file (-serial file:PATH) in $console and then runs
+    console_script.  job: the rest of qemu.Job's fields (timeout, watchdog)."""
+    import image
+    import qemu
+
+    fake_qemu = tmp_path / "qemu"
+    fake_qemu.write_text('#!/bin/sh\nwhile [ "$1" != -serial ]; do shift; done\n'
+                         'console="${2#file:}"\n' + console_script)
+    fake_qemu.chmod(0o755)
+    monkeypatch.setenv("ZOO_QEMU", str(fake_qemu))
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "run.sh").write_text("true\n")
+    paths = image.ImagePaths(key="fake", dir=tmp_path, kernel=tmp_path / "vmlinux",
+                             initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
+    return qemu.boot(qemu.Job(tmp_path / "job", None, tmp_path / "results", **job),
+                     qemu.Machine(paths, accel="tcg"))
+
+
 def have_test_user() -> bool:
     try:
         pwd.getpwnam(TEST_USER)

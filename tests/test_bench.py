@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import boot_fake_qemu
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -243,24 +244,11 @@ def test_a_submissions_time_is_split_into_boot_parts_and_teardown():
 def test_the_vm_writes_when_the_job_started_and_ended(tmp_path, monkeypatch):
     """qemu.boot's boot-times.json, with a stand-in for QEMU that starts the job, ends
     it a second later and exits a second after that."""
-    sys.path.append(str(ROOT / "grader"))
-    import image
     import qemu
 
-    fake_qemu = tmp_path / "qemu"
-    fake_qemu.write_text('#!/bin/sh\nwhile [ "$1" != -serial ]; do shift; done\n'
-                         'console="${2#file:}"\nsleep 0.5\n'
-                         'printf "ZOO-JOB-START\\n" >> "$console"\nsleep 1\n'
-                         'printf "ZOO-JOB-EXIT=0\\n" >> "$console"\nsleep 1\n')
-    fake_qemu.chmod(0o755)
-    monkeypatch.setenv("ZOO_QEMU", str(fake_qemu))
-    job = tmp_path / "job"
-    job.mkdir()
-    (job / "run.sh").write_text("true\n")
-    paths = image.ImagePaths(key="fake", dir=tmp_path, kernel=tmp_path / "vmlinux",
-                             initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
-    boot = qemu.boot(qemu.Job(job, None, tmp_path / "results", timeout=60),
-                     qemu.Machine(paths, accel="tcg"))
+    boot = boot_fake_qemu(tmp_path, monkeypatch, 'sleep 0.5\n'
+                          'printf "ZOO-JOB-START\\n" >> "$console"\nsleep 1\n'
+                          'printf "ZOO-JOB-EXIT=0\\n" >> "$console"\nsleep 1\n', timeout=60)
     assert boot.ok
     times = json.loads((tmp_path / "results" / qemu.TIMES).read_text())
     assert times == boot.times()

@@ -16,6 +16,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import boot_fake_qemu
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grader"))
@@ -299,19 +300,6 @@ def test_watchdog_stops_a_guest_that_stopped_reporting(grade, tmp_path):
 
 def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch):
     """With a stand-in for QEMU that starts the job and then hangs."""
-    import image
-    import qemu
-
-    fake_qemu = tmp_path / "qemu"
-    fake_qemu.write_text('#!/bin/sh\nwhile [ "$1" != -serial ]; do shift; done\n'
-                    'printf "ZOO-JOB-START\\n" > "${2#file:}"\nexec sleep 300\n')
-    fake_qemu.chmod(0o755)
-    monkeypatch.setenv("ZOO_QEMU", str(fake_qemu))
-    job = tmp_path / "job"
-    job.mkdir()
-    (job / "run.sh").write_text("true\n")
-    paths = image.ImagePaths(key="fake", dir=tmp_path, kernel=tmp_path / "vmlinux",
-                             initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
     asked = []
 
     def watchdog(job_started):
@@ -319,8 +307,9 @@ def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch):
         return "no result from p1_x within its time limit (420s)" if job_started else None
 
     started = time.monotonic()
-    boot = qemu.boot(qemu.Job(job, None, tmp_path / "results", timeout=120, watchdog=watchdog),
-                     qemu.Machine(paths, accel="tcg"))
+    boot = boot_fake_qemu(tmp_path, monkeypatch,
+                          'printf "ZOO-JOB-START\\n" > "$console"\nexec sleep 300\n',
+                          timeout=120, watchdog=watchdog)
     assert time.monotonic() - started < 30
     assert boot.stopped == "no result from p1_x within its time limit (420s)"
     assert not boot.timed_out and boot.exit_status is None and True in asked

@@ -139,23 +139,30 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_grade_local_leaves_another_users_containers_alone(other_user, place, rootfs_tar):
+def start_local_grading(place: Path) -> tuple[subprocess.Popen, Path]:
+    """grade --local of parts 1 and 4 as the test user, started in the background;
+    returned once its first check has reported (its checks are then running)."""
     sub = copy_parts(place / "sub", {1: PARTS[1], 4: PARTS[4]})
     subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
     out = place / "out"
     out.mkdir(mode=0o755)
+    grading = subprocess.Popen(
+        [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
+         "--part", "4", "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "results.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return grading, out
+
+
+def test_grade_local_leaves_another_users_containers_alone(other_user, place, rootfs_tar):
     other = OtherContainer(other_user, place / "other", rootfs_tar)
     try:
         before, before_dir = other.start()
-        grading = subprocess.Popen(
-            [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
-             "--part", "4", "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        grading, out = start_local_grading(place)
         # A second one while the checks run: new to the runner, in another pid
         # namespace, with a /tmp/zoo.* of its own (all of which the runner once removed).
-        deadline = time.monotonic() + 120
-        while not (out / "results.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
         during, during_dir = other.start()
         said, _ = grading.communicate(timeout=600)
         results = json.loads((out / "results.json").read_text())
@@ -174,19 +181,9 @@ def test_grade_local_leaves_the_same_users_other_container_alone(place, rootfs_t
     as starts meanwhile (a `make demo` in another terminal) is not its own either."""
     if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
         pytest.skip("needs root, the test user and the venv (make test-deps)")
-    sub = copy_parts(place / "sub", {1: PARTS[1], 4: PARTS[4]})
-    subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
-    out = place / "out"
-    out.mkdir(mode=0o755)
     same = OtherContainer(pwd.getpwnam(TEST_USER), place / "same", rootfs_tar)
     try:
-        grading = subprocess.Popen(
-            [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
-             "--part", "4", "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
-        while not (out / "results.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        grading, _ = start_local_grading(place)
         during, during_dir = same.start()
         said, _ = grading.communicate(timeout=600)
         assert grading.returncode == 0, said

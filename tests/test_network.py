@@ -28,7 +28,7 @@ import pytest
 from conftest import PARTS, ROOT, Runner, unpack_rootfs
 
 sys.path.insert(0, str(ROOT / "grader"))
-import runner  # noqa: E402
+import runner as grader_runner  # noqa: E402
 
 SERVER_LINK, SERVER_PEER = "zkt0", "zkt1"  # the test's own veth pair
 SERVER_ADDRESS = "192.168.251.1"
@@ -93,7 +93,7 @@ def left_tmp_dirs() -> set[str]:
     point): asked as the grader asks (runner.in_use), so another run's live
     container is not counted."""
     return {name for name in os.listdir("/tmp")
-            if name.startswith("zoo.") and not runner.in_use(f"/tmp/{name}")}
+            if name.startswith("zoo.") and not grader_runner.in_use(f"/tmp/{name}")}
 
 
 def with_tun(mode: str, argv: list[str]) -> list[str]:

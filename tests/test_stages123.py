@@ -7,10 +7,14 @@ import os
 import pwd
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
-from conftest import PARTS, Runner, part_modules, subid_range
+from conftest import PARTS, ROOT, Runner, part_modules, subid_range
+
+sys.path.insert(0, str(ROOT / "grader"))
+import runner as grader_runner  # noqa: E402  (its process table: one reader of /proc)
 
 NAMESPACES = ["user", "cgroup", "ipc", "net", "mnt", "pid", "uts"]
 SEGFAULT = "import ctypes; ctypes.string_at(0)"  # a real fault: PID 1 cannot ignore it
@@ -104,33 +108,15 @@ def test_sigterm_handled_by_the_container(runner: Runner):
     assert not still_running(sleeps, "sleep 100")
 
 
-def command_line(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 def processes_under(root: int, text: str) -> set[int]:
     """The pids of root's descendants whose command line is text: this test's own,
     never another user's or another test's `sleep 100` on the same machine."""
-    parents = {}
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier}
-        found |= frontier
-    return {pid for pid in found if command_line(pid) == text}
+    return {pid for pid in grader_runner.descendants(grader_runner.process_table(), root)
+            if grader_runner.command_line(pid) == text}
 
 
 def still_running(pids: set[int], text: str) -> set[int]:
-    return {pid for pid in pids if command_line(pid) == text}
+    return {pid for pid in pids if grader_runner.command_line(pid) == text}
 
 
 # Bad input -------------------------------------------------------------------------
