@@ -10,8 +10,9 @@
   - one submission: `grader/grade SUB --json FILE`, boot to power-off, every stage the
     grader checks; the submission is a clean copy of the part directories (what a
     student hands in), not the whole repository.  Its time is split into the boot (QEMU
-    start to the job's start), each part's checks (their seconds in the runner's
-    results), the rest of the job in the guest (copying the submission, the grader and
+    start to the job's start), the checks (first start to last end: the runner's
+    lanes run them side by side; each part's own check time beside it), the rest of
+    the job in the guest (copying the submission, the grader and
     the rootfs tarball, the runner between checks), the teardown (the job's end to
     QEMU's exit) and the host's share (the tarball, the job's files, the reports),
     each in seconds and as a ratio to the boot-only VM (qemu.py's boot-times.json has
@@ -150,10 +151,13 @@ def split(times: dict, results: list[dict], wall: float | None = None,
     the job's start, its exit and QEMU's exit) and the runner's results (each check's
     seconds and part); wall: the whole grader/grade run.  Each share in seconds and
     as a ratio to the boot-only VM's boot to power-off (None when there is none)."""
-    checks = sum(r["seconds"] for r in results)
-    shares = [("boot: QEMU start to the job's start", times["job_start"])]
+    checks = checks_wall(results)
+    shares = [("boot: QEMU start to the job's start", times["job_start"]),
+              ("the checks, first start to last end", checks)]
+    # The runner's lanes run checks side by side: each part's own check time, summed
+    # over the lanes, is more than its share of the wall time.
     for part in sorted({r["part"] for r in results}):
-        shares.append((f"part {part}'s checks",
+        shares.append((f"part {part}'s checks (their own time)",
                        sum(r["seconds"] for r in results if r["part"] == part)))
     shares.append(("the rest of the job (copying, the runner)",
                    times["job_exit"] - times["job_start"] - checks))
@@ -164,6 +168,15 @@ def split(times: dict, results: list[dict], wall: float | None = None,
     return [{"name": name, "seconds": round(seconds, 1),
              "ratio": round(seconds / boot_only, 2) if boot_only else None}
             for name, seconds in shares]
+
+
+def checks_wall(results: list[dict]) -> float:
+    """The checks' wall time: from the first one's start to the last one's end (one
+    after the other, without start times: their sum)."""
+    starts = [r.get("started") for r in results]
+    if not results or None in starts:
+        return sum(r["seconds"] for r in results)
+    return max(s + r["seconds"] for s, r in zip(starts, results)) - min(starts)
 
 
 def split_of(results_dir: Path, wall: float, boot_only: float | None) -> dict:

@@ -15,10 +15,12 @@ CHECKS = []
 
 
 class Check:
-    def __init__(self, fn, part, name, points, timeout, public, needs, exercises=""):
+    def __init__(self, fn, part, name, points, timeout, public, needs, exercises="",
+                 other_users=False):
         self.fn, self.part, self.name = fn, part, name
         self.points, self.timeout, self.public, self.needs = points, timeout, public, needs
         self.exercises = exercises  # what a failure points the student to
+        self.other_users = other_users
 
     @property
     def id(self) -> str:
@@ -26,13 +28,18 @@ class Check:
 
 
 def check(part: int, name: str, points: int, timeout: float = 60, public: bool = True,
-          needs: tuple = (), exercises: str = ""):
+          needs: tuple = (), exercises: str = "", other_users: bool = False):
     """Register a check.  `needs` names what the machine must offer (see runner.Machine);
     `exercises` what a failure points to ("q4-q5: the child before exec"), added to its
-    message."""
+    message.  `other_users`: the check runs commands as root or as another user than
+    the graded one.  The runner may run checks side by side, each lane as a user of
+    its own (its /tmp/zoo.*, cgroups and processes tell apart by owner), but root's
+    are one per machine (its /tmp/zoo.*, the zoo0 bridge): these checks run in the
+    first lane only, one after the other."""
 
     def register(fn):
-        CHECKS.append(Check(fn, part, name, points, timeout, public, needs, exercises))
+        CHECKS.append(Check(fn, part, name, points, timeout, public, needs, exercises,
+                            other_users))
         return fn
 
     return register
@@ -57,6 +64,11 @@ def selected(parts=None, only=None, public=False) -> list:
 # forever: 26, 92, 25 and 25 s in the VM): with every check hanging, ~15 minutes under
 # TCG instead of hours.
 COMMAND_SECONDS = 4
+
+# A command a check sends a signal to prints this line when it is ready for it (its
+# trap set, its container up): the runner sends the signal then, not after a fixed
+# wait (see runner.Commands.run; a submission that never prints it gets the wait).
+READY = "zoo-ready"
 
 SEGFAULT = "import ctypes; ctypes.string_at(0)"
 DROPPED_CAPS = {"CAP_AUDIT_CONTROL": 30, "CAP_AUDIT_READ": 37, "CAP_AUDIT_WRITE": 29,
@@ -105,7 +117,10 @@ def p1_exec_errors(z):
 @check(1, "SIGTERM reaches the container", 2, public=False,
        exercises="q1-q3 (clone, go, wait: the parent forwards signals to its child)")
 def p1_sigterm(z):
-    r = z.zk(1, "sh", "-c", "trap 'echo got-term; kill $!; exit 9' TERM; sleep 30 & wait",
+    # A trap runs once the command in progress ends: short sleeps, not one `wait`
+    # (a signal that comes before the wait begins would wait for its child).
+    r = z.zk(1, "sh", "-c", f"trap 'echo got-term; exit 9' TERM; echo {READY}; "
+             "i=0; while [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done",
              send_signal=("TERM", 2.0))
     z.expect("got-term" in r.stdout and r.status == 9,
              f"the container should get SIGTERM and exit 9, got {r.status_text}", r)
@@ -243,7 +258,7 @@ def p2_only_lo(z):
 
 
 @check(2, "without a subordinate range: root inside, setgroups denied before gid_map", 1,
-       public=False, needs=("nosub_user",), exercises="q7 (write_id_maps)")
+       public=False, needs=("nosub_user",), exercises="q7 (write_id_maps)", other_users=True)
 def p2_no_subid_range(z):
     # As a user with no line in /etc/subuid nor /etc/subgid (the VM's nosub): only
     # root is mapped, by writing the files, and an unprivileged process may write
@@ -519,7 +534,8 @@ def p4_temp_dir_removed(z):
     z.expect(r.status == 127, f"a command missing from the rootfs should give 127, got "
              f"{r.status_text}", r)
     expect_no_temp_dir(z, r, "after an exec failure")
-    r = z.zk(4, "-r", str(fs), "sleep", "30", send_signal=("TERM", 1.5))
+    r = z.zk(4, "-r", str(fs), "sh", "-c", f"echo {READY}; exec sleep 30",
+             send_signal=("TERM", 1.5))
     expect_no_temp_dir(z, r, "after SIGTERM to zookeeper")
     # An error of zookeeper's own once the temp dir is made (after the clone): the
     # child's id maps are refused.  Only a removal on every way out passes, not one
@@ -556,7 +572,8 @@ def p4_bad_rootfs(z):
 
 
 @check(4, "as root too; a rootfs holding a mount; an error after mkdtemp leaves nothing", 1,
-       public=False, needs=("root",), exercises="q12 (bind_rootfs), q13 and prepare()")
+       public=False, needs=("root",), exercises="q12 (bind_rootfs), q13 and prepare()",
+       other_users=True)
 def p4_as_root(z):
     fs = z.rootfs(root=True)
     r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", in_rootfs(fs, "ls /proc | grep -c '^[0-9]'"),
@@ -619,6 +636,14 @@ def replace_by_link(z, fs, name: str, target: str, root: bool) -> None:
     z.expect(done.status == 0, f"could not make {name} a link (grader problem)", done)
 
 
+def restore_directory(z, fs, name: str, mode: int, root: bool) -> None:
+    """fs/name, a link again, is the empty directory it was (see replace_by_link)."""
+    done = z.host(["sh", "-c", f"rm -f '{fs}/{name}' && mkdir -m {mode:o} '{fs}/{name}'"],
+                  root=root)
+    z.expect(done.status == 0, f"could not make {name} a directory again (grader problem)",
+             done)
+
+
 def host_root_listing() -> tuple:
     import os
 
@@ -637,11 +662,14 @@ LINKED_AS_ROOT = [("dev", "/"), ("tmp", "../../../..")]
 
 
 @check(4, "a rootfs whose mount points link out: refused or confined", 1, public=False,
-       exercises="q12-q13 and the given mount code (mount_point_in, open_beneath)")
+       exercises="q12-q13 and the given mount code (mount_point_in, open_beneath)",
+       other_users=True)
 def p4_linked_mount_points(z):
     import os
 
-    fs = z.rootfs()
+    # One rootfs for each user, good first, then with each mount point a link in turn.
+    rootfs = {False: z.rootfs()}
+    fs = rootfs[False]
     good = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "true"))
     expect_in_rootfs(z, good)
     z.expect(good.status == 0, f"the container should exit 0, got {good.status_text}", good)
@@ -654,12 +682,13 @@ def p4_linked_mount_points(z):
     said = {False: stderr_lines(good)}
     if os.getuid() == 0 and z.user.name != "root":
         cases += [(case, True) for case in LINKED_AS_ROOT]
-        fs = z.rootfs(root=True)
+        fs = rootfs[True] = z.rootfs(root=True)
         good_root = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(fs, "true"), root=True)
         expect_in_rootfs(z, good_root)
         said[True] = stderr_lines(good_root)
     for (name, target), root in cases:
-        fs = z.rootfs(root=root)
+        fs = rootfs[root]
+        mode = os.stat(fs / name).st_mode & 0o7777
         replace_by_link(z, fs, name, target, root)
         what = f"with the rootfs's {name} a link to {target}{' (as root)' if root else ''}"
         r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", in_rootfs(
@@ -682,6 +711,7 @@ def p4_linked_mount_points(z):
         z.expect(host_root_listing() == before,
                  f"{what}, the host's / or /etc changed: nothing may be made outside the "
                  "rootfs", r)
+        restore_directory(z, fs, name, mode, root)
     expect_no_temp_dir(z, good, "by these runs")  # refusals included
 
 
@@ -742,9 +772,22 @@ PROGRESS = 10000
 
 
 def zoo_cgroups() -> list[str]:
-    import glob
+    """zookeeper's cgroups (zoo-PID) anywhere under /sys/fs/cgroup: its directories
+    only (a glob would match each of their ~60 files against the name too)."""
+    import os
 
-    return sorted(glob.glob("/sys/fs/cgroup/**/zoo-[0-9]*", recursive=True))
+    found, todo = [], ["/sys/fs/cgroup"]
+    while todo:
+        try:
+            entries = list(os.scandir(todo.pop()))
+        except OSError:
+            continue  # gone meanwhile
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                todo.append(entry.path)
+                if entry.name.startswith("zoo-") and entry.name[4:5].isdigit():
+                    found.append(entry.path)
+    return sorted(found)
 
 
 def loop_rounds(output: str) -> int:
@@ -814,7 +857,7 @@ def p5_cpu(z):
 
 @check(5, "the limits are in the container's cgroup, removed after exit; bad values refused",
        4, timeout=120, needs=("cgroup_limits", "root"), public=False,
-       exercises="q15-q19 (the cgroup, its limits, its removal)")
+       exercises="q15-q19 (the cgroup, its limits, its removal)", other_users=True)
 def p5_cgroup_removed(z):
     # As root and outside any systemd scope: systemd removes a scope's empty child
     # cgroups itself, which would hide a missing rmdir.
@@ -950,8 +993,8 @@ def p6_helper_gone(z):
              f"{', '.join(left)} (stop it: kill(2), then reap it with waitpid(2))")
     # A zookeeper killed with SIGKILL stops nothing itself: slirp4netns must end on its
     # own, when the pipe of its --exit-fd closes with zookeeper (slirp4netns(1)).
-    r = z.zk(6, "-r", str(fs), "-n", "sleep", "60", scope=True, send_signal=("KILL", 3.0),
-             may_time_out=True)
+    r = z.zk(6, "-r", str(fs), "-n", "sh", "-c", f"echo {READY}; exec sleep 60", scope=True,
+             send_signal=("KILL", 3.0), may_time_out=True)
     left = z.left.processes(r, "slirp4netns")
     for _ in range(20):  # its exit takes a moment after the pipe closes
         if not left:
@@ -965,7 +1008,8 @@ def p6_helper_gone(z):
 
 @check(6, "as root: a veth pair reaches the host", 3, timeout=150, public=False,
        needs=("root", "tun", "slirp4netns"),
-       exercises="q20 (-n as the user first) and the given veth and bridge code")
+       exercises="q20 (-n as the user first) and the given veth and bridge code",
+       other_users=True)
 def p6_root_veth(z):
     # The root path (veth and bridge) is given code in every part from 6 on: first the
     # student's own stage 6 (-n rootless), so that these points need it too.

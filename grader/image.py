@@ -25,6 +25,8 @@ What the guest provides (see grader/guest/):
     a gid map built from the subuid range shows), lingering, so its user manager and
     session bus (/run/user/1000/bus) are up before the job; user@.service delegates
     pids memory cpu cpuset io; a user `nosub` (uid 1001) without any subordinate range;
+    a user `student2` (uid 1002) like student, with the ranges after student's
+    (165536 and 365536), lingering too: the runner's second lane of checks;
   - 512M of swap (a file made at boot by zoo-setup), so that a memory limit without
     memory.swap.max 0 lets a container swap instead of being killed;
   - /dev/net/tun mode 0666; a link `dummy0` with 192.168.200.1/24;
@@ -100,6 +102,10 @@ STUDENT_UID = 1000
 SUBUID_START, SUBGID_START, SUBID_COUNT = 100000, 300000, 65536
 # A second user without any subordinate range (zookeeper maps only its root).
 NOSUB_USER, NOSUB_UID = "nosub", 1001
+# The runner's second lane of checks (runner.py --lane-user): a user like student,
+# with ranges of its own right after student's.
+LANE_USER, LANE_UID = "student2", 1002
+LANE_SUBUID_START, LANE_SUBGID_START = SUBUID_START + SUBID_COUNT, SUBGID_START + SUBID_COUNT
 HOSTNAME = "zoovm"
 IMAGE_MIN_MB = 1536
 # Loaded by the initramfs, with their dependencies, to mount the root disk.
@@ -283,6 +289,7 @@ def recipe(arch: str | None = None) -> dict:
         "pip": list(PIP_PINS),
         "student": [STUDENT_USER, STUDENT_UID, SUBUID_START, SUBGID_START, SUBID_COUNT],
         "nosub": [NOSUB_USER, NOSUB_UID],
+        "lane_user": [LANE_USER, LANE_UID, LANE_SUBUID_START, LANE_SUBGID_START],
         "hostname": HOSTNAME,
         "image_min_mb": IMAGE_MIN_MB,
         "initramfs_modules": list(a.initramfs_modules),
@@ -1037,11 +1044,17 @@ def _configure_rootfs(build: _Build, root: Path) -> None:
     build.chroot("useradd nosub", root,
                  ["useradd", "--create-home", "--uid", str(NOSUB_UID), "--user-group",
                   "--shell", "/bin/bash", NOSUB_USER])
-    for name, start in (("subuid", SUBUID_START), ("subgid", SUBGID_START)):
-        _write(etc / name, f"{STUDENT_USER}:{start}:{SUBID_COUNT}\n")
+    build.chroot("useradd student2", root,
+                 ["useradd", "--create-home", "--uid", str(LANE_UID), "--user-group",
+                  "--shell", "/bin/bash", LANE_USER])
+    for name, start, lane_start in (("subuid", SUBUID_START, LANE_SUBUID_START),
+                                    ("subgid", SUBGID_START, LANE_SUBGID_START)):
+        _write(etc / name, f"{STUDENT_USER}:{start}:{SUBID_COUNT}\n"
+               f"{LANE_USER}:{lane_start}:{SUBID_COUNT}\n")
     linger = root / "var" / "lib" / "systemd" / "linger"
     linger.mkdir(parents=True, exist_ok=True)
-    (linger / STUDENT_USER).touch()
+    for user in (STUDENT_USER, LANE_USER):
+        (linger / user).touch()
 
     # Smaller image, nothing stale: apt's caches and lists.
     for pattern in ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb",

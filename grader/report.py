@@ -40,7 +40,10 @@ class CheckResult:
     """What one check gave.  status: a WORDS key; message: why, when not "ok";
     seconds: the whole check's time, limit: its time limit (scaled; None when the
     check never ran), slowest_command: its command nearest that command's own limit;
-    public: whether students see it; log: the check's log file."""
+    public: whether students see it; log: the check's log file; started: when it
+    began, in seconds of the machine's monotonic clock (CLOCK_MONOTONIC: comparable
+    between the results of one run, whichever of the runner's lanes ran them);
+    user: who the check's commands ran as (each lane has its own)."""
 
     id: str
     part: int
@@ -53,6 +56,8 @@ class CheckResult:
     slowest_command: CommandTime | None = None
     public: bool = True
     log: str = ""
+    started: float | None = None
+    user: str = ""
 
     @property
     def score(self) -> int:
@@ -72,19 +77,21 @@ class CheckResult:
                 "max_score": self.max_score, "score": self.score, "status": self.status,
                 "message": self.message, "seconds": self.seconds, "limit": self.limit,
                 "slowest_command": self.slowest_command and self.slowest_command.to_dict(),
-                "public": self.public, "log": self.log}
+                "public": self.public, "log": self.log, "started": self.started,
+                "user": self.user}
 
     @classmethod
     def from_dict(cls, d: dict) -> "CheckResult":
-        """The result to_dict wrote (limit, slowest_command and log may be missing: a
-        grading.json from before they were recorded)."""
+        """The result to_dict wrote (limit, slowest_command, log, started and user may
+        be missing: a grading.json from before they were recorded)."""
         slowest = d.get("slowest_command")
         return cls(id=d["id"], part=d["part"], name=d["name"], max_score=d["max_score"],
                    status=d["status"], message=d.get("message", ""),
                    seconds=d.get("seconds", 0.0), limit=d.get("limit"),
                    slowest_command=slowest and CommandTime(slowest["seconds"],
                                                            slowest["limit"]),
-                   public=d.get("public", True), log=d.get("log", ""))
+                   public=d.get("public", True), log=d.get("log", ""),
+                   started=d.get("started"), user=d.get("user", ""))
 
 
 def read_results(path) -> list[CheckResult]:

@@ -17,6 +17,7 @@ import json
 import os
 import pwd
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +82,7 @@ class Run:
     timed_out: bool = False
     uid: int | None = None
     before: "Snapshot | None" = None
+    user: str = ""
 
     @property
     def signal(self):
@@ -94,7 +97,8 @@ class Run:
         return f"exit status {self.status}"
 
     def log(self) -> str:
-        text = f"$ {' '.join(self.argv)}\n-> {self.status_text} in {self.seconds:.2f}s\n"
+        prompt = f"{self.user}{'#' if self.uid == 0 else '$'} " if self.user else "$ "
+        text = f"{prompt}{' '.join(self.argv)}\n-> {self.status_text} in {self.seconds:.2f}s\n"
         if self.stdout:
             text += "stdout:\n" + indent(self.stdout)
         if self.stderr:
@@ -192,10 +196,12 @@ class User:
             raise NotRunnable(f"{self.name} has no range in /etc/{kind}")
         return found
 
-    def command(self, argv: list[str]) -> list[str]:
-        """argv run as this user, by root: setpriv(1) with the user's groups."""
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
-                "--"] + argv
+    def popen_ids(self) -> dict:
+        """subprocess.Popen's arguments that start a command as this user, by root:
+        its uid, gid and groups (initgroups(3)), set in the child before the exec as
+        setpriv(1) --reuid --regid --init-groups would, without its exec."""
+        return {"user": self.uid, "group": self.gid,
+                "extra_groups": os.getgrouplist(self.name, self.gid)}
 
     def env(self, root: bool = False) -> dict[str, str]:
         """The environment a command of this user gets (root: of root)."""
@@ -206,13 +212,6 @@ class User:
             env["XDG_RUNTIME_DIR"] = runtime
             env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={runtime}/bus"
         return env
-
-
-def uid_of(argv: list[str]) -> int:
-    """The user a command ran as (see User.command)."""
-    if argv[:1] == ["setpriv"]:
-        return int(argv[1].removeprefix("--reuid="))
-    return os.getuid()
 
 
 # What a check's commands leave --------------------------------------------------------
@@ -332,6 +331,7 @@ class Commands:
         self.submission, self.python = Path(args.submission), args.python
         self.scratch, self.scale = Path(args.scratch), args.timeout_scale
         self.user, self.log, self.leftovers = user, log, leftovers
+        self.check = check
         self.deadline = time.monotonic() + check.timeout * self.scale
         self.slowest: CommandTime | None = None  # the command nearest its limit
 
@@ -341,13 +341,18 @@ class Commands:
             raise CheckFailed(f"no part{part}_*/zookeeper.py in the submission")
         return found[0]
 
-    def as_user(self, argv: list[str], root=False, user: str | None = None) -> list[str]:
-        """argv run as the check's user (user: as that other user), or as root."""
+    def runs_as(self, root=False, user: str | None = None) -> User | None:
+        """Who a command runs as: the check's user, or that other user, or (None) this
+        process's own user: root, or the user itself when the runner is not root."""
+        if (root or user) and not self.check.other_users:
+            # Not the student's loss: the check is the grader's mistake (an "error").
+            raise RuntimeError(f"{self.check.id} runs a command as {user or 'root'} but is "
+                               "not declared other_users=True (checks.check)")
         if user:
-            return User(user).command(argv)
+            return User(user)
         if root or os.getuid() != 0 or self.user.name == "root":
-            return argv
-        return self.user.command(argv)
+            return None
+        return self.user
 
     def env(self, root=False, extra=None, user: str | None = None) -> dict[str, str]:
         """The environment a command gets; extra's entries (PATH too) win."""
@@ -369,13 +374,13 @@ class Commands:
         if scope and not root and shutil.which("systemd-run"):
             # As in a student's login session: in a scope of the user's systemd.
             argv = ["systemd-run", "--user", "--scope", "--quiet", "--collect"] + argv
-        return self.run(self.as_user(argv, root, user), env=self.env(root, env, user),
+        return self.run(argv, who=self.runs_as(root, user), env=self.env(root, env, user),
                         send_signal=send_signal, timeout=timeout, what="zookeeper",
                         may_time_out=may_time_out)
 
     def host(self, argv, root=False, env=None, timeout=None, may_time_out=False) -> Run:
         """Run a command on the host (outside any container), as the user or root."""
-        return self.run(self.as_user(argv, root), env=self.env(root, env), timeout=timeout,
+        return self.run(argv, who=self.runs_as(root), env=self.env(root, env), timeout=timeout,
                         what=Path(argv[0]).name, may_time_out=may_time_out)
 
     def time_limit(self, timeout=None, send_signal=None) -> float:
@@ -387,10 +392,13 @@ class Commands:
         return min(base * self.scale, left)
 
     def run(self, argv, env, send_signal=None, timeout=None, what="the command",
-            may_time_out=False) -> Run:
-        """Run argv and return what it did.  A command that reaches its time limit fails
-        the check (whatever it printed: a run that did not end is not a pass), unless
-        the check says it may (may_time_out) and looks at run.timed_out itself."""
+            may_time_out=False, who: User | None = None) -> Run:
+        """Run argv as who (None: as this process) and return what it did.  A command
+        that reaches its time limit fails the check (whatever it printed: a run that
+        did not end is not a pass), unless the check says it may (may_time_out) and
+        looks at run.timed_out itself.  send_signal=(NAME, seconds): SIGNAME is sent
+        once the command prints checks.READY on a line of its own, or after so many
+        seconds (times the square root of the scale) if it never does."""
         timeout = self.time_limit(timeout, send_signal)
         restored = restore_scratch(self.scratch, self.user.name)
         if restored:
@@ -399,11 +407,12 @@ class Commands:
         started = time.monotonic()
         proc = subprocess.Popen(argv, env=env, cwd=str(self.scratch), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+                                start_new_session=True, **(who.popen_ids() if who else {}))
         self.leftovers.started(proc.pid)
+        printed = b""  # what it printed before the signal
         if send_signal:
             name, delay = send_signal
-            time.sleep(delay * self.scale ** 0.5)
+            printed = read_until_ready(proc, delay * self.scale ** 0.5)
             try:
                 proc.send_signal(getattr(signal, f"SIG{name}"))
             except ProcessLookupError:
@@ -420,9 +429,10 @@ class Commands:
             kill_group(proc)
             kill_all(lambda: self.leftovers.ours() - before.processes)
             out, err = finish_killed(proc)
-        run = Run(argv, proc.returncode, out.decode(errors="replace"),
+        run = Run(argv, proc.returncode, (printed + out).decode(errors="replace"),
                   err.decode(errors="replace"), time.monotonic() - started, timed_out,
-                  uid=uid_of(argv), before=before)
+                  uid=who.uid if who else os.getuid(), before=before,
+                  user=who.name if who else pwd.getpwuid(os.getuid()).pw_name)
         self.leftovers.ran(run)
         self.log.append(run.log())
         spent = CommandTime(round(run.seconds, 2), round(timeout, 1))
@@ -474,10 +484,14 @@ class Fixtures:
             raise NotRunnable("no rootfs tarball (--rootfs-tar)")
         self.rootfs_made += 1
         dest = self.commands.scratch / f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_made}"
-        run = self.commands.host(
-            ["sh", "-c", f"mkdir -p '{dest}' && cd '{dest}' && umask 0 && "
-                         f"tar -x -p --no-same-owner -f '{self.rootfs_tar}'"],
-            root=root, may_time_out=True)
+        dest.mkdir(mode=0o755)
+        owner = self.commands.runs_as(root)
+        if owner:
+            os.chown(dest, owner.uid, owner.gid)
+        # -p: the modes as in the archive, the umask ignored (as the course's umask 0).
+        run = self.commands.host(["tar", "-x", "-p", "--no-same-owner", "-f",
+                                  self.rootfs_tar, "-C", str(dest)],
+                                 root=root, may_time_out=True)
         if run.status != 0:
             said = run.stderr.strip() or run.status_text
             raise NotRunnable(f"could not unpack the rootfs: {said}")
@@ -584,12 +598,19 @@ class Proc:
 
 
 def process_table() -> dict[int, Proc]:
+    """Every process's /proc/PID/stat.  Read with os.read, not open(): the runner
+    reads it before every command, and under TCG a file object's layers cost more
+    than the reading."""
     table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    table[int(entry)] = Proc(int(entry), f.read())
+                fd = os.open(f"/proc/{entry}/stat", os.O_RDONLY)
+                try:
+                    stat = os.read(fd, 4096).decode(errors="replace")
+                finally:
+                    os.close(fd)
+                table[int(entry)] = Proc(int(entry), stat)
             except (OSError, ValueError):
                 continue  # gone meanwhile
     return table
@@ -673,6 +694,23 @@ def zoo_links() -> set[str]:
     except OSError:
         return set()
     return {n for n in names if n == "zoo0" or n.startswith("zv")}
+
+
+def read_until_ready(proc: subprocess.Popen, seconds: float) -> bytes:
+    """What the command prints on stdout until a line of its own is checks.READY
+    (it is ready for the signal the check sends: its trap is set, its container
+    runs), or until so many seconds have passed, or its stdout closes.  Read with
+    os.read: what is left, communicate() reads after."""
+    printed, deadline, fd = b"", time.monotonic() + seconds, proc.stdout.fileno()
+    marker = b"\n" + checks.READY.encode() + b"\n"
+    while marker not in b"\n" + printed and (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        printed += chunk
+    return printed
 
 
 def finish_killed(proc: subprocess.Popen) -> tuple[bytes, bytes]:
@@ -847,23 +885,146 @@ def bridge_ports(name: str) -> list[str]:
 
 
 def empty_scratch(scratch: Path) -> None:
+    """What a check made in the scratch directory goes (in this process: an rm(1) for
+    each entry costs an exec each, under TCG a tenth of a second)."""
     for entry in scratch.iterdir() if scratch.is_dir() else []:
-        subprocess.run(["rm", "-rf", str(entry)], capture_output=True)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
 
 
 def run_checks(args) -> list[CheckResult]:
-    """Run the selected checks one after the other; results.json is written after
-    each (a run cut short still says what it did)."""
+    """Run the selected checks, one after the other, or side by side in lanes when
+    args.lane_users names more users (see run_in_lanes).  results.json is written
+    after each check, in the checks' order (a run cut short still says what it did)."""
+    selected = checks.selected(args.part, args.only, args.public)
+    if args.lane_users:
+        return run_in_lanes(args, selected)
     machine = Machine(args.user, args.nosub_user)
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     results = []
-    for c in checks.selected(args.part, args.only, args.public):
+    for c in selected:
         results.append(run_check(c, args, machine, logs))
         write_results(args.results, results)
         if args.progress:
             print(json.dumps(results[-1].to_dict()), flush=True)
     return results
+
+
+def run_in_lanes(args, selected: list) -> list[CheckResult]:
+    """Run the checks side by side, one lane per user (args.user's first, then each of
+    args.lane_users'), each lane a runner of its own (a Lane) taking the next check
+    when it is done with one.  Each lane's commands run as its own user, so what they
+    leave (/tmp/zoo.*, cgroups, processes under the lane's runner) is told apart by
+    owner; the checks that run commands as root or another user (other_users) go to
+    the first lane only, one after the other.  As make -j runs recipes: the work list
+    is fixed, the order in which lanes take it is not, and no check depends on
+    another."""
+    order = {c.id: i for i, c in enumerate(selected)}
+    first_lane_only = deque(c for c in selected if c.other_users)
+    # The longest first (a check's time limit is the best guess of its length), so
+    # that the lanes end together rather than one waiting for the other's last check.
+    any_lane = deque(sorted((c for c in selected if not c.other_users),
+                            key=lambda c: -c.timeout))
+    results: dict[str, CheckResult] = {}
+    lock = threading.Lock()
+
+    def next_check(lane: int):
+        with lock:
+            if lane == 0 and first_lane_only:
+                return first_lane_only.popleft()
+            return any_lane.popleft() if any_lane else None
+
+    def done(result: CheckResult) -> None:
+        with lock:
+            results[result.id] = result
+            write_results(args.results, sorted(results.values(), key=lambda r: order[r.id]))
+            if args.progress:
+                print(json.dumps(result.to_dict()), flush=True)
+
+    def run_lane(lane: int, user: str) -> None:
+        with Lane(args, user) as runner:
+            while (c := next_check(lane)) is not None:
+                done(runner.run(c))
+
+    threads = [threading.Thread(target=run_lane, args=(lane, user))
+               for lane, user in enumerate([args.user, *args.lane_users])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(results.values(), key=lambda r: order[r.id])
+
+
+class Lane:
+    """A runner of its own (runner.py --lane-worker) that runs checks as one user, one
+    at a time, in a process tree of its own: it is the subreaper of what its
+    commands leave.  It reads a check's id on its stdin and answers with the result
+    (CheckResult.to_dict's JSON, one line) on its stdout."""
+
+    RESTARTS = 2  # a lane whose runner keeps dying gives up (its checks: errors)
+
+    def __init__(self, args, user: str):
+        self.user, self.restarts = user, 0
+        # As a module (python3 -m), loaded from its __pycache__: a script is compiled
+        # at every start, under TCG half a second.
+        self.argv = [sys.executable, "-m", "runner", "--lane-worker",
+                     "--submission", args.submission, "--results", args.results,
+                     "--logs", args.logs, "--user", user, "--nosub-user", args.nosub_user,
+                     "--python", args.python, "--timeout-scale", str(args.timeout_scale)]
+        if args.rootfs_tar:
+            self.argv += ["--rootfs-tar", args.rootfs_tar]
+        self.proc = self.start()
+
+    def start(self) -> subprocess.Popen:
+        return subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True, cwd=HERE)
+
+    def run(self, c) -> CheckResult:
+        try:
+            self.proc.stdin.write(c.id + "\n")
+            self.proc.stdin.flush()
+            answer = self.proc.stdout.readline()
+        except OSError:  # its runner is gone (a broken pipe)
+            answer = ""
+        if answer:
+            return CheckResult.from_dict(json.loads(answer))
+        # Its runner died during the check: the grader's failure, never the student's.
+        status = self.proc.wait()
+        if self.restarts < self.RESTARTS:
+            self.restarts += 1
+            self.proc = self.start()
+        return CheckResult.of(c, "error", f"grader error: the runner of {self.user}'s lane "
+                              f"ended during the check ({status})")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def serve_lane(args) -> None:
+    """--lane-worker (see Lane): run the checks whose ids come on stdin as args.user,
+    answering each with its result.  Its commands get neither pipe: stdin becomes
+    /dev/null and stdout goes to stderr, the answers to the pipe's own copy."""
+    requests = os.fdopen(os.dup(0), "r")
+    answers = os.fdopen(os.dup(1), "w")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(2, 1)
+    machine = Machine(args.user, args.nosub_user)
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    by_id = {c.id: c for c in checks.CHECKS}
+    for line in requests:
+        result = run_check(by_id[line.strip()], args, machine, logs)
+        answers.write(json.dumps(result.to_dict()) + "\n")
+        answers.flush()
 
 
 def run_check(c, args, machine: Machine, logs: Path) -> CheckResult:
@@ -882,7 +1043,8 @@ def run_check(c, args, machine: Machine, logs: Path) -> CheckResult:
                         + "\n".join(log))
     return CheckResult.of(c, status, message, seconds=round(seconds, 2),
                           limit=round(c.timeout * args.timeout_scale, 1),
-                          slowest_command=slowest, log=str(log_path))
+                          slowest_command=slowest, log=str(log_path),
+                          started=round(started, 2), user=args.user)
 
 
 def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, CommandTime | None]:
@@ -944,6 +1106,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append")
     ap.add_argument("--public", action="store_true")
     ap.add_argument("--user", default=pwd.getpwuid(os.getuid()).pw_name)
+    ap.add_argument("--lane-user", dest="lane_users", action="append", default=[],
+                    metavar="NAME", help="run checks side by side: one more lane of "
+                    "checks, run as NAME (root only; NAME has subordinate ranges of its "
+                    "own exactly when --user has; again for more lanes)")
     ap.add_argument("--nosub-user", default=NOSUB_USER,
                     help="a user without any subordinate range, for the checks that need "
                     "one (default: the VM's nosub)")
@@ -952,6 +1118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout-scale", type=float, default=1.0)
     ap.add_argument("--progress", action="store_true", help="print each result as it ends")
     ap.add_argument("--list", action="store_true", help="list the checks and exit")
+    ap.add_argument("--lane-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.list:
         for c in checks.CHECKS:
@@ -960,17 +1127,46 @@ def main(argv=None) -> int:
         return 0
     if not args.submission or not args.results:
         ap.error("--submission and --results are needed (or --list)")
-    try:
-        pwd.getpwnam(args.user)
-    except KeyError:
-        ap.error(f"--user {args.user}: no such user")
+    for name in [args.user, *args.lane_users]:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            ap.error(f"--user {name}: no such user")
+    problem = lane_users_problem(args.user, args.lane_users)
+    if problem:
+        ap.error(problem)
     args.logs = args.logs or str(Path(args.results).parent / "logs")
+    if args.lane_users:  # each lane's runner has its own scratch directory
+        run_checks(args)
+        return 0
     args.scratch = str(prepare_scratch(args.user))
     try:
-        run_checks(args)
+        serve_lane(args) if args.lane_worker else run_checks(args)
     finally:
         shutil.rmtree(args.scratch, ignore_errors=True)
     return 0
+
+
+def lane_users_problem(user: str, lane_users: list[str]) -> str:
+    """Why these lanes' users cannot grade side by side ('' when they can): lanes need
+    root (to run as each user), users of their own (what each leaves is told apart by
+    owner), and alike (each a subordinate range, or none), or a check's verdict would
+    hang on the lane it ran in."""
+    if not lane_users:
+        return ""
+    if os.getuid() != 0:
+        return "--lane-user: only root can run checks as other users"
+    names = [user, *lane_users]
+    if "root" in names or len(set(names)) != len(names):
+        return "--lane-user: each lane needs a user of its own, not root"
+    has_range = {name: all(subids.first_range(kind, name, pwd.getpwnam(name).pw_uid)
+                           for kind in ("subuid", "subgid")) for name in names}
+    if len(set(has_range.values())) != 1:
+        return ("--lane-user: each lane's user needs subordinate ranges exactly when "
+                f"--user {user} has them (" + ", ".join(
+                    f"{name}: {'ranges' if ok else 'none'}" for name, ok in has_range.items())
+                + ")")
+    return ""
 
 
 if __name__ == "__main__":

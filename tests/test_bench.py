@@ -223,22 +223,36 @@ def test_stability_reads_each_checks_spread_and_headroom():
 
 def test_a_submissions_time_is_split_into_boot_parts_and_teardown():
     """bench/grading.py's split: qemu.py's marks (seconds from QEMU's start) and the
-    runner's per-check seconds; each share also as a ratio to the boot-only VM."""
+    runner's per-check seconds; each share also as a ratio to the boot-only VM.
+    The checks' wall time runs from the first one's start to the last one's end (the
+    runner's lanes run them side by side); without start times, their sum."""
     times = {"accel": "tcg", "job_start": 20.0, "job_exit": 110.0, "qemu_exit": 116.0}
     results = [{"part": 1, "seconds": 10.0}, {"part": 1, "seconds": 5.0},
                {"part": 5, "seconds": 60.0}]
     shares = {s["name"]: s for s in grading.split(times, results, wall=125.0, boot_only=25.0)}
-    assert list(shares) == ["boot: QEMU start to the job's start", "part 1's checks",
-                            "part 5's checks", "the rest of the job (copying, the runner)",
+    assert list(shares) == ["boot: QEMU start to the job's start",
+                            "the checks, first start to last end",
+                            "part 1's checks (their own time)",
+                            "part 5's checks (their own time)",
+                            "the rest of the job (copying, the runner)",
                             "teardown: the job's end to QEMU's exit",
                             "on the host (tarball, job files, reports)"]
     seconds = [s["seconds"] for s in shares.values()]
-    assert seconds == [20.0, 15.0, 60.0, 15.0, 6.0, 9.0]  # 110 - 20 - 75 = 15
-    assert sum(seconds) == 125.0  # the shares add up to the whole run
-    assert [s["ratio"] for s in shares.values()] == [0.8, 0.6, 2.4, 0.6, 0.24, 0.36]
+    assert seconds == [20.0, 75.0, 15.0, 60.0, 15.0, 6.0, 9.0]  # 110 - 20 - 75 = 15
+    additive = [s["seconds"] for name, s in shares.items() if not name.startswith("part ")]
+    assert sum(additive) == 125.0  # the shares add up to the whole run
+    assert [s["ratio"] for s in shares.values()] == [0.8, 3.0, 0.6, 2.4, 0.6, 0.24, 0.36]
     assert all(s["ratio"] is None for s in grading.split(times, results))
     assert "on the host (tarball, job files, reports)" not in [
         s["name"] for s in grading.split(times, results)]
+    # Two lanes: part 5's check began 5 s after both of part 1's, which ran side by
+    # side with it: 65 s of wall time for 75 s of checks.
+    for r, started in zip(results, (100.0, 110.0, 105.0)):
+        r["started"] = started
+    shares = {s["name"]: s for s in grading.split(times, results)}
+    assert shares["the checks, first start to last end"]["seconds"] == 65.0
+    assert shares["the rest of the job (copying, the runner)"]["seconds"] == 25.0
+    assert shares["part 1's checks (their own time)"]["seconds"] == 15.0
 
 
 def test_the_vm_writes_when_the_job_started_and_ended(tmp_path, monkeypatch):
@@ -278,4 +292,4 @@ def test_stability_gives_the_median_split_over_the_copies(tmp_path):
     assert whole["ratio"] == round(62 / 12, 2)
     rest = shares["the rest of the job (copying, the runner)"]
     assert (rest["min"], rest["median"], rest["max"]) == (10.0, 20.0, 30.0)
-    assert shares["part 4's checks"]["median"] == 30.0
+    assert shares["part 4's checks (their own time)"]["median"] == 30.0

@@ -102,7 +102,7 @@ def test_a_checks_own_exception_is_a_grader_error(tmp_path, monkeypatch):
         user="root", python=sys.executable, part=None, only=None, public=False,
         submission=str(tmp_path), results=str(tmp_path / "results.json"),
         logs=str(tmp_path / "logs"), scratch=str(tmp_path / "scratch"), timeout_scale=1.0,
-        rootfs_tar=None, progress=False, nosub_user=runner.NOSUB_USER)
+        rootfs_tar=None, progress=False, lane_users=[], nosub_user=runner.NOSUB_USER)
     (tmp_path / "scratch").mkdir()
     results = runner.run_checks(args)
     assert [r.status for r in results] == ["error", "fail"]
@@ -197,6 +197,27 @@ def test_batch_exit_status_is_2_when_a_row_is_not_ok(grade, tmp_path, capsys):
     assert rows["bob"]["status"] == "VM killed at the 60s timeout; incomplete: 1 not run"
 
 
+def test_watchdog_allows_the_longest_check_not_done_when_lanes_finish_out_of_order(
+        grade, tmp_path):
+    """The runner's lanes take checks in an order of their own: a later check's result
+    may come first, and any check not done yet may be the one in progress."""
+    now = [0.0]
+    short, long_ = checks.selected([1])[0], checks.selected([5])[-1]
+    selected = [short, long_, checks.selected([1])[1]]
+    results = tmp_path / "results.json"
+    dog = grade.Watchdog(results, selected, "tcg", clock=lambda: now[0])
+    assert dog(True) is None
+    results.write_text(json.dumps([result(selected[2].id).to_dict()]))
+    assert dog(True) is None  # the third came first: the first two may both be running
+    longest = grade.check_allowance(long_, "tcg")
+    assert longest > grade.check_allowance(short, "tcg")
+    now[0] += longest - 1
+    assert dog(True) is None
+    now[0] += 2
+    assert dog(True) == (f"no result from {short.id}, {long_.id} within its time limit "
+                         f"({longest:.0f}s)")
+
+
 def test_only_values_reach_the_guests_runner_intact(grade):
     """run.sh is a shell script: each --only value must arrive as one argument."""
     names = ["exit status is the container's", "p2_hostname", 'a "quoted" $HOME `x`;']
@@ -207,7 +228,7 @@ def test_only_values_reach_the_guests_runner_intact(grade):
     assert done.stdout.splitlines() == grade.runner_args(args)
     assert grade.runner_args(args) == ["--part", "1", "--only", names[0], "--only", names[1],
                                        "--only", names[2], "--public"]
-    script = grade.RUN_SH.format(user="student", scale=6.0, extra=line)
+    script = grade.RUN_SH.format(user="student", lane_user="student2", scale=6.0, extra=line)
     assert script.rstrip().endswith(line)
     assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
 

@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grader"))
 
+import report  # noqa: E402
 import runner  # noqa: E402
 
 
@@ -22,7 +23,8 @@ def context(tmp_path, timeout: float, scale: float = 1.0,
     args = types.SimpleNamespace(submission=str(tmp_path), user="root", python=sys.executable,
                                  timeout_scale=scale, scratch=str(scratch or tmp_path),
                                  rootfs_tar=None, nosub_user=runner.NOSUB_USER)
-    return runner.Context(args, types.SimpleNamespace(timeout=timeout), [])
+    check = types.SimpleNamespace(id="test", timeout=timeout, other_users=False)
+    return runner.Context(args, check, [])
 
 
 # Time limits ------------------------------------------------------------------------
@@ -126,6 +128,26 @@ def test_a_command_that_ends_in_time_is_read_whole(tmp_path):
     assert (r.status, r.stdout, r.stderr, r.timed_out) == (3, "out\n", "err\n", False)
 
 
+# N seconds in short sleeps: a shell runs its trap once the command in progress ends.
+LOOP = "i=0; while [ $i -lt {} ]; do sleep 1; i=$((i+1)); done"
+
+
+def test_a_signal_goes_once_the_command_says_it_is_ready(tmp_path):
+    """send_signal waits for the command's checks.READY line, not its whole delay:
+    "late" would be printed 20 s after it, long before the 60 s delay ran out.  What
+    it printed before the signal is kept.  A command that never says it gets the
+    signal after the delay."""
+    env = {"PATH": os.environ["PATH"]}
+    z = context(tmp_path, timeout=120)
+    r = z.commands.run(["sh", "-c", "trap 'echo got-term; exit 3' TERM; echo before; "
+                        f"echo {runner.checks.READY}; {LOOP.format(20)}; echo late; "
+                        f"{LOOP.format(60)}"], env=env, send_signal=("TERM", 60))
+    assert (r.status, r.stdout) == (3, f"before\n{runner.checks.READY}\ngot-term\n"), r.log()
+    r = z.commands.run(["sh", "-c", "trap 'echo got-term; exit 3' TERM; echo never-ready; "
+                        f"{LOOP.format(60)}"], env=env, send_signal=("TERM", 0.5))
+    assert (r.status, r.stdout) == (3, "never-ready\ngot-term\n"), r.log()
+
+
 def test_a_removed_scratch_directory_is_made_again(tmp_path):
     """A hostile submission empties what it can reach, the scratch directory (the
     user's own) included: the next command and check must still run."""
@@ -176,7 +198,7 @@ def run_checks(tmp_path, sub: Path, only: list[str]) -> list["runner.CheckResult
         user=pwd.getpwuid(os.getuid()).pw_name, python=sys.executable, part=None, only=only,
         public=False, submission=str(sub), results=str(tmp_path / "results.json"),
         logs=str(tmp_path / "logs"), scratch=str(scratch), timeout_scale=1.0,
-        rootfs_tar=None, progress=False, nosub_user=runner.NOSUB_USER)
+        rootfs_tar=None, progress=False, lane_users=[], nosub_user=runner.NOSUB_USER)
     return runner.run_checks(args)
 
 
@@ -244,7 +266,61 @@ def test_a_check_as_a_user_without_a_range_needs_one(tmp_path):
         user="root", python=sys.executable, part=None, only=["p2_no_subid_range"],
         public=False, submission=str(sub), results=str(tmp_path / "results.json"),
         logs=str(tmp_path / "logs"), scratch=str(scratch), timeout_scale=1.0,
-        rootfs_tar=None, progress=False, nosub_user="zoo-nobody-here")
+        rootfs_tar=None, progress=False, lane_users=[], nosub_user="zoo-nobody-here")
     [result] = runner.run_checks(args)
     assert result.status == "not run" and result.score == 0, result
     assert result.message.startswith("no user zoo-nobody-here"), result
+
+
+# Lanes: checks side by side, each lane as a user of its own ---------------------------
+
+
+def test_a_check_that_runs_as_root_unannounced_is_a_grader_error(tmp_path, monkeypatch):
+    """Only checks declared other_users may run commands as root or another user (the
+    runner keeps them in its first lane): any other is the grader's mistake."""
+
+    def as_root(z):
+        z.host(["true"], root=True)
+
+    monkeypatch.setattr(runner.checks, "CHECKS", [
+        runner.checks.Check(as_root, 1, "as root, unannounced", 1, 10, True, ())])
+    [result] = run_checks(tmp_path, fake_submission(tmp_path, 1, ""), None)
+    assert result.status == "error" and "not declared other_users=True" in result.message
+
+
+def test_lanes_need_root_and_alike_users_of_their_own():
+    if os.getuid() != 0:
+        assert "only root" in runner.lane_users_problem("zootest", ["zootest2"])
+        return
+    assert runner.lane_users_problem("zootest", []) == ""
+    assert runner.lane_users_problem("zootest", ["zootest2"]) == ""
+    assert "not root" in runner.lane_users_problem("zootest", ["root"])
+    assert "of its own" in runner.lane_users_problem("zootest", ["zootest"])
+    said = runner.lane_users_problem("zootest", ["zoonosub"])
+    assert "(zootest: ranges, zoonosub: none)" in said, said
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="lanes run checks as other users: root only")
+def test_lanes_run_checks_side_by_side_each_as_its_own_user(tmp_path):
+    """Two lanes (zootest, zootest2: tools/setup-test-env.sh) grade the references'
+    part 1 and 2 checks: every check passes, the results come in the checks' order,
+    the second lane ran checks as its user, and the check that runs zookeeper as
+    another user (other_users) ran in the first lane only."""
+    only = ["p1_exit_status", "p1_signal", "p1_exec_errors", "p1_no_leftovers",
+            "p2_no_subid_range", "p2_hostname"]
+    for scratch in ("a", "b"):
+        (tmp_path / scratch).mkdir()
+    args = types.SimpleNamespace(
+        user="zootest", lane_users=["zootest2"], python="/opt/zookeeper-venv/bin/python",
+        part=None, only=only, public=False, submission=str(ROOT),
+        results=str(tmp_path / "results.json"), logs=str(tmp_path / "logs"),
+        timeout_scale=1.0, rootfs_tar=None, progress=False, nosub_user="zoonosub")
+    results = runner.run_checks(args)
+    assert [(r.id, r.status) for r in results] == [
+        (c.id, "ok") for c in runner.checks.selected(only=only)], results
+    assert [r.to_dict() for r in report.read_results(args.results)] == [
+        r.to_dict() for r in results]
+    logs = {r.id: Path(r.log).read_text() for r in results}
+    assert any("\nzootest2$ " in log for log in logs.values()), logs
+    assert "\nzoonosub$ " in logs["p2_no_subid_range"]
+    assert "zootest2" not in logs["p2_no_subid_range"]
