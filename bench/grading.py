@@ -172,11 +172,13 @@ def split(times: dict, results: list[dict], wall: float | None = None,
 
 def checks_wall(results: list[dict]) -> float:
     """The checks' wall time: from the first one's start to the last one's end (one
-    after the other, without start times: their sum)."""
-    starts = [r.get("started") for r in results]
-    if not results or None in starts:
+    after the other, without start times: their sum).  A result without a start (a
+    check that never ran: its lane's runner died) took no time of the run."""
+    timed = [r for r in results if r.get("started") is not None]
+    if not timed:
         return sum(r["seconds"] for r in results)
-    return max(s + r["seconds"] for s, r in zip(starts, results)) - min(starts)
+    return (max(r["started"] + r["seconds"] for r in timed)
+            - min(r["started"] for r in timed))
 
 
 def split_of(results_dir: Path, wall: float, boot_only: float | None) -> dict:

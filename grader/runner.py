@@ -2,8 +2,8 @@
 """Run the grader's checks on this machine: inside the grader's VM, or --local.
 
     runner.py --submission DIR --results FILE [--logs DIR] [--part N ...] [--only ID ...]
-              [--public] [--user NAME] [--nosub-user NAME] [--rootfs-tar TAR]
-              [--timeout-scale X]
+              [--public] [--user NAME] [--lane-user NAME ...] [--nosub-user NAME]
+              [--rootfs-tar TAR] [--timeout-scale X]
 
 Writes FILE (JSON) after every check, so a run cut short still reports what it did.
 Standard library only: it runs with the guest's Debian python3.
@@ -298,6 +298,8 @@ class Leftovers:
         another container that still runs (another root's -n, started meanwhile):
         zvPID names its container's pid, and a veth goes with its container's
         network namespace, so a zvPID whose PID lives and is not ours is theirs."""
+        if run.uid != 0:
+            return set()  # only root makes links on the host: not this run's
         ours = self.ours()
         return {name for name in zoo_links() - run.before.links
                 if not (name[2:].isdigit() and os.path.exists(f"/proc/{name[2:]}")
@@ -484,7 +486,7 @@ class Fixtures:
             raise NotRunnable("no rootfs tarball (--rootfs-tar)")
         self.rootfs_made += 1
         dest = self.commands.scratch / f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_made}"
-        dest.mkdir(mode=0o755)
+        dest.mkdir(mode=0o755, exist_ok=True)  # as mkdir -p: one left by a check before
         owner = self.commands.runs_as(root)
         if owner:
             os.chown(dest, owner.uid, owner.gid)
@@ -946,11 +948,15 @@ def run_in_lanes(args, selected: list) -> list[CheckResult]:
                 print(json.dumps(result.to_dict()), flush=True)
 
     def run_lane(lane: int, user: str) -> None:
-        with Lane(args, user) as runner:
-            while (c := next_check(lane)) is not None:
-                done(runner.run(c))
+        try:
+            with Lane(args, user) as runner:
+                while not runner.gave_up and (c := next_check(lane)) is not None:
+                    done(runner.run(c))
+        except Exception as e:  # the lane stops; what it did not take stays not run
+            print(f"runner: the lane of {user} stopped: {e!r}", file=sys.stderr, flush=True)
 
-    threads = [threading.Thread(target=run_lane, args=(lane, user))
+    # Daemon threads: a Ctrl-C in the main thread ends the run, lanes and all.
+    threads = [threading.Thread(target=run_lane, args=(lane, user), daemon=True)
                for lane, user in enumerate([args.user, *args.lane_users])]
     for thread in threads:
         thread.start()
@@ -963,20 +969,26 @@ class Lane:
     """A runner of its own (runner.py --lane-worker) that runs checks as one user, one
     at a time, in a process tree of its own: it is the subreaper of what its
     commands leave.  It reads a check's id on its stdin and answers with the result
-    (CheckResult.to_dict's JSON, one line) on its stdout."""
+    (CheckResult.to_dict's JSON, one line) on its stdout.  A runner that dies during
+    a check is started again, twice at most, and never after a death by a signal
+    (a Ctrl-C): then the lane gives up and takes no more checks."""
 
-    RESTARTS = 2  # a lane whose runner keeps dying gives up (its checks: errors)
+    RESTARTS = 2
 
     def __init__(self, args, user: str):
-        self.user, self.restarts = user, 0
-        # As a module (python3 -m), loaded from its __pycache__: a script is compiled
-        # at every start, under TCG half a second.
+        self.user, self.restarts, self.gave_up = user, 0, False
+        # As a module (python3 -m, from this directory), loaded from its __pycache__:
+        # a script is compiled at every start, under TCG half a second.  Paths
+        # absolute, then: they are the caller's, not this directory's.
+        python = os.path.abspath(args.python) if os.sep in args.python else args.python
         self.argv = [sys.executable, "-m", "runner", "--lane-worker",
-                     "--submission", args.submission, "--results", args.results,
-                     "--logs", args.logs, "--user", user, "--nosub-user", args.nosub_user,
-                     "--python", args.python, "--timeout-scale", str(args.timeout_scale)]
+                     "--submission", os.path.abspath(args.submission),
+                     "--results", os.path.abspath(args.results),
+                     "--logs", os.path.abspath(args.logs), "--user", user,
+                     "--nosub-user", args.nosub_user, "--python", python,
+                     "--timeout-scale", str(args.timeout_scale)]
         if args.rootfs_tar:
-            self.argv += ["--rootfs-tar", args.rootfs_tar]
+            self.argv += ["--rootfs-tar", os.path.abspath(args.rootfs_tar)]
         self.proc = self.start()
 
     def start(self) -> subprocess.Popen:
@@ -987,24 +999,25 @@ class Lane:
         try:
             self.proc.stdin.write(c.id + "\n")
             self.proc.stdin.flush()
-            answer = self.proc.stdout.readline()
-        except OSError:  # its runner is gone (a broken pipe)
-            answer = ""
-        if answer:
-            return CheckResult.from_dict(json.loads(answer))
+            return CheckResult.from_dict(json.loads(self.proc.stdout.readline()))
+        except (OSError, ValueError):  # its runner is gone (a broken pipe, no answer)
+            pass
         # Its runner died during the check: the grader's failure, never the student's.
         status = self.proc.wait()
-        if self.restarts < self.RESTARTS:
+        if status < 0 or self.restarts >= self.RESTARTS:
+            self.gave_up = True
+        else:
             self.restarts += 1
             self.proc = self.start()
         return CheckResult.of(c, "error", f"grader error: the runner of {self.user}'s lane "
-                              f"ended during the check ({status})")
+                              f"ended during the check ({status})", user=self.user)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.proc.stdin.close()
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
         self.proc.wait()
 
 

@@ -253,6 +253,10 @@ def test_a_submissions_time_is_split_into_boot_parts_and_teardown():
     assert shares["the checks, first start to last end"]["seconds"] == 65.0
     assert shares["the rest of the job (copying, the runner)"]["seconds"] == 25.0
     assert shares["part 1's checks (their own time)"]["seconds"] == 15.0
+    # A check that never ran (its lane's runner died) has no start and took no time.
+    results.append({"part": 6, "seconds": 0.0})
+    shares = {s["name"]: s for s in grading.split(times, results)}
+    assert shares["the checks, first start to last end"]["seconds"] == 65.0
 
 
 def test_the_vm_writes_when_the_job_started_and_ended(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The grader's runner on this host, without a VM: how it runs one command."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -298,6 +299,41 @@ def test_lanes_need_root_and_alike_users_of_their_own():
     assert "of its own" in runner.lane_users_problem("zootest", ["zootest"])
     said = runner.lane_users_problem("zootest", ["zoonosub"])
     assert "(zootest: ranges, zoonosub: none)" in said, said
+
+
+def test_a_lane_whose_runner_dies_gives_up_after_its_restarts(tmp_path, monkeypatch):
+    """A lane's runner that dies during a check makes that check a grader error; it
+    is started again twice, then (or at once after a death by a signal, a Ctrl-C)
+    the lane takes no more checks."""
+    def dies(how):
+        code = f"import os, sys; sys.stdin.readline(); {how}"
+        return lambda self: subprocess.Popen([sys.executable, "-c", code], text=True,
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    args = types.SimpleNamespace(
+        python="python3", submission="sub", results="results.json", logs="logs",
+        nosub_user="nosub", timeout_scale=1.0, rootfs_tar=None)
+    check = runner.checks.CHECKS[0]
+    monkeypatch.setattr(runner.Lane, "start", dies("sys.exit(3)"))
+    with runner.Lane(args, "zootest") as lane:
+        assert "--submission" in lane.argv and os.path.abspath("sub") in lane.argv
+        said = [lane.run(check) for _ in range(3)]
+        assert [r.status for r in said] == ["error"] * 3 and lane.gave_up
+        assert said[0].message == ("grader error: the runner of zootest's lane ended "
+                                   "during the check (3)")
+    monkeypatch.setattr(runner.Lane, "start", dies("os.kill(os.getpid(), 9)"))
+    with runner.Lane(args, "zootest") as lane:
+        assert lane.run(check).status == "error" and lane.gave_up
+
+
+def test_links_are_only_roots_runs(tmp_path, monkeypatch):
+    """Only root makes links on the host: a zoo0 that appears while another lane's
+    user ran a command is root's (the first lane's root veth check), not its."""
+    z = context(tmp_path, timeout=30)
+    r = z.host(["true"])
+    monkeypatch.setattr(runner, "zoo_links", lambda: {"zoo0"})
+    assert z.left.links(dataclasses.replace(r, uid=1000)) == set()
+    assert z.left.links(dataclasses.replace(r, uid=0)) == {"zoo0"}
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="lanes run checks as other users: root only")
