@@ -170,9 +170,11 @@ ENABLED_UNITS = {
 # ---------------------------------------------------------------------------------------
 # Boot settings (not part of the image).
 # ---------------------------------------------------------------------------------------
+# loglevel=5 after quiet: the kernel's warnings reach the console too (a guest that
+# stalls once in a long while, NOTES.md, may say why there), not its boot chatter.
 KERNEL_CMDLINE = (
-    "console=ttyS0 root=/dev/vda rw quiet panic=-1 8250.nr_uarts=1 mitigations=off "
-    "systemd.unified_cgroup_hierarchy=1"
+    "console=ttyS0 root=/dev/vda rw quiet loglevel=5 panic=-1 8250.nr_uarts=1 "
+    "mitigations=off systemd.unified_cgroup_hierarchy=1"
 )
 
 

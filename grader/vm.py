@@ -90,6 +90,31 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+STALLED = 75  # run's exit status when --silence stopped the guest
+
+
+class Silence:
+    """qemu.Job's watchdog for `run --silence S`: a guest whose job.log has not grown
+    (nor appeared, from the start) for S seconds stopped reporting (the rare stall of
+    NOTES.md), and is stopped."""
+
+    def __init__(self, job_log: Path, seconds: float, clock=time.monotonic):
+        self.job_log, self.seconds, self.clock = job_log, seconds, clock
+        self.size, self.since = -1, clock()
+
+    def __call__(self, job_started: bool) -> str | None:
+        try:
+            size = self.job_log.stat().st_size
+        except OSError:
+            size = -1
+        now = self.clock()
+        if size != self.size:
+            self.size, self.since = size, now
+        elif now - self.since > self.seconds:
+            return f"no new output in job.log for {self.seconds:.0f}s"
+        return None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     script = Path(args.script)
     if not script.is_file():
@@ -104,9 +129,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         (Path(job) / "run.sh").chmod(0o755)
         for extra in args.file or []:
             shutil.copy(extra, Path(job) / Path(extra).name)
+        silence = Silence(results / "job.log", args.silence) if args.silence else None
         result = qemu.boot(
             qemu.Job(job, args.submission, results, timeout=args.timeout,
-                     job_timeout=args.job_timeout, save_journal=args.journal),
+                     job_timeout=args.job_timeout, save_journal=args.journal,
+                     watchdog=silence),
             qemu.Machine(built, arch=args.arch, accel=args.accel, memory=args.memory,
                          smp=args.smp))
     if result.job_log.is_file():
@@ -120,6 +147,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"vm: results and console.log in {results}", file=sys.stderr)
     if result.timed_out:
         return 124
+    if result.stopped:
+        print(f"vm: stopped: {result.stopped}", file=sys.stderr)
+        return STALLED
     return result.exit_status if result.exit_status is not None else 125
 
 
@@ -162,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: a temporary one)")
     p.add_argument("--timeout", type=float, default=600, help="kill QEMU after (s)")
     p.add_argument("--job-timeout", type=float, help="the guest stops run.sh after (s)")
+    p.add_argument("--silence", type=float, metavar="S", help="stop the guest when its "
+                   f"job.log has not grown for S seconds (exit status {STALLED})")
     p.add_argument("--memory", default="2G")
     p.add_argument("--smp", type=int, default=2)
     p.add_argument("--accel", choices=("tcg", "kvm"))

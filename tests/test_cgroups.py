@@ -517,18 +517,25 @@ def test_stage5_in_the_vm(tmp_path):
     sys.path.insert(0, str(ROOT / "grader"))
     try:
         import image
+        import vm
     finally:
         sys.path.pop(0)
     if image.cached_image() is None:
         pytest.skip("no grader VM image built (sudo python3 grader/vm.py build)")
     submission = copy_parts(tmp_path / "submission", {4: PARTS[4], 5: PARTS[5]})
     shutil.copy(ROOT / "tools" / "mkrootfs.py", submission / "mkrootfs.py")
-    results = tmp_path / "results"
-    done = subprocess.run([sys.executable, str(ROOT / "grader" / "vm.py"), "run",
-                           str(ROOT / "tests" / "vm_stage5_check.sh"),
-                           "--submission", str(submission), "--results", str(results),
-                           "--timeout", "900"],
-                          capture_output=True, text=True, timeout=1000)
+    for attempt in (1, 2):
+        results = tmp_path / f"results-{attempt}"
+        done = subprocess.run([sys.executable, str(ROOT / "grader" / "vm.py"), "run",
+                               str(ROOT / "tests" / "vm_stage5_check.sh"),
+                               "--submission", str(submission), "--results", str(results),
+                               "--timeout", "900", "--silence", "300"],
+                              capture_output=True, text=True, timeout=1000)
+        # A guest that stopped reporting (both vCPUs spinning, once in a long while
+        # under TCG: NOTES.md) says nothing of stage 5: boot it again, once.
+        if done.returncode != vm.STALLED:
+            break
+        print(f"the guest stalled (attempt {attempt}): {done.stderr.strip()[-300:]}")
     log = results / "job.log"
     job = log.read_text(errors="replace") if log.exists() else done.stdout
     assert "stage5: all checks passed" in job, job[-6000:] + done.stderr[-2000:]

@@ -133,6 +133,9 @@ def grade(monkeypatch):
     def grade_in_vm(submission, args, out_dir, log=print):
         module.vm_calls.append(submission.name)
         got = module.fake_vm[submission.name]
+        if isinstance(got, list):  # one outcome per grading, in turn
+            got = got.pop(0)
+        (out_dir / "console.log").write_text("the console\n")
         if isinstance(got, Exception):
             raise got
         return list(got[0]), got[1]
@@ -155,6 +158,27 @@ def all_of_part1(status="ok", missing=0, error=None):
     if status != "ok":
         results[0] = dataclasses.replace(results[0], status=status, message=error or status)
     return results[:len(results) - missing]
+
+
+def test_a_guest_that_stalls_is_graded_again_once(grade, tmp_path, capsys):
+    """A guest the watchdog stopped because it stopped reporting is graded again from
+    the start, once; its console is kept.  A second stall is reported as such, and a
+    Ctrl-C is never graded again."""
+    sub = make_submission(tmp_path / "alice")
+    stall = (all_of_part1(missing=2), "VM stopped: no result from p1_x within its time "
+             "limit (1248s)")
+    grade.fake_vm["alice"] = [stall, (all_of_part1(), "")]
+    assert grade.main([str(sub), "--out", str(tmp_path / "one"), "--part", "1"]) == 0
+    assert grade.vm_calls == ["alice", "alice"]
+    assert (tmp_path / "one" / "console-stalled.log").exists()
+    grade.fake_vm["alice"] = [stall, stall, (all_of_part1(), "")]
+    capsys.readouterr()
+    assert grade.main([str(sub), "--out", str(tmp_path / "two"), "--part", "1"]) == 2
+    assert grade.vm_calls == ["alice"] * 4
+    assert "(the second time; the first stalled too)" in capsys.readouterr().out
+    grade.fake_vm["alice"] = [(all_of_part1(missing=2), "VM stopped: interrupted (Ctrl-C)")]
+    grade.main([str(sub), "--out", str(tmp_path / "three"), "--part", "1"])
+    assert grade.vm_calls == ["alice"] * 5
 
 
 def test_exit_status_of_one_submission(grade, tmp_path, capsys):
@@ -317,6 +341,26 @@ def test_watchdog_stops_a_guest_that_stopped_reporting(grade, tmp_path):
     assert dog(True) is None
     now[0] += grade.CHECK_MARGIN + 1
     assert dog(True) == "the guest did not power off after the last check"
+
+
+def test_vm_run_silence_stops_a_guest_whose_job_log_stopped_growing(tmp_path):
+    """grader/vm.py run --silence S: a job.log that has not grown for S seconds is a
+    guest that stopped reporting (one that has not appeared S seconds after the
+    start too); one that grows is not."""
+    import vm
+
+    now = [0.0]
+    log = tmp_path / "job.log"
+    silence = vm.Silence(log, 300, clock=lambda: now[0])
+    now[0] = 299
+    assert silence(False) is None  # no job.log yet: the boot
+    log.write_text("== root\n")
+    now[0] = 500
+    assert silence(True) is None  # it grew: the silence counts from now
+    now[0] = 799
+    assert silence(True) is None
+    now[0] = 801
+    assert silence(True) == "no new output in job.log for 300s"
 
 
 def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch):
