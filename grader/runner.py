@@ -16,6 +16,7 @@ import http.server
 import json
 import os
 import pwd
+import resource
 import secrets
 import select
 import shutil
@@ -947,9 +948,15 @@ def run_in_lanes(args, selected: list) -> list[CheckResult]:
             if args.progress:
                 print(json.dumps(result.to_dict()), flush=True)
 
+    users = [args.user, *args.lane_users]
+    # A share of the processes this machine allows for each lane's user, and one left
+    # for the runners: a fork bomb in one lane then cannot stop the other's runner
+    # from starting its next command (fork(2) fails with EAGAIN at pids.max).
+    processes = processes_allowed() // (len(users) + 1)
+
     def run_lane(lane: int, user: str) -> None:
         try:
-            with Lane(args, user) as runner:
+            with Lane(args, user, processes) as runner:
                 while not runner.gave_up and (c := next_check(lane)) is not None:
                     done(runner.run(c))
         except Exception as e:  # the lane stops; what it did not take stays not run
@@ -957,7 +964,7 @@ def run_in_lanes(args, selected: list) -> list[CheckResult]:
 
     # Daemon threads: a Ctrl-C in the main thread ends the run, lanes and all.
     threads = [threading.Thread(target=run_lane, args=(lane, user), daemon=True)
-               for lane, user in enumerate([args.user, *args.lane_users])]
+               for lane, user in enumerate(users)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -975,7 +982,7 @@ class Lane:
 
     RESTARTS = 2
 
-    def __init__(self, args, user: str):
+    def __init__(self, args, user: str, processes: int | None = None):
         self.user, self.restarts, self.gave_up = user, 0, False
         # As a module (python3 -m, from this directory), loaded from its __pycache__:
         # a script is compiled at every start, under TCG half a second.  Paths
@@ -989,6 +996,8 @@ class Lane:
                      "--timeout-scale", str(args.timeout_scale)]
         if args.rootfs_tar:
             self.argv += ["--rootfs-tar", os.path.abspath(args.rootfs_tar)]
+        if processes:
+            self.argv += ["--lane-processes", str(processes)]
         self.proc = self.start()
 
     def start(self) -> subprocess.Popen:
@@ -1025,6 +1034,8 @@ def serve_lane(args) -> None:
     """--lane-worker (see Lane): run the checks whose ids come on stdin as args.user,
     answering each with its result.  Its commands get neither pipe: stdin becomes
     /dev/null and stdout goes to stderr, the answers to the pipe's own copy."""
+    if args.lane_processes:
+        limit_processes(args.lane_processes)
     requests = os.fdopen(os.dup(0), "r")
     answers = os.fdopen(os.dup(1), "w")
     null = os.open(os.devnull, os.O_RDONLY)
@@ -1038,6 +1049,34 @@ def serve_lane(args) -> None:
         result = run_check(by_id[line.strip()], args, machine, logs)
         answers.write(json.dumps(result.to_dict()) + "\n")
         answers.flush()
+
+
+def processes_allowed() -> int:
+    """How many processes this machine lets the runner's tree have: the kernel's
+    threads-max, or the pids.max of its cgroup or an ancestor's where lower (a
+    systemd service's TasksMax: the guest's job runs in one)."""
+    allowed = [int(Path("/proc/sys/kernel/threads-max").read_text())]
+    own = Path("/proc/self/cgroup").read_text().partition("0::")[2].splitlines()[:1]
+    if own:  # cgroup v2 (cgroups(7)): the line "0::/its/path"
+        directory = Path("/sys/fs/cgroup" + own[0].rstrip("/"))
+        for d in (directory, *directory.parents):
+            with contextlib.suppress(OSError):
+                text = (d / "pids.max").read_text().strip()
+                if text.isdigit():
+                    allowed.append(int(text))
+            if d == Path("/sys/fs/cgroup"):
+                break
+    return min(allowed)
+
+
+def limit_processes(count: int) -> None:
+    """Let no user this runner starts commands as have more than count processes.
+    setrlimit(2): RLIMIT_NPROC counts the processes of the caller's real user, and
+    root's (this runner's) forks are exempt; a command inherits the limit, and its
+    processes' fork(2) fails with EAGAIN at the count.  In a container too: since
+    Linux 5.14 the kernel counts a user's processes up through the user namespaces,
+    each bounded by the limit its creator had."""
+    resource.setrlimit(resource.RLIMIT_NPROC, (count, count))
 
 
 def run_check(c, args, machine: Machine, logs: Path) -> CheckResult:
@@ -1132,6 +1171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true", help="print each result as it ends")
     ap.add_argument("--list", action="store_true", help="list the checks and exit")
     ap.add_argument("--lane-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--lane-processes", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.list:
         for c in checks.CHECKS:

@@ -326,6 +326,51 @@ def test_a_lane_whose_runner_dies_gives_up_after_its_restarts(tmp_path, monkeypa
         assert lane.run(check).status == "error" and lane.gave_up
 
 
+FORKS_UNTIL_REFUSED = """
+import os, signal, sys, time
+children = []
+for _ in range(int(sys.argv[1])):
+    try:
+        pid = os.fork()
+    except BlockingIOError:  # EAGAIN: the limit
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    children.append(pid)
+print(len(children))
+for pid in children:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="lanes run checks as other users: root only")
+def test_a_lanes_user_cannot_take_the_processes_the_other_lane_needs(tmp_path):
+    """A fork bomb in one lane once filled the guest job's pids.max, and the other
+    lane's runner could not start its next command (fork: EAGAIN, a grader error).
+    A lane's runner limits its users' processes; its own forks as root are not."""
+    code = f"""
+import os, subprocess, sys
+sys.path.insert(0, {str(ROOT / "grader")!r})
+import runner
+runner.limit_processes(20)
+user = runner.User("zootest")
+for argv in ([sys.executable, "-c", {FORKS_UNTIL_REFUSED!r}, "60"],
+             ["unshare", "-Ur", sys.executable, "-c", {FORKS_UNTIL_REFUSED!r}, "60"]):
+    print(subprocess.run(argv, capture_output=True, text=True, cwd="/",
+                         **user.popen_ids()).stdout.strip(), flush=True)
+kids = [pid for pid in (os.fork() for _ in range(40)) if pid or os._exit(0)]
+print(len(kids))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    made, made_in_a_container, roots = (int(n) for n in done.stdout.split())
+    assert 10 < made < 20 and 10 < made_in_a_container < 20, done
+    assert roots == 40
+    assert runner.processes_allowed() <= int(Path("/proc/sys/kernel/threads-max").read_text())
+
+
 def test_links_are_only_roots_runs(tmp_path, monkeypatch):
     """Only root makes links on the host: a zoo0 that appears while another lane's
     user ran a command is root's (the first lane's root veth check), not its."""
