@@ -337,6 +337,7 @@ class Commands:
         self.check = check
         self.deadline = time.monotonic() + check.timeout * self.scale
         self.slowest: CommandTime | None = None  # the command nearest its limit
+        self.own_name = pwd.getpwuid(os.getuid()).pw_name  # who runs_as None is
 
     def part_dir(self, part: int) -> Path:
         found = sorted(self.submission.glob(PART_GLOB.format(part)))
@@ -435,7 +436,7 @@ class Commands:
         run = Run(argv, proc.returncode, (printed + out).decode(errors="replace"),
                   err.decode(errors="replace"), time.monotonic() - started, timed_out,
                   uid=who.uid if who else os.getuid(), before=before,
-                  user=who.name if who else pwd.getpwuid(os.getuid()).pw_name)
+                  user=who.name if who else self.own_name)
         self.leftovers.ran(run)
         self.log.append(run.log())
         spent = CommandTime(round(run.seconds, 2), round(timeout, 1))
@@ -905,9 +906,7 @@ def run_checks(args) -> list[CheckResult]:
     selected = checks.selected(args.part, args.only, args.public)
     if args.lane_users:
         return run_in_lanes(args, selected)
-    machine = Machine(args.user, args.nosub_user)
-    logs = Path(args.logs)
-    logs.mkdir(parents=True, exist_ok=True)
+    machine, logs = machine_and_logs(args)
     results = []
     for c in selected:
         results.append(run_check(c, args, machine, logs))
@@ -915,6 +914,13 @@ def run_checks(args) -> list[CheckResult]:
         if args.progress:
             print(json.dumps(results[-1].to_dict()), flush=True)
     return results
+
+
+def machine_and_logs(args) -> tuple[Machine, Path]:
+    """What this machine can do for the checks, and the logs directory, made."""
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    return Machine(args.user, args.nosub_user), logs
 
 
 def run_in_lanes(args, selected: list) -> list[CheckResult]:
@@ -1041,9 +1047,7 @@ def serve_lane(args) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(2, 1)
-    machine = Machine(args.user, args.nosub_user)
-    logs = Path(args.logs)
-    logs.mkdir(parents=True, exist_ok=True)
+    machine, logs = machine_and_logs(args)
     by_id = {c.id: c for c in checks.CHECKS}
     for line in requests:
         result = run_check(by_id[line.strip()], args, machine, logs)

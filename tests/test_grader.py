@@ -177,7 +177,11 @@ def test_a_guest_that_stalls_is_graded_again_once(grade, tmp_path, capsys):
     assert grade.vm_calls == ["alice"] * 4
     assert "(the second time; the first stalled too)" in capsys.readouterr().out
     grade.fake_vm["alice"] = [(all_of_part1(missing=2), "VM stopped: interrupted (Ctrl-C)")]
-    grade.main([str(sub), "--out", str(tmp_path / "three"), "--part", "1"])
+    grade.INTERRUPTED.set()
+    try:
+        grade.main([str(sub), "--out", str(tmp_path / "three"), "--part", "1"])
+    finally:
+        grade.INTERRUPTED.clear()
     assert grade.vm_calls == ["alice"] * 5
 
 
