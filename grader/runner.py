@@ -12,7 +12,6 @@ Standard library only: it runs with the guest's Debian python3.
 import argparse
 import contextlib
 import fcntl
-import http.server
 import json
 import os
 import pwd
@@ -472,7 +471,7 @@ class Fixtures:
         self.commands, self.rootfs_tar = commands, rootfs_tar
         self.rootfs_made = 0
         # Keyed by loopback (see server): the servers and the tokens they answer with.
-        self.servers: dict[bool, http.server.ThreadingHTTPServer] = {}
+        self.servers: dict = {}  # loopback: its http.server.ThreadingHTTPServer
         self.tokens: dict[bool, str] = {}
 
     def plain_file(self) -> str:
@@ -508,6 +507,10 @@ class Fixtures:
         its own (server_token(loopback=True)): what a container must not reach."""
         if loopback in self.servers:
             return self.servers[loopback].server_address
+        # Imported here, by the network checks only: http.server brings http.client,
+        # email and ssl, ~0.9 s under TCG that every runner would pay at its start.
+        import http.server
+
         address = "127.0.0.1" if loopback else host_address()
         if not address:
             raise NotRunnable("this machine has no non-loopback IPv4 address for the server")

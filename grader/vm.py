@@ -115,11 +115,23 @@ class Silence:
         return None
 
 
+def copy_into_job(extra: Path, job: Path) -> None:
+    """--file's file or directory, into the job directory under its own name."""
+    if extra.is_dir():
+        shutil.copytree(extra, job / extra.name, symlinks=True)
+    else:
+        shutil.copy(extra, job / extra.name)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     script = Path(args.script)
     if not script.is_file():
         print(f"vm: no such script: {script}", file=sys.stderr)
         return 125
+    for extra in args.file or []:
+        if not Path(extra).exists():
+            print(f"vm: no such file: {extra}", file=sys.stderr)
+            return 125
     built = image.build_image(args.cache, log=lambda msg: print(f"vm: {msg}", file=sys.stderr),
                               arch=args.arch)
     results = Path(args.results) if args.results else Path(
@@ -128,7 +140,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         shutil.copyfile(script, Path(job) / "run.sh")
         (Path(job) / "run.sh").chmod(0o755)
         for extra in args.file or []:
-            shutil.copy(extra, Path(job) / Path(extra).name)
+            copy_into_job(Path(extra), Path(job))
         silence = Silence(results / "job.log", args.silence) if args.silence else None
         result = qemu.boot(
             qemu.Job(job, args.submission, results, timeout=args.timeout,
@@ -186,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_import)
     p = sub.add_parser("run", help="boot and run SCRIPT as root in the guest")
     p.add_argument("script")
-    p.add_argument("--file", action="append", help="another file for the job directory")
+    p.add_argument("--file", action="append", help="another file (or directory) for the "
+                   "job directory, /mnt/job in the guest")
     p.add_argument("--submission", help="directory shared read-only at /mnt/submission")
     p.add_argument("--results", help="directory shared read-write at /mnt/results "
                    "(default: a temporary one)")

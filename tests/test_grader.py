@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -365,6 +366,71 @@ def test_vm_run_silence_stops_a_guest_whose_job_log_stopped_growing(tmp_path):
     assert silence(True) is None
     now[0] = 801
     assert silence(True) == "no new output in job.log for 300s"
+
+
+def test_the_submission_is_compiled_on_the_host_for_the_guest(tmp_path):
+    """grade compiles the submission's modules into a tree of their own (the guest
+    lays it over its copy of the submission, times kept): the guest's compileall
+    then finds them current and writes nothing.  Nothing reached through a symbolic
+    link is read (another student's file, the grader's), nor a file too large, and
+    what does not compile is left to the guest."""
+    grade = load_grade()
+    sub = tmp_path / "alice"
+    (sub / "part1_clone" / "__pycache__").mkdir(parents=True)
+    (sub / "part1_clone" / "container.py").write_text("VALUE = 42\n")
+    (sub / "part1_clone" / "broken.py").write_text("def (:\n")
+    (sub / "part1_clone" / "big.py").write_text("X = 1\n" * 200_000)
+    secret = tmp_path / "bob.py"
+    secret.write_text("SECRET = 'bob'\n")
+    (sub / "part1_clone" / "bob.py").symlink_to(secret)
+    (sub / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "other.py").write_text("OTHER = 1\n")
+    into = tmp_path / "pyc"
+    grade.precompile(sub, into)
+    made = sorted(str(p.relative_to(into)) for p in into.rglob("*") if p.is_file())
+    tag = sys.implementation.cache_tag
+    assert made == [f"part1_clone/__pycache__/container.{tag}.pyc"], made
+    assert (tmp_path / "pyc.tag").read_text() == tag + "\n"  # the guest compiles no more
+    # The guest's side: cp -r --preserve=timestamps of both, then compileall.
+    guest = tmp_path / "guest"
+    shutil.copytree(sub, guest, symlinks=True)
+    shutil.copytree(into, guest, dirs_exist_ok=True)
+    pyc = guest / "part1_clone" / "__pycache__" / f"container.{tag}.pyc"
+    before = pyc.stat()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(guest / "part1_clone" /
+                    "container.py")], check=True)
+    assert pyc.stat().st_mtime_ns == before.st_mtime_ns and pyc.stat().st_ino == before.st_ino
+    loaded = subprocess.run([sys.executable, "-c", "import container; print(container.VALUE)"],
+                            cwd=guest / "part1_clone", capture_output=True, text=True)
+    assert loaded.stdout == "42\n"
+    # In the guest, by the submission's owner: never written through a link as root.
+    assert ("setpriv --reuid={user} --regid={user} --init-groups -- \\\n"
+            "        cp -r --preserve=timestamps /mnt/job/pyc/. \"$SUB\"\n") in grade.RUN_SH
+
+
+def test_vm_run_takes_files_and_directories_for_the_job(tmp_path):
+    """grader/vm.py run --file: a file or a directory lands in the job directory under
+    its own name (a directory was a traceback); one that is not there is one line."""
+    import vm
+
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "a.txt").write_text("a")
+    (tmp_path / "tree" / "link").symlink_to("/etc/hostname")
+    (tmp_path / "one.txt").write_text("one")
+    job = tmp_path / "job"
+    job.mkdir()
+    vm.copy_into_job(tmp_path / "tree", job)
+    vm.copy_into_job(tmp_path / "one.txt", job)
+    assert (job / "tree" / "sub" / "a.txt").read_text() == "a"
+    assert os.readlink(job / "tree" / "link") == "/etc/hostname"
+    assert (job / "one.txt").read_text() == "one"
+    script = tmp_path / "run.sh"
+    script.write_text("true\n")
+    done = subprocess.run([sys.executable, str(ROOT / "grader" / "vm.py"), "run", str(script),
+                           "--file", str(tmp_path / "absent")], capture_output=True, text=True)
+    assert done.returncode == 125
+    assert done.stderr == f"vm: no such file: {tmp_path / 'absent'}\n"
 
 
 def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch):

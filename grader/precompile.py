@@ -1,0 +1,73 @@
+"""Compile a submission's Python modules into a tree of their own, on the host.
+
+    python3 precompile.py SUBMISSION INTO
+
+INTO gets SUBMISSION's directories, each with only a __pycache__ holding this
+Python's compiled form of its modules (as `python3 -m compileall` writes them beside
+the sources: py_compile(3)'s names, the sources' times and sizes recorded).  The
+grader's job in the guest lays INTO over its copy of the submission: under TCG the
+guest takes seconds to compile what takes a fraction of one here.  A guest whose
+Python is another version ignores them (their names carry this one's) and compiles
+as before.
+
+Compiling runs none of the student's code.  Still, the sources are the student's:
+this runs as a process of its own (grade waits for it a little while, and goes on
+without it) with its memory limited; a file reached through a symbolic link is not
+read (it could be another student's, or the grader's: its compiled form would
+reach the guest); nor is a very large one; what this Python cannot compile is left
+to the guest, whose own Python reports it as the student would see it.
+"""
+
+import importlib.util
+import os
+import py_compile
+import resource
+import stat
+import sys
+
+LARGEST = 1 << 20  # bytes: a module this large is the guest's to compile, if at all
+MEMORY = 1 << 30  # bytes of address space this process may use (setrlimit(2))
+
+
+def compile_tree(submission: str, into: str) -> int:
+    """Compile every module under submission into the same place under into;
+    returns how many were compiled."""
+    compiled = 0
+    for directory, subdirs, files in os.walk(submission):  # never into a linked dir
+        subdirs[:] = [d for d in subdirs if d != "__pycache__"]
+        for name in files:
+            source = os.path.join(directory, name)
+            if not name.endswith(".py") or not is_plain_file(source):
+                continue
+            relative = os.path.relpath(source, submission)
+            target = importlib.util.cache_from_source(os.path.join(into, relative))
+            try:
+                py_compile.compile(source, cfile=target, doraise=True)
+                compiled += 1
+            except (py_compile.PyCompileError, OSError, ValueError, RecursionError,
+                    MemoryError):
+                pass  # the guest's Python says what is wrong, if the module is used
+    readable_by_all(into)
+    return compiled
+
+
+def readable_by_all(tree: str) -> None:
+    """What was made readable by the guest's student, whatever this umask."""
+    for directory, _, files in os.walk(tree):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+
+
+def is_plain_file(path: str) -> bool:
+    """A regular file, not a symbolic link to one, and not too large."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size <= LARGEST
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+    print(compile_tree(sys.argv[1], sys.argv[2]))
