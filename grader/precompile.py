@@ -4,7 +4,7 @@
 
 INTO gets SUBMISSION's directories, each with only a __pycache__ holding this
 Python's compiled form of its modules (as `python3 -m compileall` writes them beside
-the sources: py_compile(3)'s names, the sources' times and sizes recorded).  The
+the sources: cache_from_source's names, the sources' times and sizes recorded).  The
 grader's job in the guest lays INTO over its copy of the submission: under TCG the
 guest takes seconds to compile what takes a fraction of one here.  A guest whose
 Python is another version ignores them (their names carry this one's) and compiles
@@ -15,7 +15,8 @@ this runs as a process of its own (grade waits for it a little while, and goes o
 without it) with its memory limited; a file reached through a symbolic link is not
 read (it could be another student's, or the grader's: its compiled form would
 reach the guest); nor is a very large one; what this Python cannot compile is left
-to the guest, whose own Python reports it as the student would see it.
+to the guest, whose own Python reports it as the student would see it.  Exit
+status 1 when anything was left so: the guest then compiles the whole submission.
 """
 
 import importlib.util
@@ -29,34 +30,30 @@ LARGEST = 1 << 20  # bytes: a module this large is the guest's to compile, if at
 MEMORY = 1 << 30  # bytes of address space this process may use (setrlimit(2))
 
 
-def compile_tree(submission: str, into: str) -> int:
+def compile_tree(submission: str, into: str) -> tuple[int, int]:
     """Compile every module under submission into the same place under into;
-    returns how many were compiled."""
-    compiled = 0
+    returns how many were compiled, and how many were left to the guest."""
+    compiled = left = 0
     for directory, subdirs, files in os.walk(submission):  # never into a linked dir
         subdirs[:] = [d for d in subdirs if d != "__pycache__"]
         for name in files:
             source = os.path.join(directory, name)
-            if not name.endswith(".py") or not is_plain_file(source):
+            if not name.endswith(".py"):
                 continue
             relative = os.path.relpath(source, submission)
             target = importlib.util.cache_from_source(os.path.join(into, relative))
             try:
-                py_compile.compile(source, cfile=target, doraise=True)
+                if not is_plain_file(source):
+                    raise ValueError("a link, or too large")
+                # Its times and size recorded (the guest's copy keeps them), and its
+                # name as the student's tree has it, not the host's path.
+                py_compile.compile(source, cfile=target, dfile=relative, doraise=True,
+                                   invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
                 compiled += 1
             except (py_compile.PyCompileError, OSError, ValueError, RecursionError,
                     MemoryError):
-                pass  # the guest's Python says what is wrong, if the module is used
-    readable_by_all(into)
-    return compiled
-
-
-def readable_by_all(tree: str) -> None:
-    """What was made readable by the guest's student, whatever this umask."""
-    for directory, _, files in os.walk(tree):
-        os.chmod(directory, 0o755)
-        for name in files:
-            os.chmod(os.path.join(directory, name), 0o644)
+                left += 1  # the guest's Python says what is wrong, if the module is used
+    return compiled, left
 
 
 def is_plain_file(path: str) -> bool:
@@ -70,4 +67,6 @@ def is_plain_file(path: str) -> bool:
 
 if __name__ == "__main__":
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
-    print(compile_tree(sys.argv[1], sys.argv[2]))
+    compiled, left = compile_tree(sys.argv[1], sys.argv[2])
+    print(f"{compiled} compiled, {left} left to the guest")
+    sys.exit(1 if left else 0)  # then the guest compiles the whole submission itself

@@ -408,9 +408,19 @@ class Commands:
             self.log.append(restored)
         before = self.leftovers.snapshot()
         started = time.monotonic()
-        proc = subprocess.Popen(argv, env=env, cwd=str(self.scratch), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True, **(who.popen_ids() if who else {}))
+        try:
+            proc = subprocess.Popen(argv, env=env, cwd=str(self.scratch),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True,
+                                    **(who.popen_ids() if who else {}))
+        except BlockingIOError:
+            if not who:
+                raise  # this runner's own fork failed: the grader's trouble
+            # execve(2)'s EAGAIN after the switch to who: that user is at its process
+            # limit (limit_processes), with processes the submission left where the
+            # runner does not reach (started by the user's systemd, say).
+            expect(False, f"could not start {what} as {who.name}: {who.name} already has "
+                   "as many processes as it may (RLIMIT_NPROC), left by earlier commands")
         self.leftovers.started(proc.pid)
         printed = b""  # what it printed before the signal
         if send_signal:
@@ -1063,7 +1073,8 @@ def processes_allowed() -> int:
     threads-max, or the pids.max of its cgroup or an ancestor's where lower (a
     systemd service's TasksMax: the guest's job runs in one)."""
     allowed = [int(Path("/proc/sys/kernel/threads-max").read_text())]
-    own = Path("/proc/self/cgroup").read_text().partition("0::")[2].splitlines()[:1]
+    own = [line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines()
+           if line.startswith("0::")]
     if own:  # cgroup v2 (cgroups(7)): the line "0::/its/path"
         directory = Path("/sys/fs/cgroup" + own[0].rstrip("/"))
         for d in (directory, *directory.parents):
@@ -1077,12 +1088,12 @@ def processes_allowed() -> int:
 
 
 def limit_processes(count: int) -> None:
-    """Let no user this runner starts commands as have more than count processes.
-    setrlimit(2): RLIMIT_NPROC counts the processes of the caller's real user, and
-    root's (this runner's) forks are exempt; a command inherits the limit, and its
-    processes' fork(2) fails with EAGAIN at the count.  In a container too: since
-    Linux 5.14 the kernel counts a user's processes up through the user namespaces,
-    each bounded by the limit its creator had."""
+    """Let no user this runner starts commands as have more than count processes
+    (threads count too).  setrlimit(2): RLIMIT_NPROC counts those of the caller's
+    real user, and root's (this runner's) forks are exempt; a command inherits the
+    limit, and its processes' fork(2) fails with EAGAIN at the count.  In a
+    container too: since Linux 5.14 the kernel counts a user's processes up through
+    the user namespaces, each bounded by the limit its creator had."""
     resource.setrlimit(resource.RLIMIT_NPROC, (count, count))
 
 

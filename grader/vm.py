@@ -117,10 +117,11 @@ class Silence:
 
 def copy_into_job(extra: Path, job: Path) -> None:
     """--file's file or directory, into the job directory under its own name."""
+    name = extra.resolve().name  # "." is the directory's own name
     if extra.is_dir():
-        shutil.copytree(extra, job / extra.name, symlinks=True)
+        shutil.copytree(extra, job / name, symlinks=True)
     else:
-        shutil.copy(extra, job / extra.name)
+        shutil.copy(extra, job / name)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -128,10 +129,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not script.is_file():
         print(f"vm: no such script: {script}", file=sys.stderr)
         return 125
+    names = set()
     for extra in args.file or []:
+        name = Path(extra).resolve().name
         if not Path(extra).exists():
             print(f"vm: no such file: {extra}", file=sys.stderr)
             return 125
+        if name in names | {"run.sh", ""}:
+            print(f"vm: --file {extra}: the job directory already has a {name or '/'}",
+                  file=sys.stderr)
+            return 125
+        names.add(name)
     built = image.build_image(args.cache, log=lambda msg: print(f"vm: {msg}", file=sys.stderr),
                               arch=args.arch)
     results = Path(args.results) if args.results else Path(

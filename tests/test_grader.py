@@ -7,7 +7,9 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import py_compile
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -368,34 +370,33 @@ def test_vm_run_silence_stops_a_guest_whose_job_log_stopped_growing(tmp_path):
     assert silence(True) == "no new output in job.log for 300s"
 
 
+def guest_lays_over(grade, sub: Path, into: Path, guest: Path) -> None:
+    """run.sh's lines that copy the submission and lay the host's compiled files
+    over it, run here with the guest's paths made these."""
+    script = grade.RUN_SH.format(user="nobody", lane_user="nobody2", scale=1, extra="")
+    lines = script[script.index('rm -rf "$SUB" && cp'):script.index("chown -R nobody:")]
+    lines = lines.replace("/mnt/submission", str(sub)).replace("/mnt/job/pyc", str(into))
+    subprocess.run(["sh", "-euc", f"SUB={shlex.quote(str(guest))}\n{lines}"], check=True)
+
+
 def test_the_submission_is_compiled_on_the_host_for_the_guest(tmp_path):
-    """grade compiles the submission's modules into a tree of their own (the guest
-    lays it over its copy of the submission, times kept): the guest's compileall
-    then finds them current and writes nothing.  Nothing reached through a symbolic
-    link is read (another student's file, the grader's), nor a file too large, and
-    what does not compile is left to the guest."""
+    """grade compiles the submission's modules into a tree of their own; the guest
+    lays it over its copy of the submission (times kept), and its compileall then
+    finds them current and writes nothing.  Nothing reached through a symbolic link
+    is read (another student's file, the grader's), nor a file too large; what does
+    not compile is left to the guest, and then the guest compiles it all (no tag)."""
     grade = load_grade()
     sub = tmp_path / "alice"
-    (sub / "part1_clone" / "__pycache__").mkdir(parents=True)
+    (sub / "part1_clone").mkdir(parents=True)
     (sub / "part1_clone" / "container.py").write_text("VALUE = 42\n")
-    (sub / "part1_clone" / "broken.py").write_text("def (:\n")
-    (sub / "part1_clone" / "big.py").write_text("X = 1\n" * 200_000)
-    secret = tmp_path / "bob.py"
-    secret.write_text("SECRET = 'bob'\n")
-    (sub / "part1_clone" / "bob.py").symlink_to(secret)
-    (sub / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "elsewhere" / "other.py").write_text("OTHER = 1\n")
     into = tmp_path / "pyc"
     grade.precompile(sub, into)
     made = sorted(str(p.relative_to(into)) for p in into.rglob("*") if p.is_file())
     tag = sys.implementation.cache_tag
     assert made == [f"part1_clone/__pycache__/container.{tag}.pyc"], made
     assert (tmp_path / "pyc.tag").read_text() == tag + "\n"  # the guest compiles no more
-    # The guest's side: cp -r --preserve=timestamps of both, then compileall.
     guest = tmp_path / "guest"
-    shutil.copytree(sub, guest, symlinks=True)
-    shutil.copytree(into, guest, dirs_exist_ok=True)
+    guest_lays_over(grade, sub, into, guest)
     pyc = guest / "part1_clone" / "__pycache__" / f"container.{tag}.pyc"
     before = pyc.stat()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(guest / "part1_clone" /
@@ -404,9 +405,51 @@ def test_the_submission_is_compiled_on_the_host_for_the_guest(tmp_path):
     loaded = subprocess.run([sys.executable, "-c", "import container; print(container.VALUE)"],
                             cwd=guest / "part1_clone", capture_output=True, text=True)
     assert loaded.stdout == "42\n"
-    # In the guest, by the submission's owner: never written through a link as root.
-    assert ("setpriv --reuid={user} --regid={user} --init-groups -- \\\n"
-            "        cp -r --preserve=timestamps /mnt/job/pyc/. \"$SUB\"\n") in grade.RUN_SH
+
+    (sub / "part1_clone" / "broken.py").write_text("def (:\n")
+    (sub / "part1_clone" / "big.py").write_text("X = 1\n" * 200_000)
+    secret = tmp_path / "bob.py"
+    secret.write_text("SECRET = 'bob'\n")
+    (sub / "part1_clone" / "bob.py").symlink_to(secret)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "other.py").write_text("OTHER = 1\n")
+    (sub / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    shutil.rmtree(into)
+    (tmp_path / "pyc.tag").unlink()
+    grade.precompile(sub, into)
+    made = sorted(str(p.relative_to(into)) for p in into.rglob("*") if p.is_file())
+    assert made == [f"part1_clone/__pycache__/container.{tag}.pyc"], made
+    assert not (tmp_path / "pyc.tag").exists()
+
+
+def test_compiled_files_a_submission_brings_are_not_run(tmp_path):
+    """A .pyc the student ships beside a harmless source, with the source's time and
+    size recorded (the guest's copy keeps times): the guest removes every
+    __pycache__ the submission brings (a link to one too) before laying the host's
+    in place, so the module that runs is the source."""
+    grade = load_grade()
+    sub = tmp_path / "mallory" / "part1_clone"
+    sub.mkdir(parents=True)
+    module = sub / "helper.py"
+    module.write_text("VALUE = 'evil'\n")
+    py_compile.compile(str(module), doraise=True)  # sub/__pycache__/helper.*.pyc
+    module.write_text("VALUE = 'good'\n")  # the same size
+    os.utime(module, ns=(0, 1_000_000_000))
+    pyc = Path(importlib.util.cache_from_source(str(module)))
+    header = bytearray(pyc.read_bytes())
+    header[8:12] = (1).to_bytes(4, "little")  # its recorded time: the source's
+    pyc.write_bytes(bytes(header))
+    (tmp_path / "target").mkdir()
+    (sub / "other").mkdir()
+    (sub / "other" / "__pycache__").symlink_to(tmp_path / "target")
+    guest = tmp_path / "guest"
+    guest_lays_over(grade, tmp_path / "mallory", tmp_path / "no-pyc", guest)
+    assert not (guest / "part1_clone" / "__pycache__").exists()
+    assert not os.path.lexists(guest / "part1_clone" / "other" / "__pycache__")
+    assert (tmp_path / "target").exists()
+    loaded = subprocess.run([sys.executable, "-c", "import helper; print(helper.VALUE)"],
+                            cwd=guest / "part1_clone", capture_output=True, text=True)
+    assert loaded.stdout == "good\n", loaded
 
 
 def test_vm_run_takes_files_and_directories_for_the_job(tmp_path):
@@ -431,6 +474,12 @@ def test_vm_run_takes_files_and_directories_for_the_job(tmp_path):
                            "--file", str(tmp_path / "absent")], capture_output=True, text=True)
     assert done.returncode == 125
     assert done.stderr == f"vm: no such file: {tmp_path / 'absent'}\n"
+    done = subprocess.run([sys.executable, str(ROOT / "grader" / "vm.py"), "run", str(script),
+                           "--file", str(tmp_path / "one.txt"), "--file", str(job / "one.txt")],
+                          capture_output=True, text=True)
+    assert done.returncode == 125
+    assert done.stderr == (f"vm: --file {job / 'one.txt'}: the job directory already has a "
+                           "one.txt\n")
 
 
 def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch):

@@ -371,6 +371,46 @@ print(len(kids))
     assert runner.processes_allowed() <= int(Path("/proc/sys/kernel/threads-max").read_text())
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="lanes run checks as other users: root only")
+def test_a_user_at_its_process_limit_fails_the_check_not_the_grader(tmp_path):
+    """Processes the submission left where the runner does not reach (the user's own
+    systemd, say) can hold the lane's user at its limit: the next command as that
+    user cannot start (execve: EAGAIN).  The submission's doing: a fail, not a
+    grader error."""
+    os.chmod(tmp_path, 0o755)
+    code = f"""
+import subprocess, sys, types
+sys.path.insert(0, {str(ROOT / "grader")!r})
+import runner
+runner.limit_processes(3)
+user = runner.User("zootest")
+held = []
+try:
+    for _ in range(6):
+        held.append(subprocess.Popen(["sleep", "30"], **user.popen_ids()))
+except BlockingIOError:
+    pass
+args = types.SimpleNamespace(submission={str(tmp_path)!r}, user="zootest",
+                             python=sys.executable, timeout_scale=1.0,
+                             scratch={str(tmp_path)!r}, rootfs_tar=None,
+                             nosub_user=runner.NOSUB_USER)
+check = types.SimpleNamespace(id="test", timeout=30, other_users=False)
+try:
+    runner.Context(args, check, []).host(["true"])
+    print("started")
+except runner.CheckFailed as e:
+    print(e)
+finally:
+    for p in held:
+        p.kill()
+        p.wait()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout == ("could not start true as zootest: zootest already has as many "
+                           "processes as it may (RLIMIT_NPROC), left by earlier commands\n"), done
+
+
 def test_links_are_only_roots_runs(tmp_path, monkeypatch):
     """Only root makes links on the host: a zoo0 that appears while another lane's
     user ran a command is root's (the first lane's root veth check), not its."""
