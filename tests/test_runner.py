@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import VENV_PYTHON
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grader"))
@@ -349,15 +350,16 @@ for pid in children:
 def test_a_lanes_user_cannot_take_the_processes_the_other_lane_needs(tmp_path):
     """A fork bomb in one lane once filled the guest job's pids.max, and the other
     lane's runner could not start its next command (fork: EAGAIN, a grader error).
-    A lane's runner limits its users' processes; its own forks as root are not."""
+    A lane's runner limits its users' processes; its own forks as root are not.
+    (The user runs the shared venv's Python: this one may be under /root.)"""
     code = f"""
 import os, subprocess, sys
 sys.path.insert(0, {str(ROOT / "grader")!r})
 import runner
 runner.limit_processes(20)
 user = runner.User("zootest")
-for argv in ([sys.executable, "-c", {FORKS_UNTIL_REFUSED!r}, "60"],
-             ["unshare", "-Ur", sys.executable, "-c", {FORKS_UNTIL_REFUSED!r}, "60"]):
+for argv in ([{VENV_PYTHON!r}, "-c", {FORKS_UNTIL_REFUSED!r}, "60"],
+             ["unshare", "-Ur", {VENV_PYTHON!r}, "-c", {FORKS_UNTIL_REFUSED!r}, "60"]):
     print(subprocess.run(argv, capture_output=True, text=True, cwd="/",
                          **user.popen_ids()).stdout.strip(), flush=True)
 kids = [pid for pid in (os.fork() for _ in range(40)) if pid or os._exit(0)]
@@ -365,6 +367,7 @@ print(len(kids))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
+    assert done.returncode == 0 and len(done.stdout.split()) == 3, done
     made, made_in_a_container, roots = (int(n) for n in done.stdout.split())
     assert 10 < made < 20 and 10 < made_in_a_container < 20, done
     assert roots == 40
