@@ -115,13 +115,12 @@ class Silence:
         return None
 
 
-def copy_into_job(extra: Path, job: Path) -> None:
-    """--file's file or directory, into the job directory under its own name."""
-    name = extra.resolve().name  # "." is the directory's own name
+def copy_into_job(extra: Path, dest: Path) -> None:
+    """--file's file or directory, copied to dest in the job directory."""
     if extra.is_dir():
-        shutil.copytree(extra, job / name, symlinks=True)
+        shutil.copytree(extra, dest, symlinks=True)
     else:
-        shutil.copy(extra, job / name)
+        shutil.copy(extra, dest)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -129,17 +128,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not script.is_file():
         print(f"vm: no such script: {script}", file=sys.stderr)
         return 125
-    names = set()
+    extras: dict[str, Path] = {}  # name in the job directory ("." is its own): file
     for extra in args.file or []:
         name = Path(extra).resolve().name
         if not Path(extra).exists():
             print(f"vm: no such file: {extra}", file=sys.stderr)
             return 125
-        if name in names | {"run.sh", ""}:
+        if name in extras or name in ("run.sh", ""):
             print(f"vm: --file {extra}: the job directory already has a {name or '/'}",
                   file=sys.stderr)
             return 125
-        names.add(name)
+        extras[name] = Path(extra)
     built = image.build_image(args.cache, log=lambda msg: print(f"vm: {msg}", file=sys.stderr),
                               arch=args.arch)
     results = Path(args.results) if args.results else Path(
@@ -147,8 +146,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="zoo-job-") as job:
         shutil.copyfile(script, Path(job) / "run.sh")
         (Path(job) / "run.sh").chmod(0o755)
-        for extra in args.file or []:
-            copy_into_job(Path(extra), Path(job))
+        for name, extra in extras.items():
+            copy_into_job(extra, Path(job) / name)
         silence = Silence(results / "job.log", args.silence) if args.silence else None
         result = qemu.boot(
             qemu.Job(job, args.submission, results, timeout=args.timeout,

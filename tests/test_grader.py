@@ -463,8 +463,8 @@ def test_vm_run_takes_files_and_directories_for_the_job(tmp_path):
     (tmp_path / "one.txt").write_text("one")
     job = tmp_path / "job"
     job.mkdir()
-    vm.copy_into_job(tmp_path / "tree", job)
-    vm.copy_into_job(tmp_path / "one.txt", job)
+    vm.copy_into_job(tmp_path / "tree", job / "tree")
+    vm.copy_into_job(tmp_path / "one.txt", job / "one.txt")
     assert (job / "tree" / "sub" / "a.txt").read_text() == "a"
     assert os.readlink(job / "tree" / "link") == "/etc/hostname"
     assert (job / "one.txt").read_text() == "one"
