@@ -632,8 +632,11 @@ def expect_nothing_left_on_a_full_tmp(z, warned: int) -> None:
 
 def replace_by_link(z, fs, name: str, target: str, root: bool) -> None:
     """fs/name becomes a symbolic link to target (done by who unpacked fs)."""
-    done = z.host(["sh", "-c", f"rm -rf '{fs}/{name}' && ln -s '{target}' '{fs}/{name}'"],
-                  root=root)
+    import os
+
+    path = f"{fs}/{name}"
+    done = z.call(["sh", "-c", f"rm -rf '{path}' && ln -s '{target}' '{path}'"],
+                  replace_entry, path, lambda: os.symlink(target, path), root=root)
     z.expect(done.status == 0, f"could not make {name} a link (grader problem)", done)
 
 
@@ -641,10 +644,31 @@ def restore_directory(z, fs, name: str, mode: int, root: bool) -> None:
     """fs/name, a link again, is the empty directory it was (see replace_by_link).
     Whatever stands there goes (a run may have put something in the link's place);
     if it cannot, the grader's problem (an error), not the student's."""
-    done = z.host(["sh", "-c", f"rm -rf '{fs}/{name}' && mkdir -m {mode:o} '{fs}/{name}'"],
-                  root=root)
+    import os
+
+    path = f"{fs}/{name}"
+
+    def make_directory():
+        os.mkdir(path)
+        os.chmod(path, mode)  # as mkdir -m: the umask does not apply
+
+    done = z.call(["sh", "-c", f"rm -rf '{path}' && mkdir -m {mode:o} '{path}'"],
+                  replace_entry, path, make_directory, root=root)
     if done.status != 0:
-        raise RuntimeError(f"could not make {fs}/{name} a directory again: {done.stderr}")
+        raise RuntimeError(f"could not make {path} a directory again: {done.stderr}")
+
+
+def replace_entry(path: str, make) -> None:
+    """Whatever is at path removed, as rm -rf would (a link itself, not where it
+    leads), then make() makes it anew."""
+    import os
+    import shutil
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+    make()
 
 
 def host_root_listing() -> tuple:

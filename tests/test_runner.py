@@ -448,3 +448,92 @@ def test_lanes_run_checks_side_by_side_each_as_its_own_user(tmp_path):
     assert any("\nzootest2$ " in log for log in logs.values()), logs
     assert "\nzoonosub$ " in logs["p2_no_subid_range"]
     assert "zootest2" not in logs["p2_no_subid_range"]
+
+
+# The grader's own file work, in a child as the user -----------------------------------
+
+
+def tree(top: Path) -> list[tuple]:
+    """Each entry under top: its name, type, mode, owner, time (top's own left out:
+    made when it was), link target and contents."""
+    found = []
+    for path in sorted(top.rglob("*")):
+        st = path.lstat()
+        found.append((str(path.relative_to(top)), st.st_mode, st.st_uid, st.st_gid,
+                      st.st_mtime, os.readlink(path) if path.is_symlink() else None,
+                      path.read_bytes() if path.is_file() and not path.is_symlink() else None))
+    return found
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="unpacks as another user: root only")
+def test_a_rootfs_is_unpacked_by_its_user_as_tar_would(rootfs_tar):
+    """Fixtures.rootfs unpacks in a child of the runner, as the check's user, without
+    tar: the same entries, modes, times and contents as `tar -x -p --no-same-owner`
+    run by that user, and owned by the user."""
+    base = Path(tempfile.mkdtemp(prefix="zk-unpack-"))  # pytest's is root's only
+    base.chmod(0o755)
+    try:
+        unpacked_by_user_and_tar(base, rootfs_tar)
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=True)
+
+
+def unpacked_by_user_and_tar(tmp_path: Path, rootfs_tar: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    runner.own_scratch(scratch, "zootest")
+    args = types.SimpleNamespace(submission=str(tmp_path), user="zootest",
+                                 python=sys.executable, timeout_scale=1.0,
+                                 scratch=str(scratch), rootfs_tar=str(rootfs_tar),
+                                 nosub_user=runner.NOSUB_USER)
+    check = types.SimpleNamespace(id="test", timeout=30, other_users=False)
+    z = runner.Context(args, check, [])
+    made = z.rootfs()
+    by_tar = scratch / "by-tar"
+    done = z.host(["sh", "-c", f"mkdir {by_tar} && umask 0 && "
+                               f"tar -x -p --no-same-owner -f {rootfs_tar} -C {by_tar}"])
+    assert done.status == 0, done.stderr
+    user = runner.User("zootest")
+    assert (made.stat().st_uid, made.stat().st_mode & 0o7777) == (user.uid, 0o755)
+    ours, tars = tree(made), tree(by_tar)
+    assert len(ours) > 200 and ours == tars
+    assert {entry[2] for entry in ours} == {user.uid}
+    assert "zootest$ tar -x -p --no-same-owner" in z.log[0]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="unpacks as root into a user's directory")
+def test_root_unpacks_nothing_through_a_link_the_user_put_in_its_place(tmp_path,
+                                                                        rootfs_tar):
+    """The scratch directory is the user's: a link where root's rootfs is to go (to
+    /etc, say) makes the unpack fail, with nothing written where it leads."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dest = tmp_path / "zoo-fs-root-1"
+    dest.symlink_to(elsewhere)
+    z = context(tmp_path, timeout=30)
+    run = z.call(["tar"], runner.unpack, str(rootfs_tar), str(dest))
+    assert run.status == 1 and "File exists" in run.stderr
+    assert list(elsewhere.iterdir()) == [] and dest.is_symlink()
+    # A directory there, the user's with a link inside: removed, not followed.
+    dest.unlink()
+    dest.mkdir()
+    (dest / "bin").symlink_to(elsewhere)
+    os.chown(dest, 1001, 1001)
+    run = z.call(["tar"], runner.unpack, str(rootfs_tar), str(dest))
+    assert run.status == 0, run.stderr
+    assert list(elsewhere.iterdir()) == [] and dest.stat().st_uid == 0
+    assert (dest / "bin").is_dir() and not (dest / "bin").is_symlink()
+
+
+def test_a_call_says_what_went_wrong_in_its_child(tmp_path):
+    z = context(tmp_path, timeout=30)
+
+    def fails():
+        os.mkdir(tmp_path / "missing" / "deeper")
+
+    run = z.call(["mkdir", "deeper"], fails)
+    assert run.status == 1 and "No such file or directory" in run.stderr
+    run = z.call(["true"], lambda: None)
+    assert run.status == 0 and run.stderr == ""
+    run = z.call(["oops"], lambda: 1 / 0)
+    assert run.status == 1 and run.stderr == "grader error: ZeroDivisionError('division by zero')"
