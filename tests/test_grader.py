@@ -374,8 +374,11 @@ def guest_lays_over(grade, sub: Path, into: Path, guest: Path) -> None:
     """run.sh's lines that copy the submission and lay the host's compiled files
     over it, run here with the guest's paths made these."""
     script = grade.RUN_SH.format(user="nobody", lane_user="nobody2", scale=1, extra="")
-    lines = script[script.index('rm -rf "$SUB" && cp'):script.index("chown -R nobody:")]
-    lines = lines.replace("/mnt/submission", str(sub)).replace("/mnt/job/pyc", str(into))
+    packed = into.parent / "submission.tar"
+    grade.pack_submission(sub, packed)
+    lines = script[script.index('rm -rf "$SUB" && mkdir'):script.index("chown -R nobody:")]
+    lines = lines.replace("/mnt/job/submission.tar", str(packed))
+    lines = lines.replace("/mnt/job/pyc", str(into))
     subprocess.run(["sh", "-euc", f"SUB={shlex.quote(str(guest))}\n{lines}"], check=True)
 
 
@@ -450,6 +453,36 @@ def test_compiled_files_a_submission_brings_are_not_run(tmp_path):
     loaded = subprocess.run([sys.executable, "-c", "import helper; print(helper.VALUE)"],
                             cwd=guest / "part1_clone", capture_output=True, text=True)
     assert loaded.stdout == "good\n", loaded
+
+
+def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):
+    """grade packs the submission into one tar file (read over 9p in one go) and
+    run.sh unpacks it: the same files and times, links as links (never followed),
+    a hard link's contents, names of any bytes; a fifo is left out."""
+    grade = load_grade()
+    sub = tmp_path / "alice"
+    (sub / "part1_clone").mkdir(parents=True)
+    source = sub / "part1_clone" / "zookeeper.py"
+    source.write_text("print('hi')\n")
+    source.chmod(0o4755)
+    os.utime(source, ns=(0, 1_234_567_891_000_000_000))
+    os.link(source, sub / "part1_clone" / "again.py")
+    (sub / "passwd").symlink_to("/etc/passwd")
+    odd = os.fsencode(sub) + b"/caf\xe9 \n.txt"
+    with open(odd, "wb") as f:
+        f.write(b"odd\n")
+    os.mkfifo(sub / "pipe")
+    guest = tmp_path / "guest"
+    guest_lays_over(grade, sub, tmp_path / "no-pyc", guest)
+    copied = guest / "part1_clone" / "zookeeper.py"
+    assert copied.read_text() == "print('hi')\n"
+    assert copied.stat().st_mtime_ns == 1_234_567_891_000_000_000
+    assert copied.stat().st_mode & 0o7777 == 0o755  # no set-user-ID bit under the umask
+    assert (guest / "part1_clone" / "again.py").read_text() == "print('hi')\n"
+    assert os.readlink(guest / "passwd") == "/etc/passwd"
+    with open(os.fsencode(guest) + b"/caf\xe9 \n.txt", "rb") as f:
+        assert f.read() == b"odd\n"
+    assert not os.path.lexists(guest / "pipe")
 
 
 def test_vm_run_takes_files_and_directories_for_the_job(tmp_path):
