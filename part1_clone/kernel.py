@@ -4,11 +4,12 @@ mount, pivot_root, seccomp, ...), through ctypes, in one small module.
 Every function here is a thin wrapper around one system call (see its man page):
 it converts Python values to C ones, raises OSError with errno on failure, and, in
 explain mode (-v), prints the call, its result, its man page and how long it took.
-A few that Python offers are here too (waitpid, kill; sethostname, which Python has
-in socket), so that explain mode shows the steps of a container's start; the rest
-(pipes, files, execvp) zookeeper takes from os, as its documentation shows.  The
-rest of zookeeper calls these by name, e.g. `kernel.sys_mount(...)`, so a test can
-swap one for a fake that records the call or fails it.
+A few that Python offers are here too (waitpid, kill, setgroups, setresgid,
+setresuid; sethostname, which Python has in socket), so that explain mode shows the
+steps of a container's start; the rest (pipes, files, execvp) zookeeper takes from
+os, as its documentation shows.  The rest of zookeeper calls these by name, e.g.
+`kernel.sys_mount(...)`, so a test can swap one for a fake that records the call or
+fails it.
 """
 
 import ctypes

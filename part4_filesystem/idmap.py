@@ -114,12 +114,12 @@ def become_container_root() -> None:
     host's root for files.  And keep no supplementary group of the caller's."""
     with step("drop the supplementary groups"):
         try:
-            os.setgroups([])
+            kernel.sys_setgroups([])
         except PermissionError:
             pass  # setgroups(2) denied with a single map: the kernel keeps them unused
     with step("become root in the container (setresgid, setresuid)"):
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        kernel.sys_setresgid(0, 0, 0)
+        kernel.sys_setresuid(0, 0, 0)
 
 
 def user_name(uid: int) -> str:

@@ -4,11 +4,12 @@ mount, pivot_root, seccomp, ...), through ctypes, in one small module.
 Every function here is a thin wrapper around one system call (see its man page):
 it converts Python values to C ones, raises OSError with errno on failure, and, in
 explain mode (-v), prints the call, its result, its man page and how long it took.
-A few that Python offers are here too (waitpid, kill; sethostname, which Python has
-in socket), so that explain mode shows the steps of a container's start; the rest
-(pipes, files, execvp) zookeeper takes from os, as its documentation shows.  The
-rest of zookeeper calls these by name, e.g. `kernel.sys_mount(...)`, so a test can
-swap one for a fake that records the call or fails it.
+A few that Python offers are here too (waitpid, kill, setgroups, setresgid,
+setresuid; sethostname, which Python has in socket), so that explain mode shows the
+steps of a container's start; the rest (pipes, files, execvp) zookeeper takes from
+os, as its documentation shows.  The rest of zookeeper calls these by name, e.g.
+`kernel.sys_mount(...)`, so a test can swap one for a fake that records the call or
+fails it.
 """
 
 import ctypes
@@ -243,6 +244,36 @@ def write_file(path: str, text: str, man: str) -> None:
         explain_error(call, e, man, started)
         raise
     explain(call, "ok", man, started)
+
+
+def sys_setgroups(groups: list[int]) -> None:
+    """setgroups(2): set the caller's supplementary groups (an empty list: none)."""
+    shown = f"setgroups({len(groups)}, [{', '.join(map(str, groups))}])"
+    explained(shown, "setgroups(2)", os.setgroups, groups)
+
+
+def sys_setresgid(rgid: int, egid: int, sgid: int) -> None:
+    """setresgid(2): set the caller's real, effective and saved group ids."""
+    explained(f"setresgid({rgid}, {egid}, {sgid})", "setresgid(2)", os.setresgid,
+              rgid, egid, sgid)
+
+
+def sys_setresuid(ruid: int, euid: int, suid: int) -> None:
+    """setresuid(2): set the caller's real, effective and saved user ids."""
+    explained(f"setresuid({ruid}, {euid}, {suid})", "setresuid(2)", os.setresuid,
+              ruid, euid, suid)
+
+
+def explained(call: str, man: str, function, *args) -> None:
+    """function(*args), Python's own call of one system call (os.setgroups, ...),
+    shown in explain mode as call = 0, or = -1 and its errno."""
+    started = time.monotonic()
+    try:
+        function(*args)
+    except OSError as e:
+        explain_error(call, e, man, started)
+        raise
+    explain(call, "0", man, started)
 
 
 PR_CAPBSET_DROP = 24

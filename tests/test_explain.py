@@ -34,13 +34,19 @@ PARENT[4] = (SECCOMP_BUILD
 PARENT[5] = PARENT[4][:5] + [r"^zookeeper: no cgroup for the container = this host has "
                              r"hybrid cgroups"] + PARENT[4][5:]
 PARENT[6] = PARENT[5]
+# The child becomes root in its user namespace, once the parent has mapped its ids.
+BECOME_ROOT = [r"^zookeeper: \[\d+\] setgroups\(0, \[\]\) = 0 +setgroups\(2\)",
+               r"^zookeeper: \[\d+\] setresgid\(0, 0, 0\) = 0 +setresgid\(2\)",
+               r"^zookeeper: \[\d+\] setresuid\(0, 0, 0\) = 0 +setresuid\(2\)"]
 CHILD = {
     1: [r"^zookeeper: \[\d+\] prctl\(PR_SET_PDEATHSIG, SIGKILL\) = 0 +prctl\(2\)",
         r"^zookeeper: \[\d+\] close_range\(3, ~0U, CLOSE_RANGE_CLOEXEC\) = 0 +close_range\(2\)",
         r"^zookeeper: \[\d+\] execvp\('true'"],
-    2: [r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
+    2: BECOME_ROOT + [
+        r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
         r"^zookeeper: \[\d+\] execvp\('true'"],
-    3: [r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
+    3: BECOME_ROOT + [
+        r'^zookeeper: \[\d+\] sethostname\("zoo"\) = 0 +sethostname\(2\)',
         r"^zookeeper: \[\d+\] prctl\(PR_CAPBSET_DROP, CAP_AUDIT_CONTROL\) = 0 +prctl\(2\)",
         r"^zookeeper: \[\d+\] prctl\(PR_CAPBSET_DROP, CAP_WAKE_ALARM\) = 0",
         r"^zookeeper: \[\d+\] prctl\(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL\) = 0",
@@ -68,10 +74,10 @@ MOUNTS = [r'^zookeeper: \[\d+\] mount\(NULL, "/", NULL, MS_REC\|MS_PRIVATE\) = 0
           r'^zookeeper: \[\d+\] pivot_root\("\.", "\."\) = 0 +pivot_root\(2\)',
           r'^zookeeper: \[\d+\] umount2\("\.", MNT_DETACH\) = 0 +umount2\(2\)',
           r'^zookeeper: \[\d+\] chdir\("/"\) = 0']
-CHILD[4] = CHILD[3][:1] + MOUNTS + CHILD[3][1:]
+CHILD[4] = CHILD[3][:4] + MOUNTS + CHILD[3][4:]  # after sethostname
 CHILD[5] = [r"^zookeeper: \[\d+\] unshare\(CLONE_NEWCGROUP\) = 0 +unshare\(2\)"] + CHILD[4]
-CHILD[6] = CHILD[5][:2] + [r"^zookeeper: \[\d+\] ioctl\(\d+, SIOCSIFFLAGS, \{ifr_name='lo', "
-                           r"ifr_flags=0x8\|IFF_UP\}\) = 0 +netdevice\(7\)"] + CHILD[5][2:]
+CHILD[6] = CHILD[5][:5] + [r"^zookeeper: \[\d+\] ioctl\(\d+, SIOCSIFFLAGS, \{ifr_name='lo', "
+                           r"ifr_flags=0x8\|IFF_UP\}\) = 0 +netdevice\(7\)"] + CHILD[5][5:]
 
 
 def assert_in_order(trace: list[str], patterns: list[str]) -> None:

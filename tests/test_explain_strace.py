@@ -413,6 +413,15 @@ class Matcher:
     def step_kill(self, s):  # printed after the call, with its result
         self.simple(s, "kill", lambda e, a: e == a[:2])
 
+    def step_setgroups(self, s):  # setgroups(0, []): strace shows the list alike
+        self.simple(s, "setgroups", lambda e, a: e == a)
+
+    def step_setresgid(self, s):
+        self.simple(s, "setresgid", lambda e, a: e == a)
+
+    def step_setresuid(self, s):
+        self.simple(s, "setresuid", lambda e, a: e == a)
+
     def step_prctl(self, s):
         self.simple(s, "prctl", lambda e, a: e == a[:2] and all(x == "0" for x in a[2:]))
 
