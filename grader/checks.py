@@ -631,13 +631,15 @@ def expect_nothing_left_on_a_full_tmp(z, warned: int) -> None:
 
 
 def replace_by_link(z, fs, name: str, target: str, root: bool) -> None:
-    """fs/name becomes a symbolic link to target (done by who unpacked fs)."""
+    """fs/name becomes a symbolic link to target (done by who unpacked fs); if it
+    cannot, the grader's problem (an error), not the student's."""
     import os
 
-    path = f"{fs}/{name}"
-    done = z.call(["sh", "-c", f"rm -rf '{path}' && ln -s '{target}' '{path}'"],
-                  replace_entry, path, lambda: os.symlink(target, path), root=root)
-    z.expect(done.status == 0, f"could not make {name} a link (grader problem)", done)
+    done = z.call(["sh", "-c", f"rm -rf '{fs}/{name}' && ln -s '{target}' '{fs}/{name}'"],
+                  replace_entry, str(fs), name, lambda at: os.symlink(target, name, dir_fd=at),
+                  root=root)
+    if done.status != 0:
+        raise RuntimeError(f"could not make {fs}/{name} a link: {done.stderr or done.status_text}")
 
 
 def restore_directory(z, fs, name: str, mode: int, root: bool) -> None:
@@ -646,29 +648,46 @@ def restore_directory(z, fs, name: str, mode: int, root: bool) -> None:
     if it cannot, the grader's problem (an error), not the student's."""
     import os
 
-    path = f"{fs}/{name}"
+    def make_directory(at: int) -> None:
+        os.mkdir(name, dir_fd=at)
+        made = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=at)
+        try:
+            os.fchmod(made, mode)  # as mkdir -m: the umask does not apply
+        finally:
+            os.close(made)
 
-    def make_directory():
-        os.mkdir(path)
-        os.chmod(path, mode)  # as mkdir -m: the umask does not apply
-
-    done = z.call(["sh", "-c", f"rm -rf '{path}' && mkdir -m {mode:o} '{path}'"],
-                  replace_entry, path, make_directory, root=root)
+    done = z.call(["sh", "-c", f"rm -rf '{fs}/{name}' && mkdir -m {mode:o} '{fs}/{name}'"],
+                  replace_entry, str(fs), name, make_directory, root=root)
     if done.status != 0:
-        raise RuntimeError(f"could not make {path} a directory again: {done.stderr}")
+        raise RuntimeError(f"could not make {fs}/{name} a directory again: "
+                           f"{done.stderr or done.status_text}")
 
 
-def replace_entry(path: str, make) -> None:
-    """Whatever is at path removed, as rm -rf would (a link itself, not where it
-    leads), then make() makes it anew."""
+def replace_entry(fs: str, name: str, make) -> None:
+    """Whatever is at fs/name removed, as rm -rf would (a link itself, not where it
+    leads), then make(fs's descriptor) makes it anew.  All of it relative to that
+    descriptor, opened without following a link and only if the caller owns it:
+    fs lies in the user's scratch directory, where the user can put a link to
+    anywhere in its place while root works in it (openat(2))."""
     import os
     import shutil
+    import stat
 
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
-    make()
+    at = os.open(fs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if os.fstat(at).st_uid != os.geteuid():
+            raise OSError(f"{fs} is no longer the rootfs it was (another owner's)")
+        try:
+            mode = os.stat(name, dir_fd=at, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and stat.S_ISDIR(mode):
+            shutil.rmtree(name, dir_fd=at)
+        elif mode is not None:
+            os.unlink(name, dir_fd=at)
+        make(at)
+    finally:
+        os.close(at)
 
 
 def host_root_listing() -> tuple:

@@ -392,8 +392,11 @@ class Commands:
         command would run as, instead of the command what (as the log shows it): for
         the grader's own file work, where under TCG starting tar(1) or sh(1) costs more
         than their few system calls.  fn runs no program and leaves nothing behind;
-        an OSError in it is the run's exit status 1 and its text the run's stderr."""
+        an OSError in it is the run's exit status 1 and its text the run's stderr.
+        Within a command's time limit (then killed: a timeout)."""
         who = self.runs_as(root)
+        groups = os.getgrouplist(who.name, who.gid) if who else []  # no lookup after fork
+        timeout = self.time_limit()
         started = time.monotonic()
         said_read, said_write = os.pipe()
         pid = os.fork()
@@ -402,9 +405,11 @@ class Commands:
             try:
                 os.close(said_read)
                 if who:
-                    os.setgroups(os.getgrouplist(who.name, who.gid))
+                    os.setgroups(groups)
                     os.setresgid(who.gid, who.gid, who.gid)
-                    os.setresuid(who.uid, who.uid, who.uid)
+                    # Files are made as the effective uid, the user's; kill(2) asks for
+                    # the real or saved one, root's: no process of the user's can stop it.
+                    os.setresuid(0, who.uid, 0)
                 fn(*args)
                 status = 0
             except OSError as e:
@@ -414,11 +419,16 @@ class Commands:
             finally:
                 os._exit(status)
         os.close(said_write)
-        with os.fdopen(said_read, "rb") as said:
-            stderr = said.read().decode(errors="replace")
+        try:
+            said, timed_out = read_to_end_within(said_read, timeout)
+        finally:
+            os.close(said_read)
+        if timed_out:
+            os.kill(pid, signal.SIGKILL)
         status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        run = Run(what, status, "", stderr, time.monotonic() - started,
-                  uid=who.uid if who else os.getuid(), user=who.name if who else self.own_name)
+        run = Run(what, status, "", said.decode(errors="replace"), time.monotonic() - started,
+                  timed_out, uid=who.uid if who else os.getuid(),
+                  user=who.name if who else self.own_name)
         self.log.append(run.log())
         return run
 
@@ -513,8 +523,11 @@ class Commands:
 def archive_members(archive: str) -> tuple[tarfile.TarInfo, ...]:
     """The rootfs archive's members, read once (tarfile's own extraction costs more
     than tar(1)'s under TCG: unpack does the system calls alone)."""
-    with tarfile.open(archive) as tar:
-        members = tuple(tar.getmembers())
+    try:
+        with tarfile.open(archive, "r:") as tar:  # uncompressed: unpack reads it in place
+            members = tuple(tar.getmembers())
+    except (OSError, tarfile.TarError) as e:
+        raise NotRunnable(f"cannot read the rootfs archive {archive}: {e}") from None
     odd = [m.name for m in members if not (m.isdir() or m.isfile() or m.issym())]
     if odd:
         raise NotRunnable(f"{archive} holds more than directories, files and links: {odd[0]}")
@@ -595,7 +608,7 @@ class Fixtures:
                                   "-C", str(dest)], unpack, self.rootfs_tar, str(dest),
                                  root=root)
         if run.status != 0:
-            raise NotRunnable(f"could not unpack the rootfs: {run.stderr}")
+            raise NotRunnable(f"could not unpack the rootfs: {run.stderr or run.status_text}")
         return dest
 
     def server(self, loopback=False) -> tuple[str, int]:
@@ -818,6 +831,19 @@ def read_until_ready(proc: subprocess.Popen, seconds: float) -> bytes:
             break
         printed += chunk
     return printed
+
+
+def read_to_end_within(fd: int, seconds: float) -> tuple[bytes, bool]:
+    """What comes on fd until its end of file, and whether seconds passed first."""
+    said, deadline = b"", time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return said, False
+        said += chunk
+    return said, True
 
 
 def finish_killed(proc: subprocess.Popen) -> tuple[bytes, bytes]:

@@ -14,12 +14,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import types
 from pathlib import Path
 
 import pytest
-from conftest import boot_fake_qemu
+from conftest import VENV_PYTHON, boot_fake_qemu
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grader"))
@@ -473,7 +475,11 @@ def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):
         f.write(b"odd\n")
     os.mkfifo(sub / "pipe")
     guest = tmp_path / "guest"
-    guest_lays_over(grade, sub, tmp_path / "no-pyc", guest)
+    umask = os.umask(0o022)  # the guest's root's
+    try:
+        guest_lays_over(grade, sub, tmp_path / "no-pyc", guest)
+    finally:
+        os.umask(umask)
     copied = guest / "part1_clone" / "zookeeper.py"
     assert copied.read_text() == "print('hi')\n"
     assert copied.stat().st_mtime_ns == 1_234_567_891_000_000_000
@@ -483,6 +489,37 @@ def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):
     with open(os.fsencode(guest) + b"/caf\xe9 \n.txt", "rb") as f:
         assert f.read() == b"odd\n"
     assert not os.path.lexists(guest / "pipe")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="packs as another user")
+def test_what_the_grader_cannot_read_is_left_out_and_named():
+    """A file or directory of the submission that grade's user cannot read is left
+    out of the copy, as cp -r would leave it, and named; the rest is packed."""
+    base = Path(tempfile.mkdtemp(prefix="zk-pack-"))
+    try:
+        sub = base / "alice"
+        (sub / "part1_clone" / "closed").mkdir(parents=True)
+        (sub / "part1_clone" / "zookeeper.py").write_text("pass\n")
+        (sub / "part1_clone" / "secret.txt").write_text("")
+        (sub / "part1_clone" / "secret.txt").chmod(0o600)
+        (sub / "part1_clone" / "closed").chmod(0o700)
+        subprocess.run(["chmod", "a+rx", str(base), str(sub), str(sub / "part1_clone")],
+                       check=True)
+        (sub / "part1_clone" / "zookeeper.py").chmod(0o644)
+        code = (f"import importlib.machinery as m, importlib.util as u, pathlib\n"
+                f"loader = m.SourceFileLoader('g', {str(ROOT / 'grader' / 'grade')!r})\n"
+                f"g = u.module_from_spec(u.spec_from_loader('g', loader))\n"
+                f"loader.exec_module(g)\n"
+                f"print(g.pack_submission(pathlib.Path({str(sub)!r}), "
+                f"pathlib.Path('/tmp') / 'zk-pack-{os.getpid()}.tar'))\n")
+        done = subprocess.run(["runuser", "-u", "zootest", "--", VENV_PYTHON, "-c", code],
+                              capture_output=True, text=True, cwd="/")
+        assert done.stdout == "['part1_clone/closed', 'part1_clone/secret.txt']\n", done
+        with tarfile.open(f"/tmp/zk-pack-{os.getpid()}.tar") as tar:
+            assert "./part1_clone/zookeeper.py" in tar.getnames()
+    finally:
+        shutil.rmtree(base)
+        Path(f"/tmp/zk-pack-{os.getpid()}.tar").unlink(missing_ok=True)
 
 
 def test_vm_run_takes_files_and_directories_for_the_job(tmp_path):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 from pathlib import Path
@@ -523,6 +524,118 @@ def test_root_unpacks_nothing_through_a_link_the_user_put_in_its_place(tmp_path,
     assert run.status == 0, run.stderr
     assert list(elsewhere.iterdir()) == [] and dest.stat().st_uid == 0
     assert (dest / "bin").is_dir() and not (dest / "bin").is_symlink()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="unpacks as root")
+def test_an_unpack_refuses_a_directory_swapped_in_after_it_was_made(tmp_path, rootfs_tar,
+                                                                     monkeypatch):
+    """Between unpack's mkdir and its open, the user can put something else in dest's
+    place: a link to elsewhere, or a directory of its own.  Both are refused, with
+    nothing written where they lead."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dest = tmp_path / "zoo-fs-root-1"
+    real_mkdir = os.mkdir
+    for swap in ("link", "directory"):
+        def mkdir_then_swap(path, *args, swap=swap, **kwargs):
+            real_mkdir(path, *args, **kwargs)
+            if str(path) == str(dest):
+                os.rename(dest, tmp_path / f"moved-{swap}")
+                if swap == "link":
+                    dest.symlink_to(elsewhere)
+                else:
+                    real_mkdir(dest)
+                    os.chown(dest, 1001, 1001)
+
+        monkeypatch.setattr(runner.os, "mkdir", mkdir_then_swap)
+        with pytest.raises(OSError):
+            runner.unpack(str(rootfs_tar), str(dest))
+        monkeypatch.setattr(runner.os, "mkdir", real_mkdir)
+        assert list(elsewhere.iterdir()) == [] and not any(dest.iterdir() if swap ==
+                                                           "directory" else [])
+        if dest.is_symlink():
+            dest.unlink()
+        else:
+            dest.rmdir()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="runs as another user")
+def test_a_call_cannot_be_stopped_by_the_users_processes(tmp_path):
+    """The child makes files as the user, but keeps root as its real and saved uid:
+    a process of the user's cannot signal it (SIGSTOP would hang the runner)."""
+    base = Path(tempfile.mkdtemp(prefix="zk-call-"))
+    base.chmod(0o755)
+    try:
+        scratch = base / "scratch"
+        scratch.mkdir()
+        runner.own_scratch(scratch, "zootest")
+        args = types.SimpleNamespace(submission=str(base), user="zootest",
+                                     python=sys.executable, timeout_scale=1.0,
+                                     scratch=str(scratch), rootfs_tar=None,
+                                     nosub_user=runner.NOSUB_USER)
+        check = types.SimpleNamespace(id="test", timeout=30, other_users=False)
+        z = runner.Context(args, check, [])
+        pid_file = scratch / "pid"
+        tried = []
+
+        def work():
+            pid_file.write_text(str(os.getpid()))
+            (scratch / "made").write_text("")
+            time.sleep(2)
+
+        def stop_it():
+            while not pid_file.exists() or not pid_file.read_text():
+                time.sleep(0.01)
+            tried.append(subprocess.run(["runuser", "-u", "zootest", "--", "kill", "-STOP",
+                                         pid_file.read_text()], capture_output=True, text=True))
+
+        stopper = threading.Thread(target=stop_it)
+        stopper.start()
+        run = z.call(["touch", "made"], work)
+        stopper.join()
+        assert run.status == 0 and not run.timed_out, run
+        assert tried[0].returncode != 0 and "not permitted" in tried[0].stderr, tried
+        assert (scratch / "made").stat().st_uid == runner.User("zootest").uid
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=True)
+
+
+def test_a_call_that_does_not_end_is_killed_at_its_limit(tmp_path):
+    z = context(tmp_path, timeout=1)
+    started = time.monotonic()
+    run = z.call(["sleep", "30"], time.sleep, 30)
+    assert run.timed_out and run.status == -signal.SIGKILL
+    assert time.monotonic() - started < 10
+
+
+def test_mount_points_become_links_and_directories_again_in_the_rootfs_only(tmp_path):
+    """replace_by_link and restore_directory work in the rootfs by its descriptor: a
+    link put in the rootfs's place (its directory is the user's) is not followed."""
+    import checks
+
+    z = context(tmp_path, timeout=30)
+    fs = tmp_path / "fs"
+    (fs / "tmp").mkdir(parents=True)
+    (fs / "tmp" / "left").write_text("")
+    checks.replace_by_link(z, fs, "tmp", "/", root=False)
+    assert os.readlink(fs / "tmp") == "/" and Path("/etc/passwd").exists()
+    checks.restore_directory(z, fs, "tmp", 0o1777, root=False)
+    assert (fs / "tmp").is_dir() and (fs / "tmp").stat().st_mode & 0o7777 == 0o1777
+    assert list((fs / "tmp").iterdir()) == []
+    # The rootfs swapped for a link to a directory whose tmp leads to a secret file.
+    secret = tmp_path / "secret"
+    secret.write_text("")
+    secret.chmod(0o600)
+    (tmp_path / "decoy").mkdir()
+    (tmp_path / "decoy" / "tmp").symlink_to(secret)
+    fs.rename(tmp_path / "fs-moved")
+    fs.symlink_to(tmp_path / "decoy")
+    with pytest.raises(RuntimeError, match="a directory again"):
+        checks.restore_directory(z, fs, "tmp", 0o1777, root=False)
+    with pytest.raises(RuntimeError, match="a link"):
+        checks.replace_by_link(z, fs, "tmp", "/", root=False)
+    assert secret.stat().st_mode & 0o7777 == 0o600
+    assert (tmp_path / "decoy" / "tmp").is_symlink()
 
 
 def test_a_call_says_what_went_wrong_in_its_child(tmp_path):
