@@ -9,6 +9,7 @@ import importlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The commands the tests start get SIGHUP at its default, whatever this run's caller
+# set: under nohup (SIGHUP ignored, and inherited) zookeeper keeps it ignored, by
+# design, and a test that sends it would wait for nothing.  The test of that design
+# ignores it itself (test_hostile).
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "grader"))
 import subids  # noqa: E402  (the grader's reader of /etc/subuid and /etc/subgid)
