@@ -117,6 +117,18 @@ def explain_error(call: str, err: OSError, man: str = "", started: float | None 
     explain(call, f"-1 {name} ({err.strerror or err})", man, started)
 
 
+def explained(call: str, man: str, function, *args) -> None:
+    """function(*args), Python's own call of one system call (os.kill, os.setgroups,
+    ...), shown in explain mode as call = 0, or = -1 and its errno."""
+    started = time.monotonic()
+    try:
+        function(*args)
+    except OSError as e:
+        explain_error(call, e, man, started)
+        raise
+    explain(call, "0", man, started)
+
+
 def check(rc: int, call, man: str, started: float) -> int:
     """Turn a C return value into a Python one: -1 raises OSError(errno)."""
     if rc == -1:
@@ -183,15 +195,7 @@ def sys_waitpid(pid: int) -> int:
 
 def sys_kill(pid: int, sig: int) -> None:
     """kill(2): send a signal to a process."""
-    started = time.monotonic()
-    try:
-        os.kill(pid, sig)
-    except OSError as e:
-        if VERBOSE:
-            explain_error(f"kill({pid}, {signal_name(sig)})", e, "kill(2)", started)
-        raise
-    if VERBOSE:
-        explain(f"kill({pid}, {signal_name(sig)})", "0", "kill(2)", started)
+    explained(f"kill({pid}, {signal_name(sig)})", "kill(2)", os.kill, pid, sig)
 
 
 def sys_prctl(option: int, arg2: int = 0, shown: str = "") -> int:
@@ -262,18 +266,6 @@ def sys_setresuid(ruid: int, euid: int, suid: int) -> None:
     """setresuid(2): set the caller's real, effective and saved user ids."""
     explained(f"setresuid({ruid}, {euid}, {suid})", "setresuid(2)", os.setresuid,
               ruid, euid, suid)
-
-
-def explained(call: str, man: str, function, *args) -> None:
-    """function(*args), Python's own call of one system call (os.setgroups, ...),
-    shown in explain mode as call = 0, or = -1 and its errno."""
-    started = time.monotonic()
-    try:
-        function(*args)
-    except OSError as e:
-        explain_error(call, e, man, started)
-        raise
-    explain(call, "0", man, started)
 
 
 PR_CAPBSET_DROP = 24
