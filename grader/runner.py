@@ -395,7 +395,8 @@ class Commands:
         an OSError in it is the run's exit status 1 and its text the run's stderr.
         Within a command's time limit (then killed: a timeout)."""
         who = self.runs_as(root)
-        groups = os.getgrouplist(who.name, who.gid) if who else []  # no lookup after fork
+        # The user's groups looked up here, as for its commands: no lookup after the fork.
+        groups = who.popen_ids()["extra_groups"] if who else []
         timeout = self.time_limit()
         started = time.monotonic()
         said_read, said_write = os.pipe()

@@ -21,11 +21,12 @@ import report  # noqa: E402
 import runner  # noqa: E402
 
 
-def context(tmp_path, timeout: float, scale: float = 1.0,
-            scratch: Path | None = None) -> "runner.Context":
-    args = types.SimpleNamespace(submission=str(tmp_path), user="root", python=sys.executable,
+def context(tmp_path, timeout: float, scale: float = 1.0, scratch: Path | None = None,
+            user: str = "root", rootfs_tar: Path | None = None) -> "runner.Context":
+    args = types.SimpleNamespace(submission=str(tmp_path), user=user, python=sys.executable,
                                  timeout_scale=scale, scratch=str(scratch or tmp_path),
-                                 rootfs_tar=None, nosub_user=runner.NOSUB_USER)
+                                 rootfs_tar=rootfs_tar and str(rootfs_tar),
+                                 nosub_user=runner.NOSUB_USER)
     check = types.SimpleNamespace(id="test", timeout=timeout, other_users=False)
     return runner.Context(args, check, [])
 
@@ -483,12 +484,7 @@ def unpacked_by_user_and_tar(tmp_path: Path, rootfs_tar: Path) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     runner.own_scratch(scratch, "zootest")
-    args = types.SimpleNamespace(submission=str(tmp_path), user="zootest",
-                                 python=sys.executable, timeout_scale=1.0,
-                                 scratch=str(scratch), rootfs_tar=str(rootfs_tar),
-                                 nosub_user=runner.NOSUB_USER)
-    check = types.SimpleNamespace(id="test", timeout=30, other_users=False)
-    z = runner.Context(args, check, [])
+    z = context(tmp_path, timeout=30, scratch=scratch, user="zootest", rootfs_tar=rootfs_tar)
     made = z.rootfs()
     by_tar = scratch / "by-tar"
     done = z.host(["sh", "-c", f"mkdir {by_tar} && umask 0 && "
@@ -569,12 +565,7 @@ def test_a_call_cannot_be_stopped_by_the_users_processes(tmp_path):
         scratch = base / "scratch"
         scratch.mkdir()
         runner.own_scratch(scratch, "zootest")
-        args = types.SimpleNamespace(submission=str(base), user="zootest",
-                                     python=sys.executable, timeout_scale=1.0,
-                                     scratch=str(scratch), rootfs_tar=None,
-                                     nosub_user=runner.NOSUB_USER)
-        check = types.SimpleNamespace(id="test", timeout=30, other_users=False)
-        z = runner.Context(args, check, [])
+        z = context(base, timeout=30, scratch=scratch, user="zootest")
         pid_file = scratch / "pid"
         tried = []
 
