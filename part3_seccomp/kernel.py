@@ -5,9 +5,11 @@ Every function here is a thin wrapper around one system call (see its man page):
 it converts Python values to C ones, raises OSError with errno on failure, and, in
 explain mode (-v), prints the call, its result, its man page and how long it took.
 A few that Python offers are here too (waitpid, kill, setgroups, setresgid,
-setresuid; sethostname, which Python has in socket), so that explain mode shows the
-steps of a container's start; the rest (pipes, files, execvp) zookeeper takes from
-os, as its documentation shows.  The rest of zookeeper calls these by name, e.g.
+setresuid, the mknodat, symlinkat and fchown that make the container's /dev and
+mount point; sethostname, which Python has in socket), so that explain mode shows
+every step of a container's start: the calls youki's Syscall trait holds for the
+same reason.  The rest (pipes, files, scratch directories, execvp) zookeeper takes
+from os, as its documentation shows.  The rest of zookeeper calls these by name, e.g.
 `kernel.sys_mount(...)`, so a test can swap one for a fake that records the call or
 fails it.
 """

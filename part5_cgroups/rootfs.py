@@ -69,7 +69,7 @@ def give_directory(path: str, owner: tuple[int, int]) -> None:
     """chown a directory we just made, by an fd opened without following links."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        os.fchown(fd, *owner)
+        kernel.sys_fchown(fd, *owner)
     finally:
         os.close(fd)
 
@@ -357,12 +357,12 @@ def mount_dev(root: int, new_root: str) -> None:
         if not os.path.exists(host):
             continue
         with step(f"create {shown}/{name}"):
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o666, dir_fd=dev))
+            kernel.sys_mknodat(dev, name, 0o666)
         with step(f"bind-mount {host} at {shown}/{name}"):
             kernel.sys_mount(host, f"{fd_path(dev)}/{name}", None, kernel.MS_BIND)
     for name, link in DEV_LINKS:
         with step(f"create the link {shown}/{name}"):
-            os.symlink(link, name, dir_fd=dev)
+            kernel.sys_symlinkat(link, dev, name)
     with step(f"mount a tmpfs at {shown}/shm"):
         kernel.sys_mkdir("shm", 0o1777, dir_fd=dev)
         kernel.sys_mount("tmpfs", f"{fd_path(dev)}/shm", "tmpfs",

@@ -5,9 +5,11 @@ Every function here is a thin wrapper around one system call (see its man page):
 it converts Python values to C ones, raises OSError with errno on failure, and, in
 explain mode (-v), prints the call, its result, its man page and how long it took.
 A few that Python offers are here too (waitpid, kill, setgroups, setresgid,
-setresuid; sethostname, which Python has in socket), so that explain mode shows the
-steps of a container's start; the rest (pipes, files, execvp) zookeeper takes from
-os, as its documentation shows.  The rest of zookeeper calls these by name, e.g.
+setresuid, the mknodat, symlinkat and fchown that make the container's /dev and
+mount point; sethostname, which Python has in socket), so that explain mode shows
+every step of a container's start: the calls youki's Syscall trait holds for the
+same reason.  The rest (pipes, files, scratch directories, execvp) zookeeper takes
+from os, as its documentation shows.  The rest of zookeeper calls these by name, e.g.
 `kernel.sys_mount(...)`, so a test can swap one for a fake that records the call or
 fails it.
 """
@@ -17,6 +19,7 @@ import errno
 import fcntl
 import os
 import signal
+import stat
 import time
 
 from errors import ZooError, printable
@@ -413,6 +416,25 @@ def sys_rmdir(path: str) -> None:
     """rmdir(2): remove an empty directory."""
     started = time.monotonic()
     check(libc.rmdir(c_str(path)), lambda: f"rmdir({quoted(path)})", "rmdir(2)", started)
+
+
+def sys_mknodat(dir_fd: int, path: str, mode: int) -> None:
+    """mknodat(2) of a regular file (S_IFREG): an empty file, which needs no privilege.
+    A device node would need CAP_MKNOD in the host's user namespace (mknod(2)), so a
+    rootless /dev binds the host's devices onto such files instead."""
+    explained(f"mknodat({dir_fd}, {quoted(path)}, S_IFREG|{mode:#o})", "mknod(2)",
+              lambda: os.mknod(path, stat.S_IFREG | mode, dir_fd=dir_fd))
+
+
+def sys_symlinkat(target: str, dir_fd: int, path: str) -> None:
+    """symlinkat(2): make path (in the directory open at dir_fd) a symbolic link to target."""
+    explained(f"symlinkat({quoted(target)}, {dir_fd}, {quoted(path)})", "symlink(2)",
+              lambda: os.symlink(target, path, dir_fd=dir_fd))
+
+
+def sys_fchown(fd: int, uid: int, gid: int) -> None:
+    """fchown(2): give the file open at fd to uid and gid."""
+    explained(f"fchown({fd}, {uid}, {gid})", "chown(2)", os.fchown, fd, uid, gid)
 
 
 SYSCALL_NUMBERS["openat2"] = (437, 437)

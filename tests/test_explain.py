@@ -63,7 +63,10 @@ MOUNTS = [r'^zookeeper: \[\d+\] mount\(NULL, "/", NULL, MS_REC\|MS_PRIVATE\) = 0
           # by their fd (rootfs.py).
           r'^zookeeper: \[\d+\] openat2\(\d+, "dev", \{O_PATH\|O_DIRECTORY\|O_CLOEXEC, '
           r'RESOLVE_NO_MAGICLINKS\|RESOLVE_NO_SYMLINKS\|RESOLVE_BENEATH\}\) = \d+ +openat2\(2\)',
+          # /dev: an empty file made for each device, then the host's bound onto it.
+          r'^zookeeper: \[\d+\] mknodat\(\d+, "null", S_IFREG\|0o666\) = 0 +mknod\(2\)',
           r'^zookeeper: \[\d+\] mount\("/dev/null", "/proc/self/fd/\d+/null", NULL, MS_BIND\)',
+          r'^zookeeper: \[\d+\] symlinkat\("/proc/self/fd", \d+, "fd"\) = 0 +symlink\(2\)',
           r'^zookeeper: \[\d+\] mount\("proc", "/proc/self/fd/\d+", "proc", '
           r"MS_NOSUID\|MS_NODEV\|MS_NOEXEC\) = 0",
           r'^zookeeper: \[\d+\] mount\("/dev/null", "/proc/self/fd/\d+/kcore", NULL, MS_BIND\)'

@@ -482,6 +482,21 @@ class Matcher:
         self.simple(s, "mkdirat", lambda e, a: e[0] == a[0] and unquote(e[1]) == c_string(a[1])
                     and int(e[2], 0) == int(a[2], 8))
 
+    def step_mknodat(self, s):  # S_IFREG|0o666 here, S_IFREG|0666 in strace
+        def same(e, a):
+            kind, _, mode = e[2].partition("|")
+            got_kind, _, got_mode = a[2].partition("|")
+            return (e[0] == a[0] and unquote(e[1]) == c_string(a[1]) and kind == got_kind
+                    and int(mode, 0) == int(got_mode, 8))
+        self.simple(s, "mknodat", same)
+
+    def step_symlinkat(self, s):
+        self.simple(s, "symlinkat", lambda e, a: unquote(e[0]) == c_string(a[0])
+                    and e[1] == a[1] and unquote(e[2]) == c_string(a[2]))
+
+    def step_fchown(self, s):
+        self.simple(s, "fchown", lambda e, a: e == a)
+
     def step_openat2(self, s):
         def same(e, a):
             flags, resolve = split_args(e[2][1:-1])
@@ -790,6 +805,8 @@ def changed(field_name: str, pattern: str, replacement: str):
     ("part4", r'^mount\(NULL, "/"', changed("call", r"MS_REC\|MS_PRIVATE", "MS_PRIVATE")),
     ("part4", r"^pivot_root\(", changed("call", r'"\."\)$', '"/")')),
     ("part4", r'^mkdirat\(\d+, "shm"', changed("call", "0o1777", "0o755")),
+    ("part4", r'^mknodat\(\d+, "zero"', changed("call", "0o666", "0o644")),
+    ("part4", r'^symlinkat\("/proc/self/fd/1"', changed("call", r'"stdout"\)$', '"stderr")')),
     ("part1", r"^close_range\(", changed("call", r"^close_range\(3,", "close_range(4,")),
     ("part4", r"^seccomp\(", changed("call", r"len=(\d+)", r"len=1\1")),
     ("part4", r"^capset\(", changed("call", "0x0", "0x1")),

@@ -19,7 +19,7 @@ import pytest
 from conftest import Runner, part_modules
 
 SEAM = ["sys_mount", "sys_umount2", "sys_pivot_root", "sys_chdir", "sys_mkdir", "sys_rmdir",
-        "sys_unshare"]
+        "sys_unshare", "sys_mknodat", "sys_symlinkat", "sys_fchown"]
 
 
 def real_path(arg):
@@ -31,8 +31,14 @@ def real_path(arg):
     return arg
 
 
+def at_path(dir_fd: int, name: str) -> str:
+    """What a *at(2) call names: name in the directory open at dir_fd."""
+    return os.path.join(real_path(f"/proc/self/fd/{dir_fd}"), name)
+
+
 class Recorder:
-    """Stands in for the kernel seam: records each call; mkdir really makes the dir."""
+    """Stands in for the kernel seam: records each call (a *at call with the path it
+    names); mkdir, mknodat and symlinkat really make what they make."""
 
     def __init__(self, monkeypatch, kernel, fail=None):
         self.calls = []
@@ -42,15 +48,24 @@ class Recorder:
 
     def make(self, name):
         def call(*args, dir_fd=None):
+            target = args[0]  # symlinkat's: a link's text, not a path to resolve
             args = tuple(real_path(a) for a in args)
             if dir_fd is not None:  # mkdirat(2): recorded as the path it makes
-                args = (os.path.join(real_path(f"/proc/self/fd/{dir_fd}"), args[0]), *args[1:])
+                args = (at_path(dir_fd, args[0]), *args[1:])
+            if name == "sys_mknodat":  # (dir_fd, name, mode)
+                args = (at_path(args[0], args[1]), args[2])
+            if name == "sys_symlinkat":  # (target, dir_fd, name)
+                args = (target, at_path(args[1], args[2]))
             self.calls.append((name, *args))
             err = self.fail.get((name, args[0] if args else None))
             if err:
                 raise OSError(err, os.strerror(err))
             if name == "sys_mkdir":
                 os.mkdir(args[0])
+            if name == "sys_mknodat":
+                os.mknod(args[0], stat.S_IFREG | args[1])
+            if name == "sys_symlinkat":
+                os.symlink(*args)
 
         return call
 
@@ -143,6 +158,46 @@ def test_dev_before_proc_and_dev_order(part4, tmp_path, monkeypatch):
     assert targets.index(dev) < targets.index(f"{dev}/null")  # the tmpfs first
     assert f"{dev}/shm" in targets
     assert not any(t.endswith("/proc") for t in targets)  # no -P: no proc
+    fs.remove()
+
+
+def test_dev_files_and_links_through_the_seam(part4, tmp_path, monkeypatch):
+    """/dev's empty files and links are made by kernel.sys_mknodat and sys_symlinkat
+    (explain mode shows them; a fake records them), each file before its bind mount."""
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs = rootfs.prepare(options(rootfs=str(fake_rootfs(tmp_path))))
+    rec = Recorder(monkeypatch, k)
+    fs.enter()
+    dev = f"{fs.mount_point}/dev"
+    made = [c[1] for c in rec.calls if c[0] == "sys_mknodat"]
+    assert made == [f"{dev}/{n}" for n in rootfs.DEVICES if os.path.exists(f"/dev/{n}")]
+    assert made and all(mode == 0o666 for name, _, mode in
+                        (c for c in rec.calls if c[0] == "sys_mknodat"))
+    for path in made:
+        at = rec.calls.index(("sys_mknodat", path, 0o666))
+        bound = next(i for i, c in enumerate(rec.calls) if c[0] == "sys_mount" and c[2] == path)
+        assert at < bound
+    links = [c[1:] for c in rec.calls if c[0] == "sys_symlinkat"]
+    assert links == [(target, f"{dev}/{name}") for name, target in rootfs.DEV_LINKS]
+    assert os.readlink(f"{dev}/fd") == "/proc/self/fd"
+    fs.remove()
+
+
+@pytest.mark.parametrize("name, first, message", [
+    ("sys_symlinkat", "/proc/self/fd", "failed to create the link {dev}/fd: "),
+    ("sys_mknodat", "{dev}/null", "failed to create {dev}/null: "),
+])
+def test_dev_refused_is_one_line(part4, tmp_path, monkeypatch, name, first, message):
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs = rootfs.prepare(options(rootfs=str(fake_rootfs(tmp_path))))
+    dev = f"{fs.mount_point}/dev"
+    Recorder(monkeypatch, k, fail={(name, first.format(dev=dev)): errno.EROFS})
+    with pytest.raises(part4.errors.ZooError) as e:
+        fs.enter()
+    assert e.value.message == message.format(dev=dev) + "Read-only file system"
+    assert e.value.status == 125
     fs.remove()
 
 
