@@ -494,9 +494,6 @@ class Matcher:
         self.simple(s, "symlinkat", lambda e, a: unquote(e[0]) == c_string(a[0])
                     and e[1] == a[1] and unquote(e[2]) == c_string(a[2]))
 
-    def step_fchown(self, s):
-        self.simple(s, "fchown", lambda e, a: e == a)
-
     def step_openat2(self, s):
         def same(e, a):
             flags, resolve = split_args(e[2][1:-1])

@@ -56,6 +56,8 @@ class Recorder:
                 args = (at_path(args[0], args[1]), args[2])
             if name == "sys_symlinkat":  # (target, dir_fd, name)
                 args = (target, at_path(args[1], args[2]))
+            if name == "sys_fchown":  # (fd, uid, gid): recorded with the path of fd
+                args = (real_path(f"/proc/self/fd/{args[0]}"), *args[1:])
             self.calls.append((name, *args))
             err = self.fail.get((name, args[0] if args else None))
             if err:
@@ -199,6 +201,48 @@ def test_dev_refused_is_one_line(part4, tmp_path, monkeypatch, name, first, mess
     assert e.value.message == message.format(dev=dev) + "Read-only file system"
     assert e.value.status == 125
     fs.remove()
+
+
+@pytest.mark.parametrize("overlay", [False, True])
+def test_root_gives_its_directories_to_the_containers_root(part4, tmp_path, monkeypatch,
+                                                          overlay):
+    """Run by root with a range, the mount point (and the overlay's directories) go to
+    the container's root through kernel.sys_fchown, children before their parent."""
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    fs_dir = fake_rootfs(tmp_path)
+    rec = Recorder(monkeypatch, k)
+    owner = (os.getuid() + 100000, os.getgid() + 100000)
+    fs = rootfs.prepare(options(rootfs=str(fs_dir), overlay=overlay), owner)
+    given = [c[1:] for c in rec.calls if c[0] == "sys_fchown"]
+    made = [fs.upper_dir(), fs.work_dir(), fs.overlay_dir] if overlay else []
+    assert given == [(path, *owner) for path in made + [fs.mount_point]]
+    fs.remove()
+    # Its own ids: nothing to give.
+    rec.calls.clear()
+    fs = rootfs.prepare(options(rootfs=str(fs_dir), overlay=overlay))
+    assert "sys_fchown" not in rec.names()
+    fs.remove()
+
+
+def test_root_refused_a_chown_is_one_line_and_leaves_nothing(part4, tmp_path, monkeypatch):
+    k, rootfs = part4.kernel, part4.rootfs
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(scratch))
+    asked = []
+
+    def refused(fd, uid, gid):
+        asked.append((uid, gid))
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+    monkeypatch.setattr(k, "sys_fchown", refused)
+    with pytest.raises(part4.errors.ZooError) as e:
+        rootfs.prepare(options(rootfs=str(fake_rootfs(tmp_path))), (123456, 123456))
+    assert e.value.message == (f"failed to create a temporary directory in {scratch}: "
+                               "Operation not permitted")
+    assert e.value.status == 125
+    assert asked == [(123456, 123456)]
+    assert list(scratch.iterdir()) == []  # the mount point it made is gone again
 
 
 def test_without_rootfs_private_then_proc_only(part4, monkeypatch):
