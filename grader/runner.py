@@ -421,7 +421,7 @@ class Commands:
                 os._exit(status)
         os.close(said_write)
         try:
-            said, timed_out = read_to_end_within(said_read, timeout)
+            said, timed_out = read_within(said_read, timeout)
         finally:
             os.close(said_read)
         if timed_out:
@@ -822,29 +822,24 @@ def read_until_ready(proc: subprocess.Popen, seconds: float) -> bytes:
     (it is ready for the signal the check sends: its trap is set, its container
     runs), or until so many seconds have passed, or its stdout closes.  Read with
     os.read: what is left, communicate() reads after."""
-    printed, deadline, fd = b"", time.monotonic() + seconds, proc.stdout.fileno()
     marker = b"\n" + checks.READY.encode() + b"\n"
-    while marker not in b"\n" + printed and (left := deadline - time.monotonic()) > 0:
-        if not select.select([fd], [], [], left)[0]:
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        printed += chunk
-    return printed
+    return read_within(proc.stdout.fileno(), seconds,
+                       enough=lambda printed: marker in b"\n" + printed)[0]
 
 
-def read_to_end_within(fd: int, seconds: float) -> tuple[bytes, bool]:
-    """What comes on fd until its end of file, and whether seconds passed first."""
+def read_within(fd: int, seconds: float, enough=None) -> tuple[bytes, bool]:
+    """What comes on fd until its end of file, or until enough(what came) is true, or
+    until seconds have passed; and whether they passed first."""
     said, deadline = b"", time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        if not select.select([fd], [], [], left)[0]:
-            break
+    while not (enough and enough(said)):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return said, True
         chunk = os.read(fd, 65536)
         if not chunk:
-            return said, False
+            break
         said += chunk
-    return said, True
+    return said, False
 
 
 def finish_killed(proc: subprocess.Popen) -> tuple[bytes, bytes]:
