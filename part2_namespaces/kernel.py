@@ -118,12 +118,12 @@ def explain_error(call: str, err: OSError, man: str = "", started: float | None 
     explain(call, f"-1 {name} ({err.strerror or err})", man, started)
 
 
-def explained(call: str, man: str, function, *args) -> None:
-    """function(*args), Python's own call of one system call (os.kill, os.setgroups,
-    ...), shown in explain mode as call = 0, or = -1 and its errno."""
+def explained(call: str, man: str, function, *args, **kwargs) -> None:
+    """function(*args, **kwargs), Python's own call of one system call (os.kill,
+    os.setgroups, ...), shown in explain mode as call = 0, or = -1 and its errno."""
     started = time.monotonic()
     try:
-        function(*args)
+        function(*args, **kwargs)
     except OSError as e:
         explain_error(call, e, man, started)
         raise

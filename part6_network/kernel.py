@@ -120,12 +120,12 @@ def explain_error(call: str, err: OSError, man: str = "", started: float | None 
     explain(call, f"-1 {name} ({err.strerror or err})", man, started)
 
 
-def explained(call: str, man: str, function, *args) -> None:
-    """function(*args), Python's own call of one system call (os.kill, os.setgroups,
-    ...), shown in explain mode as call = 0, or = -1 and its errno."""
+def explained(call: str, man: str, function, *args, **kwargs) -> None:
+    """function(*args, **kwargs), Python's own call of one system call (os.kill,
+    os.setgroups, ...), shown in explain mode as call = 0, or = -1 and its errno."""
     started = time.monotonic()
     try:
-        function(*args)
+        function(*args, **kwargs)
     except OSError as e:
         explain_error(call, e, man, started)
         raise
@@ -423,13 +423,13 @@ def sys_mknodat(dir_fd: int, path: str, mode: int) -> None:
     A device node would need CAP_MKNOD in the host's user namespace (mknod(2)), so a
     rootless /dev binds the host's devices onto such files instead."""
     explained(f"mknodat({dir_fd}, {quoted(path)}, S_IFREG|{mode:#o})", "mknod(2)",
-              lambda: os.mknod(path, stat.S_IFREG | mode, dir_fd=dir_fd))
+              os.mknod, path, stat.S_IFREG | mode, dir_fd=dir_fd)
 
 
 def sys_symlinkat(target: str, dir_fd: int, path: str) -> None:
     """symlinkat(2): make path (in the directory open at dir_fd) a symbolic link to target."""
     explained(f"symlinkat({quoted(target)}, {dir_fd}, {quoted(path)})", "symlink(2)",
-              lambda: os.symlink(target, path, dir_fd=dir_fd))
+              os.symlink, target, path, dir_fd=dir_fd)
 
 
 def sys_fchown(fd: int, uid: int, gid: int) -> None:
