@@ -5,15 +5,16 @@
 
   - the VM image: its build time (done now if it is not cached; else the time its
     manifest recorded when it was built);
-  - the boot-only VM: the same image booted for a job that does nothing, boot to
-    power-off: the yardstick of this run (the machine's speed and load included);
+  - the boot-only VM: the same image booted (not the saved booted guest restored, as
+    grading does) for a job that does nothing, boot to power-off: the yardstick of this
+    run (the machine's speed and load included);
   - one submission: `grader/grade SUB --json FILE`, boot to power-off, every stage the
     grader checks; the submission is a clean copy of the part directories (what a
     student hands in), not the whole repository.  Its time is split into the boot (QEMU
-    start to the job's start), the checks (first start to last end: the runner's
-    lanes run them side by side; each part's own check time beside it), the rest of
-    the job in the guest (copying the submission, the grader and
-    the rootfs tarball, the runner between checks), the teardown (the job's end to
+    start to the job's start: the saved booted guest restored), the checks (first start
+    to last end: the runner's lanes run them side by side; each part's own check time
+    beside it), the rest of the job in the guest (copying the submission, the grader
+    and the rootfs tarball, the runner between checks), the teardown (the job's end to
     QEMU's exit) and the host's share (the tarball, the job's files, the reports),
     each in seconds and as a ratio to the boot-only VM (qemu.py's boot-times.json has
     the marks);
@@ -125,7 +126,9 @@ def run(tmp: Path, count: int, jobs: int, timeout: float, log=print) -> dict:
 
 
 def boot_only_entry(tmp: Path, timeout: float) -> dict:
-    """The image booted for a job that does nothing (run.sh: exit 0), boot to power-off."""
+    """The image booted for a job that does nothing (run.sh: exit 0), boot to power-off.
+    Booted, not restored: a boot is the same work on every run, a measure of the
+    machine's speed (the first restore may include saving the booted guest)."""
     sys.path.append(str(ROOT / "grader"))
     import qemu
     from image import VMError
@@ -135,14 +138,22 @@ def boot_only_entry(tmp: Path, timeout: float) -> dict:
     (job / "run.sh").write_text("#!/bin/sh\nexit 0\n")
     (job / "run.sh").chmod(0o755)
     try:
-        done = qemu.boot(qemu.Job(job, None, tmp / "results", timeout=timeout))
+        done = qemu.boot(qemu.Job(job, None, tmp / "results", timeout=timeout),
+                         qemu.Machine(restore=False))
+        # What each graded submission starts from: the saved booted guest (saved now,
+        # untimed, if it is not yet), then restored for the same job.
+        for name in ("save", "restored"):
+            restored = qemu.boot(qemu.Job(job, None, tmp / name, timeout=timeout))
     except VMError as e:
         return entry(BOOT_ONLY, unit="s", reason=str(e))
     if not done.ok or done.job_exit_seconds is None:
         return entry(BOOT_ONLY, unit="s", reason=done.error or f"exit {done.exit_status}")
     return entry(BOOT_ONLY, done.total_seconds, "s", accel=done.accel,
                  job_start_s=round(done.boot_seconds, 1),
-                 power_off_s=round(done.total_seconds - done.job_exit_seconds, 1))
+                 power_off_s=round(done.total_seconds - done.job_exit_seconds, 1),
+                 restored_job_start_s=(round(restored.boot_seconds, 1)
+                                       if restored.restored and restored.boot_seconds
+                                       else None))
 
 
 def split(times: dict, results: list[dict], wall: float | None = None,
@@ -252,6 +263,8 @@ def table(section: dict) -> list[str]:
             extra = f"{e['per_submission_s']} s per submission, {e['per_hour']}/hour"
         elif "power_off_s" in e:
             extra = f"job start {e['job_start_s']} s, power-off {e['power_off_s']} s"
+            if e.get("restored_job_start_s") is not None:
+                extra += f" (restored: job start {e['restored_job_start_s']} s)"
         elif e.get("how"):
             extra = e["how"]
         lines.append(f"  {e['name']:<46} {e['value']:>7.1f}s {extra}")

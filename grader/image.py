@@ -32,8 +32,9 @@ What the guest provides (see grader/guest/):
   - /dev/net/tun mode 0666; a link `dummy0` with 192.168.200.1/24;
   - the job: /mnt/job (read-only, its run.sh runs as root), /mnt/submission (read-only),
     /mnt/results (read-write; run.sh's stdout and stderr go to /mnt/results/job.log);
-  - console markers `ZOO-JOB-START`, `ZOO-JOB-EXIT=<status>`, `ZOO-JOB-ERROR=<message>`,
-    then power-off.
+  - console markers: `ZOO-JOB-READY` (up, waiting for the host's `ZOO-JOB-GO` line on
+    the console: where a booted guest is saved, and restored for each job), then
+    `ZOO-JOB-START`, `ZOO-JOB-EXIT=<status>`, `ZOO-JOB-ERROR=<message>`, then power-off.
 
 Standard library only (Python >= 3.10). grader/vm.py is the command line; grader/qemu.py
 boots the image.

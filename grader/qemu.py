@@ -1,11 +1,20 @@
 """Booting the grader's VM image (grader/image.py) once for one job, under QEMU.
 
-The guest runs /mnt/job/run.sh as root, writes console markers `ZOO-JOB-START`,
+The guest boots, says `ZOO-JOB-READY` on its console and waits for the host's
+`ZOO-JOB-GO` line there (the job's options, the host's clock; grader/guest/zoo-job);
+then it runs /mnt/job/run.sh as root, writes console markers `ZOO-JOB-START`,
 `ZOO-JOB-EXIT=<status>`, `ZOO-JOB-ERROR=<message>` and powers off; boot() watches the
 console for them and returns a BootResult.  When QEMU has ended, boot() writes
 the run's times to the results as boot-times.json (TIMES): QEMU start to the job's
 start, to its end and to QEMU gone, in seconds, for bench/grading.py to split a
 submission's time into boot, checks and power-off.
+
+A booted guest, saved once: the first boot of an image stops the guest where it
+waits for ZOO-JOB-GO and saves it (QEMU's migration to a file, with a copy of its
+disk); every later boot restores that state (~0.5 s under TCG, where a boot takes
+10-14 s) and sends the waiting guest its job.  The copies go to the image's
+directory, under a key of everything that must match for a restore: QEMU's
+version, its command line, the host's CPU under KVM.
 
 Standard library only (Python >= 3.10).
 """
@@ -13,11 +22,15 @@ Standard library only (Python >= 3.10).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image import Arch, ImagePaths, VMError, build_image, die_with_parent, get_arch, recipe_arch
+from qmp import QMP, QMPError
 
+MARK_READY = b"ZOO-JOB-READY"
 MARK_START = b"ZOO-JOB-START"
 MARK_EXIT = b"ZOO-JOB-EXIT="
 TIMES = "boot-times.json"  # in the results: BootResult.times()
@@ -48,10 +63,12 @@ class BootResult:
     qemu_returncode: int | None = None
     stopped: str | None = None  # why the watchdog had QEMU stopped early, if it did
     job_exit_seconds: float | None = None  # QEMU start to ZOO-JOB-EXIT, None if it never came
+    restored: bool = False  # the guest was the saved booted one, restored (not booted)
 
     def times(self) -> dict:
         """The run's times, seconds from QEMU's start (TIMES in the results)."""
-        return {"accel": self.accel, "job_start": _rounded(self.boot_seconds),
+        return {"accel": self.accel, "restored": self.restored,
+                "job_start": _rounded(self.boot_seconds),
                 "job_exit": _rounded(self.job_exit_seconds),
                 "qemu_exit": _rounded(self.total_seconds)}
 
@@ -99,14 +116,26 @@ def _qemu_binary(arch: Arch | None = None) -> str:
     return qemu
 
 
+CONSOLE_SOCKET = "console.sock"
+QMP_SOCKET = "qmp.sock"
+
+
 def _opt(path: Path | str) -> str:
     """A path inside a QEMU option list (commas doubled)."""
     return str(path).replace(",", ",,")
 
 
 def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results_dir: Path,
-                 console_log: Path, *, accel: str, memory: str = "2G", smp: int = 2,
-                 cmdline: str | None = None, arch: str | None = None) -> list[str]:
+                 console_log: Path, *, accel: str, control_dir: Path, memory: str = "2G",
+                 smp: int = 2, cmdline: str | None = None, arch: str | None = None,
+                 disk: Path | None = None, keep_disk_writes: bool = False,
+                 incoming: bool = False) -> list[str]:
+    """QEMU's command line for one boot.  The console (the machine's UART) is a socket
+    in control_dir (console.sock, for the ZOO-JOB-GO line) that also logs all the
+    guest says to console_log; QMP is control_dir/qmp.sock.  disk: the root disk
+    (default the image's rootfs), written through only with keep_disk_writes (else
+    to a throw-away overlay).  incoming: wait for a saved state (QMP's
+    migrate-incoming) instead of booting."""
     guest = get_arch(arch)
     cmdline = guest.cmdline if cmdline is None else cmdline
     board = ",".join(guest.qemu_machine)
@@ -128,14 +157,21 @@ def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results
                                 ("results", results_dir, False)):
         opts = f"local,path={_opt(path)},mount_tag={tag},security_model=none,multidevs=remap"
         shares += ["-virtfs", opts + (",readonly=on" if readonly else "")]
+    drive = f"file={_opt(disk or image.rootfs)},if=virtio,format=raw,cache=unsafe"
+    control = Path(control_dir)
     return [
         _qemu_binary(guest), "-name", "zoo-grader", "-machine", board, *machine,
         "-smp", str(smp), "-m", str(memory),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none",
-        "-serial", f"file:{console_log}",
+        "-chardev", f"socket,id=console,path={_opt(control / CONSOLE_SOCKET)},server=on,"
+                    f"wait=off,logfile={_opt(console_log)}",
+        "-serial", "chardev:console",
+        "-chardev", f"socket,id=qmp,path={_opt(control / QMP_SOCKET)},server=on,wait=off",
+        "-mon", "chardev=qmp,mode=control",
         "-kernel", _opt(image.kernel), "-initrd", _opt(image.initramfs), "-append", cmdline,
-        "-drive", f"file={_opt(image.rootfs)},if=virtio,format=raw,snapshot=on,cache=unsafe",
+        "-drive", drive + ("" if keep_disk_writes else ",snapshot=on"),
         *shares,
+        *(["-incoming", "defer"] if incoming else []),
     ]
 
 
@@ -167,7 +203,8 @@ class Job:
 class Machine:
     """The guest that runs a Job: its image (None: build_image's, for arch, in
     cache_root), its architecture (None: the image's, else the host's), its accelerator
-    (None: detect_accel's), memory and CPUs."""
+    (None: detect_accel's), memory and CPUs.  restore: the saved booted guest is
+    restored (and saved first if there is none yet) instead of booting the image."""
 
     image: ImagePaths | None = None
     arch: str | None = None
@@ -175,6 +212,7 @@ class Machine:
     memory: str = "2G"
     smp: int = 2
     cache_root: Path | str | None = None
+    restore: bool = True
 
 
 @dataclass
@@ -188,11 +226,13 @@ class _Watched:
     timed_out: bool
     stopped: str | None
     qemu_output: str
+    restored: bool = False
 
 
 def boot(job: Job, machine: Machine | None = None) -> BootResult:
-    """Boot the guest once: it runs job.dir/run.sh as root and powers off. Raises
-    VMError if QEMU cannot run at all."""
+    """Run job in a guest once (the saved booted guest restored, or the image booted):
+    it runs job.dir/run.sh as root and powers off. Raises VMError if QEMU cannot run
+    at all."""
     machine = machine or Machine()
     job_dir = Path(job.dir).resolve()
     if not (job_dir / "run.sh").is_file():
@@ -207,16 +247,16 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
         arch = recipe_arch(image.manifest["recipe"])
     guest = get_arch(arch)
     if image is None:
-        image = build_image(machine.cache_root, arch=guest.name,
-                            log=lambda msg: print(f"vm: {msg}", file=sys.stderr))
+        image = build_image(machine.cache_root, arch=guest.name, log=_say)
     accel = machine.accel or detect_accel(guest.name)
-    cmdline = guest.cmdline
-    if job.job_timeout:
-        cmdline += f" zoo.job_timeout={max(1, int(job.job_timeout))}"
-    if job.save_journal:
-        cmdline += " zoo.journal=1"
 
-    with tempfile.TemporaryDirectory(prefix="zoo-vm-") as tmp:
+    def command(shares: tuple[Path, Path, Path], console: Path, control: Path,
+                **how) -> list[str]:
+        return qemu_command(image, *shares, console, accel=accel, control_dir=control,
+                            memory=machine.memory, smp=machine.smp, arch=guest.name, **how)
+
+    with tempfile.TemporaryDirectory(prefix="zoo-vm-") as tmp, \
+            _control_dir(Path(tmp)) as control:
         if job.submission is None:
             submission = Path(tmp) / "submission"
             submission.mkdir()
@@ -224,45 +264,107 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
             submission = Path(job.submission).resolve()
             if not submission.is_dir():
                 raise VMError(f"vm: submission directory {submission} does not exist")
-        argv = qemu_command(image, job_dir, submission, results_dir, console_log, accel=accel,
-                            memory=machine.memory, smp=machine.smp, cmdline=cmdline,
-                            arch=guest.name)
-        watched = _watch(argv, Path(tmp), console_log, job)
+        shares = (job_dir, submission, results_dir)
+        saved = _saved_guest(image, command, accel) if machine.restore else None
+        watched = None
+        if saved is not None:
+            argv = command(shares, console_log, control, disk=saved.disk, incoming=True)
+            try:
+                watched = _watch(argv, Path(tmp), console_log, job, control, saved)
+            except SavedGuestError as e:
+                _say(f"{e}; booting instead (the saved guest is removed: the next job "
+                     "saves a new one)")
+                shutil.rmtree(saved.dir, ignore_errors=True)
+        if watched is None:
+            watched = _watch(command(shares, console_log, control), Path(tmp), console_log,
+                             job, control)
     result = _result(watched, job, accel, console_log, results_dir)
     (results_dir / TIMES).write_text(json.dumps(result.times()) + "\n")
     return result
+
+
+def _say(message: str) -> None:
+    print(f"vm: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _control_dir(tmp: Path):
+    """A directory for the console's and QMP's sockets: tmp, unless its path is too
+    long for a socket's (108 bytes with the name, unix(7)): then one in /tmp."""
+    if len(str(tmp / CONSOLE_SOCKET).encode()) < 100:
+        yield tmp
+        return
+    with tempfile.TemporaryDirectory(prefix="zoo-vm-", dir="/tmp") as short:
+        yield Path(short)
 
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 2)
 
 
-def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job) -> _Watched:
+class _Console:
+    """The host's end of the guest's console: it sends the ZOO-JOB-GO line (the job's
+    options, the host's clock, a seed) and stays connected until the job has started
+    (QEMU drops what a closed connection has not yet passed to the UART)."""
+
+    def __init__(self, control: Path, job: Job):
+        self.path = control / CONSOLE_SOCKET
+        self.job = job
+        self.sock: socket.socket | None = None
+        self.sent = False
+
+    def send_go(self) -> None:
+        timeout = max(1, int(self.job.job_timeout)) if self.job.job_timeout else 0
+        line = (f"ZOO-JOB-GO time={int(time.time())} timeout={timeout} "
+                f"journal={int(self.job.save_journal)} seed={os.urandom(32).hex()}\n")
+        self.sent = True
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.path))
+            sock.sendall(line.encode())
+        except OSError as e:
+            sock.close()
+            raise VMError(f"vm: cannot send the job to the guest's console {self.path}: "
+                          f"{e.strerror or e}") from None
+        self.sock = sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job, control: Path,
+           saved: SavedGuest | None = None) -> _Watched:
     """Run QEMU (argv) until it ends, job.timeout passes or job.watchdog says stop,
-    reading the console for ZOO-JOB-START and ZOO-JOB-EXIT (when each came, to the
-    poll's 0.1 s); QEMU's own output is kept in tmp."""
+    reading the console for ZOO-JOB-READY (then sending ZOO-JOB-GO), ZOO-JOB-START and
+    ZOO-JOB-EXIT (when each came, to the poll's 0.1 s); QEMU's own output is kept in
+    tmp.  saved: restore that guest (already waiting: ZOO-JOB-GO goes at once);
+    SavedGuestError if it cannot be."""
     console_log.unlink(missing_ok=True)
     console_log.touch()
     qemu_log = tmp / "qemu.log"
-    env = dict(os.environ, TMPDIR=str(tmp))  # snapshot=on's overlay lives (and dies) here
     start = time.monotonic()
     boot_seconds = job_exit_seconds = None
     timed_out = False
     stopped = None
-    with open(qemu_log, "wb") as qlog, open(console_log, "rb") as console:
-        # Own session: a Ctrl-C is ours to handle (below). Parent-death signal: QEMU
-        # never outlives us, even if we are killed with SIGKILL.
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                preexec_fn=die_with_parent())
+    console = _Console(control, job)
+    with open(qemu_log, "wb") as qlog, open(console_log, "rb") as log:
+        proc = _start_qemu(argv, tmp, qlog)
         seen = b""
         try:
+            if saved is not None:
+                _restore(proc, control, saved, qemu_log)
+                console.send_go()
             while True:
                 returncode = proc.poll()
                 if job_exit_seconds is None:
-                    seen = seen[-64:] + console.read()
+                    seen = seen[-64:] + log.read()
+                    if not console.sent and MARK_READY in seen:
+                        console.send_go()
                     if boot_seconds is None and MARK_START in seen:
                         boot_seconds = time.monotonic() - start
+                        console.close()
                     if boot_seconds is not None and MARK_EXIT in seen:
                         job_exit_seconds = time.monotonic() - start
                 if returncode is not None:
@@ -276,12 +378,191 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job) -> _Watched:
                         break
                 time.sleep(0.1)
         finally:
+            console.close()
             _stop(proc)
     return _Watched(returncode=proc.returncode, boot_seconds=boot_seconds,
                     job_exit_seconds=job_exit_seconds,
                     total_seconds=time.monotonic() - start, timed_out=timed_out,
-                    stopped=stopped,
+                    stopped=stopped, restored=saved is not None,
                     qemu_output=qemu_log.read_bytes().decode(errors="replace").strip())
+
+
+def _start_qemu(argv: list[str], tmp: Path, output) -> subprocess.Popen:
+    """QEMU started in a session of its own (a Ctrl-C is ours to handle), killed by
+    the kernel if we die (even by SIGKILL), its output to output; snapshot=on's
+    overlay lives (and dies) in tmp."""
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output,
+                            stderr=subprocess.STDOUT, env=dict(os.environ, TMPDIR=str(tmp)),
+                            start_new_session=True, preexec_fn=die_with_parent())
+
+
+# ---------------------------------------------------------------------------------------
+# The saved booted guest
+# ---------------------------------------------------------------------------------------
+SAVED_DIR = "booted"  # in the image's directory: KEY/disk.raw and KEY/state
+SAVED_FORMAT = 1  # part of the key: a change to what is saved makes a new one
+
+
+class SavedGuestError(Exception):
+    """The booted guest could not be saved, or not restored."""
+
+
+@dataclass
+class SavedGuest:
+    dir: Path
+
+    @property
+    def disk(self) -> Path:  # the guest's disk as it was when saved
+        return self.dir / "disk.raw"
+
+    @property
+    def state(self) -> Path:  # its memory and devices (QEMU's migration stream)
+        return self.dir / "state"
+
+    def exists(self) -> bool:
+        return self.disk.is_file() and self.state.is_file()
+
+
+def _saved_guest(image: ImagePaths, command: Callable[..., list[str]],
+                 accel: str) -> SavedGuest | None:
+    """The saved booted guest for this image and QEMU command line, saved now if
+    there is none (one process at a time: a lock in the image's directory); None
+    (and a line on stderr) if it cannot be saved."""
+    placeholders = (Path("/job"), Path("/submission"), Path("/results"))
+    key_argv = command(placeholders, Path("/console.log"), Path("/control"),
+                       disk=Path("/disk.raw"), incoming=True)
+    root = image.dir / SAVED_DIR
+    saved = SavedGuest(root / _saved_key(key_argv, accel))
+    if saved.exists():
+        with contextlib.suppress(OSError):
+            os.utime(saved.dir)  # in use (_remove_unused)
+        return saved
+    try:
+        root.mkdir(exist_ok=True)
+        lock = open(root / ".lock", "a")  # held (and flock(2)ed) in the with below
+    except OSError as e:
+        _say(f"cannot save a booted guest in {root}: {e.strerror}; booting every job")
+        return None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if saved.exists():
+            return saved
+        _say("saving a booted guest (once for this image: each job then restores it)")
+        try:
+            _save(image, command, saved)
+        except (SavedGuestError, OSError, subprocess.CalledProcessError) as e:
+            _say(f"could not save a booted guest: {e}; booting every job")
+            return None
+    return saved
+
+
+def _saved_key(argv: list[str], accel: str) -> str:
+    """What must match for a saved guest to restore: QEMU's version, its command line,
+    and under KVM (-cpu host) the host's CPU."""
+    version = subprocess.run([argv[0], "--version"], capture_output=True, text=True,
+                             check=False).stdout
+    cpu = _host_cpu() if accel == "kvm" else ""
+    text = json.dumps([SAVED_FORMAT, version, argv, cpu])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _host_cpu() -> str:
+    """The first CPU's identity in /proc/cpuinfo (x86's model and flags, arm64's part
+    and features), without its clock."""
+    wanted = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags",
+              "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "Features")
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        first = f.read().split("\n\n")[0]
+        return "\n".join(line for line in first.splitlines()
+                         if line.split(":")[0].strip() in wanted)
+    return ""
+
+
+def _save(image: ImagePaths, command: Callable[..., list[str]], saved: SavedGuest) -> None:
+    """Boot a copy of the image's disk until the guest says ZOO-JOB-READY, stop it,
+    save its state next to the disk (QMP migrate), and move both into saved.dir."""
+    work = saved.dir.with_name(f"{saved.dir.name}.part{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        # The disk's holes stay holes: the copy takes what the image uses, not 1.5 GB.
+        subprocess.run(["cp", "--sparse=always", str(image.rootfs), str(work / "disk.raw")],
+                       check=True, capture_output=True)
+        with tempfile.TemporaryDirectory(prefix="zoo-vm-") as tmp, \
+                _control_dir(Path(tmp)) as control:
+            shares = tuple(Path(tmp) / name for name in ("job", "submission", "results"))
+            for share in shares:
+                share.mkdir()
+            console_log = work / "console.log"
+            console_log.touch()
+            argv = command(shares, console_log, control, disk=work / "disk.raw",
+                           keep_disk_writes=True)
+            with open(work / "qemu.log", "wb") as qlog:
+                proc = _start_qemu(argv, Path(tmp), qlog)
+                try:
+                    _wait_for_ready(proc, console_log, timeout=600)
+                    qmp = QMP(control / QMP_SOCKET, proc)
+                    try:
+                        qmp.command("stop")
+                        qmp.command("migrate", uri="exec:cat > " + shlex.quote(str(work / "state")))
+                        qmp.wait_for_migration(timeout=300)
+                        qmp.command("quit")
+                    finally:
+                        qmp.close()
+                    proc.wait(60)
+                except (QMPError, subprocess.TimeoutExpired) as e:
+                    raise SavedGuestError(f"{e} (see {work / 'qemu.log'})") from None
+                finally:
+                    _stop(proc)
+        _remove_unused(saved.dir.parent, keep=work)
+        os.rename(work, saved.dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+UNUSED_DAYS = 7  # a saved guest no restore used for that long is removed
+
+
+def _remove_unused(root: Path, keep: Path) -> None:
+    """Remove the saved guests of other keys (another QEMU, other options) that no
+    restore used for UNUSED_DAYS (each restore touches its directory): a cache shared
+    by machines with different QEMUs keeps one for each."""
+    too_old = time.time() - UNUSED_DAYS * 86400
+    for old in root.iterdir():
+        with contextlib.suppress(OSError):
+            if old.is_dir() and old != keep and old.stat().st_mtime < too_old:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _wait_for_ready(proc: subprocess.Popen, console_log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while MARK_READY not in console_log.read_bytes():
+        if proc.poll() is not None:
+            raise SavedGuestError(f"qemu ended (exit status {proc.returncode}) before the "
+                                  f"guest was ready: see {console_log}")
+        if time.monotonic() > deadline:
+            raise SavedGuestError(f"the guest was not ready after {timeout:g} s: see "
+                                  f"{console_log}")
+        time.sleep(0.1)
+
+
+def _restore(proc: subprocess.Popen, control: Path, saved: SavedGuest,
+             qemu_log: Path) -> None:
+    """Load saved.state into the waiting QEMU (-incoming defer) and let the guest run
+    on (it was stopped when saved)."""
+    try:
+        qmp = QMP(control / QMP_SOCKET, proc, timeout=60)
+        try:
+            qmp.command("migrate-incoming", uri="exec:cat " + shlex.quote(str(saved.state)))
+            qmp.wait_for_migration(timeout=300)
+            qmp.command("cont")
+        finally:
+            qmp.close()
+    except QMPError as e:
+        said = qemu_log.read_bytes().decode(errors="replace").strip().splitlines()
+        raise SavedGuestError(f"cannot restore the saved booted guest: {e}"
+                              + (f" ({'; '.join(said[-2:])[-300:]})" if said else "")) from None
 
 
 def _result(watched: _Watched, job: Job, accel: str, console_log: Path,
@@ -312,7 +593,7 @@ def _result(watched: _Watched, job: Job, accel: str, console_log: Path,
                       boot_seconds=watched.boot_seconds, total_seconds=watched.total_seconds,
                       console_log=console_log, results_dir=results_dir, error=error,
                       qemu_returncode=watched.returncode, stopped=watched.stopped,
-                      job_exit_seconds=watched.job_exit_seconds)
+                      job_exit_seconds=watched.job_exit_seconds, restored=watched.restored)
 
 
 def _stop(proc: subprocess.Popen) -> None:

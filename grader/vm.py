@@ -154,12 +154,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                      job_timeout=args.job_timeout, save_journal=args.journal,
                      watchdog=silence),
             qemu.Machine(built, arch=args.arch, accel=args.accel, memory=args.memory,
-                         smp=args.smp))
+                         smp=args.smp, restore=not args.boot))
     if result.job_log.is_file():
         sys.stdout.write(result.job_log.read_text(errors="replace"))
         sys.stdout.flush()
     boot_s = f"{result.boot_seconds:.1f} s" if result.boot_seconds is not None else "-"
-    print(f"vm: exit status {result.exit_status}, boot to job {boot_s}, "
+    how = "restored" if result.restored else "booted"
+    print(f"vm: exit status {result.exit_status}, {how}, to the job {boot_s}, "
           f"total {result.total_seconds:.1f} s, accel {result.accel}", file=sys.stderr)
     if result.error:
         print(f"vm: {result.error}", file=sys.stderr)
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smp", type=int, default=2)
     p.add_argument("--accel", choices=("tcg", "kvm"))
     p.add_argument("--journal", action="store_true", help="save journal.log in the results")
+    p.add_argument("--boot", action="store_true", help="boot the image, not the saved "
+                   "booted guest (saved at the first run, restored at the others)")
     p.set_defaults(func=_cmd_run)
     args = parser.parse_args(argv)
     try:

@@ -198,14 +198,16 @@ def container_root_ids(uid: int, gid: int) -> tuple[int, int]:
 
 def boot_fake_qemu(tmp_path: Path, monkeypatch, console_script: str, **job):
     """qemu.boot of a job that runs `true`, with a stand-in for QEMU: a shell script
-    that finds the console file (-serial file:PATH) in $console and then runs
-    console_script.  job: the rest of qemu.Job's fields (timeout, watchdog)."""
+    that finds the console's log file (-chardev socket,id=console,...,logfile=PATH) in
+    $console and then runs console_script (no ZOO-JOB-READY: it is not sent a job).
+    The image is booted (a stand-in has no state to save).  job: the rest of
+    qemu.Job's fields (timeout, watchdog)."""
     import image
     import qemu
 
     fake_qemu = tmp_path / "qemu"
-    fake_qemu.write_text('#!/bin/sh\nwhile [ "$1" != -serial ]; do shift; done\n'
-                         'console="${2#file:}"\n' + console_script)
+    fake_qemu.write_text('#!/bin/sh\nwhile [ "${1#socket,id=console,}" = "$1" ]; do shift; '
+                         'done\nconsole="${1##*,logfile=}"\n' + console_script)
     fake_qemu.chmod(0o755)
     monkeypatch.setenv("ZOO_QEMU", str(fake_qemu))
     (tmp_path / "job").mkdir()
@@ -213,7 +215,7 @@ def boot_fake_qemu(tmp_path: Path, monkeypatch, console_script: str, **job):
     paths = image.ImagePaths(key="fake", dir=tmp_path, kernel=tmp_path / "vmlinux",
                              initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
     return qemu.boot(qemu.Job(tmp_path / "job", None, tmp_path / "results", **job),
-                     qemu.Machine(paths, accel="tcg"))
+                     qemu.Machine(paths, accel="tcg", restore=False))
 
 
 def have_test_user() -> bool:

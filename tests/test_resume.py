@@ -114,6 +114,10 @@ def test_list_work_prints_one_command_per_student_left(grade, a_class, tmp_path,
         ["--student", "bob", "--no-csv"], ["--student", "carol", "--no-csv"]]
     argv = shlex.split(lines[0])
     assert argv[:2] == [str(GRADE), str(a_class)] and select[-1] in argv
+    assert "--boot" not in argv
+    assert grade.main([str(a_class), *select, "--out", str(out), "--list-work", "--resume",
+                       "--boot"]) == 0
+    assert all("--boot" in shlex.split(line) for line in capsys.readouterr().out.splitlines())
     # A command of the list writes bob's files, not the CSV.
     (out / "scores.csv").unlink()
     assert grade.main(argv[1:]) == 0

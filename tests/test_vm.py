@@ -2,7 +2,11 @@
 checks rely on, for real.
 
 One boot runs a job that records facts about the guest into the results share; the tests
-below read them. A second, short boot checks that a hanging job is killed at the timeout.
+below read them. That guest, as every guest unless told otherwise, is the saved booted
+one restored (grader/qemu.py; the first boot of a new image saves it). Short boots check
+that a hanging job is killed at the timeout, that each restored guest gets its own job
+options, clock and random seed, that the image still boots without the saved guest, and
+that a saved guest that cannot be restored is replaced by a boot.
 The image is built once and cached: as root with debootstrap, as another user with
 mmdebstrap and the user's subordinate ranges (tests/test_vm_image.py); where neither can
 work and nothing is cached the tests are skipped. Under TCG the two boots take about a
@@ -71,6 +75,8 @@ fact addr ip -4 -o addr show
 fact sub_read cat /mnt/submission/hello.txt
 fact sub_write touch /mnt/submission/written-by-guest
 fact sub_mount grep ' /mnt/submission ' /proc/mounts
+fact clock date +%s
+fact random sh -c 'head -c 16 /dev/urandom | od -An -tx1'
 # The path stage 6 takes: slirp4netns as the student, a server on 192.168.200.1.
 python3 -m http.server --bind 192.168.200.1 8000 --directory /mnt/submission \
     > /dev/null 2>&1 &
@@ -108,7 +114,7 @@ def _need_image():
 
 def _job(tmp: Path, script: str) -> Path:
     job = tmp / "job"
-    job.mkdir()
+    job.mkdir(parents=True)
     (job / "run.sh").write_text(script)
     (job / "run.sh").chmod(0o755)
     return job
@@ -119,17 +125,22 @@ def built_image():
     return _need_image()
 
 
+BOOT_WINDOW = []  # the host's clock before and after the facts boot
+
+
 @pytest.fixture(scope="module")
 def facts_boot(built_image, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("facts")
     submission = tmp / "submission"
     submission.mkdir()
     (submission / "hello.txt").write_text("hello from the submission\n")
+    BOOT_WINDOW.append(time.time())
     result = qemu.boot(qemu.Job(_job(tmp, FACTS_JOB), submission, tmp / "results", timeout=420),
                        qemu.Machine(built_image))
     assert not result.timed_out, f"facts job timed out: see {result.console_log}"
     assert result.exit_status == 0, (result.error, result.job_log.read_text()
                                      if result.job_log.exists() else "no job.log")
+    BOOT_WINDOW.append(time.time())
     print(f"facts boot: {result.accel}, job started after {result.boot_seconds:.1f} s, "
           f"total {result.total_seconds:.1f} s", file=sys.stderr)
     return result
@@ -246,6 +257,13 @@ def test_submission_share_is_read_only(fact):
 
 
 @needs_vm
+def test_the_facts_guest_was_restored_with_the_hosts_clock(facts_boot, fact):
+    assert facts_boot.restored
+    before, after = BOOT_WINDOW
+    assert before - 5 <= int(fact("clock")) <= after + 5
+
+
+@needs_vm
 def test_hanging_job_is_killed_at_the_timeout(built_image, facts_boot, tmp_path):
     # Long enough for the job to start (with margin for TCG's drift), far short of 1000 s.
     timeout = facts_boot.boot_seconds * 1.6 + 8
@@ -290,3 +308,78 @@ def test_extract_vmlinux_finds_the_compressed_elf():
     assert image.extract_vmlinux(bzimage) == elf
     with pytest.raises(ValueError):
         image.extract_vmlinux(b"MZ" + b"\0" * 100)
+
+
+def _job_said(result) -> list[str]:
+    return result.job_log.read_text().split("\n")
+
+
+TELL = "#!/bin/sh\nhead -c 16 /dev/urandom | od -An -tx1\ndate +%s\n"
+
+
+@needs_vm
+def test_each_restored_guest_gets_its_own_options_clock_and_seed(built_image, fact,
+                                                                 tmp_path):
+    """ZOO-JOB-GO carries the job's timeout and journal option, the host's clock and a
+    seed: two guests restored from the same saved state differ where they must."""
+    before = time.time()
+    first = qemu.boot(qemu.Job(_job(tmp_path / "a", TELL + "sleep 300\n"), None,
+                               tmp_path / "a" / "results", timeout=300, job_timeout=5,
+                               save_journal=True), qemu.Machine(built_image))
+    second = qemu.boot(qemu.Job(_job(tmp_path / "b", TELL), None, tmp_path / "b" / "results",
+                                timeout=300), qemu.Machine(built_image))
+    after = time.time()
+    assert first.restored and second.restored
+    assert first.exit_status == 124, (first.error, first.console_log)
+    assert (first.results_dir / "journal.log").read_text().strip()
+    assert second.exit_status == 0 and not (second.results_dir / "journal.log").exists()
+    randoms = {_job_said(first)[0], _job_said(second)[0], fact("random").strip("\n")}
+    assert len(randoms) == 3, randoms
+    for result in (first, second):
+        assert before - 5 <= int(_job_said(result)[1]) <= after + 5
+
+
+@needs_vm
+def test_the_image_still_boots_without_the_saved_guest(built_image, tmp_path):
+    result = qemu.boot(qemu.Job(_job(tmp_path, TELL), None, tmp_path / "results", timeout=420),
+                       qemu.Machine(built_image, restore=False))
+    assert result.exit_status == 0, (result.error, result.console_log)
+    assert not result.restored
+    assert b"ZOO-JOB-READY" in result.console_log.read_bytes()
+
+
+@needs_vm
+def test_a_saved_guest_that_cannot_be_restored_is_replaced(built_image, tmp_path, capfd):
+    """A saved state QEMU cannot load (here: cut short) costs a boot, not the job; it is
+    removed, and the next job saves a new one.  The image's files are linked into a
+    directory of the test's own, so the saved guest there is the test's too."""
+    own = tmp_path / "image"
+    own.mkdir()
+    for name in ("vmlinux", "initramfs.cpio", "rootfs.ext4"):
+        (own / name).symlink_to(built_image.dir / name)
+    paths = image.ImagePaths(key=built_image.key, dir=own, kernel=own / "vmlinux",
+                             initramfs=own / "initramfs.cpio", rootfs=own / "rootfs.ext4",
+                             manifest=built_image.manifest)
+    first = qemu.boot(qemu.Job(_job(tmp_path / "a", TELL), None, tmp_path / "a" / "results",
+                               timeout=420), qemu.Machine(paths))
+    assert first.exit_status == 0 and first.restored, (first.error, first.console_log)
+    [saved] = (own / qemu.SAVED_DIR).glob("*/state")
+    with open(saved, "r+b") as f:
+        f.truncate(4096)
+    second = qemu.boot(qemu.Job(_job(tmp_path / "b", TELL), None, tmp_path / "b" / "results",
+                                timeout=420), qemu.Machine(paths))
+    assert second.exit_status == 0 and not second.restored, (second.error, second.console_log)
+    assert "cannot restore the saved booted guest" in capfd.readouterr().err
+    assert not saved.parent.exists()
+
+
+def test_the_saved_guest_is_named_by_what_a_restore_needs():
+    """The saved guest's key: the QEMU binary's --version, its whole command line and,
+    under KVM (-cpu host), the host's CPU; any of them changed, another saved guest."""
+    argv = [sys.executable, "-m", "2G", "-smp", "2"]
+    key = qemu._saved_key(argv, "tcg")
+    assert key == qemu._saved_key(list(argv), "tcg")
+    assert key != qemu._saved_key([*argv[:2], "4G", *argv[3:]], "tcg")
+    assert key != qemu._saved_key(["/bin/true", *argv[1:]], "tcg")  # another --version
+    assert qemu._host_cpu() and key != qemu._saved_key(argv, "kvm")
+    assert "MHz" not in qemu._host_cpu() and "bogomips" not in qemu._host_cpu()

@@ -68,10 +68,10 @@ def test_arch_names_keys_and_qemu(tmp_path, monkeypatch):
     with pytest.raises(image.VMError, match="qemu-system-aarch64 not found: apt-get install "
                        "qemu-system-arm"):
         qemu.qemu_command(paths, tmp_path, tmp_path, tmp_path, tmp_path / "c.log", accel="tcg",
-                          arch="arm64")
+                          control_dir=tmp_path, arch="arm64")
     monkeypatch.setenv("ZOO_QEMU", "/usr/bin/qemu-system-aarch64")
     argv = qemu.qemu_command(paths, tmp_path, tmp_path, tmp_path, tmp_path / "console.log",
-                             accel="tcg", arch="arm64")
+                             accel="tcg", control_dir=tmp_path, arch="arm64")
     assert argv[argv.index("-cpu") + 1] == "max,pauth-impdef=on"
     assert argv[argv.index("-machine") + 1] == "virt"
     assert "console=ttyAMA0" in argv[argv.index("-append") + 1]

@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 GRADER_FILES = ["grade", "runner.py", "checks.py", "report.py", "rules.py", "subids.py",
-                "precompile.py", "vm.py", "image.py", "qemu.py"]
+                "precompile.py", "vm.py", "image.py", "qemu.py", "qmp.py"]
 GRADER_DIRS = ["guest", "helpers"]
 TOOLS = ["tools/mkrootfs.py"]
 EXECUTABLE = {"setup.sh", "run_autograder", "zookeeper/grader/grade"}
