@@ -83,6 +83,7 @@ test-arm64: | test-venv
 
 vm: | setup
 	$(PYTHON) grader/vm.py build
+	$(PYTHON) grader/vm.py save
 
 vm-info: | setup
 	$(PYTHON) grader/vm.py info

@@ -2,7 +2,10 @@
 """The grader's virtual machine: a Debian guest under QEMU that runs one job per boot.
 
     python3 grader/vm.py build          build the image once (cached), or say "cached"
-    python3 grader/vm.py run SCRIPT     boot, run SCRIPT as root in the guest, print its log
+    python3 grader/vm.py save           save the booted guest each job restores (else the
+                                        first job saves it), and restore it once
+    python3 grader/vm.py run SCRIPT     run SCRIPT as root in the guest (the saved booted
+                                        guest restored; --boot: booted), print its log
     python3 grader/vm.py info           cache key, paths, accelerator
     python3 grader/vm.py export FILE    the cached image in one file; prints its sha256
     python3 grader/vm.py import FILE-or-URL --sha256 HASH
@@ -173,6 +176,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.exit_status if result.exit_status is not None else 125
 
 
+def _cmd_save(args: argparse.Namespace) -> int:
+    """The saved booted guest that each job restores: saved now if there is none, and
+    restored once for a job that does nothing, to show that it restores here."""
+    built = image.build_image(args.cache, log=lambda msg: print(f"vm: {msg}", file=sys.stderr),
+                              arch=args.arch)
+    with tempfile.TemporaryDirectory(prefix="zoo-job-") as job, \
+            tempfile.TemporaryDirectory(prefix="zoo-results-") as results:
+        (Path(job) / "run.sh").write_text("#!/bin/sh\nexit 0\n")
+        (Path(job) / "run.sh").chmod(0o755)
+        result = qemu.boot(qemu.Job(job, None, results, timeout=args.timeout),
+                           qemu.Machine(built, arch=args.arch, accel=args.accel))
+        if not (result.ok and result.restored):
+            why = result.error or ("booted, not restored" if result.ok
+                                   else f"exit status {result.exit_status}")
+            print(f"vm: the saved booted guest does not work here: {why}", file=sys.stderr)
+            return 1
+    print(f"vm: the saved booted guest restores: its job started {result.boot_seconds:.1f} s "
+          f"after QEMU's start ({result.accel})", file=sys.stderr)
+    return 0
+
+
 def _arch_name(text: str) -> str:
     """--arch's type: Debian's name (or uname's) of an architecture the grader knows."""
     try:
@@ -204,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", metavar="FILE-or-URL", help="a file, file:// or http(s):// URL")
     p.add_argument("--sha256", required=True, help="its sha256, as export printed it")
     p.set_defaults(func=_cmd_import)
+    p = sub.add_parser("save", help="save the booted guest that each job restores (done by "
+                       "the first job otherwise), and restore it once")
+    p.add_argument("--timeout", type=float, default=900, help="kill QEMU after (s)")
+    p.add_argument("--accel", choices=("tcg", "kvm"))
+    p.set_defaults(func=_cmd_save)
     p = sub.add_parser("run", help="boot and run SCRIPT as root in the guest")
     p.add_argument("script")
     p.add_argument("--file", action="append", help="another file (or directory) for the "

@@ -14,7 +14,9 @@ minute.
 """
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -383,3 +385,14 @@ def test_the_saved_guest_is_named_by_what_a_restore_needs():
     assert key != qemu._saved_key(["/bin/true", *argv[1:]], "tcg")  # another --version
     assert qemu._host_cpu() and key != qemu._saved_key(argv, "kvm")
     assert "MHz" not in qemu._host_cpu() and "bogomips" not in qemu._host_cpu()
+
+
+@needs_vm
+def test_vm_py_save_shows_the_saved_guest_restores(built_image):
+    """What make vm and Gradescope's setup.sh run after the image: the saved booted
+    guest saved if it is not yet, and restored once."""
+    done = subprocess.run([sys.executable, str(ROOT / "grader" / "vm.py"), "save"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^vm: the saved booted guest restores: its job started [\d.]+ s after "
+                     r"QEMU's start \((tcg|kvm)\)$", done.stderr, re.M), done.stderr
