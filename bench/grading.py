@@ -22,6 +22,7 @@
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -140,20 +141,22 @@ def boot_only_entry(tmp: Path, timeout: float) -> dict:
     try:
         done = qemu.boot(qemu.Job(job, None, tmp / "results", timeout=timeout),
                          qemu.Machine(restore=False))
+    except VMError as e:
+        return entry(BOOT_ONLY, unit="s", reason=str(e))
+    restored = None
+    with contextlib.suppress(VMError):
         # What each graded submission starts from: the saved booted guest (saved now,
         # untimed, if it is not yet), then restored for the same job.
         for name in ("save", "restored"):
             restored = qemu.boot(qemu.Job(job, None, tmp / name, timeout=timeout))
-    except VMError as e:
-        return entry(BOOT_ONLY, unit="s", reason=str(e))
     if not done.ok or done.job_exit_seconds is None:
         return entry(BOOT_ONLY, unit="s", reason=done.error or f"exit {done.exit_status}")
     return entry(BOOT_ONLY, done.total_seconds, "s", accel=done.accel,
                  job_start_s=round(done.boot_seconds, 1),
                  power_off_s=round(done.total_seconds - done.job_exit_seconds, 1),
                  restored_job_start_s=(round(restored.boot_seconds, 1)
-                                       if restored.restored and restored.boot_seconds
-                                       else None))
+                                       if restored and restored.restored
+                                       and restored.boot_seconds else None))
 
 
 def split(times: dict, results: list[dict], wall: float | None = None,

@@ -1167,7 +1167,7 @@ def _add_device_nodes(build: _Build, image: Path, devices: list[tarfile.TarInfo]
         raise build.fail("device nodes (debugfs)", "not made: " + ", ".join(sorted(missing)))
 
 
-def _chown_for_sudo_user(paths: Iterable[Path]) -> None:
+def chown_for_sudo_user(paths: Iterable[Path]) -> None:
     """Under sudo, give what we made in the user's home back to that user (who boots)."""
     uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
     if os.geteuid() != 0 or not uid or not gid or uid == "0":
@@ -1264,7 +1264,7 @@ def build_image(cache_root: Path | str | None = None,
             if not shutil.which(tool):
                 raise VMError(f"vm: {tool} not found: apt-get install debootstrap")
     cache_root.mkdir(parents=True, exist_ok=True)
-    _chown_for_sudo_user([cache_root, *cache_root.parents][:3])
+    chown_for_sudo_user([cache_root, *cache_root.parents][:3])
     with open(cache_root / ".lock", "w") as lockf:
         fcntl.flock(lockf, fcntl.LOCK_EX)
         if not force:
@@ -1292,7 +1292,7 @@ def build_image(cache_root: Path | str | None = None,
             build.logf.close()
             shutil.copyfile(log_path, final / "build.log")
             log_path.unlink()
-            _chown_for_sudo_user([final, *(final / n for n in IMAGE_FILES + ("build.log",))])
+            chown_for_sudo_user([final, *(final / n for n in IMAGE_FILES + ("build.log",))])
             _prune_old_images(cache_root, key)
             return _image_paths(final, key)
         except VMError:
@@ -1572,8 +1572,8 @@ def import_image(source: str, sha256: str,
                 os.rename(final, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.rename(unpacked, final)
-        _chown_for_sudo_user([root, *root.parents][:3])
-        _chown_for_sudo_user([final, *(final / n for n in os.listdir(final))])
+        chown_for_sudo_user([root, *root.parents][:3])
+        chown_for_sudo_user([final, *(final / n for n in os.listdir(final))])
         _prune_old_images(root, key)
         return _image_paths(final, key)
     except OSError as e:

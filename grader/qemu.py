@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -36,10 +35,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from image import Arch, ImagePaths, VMError, build_image, die_with_parent, get_arch, recipe_arch
+from image import (
+    Arch,
+    ImagePaths,
+    VMError,
+    build_image,
+    chown_for_sudo_user,
+    die_with_parent,
+    get_arch,
+    recipe_arch,
+)
 from qmp import QMP, QMPError
 
 MARK_READY = b"ZOO-JOB-READY"
@@ -265,6 +273,7 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
             if not submission.is_dir():
                 raise VMError(f"vm: submission directory {submission} does not exist")
         shares = (job_dir, submission, results_dir)
+        began = time.monotonic()
         saved = _saved_guest(image, command, accel) if machine.restore else None
         watched = None
         if saved is not None:
@@ -272,9 +281,11 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
             try:
                 watched = _watch(argv, Path(tmp), console_log, job, control, saved)
             except SavedGuestError as e:
-                _say(f"{e}; booting instead (the saved guest is removed: the next job "
-                     "saves a new one)")
-                shutil.rmtree(saved.dir, ignore_errors=True)
+                problem = _discard(saved)
+                _say(f"{e}; booting instead"
+                     + (f" (cannot remove {saved.dir}: {problem})" if problem else ""))
+                # The boot gets what is left of the job's time, not all of it again.
+                job = replace(job, timeout=max(1.0, job.timeout - (time.monotonic() - began)))
         if watched is None:
             watched = _watch(command(shares, console_log, control), Path(tmp), console_log,
                              job, control)
@@ -307,6 +318,8 @@ class _Console:
     options, the host's clock, a seed) and stays connected until the job has started
     (QEMU drops what a closed connection has not yet passed to the UART)."""
 
+    clock = staticmethod(time.time)  # the time the guest is told (a test's to fix)
+
     def __init__(self, control: Path, job: Job):
         self.path = control / CONSOLE_SOCKET
         self.job = job
@@ -315,7 +328,7 @@ class _Console:
 
     def send_go(self) -> None:
         timeout = max(1, int(self.job.job_timeout)) if self.job.job_timeout else 0
-        line = (f"ZOO-JOB-GO time={int(time.time())} timeout={timeout} "
+        line = (f"ZOO-JOB-GO time={int(self.clock())} timeout={timeout} "
                 f"journal={int(self.job.save_journal)} seed={os.urandom(32).hex()}\n")
         self.sent = True
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -354,7 +367,7 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job, control: Pat
         seen = b""
         try:
             if saved is not None:
-                _restore(proc, control, saved, qemu_log)
+                _restore(proc, control, saved, qemu_log, min(RESTORE_LIMIT, job.timeout))
                 console.send_go()
             while True:
                 returncode = proc.poll()
@@ -367,6 +380,8 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job, control: Pat
                         console.close()
                     if boot_seconds is not None and MARK_EXIT in seen:
                         job_exit_seconds = time.monotonic() - start
+                if saved is not None and boot_seconds is None:
+                    _check_restored_guest(returncode, console_log, time.monotonic() - start)
                 if returncode is not None:
                     break
                 if time.monotonic() - start >= job.timeout:
@@ -401,6 +416,10 @@ def _start_qemu(argv: list[str], tmp: Path, output) -> subprocess.Popen:
 # ---------------------------------------------------------------------------------------
 SAVED_DIR = "booted"  # in the image's directory: KEY/disk.raw and KEY/state
 SAVED_FORMAT = 1  # part of the key: a change to what is saved makes a new one
+READY_LIMIT = 600  # s for the guest being saved to boot to ZOO-JOB-READY (TCG: 10-30)
+RESTORE_LIMIT = 120  # s to load the state (TCG: ~0.5), and then to ZOO-JOB-START (1-3)
+RETRY_SAVE_AFTER = 86400  # s: a save that failed is not tried again sooner
+UNUSED_DAYS = 7  # a saved guest of another key no restore used for that long is removed
 
 
 class SavedGuestError(Exception):
@@ -410,6 +429,7 @@ class SavedGuestError(Exception):
 @dataclass
 class SavedGuest:
     dir: Path
+    identity: tuple[int, int] | None = None  # its state file's, when it was chosen
 
     @property
     def disk(self) -> Path:  # the guest's disk as it was when saved
@@ -422,38 +442,84 @@ class SavedGuest:
     def exists(self) -> bool:
         return self.disk.is_file() and self.state.is_file()
 
+    def chosen(self) -> SavedGuest:
+        """This one, as it is now (_discard removes it only if it is still that)."""
+        st = self.state.stat()
+        with contextlib.suppress(OSError):
+            os.utime(self.dir)  # in use (_remove_unused)
+        return replace(self, identity=(st.st_ino, st.st_mtime_ns))
+
+
+@contextlib.contextmanager
+def _locked(root: Path):
+    """root's lock (flock(2) on root/.lock), or an OSError that says why not (a
+    read-only cache; a filesystem without flock, ENOSYS)."""
+    with open(root / ".lock", "a") as lock:
+        chown_for_sudo_user([root / ".lock"])
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
 
 def _saved_guest(image: ImagePaths, command: Callable[..., list[str]],
                  accel: str) -> SavedGuest | None:
     """The saved booted guest for this image and QEMU command line, saved now if
     there is none (one process at a time: a lock in the image's directory); None
-    (and a line on stderr) if it cannot be saved."""
+    (and a line on stderr) if there is none and it cannot be saved here."""
     placeholders = (Path("/job"), Path("/submission"), Path("/results"))
     key_argv = command(placeholders, Path("/console.log"), Path("/control"),
                        disk=Path("/disk.raw"), incoming=True)
     root = image.dir / SAVED_DIR
     saved = SavedGuest(root / _saved_key(key_argv, accel))
-    if saved.exists():
-        with contextlib.suppress(OSError):
-            os.utime(saved.dir)  # in use (_remove_unused)
-        return saved
+    failed = saved.dir.with_name(saved.dir.name + ".failed")
     try:
-        root.mkdir(exist_ok=True)
-        lock = open(root / ".lock", "a")  # held (and flock(2)ed) in the with below
-    except OSError as e:
-        _say(f"cannot save a booted guest in {root}: {e.strerror}; booting every job")
-        return None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
         if saved.exists():
-            return saved
-        _say("saving a booted guest (once for this image: each job then restores it)")
-        try:
-            _save(image, command, saved)
-        except (SavedGuestError, OSError, subprocess.CalledProcessError) as e:
-            _say(f"could not save a booted guest: {e}; booting every job")
+            return saved.chosen()
+        if failed.is_file() and time.time() - failed.stat().st_mtime < RETRY_SAVE_AFTER:
+            _say(f"booting: saving a booted guest failed here before ({failed}; remove it, "
+                 "or run vm.py save, to try again)")
             return None
-    return saved
+        root.mkdir(exist_ok=True)
+        chown_for_sudo_user([root])
+        with _locked(root):
+            if saved.exists():
+                return saved.chosen()
+            _say("saving a booted guest (once for this image: each job then restores it)")
+            try:
+                _save(image, command, saved)
+            except SavedGuestError as e:
+                with contextlib.suppress(OSError):
+                    failed.write_text(f"{e}\n")
+                    chown_for_sudo_user([failed])
+                _say(f"could not save a booted guest: {e}; booting")
+                return None
+            failed.unlink(missing_ok=True)
+            return saved.chosen()
+    except OSError as e:
+        _say(f"cannot save a booted guest in {root}: {e.strerror or e}; booting")
+        return None
+
+
+def forget_failed_saves(image: ImagePaths) -> None:
+    """Let the next job try to save the booted guest again (vm.py save)."""
+    for failed in (image.dir / SAVED_DIR).glob("*.failed"):
+        failed.unlink(missing_ok=True)
+
+
+def _discard(saved: SavedGuest) -> str:
+    """Remove a saved guest that would not restore, if it is still the one chosen (not
+    one saved meanwhile by another job); "" if it is gone, else why it is not."""
+    try:
+        with _locked(saved.dir.parent):
+            st = saved.state.stat()
+            if (st.st_ino, st.st_mtime_ns) == saved.identity:
+                gone = Path(tempfile.mkdtemp(prefix=".gone-", dir=saved.dir.parent))
+                os.rename(saved.dir, gone / "saved")
+                shutil.rmtree(gone)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return ""
 
 
 def _saved_key(argv: list[str], accel: str) -> str:
@@ -480,14 +546,15 @@ def _host_cpu() -> str:
 
 def _save(image: ImagePaths, command: Callable[..., list[str]], saved: SavedGuest) -> None:
     """Boot a copy of the image's disk until the guest says ZOO-JOB-READY, stop it,
-    save its state next to the disk (QMP migrate), and move both into saved.dir."""
-    work = saved.dir.with_name(f"{saved.dir.name}.part{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    save its state next to the disk (QMP migrate, to a file of ours), and move both
+    into saved.dir.  The caller holds the lock."""
+    work = Path(tempfile.mkdtemp(prefix=f"{saved.dir.name}.part-", dir=saved.dir.parent))
     try:
         # The disk's holes stay holes: the copy takes what the image uses, not 1.5 GB.
-        subprocess.run(["cp", "--sparse=always", str(image.rootfs), str(work / "disk.raw")],
-                       check=True, capture_output=True)
+        copy = subprocess.run(["cp", "--sparse=always", str(image.rootfs),
+                               str(work / "disk.raw")], capture_output=True, text=True)
+        if copy.returncode != 0:
+            raise SavedGuestError(f"cannot copy the disk: {copy.stderr.strip()}")
         with tempfile.TemporaryDirectory(prefix="zoo-vm-") as tmp, \
                 _control_dir(Path(tmp)) as control:
             shares = tuple(Path(tmp) / name for name in ("job", "submission", "results"))
@@ -497,37 +564,55 @@ def _save(image: ImagePaths, command: Callable[..., list[str]], saved: SavedGues
             console_log.touch()
             argv = command(shares, console_log, control, disk=work / "disk.raw",
                            keep_disk_writes=True)
-            with open(work / "qemu.log", "wb") as qlog:
-                proc = _start_qemu(argv, Path(tmp), qlog)
-                try:
-                    _wait_for_ready(proc, console_log, timeout=600)
-                    qmp = QMP(control / QMP_SOCKET, proc)
-                    try:
-                        qmp.command("stop")
-                        qmp.command("migrate", uri="exec:cat > " + shlex.quote(str(work / "state")))
-                        qmp.wait_for_migration(timeout=300)
-                        qmp.command("quit")
-                    finally:
-                        qmp.close()
-                    proc.wait(60)
-                except (QMPError, subprocess.TimeoutExpired) as e:
-                    raise SavedGuestError(f"{e} (see {work / 'qemu.log'})") from None
-                finally:
-                    _stop(proc)
-        _remove_unused(saved.dir.parent, keep=work)
+            with open(work / "qemu.log", "wb") as qlog, open(work / "state", "wb") as state:
+                _boot_and_save(argv, Path(tmp), qlog, console_log, control, state)
+                os.fsync(state.fileno())
+        with open(work / "disk.raw", "rb+") as disk:
+            os.fsync(disk.fileno())
+        for leftover in work.iterdir():
+            if leftover.name not in ("disk.raw", "state"):
+                leftover.unlink()
+        _remove_unused(saved.dir.parent, keep=saved.dir)
+        if saved.dir.exists():  # a part of one (a removal cut short): not a saved guest
+            shutil.rmtree(saved.dir)
         os.rename(work, saved.dir)
+        chown_for_sudo_user([saved.dir, saved.disk, saved.state])
+    except OSError as e:
+        shutil.rmtree(work, ignore_errors=True)
+        raise SavedGuestError(f"{e.strerror or e}: {e.filename or saved.dir}") from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
 
 
-UNUSED_DAYS = 7  # a saved guest no restore used for that long is removed
+def _boot_and_save(argv: list[str], tmp: Path, qlog, console_log: Path, control: Path,
+                   state) -> None:
+    """QEMU (argv) booted until the guest waits for its job, then stopped and saved
+    into the open file state; the QEMU process ended in every case."""
+    proc = _start_qemu(argv, tmp, qlog)
+    try:
+        _wait_for_ready(proc, console_log, READY_LIMIT)
+        qmp = QMP(control / QMP_SOCKET, proc)
+        try:
+            qmp.command("stop")
+            qmp.command("migrate", uri=qmp.pass_file("state", state.fileno()))
+            # "completed" comes after QEMU's last write to the file (its own fd of it).
+            qmp.wait_for_migration(timeout=RESTORE_LIMIT)
+            qmp.command("quit")
+        finally:
+            qmp.close()
+        proc.wait(60)
+    except (QMPError, subprocess.TimeoutExpired) as e:
+        raise SavedGuestError(f"{e}{_qemu_said(Path(qlog.name))}") from None
+    finally:
+        _stop(proc)
 
 
 def _remove_unused(root: Path, keep: Path) -> None:
     """Remove the saved guests of other keys (another QEMU, other options) that no
-    restore used for UNUSED_DAYS (each restore touches its directory): a cache shared
-    by machines with different QEMUs keeps one for each."""
+    restore used for UNUSED_DAYS (each restore touches its directory), and parts of
+    saves cut short: a cache shared by machines with different QEMUs keeps one for
+    each in use."""
     too_old = time.time() - UNUSED_DAYS * 86400
     for old in root.iterdir():
         with contextlib.suppress(OSError):
@@ -547,22 +632,47 @@ def _wait_for_ready(proc: subprocess.Popen, console_log: Path, timeout: float) -
         time.sleep(0.1)
 
 
-def _restore(proc: subprocess.Popen, control: Path, saved: SavedGuest,
-             qemu_log: Path) -> None:
+def _restore(proc: subprocess.Popen, control: Path, saved: SavedGuest, qemu_log: Path,
+             limit: float) -> None:
     """Load saved.state into the waiting QEMU (-incoming defer) and let the guest run
     on (it was stopped when saved)."""
     try:
-        qmp = QMP(control / QMP_SOCKET, proc, timeout=60)
-        try:
-            qmp.command("migrate-incoming", uri="exec:cat " + shlex.quote(str(saved.state)))
-            qmp.wait_for_migration(timeout=300)
-            qmp.command("cont")
-        finally:
-            qmp.close()
-    except QMPError as e:
-        said = qemu_log.read_bytes().decode(errors="replace").strip().splitlines()
+        with open(saved.state, "rb") as state:
+            qmp = QMP(control / QMP_SOCKET, proc, timeout=limit)
+            try:
+                qmp.command("migrate-incoming", uri=qmp.pass_file("state", state.fileno()))
+                qmp.wait_for_migration(timeout=limit)
+                qmp.command("cont")
+            finally:
+                qmp.close()
+    except (QMPError, OSError) as e:
         raise SavedGuestError(f"cannot restore the saved booted guest: {e}"
-                              + (f" ({'; '.join(said[-2:])[-300:]})" if said else "")) from None
+                              f"{_qemu_said(qemu_log)}") from None
+
+
+def _qemu_said(qemu_log: Path) -> str:
+    """QEMU's last two lines of output, for a message: " (...)", or "" if none."""
+    with contextlib.suppress(OSError):
+        said = qemu_log.read_bytes().decode(errors="replace").strip().splitlines()
+        if said:
+            return f" ({'; '.join(said[-2:])[-300:]})"
+    return ""
+
+
+def _check_restored_guest(returncode: int | None, console_log: Path, seconds: float) -> None:
+    """A restored guest that has not started its job yet: SavedGuestError if it never
+    will (it powered off without a ZOO-JOB-ERROR of the job's, or it is still silent
+    RESTORE_LIMIT s after QEMU's start, where it takes 1-3 s)."""
+    if returncode is None and seconds <= RESTORE_LIMIT:
+        return
+    if MARK_ERROR_RE.search(console_log.read_bytes()):
+        return  # the job's own error (no run.sh, say): reported as for a booted guest
+    if returncode is not None:
+        raise SavedGuestError(f"the restored guest stopped (QEMU's exit status {returncode}) "
+                              "before its job started")
+    if seconds > RESTORE_LIMIT:
+        raise SavedGuestError(f"the restored guest had not started its job after "
+                              f"{RESTORE_LIMIT} s")
 
 
 def _result(watched: _Watched, job: Job, accel: str, console_log: Path,

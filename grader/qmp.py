@@ -58,14 +58,22 @@ class QMP:
             raise QMPError(f"QMP: {e}") from None
         if not line:
             raise QMPError("QMP: qemu closed the connection")
-        return json.loads(line)
-
-    def command(self, name: str, **arguments) -> object:
-        """Run one command; its `return` value (events meanwhile are skipped)."""
-        request = {"execute": name, **({"arguments": arguments} if arguments else {})}
         try:
-            self._file.write(json.dumps(request).encode() + b"\n")
-            self._file.flush()
+            return json.loads(line)
+        except ValueError:
+            raise QMPError(f"QMP: not JSON: {line[:80]!r}") from None
+
+    def command(self, name: str, *, fd: int | None = None, **arguments) -> object:
+        """Run one command; its `return` value (events meanwhile are skipped).  fd: a
+        file descriptor passed along with it (SCM_RIGHTS, unix(7)), as getfd wants."""
+        request = {"execute": name, **({"arguments": arguments} if arguments else {})}
+        data = json.dumps(request).encode() + b"\n"
+        try:
+            if fd is None:
+                self._file.write(data)
+                self._file.flush()
+            else:
+                socket.send_fds(self._sock, [data], [fd])
         except OSError as e:
             raise QMPError(f"QMP {name}: {e}") from None
         while True:
@@ -74,6 +82,12 @@ class QMP:
                 return reply["return"]
             if "error" in reply:
                 raise QMPError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}")
+
+    def pass_file(self, name: str, fd: int) -> str:
+        """Give QEMU a file descriptor of ours under name (getfd); "fd:NAME" is then a
+        migration URI that reads or writes that file, no shell or helper between."""
+        self.command("getfd", fd=fd, fdname=name)
+        return f"fd:{name}"
 
     def wait_for_migration(self, timeout: float) -> None:
         """Until query-migrate says completed (QMPError if it failed or took longer)."""
