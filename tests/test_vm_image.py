@@ -390,8 +390,13 @@ def test_new_user_builds_boots_exports_and_another_imports(new_users, grader_cop
     job = tmp_path / "job.sh"
     job.write_text(BOOT_JOB)
     job.chmod(0o755)
-    booted = builder.vm("run", str(job), "--timeout", "300", timeout=400)
+    booted = builder.vm("run", str(job), "--timeout", "300", timeout=600)
     assert booted.returncode == 0, booted.stderr
+    # Its first job saved the booted guest, as this user, and ran in it restored.
+    assert "vm: saving a booted guest" in booted.stderr
+    assert "vm: exit status 0, restored, " in booted.stderr, booted.stderr
+    saved = list((cached.dir / "booted").glob("*/state"))
+    assert len(saved) == 1 and saved[0].stat().st_uid == builder.uid
     out = booted.stdout.splitlines()
     assert "subuid student:100000:65536" in out
     assert "machine-id 32" in out
