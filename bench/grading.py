@@ -134,10 +134,7 @@ def boot_only_entry(tmp: Path, timeout: float) -> dict:
     import qemu
     from image import VMError
 
-    job = tmp / "job"
-    job.mkdir(parents=True)
-    (job / "run.sh").write_text("#!/bin/sh\nexit 0\n")
-    (job / "run.sh").chmod(0o755)
+    job = qemu.write_idle_job(tmp / "job")
     try:
         done = qemu.boot(qemu.Job(job, None, tmp / "results", timeout=timeout),
                          qemu.Machine(restore=False))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -92,6 +93,16 @@ class BootResult:
 # ---------------------------------------------------------------------------------------
 # Booting
 # ---------------------------------------------------------------------------------------
+def write_idle_job(directory: Path) -> Path:
+    """A job that does nothing (run.sh: exit 0) in directory, made if need be: what
+    `vm.py save` and the benchmark's boot-only VM run.  Returns directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "run.sh").write_text("#!/bin/sh\nexit 0\n")
+    (directory / "run.sh").chmod(0o755)
+    return directory
+
+
 def detect_accel(arch: str | None = None) -> str:
     """"kvm" only where a KVM module is really loaded ($ZOO_VM_ACCEL wins), else "tcg".
 
@@ -525,11 +536,16 @@ def _discard(saved: SavedGuest) -> str:
 def _saved_key(argv: list[str], accel: str) -> str:
     """What must match for a saved guest to restore: QEMU's version, its command line,
     and under KVM (-cpu host) the host's CPU."""
-    version = subprocess.run([argv[0], "--version"], capture_output=True, text=True,
-                             check=False).stdout
     cpu = _host_cpu() if accel == "kvm" else ""
-    text = json.dumps([SAVED_FORMAT, version, argv, cpu])
+    text = json.dumps([SAVED_FORMAT, _qemu_version(argv[0]), argv, cpu])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def _qemu_version(binary: str) -> str:
+    """What `QEMU --version` says, asked once per process (a batch grades many jobs)."""
+    return subprocess.run([binary, "--version"], capture_output=True, text=True,
+                          check=False).stdout
 
 
 def _host_cpu() -> str:
@@ -549,6 +565,7 @@ def _save(image: ImagePaths, command: Callable[..., list[str]], saved: SavedGues
     save its state next to the disk (QMP migrate, to a file of ours), and move both
     into saved.dir.  The caller holds the lock."""
     work = Path(tempfile.mkdtemp(prefix=f"{saved.dir.name}.part-", dir=saved.dir.parent))
+    moved = False
     try:
         # The disk's holes stay holes: the copy takes what the image uses, not 1.5 GB.
         copy = subprocess.run(["cp", "--sparse=always", str(image.rootfs),
@@ -576,13 +593,13 @@ def _save(image: ImagePaths, command: Callable[..., list[str]], saved: SavedGues
         if saved.dir.exists():  # a part of one (a removal cut short): not a saved guest
             shutil.rmtree(saved.dir)
         os.rename(work, saved.dir)
+        moved = True
         chown_for_sudo_user([saved.dir, saved.disk, saved.state])
     except OSError as e:
-        shutil.rmtree(work, ignore_errors=True)
         raise SavedGuestError(f"{e.strerror or e}: {e.filename or saved.dir}") from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    finally:
+        if not moved:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _boot_and_save(argv: list[str], tmp: Path, qlog, console_log: Path, control: Path,
@@ -622,14 +639,16 @@ def _remove_unused(root: Path, keep: Path) -> None:
 
 def _wait_for_ready(proc: subprocess.Popen, console_log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while MARK_READY not in console_log.read_bytes():
-        if proc.poll() is not None:
-            raise SavedGuestError(f"qemu ended (exit status {proc.returncode}) before the "
-                                  f"guest was ready: see {console_log}")
-        if time.monotonic() > deadline:
-            raise SavedGuestError(f"the guest was not ready after {timeout:g} s: see "
-                                  f"{console_log}")
-        time.sleep(0.1)
+    seen = b""
+    with open(console_log, "rb") as log:  # read as it grows, as _watch reads it
+        while MARK_READY not in (seen := seen[-64:] + log.read()):
+            if proc.poll() is not None:
+                raise SavedGuestError(f"qemu ended (exit status {proc.returncode}) before "
+                                      f"the guest was ready: see {console_log}")
+            if time.monotonic() > deadline:
+                raise SavedGuestError(f"the guest was not ready after {timeout:g} s: see "
+                                      f"{console_log}")
+            time.sleep(0.1)
 
 
 def _restore(proc: subprocess.Popen, control: Path, saved: SavedGuest, qemu_log: Path,

@@ -184,8 +184,7 @@ def _cmd_save(args: argparse.Namespace) -> int:
     qemu.forget_failed_saves(built)  # asked for: try again, whatever failed before
     with tempfile.TemporaryDirectory(prefix="zoo-job-") as job, \
             tempfile.TemporaryDirectory(prefix="zoo-results-") as results:
-        (Path(job) / "run.sh").write_text("#!/bin/sh\nexit 0\n")
-        (Path(job) / "run.sh").chmod(0o755)
+        qemu.write_idle_job(Path(job))
         # Twice at most: a saved guest that does not restore is removed by the first,
         # and saved again by the second.
         for _ in range(2):
