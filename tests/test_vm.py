@@ -80,10 +80,13 @@ fact sub_mount grep ' /mnt/submission ' /proc/mounts
 fact clock date +%s
 # The job's processes are not randomized (zoo-job's setarch -R); one that gains
 # privileges through a setuid file is.
+fact aslr cat /proc/sys/kernel/randomize_va_space
 fact personality cat /proc/self/personality
 install -m 4755 -o root /bin/cat /usr/local/bin/zoo-setuid-cat
 fact setuid_personality runuser -u student -- /usr/local/bin/zoo-setuid-cat /proc/self/personality
 fact libc_twice sh -c 'grep -m1 libc /proc/self/maps; grep -m1 libc /proc/self/maps'
+fact setuid_libc_twice runuser -u student -- sh -c '
+    for i in 1 2; do /usr/local/bin/zoo-setuid-cat /proc/self/maps | grep -m1 libc; done'
 fact random sh -c 'head -c 16 /dev/urandom | od -An -tx1'
 # The path stage 6 takes: slirp4netns as the student, a server on 192.168.200.1.
 python3 -m http.server --bind 192.168.200.1 8000 --directory /mnt/submission \
@@ -267,12 +270,16 @@ def test_submission_share_is_read_only(fact):
 @needs_vm
 def test_the_job_runs_unrandomized_and_a_setuid_program_randomized(fact):
     """zoo-job's setarch -R: ADDR_NO_RANDOMIZE (0x0040000, personality(2)) for the job,
-    so two processes map libc at one address; execve(2) clears it for a program that
-    gains privileges (newuidmap)."""
+    so two processes map libc at one address; execve(2) clears it for a program
+    started from a setuid file (newuidmap), whose libc then moves from run to run (two
+    random layouts alike: ~2**-28 on amd64)."""
+    assert fact("aslr").strip() == "2"  # the kernel randomizes, but for the flag
     assert int(fact("personality"), 16) & 0x0040000
-    assert not int(fact("setuid_personality"), 16) & 0x0040000
     first, second = (line.split()[0] for line in fact("libc_twice").splitlines())
     assert first == second
+    assert not int(fact("setuid_personality"), 16) & 0x0040000
+    first, second = (line.split()[0] for line in fact("setuid_libc_twice").splitlines())
+    assert first != second
 
 
 @needs_vm
