@@ -453,12 +453,17 @@ class SavedGuest:
     def exists(self) -> bool:
         return self.disk.is_file() and self.state.is_file()
 
+    def current_identity(self) -> tuple[int, int]:
+        """Its state file's inode and modification time now (OSError if it is gone)."""
+        st = self.state.stat()
+        return st.st_ino, st.st_mtime_ns
+
     def chosen(self) -> SavedGuest:
         """This one, as it is now (_discard removes it only if it is still that)."""
-        st = self.state.stat()
+        identity = self.current_identity()
         with contextlib.suppress(OSError):
             os.utime(self.dir)  # in use (_remove_unused)
-        return replace(self, identity=(st.st_ino, st.st_mtime_ns))
+        return replace(self, identity=identity)
 
 
 @contextlib.contextmanager
@@ -521,8 +526,7 @@ def _discard(saved: SavedGuest) -> str:
     one saved meanwhile by another job); "" if it is gone, else why it is not."""
     try:
         with _locked(saved.dir.parent):
-            st = saved.state.stat()
-            if (st.st_ino, st.st_mtime_ns) == saved.identity:
+            if saved.current_identity() == saved.identity:
                 gone = Path(tempfile.mkdtemp(prefix=".gone-", dir=saved.dir.parent))
                 os.rename(saved.dir, gone / "saved")
                 shutil.rmtree(gone)
