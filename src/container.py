@@ -31,6 +31,9 @@ KILL_GRACE_SECONDS = 2
 # The signals that end zookeeper (Ctrl-C, kill, a closed terminal, Ctrl-\): held
 # from its first moment (zookeeper.py) and passed on to the container once it runs.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# fork(2), ERRORS, EAGAIN: the limits on processes that a clone may meet.
+PROCESS_LIMIT_HINT = ("too many processes: a limit was reached (ulimit -u, a cgroup's "
+                      "pids.max, kernel.threads-max or kernel.pid_max; fork(2))")
 
 
 def main(argv: list[str]) -> None:
@@ -192,17 +195,18 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
 
 
 def clone_with_hint(flags: int) -> int:
-    """kernel.sys_clone(flags), with the reason spelled out when the kernel refuses."""
-    if PART < 2:
+    """kernel.sys_clone(flags), with the reason spelled out when a limit or a setting
+    of this machine explains the kernel's refusal."""
+    try:
         return kernel.sys_clone(flags)
-    if PART >= 2:
-        try:
-            return kernel.sys_clone(flags)
-        except OSError:
-            hint = idmap.userns_refusal_hint()  # a user namespace may be refused
-            if hint:
-                raise ZooError(f"failed to clone the container process: {hint}") from None
-            raise
+    except OSError as refusal:
+        # clone(2) and fork(2), ERRORS: EAGAIN is a limit on processes.
+        hint = PROCESS_LIMIT_HINT if refusal.errno == errno.EAGAIN else ""
+        if PART >= 2:
+            hint = hint or idmap.userns_refusal_hint()  # a user namespace may be refused
+        if hint:
+            raise ZooError(f"failed to clone the container process: {hint}") from None
+        raise
 
 
 def read_child_failure(error_read: int):

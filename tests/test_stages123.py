@@ -396,6 +396,20 @@ def test_seccomp_experiment_before_and_after(runner: Runner):
     assert "Operation not permitted" in after.stdout + after.stderr
 
 
+@pytest.mark.parametrize("part", [1, 2])
+def test_a_process_limit_at_clone_is_named(user_runner: Runner, part: int):
+    """clone(2) refused with EAGAIN (RLIMIT_NPROC reached) gives one line naming the
+    limits, in part 1 as in the parts that also explain a refused user namespace."""
+    script = str(user_runner.workdir / PARTS[part] / "zookeeper.py")
+    # RLIMIT_NPROC counts the user's processes: 1 is reached by zookeeper itself.
+    done = user_runner.run(["prlimit", "--nproc=1", user_runner.python, script, "true"])
+    assert done.returncode == 125, done.stderr
+    assert done.stderr.strip() == (
+        "zookeeper: failed to clone the container process: too many processes: a limit "
+        "was reached (ulimit -u, a cgroup's pids.max, kernel.threads-max or "
+        "kernel.pid_max; fork(2))")
+
+
 def test_kernel_refusing_user_namespaces_is_named(user_runner: Runner):
     """When the kernel refuses a user namespace, one line names the cause and the fix.
     user.max_user_namespaces is per user namespace: set it to 0 in one of our own."""

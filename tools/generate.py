@@ -247,13 +247,15 @@ def check_markers(sf: SourceFile) -> list[Block]:
 
 
 def enclosing_function(lines: list[str], i: int) -> str:
-    """The name of the function that line i is in."""
-    ind = indent_of(lines[i])
+    """The name of the function that line i is in, with its class for a method
+    (Slirp.start: network.py has a start() in each of its classes)."""
+    names, ind = [], indent_of(lines[i])
     for j in range(i - 1, -1, -1):
-        m = re.match(r"^(\s*)def (\w+)", lines[j])
+        m = re.match(r"^(\s*)(def|class) (\w+)", lines[j])
         if m and len(m.group(1)) < ind:
-            return m.group(2)
-    return "(module)"
+            names.insert(0, m.group(3))
+            ind = len(m.group(1))
+    return ".".join(names) or "(module)"
 
 
 def exercise_table(blocks: list[Block]) -> str:
