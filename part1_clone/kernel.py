@@ -8,8 +8,10 @@ A few that Python offers are here too (waitpid, kill, setgroups, setresgid,
 setresuid, the mknodat, symlinkat and fchown that make the container's /dev and
 mount point; sethostname, which Python has in socket), so that explain mode shows
 every step of a container's start: the calls youki's Syscall trait holds for the
-same reason.  The rest (pipes, files, scratch directories, execvp) zookeeper takes
-from os, as its documentation shows.  The rest of zookeeper calls these by name, e.g.
+same reason.  The rest (pipes, files, scratch directories, execvp, and the
+processes of zookeeper's own housekeeping: the watcher, and the helpers, which
+programs.py explains as commands) zookeeper takes from os, as its documentation
+shows.  The rest of zookeeper calls these by name, e.g.
 `kernel.sys_mount(...)`, so a test can swap one for a fake that records the call or
 fails it.
 """
@@ -127,16 +129,6 @@ def check(rc: int, call, man: str, started: float) -> int:
     if VERBOSE:
         explain(call(), str(rc), man, started)
     return rc
-
-
-def quoted(value) -> str:
-    return "NULL" if value is None else f'"{value}"'
-
-
-def c_str(value) -> bytes | None:
-    if value is None:
-        return None
-    return os.fsencode(value)
 
 
 def sys_clone(flags: int) -> int:

@@ -40,11 +40,11 @@ def main(argv: list[str]) -> None:
             write_quietly(1, options.USAGE)
             os._exit(0)
         kernel.VERBOSE = opts.verbose
-        options.note_unreached("-r/-P/-o (the container's own filesystem)", 4,
-                               opts.rootfs or opts.mount_proc or opts.overlay)
-        options.note_unreached("-m/-c/-p (resource limits)", 5,
-                               opts.memory or opts.cpu or opts.procs)
-        options.note_unreached("-n (networking)", 6, opts.network)
+        note_unreached("-r/-P/-o (the container's own filesystem)", 4,
+                       opts.rootfs or opts.mount_proc or opts.overlay)
+        note_unreached("-m/-c/-p (resource limits)", 5,
+                       opts.memory or opts.cpu or opts.procs)
+        note_unreached("-n (networking)", 6, opts.network)
         status = run_container(opts, ignored)
     except ZooError as e:
         warn(e.message)
@@ -52,6 +52,12 @@ def main(argv: list[str]) -> None:
             write_quietly(2, options.USAGE)
         os._exit(e.status)
     exit_like(status)
+
+
+def note_unreached(what: str, part: int, asked) -> None:
+    """Options of a later part are accepted, and said to do nothing yet."""
+    if asked:
+        warn(f"note: {what} arrive in part {part}; this part ignores them")
 
 
 def open_missing_standard_fds() -> None:
@@ -247,7 +253,7 @@ def kill_if_running(pid: int) -> None:
     """Kill and reap the child if setup failed after clone."""
     try:
         kernel.sys_kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        kernel.sys_waitpid(pid)
     except ChildProcessError:
         pass
     except ProcessLookupError:

@@ -50,12 +50,6 @@ class IdMaps:
     def __init__(self, uid: int, gid: int, subuids, subgids):
         self.uid, self.gid, self.subuids, self.subgids = uid, gid, subuids, subgids
 
-    def container_root(self) -> tuple[int, int]:
-        """The host's uid and gid of root in the container."""
-        if self.uid == 0 and self.subuids:
-            return self.subuids[0], self.subgids[0]
-        return self.uid, self.gid
-
 
 def find_id_maps() -> IdMaps:
     """Look up our ranges and the tools that grant them, before there is a child to
@@ -151,3 +145,10 @@ def userns_refusal_hint() -> str:
         except OSError:
             continue
     return ""
+
+
+def container_root(maps: IdMaps) -> tuple[int, int]:
+    """The host's uid and gid of root in the container: who owns what it makes."""
+    if maps.uid == 0 and maps.subuids:
+        return maps.subuids[0], maps.subgids[0]
+    return maps.uid, maps.gid

@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
             write_quietly(1, options.USAGE)
             os._exit(0)
         kernel.VERBOSE = opts.verbose
-        options.note_unreached("-n (networking)", 6, opts.network)
+        note_unreached("-n (networking)", 6, opts.network)
         status = run_container(opts, ignored)
     except ZooError as e:
         warn(e.message)
@@ -52,6 +52,12 @@ def main(argv: list[str]) -> None:
             write_quietly(2, options.USAGE)
         os._exit(e.status)
     exit_like(status)
+
+
+def note_unreached(what: str, part: int, asked) -> None:
+    """Options of a later part are accepted, and said to do nothing yet."""
+    if asked:
+        warn(f"note: {what} arrive in part {part}; this part ignores them")
 
 
 def open_missing_standard_fds() -> None:
@@ -122,7 +128,7 @@ def prepare(container: Container, cleanup: "Cleanup") -> None:
     container.id_maps = idmap.find_id_maps()
     container.seccomp_program = security.seccomp_program()
     # Checked, and its mount point made, before the clone.
-    container.fs = rootfs.prepare(container.opts, container.id_maps.container_root())
+    container.fs = rootfs.prepare(container.opts, idmap.container_root(container.id_maps))
     cleanup.add(container.fs.remove)
     # Where the container's cgroup will go (and, on systemd, our own scope).
     container.limits = cgroups.prepare(container.opts)
@@ -258,7 +264,7 @@ def kill_if_running(pid: int) -> None:
     """Kill and reap the child if setup failed after clone."""
     try:
         kernel.sys_kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        kernel.sys_waitpid(pid)
     except ChildProcessError:
         pass
     except ProcessLookupError:

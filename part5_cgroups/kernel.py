@@ -8,8 +8,10 @@ A few that Python offers are here too (waitpid, kill, setgroups, setresgid,
 setresuid, the mknodat, symlinkat and fchown that make the container's /dev and
 mount point; sethostname, which Python has in socket), so that explain mode shows
 every step of a container's start: the calls youki's Syscall trait holds for the
-same reason.  The rest (pipes, files, scratch directories, execvp) zookeeper takes
-from os, as its documentation shows.  The rest of zookeeper calls these by name, e.g.
+same reason.  The rest (pipes, files, scratch directories, execvp, and the
+processes of zookeeper's own housekeeping: the watcher, and the helpers, which
+programs.py explains as commands) zookeeper takes from os, as its documentation
+shows.  The rest of zookeeper calls these by name, e.g.
 `kernel.sys_mount(...)`, so a test can swap one for a fake that records the call or
 fails it.
 """
@@ -144,16 +146,6 @@ def check(rc: int, call, man: str, started: float) -> int:
     return rc
 
 
-def quoted(value) -> str:
-    return "NULL" if value is None else f'"{value}"'
-
-
-def c_str(value) -> bytes | None:
-    if value is None:
-        return None
-    return os.fsencode(value)
-
-
 def sys_clone(flags: int) -> int:
     """clone(2) used like fork(2): returns the child's pid in the parent, 0 in the child.
 
@@ -225,6 +217,11 @@ def read_to_end(fd: int) -> bytes:
         data += chunk
     os.close(fd)
     return data
+
+
+def quoted(value) -> str:
+    """A string argument as explain mode shows it: in quotes, or NULL."""
+    return "NULL" if value is None else f'"{value}"'
 
 
 def sys_sethostname(name: str) -> None:
@@ -356,6 +353,13 @@ UMOUNT_FLAG_NAMES = [("MNT_DETACH", MNT_DETACH)]
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                        ctypes.c_char_p]
 libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def c_str(value) -> bytes | None:
+    """A path for a char * argument: its bytes (os.fsencode), or None for NULL."""
+    if value is None:
+        return None
+    return os.fsencode(value)
 
 
 def sys_mount(source, target: str, fstype, flags: int, data=None) -> None:

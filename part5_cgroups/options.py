@@ -6,11 +6,12 @@ even in a part that does not use the option yet.
 
 import os
 
-from errors import ZooError, warn
+from errors import ZooError
 
 
 class UsageError(ZooError):
     """A command line that cannot be parsed: its line, then the usage."""
+
 
 USAGE = """\
 Usage: zookeeper [options] <command>
@@ -121,12 +122,6 @@ def getopt(argv: list[str], optstring: str) -> tuple[list[tuple[str, str]], list
             pairs.append((f"-{letter}", value))
             break
     return pairs, argv[i:]
-
-
-def note_unreached(what: str, part: int, asked) -> None:
-    """Options of a later part are accepted, and said to do nothing yet."""
-    if asked:
-        warn(f"note: {what} arrive in part {part}; this part ignores them")
 
 
 def parse_args(argv: list[str]) -> Options:

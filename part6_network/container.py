@@ -123,7 +123,7 @@ def prepare(container: Container, cleanup: "Cleanup") -> None:
     container.id_maps = idmap.find_id_maps()
     container.seccomp_program = security.seccomp_program()
     # Checked, and its mount point made, before the clone.
-    container.fs = rootfs.prepare(container.opts, container.id_maps.container_root())
+    container.fs = rootfs.prepare(container.opts, idmap.container_root(container.id_maps))
     cleanup.add(container.fs.remove)
     # Where the container's cgroup will go (and, on systemd, our own scope).
     container.limits = cgroups.prepare(container.opts)
@@ -261,7 +261,7 @@ def kill_if_running(pid: int) -> None:
     """Kill and reap the child if setup failed after clone."""
     try:
         kernel.sys_kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        kernel.sys_waitpid(pid)
     except ChildProcessError:
         pass
     except ProcessLookupError:

@@ -22,9 +22,13 @@ calls its methods and never asks which one it got.
 """
 
 import errno
+import fcntl
+import importlib.util
 import os
+import select
 import signal
 import struct
+import sys
 import time
 from abc import ABC, abstractmethod
 
@@ -198,8 +202,6 @@ class Slirp(Network):
 
     def wait_until_ready(self, ready_read: int) -> None:
         """Block until slirp4netns writes to its ready fd, exits, or takes too long."""
-        import select
-
         started = time.monotonic()
         poller = select.poll()
         poller.register(ready_read, select.POLLIN)
@@ -314,8 +316,6 @@ class Bridged(Network):
     """
 
     def __init__(self):
-        import importlib.util
-
         self.host_end = None  # zv<pid>, once we made it
         self.started = False
         if importlib.util.find_spec("pyroute2") is None:
@@ -368,8 +368,6 @@ class Bridged(Network):
 
 def import_pyroute2():
     """pyroute2's IPRoute, imported on first use (it takes ~200 ms: explain mode shows it)."""
-    import sys
-
     started, first = time.monotonic(), "pyroute2" not in sys.modules
     from pyroute2 import IPRoute
 
@@ -383,8 +381,6 @@ class host_lock:
     zookeeper dies: another container's setup or cleanup waits for ours."""
 
     def __enter__(self):
-        import fcntl
-
         started = time.monotonic()
         with step(f"lock {LOCK_PATH}"):
             os.makedirs(os.path.dirname(LOCK_PATH), mode=0o755, exist_ok=True)

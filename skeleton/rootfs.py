@@ -140,7 +140,7 @@ def remove_if_orphaned(path: str, owners: set) -> None:
             remove_tree(overlay)
         os.rmdir(path)
         kernel.explain(f"remove {path}, left by a zookeeper that was killed", "ok")
-    except Exception:  # noqa: BLE001  (another run's leftovers never stop this one)
+    except Exception:  # another run's leftovers never stop this one
         pass
     finally:
         os.close(fd)

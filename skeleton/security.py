@@ -63,7 +63,6 @@ SYSCALLS_TO_REFUSE = [
 ]
 
 
-
 def drop_capabilities() -> None:
     """Drop the dangerous capabilities for good, for this process and what it execs."""
     # STUDENT CODE BELOW (q10)

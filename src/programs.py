@@ -1,19 +1,14 @@
 # zookeeper-source: stage=2
-"""Starting the helper programs the kernel leaves to user space: newuidmap(1) and
-newgidmap(1), busctl(1), slirp4netns(1).
+"""Starting the helper programs the kernel leaves to user space.
 
-Some steps are not system calls zookeeper may make itself.  Only the setuid helpers
-newuidmap and newgidmap may grant a user's subordinate ids (user_namespaces(7)); only
-systemd may hand a user a cgroup of its own, asked over D-Bus with busctl; and
-slirp4netns carries the container's packets for as long as it runs.  zookeeper starts
-each as a shell would, fork(2) then execvp(3), which posix_spawnp(3) does in one call.
-(Python's subprocess module would do the same, for ~5 ms of imports: a sixth of a
-container's start.)
+Some steps are not system calls zookeeper may make itself: only the setuid helpers
+newuidmap(1) and newgidmap(1) may grant a user's subordinate ids (user_namespaces(7)).
+zookeeper starts each helper as a shell would, fork(2) then execvp(3), which
+posix_spawnp(3) does in one call.  (Python's subprocess module would do the same, for
+~5 ms of imports: a sixth of a container's start.)
 
-A helper reads nothing: its stdin is /dev/null.  What a helper that zookeeper waits for
-writes, on stdout or stderr, comes back through a pipe (pipe(7)): its last line is the
-reason given when the helper fails.  slirp4netns, which runs beside the container,
-writes into a log file instead.
+A helper reads nothing: its stdin is /dev/null.  What it writes, on stdout or stderr,
+comes back through a pipe (pipe(7)): its last line is the reason given when it fails.
 """
 
 import errno
@@ -44,19 +39,19 @@ def require(program: str, package: str) -> None:
                        f"(sudo apt-get install {package})")
 
 
-def start(argv: list[str], output: int, env=None, new_session: bool = False) -> int:
+def start(argv: list[str], output: int, env=None) -> int:
     """posix_spawnp(3): start argv[0], found on PATH as execvp(3) finds it; its pid.
 
     Its stdin is /dev/null, its stdout and stderr go to the descriptor `output`, and
     of our other descriptors it inherits only those that are not close-on-exec (Python
     opens its own close-on-exec: os.set_inheritable hands one over).  env: its
-    environment (ours by default); new_session: run it in a session of its own
-    (setsid(2)), out of reach of the terminal's Ctrl-C.
+    environment (ours by default).  It runs in a session of its own (setsid(2)): a
+    Ctrl-C at the terminal is zookeeper's to pass on to the container, not a helper's.
     """
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
     return os.posix_spawnp(argv[0], argv, os.environ if env is None else env,
-                           file_actions=actions, setsid=new_session)
+                           file_actions=actions, setsid=True)
 
 
 def run(commands: list[list[str]], env=None) -> None:
@@ -110,16 +105,16 @@ def spawn(argv: list[str], log: int, keep: tuple) -> int:
     """Start a helper that runs beside the container (slirp4netns) and return its pid,
     without waiting for it.
 
-    It writes to `log`, inherits the descriptors in `keep` (the others are
-    close-on-exec), and runs in a session of its own (setsid(2)): a Ctrl-C at the
-    terminal goes to the container, and does not cut its network.
+    It writes to `log` and inherits the descriptors in `keep` (the others are
+    close-on-exec).  In its own session (start), a Ctrl-C at the terminal does not cut
+    the container's network.
     """
     started = time.monotonic()
     call = f"posix_spawnp({shown(argv)})"
     for fd in keep:
         os.set_inheritable(fd, True)
     try:
-        pid = start(argv, log, new_session=True)
+        pid = start(argv, log)
     except OSError as e:
         kernel.explain_error(call, e, "posix_spawn(3)", started)
         raise ZooError(f"failed to start {argv[0]}: {e.strerror}") from None

@@ -43,7 +43,15 @@ GOOD = {
             # STUDENT CODE ABOVE (q1)
             if PART < 3:
                 print("before stage 3")
+            if PART < 5:
+                until_five()
             return os.getpid()
+
+
+        # >>> before stage 5
+        def until_five():
+            pass
+        # <<< before stage 5
     ''',
     "later.py": '''
         # zookeeper-source: stage=3
@@ -74,6 +82,12 @@ def test_parts_resolve_guards_and_regions(tmp_path):
     assert "def four" not in part3["later.py"][0]
     assert "def four" in out["part4_filesystem"]["later.py"][0]
     assert "zookeeper-source" not in out["part4_filesystem"]["later.py"][0]
+    # A 'before stage 5' region: in parts 1-4 with the guard that calls it, not in 5-6.
+    for part, text in ((k, v["main.py"][0]) for k, v in out.items() if k != "skeleton"):
+        before_five = int(part[4]) < 5
+        assert ("def until_five" in text) == before_five, part
+        assert ("until_five()" in text) == before_five, part
+        assert ">>>" not in text and "<<<" not in text, part
 
 
 def test_skeleton_keeps_hints_and_says_not_implemented(tmp_path):
@@ -87,6 +101,7 @@ def test_skeleton_keeps_hints_and_says_not_implemented(tmp_path):
     assert "import helper\nimport later\nfrom exercise import not_implemented\n" in sk
     assert "if PART >= 2:" in sk and "PART = 6\n" in sk
     assert "# skeleton only" not in sk and "from stage" not in sk
+    assert "def until_five" in sk and ">>>" not in sk and "<<<" not in sk
     later = skeleton["later.py"][0]
     assert "def four" in later and "stage 4" not in later
 
@@ -195,6 +210,20 @@ BAD = [
         # >>> stage 2
         x = 1
      ''', r"main.py:1: stage 2 region is never closed"),
+    ("exercise in a before region", '''
+        # >>> before stage 3
+        def f():
+            # STUDENT CODE BELOW (q1)
+            # Set x.
+            x = 1
+            # STUDENT CODE ABOVE (q1)
+        # <<< before stage 3
+     ''', r"main.py:3: an exercise cannot sit in code that a later stage removes"),
+    ("before region closed as a stage region", '''
+        # >>> before stage 3
+        x = 1
+        # <<< stage 3
+     ''', r"main.py:3: '# <<< stage 3' closes no open region"),
     ("malformed guard", '''
         def f():
             if PART >=2:
@@ -277,7 +306,7 @@ def test_skeleton_has_no_generator_annotations():
     '# skeleton only' or '# from stage N', guards in the handout's words (PART)."""
     for path in sorted((ROOT / "skeleton").rglob("*.py")):
         text = path.read_text()
-        for mark in (">>> stage", "<<< stage", "# skeleton only", "# from stage", "STAGE"):
+        for mark in (">>> ", "<<< ", "# skeleton only", "# from stage", "STAGE"):
             assert mark not in text, f"{path.name}: {mark!r}"
 
 

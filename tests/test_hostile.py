@@ -619,12 +619,12 @@ def test_root_says_whom_its_containers_root_is(root_runner: Runner):
     assert done.returncode == 0, done.stderr
     assert (f"zookeeper: root in the container = host uid {uid}, gid {gid} (root's ranges in "
             "/etc/subuid, /etc/subgid)") in done.stderr
-    with part_modules(2, "idmap") as m:
+    with part_modules(4, "idmap") as m:
         said = []
         m.idmap.subid_range = lambda *args: None
         m.idmap.warn = said.append
         maps = m.idmap.find_id_maps()
-    assert maps.subuids is None and maps.container_root() == (0, 0)
+        assert maps.subuids is None and m.idmap.container_root(maps) == (0, 0)
     assert said == ["no subordinate id range for root in /etc/subuid and /etc/subgid: only "
                     "root is mapped in the container (see subuid(5)): it is the host's root "
                     "(add 'root:100000:65536' to both files)"]

@@ -14,6 +14,9 @@ The source is ordinary Python with a few annotations (see src/README.md):
   # >>> stage N  ...  # <<< stage N
         a region of module-level code (definitions) that joins the parts at stage N;
         the skeleton has every stage's, without the markers.
+  # >>> before stage N  ...  # <<< before stage N
+        module-level code only parts before N have (what an `if PART < N:` guard
+        calls); the skeleton has it, without the markers.  No exercise inside.
   ...  # from stage N
         one line (an import, a declared field) that joins the parts at stage N; the
         skeleton has it, without the annotation.
@@ -54,8 +57,8 @@ LAST_STAGE = max(PARTS)
 HEADER_RE = re.compile(r"^# zookeeper-source: stage=(\d)(?: only=(parts|skeleton))?\s*$")
 GUARD_RE = re.compile(r"^(\s*)if PART (>=|<) (\d):\s*$")
 FROM_STAGE_RE = re.compile(r"^(.*\S)  # from stage (\d)$")
-REGION_OPEN_RE = re.compile(r"^# >>> stage (\d)\s*$")
-REGION_CLOSE_RE = re.compile(r"^# <<< stage (\d)\s*$")
+REGION_OPEN_RE = re.compile(r"^# >>> (before )?stage (\d)\s*$")
+REGION_CLOSE_RE = re.compile(r"^# <<< (before )?stage (\d)\s*$")
 BELOW_RE = re.compile(r"^(\s*)# STUDENT CODE BELOW \(q(\d+)\)\s*$")
 ABOVE_RE = re.compile(r"^(\s*)# STUDENT CODE ABOVE \(q(\d+)\)\s*$")
 SKELETON_ONLY = "  # skeleton only"
@@ -145,7 +148,7 @@ def check_markers(sf: SourceFile) -> list[Block]:
     blocks: list[Block] = []
     open_block: Block | None = None
     in_hint = False
-    region: tuple[int, int] | None = None  # (stage, lineno)
+    region: tuple[int, int, bool] | None = None  # (stage, lineno, before)
     guards: list[tuple[int, str, int]] = []  # (indent, op, stage) of enclosing guards
     for i, line in enumerate(sf.lines):
         lineno = i + 1
@@ -176,18 +179,18 @@ def check_markers(sf: SourceFile) -> list[Block]:
             if region:
                 raise GeneratorError(sf.path, lineno, f"stage region nested in the one "
                                      f"opened at line {region[1]}")
-            region = (int(m.group(1)), lineno)
+            region = (int(m.group(2)), lineno, bool(m.group(1)))
             if region[0] <= sf.stage:
                 raise GeneratorError(sf.path, lineno, f"region for stage {region[0]} in a "
                                      f"file of stage {sf.stage}")
             continue
         m = REGION_CLOSE_RE.match(line)
         if m:
-            if not region or region[0] != int(m.group(1)):
+            if not region or (region[0], region[2]) != (int(m.group(2)), bool(m.group(1))):
                 raise GeneratorError(sf.path, lineno, f"'{stripped}' closes no open region")
             region = None
             continue
-        if ">>> stage" in line or "<<< stage" in line:
+        if re.search(r"(>>>|<<<) (before )?stage", line):
             raise GeneratorError(sf.path, lineno, f"malformed stage region marker {stripped!r}")
         m = FROM_STAGE_RE.match(line.rstrip("\n"))
         if m:
@@ -205,9 +208,9 @@ def check_markers(sf: SourceFile) -> list[Block]:
             if open_block:
                 raise GeneratorError(sf.path, lineno, f"q{below.group(2)} opens inside "
                                      f"q{open_block.q} (opened at line {open_block.lineno})")
-            if any(op == "<" for _, op, _ in guards):
+            if any(op == "<" for _, op, _ in guards) or (region and region[2]):
                 raise GeneratorError(sf.path, lineno, "an exercise cannot sit in code that "
-                                     "a later stage removes (if STAGE < N)")
+                                     "a later stage removes (if PART < N, before stage N)")
             stage = max([sf.stage] + [s for _, _, s in guards] + ([region[0]] if region else []))
             open_block = Block(int(below.group(2)), stage, sf.path, lineno, below.group(1),
                                function=enclosing_function(sf.lines, i))
@@ -321,8 +324,10 @@ def specialise(lines: list[str], stage: int) -> list[str]:
             i += 1
             continue
         dropped = False
-        if REGION_OPEN_RE.match(line):
-            keep_region = stage >= int(REGION_OPEN_RE.match(line).group(1))
+        m = REGION_OPEN_RE.match(line)
+        if m:
+            n = int(m.group(2))
+            keep_region = stage < n if m.group(1) else stage >= n
             dropped = not keep_region
             i += 1
             continue
