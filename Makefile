@@ -2,13 +2,12 @@
 #
 # Every Python this Makefile runs is the project's venv, $(VENV): `make setup` (which
 # demo, rootfs and the test targets run first) makes it and installs what is missing.
-# The variables and the set-up, rootfs and demo targets are the student's Makefile's
+# The variables and the set-up, rootfs, demo and diff targets are the student's Makefile's
 # too: tools/common.mk.
 include tools/common.mk
 .DEFAULT_GOAL := help
-PARTDIR = $(firstword $(wildcard part$(PART)_*))
 
-.PHONY: help parts skeleton generate-check diff test test-deps test-quick lint vm vm-info \
+.PHONY: help parts skeleton generate-check test test-deps test-quick lint vm vm-info \
         test-vm test-venv grade bench bench-quick stability mutants handout clean
 
 help:
@@ -44,10 +43,6 @@ skeleton: | setup
 
 generate-check: | setup
 	$(PYTHON) tools/generate.py --check
-
-diff:
-	@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
-	@diff -ruN --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) $(PARTDIR) || true
 
 # Root's part (packages, the test user zootest, /opt/zookeeper-venv for that user),
 # then pytest and ruff in our venv.

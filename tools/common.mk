@@ -1,6 +1,6 @@
 # What the repo's Makefile and the student's (tools/handout.mk) share, included by
-# both: where the venv, the build and the rootfs are, and the set-up, rootfs and demo
-# targets.
+# both: where the venv, the build and the rootfs are, and the set-up, rootfs, demo
+# and diff targets.
 VENV   ?= .venv
 PYTHON ?= $(VENV)/bin/python3
 BUILD  ?= build
@@ -8,7 +8,7 @@ ROOTFS ?= $(BUILD)/zoo-fs
 PART   ?= 6
 SETUP   = VENV=$(VENV) sh tools/check-deps.sh --install
 
-.PHONY: setup check-deps demo rootfs rootfs-reset rootfs-debian rootfs-debian-reset
+.PHONY: setup check-deps demo diff rootfs rootfs-reset rootfs-debian rootfs-debian-reset
 
 setup:
 	@$(SETUP) rootfs run
@@ -44,3 +44,9 @@ rootfs-debian-reset: $(BUILD)/zoo-fs-debian.tar
 
 demo: setup rootfs
 	@PYTHON=$(PYTHON) sh tools/demo.sh $(ROOTFS)
+
+# What stage PART adds to the one before: each new module shown whole (-N).
+diff:
+	@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
+	@diff -ruN --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) \
+		$(firstword $(wildcard part$(PART)_*)) || true

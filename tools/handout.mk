@@ -9,7 +9,7 @@ include tools/common.mk
 VM_IMAGE  ?=
 VM_SHA256 ?=
 
-.PHONY: help check diff clean
+.PHONY: help check clean
 
 help:
 	@echo "make demo           set up (packages, venv, rootfs), run a container of your newest part"
@@ -50,11 +50,6 @@ check: | setup
 	echo "make check: these are the public checks, @PUBLIC@ of the course's @TOTAL@" \
 	    "points; the hidden checks' @HIDDEN@ are graded after the deadline"; \
 	exit $$status
-
-diff:
-	@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
-	@diff -ruN --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) \
-		$(firstword $(wildcard part$(PART)_*)) || true
 
 clean:
 	rm -rf $(BUILD)
