@@ -39,10 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import grading  # noqa: E402
-import startup  # noqa: E402
-import throughput  # noqa: E402
-from common import PARTS, ROOT, Identity, chown_tree, copy_parts, entry, median  # noqa: E402
+import grading
+import startup
+import throughput
+from common import PARTS, ROOT, Identity, chown_tree, copy_parts, entry, median
 
 SCHEMA = 1
 

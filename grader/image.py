@@ -564,7 +564,7 @@ class _Build:
         # Rootless: what needs root (chroot, tar -x, mkfs -d of a tree owned by many ids)
         # runs as root of a user namespace with our subordinate ranges (see _userns_main).
         self.rootless = rootless
-        self.logf = open(log_path, "w", buffering=1)  # noqa: SIM115 (closed in build_image)
+        self.logf = open(log_path, "w", buffering=1)  # closed in build_image
 
     def note(self, text: str) -> None:
         self.logf.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")

@@ -28,8 +28,8 @@ import pytest
 from conftest import PARTS, ROOT, VENV_PYTHON, copy_parts
 
 sys.path.insert(0, str(ROOT / "grader"))
-import report  # noqa: E402
-import rules  # noqa: E402
+import report
+import rules
 
 COLLECT = ROOT / "grader" / "collect"
 GRADE = ROOT / "grader" / "grade"

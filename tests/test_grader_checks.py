@@ -18,8 +18,8 @@ import pytest
 from conftest import PARTS, ROOT, TEST_USER, VENV_PYTHON, copy_parts
 
 sys.path.insert(0, str(ROOT / "grader"))
-import checks  # noqa: E402
-import runner  # noqa: E402
+import checks
+import runner
 
 pytestmark = pytest.mark.slow
 NOSUB_USER = "zoonosub"  # made by tools/setup-test-env.sh without subordinate ranges

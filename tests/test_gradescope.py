@@ -22,8 +22,8 @@ import pytest
 from conftest import PARTS, ROOT, VENV_PYTHON, copy_parts
 
 sys.path.insert(0, str(ROOT / "grader"))
-import checks  # noqa: E402
-import rules  # noqa: E402
+import checks
+import rules
 
 BUNDLE = ROOT / "grader" / "gradescope" / "bundle.py"
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}

@@ -28,7 +28,7 @@ import pytest
 from conftest import PARTS, ROOT, Runner, unpack_rootfs
 
 sys.path.insert(0, str(ROOT / "grader"))
-import runner as grader_runner  # noqa: E402
+import runner as grader_runner
 
 SERVER_LINK, SERVER_PEER = "zkt0", "zkt1"  # the test's own veth pair
 SERVER_ADDRESS = "192.168.251.1"

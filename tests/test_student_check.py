@@ -17,7 +17,7 @@ import pytest
 from conftest import PARTS, ROOT, VENV_PYTHON
 
 sys.path.insert(0, str(ROOT / "grader"))
-import checks  # noqa: E402
+import checks
 
 STUDENT = "zoocheck"
 pytestmark = pytest.mark.vm

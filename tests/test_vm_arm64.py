@@ -23,9 +23,9 @@ import pytest
 from conftest import PARTS, ROOT, copy_parts
 
 sys.path.insert(0, str(ROOT / "grader"))
-import checks  # noqa: E402
-import image  # noqa: E402
-import qemu  # noqa: E402
+import checks
+import image
+import qemu
 
 GRADE = [sys.executable, str(ROOT / "grader" / "grade")]
 # All six by default (179 s under TCG here; without part 5, 140 s).
