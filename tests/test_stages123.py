@@ -14,7 +14,7 @@ import pytest
 from conftest import PARTS, ROOT, Runner, part_modules, subid_range
 
 sys.path.insert(0, str(ROOT / "grader"))
-import runner as grader_runner
+import runner as grader_runner  # its process table: one reader of /proc
 
 NAMESPACES = ["user", "cgroup", "ipc", "net", "mnt", "pid", "uts"]
 SEGFAULT = "import ctypes; ctypes.string_at(0)"  # a real fault: PID 1 cannot ignore it
