@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import stuck
 from image import (
     Arch,
     ImagePaths,
@@ -367,6 +368,7 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job, control: Pat
     SavedGuestError if it cannot be."""
     console_log.unlink(missing_ok=True)
     console_log.touch()
+    (console_log.parent / stuck.CPUS_AT_STOP).unlink(missing_ok=True)  # an earlier boot's
     qemu_log = tmp / "qemu.log"
     start = time.monotonic()
     boot_seconds = job_exit_seconds = None
@@ -405,6 +407,10 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job, control: Pat
                 time.sleep(0.1)
         finally:
             console.close()
+            if (timed_out or stopped) and job_exit_seconds is None and proc.poll() is None:
+                # A guest stopped with its job unfinished: what were its vCPUs doing?
+                stuck.try_record_cpus(control / QMP_SOCKET, proc,
+                                      console_log.parent / stuck.CPUS_AT_STOP)
             _stop(proc)
     return _Watched(returncode=proc.returncode, boot_seconds=boot_seconds,
                     job_exit_seconds=job_exit_seconds,

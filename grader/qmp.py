@@ -1,5 +1,6 @@
 """A QEMU Machine Protocol client, as much of one as grader/qemu.py needs to save a
-booted guest and restore it: connect, `qmp_capabilities`, run a command, wait for a
+booted guest and restore it, and to read a stuck guest's vCPUs (grader/stuck.py):
+connect, `qmp_capabilities`, run a command or a human monitor command, wait for a
 migration to end.
 
 QMP is JSON objects, one per line, over a socket: a greeting, then a reply
@@ -82,6 +83,14 @@ class QMP:
                 return reply["return"]
             if "error" in reply:
                 raise QMPError(f"QMP {name}: {reply['error'].get('desc', reply['error'])}")
+
+    def hmp(self, command_line: str, cpu: int | None = None) -> str:
+        """A human monitor command's text (human-monitor-command), run for one vCPU
+        (cpu-index) when given: `info registers`, `x/6i $pc`."""
+        arguments = {"command-line": command_line}
+        if cpu is not None:
+            arguments["cpu-index"] = cpu
+        return str(self.command("human-monitor-command", **arguments))
 
     def pass_file(self, name: str, fd: int) -> str:
         """Give QEMU a file descriptor of ours under name (getfd); "fd:NAME" is then a

@@ -7,6 +7,8 @@
     python3 grader/vm.py run SCRIPT     run SCRIPT as root in the guest (the saved booted
                                         guest restored; --boot: booted), print its log
     python3 grader/vm.py info           cache key, paths, accelerator
+    python3 grader/vm.py symbols FILE   what a stopped guest's vCPUs were doing
+                                        (cpus-at-stop.txt), the kernel's names added
     python3 grader/vm.py export FILE    the cached image in one file; prints its sha256
     python3 grader/vm.py import FILE-or-URL --sha256 HASH
                                         install an exported image into the cache
@@ -31,6 +33,7 @@ sys.path.insert(0, str(HERE))
 
 import image  # noqa: E402
 import qemu  # noqa: E402
+import stuck  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,6 +205,35 @@ def _cmd_save(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_symbols(args: argparse.Namespace) -> int:
+    """A stuck guest's vCPUs (stuck.CPUS_AT_STOP) with the kernel's names for their
+    addresses, read from /proc/kallsyms in a guest restored from the same saved guest."""
+    try:
+        dump = Path(args.file).read_text(errors="replace")
+        kallsyms = Path(args.kallsyms).read_text() if args.kallsyms else None
+    except OSError as e:
+        print(f"vm: symbols: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 125
+    if kallsyms is None:
+        built = image.build_image(args.cache, arch=args.arch,
+                                  log=lambda msg: print(f"vm: {msg}", file=sys.stderr))
+        with tempfile.TemporaryDirectory(prefix="zoo-job-") as job, \
+                tempfile.TemporaryDirectory(prefix="zoo-results-") as results:
+            (Path(job) / "run.sh").write_text("#!/bin/sh\n"
+                                              "cat /proc/kallsyms > /mnt/results/kallsyms\n")
+            (Path(job) / "run.sh").chmod(0o755)
+            result = qemu.boot(qemu.Job(job, None, results, timeout=args.timeout),
+                               qemu.Machine(built, arch=args.arch, accel=args.accel))
+            listing = Path(results) / "kallsyms"
+            if not (result.ok and listing.is_file()):
+                print(f"vm: symbols: no /proc/kallsyms from the guest: "
+                      f"{result.error or f'exit status {result.exit_status}'}", file=sys.stderr)
+                return 1
+            kallsyms = listing.read_text()
+    sys.stdout.write(stuck.symbolize(dump, stuck.KernelSymbols(kallsyms)))
+    return 0
+
+
 def _arch_name(text: str) -> str:
     """--arch's type: Debian's name (or uname's) of an architecture the grader knows."""
     try:
@@ -256,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot", action="store_true", help="boot the image, not the saved "
                    "booted guest (saved at the first run, restored at the others)")
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("symbols", help=f"name the kernel addresses in a {stuck.CPUS_AT_STOP} "
+                       "(what a stopped guest's vCPUs were doing)")
+    p.add_argument("file")
+    p.add_argument("--kallsyms", help="the guest's /proc/kallsyms, read already (default: "
+                   "read in a restored guest)")
+    p.add_argument("--timeout", type=float, default=600, help="kill QEMU after (s)")
+    p.add_argument("--accel", choices=("tcg", "kvm"))
+    p.set_defaults(func=_cmd_symbols)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -141,6 +141,8 @@ def grade(monkeypatch):
         if isinstance(got, list):  # one outcome per grading, in turn
             got = got.pop(0)
         (out_dir / "console.log").write_text("the console\n")
+        if isinstance(got, tuple) and got[1].startswith("VM stopped"):  # qemu.py's record
+            (out_dir / "cpus-at-stop.txt").write_text("=== sample 1 of 3\n")
         if isinstance(got, Exception):
             raise got
         return list(got[0]), got[1]
@@ -176,6 +178,8 @@ def test_a_guest_that_stalls_is_graded_again_once(grade, tmp_path, capsys):
     assert grade.main([str(sub), "--out", str(tmp_path / "one"), "--part", "1"]) == 0
     assert grade.vm_calls == ["alice", "alice"]
     assert (tmp_path / "one" / "console-stalled.log").exists()
+    assert (tmp_path / "one" / "cpus-stalled.txt").read_text() == "=== sample 1 of 3\n"
+    assert not (tmp_path / "one" / "cpus-at-stop.txt").exists()  # the second ran to its end
     grade.fake_vm["alice"] = [stall, stall, (all_of_part1(), "")]
     capsys.readouterr()
     assert grade.main([str(sub), "--out", str(tmp_path / "two"), "--part", "1"]) == 2
@@ -554,22 +558,76 @@ def test_vm_run_takes_files_and_directories_for_the_job(tmp_path):
                            "one.txt\n")
 
 
-def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch):
-    """With a stand-in for QEMU that starts the job and then hangs."""
+# A stand-in for QEMU's monitor (QMP, with HMP's answers for a guest whose two vCPUs
+# are idle): what grader/stuck.py asks a stuck guest before it is stopped.
+FAKE_QMP = r"""
+import json, socket, sys
+server = socket.socket(socket.AF_UNIX)
+server.bind(sys.argv[1])
+server.listen()
+conn, _ = server.accept()
+f = conn.makefile("rw")
+f.write(json.dumps({"QMP": {"version": {}, "capabilities": []}}) + "\n"); f.flush()
+for line in f:
+    request = json.loads(line)
+    args = request.get("arguments", {})
+    command = args.get("command-line", "")
+    cpu = args.get("cpu-index", 0)
+    if request["execute"] == "query-cpus-fast":
+        reply = [{"cpu-index": 0}, {"cpu-index": 1}]
+    elif command == "info registers":
+        reply = (f"CPU#{cpu}\nRAX=0 RSP=ffffc9000000{cpu}e80\n"
+                 f"RIP=ffffffff8100001{cpu} RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 HLT=1\n")
+    elif command.startswith("x/128gx"):
+        reply = f"ffffc9000000{cpu}e80: 0xffffffff81000123 0x0000000000000007\n"
+    elif command.startswith("x/6i"):
+        reply = "0xffffffff81000010:  f4  hlt\n"
+    else:
+        reply = {}
+    f.write(json.dumps({"return": reply}) + "\n"); f.flush()
+"""
+
+
+def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch, capsys):
+    """With a stand-in for QEMU that starts the job and then hangs: stopped, and what
+    its vCPUs were doing is asked of its monitor first (cpus-at-stop.txt), which
+    vm.py symbols names with the guest's kallsyms."""
+    import stuck
+    import vm
+
     asked = []
 
     def watchdog(job_started):
         asked.append(job_started)
         return "no result from p1_x within its time limit (420s)" if job_started else None
 
+    (tmp_path / "fake_qmp.py").write_text(FAKE_QMP)
     started = time.monotonic()
     boot = boot_fake_qemu(tmp_path, monkeypatch,
+                          'for a; do case "$a" in socket,id=qmp,path=*) qmp="${a#*path=}"; '
+                          'qmp="${qmp%%,*}";; esac; done\n'
+                          f'"{sys.executable}" "{tmp_path}/fake_qmp.py" "$qmp" &\n'
                           'printf "ZOO-JOB-START\\n" > "$console"\nexec sleep 300\n',
                           timeout=120, watchdog=watchdog)
     assert time.monotonic() - started < 30
     assert boot.stopped == "no result from p1_x within its time limit (420s)"
     assert not boot.timed_out and boot.exit_status is None and True in asked
     assert boot.error == "stopped: no result from p1_x within its time limit (420s)"
+    dump = tmp_path / "results" / stuck.CPUS_AT_STOP
+    text = dump.read_text()
+    assert text.count("=== sample") == stuck.SAMPLES and "could not" not in text
+    assert text.count("--- cpu 1: x/128gx 0xffffc90000001e80") == stuck.SAMPLES
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text("ffffffff81000000 T _text\nffffffff81000010 t default_idle\n"
+                        "ffffffff81000100 T do_idle\nffffffff81000200 D some_data\n")
+    capsys.readouterr()
+    assert vm.main(["symbols", str(dump), "--kallsyms", str(kallsyms)]) == 0
+    named = capsys.readouterr().out.splitlines()
+    assert named[:6] == ["=== sample 1 of 3",
+                         "cpu 0: RIP default_idle+0x0 (interrupts on)", "cpu 0: halted (idle)",
+                         "    do_idle+0x23",
+                         "cpu 1: RIP default_idle+0x1 (interrupts on)", "cpu 1: halted (idle)"]
+    assert named.count("    do_idle+0x23") == 2 * stuck.SAMPLES
 
 
 def test_help_and_readme_say_what_grade_does(grade):

@@ -7,7 +7,8 @@
 At the zip's top, as Gradescope wants them: setup.sh and run_autograder (this
 directory's), config.env (what they read), and zookeeper/: the grader (grade,
 runner.py, every check, hidden ones included, report.py, rules.py, subids.py,
-precompile.py, vm.py, image.py, qemu.py, the guest's files) and tools/mkrootfs.py.
+precompile.py, vm.py, image.py, qemu.py, qmp.py, stuck.py, the guest's files) and
+tools/mkrootfs.py.
 --vm-image: the image course staff exported (grader/vm.py export) that setup.sh
 imports instead of building one; a file goes into the zip (mind Gradescope's upload
 limit), a URL is fetched by setup.sh.
@@ -22,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 GRADER_FILES = ["grade", "runner.py", "checks.py", "report.py", "rules.py", "subids.py",
-                "precompile.py", "vm.py", "image.py", "qemu.py", "qmp.py"]
+                "precompile.py", "vm.py", "image.py", "qemu.py", "qmp.py", "stuck.py"]
 GRADER_DIRS = ["guest", "helpers"]
 TOOLS = ["tools/mkrootfs.py"]
 EXECUTABLE = {"setup.sh", "run_autograder", "zookeeper/grader/grade"}
