@@ -202,7 +202,8 @@ class Job:
     dir is shared read-only at /mnt/job (its run.sh runs as root), submission (None: an
     empty directory) read-only at /mnt/submission, results read-write at /mnt/results
     (run.sh's output goes to job.log there). The serial console goes to console_log
-    (None: results/console.log). QEMU is killed after `timeout` seconds (timed_out=True);
+    (None: results/console.log). QEMU is killed after `timeout` seconds (timed_out=True;
+    a guest stopped with its job unfinished first has its vCPUs read, ~3 s: stuck.py);
     job_timeout makes the guest itself stop run.sh after that long (exit status 124),
     keeping the rest of the boot's results. watchdog(job_started) is asked every poll;
     a reason it returns stops QEMU at once (stopped=reason: a guest that stopped
@@ -407,11 +408,14 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job, control: Pat
                 time.sleep(0.1)
         finally:
             console.close()
-            if (timed_out or stopped) and job_exit_seconds is None and proc.poll() is None:
-                # A guest stopped with its job unfinished: what were its vCPUs doing?
-                stuck.try_record_cpus(control / QMP_SOCKET, proc,
-                                      console_log.parent / stuck.CPUS_AT_STOP)
-            _stop(proc)
+            try:
+                if (timed_out or stuck.is_stuck(stopped)) and job_exit_seconds is None \
+                        and proc.poll() is None:
+                    # A guest stopped with its job unfinished: what were its vCPUs doing?
+                    stuck.try_record_cpus(control / QMP_SOCKET, proc,
+                                          console_log.parent / stuck.CPUS_AT_STOP)
+            finally:
+                _stop(proc)
     return _Watched(returncode=proc.returncode, boot_seconds=boot_seconds,
                     job_exit_seconds=job_exit_seconds,
                     total_seconds=time.monotonic() - start, timed_out=timed_out,

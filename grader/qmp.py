@@ -44,8 +44,12 @@ class QMP:
         sock.settimeout(timeout)
         self._sock = sock
         self._file = sock.makefile("rwb")
-        self._read()  # the greeting
-        self.command("qmp_capabilities")
+        try:
+            self._read()  # the greeting
+            self.command("qmp_capabilities")
+        except QMPError:
+            self.close()
+            raise
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # QEMU gone: nothing left to flush to

@@ -790,7 +790,7 @@ def reap_orphans() -> None:
 def temp_dir_owners(uid: int) -> set[int]:
     """Who may own the /tmp/zoo.* a run as uid makes: uid; root gives its mount point
     to the container's root, the first id of root's range in /etc/subuid, when it has
-    ranges in both /etc/subuid and /etc/subgid (idmap.IdMaps.container_root)."""
+    ranges in both /etc/subuid and /etc/subgid (idmap.container_root)."""
     if uid != 0:
         return {uid}
     ranges = [subids.first_range(kind, "root", 0) for kind in ("subuid", "subgid")]

@@ -27,7 +27,21 @@ from qmp import QMP, QMPError
 CPUS_AT_STOP = "cpus-at-stop.txt"
 SAMPLES = 3  # ...a second apart: a RIP that stays put is a CPU that spins there
 STACK_WORDS = 128  # 1 KiB of each vCPU's stack, where the return addresses are
-FUNCTION_SIZE_LIMIT = 0x10000  # past this from the nearest symbol, an address is not code
+# Past this from the nearest symbol, an address is in no function we can name: the
+# kernel's own functions are contiguous, a module's or a BPF program's end where
+# unnamed memory (another module, a JIT image) may begin.
+FUNCTION_SIZE_LIMIT = 0x10000
+MODULE_FUNCTION_SIZE_LIMIT = 0x1000
+
+
+class NotStuck(str):
+    """A watchdog's reason to stop a guest that is not stuck (a Ctrl-C): its vCPUs are
+    not worth reading."""
+
+
+def is_stuck(stopped: str | None) -> bool:
+    """Did a watchdog stop the guest because it stopped reporting?"""
+    return bool(stopped) and not isinstance(stopped, NotStuck)
 
 
 def record_cpus(qmp: QMP, out: Path, samples: int = SAMPLES, interval: float = 1.0) -> None:
@@ -75,7 +89,7 @@ class KernelSymbols:
         for line in kallsyms.splitlines():
             fields = line.split()
             if len(fields) >= 3 and fields[1] in "tTwW":
-                module = f" {fields[3]}" if len(fields) > 3 else ""
+                module = f" {fields[3]}" if len(fields) > 3 else ""  # "[9p]", "[bpf]"
                 symbols.append((int(fields[0], 16), fields[2] + module))
         symbols.sort()
         self.addresses = [a for a, _ in symbols]
@@ -84,23 +98,28 @@ class KernelSymbols:
     def name(self, address: int) -> str | None:
         """'function+0xoffset', or None for an address in no function."""
         i = bisect.bisect_right(self.addresses, address) - 1
-        if i < 0 or address == 0 or address - self.addresses[i] >= FUNCTION_SIZE_LIMIT:
+        if i < 0 or address == 0:
             return None
-        return f"{self.names[i]}+{address - self.addresses[i]:#x}"
+        offset = address - self.addresses[i]
+        limit = MODULE_FUNCTION_SIZE_LIMIT if " [" in self.names[i] else FUNCTION_SIZE_LIMIT
+        return f"{self.names[i]}+{offset:#x}" if offset < limit else None
 
 
 def symbolize(dump: str, symbols: KernelSymbols) -> str:
     """The dump in short: per sample and vCPU, where it was (RIP), whether it was halted
-    or had interrupts off, and the kernel functions on its stack, innermost first."""
+    or had interrupts off, and the kernel functions on its stack, innermost first.
+    x86-64's registers only (an arm64 guest's dump keeps its own, unnamed)."""
     out, cpu, what = [], None, ""
     for line in dump.splitlines():
-        if line.startswith("==="):
+        if line.startswith(("===", "# could not")):
             out.append(line)
             continue
         heading = re.match(r"--- cpu (\d+): (.*)", line)
         if heading:
             cpu, what = heading.groups()
             continue
+        if what == "info registers" and line.lstrip().startswith("PC="):  # aarch64's
+            out.append(f"cpu {cpu}: not x86-64: read its registers in the file")
         rip = re.search(r"RIP=([0-9a-f]+) RFL=([0-9a-f]+)", line)
         if rip:
             address, flags = int(rip.group(1), 16), int(rip.group(2), 16)

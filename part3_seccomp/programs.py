@@ -6,8 +6,9 @@ zookeeper starts each helper as a shell would, fork(2) then execvp(3), which
 posix_spawnp(3) does in one call.  (Python's subprocess module would do the same, for
 ~5 ms of imports: a sixth of a container's start.)
 
-A helper reads nothing: its stdin is /dev/null.  What it writes, on stdout or stderr,
-comes back through a pipe (pipe(7)): its last line is the reason given when it fails.
+A helper reads nothing: its stdin is /dev/null.  What a helper that zookeeper waits
+for writes, on stdout or stderr, comes back through a pipe (pipe(7)): its last line
+is the reason given when it fails.
 """
 
 import errno

@@ -9,8 +9,8 @@ setresuid, the mknodat, symlinkat and fchown that make the container's /dev and
 mount point; sethostname, which Python has in socket), so that explain mode shows
 every step of a container's start: the calls youki's Syscall trait holds for the
 same reason.  The rest (pipes, files, scratch directories, execvp, and the
-processes of zookeeper's own housekeeping: the watcher, and the helpers, which
-programs.py explains as commands) zookeeper takes from os, as its documentation
+processes of zookeeper's own housekeeping: the watcher, and the helper programs,
+explained as the commands they are) zookeeper takes from os, as its documentation
 shows.  The rest of zookeeper calls these by name, e.g.
 `kernel.sys_mount(...)`, so a test can swap one for a fake that records the call or
 fails it.

@@ -188,7 +188,7 @@ def workdir():
 
 def container_root_ids(uid: int, gid: int) -> tuple[int, int]:
     """Root's containers run as the first ids of root's /etc/subuid and /etc/subgid
-    ranges when it has both (idmap.IdMaps.container_root); anyone else's container
+    ranges when it has both (idmap.container_root); anyone else's container
     root is that user."""
     ranges = [subid_range(path, "root", 0) for path in SUBID_FILES] if uid == 0 else []
     if ranges and all(ranges):

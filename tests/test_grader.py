@@ -630,6 +630,23 @@ def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch, cap
     assert named.count("    do_idle+0x23") == 2 * stuck.SAMPLES
 
 
+def test_a_guest_stopped_for_a_ctrl_c_is_not_read(tmp_path, monkeypatch):
+    """A watchdog's stop that is not a stuck guest (grade's Ctrl-C: stuck.NotStuck)
+    stops QEMU at once, with no cpus-at-stop.txt."""
+    import stuck
+
+    (tmp_path / "fake_qmp.py").write_text(FAKE_QMP)
+    boot = boot_fake_qemu(tmp_path, monkeypatch,
+                          'for a; do case "$a" in socket,id=qmp,path=*) qmp="${a#*path=}"; '
+                          'qmp="${qmp%%,*}";; esac; done\n'
+                          f'"{sys.executable}" "{tmp_path}/fake_qmp.py" "$qmp" &\n'
+                          'printf "ZOO-JOB-START\\n" > "$console"\nexec sleep 300\n',
+                          timeout=120, watchdog=lambda started: started and stuck.NotStuck(
+                              "interrupted (Ctrl-C)"))
+    assert boot.error == "stopped: interrupted (Ctrl-C)"
+    assert not (tmp_path / "results" / stuck.CPUS_AT_STOP).exists()
+
+
 def test_help_and_readme_say_what_grade_does(grade):
     help_text = " ".join(subprocess.run(
         [sys.executable, str(ROOT / "grader" / "grade"), "--help"], capture_output=True,
