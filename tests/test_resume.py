@@ -170,25 +170,30 @@ def test_a_local_class_run_killed_halfway_and_resumed(real_class):
     said, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, said  # SIGTERM: stopped as Ctrl-C stops it
     assert "interrupted after" in said, said
-    assert not (out / "carol" / "grading.json").exists(), said
+    # SIGTERM lets the student in progress finish (as Ctrl-C), and no other start: on
+    # a busy machine this test may see alice's file late, after bob's (or carol's,
+    # graded in no time) had begun.  What was done is the first few, in order.
+    names = ["alice", "bob", "carol"]
+    done_before = [n for n in names if (out / n / "grading.json").exists()]
+    assert done_before == names[:len(done_before)] and done_before, said
     alice = {f: (out / "alice" / f).stat().st_mtime_ns
              for f in ("grading.json", "results.json", "report.txt")}
-    bob_was_done = (out / "bob" / "grading.json").exists()
     started = time.monotonic()
     resumed = subprocess.run(grade_cmd(class_dir, out, "--resume"), capture_output=True,
                              text=True, timeout=600)
     resume_run = time.monotonic() - started
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "alice: 11/11 (ok): graded before" in resumed.stdout, resumed.stdout
-    assert "carol: 0/11 (ok)\n" in resumed.stdout
+    carol = "carol: 0/11 (ok)" + (": graded before" if "carol" in done_before else "\n")
+    assert carol in resumed.stdout, resumed.stdout
     assert {f: (out / "alice" / f).stat().st_mtime_ns for f in alice} == alice
-    kept = 1 + bob_was_done  # SIGTERM lets the student in progress finish (as Ctrl-C)
-    graded = "1 submission" if kept == 2 else "2 submissions"
+    kept = len(done_before)
+    graded = {1: "2 submissions", 2: "1 submission", 3: "0 submissions"}[kept]
     assert f"grade: {graded} graded, {kept} graded before and kept" in (
         resumed.stdout), resumed.stdout
     assert (out / "scores.csv").read_text() == (straight / "scores.csv").read_text()
     print(f"straight run {one_run:.1f}s, resumed {resume_run:.1f}s "
-          f"(bob done before the kill: {bob_was_done})")
+          f"(done before the kill: {', '.join(done_before)})")
 
 
 def test_slurm_tasks_that_left_nothing_are_said_and_resumed(grade, a_class, tmp_path,  # noqa: F811

@@ -92,6 +92,11 @@ fact random sh -c 'head -c 16 /dev/urandom | od -An -tx1'
 python3 -m http.server --bind 192.168.200.1 8000 --directory /mnt/submission \
     > /dev/null 2>&1 &
 server=$!
+# Python's start takes seconds under TCG on a busy host: wait until it answers.
+i=0
+until busybox wget -q -O /dev/null http://192.168.200.1:8000/hello.txt 2> /dev/null; do
+    i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.2
+done
 fact slirp_reach runuser -u student -- sh -c '
     unshare -Urn sleep 60 &
     pid=$!
