@@ -588,6 +588,18 @@ for line in f:
 """
 
 
+def boot_hanging_qemu_with_monitor(tmp_path, monkeypatch, watchdog):
+    """qemu.boot with a stand-in for QEMU that starts the job, then hangs, its monitor
+    (QMP) served by FAKE_QMP; stopped when watchdog says so."""
+    (tmp_path / "fake_qmp.py").write_text(FAKE_QMP)
+    return boot_fake_qemu(tmp_path, monkeypatch,
+                          'for a; do case "$a" in socket,id=qmp,path=*) qmp="${a#*path=}"; '
+                          'qmp="${qmp%%,*}";; esac; done\n'
+                          f'"{sys.executable}" "{tmp_path}/fake_qmp.py" "$qmp" &\n'
+                          'printf "ZOO-JOB-START\\n" > "$console"\nexec sleep 300\n',
+                          timeout=120, watchdog=watchdog)
+
+
 def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch, capsys):
     """With a stand-in for QEMU that starts the job and then hangs: stopped, and what
     its vCPUs were doing is asked of its monitor first (cpus-at-stop.txt), which
@@ -601,14 +613,8 @@ def test_vm_boot_stops_qemu_when_the_watchdog_says_so(tmp_path, monkeypatch, cap
         asked.append(job_started)
         return "no result from p1_x within its time limit (420s)" if job_started else None
 
-    (tmp_path / "fake_qmp.py").write_text(FAKE_QMP)
     started = time.monotonic()
-    boot = boot_fake_qemu(tmp_path, monkeypatch,
-                          'for a; do case "$a" in socket,id=qmp,path=*) qmp="${a#*path=}"; '
-                          'qmp="${qmp%%,*}";; esac; done\n'
-                          f'"{sys.executable}" "{tmp_path}/fake_qmp.py" "$qmp" &\n'
-                          'printf "ZOO-JOB-START\\n" > "$console"\nexec sleep 300\n',
-                          timeout=120, watchdog=watchdog)
+    boot = boot_hanging_qemu_with_monitor(tmp_path, monkeypatch, watchdog)
     assert time.monotonic() - started < 30
     assert boot.stopped == "no result from p1_x within its time limit (420s)"
     assert not boot.timed_out and boot.exit_status is None and True in asked
@@ -635,14 +641,8 @@ def test_a_guest_stopped_for_a_ctrl_c_is_not_read(tmp_path, monkeypatch):
     stops QEMU at once, with no cpus-at-stop.txt."""
     import stuck
 
-    (tmp_path / "fake_qmp.py").write_text(FAKE_QMP)
-    boot = boot_fake_qemu(tmp_path, monkeypatch,
-                          'for a; do case "$a" in socket,id=qmp,path=*) qmp="${a#*path=}"; '
-                          'qmp="${qmp%%,*}";; esac; done\n'
-                          f'"{sys.executable}" "{tmp_path}/fake_qmp.py" "$qmp" &\n'
-                          'printf "ZOO-JOB-START\\n" > "$console"\nexec sleep 300\n',
-                          timeout=120, watchdog=lambda started: started and stuck.NotStuck(
-                              "interrupted (Ctrl-C)"))
+    boot = boot_hanging_qemu_with_monitor(
+        tmp_path, monkeypatch, lambda started: started and stuck.NotStuck("interrupted (Ctrl-C)"))
     assert boot.error == "stopped: interrupted (Ctrl-C)"
     assert not (tmp_path / "results" / stuck.CPUS_AT_STOP).exists()
 
