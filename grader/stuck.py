@@ -18,6 +18,7 @@ Standard library only.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -77,7 +78,7 @@ def try_record_cpus(control_socket: Path, proc, out: Path) -> None:
         finally:
             qmp.close()
     except (QMPError, OSError, ValueError, KeyError, TypeError) as e:
-        with open(out, "a") as f:
+        with contextlib.suppress(OSError), open(out, "a") as f:
             f.write(f"# could not read the vCPUs: {e}\n")
 
 
