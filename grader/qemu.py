@@ -94,14 +94,20 @@ class BootResult:
 # ---------------------------------------------------------------------------------------
 # Booting
 # ---------------------------------------------------------------------------------------
-def write_idle_job(directory: Path) -> Path:
-    """A job that does nothing (run.sh: exit 0) in directory, made if need be: what
-    `vm.py save` and the benchmark's boot-only VM run.  Returns directory."""
+def write_job(directory: Path, script: str) -> Path:
+    """A job in directory (made if need be): script as its run.sh, executable.
+    Returns directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "run.sh").write_text("#!/bin/sh\nexit 0\n")
+    (directory / "run.sh").write_text(script)
     (directory / "run.sh").chmod(0o755)
     return directory
+
+
+def write_idle_job(directory: Path) -> Path:
+    """A job that does nothing (run.sh: exit 0) in directory: what `vm.py save` and the
+    benchmark's boot-only VM run.  Returns directory."""
+    return write_job(directory, "#!/bin/sh\nexit 0\n")
 
 
 def detect_accel(arch: str | None = None) -> str:

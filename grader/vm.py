@@ -219,9 +219,7 @@ def _cmd_symbols(args: argparse.Namespace) -> int:
                                   log=lambda msg: print(f"vm: {msg}", file=sys.stderr))
         with tempfile.TemporaryDirectory(prefix="zoo-job-") as job, \
                 tempfile.TemporaryDirectory(prefix="zoo-results-") as results:
-            (Path(job) / "run.sh").write_text("#!/bin/sh\n"
-                                              "cat /proc/kallsyms > /mnt/results/kallsyms\n")
-            (Path(job) / "run.sh").chmod(0o755)
+            qemu.write_job(Path(job), "#!/bin/sh\ncat /proc/kallsyms > /mnt/results/kallsyms\n")
             result = qemu.boot(qemu.Job(job, None, results, timeout=args.timeout),
                                qemu.Machine(built, arch=args.arch, accel=args.accel))
             listing = Path(results) / "kallsyms"
