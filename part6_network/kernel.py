@@ -11,9 +11,8 @@ every step of a container's start: the calls youki's Syscall trait holds for the
 same reason.  The rest (pipes, files, scratch directories, execvp, and the
 processes of zookeeper's own housekeeping: the watcher, and the helper programs,
 explained as the commands they are) zookeeper takes from os, as its documentation
-shows.  The rest of zookeeper calls these by name, e.g.
-`kernel.sys_mount(...)`, so a test can swap one for a fake that records the call or
-fails it.
+shows.  The rest of zookeeper calls these by name, e.g. `kernel.sys_mount(...)`, so
+a test can swap one for a fake that records the call or fails it.
 """
 
 import ctypes
