@@ -263,23 +263,25 @@ def kill_if_running(pid: int) -> None:
 def forward_signals_to(pid: int, ignored=frozenset()) -> None:
     """SIGINT, SIGTERM, SIGHUP and SIGQUIT to zookeeper go to the container.
 
-    A command may ignore them (and PID 1 of a PID namespace gets only the signals it
-    installed a handler for, pid_namespaces(7)): if it is still running after
-    KILL_GRACE_SECONDS, SIGKILL it.  The signals were blocked since zookeeper
-    started (zookeeper.py): one that came meanwhile is forwarded now.
+    They go to its process group, so that Ctrl-C reaches the command a shell in it
+    runs.  PID 1 of a PID namespace gets only the signals it installed a handler for
+    (pid_namespaces(7)): if it has none for this one and is still running after
+    KILL_GRACE_SECONDS, SIGKILL it.  The signals were blocked since zookeeper started
+    (zookeeper.py): one that came meanwhile is forwarded now.
     """
 
     def forward(signum, frame):
         try:
-            kernel.sys_kill(pid, signum)
+            signal_container(pid, signum)
         except ProcessLookupError:
             return
-        signal.signal(signal.SIGALRM, kill_now)
-        signal.alarm(KILL_GRACE_SECONDS)
+        if not catches(pid, signum):
+            signal.signal(signal.SIGALRM, kill_now)
+            signal.alarm(KILL_GRACE_SECONDS)
 
     def kill_now(signum, frame):
         try:
-            kernel.sys_kill(pid, signal.SIGKILL)
+            signal_container(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
@@ -287,6 +289,28 @@ def forward_signals_to(pid: int, ignored=frozenset()) -> None:
         if signum not in ignored:
             signal.signal(signum, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+
+
+def signal_container(pid: int, signum: int) -> None:
+    """kill(2) the container's process group, which its setsid(2) made it lead; until
+    it has, only the child is there to signal."""
+    try:
+        kernel.sys_kill(-pid, signum)
+    except ProcessLookupError:
+        kernel.sys_kill(pid, signum)
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for signum: the SigCgt mask of
+    /proc/PID/status, in hex, bit signum - 1 (proc(5))."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
 
 
 def exit_like(status: int) -> None:
@@ -322,6 +346,11 @@ def child_main(container: Container, go_read: int, go_write: int,
         kernel.LABEL = f"[{os.readlink('/proc/self')}] "
         die_with_parent(error_write)
         reset_signal_handlers(container.ignored_signals)
+        # A session of its own, as runc's init makes (setsid(2)): kill(0, sig) signals
+        # the sender's whole process group (kill(2)), which no namespace separates;
+        # in ours, the container could reach zookeeper, its watcher and the shell
+        # that ran it.  It also leaves our terminal, which it reads as a file.
+        kernel.sys_setsid()
         # STUDENT CODE BELOW (q4)
         # Block until the parent says go: read(2) from go_read.  An empty read (end of
         # file) means the parent closed it without a word: it failed, or forgot to

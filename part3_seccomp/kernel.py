@@ -190,6 +190,13 @@ def sys_kill(pid: int, sig: int) -> None:
     explained(f"kill({pid}, {signal_name(sig)})", "kill(2)", os.kill, pid, sig)
 
 
+def sys_setsid() -> int:
+    """setsid(2): a new session and process group, led by the caller, with no
+    controlling terminal; returns its id."""
+    started = time.monotonic()
+    return check(libc.setsid(), lambda: "setsid()", "setsid(2)", started)
+
+
 def sys_prctl(option: int, arg2: int = 0, shown: str = "") -> int:
     """prctl(2): operations on the calling process (parent-death signal, capabilities...)."""
     started = time.monotonic()

@@ -413,6 +413,9 @@ class Matcher:
     def step_kill(self, s):  # printed after the call, with its result
         self.simple(s, "kill", lambda e, a: e == a[:2])
 
+    def step_setsid(self, s):  # the new session's id: the child's pid in its namespace
+        self.simple(s, "setsid", lambda e, a: e == a)
+
     def step_setgroups(self, s):  # setgroups(0, []): strace shows the list alike
         self.simple(s, "setgroups", lambda e, a: e == a)
 
@@ -820,6 +823,7 @@ def changed(field_name: str, pattern: str, replacement: str):
     # status, execvp's errno.
     ("part4", r'^mkdirat\(\d+, "dev"', changed("result", r"-1 EEXIST \(File exists\)", "0")),
     ("part4", r"^sethostname\(", changed("result", "^0$", "-1 EPERM (Operation not permitted)")),
+    ("part4", r"^setsid\(", changed("result", "^1$", "2")),
     ("part4", r"^waitpid\(", changed("result", "exit status 0", "exit status 1")),
     ("part6", r"^waitpid\(.*\)$", changed("result", "killed by SIGTERM", "exit status 0")),
     ("part1-not-found", r"^execvp\('no-such-command-zk'\)$", changed("result", "ENOENT", "EACCES")),

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Runner, subid_range
+from conftest import PARTS, Runner, subid_range
 from test_stages123 import status_fields
 
 STATUS_BITS = {"SIGHUP": 1, "SIGPIPE": 13, "SIGXFSZ": 25}
@@ -457,6 +457,21 @@ def test_a_command_that_changes_uid_still_dies_with_zookeeper(runner: Runner, pa
         zk.kill()
         zk.wait(10)
     assert wait_gone(f"^{marker}$"), "the container outlived zookeeper"
+
+
+@pytest.mark.parametrize("part", [2, 4])
+def test_the_container_cannot_signal_the_group_that_started_it(runner: Runner, part):
+    """kill(0, sig) signals the sender's whole process group, and a PID namespace does
+    not separate process groups: in the group it was born in, the container could
+    stop or kill zookeeper, its watcher and the shell that ran it, and then outlive
+    them.  In a session of its own (setsid(2)) it reaches only its own processes."""
+    script = str(runner.workdir / PARTS[part] / "zookeeper.py")
+    caller = 'trap "echo the caller was signalled" USR1; "$@"; echo "zookeeper: $?"'
+    inside = "kill -USR1 0; kill -KILL 0; echo still here"
+    done = runner.run(["sh", "-c", caller, "sh", runner.python, script, "sh", "-c", inside],
+                      start_new_session=True)  # so that pytest is never in the group
+    assert done.stdout == "still here\nzookeeper: 0\n", (done.returncode, done.stdout,
+                                                          done.stderr)
 
 
 # Found in the audit of issue 12: points the battery above could not fail on ------------

@@ -108,6 +108,23 @@ def test_sigterm_handled_by_the_container(runner: Runner):
     assert not still_running(sleeps, "sleep 100")
 
 
+@pytest.mark.parametrize("part", [1, 2])
+def test_ctrl_c_reaches_the_command_a_shell_runs(runner: Runner, part):
+    """SIGINT goes to the container's process group: the shell's sleep dies of it, the
+    shell's handler runs, and a PID 1 that handles it is not killed for it."""
+    proc = runner.popen(part, "sh", "-c", "trap 'echo interrupted' INT; echo ready; "
+                        "sleep 100; echo after", stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    deadline = time.monotonic() + 20
+    while not processes_under(proc.pid, "sleep 100"):  # a SIGINT before it would be lost
+        assert time.monotonic() < deadline, "the shell's sleep did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert (proc.returncode, out) == (0, "interrupted\nafter\n"), err
+
+
 def processes_under(root: int, text: str) -> set[int]:
     """The pids of root's descendants whose command line is text: this test's own,
     never another user's or another test's `sleep 100` on the same machine."""
