@@ -273,21 +273,25 @@ def forward_signals_to(pid: int, ignored=frozenset()) -> None:
 
     They go to its process group, so that Ctrl-C reaches the command a shell in it
     runs.  PID 1 of a PID namespace gets only the signals it installed a handler for
-    (pid_namespaces(7)): if it has none for this one and is still running after
-    KILL_GRACE_SECONDS, SIGKILL it.  The signals were blocked since zookeeper started
+    (pid_namespaces(7)): if it is still running after KILL_GRACE_SECONDS without a
+    handler for the last one (by then its command runs, whatever it was doing when
+    the signal came), SIGKILL it.  The signals were blocked since zookeeper started
     (zookeeper.py): one that came meanwhile is forwarded now.
     """
+    forwarded = []
 
     def forward(signum, frame):
         try:
             signal_container(pid, signum)
         except ProcessLookupError:
             return
-        if not catches(pid, signum):
-            signal.signal(signal.SIGALRM, kill_now)
-            signal.alarm(KILL_GRACE_SECONDS)
+        forwarded.append(signum)
+        signal.signal(signal.SIGALRM, kill_now)
+        signal.alarm(KILL_GRACE_SECONDS)
 
     def kill_now(signum, frame):
+        if catches(pid, forwarded[-1]):
+            return  # its own to act on, as any process with a handler
         try:
             signal_container(pid, signal.SIGKILL)
         except ProcessLookupError:
