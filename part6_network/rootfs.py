@@ -528,50 +528,89 @@ def remove_tree(path: str) -> None:
 
 
 def delete_tree(top: str) -> None:
-    """rm -rf top: depth first with a list, not recursion (a container can nest
-    directories thousands deep), never following a symbolic link.  What cannot be
-    removed is left; the caller looks at what remains."""
-    pending = [(top, False)]
-    while pending:
-        path, emptied = pending.pop()
-        if emptied:
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
-            continue
-        make_searchable(path)
-        pending.append((path, True))
-        try:
-            with os.scandir(path) as entries:
-                inside = list(entries)
-        except OSError:
-            continue
-        for entry in inside:
-            if entry.is_dir(follow_symlinks=False):
-                pending.append((entry.path, False))
-            else:
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
-
-
-def make_searchable(path: str) -> None:
-    """overlayfs leaves work/work at mode 000: chmod our own directories to 0700 before
-    reading them.  Through an O_PATH fd opened without following links (chmod(2) on
-    /proc/self/fd/N reaches exactly that directory: there is no lchmod on Linux)."""
-    try:
-        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
+    """rm -rf top, never following a symbolic link, however deep the container nested
+    its directories: past PATH_MAX (4096 bytes) no full path works (ENAMETOOLONG),
+    and past the fd limit not every directory on the way can stay open.  So, as
+    fts(3) does, one directory is open at a time, names are looked up in it
+    (unlinkat(2) through dir_fd), and the way back up is "..", checked to be the
+    directory we came down from.  What cannot be removed is left; the caller looks
+    at what remains."""
+    fd = open_emptiable(top)
+    if fd is None:
         return
+    # One entry per level down: the directory's identity, the subdirectories in it
+    # still to remove, and its own name in the level above.
+    levels = [(identity(fd), empty_but_subdirectories(fd), top)]
+    while True:
+        _, subdirectories, name = levels[-1]
+        if subdirectories:
+            below_name = subdirectories.pop()
+            below = open_emptiable(below_name, fd)
+            if below is not None:
+                os.close(fd)
+                fd = below
+                levels.append((identity(fd), empty_but_subdirectories(fd), below_name))
+            continue
+        levels.pop()
+        if not levels:
+            break
+        above = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        os.close(fd)
+        fd = above
+        if identity(fd) != levels[-1][0]:
+            break  # moved while we were below it: stop rather than guess
+        try:
+            os.rmdir(name, dir_fd=fd)
+        except OSError:
+            pass
+    os.close(fd)
     try:
-        if os.fstat(fd).st_uid == os.geteuid():
-            os.chmod(fd_path(fd), 0o700)
+        os.rmdir(top)
     except OSError:
         pass
+
+
+def identity(fd: int) -> tuple:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
+
+
+def open_emptiable(name: str, dir_fd: int | None = None) -> int | None:
+    """Open the directory name (in dir_fd) to read, never through a link; overlayfs
+    leaves work/work at mode 000, so our own directory is made 0700 first.  chmod(2)
+    goes through /proc/self/fd/N of an O_PATH fd: there is no lchmod on Linux."""
+    try:
+        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC,
+                          dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if os.fstat(path_fd).st_uid == os.geteuid():
+            os.chmod(fd_path(path_fd), 0o700)
+        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=path_fd)
+    except OSError:
+        return None
     finally:
-        os.close(fd)
+        os.close(path_fd)
+
+
+def empty_but_subdirectories(fd: int) -> list[str]:
+    """Unlink everything in the directory fd but its subdirectories; return their names."""
+    try:
+        with os.scandir(fd) as entries:
+            inside = list(entries)
+    except OSError:
+        return []
+    subdirectories = []
+    for entry in inside:
+        if entry.is_dir(follow_symlinks=False):
+            subdirectories.append(entry.name)
+            continue
+        try:
+            os.unlink(entry.name, dir_fd=fd)
+        except OSError:
+            pass
+    return subdirectories
 
 
 def remove_as_container_root(path: str) -> None:

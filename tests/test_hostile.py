@@ -415,6 +415,39 @@ def test_a_tree_thousands_deep_is_removed(runner: Runner, rootfs_for):
     assert not left_behind(runner.inside[0], before)
 
 
+PAST_PATH_MAX = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import rootfs
+top = sys.argv[2]
+os.mkdir(top)
+fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+for n in range(30):  # 30 names of 200 bytes: 6 KB of path below top
+    name = f"{n:03d}" + "d" * 197
+    os.mkdir(name, dir_fd=fd)
+    os.close(os.open("file", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.symlink("/", "link", dir_fd=fd)
+    below = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    if n == 20:
+        locked = os.dup(fd), name
+    os.close(fd)
+    fd = below
+os.close(fd)
+os.chmod(locked[1], 0, dir_fd=locked[0])  # as overlayfs leaves work/work
+rootfs.delete_tree(top)
+print(os.path.lexists(top))
+"""
+
+
+def test_a_tree_past_path_max_is_removed(runner: Runner):
+    """Directories nested past PATH_MAX (4096 bytes), where no full path reaches them,
+    one of them at mode 000: the overlay's cleanup removes them all."""
+    top = runner.fresh_dir() / "zoo.abcdef.overlay"
+    done = runner.run([runner.python, "-c", PAST_PATH_MAX, str(runner.workdir / PARTS[4]),
+                       str(top)])
+    assert done.stdout == "False\n", done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("option", ["-m", "-p", "-c"])
 def test_a_number_of_five_thousand_digits_is_one_short_line(runner: Runner, option):
     done = runner.zookeeper(1, option, "1" + "0" * 5000, "true")
