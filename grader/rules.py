@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import os
 import re
+import stat
 import subprocess
 import sys
 import textwrap
@@ -40,6 +42,8 @@ QUESTIONS = {"5.1": "Seccomp (part 3)", "5.2": "Resource limits (part 5)"}
 ANSWER_PLACEHOLDER = "(describe your experiment, what you saw, and why)"
 # Where git stops looking for a NUL byte (xdiff-interface.c, buffer_is_binary).
 FIRST_FEW_BYTES = 8000
+# How much of README.txt is read: a handout's is ~40 KB.
+README_LIMIT = 1 << 20
 NAMES = {"commits": f"at least {MIN_COMMITS} commits",
          "binary_files": "no binary files",
          "readme_status": "README.txt states each part's status",
@@ -54,6 +58,25 @@ STATUS_LINE = re.compile(
     r"(?:status\s*)?(?:[:=\u2013\u2014]|-(?!-)|\s+is\s+)\s*(?P<text>\S.*)$", re.I)
 QUESTION = re.compile(r"^(5\.\d+)\s+(\S.*)$")
 ANSWER_MARK = re.compile(r"^\s*answer\s*[.:\-]?\s*", re.I)
+# What student text may not bring into a report, a CSV or the TA's terminal: control
+# characters (an escape sequence starts with one) and the lone surrogates that stand
+# for a file name's undecodable bytes (os.fsdecode), which UTF-8 cannot store.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+UNPRINTABLE_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# A cell that a spreadsheet would take for a formula (OWASP's "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """text with what UNPRINTABLE names shown as \\xNN (lines: newlines and tabs kept)."""
+    return (UNPRINTABLE_BUT_LINES if lines else UNPRINTABLE).sub(escaped, text)
+
+
+def escaped(m: re.Match) -> str:
+    code = ord(m.group())
+    if 0xdc80 <= code <= 0xdcff:  # surrogateescape's stand-in for the byte code - 0xdc00
+        code -= 0xdc00
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def verdict(rule: str, status: str, message: str) -> dict:
@@ -109,7 +132,7 @@ def binary_files_in_git(sub: Path) -> list[str]:
         meta, path = entry.split(b"\t", 1)
         mode, kind, oid = meta.split()
         if kind == b"blob" and mode != b"120000":  # symbolic links hold a path
-            blobs.append((oid.decode(), path.decode(errors="replace")))
+            blobs.append((oid.decode(), printable(os.fsdecode(path))))
     if not blobs:
         return []
     cmd = ["git", "-c", f"safe.directory={sub}", "-C", str(sub), "cat-file", "--batch"]
@@ -151,7 +174,7 @@ def binary_files_on_disk(sub: Path) -> list[str]:
             except OSError:
                 continue
             if is_binary(head):
-                found.append(path.relative_to(sub).as_posix())
+                found.append(printable(path.relative_to(sub).as_posix()))
     return found
 
 
@@ -168,13 +191,24 @@ def binary_files(sub: Path) -> dict:
 
 
 def read_readme(sub: Path) -> tuple[str | None, str]:
-    """README.txt's text (None when absent) and, when absent, what is there instead."""
-    path = sub / "README.txt"
-    if path.is_file():
-        return path.read_bytes().decode("utf-8", errors="replace"), ""
-    others = sorted(p.name for p in sub.iterdir() if p.name.lower().startswith("readme")) \
-        if sub.is_dir() else []
-    return None, (f" (found {', '.join(others)})" if others else "")
+    """README.txt's text (None when absent) and, when absent, what is there instead.
+    Its first README_LIMIT bytes, and only from a regular file: a symbolic link would
+    have the grader read whatever it names (the TA's files, /proc/kmsg), and its text
+    shown to the student; a FIFO would never end (O_NONBLOCK, then fstat)."""
+    try:
+        fd = os.open(sub / "README.txt", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
+    except FileNotFoundError:
+        others = sorted(printable(p.name) for p in sub.iterdir()
+                        if p.name.lower().startswith("readme")) if sub.is_dir() else []
+        return None, (f" (found {', '.join(others)})" if others else "")
+    except OSError as e:
+        what = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        return None, f" (README.txt is {what}: not read)"
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None, " (README.txt is not a regular file: not read)"
+        return f.read(README_LIMIT).decode("utf-8", errors="replace"), ""
 
 
 def part_statuses(text: str) -> dict[int, str]:
@@ -182,10 +216,12 @@ def part_statuses(text: str) -> dict[int, str]:
     a placeholder in parentheses is no status."""
     found: dict[int, str] = {}
     for line in text.splitlines():
-        m = STATUS_LINE.match(line)
+        # One space for each run of them: STATUS_LINE's optional spaces, side by side,
+        # could otherwise split a long run in ways that grow with its cube.
+        m = STATUS_LINE.match(" ".join(line.split()))
         if not m:
             continue
-        said = m.group("text").strip()
+        said = printable(m.group("text").strip())
         if re.fullmatch(r"\(.*\)", said):
             continue
         found.setdefault(int(m.group(1)), said)
@@ -235,7 +271,7 @@ def answers(text: str | None) -> dict[str, str]:
             body = block[blank:]
         said = textwrap.dedent("\n".join(body)).strip().replace(ANSWER_PLACEHOLDER, "").strip()
         if number in got and not got[number]:
-            got[number] = said
+            got[number] = printable(said, lines=True)
     return got
 
 
@@ -280,7 +316,8 @@ def summary(verdicts: list[dict]) -> str:
 
 def write_answers(path: Path, subs: dict[str, Path | None]) -> None:
     """One CSV for the class: student, question, answer (every question of every
-    student, blank when not answered or when there is no README.txt)."""
+    student, blank when not answered or when there is no README.txt).  An answer
+    that a spreadsheet would take for a formula gets a ' before it."""
     tmp = f"{path}.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
@@ -290,12 +327,24 @@ def write_answers(path: Path, subs: dict[str, Path | None]) -> None:
             text = read_readme(sub)[0] if sub is not None and sub.is_dir() else None
             got = answers(text)
             for q in QUESTIONS:
-                w.writerow([name, f"{q} {QUESTIONS[q]}", got[q]])
+                answer = got[q]
+                if answer.startswith(FORMULA_STARTS):
+                    answer = "'" + answer
+                w.writerow([name, f"{q} {QUESTIONS[q]}", answer])
     os.replace(tmp, path)
 
 
 def is_submission(path: Path) -> bool:
-    return any(path.glob("part[1-6]_*/zookeeper.py"))
+    """A directory with a part in it (part3_seccomp/zookeeper.py).  Each name is looked
+    at on its own: a link the grader may not follow (Path.glob gives up at the first
+    it meets) does not hide the parts beside it."""
+    try:
+        with os.scandir(path) as entries:
+            names = [entry.name for entry in entries]
+    except OSError:
+        return False
+    return any(re.fullmatch(r"part[1-6]_.+", name) and os.path.isfile(path / name / "zookeeper.py")
+               for name in names)
 
 
 def main(argv=None) -> int:

@@ -140,7 +140,7 @@ def test_the_bundle_has_what_gradescope_wants_at_its_top(bundle, tmp_path):
     assert "zookeeper/grader/grade" in infos and "zookeeper/tools/mkrootfs.py" in infos
     assert "zookeeper/grader/guest/init" in infos and "zookeeper/grader/rules.py" in infos
     assert not any("__pycache__" in n for n in infos)
-    assert "HIDDEN_VISIBILITY=after_due_date" in config and "VM_IMAGE=\n" in config
+    assert "HIDDEN_VISIBILITY=after_due_date" in config and "VM_IMAGE=''\n" in config
     # The bundle's grader has every check, hidden ones too, and the same VM recipe.
     text = (ROOT / "grader" / "checks.py").read_bytes()
     assert zipfile.ZipFile(bundle).read("zookeeper/grader/checks.py") == text
@@ -172,6 +172,26 @@ def test_the_bundle_has_what_gradescope_wants_at_its_top(bundle, tmp_path):
                            "--vm-image", "https://example.org/x.tar.gz"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "go together" in done.stderr
+
+
+def test_an_image_url_with_a_query_is_read_whole_by_setup_and_run_autograder(tmp_path):
+    """setup.sh sources config.env: a signed URL's & or ; must stay inside its value."""
+    url = "https://images.example.invalid/zoo.tar.zst?X-Sig=a&b=c;d=$(id)'"
+    out = tmp_path / "autograder.zip"
+    done = subprocess.run([sys.executable, str(BUNDLE), str(out), "--vm-image", url,
+                           "--vm-sha256", "0" * 64], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    root = gradescope_root(out)
+    shell = subprocess.run(["sh", "-euc", '. "$1"; printf %s "$VM_IMAGE"', "sh",
+                            str(root / "source" / "config.env")], capture_output=True, text=True)
+    assert (shell.returncode, shell.stdout, shell.stderr) == (0, url, "")
+    said = subprocess.run([sys.executable, "-c", "import runpy, sys; print(runpy.run_path("
+                           "sys.argv[1], run_name='probe')['config'](__import__('pathlib')."
+                           "Path(sys.argv[2]))['VM_IMAGE'], end='')",
+                           str(root / "run_autograder"), str(root / "source")],
+                          capture_output=True, text=True)
+    assert said.stdout == url, said.stderr
+    shutil.rmtree(root)
 
 
 def test_make_gradescope_runs_the_bundler():

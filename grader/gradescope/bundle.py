@@ -16,6 +16,7 @@ Entries have a fixed date: the same tree gives the same zip.
 """
 
 import argparse
+import shlex
 import sys
 import zipfile
 from pathlib import Path
@@ -48,12 +49,13 @@ def members(vm_image: Path | None) -> list[tuple[str, Path]]:
 
 
 def config_text(args, image_name: str) -> str:
-    return (
-        "# Read by setup.sh (sourced) and run_autograder: written by bundle.py.\n"
-        f"VM_IMAGE={image_name}\n"
-        f"VM_SHA256={args.vm_sha256 or ''}\n"
-        f"HIDDEN_VISIBILITY={args.hidden_visibility}\n"
-        f"VM_TIMEOUT={args.vm_timeout:.0f}\n")
+    """KEY=VALUE lines, each value quoted for sh (shlex.quote): setup.sh sources the
+    file, and an image's URL may hold & or ; (a signed URL's query does)."""
+    values = {"VM_IMAGE": image_name, "VM_SHA256": args.vm_sha256 or "",
+              "HIDDEN_VISIBILITY": args.hidden_visibility,
+              "VM_TIMEOUT": f"{args.vm_timeout:.0f}"}
+    return "# Read by setup.sh (sourced) and run_autograder: written by bundle.py.\n" + "".join(
+        f"{key}={shlex.quote(value)}\n" for key, value in values.items())
 
 
 def add(z: zipfile.ZipFile, name: str, data: bytes, mode: int = 0o644) -> None:

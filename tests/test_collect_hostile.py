@@ -1,0 +1,172 @@
+"""grader/collect and the rules against what a student would try: a README.txt that
+links to the TA's files, one that makes the status pattern backtrack, escape
+sequences and odd bytes, formulas for the TA's spreadsheet, a tree that fills the
+disk, the ext:: transport, object files shared with the student's own; and a roster
+with names and dates that git or the file system cannot take.
+"""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from conftest import PARTS, ROOT, TEST_USER, copy_parts
+from test_collect import COLLECT, commit, load, new_repo, run_collect
+
+sys.path.insert(0, str(ROOT / "grader"))
+import report
+import rules
+
+BEFORE = "2026-02-20T12:00:00+0000"
+
+
+def student(tmp_path: Path, name: str, files: dict) -> Path:
+    """A repository with part 1 and files ({path: bytes, or a link as ('->', target)}),
+    five commits before the deadline."""
+    repo = new_repo(tmp_path / "repos" / name)
+    copy_parts(repo, {1: PARTS[1]})
+    for path, data in files.items():
+        target = repo / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, tuple):
+            target.symlink_to(data[1])
+        else:
+            target.write_bytes(data)
+    for n in range(5):
+        commit(repo, f"commit {n}", BEFORE)
+    return repo
+
+
+def collect(tmp_path: Path, rows: dict, env=None):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,repository\n" + "".join(f"{n},{r}\n" for n, r in rows.items()))
+    done = run_collect(roster, tmp_path / "class", env=env)
+    with open(tmp_path / "class" / "collect.csv", newline="") as f:
+        got = {row["student"]: row for row in csv.DictReader(f)}
+    with open(tmp_path / "class" / "answers.csv", newline="") as f:
+        answers = list(csv.reader(f))
+    return done, got, answers
+
+
+def test_a_readme_that_links_to_the_tas_files_is_not_read(tmp_path):
+    """README.txt -> a file the TA can read: neither its status lines nor its answers
+    reach the report, the CSV or answers.csv (nor, through them, the student)."""
+    secret = tmp_path / "ta-notes.txt"
+    secret.write_text("Part 1: SECRET-1\nPart 2: SECRET-2\n5.1 x\n\nAnswer: SECRET-3\n")
+    secret.chmod(0o600)
+    repo = student(tmp_path, "mallory", {"README.txt": ("->", str(secret))})
+    done, rows, answers = collect(tmp_path, {"mallory": repo})
+    assert done.returncode == 0, done.stderr
+    everything = (tmp_path / "class" / "collect.csv").read_text() + str(answers) + done.stdout
+    assert "SECRET" not in everything
+    assert rows["mallory"]["rule_readme_status"] == (
+        "fail: no README.txt at the top (README.txt is a symbolic link: not read)")
+
+
+def test_what_a_readme_and_file_names_hold_is_shown_not_obeyed(tmp_path):
+    """A status line with thousands of spaces (a backtracking pattern would take hours),
+    escape sequences for the TA's terminal, a formula for their spreadsheet, a binary
+    file whose name is not UTF-8: collect ends, and what it writes is printable."""
+    readme = ("Part 1:" + " " * 5000 + "ok\n" + "Part 2:\x1b]0;pwned\x07\x1b[2J working\n"
+              + "5.1 Seccomp\n\nAnswer: =HYPERLINK(\"http://example.invalid\")\n"
+              + "\n5.2 Limits\n\nAnswer: line one\n\tline two\x1b[31m\n")
+    repo = student(tmp_path, "eve", {"README.txt": readme.encode(),
+                                     os.fsdecode(b"bin\xff\x1b[2J"): b"a\0b"})
+    done, rows, answers = collect(tmp_path, {"eve": repo})
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout + (tmp_path / "class" / "collect.csv").read_text()
+    assert rows["eve"]["rule_readme_status"].startswith("fail: no status line for part 3")
+    assert rows["eve"]["rule_binary_files"] == "fail: 1 binary file: bin\\xff\\x1b[2J"
+    assert answers[1][2] == "'=HYPERLINK(\"http://example.invalid\")"
+    assert answers[2][2] == "line one\n\tline two\\x1b[31m"
+    statuses = rules.part_statuses(readme)
+    assert statuses == {1: "ok", 2: "\\x1b]0;pwned\\x07\\x1b[2J working"}
+    # The same, found on disk (an upload without .git): the report can be written.
+    (repo / ".git").rename(tmp_path / "git")
+    verdicts = rules.check(repo)
+    binary = next(v for v in verdicts if v["id"] == "binary_files")
+    assert binary["message"] == "1 binary file: bin\\xff\\x1b[2J"
+    report.write_csv(tmp_path / "scores.csv", [("eve", [], "ok")], {"eve": verdicts})
+    assert "bin\\xff" in (tmp_path / "scores.csv").read_text()
+
+
+def test_a_tree_too_large_is_not_checked_out(tmp_path):
+    """A few KB of objects can name one large blob many times: 26 paths to 8 MB."""
+    blob = b"\0" * (8 << 20)
+    repo = student(tmp_path, "bomb", {f"copy{n}.bin": blob for n in range(26)})
+    done, rows, _ = collect(tmp_path, {"bomb": repo})
+    assert done.returncode == 1
+    assert rows["bomb"]["status"].startswith("not collected: commit ")
+    assert "files of 208 MB in all, over the 20000 files or 200 MB" in rows["bomb"]["status"]
+    assert not (tmp_path / "class" / "bomb" / "copy0.bin").exists()
+
+
+def test_the_ext_transport_is_refused_whatever_the_tas_git_config(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text('[protocol "ext"]\n\tallow = always\n')
+    marker = tmp_path / "ran"
+    done, rows, _ = collect(tmp_path, {"mallory": f"ext::sh -c touch% {marker}"},
+                            env={"HOME": str(home)})
+    assert done.returncode == 1 and not marker.exists()
+    assert rows["mallory"]["status"] == "not collected: git clone: transport 'ext' not allowed"
+
+
+def test_a_local_repository_is_copied_not_linked(tmp_path):
+    """A clone of a path hard-links the objects, which stay the student's own files:
+    rewritten after the deadline, they would change what was collected."""
+    repo = student(tmp_path, "ok", {})
+    done, rows, _ = collect(tmp_path, {"ok": repo})
+    assert done.returncode == 0, done.stderr
+    objects = tmp_path / "class" / "ok" / ".git" / "objects"
+    files = [p for p in objects.rglob("*") if p.is_file()]
+    assert files and all(p.stat().st_nlink == 1 for p in files)
+    assert not (objects / "info" / "alternates").exists()
+
+
+def test_roster_names_and_deadlines_that_cannot_be_used(tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,repository,deadline,extension\n"
+                      "collect.csv.tmp,/x,,\n" + "a" * 250 + ",/x,,\n"
+                      "bob,/x,2026-03-05 10:00,2026-03-06 10:00\n"
+                      "carol,/x,2100-01-01 00:00,\n"
+                      "dave,/x,\u0662\u0660\u0662\u0666-03-01 23:59,\n")
+    done = run_collect(roster, tmp_path / "class")
+    assert done.returncode == 2, done.stderr
+    said = done.stderr
+    assert "student 'collect.csv.tmp': that name is collect's own file" in said
+    assert "a name longer than 200 bytes" in said
+    assert "bob: two deadlines (deadline 2026-03-05 10:00, extension 2026-03-06 10:00)" in said
+    assert "carol's deadline: '2100-01-01 00:00': the year must be from 1970 to 2099" in said
+    assert "dave's deadline: " in said and "is not a date and time" in said
+
+
+def test_git_says_why_in_its_first_error_line():
+    collect_module = load(COLLECT, "zoo_collect_errors")
+    said = ("fatal: detected dubious ownership in repository at '/srv/alice'\n"
+            "To add an exception for this directory, call:\n\n"
+            "\tgit config --global --add safe.directory /srv/alice\n")
+    assert collect_module.git_error(said, 128) == (
+        "detected dubious ownership in repository at '/srv/alice'")
+    assert collect_module.git_error("", 128) == "exit status 128"
+
+
+def test_a_link_the_grader_cannot_follow_hides_no_part():
+    """As a TA who is not root: a link to a file they may not read, listed before the
+    parts, does not make the submission look empty (Path.glob gave up there)."""
+    base = Path(tempfile.mkdtemp(prefix="zk-sub-"))
+    sub = base / "sub"
+    copy_parts(sub, {1: PARTS[1]})
+    for n in range(100):  # some listed before part1_clone, whatever the directory's order
+        (sub / f"key{n}").symlink_to("/root/.ssh/id_rsa")
+    subprocess.run(["chmod", "-R", "a+rX", str(base)], check=True)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import rules; "
+            "print(rules.is_submission(__import__('pathlib').Path(sys.argv[2])))")
+    done = subprocess.run(["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}",
+                           "--init-groups", sys.executable, "-c", code, str(ROOT / "grader"),
+                           str(sub)], capture_output=True, text=True)
+    shutil.rmtree(base)
+    assert done.stdout == "True\n", done.stderr
