@@ -23,6 +23,7 @@ import time
 import idmap
 import kernel
 from errors import ZooError, step
+from options import shown
 
 TMP_DIR = "/tmp"  # where the mount point /tmp/zoo.XXXXXX is made
 # Device nodes programs expect, bound from the host: an unprivileged user may not
@@ -38,8 +39,12 @@ def prepare(opts, owner=None) -> "Filesystem":
     fs = Filesystem(opts.mount_proc)
     if not opts.rootfs:
         return fs  # the container keeps the host's files, as in part 3
-    rootfs = os.path.abspath(opts.rootfs)
-    check_rootfs(opts.rootfs, rootfs, opts.overlay)
+    try:
+        rootfs = os.path.abspath(opts.rootfs)
+    except OSError as e:  # a relative path, from a directory since removed: getcwd(3)
+        raise ZooError(f"failed to use {shown(opts.rootfs)} as the rootfs: the current "
+                       f"directory is gone ({e.strerror})") from None
+    check_rootfs(shown(opts.rootfs), rootfs, opts.overlay)
     fs.rootfs = rootfs
     owner = owner or (os.getuid(), os.getgid())
     remove_orphans(TMP_DIR, {os.geteuid(), owner[0]})

@@ -36,9 +36,9 @@ TRUE_WORDS = ("1", "true", "yes", "on")  # what turns ZOOKEEPER_VERBOSE on
 LARGEST = (1 << 63) - 1  # the kernel's limits are 64-bit signed numbers
 
 
-def shown(value: str) -> str:
+def shown(value: str, width: int = 40) -> str:
     """An option's value in a message: '' when empty, cut short when long."""
-    return (value if len(value) <= 40 else value[:40] + "...") or "''"
+    return (value if len(value) <= width else value[:width] + "...") or "''"
 
 
 def is_whole_number(text: str) -> bool:

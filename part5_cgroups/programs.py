@@ -16,6 +16,7 @@ import os
 import time
 
 import kernel
+import options
 from errors import ZooError
 
 # The characters a shell takes literally: explain mode quotes any other word.
@@ -35,8 +36,9 @@ def on_path(program: str) -> bool:
 def require(program: str, package: str) -> None:
     """Stop before anything is made when a helper is not installed, naming its package."""
     if not on_path(program):
-        raise ZooError(f"{program} not found: install the {package} package "
-                       f"(sudo apt-get install {package})")
+        path = options.shown(os.environ.get("PATH", os.defpath), 200)
+        raise ZooError(f"{program} not found in PATH ({path}): install the {package} package "
+                       f"(sudo apt-get install {package}), or put its directory in PATH")
 
 
 def start(argv: list[str], output: int, env=None) -> int:

@@ -25,6 +25,7 @@ import idmap
 import kernel
 from errors import ZooError, step
 from exercise import not_implemented, part_of_directory
+from options import shown
 
 PART = part_of_directory(__file__)  # part3_seccomp/ -> 3 (exercise.py)
 
@@ -42,8 +43,12 @@ def prepare(opts, owner=None) -> "Filesystem":
     fs = Filesystem(opts.mount_proc)
     if not opts.rootfs:
         return fs  # the container keeps the host's files, as in part 3
-    rootfs = os.path.abspath(opts.rootfs)
-    check_rootfs(opts.rootfs, rootfs, opts.overlay)
+    try:
+        rootfs = os.path.abspath(opts.rootfs)
+    except OSError as e:  # a relative path, from a directory since removed: getcwd(3)
+        raise ZooError(f"failed to use {shown(opts.rootfs)} as the rootfs: the current "
+                       f"directory is gone ({e.strerror})") from None
+    check_rootfs(shown(opts.rootfs), rootfs, opts.overlay)
     fs.rootfs = rootfs
     owner = owner or (os.getuid(), os.getgid())
     remove_orphans(TMP_DIR, {os.geteuid(), owner[0]})

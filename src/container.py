@@ -107,9 +107,10 @@ def run_container(opts, ignored=frozenset()) -> int:
     try:
         if PART >= 2:
             prepare(container, cleanup)
-        go_read, go_write = os.pipe()  # the child waits on this until we say go
-        # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
-        error_read, error_write = os.pipe2(os.O_CLOEXEC)
+        with step("make the pipes to the container"):
+            go_read, go_write = os.pipe()  # the child waits on this until we say go
+            # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
+            error_read, error_write = os.pipe2(os.O_CLOEXEC)
         flags = signal.SIGCHLD
         if PART >= 2:
             # STUDENT CODE BELOW (q6)
@@ -265,9 +266,10 @@ def watch_over(pid: int):
     pipe's other end closes with it) and then SIGKILLs the container, through a pidfd
     (pidfd_open(2)): never another process that got its pid number meanwhile.
     """
-    pidfd = os.pidfd_open(pid)
-    alive_read, alive_write = os.pipe()
-    watcher = os.fork()  # its signals stay blocked: Ctrl-C cannot end it (zookeeper.py)
+    with step("start the watcher"):
+        pidfd = os.pidfd_open(pid)
+        alive_read, alive_write = os.pipe()
+        watcher = os.fork()  # its signals stay blocked: Ctrl-C cannot end it (zookeeper.py)
     if watcher == 0:
         keep = sorted((pidfd, alive_read))
         os.closerange(3, keep[0])  # nothing of ours: the child must see its pipes close

@@ -257,6 +257,8 @@ BAD_INPUT = [
 BAD_ROOTFS = [
     (["-r", os.fsdecode(b"/no\xffsuch\ndir"), "true"], 125,
      "zookeeper: failed to use /no\\xffsuch\\ndir as the rootfs: No such file or directory"),
+    (["-r", "x" * 5000, "true"], 125,
+     "zookeeper: failed to use " + "x" * 40 + "... as the rootfs: File name too long"),
 ]
 
 
@@ -271,6 +273,32 @@ def test_bad_input_is_one_line_with_its_status(runner: Runner, part, args, statu
     err = done.stderr.decode()
     assert done.returncode == status, err
     assert len(err.splitlines()) == 1 and err.startswith(line), err
+    assert not left_behind(runner.inside[0], before)
+
+
+def test_a_relative_rootfs_from_a_directory_since_removed(runner: Runner, rootfs_for):
+    gone = runner.fresh_dir() / "gone"  # in a directory of the runner's, who removes it
+    gone.mkdir()
+    rootfs = os.path.relpath(rootfs_for(runner), gone)
+    done = run_from_shell(runner, 4, f"cd {gone} && rmdir {gone}", "-r", rootfs, "true")
+    assert done.returncode == 125
+    assert done.stderr == (f"zookeeper: failed to use {rootfs} as the rootfs: the current "
+                           "directory is gone (No such file or directory)\n")
+
+
+@pytest.mark.parametrize("part", [1, 2, 4, 6])
+def test_few_file_descriptors_give_one_line(runner: Runner, rootfs_for, part):
+    """Under RLIMIT_NOFILE of 5 to 16 (from 4 down Python itself cannot start): each
+    run works, or fails in one line with 125, and leaves nothing behind."""
+    before = own_temp_dirs(runner.inside[0])
+    script = str(runner.workdir / PARTS[part] / "zookeeper.py")
+    rootfs = ["-r", str(rootfs_for(runner)), "-P"] if part >= 4 else []
+    for limit in range(5, 17):
+        done = runner.run(["prlimit", f"--nofile={limit}", runner.python, script, *rootfs,
+                           "true"])
+        assert (done.returncode, done.stderr) == (0, "") or (
+            done.returncode == 125 and len(done.stderr.splitlines()) == 1
+            and done.stderr.endswith(": Too many open files\n")), (limit, done.stderr)
     assert not left_behind(runner.inside[0], before)
 
 

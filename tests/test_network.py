@@ -292,8 +292,9 @@ def test_rootless_missing_slirp4netns_is_one_line(user_runner: Runner, shared_tm
         (bin_dir / tool).symlink_to(f"/usr/bin/{tool}")
     done = user_runner.zookeeper(6, "-n", "true", env={"PATH": str(bin_dir)})
     assert done.returncode == 125
-    assert lines(done.stderr) == ["zookeeper: slirp4netns not found: install the slirp4netns "
-                                  "package (sudo apt-get install slirp4netns)"]
+    assert lines(done.stderr) == [f"zookeeper: slirp4netns not found in PATH ({bin_dir}): "
+                                  "install the slirp4netns package (sudo apt-get install "
+                                  "slirp4netns), or put its directory in PATH"]
     assert done.stdout == ""
 
 

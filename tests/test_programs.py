@@ -78,8 +78,9 @@ def test_require_names_the_package(m, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(m.errors.ZooError) as e:
         m.programs.require("slirp4netns", "slirp4netns")
-    assert e.value.message == ("slirp4netns not found: install the slirp4netns package "
-                               "(sudo apt-get install slirp4netns)")
+    assert e.value.message == ("slirp4netns not found in PATH (/nonexistent): install the "
+                               "slirp4netns package (sudo apt-get install slirp4netns), or "
+                               "put its directory in PATH")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     m.programs.require("sh", "dash")
 

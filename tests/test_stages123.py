@@ -208,8 +208,9 @@ def test_missing_newuidmap(user_runner: Runner):
             target.symlink_to(f"/bin/{tool}")
     done = user_runner.zookeeper(2, "true", env={"PATH": str(bin_dir)})
     assert done.returncode == 125
-    assert done.stderr.strip() == ("zookeeper: newuidmap not found: install the uidmap "
-                                   "package (sudo apt-get install uidmap)")
+    assert done.stderr.strip() == (f"zookeeper: newuidmap not found in PATH ({bin_dir}): "
+                                   "install the uidmap package (sudo apt-get install uidmap), "
+                                   "or put its directory in PATH")
 
 
 # Stage 2 ---------------------------------------------------------------------------
