@@ -43,9 +43,9 @@ def prepare(opts, owner=None) -> "Filesystem":
     try:
         rootfs = os.path.abspath(opts.rootfs)
     except OSError as e:  # a relative path, from a directory since removed: getcwd(3)
-        raise ZooError(f"failed to use {shown(opts.rootfs)} as the rootfs: the current "
+        raise ZooError(f"failed to use {shown(opts.rootfs, 200)} as the rootfs: the current "
                        f"directory is gone ({e.strerror})") from None
-    check_rootfs(shown(opts.rootfs), rootfs, opts.overlay)
+    check_rootfs(shown(opts.rootfs, 200), rootfs, opts.overlay)
     fs.rootfs = rootfs
     owner = owner or (os.getuid(), os.getgid())
     remove_orphans(TMP_DIR, {os.geteuid(), owner[0]})

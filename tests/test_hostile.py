@@ -258,7 +258,7 @@ BAD_ROOTFS = [
     (["-r", os.fsdecode(b"/no\xffsuch\ndir"), "true"], 125,
      "zookeeper: failed to use /no\\xffsuch\\ndir as the rootfs: No such file or directory"),
     (["-r", "x" * 5000, "true"], 125,
-     "zookeeper: failed to use " + "x" * 40 + "... as the rootfs: File name too long"),
+     "zookeeper: failed to use " + "x" * 200 + "... as the rootfs: File name too long"),
 ]
 
 
