@@ -61,9 +61,11 @@ def selected(parts=None, only=None, public=False) -> list:
 # 3.3 s (90 s; 16.5 s with the shell-variable hog before 2026-12-01), the CPU burn 4.9 s
 # (60 s); locally each is a small fraction of its limit. A zookeeper that never returns
 # costs a check about its first command's limit (a part 6 that waits for slirp4netns
-# forever: 26, 92, 25 and 25 s in the VM): with every check hanging, ~15 minutes under
-# TCG instead of hours.
-COMMAND_SECONDS = 4
+# forever: 26, 92, 25 and 25 s in the VM when it was 4 s): with every check hanging,
+# ~20 minutes under TCG instead of hours.  On a host loaded past its cores (two guests
+# with --jobs 2 beside a test suite, 2026-12-02), the slowest plain command took 8.9 s
+# (p6_helper_gone) and the root veth run 8.6 s: 4 s (24) left 2.7x, 6 s (36) leaves 4x.
+COMMAND_SECONDS = 6
 
 # A command a check sends a signal to prints this line when it is ready for it (its
 # trap set, its container up): the runner sends the signal then, not after a fixed

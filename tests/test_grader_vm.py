@@ -287,7 +287,7 @@ def test_a_hostile_submission_does_not_take_the_grader_down(workspace):
     before = sorted(os.listdir(ROOT))
     jobs_before = set(Path("/tmp").glob("zoo-job-*"))
     out = workspace / "out-hostile"
-    # The first check waits for it to its command's limit (24 s under TCG); by then it
+    # The first check waits for it to its command's limit (36 s under TCG); by then it
     # has removed its own copy and the runner's scratch directory: the runner goes on,
     # and every check is a plain fail (a complete grading: exit 1, no Status line).
     done = grade(sub, out, "--part", "1", "--vm-timeout", "600", timeout=900)
