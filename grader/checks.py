@@ -121,7 +121,8 @@ def p1_exec_errors(z):
 def p1_sigterm(z):
     # A trap runs once the command in progress ends: short sleeps, not one `wait`
     # (a signal that comes before the wait begins would wait for its child), and
-    # shorter than the 2 s a given zookeeper waits before it kills what ignores it.
+    # shorter than the 2 s a given zookeeper waits before it kills what ignores it
+    # (the given code sends it to the container's process group: the sleep dies too).
     r = z.zk(1, "sh", "-c", f"trap 'echo got-term; exit 9' TERM; echo {READY}; "
              "i=0; while [ $i -lt 150 ]; do sleep 0.2; i=$((i+1)); done",
              send_signal=("TERM", 2.0))

@@ -27,6 +27,9 @@ KILL_GRACE_SECONDS = 2
 # The signals that end zookeeper (Ctrl-C, kill, a closed terminal, Ctrl-\): held
 # from its first moment (zookeeper.py) and passed on to the container once it runs.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Passed on without ending anything: Ctrl-Z (the container stops with us), fg and bg
+# (it continues), a new terminal size.
+JOB_SIGNALS = (signal.SIGTSTP, signal.SIGCONT, signal.SIGWINCH)
 # fork(2), ERRORS, EAGAIN: the limits on processes that a clone may meet.
 PROCESS_LIMIT_HINT = ("too many processes: a limit was reached (ulimit -u, a cgroup's "
                       "pids.max, kernel.threads-max or kernel.pid_max; fork(2))")
@@ -36,7 +39,8 @@ def main(argv: list[str]) -> None:
     """zookeeper [options] COMMAND: run COMMAND in a container, exit as it did."""
     open_missing_standard_fds()
     # What our caller ignored on purpose (nohup ignores SIGHUP) stays ignored.
-    ignored = {s for s in FORWARDED_SIGNALS if signal.getsignal(s) == signal.SIG_IGN}
+    ignored = {s for s in FORWARDED_SIGNALS + JOB_SIGNALS
+               if signal.getsignal(s) == signal.SIG_IGN}
     try:
         kernel.check_architecture()
         opts = options.parse_args(argv)
@@ -144,7 +148,8 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
     # is taken away.
     cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
     cleanup.add(watch_over(pid))
-    forward_signals_to(pid, container.ignored_signals)
+    signals = SignalForwarding(pid, container.ignored_signals)
+    cleanup.add(signals.stop, first=True)  # before the child is killed and reaped
     try:
         idmap.write_id_maps(pid, container.id_maps)
         cleanup.add(container.limits.apply_to(pid))
@@ -156,6 +161,8 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
         os.close(go_write)
         # STUDENT CODE ABOVE (q2)
         failure = read_child_failure(error_read)
+        if failure is None:
+            signals.command_runs()
         # STUDENT CODE BELOW (q3)
         # Wait for the child to end with waitpid(2): kernel.sys_waitpid(pid) returns
         # its wait status; keep it in `status`, which main() turns into our own exit
@@ -163,6 +170,7 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
         status = kernel.sys_waitpid(pid)
         # STUDENT CODE ABOVE (q3)
         reaped = True
+        signals.stop()
     except ZooError as ours:
         # A step of ours failed: maybe because the child failed first (then writing
         # go, say, meets a closed pipe: EPIPE).  Its report says why: once the
@@ -273,39 +281,69 @@ def kill_if_running(pid: int) -> None:
         pass
 
 
-def forward_signals_to(pid: int, ignored=frozenset()) -> None:
+class SignalForwarding:
     """SIGINT, SIGTERM, SIGHUP and SIGQUIT to zookeeper go to the container.
 
     They go to its process group, so that Ctrl-C reaches the command a shell in it
     runs.  PID 1 of a PID namespace gets only the signals it installed a handler for
-    (pid_namespaces(7)): if it is still running after KILL_GRACE_SECONDS without a
-    handler for the last one (by then its command runs, whatever it was doing when
-    the signal came), SIGKILL it.  The signals were blocked since zookeeper started
-    (zookeeper.py): one that came meanwhile is forwarded now.
+    (pid_namespaces(7)): if it is still running KILL_GRACE_SECONDS later, SIGKILL it,
+    unless its command runs with a handler for the signal.  One that came before the
+    exec found the child's default actions: PID 1 dropped it, so it is killed then.
+    The signals were blocked since zookeeper started (zookeeper.py): one that came
+    meanwhile is forwarded now.  Ctrl-Z (SIGTSTP) stops the container with us, and
+    SIGCONT continues it; a new window size (SIGWINCH) is passed on.
     """
-    forwarded = []
 
-    def forward(signum, frame):
-        try:
-            signal_container(pid, signum)
-        except ProcessLookupError:
+    def __init__(self, pid: int, ignored=frozenset()):
+        self.pid = pid
+        self.running = False  # the command runs: the child's exec succeeded
+        self.early = False  # a signal came before that
+        self.last = 0  # the last signal forwarded
+        self.stopped = False  # the child is reaped: its pid may be another's now
+        handlers = {signum: self.forward for signum in FORWARDED_SIGNALS}
+        handlers.update(zip(JOB_SIGNALS, (self.pause, self.resume, self.pass_on)))
+        for signum, handler in handlers.items():
+            if signum not in ignored:
+                signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+
+    def forward(self, signum, frame):
+        if not self.pass_on(signum, frame):
             return
-        forwarded.append(signum)
-        signal.signal(signal.SIGALRM, kill_now)
+        self.early = self.early or not self.running
+        self.last = signum
+        signal.signal(signal.SIGALRM, self.kill_now)
         signal.alarm(KILL_GRACE_SECONDS)
 
-    def kill_now(signum, frame):
-        if catches(pid, forwarded[-1]):
+    def kill_now(self, signum, frame):
+        if self.running and not self.early and catches(self.pid, self.last):
             return  # its own to act on, as any process with a handler
-        try:
-            signal_container(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.pass_on(signal.SIGKILL, frame)
 
-    for signum in FORWARDED_SIGNALS:
-        if signum not in ignored:
-            signal.signal(signum, forward)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+    def pause(self, signum, frame):
+        self.pass_on(signal.SIGSTOP, frame)  # SIGSTOP reaches a PID 1 too
+        os.kill(os.getpid(), signal.SIGSTOP)  # then as SIGTSTP's default: stop
+
+    def resume(self, signum, frame):
+        self.pass_on(signal.SIGCONT, frame)
+
+    def pass_on(self, signum, frame) -> bool:
+        """signum to the container, unless it is gone: whether it was sent."""
+        if self.stopped:
+            return False
+        try:
+            signal_container(self.pid, signum)
+            return True
+        except OSError:  # gone; or, in part 1, a setuid command we may not signal
+            return False
+
+    def command_runs(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        """The child is reaped: nothing more for it, not even a pending alarm."""
+        self.stopped = True
+        signal.alarm(0)
 
 
 def signal_container(pid: int, signum: int) -> None:
@@ -367,7 +405,8 @@ def child_main(container: Container, go_read: int, go_write: int,
         # the sender's whole process group (kill(2)), which no namespace separates;
         # in ours, the container could reach zookeeper, its watcher and the shell
         # that ran it.  It also leaves our terminal, which it reads as a file.
-        kernel.sys_setsid()
+        with step("start a session of its own"):
+            kernel.sys_setsid()
         # STUDENT CODE BELOW (q4)
         # Block until the parent says go: read(2) from go_read.  An empty read (end of
         # file) means the parent closed it without a word: it failed, or forgot to

@@ -104,7 +104,8 @@ def test_sigterm_handled_by_the_container(runner: Runner):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 7
     time.sleep(0.2)
-    # The namespace's init exited: the kernel killed the sleep with it.
+    # SIGTERM went to the container's process group: the sleep died of it, and would
+    # have died with the namespace's init anyway.
     assert not still_running(sleeps, "sleep 100")
 
 
@@ -113,8 +114,9 @@ def test_ctrl_c_reaches_the_command_a_shell_runs(runner: Runner, part):
     """SIGINT goes to the container's process group: the shell's sleep dies of it, the
     shell's handler runs, and a PID 1 that handles it is not killed for it."""
     proc = runner.popen(part, "sh", "-c", "trap 'echo interrupted' INT; echo ready; "
-                        "sleep 100; echo after", stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, text=True)
+                        "sleep 100; i=0; while [ $i -lt 20 ]; do sleep 0.2; i=$((i+1)); done; "
+                        "echo after", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True)  # it lives on past the 2 s grace: not killed for it
     assert proc.stdout.readline() == "ready\n"
     deadline = time.monotonic() + 20
     while not processes_under(proc.pid, "sleep 100"):  # a SIGINT before it would be lost
@@ -123,6 +125,61 @@ def test_ctrl_c_reaches_the_command_a_shell_runs(runner: Runner, part):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert (proc.returncode, out) == (0, "interrupted\nafter\n"), err
+
+
+SLOW_MAP = "#!/bin/sh\nsleep 1\nexec {real} \"$@\"\n"
+HANDLES_TERM = ("import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); "
+                "print('up', flush=True); time.sleep(8); print('ran on')")
+
+
+def test_a_signal_before_exec_is_not_lost_on_a_command_with_a_handler(runner: Runner):
+    """A SIGTERM that comes while the id maps are written (slowed to a second here) finds
+    the child not yet running its command: PID 1 drops it, so the command's handler,
+    set later, never sees it.  zookeeper kills the container after the grace anyway."""
+    slow = runner.fresh_dir()
+    for tool in ("newuidmap", "newgidmap"):
+        (slow / tool).write_text(SLOW_MAP.format(real=f"/usr/bin/{tool}"))
+        (slow / tool).chmod(0o755)
+    path = f"{slow}:/usr/local/bin:/usr/bin:/bin"
+    proc = runner.popen(2, "-v", runner.python, "-c", HANDLES_TERM, env={"PATH": path},
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the child exists: its id maps take a second from here
+        if line.startswith("zookeeper: clone("):
+            break
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and "ran on" not in out, out
+    assert time.monotonic() - started < 7
+
+
+def test_ctrl_z_stops_the_container_with_zookeeper(runner: Runner):
+    proc = runner.popen(2, "sh", "-c", "echo ready; i=0; while [ $i -lt 30 ]; do sleep 0.1; "
+                        "i=$((i+1)); done; echo done", stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    shells = processes_under(proc.pid, "sh -c echo ready; i=0; while [ $i -lt 30 ]; do sleep "
+                             "0.1; i=$((i+1)); done; echo done")
+    assert shells
+    proc.send_signal(signal.SIGTSTP)
+    deadline = time.monotonic() + 20
+    while not all(state(pid) == "T" for pid in shells | {proc.pid}):
+        assert time.monotonic() < deadline, [state(pid) for pid in shells | {proc.pid}]
+        time.sleep(0.05)
+    time.sleep(4)  # stopped: the loop's 3 s would be over
+    assert all(state(pid) == "T" for pid in shells)
+    proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (0, "done\n"), err
+
+
+def state(pid: int) -> str:
+    """A process's state letter (R, S, T for stopped...), from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return "gone"
 
 
 def processes_under(root: int, text: str) -> set[int]:
