@@ -59,10 +59,12 @@ STATUS_LINE = re.compile(
 QUESTION = re.compile(r"^(5\.\d+)\s+(\S.*)$")
 ANSWER_MARK = re.compile(r"^\s*answer\s*[.:\-]?\s*", re.I)
 # What student text may not bring into a report, a CSV or the TA's terminal: control
-# characters (an escape sequence starts with one) and the lone surrogates that stand
-# for a file name's undecodable bytes (os.fsdecode), which UTF-8 cannot store.
-UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-UNPRINTABLE_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# characters (an escape sequence starts with one), the bidirectional overrides that
+# show a name backwards (Trojan Source), and the lone surrogates that stand for a
+# file name's undecodable bytes (os.fsdecode), which UTF-8 cannot store.
+HIDDEN = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+UNPRINTABLE = re.compile(f"[\x00-\x1f\x7f-\x9f{HIDDEN}]")
+UNPRINTABLE_BUT_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{HIDDEN}]")
 # A cell that a spreadsheet would take for a formula (OWASP's "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@")
 
@@ -203,8 +205,9 @@ def read_readme(sub: Path) -> tuple[str | None, str]:
                         if p.name.lower().startswith("readme")) if sub.is_dir() else []
         return None, (f" (found {', '.join(others)})" if others else "")
     except OSError as e:
-        what = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
-        return None, f" (README.txt is {what}: not read)"
+        if e.errno == errno.ELOOP:
+            return None, " (README.txt is a symbolic link: not read)"
+        return None, f" (README.txt cannot be read: {e.strerror})"
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             return None, " (README.txt is not a regular file: not read)"

@@ -545,7 +545,10 @@ def delete_tree(top: str) -> None:
         levels.pop()
         if not levels:
             break
-        above = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            above = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            break  # what is left stays, and the caller says so
         os.close(fd)
         fd = above
         if identity(fd) != levels[-1][0]:

@@ -82,6 +82,7 @@ def test_what_a_readme_and_file_names_hold_is_shown_not_obeyed(tmp_path):
     assert rows["eve"]["rule_binary_files"] == "fail: 1 binary file: bin\\xff\\x1b[2J"
     assert answers[1][2] == "'=HYPERLINK(\"http://example.invalid\")"
     assert answers[2][2] == "line one\n\tline two\\x1b[31m"
+    assert rules.printable("cod\u202egnp.exe") == "cod\\u202egnp.exe"  # not shown reversed
     statuses = rules.part_statuses(readme)
     assert statuses == {1: "ok", 2: "\\x1b]0;pwned\\x07\\x1b[2J working"}
     # The same, found on disk (an upload without .git): the report can be written.
@@ -132,6 +133,7 @@ def test_roster_names_and_deadlines_that_cannot_be_used(tmp_path):
     roster.write_text("student,repository,deadline,extension\n"
                       "collect.csv.tmp,/x,,\n" + "a" * 250 + ",/x,,\n"
                       "bob,/x,2026-03-05 10:00,2026-03-06 10:00\n"
+                      "erin,/x,2026-03-05 10:00,2026-03-05 10:00:00\n"
                       "carol,/x,2100-01-01 00:00,\n"
                       "dave,/x,\u0662\u0660\u0662\u0666-03-01 23:59,\n")
     done = run_collect(roster, tmp_path / "class")
@@ -140,6 +142,7 @@ def test_roster_names_and_deadlines_that_cannot_be_used(tmp_path):
     assert "student 'collect.csv.tmp': that name is collect's own file" in said
     assert "a name longer than 200 bytes" in said
     assert "bob: two deadlines (deadline 2026-03-05 10:00, extension 2026-03-06 10:00)" in said
+    assert "erin" not in said  # the same time, written twice
     assert "carol's deadline: '2100-01-01 00:00': the year must be from 1970 to 2099" in said
     assert "dave's deadline: " in said and "is not a date and time" in said
 
