@@ -44,12 +44,13 @@ def prepare(opts, owner=None) -> "Filesystem":
     fs = Filesystem(opts.mount_proc)
     if not opts.rootfs:
         return fs  # the container keeps the host's files, as in part 3
+    given = shown(opts.rootfs, 200)
     try:
         rootfs = os.path.abspath(opts.rootfs)
     except OSError as e:  # a relative path, from a directory since removed: getcwd(3)
-        raise ZooError(f"failed to use {shown(opts.rootfs, 200)} as the rootfs: the current "
-                       f"directory is gone ({e.strerror})") from None
-    check_rootfs(shown(opts.rootfs, 200), rootfs, opts.overlay)
+        raise ZooError(f"failed to use {given} as the rootfs: the current directory is "
+                       f"gone ({e.strerror})") from None
+    check_rootfs(given, rootfs, opts.overlay)
     fs.rootfs = rootfs
     owner = owner or (os.getuid(), os.getgid())
     remove_orphans(TMP_DIR, {os.geteuid(), owner[0]})
