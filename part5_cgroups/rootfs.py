@@ -10,15 +10,16 @@ With -o, the rootfs is the lower layer of an overlay (overlayfs(5)) whose upper
 layer is a throw-away directory: DIR is never modified.  Without it, changes the
 container makes persist in DIR, as the course expects.
 
-The parent makes the temporary directories before clone and removes them on
-every way out (Filesystem.remove); the child mounts (Filesystem.enter).
+The parent checks DIR and makes the temporary directories before clone, and
+removes them on every way out (Filesystem.remove); the child mounts
+(Filesystem.enter) the very directory the parent checked, never another one put
+in DIR's place meanwhile.
 """
 
 import errno
 import fcntl
 import os
 import stat
-import time
 
 import cgroups
 import idmap
@@ -40,14 +41,14 @@ def prepare(opts, owner=None) -> "Filesystem":
     fs = Filesystem(opts.mount_proc)
     if not opts.rootfs:
         return fs  # the container keeps the host's files, as in part 3
-    given = shown(opts.rootfs, 200)
+    fs.shown = shown(opts.rootfs, 200)
     try:
-        rootfs = os.path.abspath(opts.rootfs)
+        fs.rootfs = os.path.abspath(opts.rootfs)
     except OSError as e:  # a relative path, from a directory since removed: getcwd(3)
-        raise ZooError(f"failed to use {given} as the rootfs: the current directory is "
+        raise ZooError(f"failed to use {fs.shown} as the rootfs: the current directory is "
                        f"gone ({e.strerror})") from None
-    check_rootfs(given, rootfs, opts.overlay)
-    fs.rootfs = rootfs
+    fs.rootfs_fd = open_rootfs(fs.shown, fs.rootfs)
+    rootfs_mode = stat.S_IMODE(os.fstat(fs.rootfs_fd).st_mode)
     owner = owner or (os.getuid(), os.getgid())
     remove_orphans(TMP_DIR, {os.geteuid(), owner[0]})
     try:
@@ -55,10 +56,12 @@ def prepare(opts, owner=None) -> "Filesystem":
         kernel.explain(f'mkdtemp("{TMP_DIR}/zoo.XXXXXX")', kernel.quoted(fs.mount_point),
                        "mkdtemp(3)")
         if opts.overlay:
-            fs.overlay_dir = mkdtemp(f"{fs.mount_point}.overlay")
-            # The overlay's / takes the upper directory's owner and mode: copy the rootfs's.
-            os.mkdir(fs.upper_dir(), stat.S_IMODE(os.stat(rootfs).st_mode))
-            os.chmod(fs.upper_dir(), stat.S_IMODE(os.stat(rootfs).st_mode))
+            # A name of its own (random too): one made from the mount point's, which
+            # anyone sees appear in /tmp, another user could take first.
+            fs.overlay_dir = mkdtemp(f"{fs.mount_point}.overlay.XXXXXX")
+            # The overlay's / takes the upper directory's owner and mode: the rootfs's.
+            os.mkdir(fs.upper_dir(), rootfs_mode)
+            os.chmod(fs.upper_dir(), rootfs_mode)
             os.mkdir(fs.work_dir(), 0o700)
         if owner != (os.getuid(), os.getgid()):  # root, mapped to its range
             made = [fs.upper_dir(), fs.work_dir(), fs.overlay_dir] if fs.overlay_dir else []
@@ -117,30 +120,32 @@ def lock_directory(path: str) -> int | None:
 def remove_orphans(tmp_dir: str, owners: set) -> None:
     """Remove what a killed zookeeper of ours left in tmp_dir: a zoo.XXXXXX owned by
     us (or, run by root, by our containers' root) that nobody holds the lock of, and
-    its .overlay.  Anyone else's, or one in use, is left alone."""
+    its overlay's zoo.XXXXXX.overlay.YYYYYY.  Anyone else's, or one in use, is left
+    alone."""
     try:
-        entries = list(os.scandir(tmp_dir))
+        entries = [e for e in os.scandir(tmp_dir) if e.name.startswith("zoo.")]
     except OSError:
         return
     for entry in entries:
         name = entry.name
-        if len(name) == 10 and name.startswith("zoo.") and name[4:].isalnum():
+        if len(name) == 10 and name[4:].isalnum():
             try:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISDIR(info.st_mode) and info.st_uid in owners:
-                remove_if_orphaned(entry.path, owners)
+                overlays = [e for e in entries if e.name.startswith(f"{name}.overlay")]
+                remove_if_orphaned(entry.path, overlays, owners)
 
 
-def remove_if_orphaned(path: str, owners: set) -> None:
+def remove_if_orphaned(path: str, overlays: list, owners: set) -> None:
     fd = lock_directory(path)
     if fd is None:
         return  # its zookeeper still lives
     try:
-        overlay = f"{path}.overlay"
-        if os.path.lexists(overlay) and os.lstat(overlay).st_uid in owners:
-            remove_tree(overlay)
+        for overlay in overlays:
+            if overlay.stat(follow_symlinks=False).st_uid in owners:
+                remove_tree(overlay.path)
         os.rmdir(path)
         kernel.explain(f"remove {path}, left by a zookeeper that was killed", "ok")
     except Exception:  # another run's leftovers never stop this one
@@ -168,21 +173,19 @@ def mkdtemp(template: str) -> str:
     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), template)
 
 
-def check_rootfs(given: str, path: str, overlay: bool) -> None:
-    """-r DIR must be a directory we may enter; one line and 125 otherwise."""
-    started = time.monotonic()
+def open_rootfs(given: str, path: str) -> int:
+    """-r DIR, opened once (an O_PATH fd, open(2)): a directory we may enter, or one
+    line and 125.  The fd keeps DIR itself (not a name) for the child to compare
+    with what it mounts (Filesystem.open_rootfs_again), and alive meanwhile, so its
+    inode number cannot go to another directory."""
     try:
-        st = os.stat(path)
+        fd = kernel.sys_open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
-        kernel.explain_error(f"stat({kernel.quoted(path)})", e, "stat(2)", started)
         raise ZooError(f"failed to use {given} as the rootfs: {e.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise ZooError(f"failed to use {given} as the rootfs: {os.strerror(errno.ENOTDIR)}")
-    if not os.access(path, os.R_OK | os.X_OK):
+    if not os.access(fd_path(fd), os.R_OK | os.X_OK):
+        os.close(fd)
         raise ZooError(f"failed to use {given} as the rootfs: {os.strerror(errno.EACCES)}")
-    if overlay and ("," in path or ":" in path):
-        raise ZooError(f"failed to use {given} as the rootfs with -o: an overlay's "
-                       "paths cannot hold ',' or ':' (they separate its options)")
+    return fd
 
 
 class Filesystem:
@@ -191,8 +194,10 @@ class Filesystem:
     def __init__(self, mount_proc: bool):
         self.mount_proc = mount_proc  # -P
         self.rootfs = None  # -r DIR, absolute
+        self.shown = None  # -r DIR as given, for messages
+        self.rootfs_fd = None  # an O_PATH fd of the directory the parent checked
         self.mount_point = None  # /tmp/zoo.XXXXXX
-        self.overlay_dir = None  # -o: /tmp/zoo.XXXXXX.overlay, holding upper/ and work/
+        self.overlay_dir = None  # -o: /tmp/zoo.XXXXXX.overlay.XXXXXX: upper/ and work/
         self.lock = None  # an fd of mount_point, locked while we live
 
     def upper_dir(self) -> str:
@@ -210,10 +215,12 @@ class Filesystem:
                 mask_proc("/proc", "/proc")
             return
         new_root = self.mount_point
+        rootfs = self.open_rootfs_again()
         if self.overlay_dir:
-            mount_overlay(self.rootfs, self.upper_dir(), self.work_dir(), new_root)
+            mount_overlay(fd_path(rootfs), self.upper_dir(), self.work_dir(), new_root)
         else:
-            bind_rootfs(self.rootfs, new_root)
+            bind_rootfs(fd_path(rootfs), new_root)
+        os.close(rootfs)
         root = open_new_root(new_root)
         mount_dev(root, new_root)
         mount_tmp(root, new_root)
@@ -226,6 +233,21 @@ class Filesystem:
                 mask_proc(fd_path(proc), f"{new_root}/proc")
         switch_root(new_root)
         check_old_root_gone(root)
+
+    def open_rootfs_again(self) -> int:
+        """Child: an O_PATH fd of -r DIR, opened in our own mount namespace (mount(2)
+        takes a source from no other: EINVAL) and refused unless it is the very
+        directory the parent checked.  The child mounts through this fd, never
+        through DIR's name again: between the parent's check and the mount, whoever
+        may write DIR's parent directory could have renamed another directory (or a
+        link to /) into its place, and the host's / would become the container's."""
+        with step(f"open {self.shown}"):
+            fd = kernel.sys_open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if not os.path.samestat(os.fstat(fd), os.fstat(self.rootfs_fd)):
+            os.close(fd)
+            raise ZooError(f"failed to use {self.shown} as the rootfs: it was replaced by "
+                           "another directory while zookeeper started")
+        return fd
 
     def remove(self) -> None:
         """Parent, on every way out: remove the temporary directories.  The mounts
@@ -249,6 +271,9 @@ class Filesystem:
         if self.lock is not None:
             lock, self.lock = self.lock, None
             os.close(lock)
+        if self.rootfs_fd is not None:
+            rootfs_fd, self.rootfs_fd = self.rootfs_fd, None
+            os.close(rootfs_fd)
 
 
 # The container's side --------------------------------------------------------------
@@ -267,7 +292,8 @@ def make_mounts_private() -> None:
 
 
 def bind_rootfs(rootfs: str, new_root: str) -> None:
-    """Make the rootfs directory a mount point at new_root (pivot_root needs one)."""
+    """Make the rootfs directory a mount point at new_root (pivot_root needs one).
+    rootfs names it as /proc/self/fd/N, the directory the parent checked (proc(5))."""
     # STUDENT CODE BELOW (q12)
     # Bind-mount the rootfs onto new_root.  With MS_REC, the mounts below it come
     # along.  mount(2) "Creating a bind mount"; kernel.sys_mount(source, target,
@@ -278,7 +304,9 @@ def bind_rootfs(rootfs: str, new_root: str) -> None:
 
 
 def mount_overlay(rootfs: str, upper: str, work: str, new_root: str) -> None:
-    """-o: the rootfs read through an overlay; writes land in upper, thrown away at exit."""
+    """-o: the rootfs read through an overlay; writes land in upper, thrown away at exit.
+    rootfs is /proc/self/fd/N, as for bind_rootfs (a name without ',' or ':', which
+    would split the options, whatever -r holds)."""
     options = f"lowerdir={rootfs},upperdir={upper},workdir={work}"
     with step(f"mount an overlay of {rootfs} at {new_root}"):
         kernel.sys_mount("overlay", new_root, "overlay", 0, options)

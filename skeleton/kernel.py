@@ -460,6 +460,19 @@ OPEN_FLAG_NAMES = [("O_PATH", os.O_PATH), ("O_DIRECTORY", os.O_DIRECTORY),
                    ("O_CLOEXEC", os.O_CLOEXEC)]
 
 
+def sys_open(path: str, flags: int) -> int:
+    """open(2): an fd of path (flags among OPEN_FLAG_NAMES), followed links and all."""
+    call = f"open({quoted(path)}, {flag_names(flags, OPEN_FLAG_NAMES)})"
+    started = time.monotonic()
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        explain_error(call, e, "open(2)", started)
+        raise
+    explain(call, str(fd), "open(2)", started)
+    return fd
+
+
 class OpenHow(ctypes.Structure):
     """struct open_how of <linux/openat2.h>."""
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),

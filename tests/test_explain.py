@@ -57,7 +57,11 @@ CHILD = {
         r"^zookeeper: \[\d+\] execvp\('true'"],
 }
 MOUNTS = [r'^zookeeper: \[\d+\] mount\(NULL, "/", NULL, MS_REC\|MS_PRIVATE\) = 0 +mount\(2\)',
-          r'^zookeeper: \[\d+\] mount\("[^"]+/zoo-fs", "/tmp/zoo\.\w{6}", NULL, '
+          # The rootfs the parent checked, opened again in the child's mount namespace
+          # and bound by its fd's name.
+          r'^zookeeper: \[\d+\] open\("[^"]+/zoo-fs", O_PATH\|O_DIRECTORY\|O_CLOEXEC\) = '
+          r'\d+ +open\(2\)',
+          r'^zookeeper: \[\d+\] mount\("/proc/self/fd/\d+", "/tmp/zoo\.\w{6}", NULL, '
           r'MS_BIND\|MS_REC\) = 0',
           # Mount points in the rootfs are opened without following links, then named
           # by their fd (rootfs.py).
@@ -162,8 +166,8 @@ def test_nonexistent_rootfs_ends_the_trace_with_the_failing_step(user_runner: Ru
     done = user_runner.zookeeper(4, "-v", "-r", "/nonexistent-zk", "true")
     assert done.returncode == 125
     trace = done.stderr.splitlines()
-    assert re.search(r'^zookeeper: stat\("/nonexistent-zk"\) = -1 ENOENT \(No such file or '
-                     r"directory\) +stat\(2\)", trace[-2]), trace
+    assert re.search(r'^zookeeper: open\("/nonexistent-zk", O_PATH\|O_DIRECTORY\|O_CLOEXEC\) '
+                     r"= -1 ENOENT \(No such file or directory\) +open\(2\)", trace[-2]), trace
     assert trace[-1] == ("zookeeper: failed to use /nonexistent-zk as the rootfs: "
                          "No such file or directory")
 

@@ -506,6 +506,12 @@ class Matcher:
                     and flag_set(resolve) == flag_set(how.get("resolve", "0")))
         self.simple(s, "openat2", same)
 
+    def step_open(self, s):  # Python's os.open is openat(AT_FDCWD, ...)
+        def same(e, a):
+            return (a[0] == "AT_FDCWD" and unquote(e[0]) == c_string(a[1])
+                    and flag_set(e[1]) == flag_set(a[2]))
+        self.simple(s, "openat", same)
+
     def step_unshare(self, s):
         self.simple(s, "unshare", lambda e, a: flag_set(e[0]) == flag_set(a[0]))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PARTS, Runner, subid_range
-from test_stages123 import status_fields
+from test_stages123 import slow_map_tools, status_fields
 
 STATUS_BITS = {"SIGHUP": 1, "SIGPIPE": 13, "SIGXFSZ": 25}
 
@@ -538,6 +538,30 @@ def test_the_container_cannot_signal_the_group_that_started_it(runner: Runner, p
 # Found in the audit of issue 12: points the battery above could not fail on ------------
 
 
+@pytest.mark.parametrize("part, overlay", [(4, False), (6, True)])
+def test_a_rootfs_swapped_during_start_is_refused(runner: Runner, rootfs_for, part, overlay):
+    """A classmate who may write the directory that holds -r DIR waits for zookeeper
+    to check DIR, then renames another directory (theirs, or a link to /) into its
+    place.  The child mounts only the directory the parent checked: one line, 125."""
+    where = runner.fresh_dir(for_container=True)  # run by root: its containers' root's
+    rootfs, other = where / "fs", where / "other"
+    rootfs.symlink_to(rootfs_for(runner))
+    other.mkdir()
+    (other / "marker").write_text("the other directory\n")
+    proc = runner.popen(part, "-v", "-r", str(rootfs), *(["-o"] if overlay else []),
+                        "cat", "/marker", env={"PATH": slow_map_tools(runner)},
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the parent has checked DIR; the maps take a second
+        if line.startswith("zookeeper: clone("):
+            break
+    (where / "swap").symlink_to(other)
+    (where / "swap").rename(rootfs)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (125, ""), err
+    assert (f"zookeeper: failed to use {rootfs} as the rootfs: it was replaced by another "
+            "directory while zookeeper started") in err.splitlines()
+
+
 def test_an_old_root_left_stacked_is_refused(runner: Runner, rootfs_for):
     """After pivot_root(".", ".") the host's root is stacked on the container's / until
     umount2(".", MNT_DETACH): a q14 without the detach leaves the host's files one ".."
@@ -587,15 +611,17 @@ def test_a_mount_that_did_not_happen_is_refused(tmp_path):
 def test_the_sweep_removes_only_our_unlocked_leftovers(root_runner: Runner, tmp_path):
     """What a killed zookeeper left is removed by the next run only when it is provably
     an orphan of the same user: a zoo.XXXXXX of ours whose lock nobody holds (and its
-    .overlay).  One whose zookeeper still lives (the lock held), another user's, and
-    a link named like one are left alone."""
+    overlay's zoo.XXXXXX.overlay.YYYYYY).  One whose zookeeper still lives (the lock
+    held), another user's, and a link named like one are left alone."""
     from conftest import part_modules
 
     tmp_path.chmod(0o1777)
     ours, held, theirs = (tmp_path / f"zoo.{n}" for n in ("orphan", "inuse1", "other1"))
     for path in (ours, held, theirs):
         path.mkdir()
-    (tmp_path / "zoo.orphan.overlay" / "upper" / "a").mkdir(parents=True)
+    (tmp_path / "zoo.orphan.overlay.ab12cd" / "upper" / "a").mkdir(parents=True)
+    (tmp_path / "zoo.orphan.overlay.other1").mkdir()  # not ours: stays
+    os.chown(tmp_path / "zoo.orphan.overlay.other1", 12345, 12345)
     os.chown(theirs, 12345, 12345)
     link = tmp_path / "zoo.linked"
     victim = tmp_path / "victim"
@@ -608,7 +634,8 @@ def test_the_sweep_removes_only_our_unlocked_leftovers(root_runner: Runner, tmp_
             m.rootfs.remove_orphans(str(tmp_path), {os.geteuid()})
         finally:
             os.close(lock)
-    assert not ours.exists() and not (tmp_path / "zoo.orphan.overlay").exists()
+    assert not ours.exists() and not (tmp_path / "zoo.orphan.overlay.ab12cd").exists()
+    assert (tmp_path / "zoo.orphan.overlay.other1").is_dir()
     assert held.is_dir() and theirs.is_dir() and link.is_symlink() and victim.is_dir()
 
 

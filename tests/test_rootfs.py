@@ -279,11 +279,16 @@ def test_overlay_mount_and_cleanup(part4, tmp_path, monkeypatch):
     ovl = fs.overlay_dir
     assert os.path.isdir(f"{ovl}/upper") and os.path.isdir(f"{ovl}/work")
     assert stat.S_IMODE(os.stat(f"{ovl}/upper").st_mode) == 0o755  # the rootfs's mode
+    # Named at random too: the mount point's name and a word would be known to all.
+    assert re.fullmatch(re.escape(fs.mount_point) + r"\.overlay\.[a-z0-9]{6}", ovl)
     rec = Recorder(monkeypatch, k)
     fs.enter()
-    assert rec.mounts()[1] == (
-        "overlay", fs.mount_point, "overlay", 0,
-        f"lowerdir={fs_dir},upperdir={ovl}/upper,workdir={ovl}/work")
+    # The lower layer is the directory prepare opened, by an fd's name (the child's own).
+    source, target, fstype, flags, data = rec.mounts()[1]
+    assert (source, target, fstype, flags) == ("overlay", fs.mount_point, "overlay", 0)
+    lower = re.fullmatch(r"lowerdir=(/proc/self/fd/\d+),upperdir=(.*)/upper,workdir=(.*)/work",
+                         data)
+    assert lower and lower.group(2) == lower.group(3) == ovl
     # What overlayfs leaves behind: work/work at mode 000, files in upper.
     os.makedirs(f"{ovl}/work/work/inner")
     Path(f"{ovl}/upper/new-file").write_text("x")
@@ -374,11 +379,40 @@ def test_bad_rootfs_before_anything_is_made(part4, tmp_path, monkeypatch, make, 
     assert list(scratch.iterdir()) == []
 
 
-def test_overlay_refuses_option_characters(part4, tmp_path):
-    odd = tmp_path / "a,b"
+def test_overlay_takes_a_rootfs_with_option_characters(part4, tmp_path, monkeypatch):
+    """',' and ':' separate an overlay's options: the rootfs is named by its fd."""
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    odd = tmp_path / "a,b:c=d"
     odd.mkdir()
-    with pytest.raises(part4.errors.ZooError, match="paths cannot hold ','"):
-        part4.rootfs.prepare(options(rootfs=str(odd), overlay=True))
+    fs = rootfs.prepare(options(rootfs=str(odd), overlay=True))
+    rec = Recorder(monkeypatch, k)
+    fs.enter()
+    assert rec.mounts()[1][4].startswith("lowerdir=/proc/self/fd/")
+    fs.remove()
+
+
+def test_the_child_mounts_only_the_directory_the_parent_checked(part4, tmp_path,
+                                                               monkeypatch):
+    """-r DIR replaced by another directory between the parent's check and the
+    child's mount (renamed into its place by whoever may write DIR's parent): the
+    child refuses it, one line and 125, and mounts nothing."""
+    k, rootfs = part4.kernel, part4.rootfs
+    monkeypatch.setattr(rootfs, "TMP_DIR", str(tmp_path))
+    for overlay in (False, True):
+        checked, other = fake_rootfs(tmp_path / f"{overlay}"), tmp_path / f"other{overlay}"
+        other.mkdir()
+        fs = rootfs.prepare(options(rootfs=str(checked), overlay=overlay))
+        checked.rename(tmp_path / f"checked{overlay}")
+        other.rename(checked)
+        rec = Recorder(monkeypatch, k)
+        with pytest.raises(part4.errors.ZooError) as e:
+            fs.enter()
+        assert e.value.message == (f"failed to use {checked} as the rootfs: it was replaced "
+                                   "by another directory while zookeeper started")
+        assert e.value.status == 125
+        assert rec.mounts() == [(None, "/", None, k.MS_REC | k.MS_PRIVATE)]
+        fs.remove()
 
 
 def test_part5_mounts_its_cgroup_only_on_cgroup_v2(part5, tmp_path, monkeypatch):

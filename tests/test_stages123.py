@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -131,17 +132,23 @@ HANDLES_TERM = ("import signal, time; signal.signal(signal.SIGTERM, lambda *a: N
                 "print('up', flush=True); time.sleep(8); print('ran on')")
 
 
-def test_a_signal_before_exec_is_not_lost_on_a_command_with_a_handler(runner: Runner):
-    """A SIGTERM that comes while the id maps are written (slowed to a second here) finds
-    the child not yet running its command: PID 1 drops it, so the command's handler,
-    set later, never sees it.  zookeeper kills the container after the grace anyway."""
+def slow_map_tools(runner: Runner) -> str:
+    """A PATH whose newuidmap and newgidmap take a second (the grader's slow tools):
+    the child waits that long for its maps, after clone, before it sets up."""
     slow = runner.fresh_dir()
     for tool in ("newuidmap", "newgidmap"):
         (slow / tool).write_text(grader_runner.checks.SLOW_MAP_TOOL.format(
             real=f"/usr/bin/{tool}"))
         (slow / tool).chmod(0o755)
-    path = f"{slow}:/usr/local/bin:/usr/bin:/bin"
-    proc = runner.popen(2, "-v", runner.python, "-c", HANDLES_TERM, env={"PATH": path},
+    return f"{slow}:/usr/local/bin:/usr/bin:/bin"
+
+
+def test_a_signal_before_exec_is_not_lost_on_a_command_with_a_handler(runner: Runner):
+    """A SIGTERM that comes while the id maps are written (slowed to a second here) finds
+    the child not yet running its command: PID 1 drops it, so the command's handler,
+    set later, never sees it.  zookeeper kills the container after the grace anyway."""
+    proc = runner.popen(2, "-v", runner.python, "-c", HANDLES_TERM,
+                        env={"PATH": slow_map_tools(runner)},
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:  # the child exists: its id maps take a second from here
         if line.startswith("zookeeper: clone("):
@@ -468,6 +475,25 @@ def test_seccomp_experiment_before_and_after(runner: Runner):
     after = runner.zookeeper(3, "sh", script, str(scratch))
     assert "setuid bit set" in before.stdout, before.stdout + before.stderr
     assert "Operation not permitted" in after.stdout + after.stderr
+    assert os.listdir(scratch) == []
+
+
+def test_the_seccomp_experiment_takes_no_name_planted_for_it(runner: Runner):
+    """Run as README says (DIR /tmp, where anyone writes), the experiment's file is
+    named at random: a link planted by another user under a name it could guess (in a
+    PID namespace, $$ is 1) leads nowhere, and the file it names stays as it was."""
+    script = str(runner.workdir / PARTS[3] / "experiments" / "setuid.sh")
+    scratch = runner.fresh_dir(for_container=True)
+    scratch.chmod(0o1777)
+    victim = runner.fresh_dir(for_container=True) / "notes.txt"
+    victim.write_text("my notes\n")
+    os.chown(victim, *runner.inside)
+    for n in range(1, 4):
+        (scratch / f"zoo-setuid-experiment.{n}").symlink_to(victim)
+    done = runner.zookeeper(2, "sh", script, str(scratch))
+    assert "setuid bit set: -rwS" in done.stdout, done.stdout + done.stderr
+    assert victim.read_text() == "my notes\n"
+    assert not victim.stat().st_mode & stat.S_ISUID
 
 
 @pytest.mark.parametrize("part", [1, 2])

@@ -390,7 +390,10 @@ def test_new_user_builds_boots_exports_and_another_imports(new_users, grader_cop
     job = tmp_path / "job.sh"
     job.write_text(BOOT_JOB)
     job.chmod(0o755)
-    booted = builder.vm("run", str(job), "--timeout", "300", timeout=600)
+    # Its results in its home, which goes with it (by default a /tmp/zoo-results-* is
+    # kept for the caller to read).
+    booted = builder.vm("run", str(job), "--timeout", "300", "--results",
+                        str(builder.home / "results"), timeout=600)
     assert booted.returncode == 0, booted.stderr
     # Its first job saved the booted guest, as this user, and ran in it restored.
     assert "vm: saving a booted guest" in booted.stderr

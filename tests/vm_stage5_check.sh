@@ -83,6 +83,17 @@ for who in root student student-setpriv student-scope; do
         *) fail "$who: limits inside: $out" ;;
     esac
 
+    # -o: DIR as the lower layer of an overlay, named by the fd the child opened
+    # (lowerdir=/proc/self/fd/N, on this kernel too); DIR itself stays unchanged.
+    checks=$((checks + 1))
+    out=$(run "$who" -r "$fs" -o sh -c 'echo changed > /zoo-probe; cat /zoo-probe' \
+        2> "$WORK/overlay.err"); st=$?
+    if [ "$st" = 0 ] && [ "$out" = changed ] && [ ! -e "$fs/zoo-probe" ]; then
+        pass "$who: -o writes to the overlay, not to the rootfs"
+    else
+        fail "$who: -o: status $st: $out $(cat "$WORK/overlay.err")"
+    fi
+
     # Memory: the hog completes without a limit and is OOM-killed under -m 64M.
     checks=$((checks + 1))
     out=$(run "$who" -r "$fs" sh -s 200 < "$EXP/memory_hog.sh" 2>&1); st=$?

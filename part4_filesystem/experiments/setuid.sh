@@ -9,8 +9,9 @@
 # and fchmodat2 (chmod(2)) with S_ISUID return EPERM before the kernel even looks at
 # the file (newer C libraries make fchmodat a call of fchmodat2).
 dir=${1:-/tmp}
-file="$dir/zoo-setuid-experiment.$$"
-: > "$file" || exit 1
+# mktemp(1): a new file of a random name (O_EXCL), never one another user put
+# there first, such as a link to one of your files ($$ is 1 in a PID namespace).
+file=$(mktemp "$dir/zoo-setuid-experiment.XXXXXX") || exit 1
 if chmod u+s "$file" 2>&1; then
     echo "setuid bit set: $(ls -l "$file" | cut -c1-10)"
 else

@@ -10,7 +10,10 @@
 # At the limit the shell itself cannot fork: the report uses builtins only.
 count=${1:-20}
 [ -r /sys/fs/cgroup/pids.max ] && echo "pids.max: $(cat /sys/fs/cgroup/pids.max)"
-log=/tmp/fork_bomb.$$
+# A directory of a random name for the notes (mktemp(1)): not one another user
+# could make first, as a predictable /tmp/fork_bomb.$$ would let them.
+notes=$(mktemp -d /tmp/fork_bomb.XXXXXX) || exit 1
+log=$notes/pids
 # A subshell starts the sleepers, noting each pid; a failed fork ends it.
 (
     i=0
@@ -36,4 +39,4 @@ while read -r line; do
 done < "$log.err"
 kill $pids 2> /dev/null
 wait
-rm -f "$log" "$log.err"
+rm -rf "$notes"
