@@ -14,6 +14,7 @@ import stat
 import zlib
 
 import kernel
+from errors import ZooError
 
 # The cache: one file, "KEY program-crc32=C\nPROGRAM", where KEY says what the program
 # was built from: security.py (the rules and the code that compiles them) and this
@@ -182,5 +183,10 @@ def import_pyseccomp():
         else:
             sys.modules["ctypes.util"], ctypes.util = real, real
     if pyseccomp is None:
-        import pyseccomp
+        try:
+            import pyseccomp
+        except ImportError as e:  # this Python is not the lab's venv (README 1)
+            raise ZooError(f"failed to compile the seccomp filter: {e} (this is "
+                           f"{sys.executable}: run zookeeper with the lab's venv, "
+                           "`. .venv/bin/activate`, or `make setup` to make it)") from None
     return pyseccomp

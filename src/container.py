@@ -173,6 +173,7 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
     cleanup.add(watch_over(pid))
     signals = SignalForwarding(pid, container.ignored_signals)
     cleanup.add(signals.stop, first=True)  # before the child is killed and reaped
+    failure = None
     try:
         if PART >= 2:
             idmap.write_id_maps(pid, container.id_maps)
@@ -188,6 +189,7 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
         os.close(go_write)
         # STUDENT CODE ABOVE (q2)
         failure = read_child_failure(error_read)
+        error_read = None  # read to its end, and closed
         if failure is None:
             signals.command_runs()
         # STUDENT CODE BELOW (q3)
@@ -203,7 +205,9 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
         # go, say, meets a closed pipe: EPIPE).  Its report says why: once the
         # cleanup has killed it, the error pipe has no writer left.
         cleanup.run()
-        raise read_child_failure(error_read) or ours from None
+        if error_read is not None:  # not read yet
+            failure = read_child_failure(error_read)
+        raise failure or ours from None
     if failure:
         if PART >= 3:
             security.forget_refused_program(failure.message)  # a cache may only slow a start

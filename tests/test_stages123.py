@@ -5,6 +5,7 @@ import getopt
 import json
 import os
 import pwd
+import shutil
 import signal
 import stat
 import subprocess
@@ -521,3 +522,41 @@ def test_kernel_refusing_user_namespaces_is_named(user_runner: Runner):
     assert done.stderr.strip() == (
         "zookeeper: failed to clone the container process: user namespaces are disabled "
         "(user.max_user_namespaces=0): sudo sysctl user.max_user_namespaces=15000")
+
+
+@pytest.mark.parametrize("done, said", [
+    ({1, 2}, "q4 (part 1) is not implemented yet"),
+    ({1, 2, 4, 5}, "q3 (part 1) is not implemented yet")])
+def test_a_part_1_half_done_says_what_is_next_in_one_line(user_runner: Runner, tmp_path,
+                                                          done, said):
+    """Working down the exercise table, q3 (waitpid) still to do: zookeeper read the
+    child's report, then the missing q3 read the closed pipe again (EBADF, a
+    traceback), in most runs.  Now one line, every time: the child's report first."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import generate
+    finally:
+        sys.path.pop(0)
+    blocks = {b.q: b for b in generate.all_blocks(ROOT / "src")}
+    part = user_runner.fresh_dir() / "part1_clone"
+    shutil.copytree(ROOT / "skeleton", part)
+    for path in part.glob("*.py"):
+        path.write_text(generate.fill_blocks(path.read_text(), blocks, only=done))
+    for _ in range(5):
+        run = user_runner.run([user_runner.python, str(part / "zookeeper.py"), "echo", "hi"])
+        assert (run.returncode, run.stderr.count("\n")) == (125, 1), run.stderr
+        assert said in run.stderr and "Traceback" not in run.stderr
+
+
+def test_part_3_without_the_venvs_pyseccomp_is_one_line(user_runner: Runner):
+    """A Python without pyseccomp (the system's, not the lab's venv: here the venv's
+    without its site-packages) and no cached program to fall back on: one line that
+    names the Python and the venv, not a traceback."""
+    cache = user_runner.fresh_dir()
+    run = user_runner.run([user_runner.python, "-S", str(user_runner.workdir / PARTS[3]
+                                                        / "zookeeper.py"), "true"],
+                          env={"XDG_CACHE_HOME": str(cache)})
+    assert run.returncode == 125 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("zookeeper: failed to compile the seccomp filter: No "
+                                 "module named 'pyseccomp' (this is ")
+    assert ". .venv/bin/activate" in run.stderr
