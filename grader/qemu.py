@@ -31,6 +31,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -266,6 +267,7 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
         raise VMError(f"vm: no run.sh in the job directory {job_dir}")
     results_dir = Path(job.results).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir.chmod(0o700)  # while the guest writes there: see make_plain
     console_log = (Path(job.console_log).resolve() if job.console_log
                    else results_dir / "console.log")
     console_log.parent.mkdir(parents=True, exist_ok=True)
@@ -308,9 +310,46 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
         if watched is None:
             watched = _watch(command(shares, console_log, control), Path(tmp), console_log,
                              job, control)
+    try:
+        make_plain(results_dir)
+    except OSError as e:  # deeper than a path can name, say: none of it is read
+        _say(f"the guest's results cannot be made plain ({e}): removed")
+        shutil.rmtree(results_dir, ignore_errors=True)
+        results_dir.mkdir(exist_ok=True)
     result = _result(watched, job, accel, console_log, results_dir)
     (results_dir / TIMES).write_text(json.dumps(result.times()) + "\n")
     return result
+
+
+def make_plain(share: Path) -> None:
+    """After the guest, what it left in the share it could write, made plain: 9p's
+    security_model=none makes files as QEMU's user with the modes the guest asks for
+    (run as root, a setuid-root program), and its symbolic links, FIFOs and sockets
+    are real on the host, where a reader would follow or block on them.  So: all but
+    regular files and directories removed, files 0644, directories 0755 (the share
+    stays 0700 while the guest runs: nobody else can reach what is there meanwhile).
+    The guest has ended: nothing changes under the walk, which follows no link."""
+    for where, dirs, files in os.walk(share, onerror=_raise):
+        for name in dirs + files:  # a link to a directory is listed with the directories
+            path = os.path.join(where, name)
+            if name in dirs and os.path.islink(path):
+                dirs.remove(name)  # not walked into, only removed
+            mode = os.lstat(path).st_mode
+            if stat.S_ISDIR(mode):
+                os.chmod(path, 0o755)
+            elif stat.S_ISREG(mode):
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    os.fchmod(fd, 0o644)
+                finally:
+                    os.close(fd)
+            else:
+                os.unlink(path)
+    share.chmod(0o755)
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def _say(message: str) -> None:

@@ -8,8 +8,11 @@ shows it, with its own to and from JSON for the wire, so does CheckResult here.
 """
 
 import csv
+import errno
 import json
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,46 @@ from pathlib import Path
 # not set the check up, or the run ended first) and "error" (the check's own
 # exception) are the grader's, and make the grading incomplete.
 WORDS = {"ok": "OK", "fail": "FAIL", "not run": "NOT RUN", "error": "GRADER ERROR"}
+
+# What the host keeps of a result the guest reported: the guest runs the submission,
+# which may write anything there (README 7: what the grader trusts).
+RESULTS_LIMIT = 4 << 20  # bytes of results.json
+MESSAGE_LIMIT = 4000  # characters of a check's message
+
+# What student text may not bring into a report, a CSV or the TA's terminal: control
+# characters (an escape sequence starts with one), the bidirectional overrides that
+# show a name backwards (Trojan Source), and the lone surrogates that stand for a
+# file name's undecodable bytes (os.fsdecode), which UTF-8 cannot store.
+HIDDEN = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+UNPRINTABLE = re.compile(f"[\x00-\x1f\x7f-\x9f{HIDDEN}]")
+UNPRINTABLE_BUT_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{HIDDEN}]")
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """text with what UNPRINTABLE names shown as \\xNN (lines: newlines and tabs kept)."""
+    return (UNPRINTABLE_BUT_LINES if lines else UNPRINTABLE).sub(escaped, text)
+
+
+def escaped(m: re.Match) -> str:
+    code = ord(m.group())
+    if 0xdc80 <= code <= 0xdcff:  # surrogateescape's stand-in for the byte code - 0xdc00
+        code -= 0xdc00
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def read_regular_file(path, limit: int, tail: bool = False) -> bytes:
+    """The first (tail: the last) limit bytes of path, a regular file, opened without
+    following a link: what the guest or a student wrote may be a link to the TA's
+    files or /dev/zero, or a FIFO that never ends (O_NONBLOCK, then fstat).  OSError
+    otherwise (ELOOP for a link, EINVAL for anything but a regular file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if tail and info.st_size > limit:
+            f.seek(info.st_size - limit)
+        return f.read(limit)
 
 
 @dataclass(frozen=True)
@@ -95,8 +138,92 @@ class CheckResult:
 
 
 def read_results(path) -> list[CheckResult]:
-    """The results a runner wrote to path (a JSON list of to_dict's objects)."""
+    """The results a runner wrote to path (a JSON list of to_dict's objects), from a
+    runner the host trusts (lanes, --local; the guest's: results_from_guest)."""
     return [CheckResult.from_dict(d) for d in json.loads(Path(path).read_text())]
+
+
+def results_from_guest(path, selected: list) -> tuple[list[CheckResult], str]:
+    """The results.json of a guest that ran the submission, which may have written
+    anything there: only the checks selected (checks.Check), each once, in their
+    order, their part, name, points and visibility the host's own, a status among
+    WORDS, a message of at most MESSAGE_LIMIT characters.  Also what was wrong with
+    it ('' when nothing)."""
+    try:
+        entries = json.loads(read_regular_file(path, RESULTS_LIMIT + 1))
+    except FileNotFoundError:
+        return [], ""
+    except (OSError, ValueError) as e:
+        return [], f"the guest's results.json is unreadable ({printable(str(e))[:200]})"
+    if not isinstance(entries, list):
+        return [], "the guest's results.json is not a list of results"
+    reported = {}
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            reported.setdefault(entry["id"], entry)
+    return [reported_result(c, reported[c.id]) for c in selected if c.id in reported], ""
+
+
+def reported_result(check, d: dict) -> CheckResult:
+    """check's result from a dict the guest wrote, with what cannot be right replaced."""
+    status, message = d.get("status"), d.get("message")
+    message = message if isinstance(message, str) else ""
+    if status not in WORDS:
+        status, message = "error", f"the guest reported no known status ({status!r:.40})"
+    if len(message) > MESSAGE_LIMIT:
+        message = (message[:MESSAGE_LIMIT]
+                   + f"... ({len(message) - MESSAGE_LIMIT} more characters)")
+    slowest = d.get("slowest_command")
+    slowest = slowest if isinstance(slowest, dict) else {}
+    log = d.get("log") if isinstance(d.get("log"), str) else ""
+    user = d.get("user") if isinstance(d.get("user"), str) else ""
+    seconds, limit = number(slowest.get("seconds")), number(slowest.get("limit"))
+    return CheckResult.of(
+        check, status, message, seconds=number(d.get("seconds")) or 0.0,
+        limit=number(d.get("limit")), started=number(d.get("started")),
+        slowest_command=CommandTime(seconds, limit) if None not in (seconds, limit) else None,
+        log=Path(log).name, user=printable(user)[:40])
+
+
+# The runner's commit: the statuses so far, written on the guest's console before the
+# first check that runs a command as root (or as another user).  From then on, the
+# submission's code may run as root in the guest and rewrite results.json; it cannot
+# take back a line the host already has (QEMU writes the console to a host file),
+# nor write one before it: the token is the host's, in the job share, root's alone.
+COMMIT = "ZOO-COMMIT"
+
+
+def commit_line(token: str, results: list[CheckResult]) -> str:
+    """`ZOO-COMMIT TOKEN p1_fds=ok p1_signal=fail ...` (a status's space as _)."""
+    return " ".join([COMMIT, token] + [f"{r.id}={r.status.replace(' ', '_')}"
+                                       for r in results])
+
+
+def committed_statuses(console: bytes, token: str) -> dict[str, str] | None:
+    """The statuses of the first commit line with token on the console: check id ->
+    status.  None when there is none, or it is not whole (a line cut short or mixed
+    with the kernel's: nothing in it is taken)."""
+    marker = f"{COMMIT} {token}".encode()
+    for line in console.splitlines():
+        at = line.find(marker)
+        if at < 0:
+            continue
+        statuses = {}
+        for pair in line[at + len(marker):].decode("ascii", "replace").split():
+            check_id, _, status = pair.partition("=")
+            status = status.replace("_", " ")
+            if status not in WORDS:
+                return None
+            statuses[check_id] = status
+        return statuses
+    return None
+
+
+def number(value) -> float | None:
+    """A JSON number as a float; None for anything else (a bool is no number here)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def write_results(path, results: list[CheckResult]) -> None:
@@ -147,9 +274,10 @@ def text_report(results: list[CheckResult], title: str = "", run_status: str = "
         for r in mine:
             out.append(check_line(r))
             if r.status != "ok":
-                out.extend(f"    {line}" for line in r.message.splitlines() if line.strip())
+                out.extend(f"    {printable(line)}" for line in r.message.split("\n")
+                           if line.strip())
                 if r.log:
-                    out.append(f"    log: {r.log}")
+                    out.append(f"    log: {printable(r.log)}")
         got = sum(r.score for r in mine)
         total = sum(r.max_score for r in mine)
         missing = incomplete(mine)
@@ -208,7 +336,7 @@ def gradescope(results: list[CheckResult], execution_time: float, logs_text=None
     numbers: dict[int, int] = {}
     for r in results:
         numbers[r.part] = numbers.get(r.part, 0) + 1
-        output = r.message or "passed"
+        output = printable(r.message, lines=True) or "passed"
         if r.status == "not run":
             output = f"not run: {r.message}"
         if logs_text and r.status != "ok":
@@ -231,11 +359,12 @@ def gradescope(results: list[CheckResult], execution_time: float, logs_text=None
 
 def write_gradescope(path, results, execution_time, run_status: str = "ok",
                      rules: list[dict] | None = None) -> None:
-    def log_text(r: CheckResult) -> str:
+    def log_text(r: CheckResult) -> str:  # the log's end, never through a link
         try:
-            return Path(r.log).read_text()[-3000:] if r.log else ""
+            end = read_regular_file(r.log, 12000, tail=True) if r.log else b""
         except OSError:
             return ""
+        return printable(end.decode("utf-8", errors="replace")[-3000:], lines=True)
 
     Path(path).write_text(json.dumps(gradescope(results, execution_time, log_text, run_status,
                                                 rules), indent=1))

@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 
 import checks  # noqa: E402
 import subids  # noqa: E402
-from report import CheckResult, CommandTime, write_results  # noqa: E402
+from report import CheckResult, CommandTime, commit_line, write_results  # noqa: E402
 
 PART_GLOB = "part{}_*"
 NOSUB_USER = "nosub"  # the grader's VM's user without a subordinate range
@@ -46,6 +46,13 @@ KILL_SECONDS = 5.0
 # After a command is killed at its timeout, how long its output pipes may stay open
 # (held by a process outside its process group) before the check goes on without them.
 PIPE_GRACE_SECONDS = 10
+# What a check keeps of what its commands printed: the submission may print anything,
+# 40 MB on one line, and results.json, the report and Gradescope's JSON carry the
+# message.  Its log file keeps more, within bounds too.
+SAID_LIMIT = 300  # characters of a command's stderr line quoted ("zookeeper said")
+MESSAGE_LIMIT = 3000  # characters of a check's whole message
+OUTPUT_LOG_LIMIT = 1 << 20  # characters of a command's stdout, and of its stderr, logged
+LOG_LIMIT = 4 << 20  # characters of a check's log file
 
 
 class CheckFailed(Exception):
@@ -63,7 +70,8 @@ def expect(condition, message: str, run: "Run | None" = None) -> None:
     if condition:
         return
     if run is not None and run.stderr.strip():
-        message += f"\n    zookeeper said: {run.stderr.strip().splitlines()[-1]}"
+        said = shortened(run.stderr.strip().splitlines()[-1], SAID_LIMIT)
+        message += f"\n    zookeeper said: {said}"
     elif run is not None and run.timed_out and "did not exit within" not in message:
         message += "\n    (the command did not finish: killed at the timeout)"
     raise CheckFailed(message)
@@ -101,9 +109,9 @@ class Run:
         prompt = f"{self.user}{'#' if self.uid == 0 else '$'} " if self.user else "$ "
         text = f"{prompt}{' '.join(self.argv)}\n-> {self.status_text} in {self.seconds:.2f}s\n"
         if self.stdout:
-            text += "stdout:\n" + indent(self.stdout)
+            text += "stdout:\n" + indent(self.stdout, OUTPUT_LOG_LIMIT)
         if self.stderr:
-            text += "stderr:\n" + indent(self.stderr)
+            text += "stderr:\n" + indent(self.stderr, OUTPUT_LOG_LIMIT)
         return text
 
 
@@ -126,16 +134,28 @@ def seconds_text(seconds: float) -> str:
 
 
 def indent(text: str, limit: int = 4000) -> str:
-    if len(text) > limit:
-        text = text[:limit] + f"\n... ({len(text) - limit} more characters)"
-    return "".join(f"    {line}\n" for line in text.splitlines())
+    return "".join(f"    {line}\n" for line in shortened(text, limit, "\n").splitlines())
+
+
+def shortened(text: str, limit: int, between: str = "") -> str:
+    """text, or its first limit characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}{between}... ({len(text) - limit} more characters)"
+
+
+# Why a check that runs the submission as root does not run here, as root (--local):
+# the submission's code would be root on this machine, not in a guest.
+ROOT_REFUSED = ("the check runs the submission's zookeeper as root: in the grader's VM "
+                "(or with --as-root, where root is yours to give it)")
 
 
 class Machine:
     """What this machine offers, for checks' `needs`."""
 
-    def __init__(self, user: str, nosub_user: str = NOSUB_USER):
+    def __init__(self, user: str, nosub_user: str = NOSUB_USER, as_root: bool = False):
         self.is_root = os.getuid() == 0
+        self.as_root = as_root  # --as-root: the submission may run as root here
         self.nosub_user, self.nosub_why = nosub_user, no_subid_user_missing(nosub_user)
         self.cgroup2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
         controllers = set()
@@ -148,7 +168,8 @@ class Machine:
 
     def missing(self, needs) -> str:
         reasons = {
-            "root": (self.is_root, "the check runs zookeeper as root too; run the grader as root"),
+            "root": (self.is_root and self.as_root, ROOT_REFUSED if self.is_root else
+                     "the check runs zookeeper as root too; run the grader as root"),
             "cgroup_limits": (self.cgroup_limits, "no cgroup v2 with memory, cpu and pids "
                               "controllers on this machine"),
             "tun": (self.tun, "/dev/net/tun is not usable by the user"),
@@ -332,9 +353,13 @@ class Commands:
 
     def __init__(self, args, check, log: list[str], user: User, leftovers: Leftovers):
         self.submission, self.python = Path(args.submission), args.python
+        # The grader's scratch directory, and in it the user's, where commands run.
         self.scratch, self.scale = Path(args.scratch), args.timeout_scale
+        self.work = self.scratch / WORK
         self.user, self.log, self.leftovers = user, log, leftovers
         self.check = check
+        # --as-root: the submission's zookeeper may run as root (ROOT_REFUSED).
+        self.as_root = args.as_root
         self.deadline = time.monotonic() + check.timeout * self.scale
         self.slowest: CommandTime | None = None  # the command nearest its limit
         self.own_name = pwd.getpwuid(os.getuid()).pw_name  # who runs_as None is
@@ -372,6 +397,8 @@ class Commands:
         to (or replacing) the usual ones, PATH included.
         shell: shell commands run first, in the shell that then execs zookeeper (a
         caller's state, such as an open fd: shell="exec 7</etc")."""
+        if root and not self.as_root:
+            raise NotRunnable(ROOT_REFUSED)
         argv = [self.python, str(self.part_dir(part) / "zookeeper.py"), *args]
         if shell:
             argv = ["sh", "-c", f'{shell}; exec "$@"', "sh"] + argv
@@ -450,13 +477,13 @@ class Commands:
         once the command prints checks.READY on a line of its own, or after so many
         seconds (times the square root of the scale) if it never does."""
         timeout = self.time_limit(timeout, send_signal)
-        restored = restore_scratch(self.scratch, self.user.name)
+        restored = ready_work(self.scratch, self.user.name)
         if restored:
             self.log.append(restored)
         before = self.leftovers.snapshot()
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(argv, env=env, cwd=str(self.scratch),
+            proc = subprocess.Popen(argv, env=env, cwd=str(self.work),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, start_new_session=True,
                                     **(who.popen_ids() if who else {}))
@@ -506,7 +533,7 @@ class Commands:
         """helpers/try_syscalls.py's verdict on each system call named, in part's
         container (part None: on the host)."""
         helper = str(HERE / "helpers" / "try_syscalls.py")
-        env = {"TRY_DIR": str(self.scratch)}
+        env = {"TRY_DIR": str(self.work)}  # it makes files there, as the user
         if part is None:
             run = self.host([self.python, helper, *names], env=env)
         else:
@@ -536,17 +563,18 @@ def archive_members(archive: str) -> tuple[tarfile.TarInfo, ...]:
 
 
 def unpack(archive: str, dest: str) -> None:
-    """archive's directories, files and symbolic links made under dest (made anew) with
-    their modes and times, owned by whoever calls it, as `tar -x -p --no-same-owner`
-    makes them.  Every name is opened relative to dest's descriptor: a dest swapped
-    for a link meanwhile, or not the caller's, or not empty, is refused (openat(2))."""
-    shutil.rmtree(dest, ignore_errors=True)  # one a check's commands left there
-    os.mkdir(dest, 0o755)
-    at = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    source = os.open(archive, os.O_RDONLY)
+    """archive's directories, files and symbolic links made under dest with their modes
+    and times, owned by whoever calls it, as `tar -x -p --no-same-owner` makes them.
+    dest is an empty directory of the caller's (Fixtures.rootfs makes it, for a user
+    in root's scratch directory), or made anew.  Every name is opened relative to
+    dest's descriptor (openat(2))."""
+    at = own_empty_directory(dest)
     try:
-        if os.fstat(at).st_uid != os.geteuid() or os.listdir(at):
-            raise OSError(f"{dest} changed while it was being made")
+        source = os.open(archive, os.O_RDONLY)
+    except OSError:
+        os.close(at)
+        raise
+    try:
         os.fchmod(at, 0o755)  # whatever the umask
         directories = []
         for m in archive_members(archive):
@@ -579,6 +607,26 @@ def unpack(archive: str, dest: str) -> None:
         os.close(source)
 
 
+def own_empty_directory(path: str) -> int:
+    """A descriptor of path, an empty directory of the caller's: the one there, or one
+    made in place of whatever is there (one a check's commands left: removed as rm -rf
+    would, a link itself).  Opened without following a link, and refused (OSError)
+    when what was opened is not that: whoever may write in path's directory can put
+    a link or a directory of theirs in its place meanwhile."""
+    with contextlib.suppress(OSError):
+        at = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if os.fstat(at).st_uid == os.geteuid() and not os.listdir(at):
+            return at
+        os.close(at)
+    shutil.rmtree(path, ignore_errors=True)  # rmtree does not follow links (not even path)
+    os.mkdir(path, 0o755)
+    at = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if os.fstat(at).st_uid != os.geteuid() or os.listdir(at):
+        os.close(at)
+        raise OSError(f"{path} changed while it was being made")
+    return at
+
+
 class Fixtures:
     """What a check sets up for its commands: a busybox rootfs, a plain file, and
     HTTP servers on this machine for the network checks."""
@@ -591,10 +639,16 @@ class Fixtures:
         self.tokens: dict[bool, str] = {}
 
     def plain_file(self) -> str:
-        path = self.commands.scratch / "not-executable"
-        path.write_text("just data\n")
-        path.chmod(0o644)
-        return str(path)
+        """A file that is no program (mode 0644), in the grader's scratch directory,
+        where the user can put no link for it to be written through."""
+        name = "not-executable"
+        write_new_file(self.commands.scratch, name, "just data\n", 0o644)
+        return str(self.commands.scratch / name)
+
+    def new_file(self, directory: Path, name: str, text: str) -> None:
+        """directory/name written anew (mode 0644) by the runner, never through a link
+        that the user, or a container of the user's, put there."""
+        write_new_file(directory, name, text, 0o644)
 
     def rootfs(self, root=False) -> Path:
         """A fresh busybox rootfs for this check, unpacked by the user who runs the
@@ -604,7 +658,11 @@ class Fixtures:
             raise NotRunnable("no rootfs tarball (--rootfs-tar)")
         archive_members(self.rootfs_tar)  # read here, once: its error is this process's
         self.rootfs_made += 1
-        dest = self.commands.scratch / f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_made}"
+        name = f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_made}"
+        # Made here, in the grader's scratch directory (the user can make nothing
+        # there, nor rename what is there), and given to who unpacks it.
+        make_directory(self.commands.scratch, name, self.commands.runs_as(root))
+        dest = self.commands.scratch / name
         run = self.commands.call(["tar", "-x", "-p", "--no-same-owner", "-f", self.rootfs_tar,
                                   "-C", str(dest)], unpack, self.rootfs_tar, str(dest),
                                  root=root)
@@ -677,6 +735,8 @@ class Context:
         self.call = commands.call
         self.part_dir, self.try_syscalls = commands.part_dir, commands.try_syscalls
         self.rootfs, self.plain_file = fixtures.rootfs, fixtures.plain_file
+        self.new_file = fixtures.new_file
+        self.as_root = commands.as_root
         self.server, self.server_token = fixtures.server, fixtures.server_token
         self.expect, self.not_runnable = expect, NotRunnable
 
@@ -801,7 +861,7 @@ def owned_by(paths: set[str], uid: int) -> set[str]:
     owned = set()
     for path in paths:
         try:
-            if os.stat(path).st_uid == uid:
+            if os.lstat(path).st_uid == uid:  # a link by its own owner, not its target's
                 owned.add(path)
         except OSError:
             pass  # gone meanwhile
@@ -1013,39 +1073,309 @@ def bridge_ports(name: str) -> list[str]:
         return []
 
 
-def empty_scratch(scratch: Path) -> None:
-    """What a check made in the scratch directory goes (in this process: an rm(1) for
-    each entry costs an exec each, under TCG a tenth of a second)."""
-    for entry in scratch.iterdir() if scratch.is_dir() else []:
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                entry.unlink()
+# The scratch directory ----------------------------------------------------------------
+#
+# Each runner (each lane's) has one, made by prepare_scratch: the grader's own (this
+# process's, mode 0755), where it makes what a check sets up (a plain file, a rootfs
+# directory for its user, a marker), and in it WORK, the user's own, where the
+# user's commands run (their working directory) and may write.  The user can neither
+# rename nor remove what is in the scratch directory, WORK included: that takes
+# write permission on the directory holding the name (rename(2), unlink(2), rmdir(2):
+# EACCES); nor the scratch directory itself, in /tmp, whose sticky bit lets only an
+# entry's owner do it (EPERM; S_ISVTX in inode(7)).  So a path to the scratch
+# directory, or to a name directly in it, leads where it did.  Below that, in WORK
+# and in the user's rootfs, the user may put a link anywhere at any moment: root
+# goes there only by descriptors, looking each name up in its directory's
+# (openat(2), unlinkat(2)), and never through a link (O_NOFOLLOW; unlinkat removes a
+# link itself).  Whatever a command as the user does there, root can remove it
+# afterwards.  Only the submission's code run as root (checks with other_users), or
+# as the runner's own user (--local without root), can do more: then the check
+# fails (ScratchInterfered) and the next one gets a new scratch directory.
+
+WORK = "work"
+
+
+class ScratchInterfered(CheckFailed):
+    """The submission changed the scratch directory so that the grader cannot use it
+    (put a link or another's directory in its place): the check fails, and the next
+    check gets a new one."""
+
+    def __init__(self, why: str):
+        super().__init__(f"the submission interfered with the grader's scratch directory: {why}")
+
+
+def prepare_scratch(user: str) -> Path:
+    """A new scratch directory for checks run as user, with its WORK."""
+    scratch = Path(tempfile.mkdtemp(prefix="zoo-grader-"))  # mode 0700, this process's
+    scratch.chmod(0o755)  # the user passes through it to WORK, and reads its fixtures
+    ready_work(scratch, user)
+    return scratch
+
+
+def open_scratch(scratch: Path) -> int:
+    """A descriptor of the scratch directory, checked to be this process's directory
+    (never a link's target).  FileNotFoundError when it is gone; ScratchInterfered
+    when something else stands in its place."""
+    try:
+        at = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # ELOOP for a link, ENOTDIR for a file (open(2))
+        raise ScratchInterfered(f"{scratch} was replaced ({e.strerror})") from None
+    if os.fstat(at).st_uid != os.geteuid():
+        os.close(at)
+        raise ScratchInterfered(f"{scratch} was replaced by another user's directory")
+    return at
+
+
+def ready_work(scratch: Path, user: str) -> str:
+    """Before each command and each check: the scratch directory, and the user's WORK
+    in it, as prepare_scratch made them.  The user may change WORK's mode (after a
+    chmod 0 its next commands could neither read nor write there, in this check and
+    the next ones), a command as root may remove them: made so again.  Returns what
+    was done, for the log ('' if nothing); ScratchInterfered if it cannot be."""
+    said = []
+    try:
+        try:
+            at = open_scratch(scratch)
+        except FileNotFoundError:
+            os.mkdir(scratch, 0o700)  # /tmp's name again, unless someone took it (EEXIST)
+            said.append(f"the scratch directory {scratch} was gone (removed by the "
+                        "submission?): made again")
+            at = open_scratch(scratch)
+            os.fchmod(at, 0o755)
+        try:
+            said += ready_user_directory(at, WORK, user_ids(user))
+        finally:
+            os.close(at)
+    except OSError as e:  # a name taken meanwhile, WORK another's: not root's doing
+        raise ScratchInterfered(f"{scratch} cannot be made ready again ({e})") from None
+    return "; ".join(said)
+
+
+def user_ids(user: str) -> tuple[int, int] | None:
+    """(uid, gid) to give the user's directories: None when this process is not root
+    (its files are its own, the user's)."""
+    if os.geteuid() != 0:
+        return None
+    pw = pwd.getpwnam(user)
+    return pw.pw_uid, pw.pw_gid
+
+
+def ready_user_directory(at: int, name: str, owner: tuple[int, int] | None) -> list[str]:
+    """name in the directory at: a directory of owner's (None: of this process's),
+    mode 0755; made so if it is not.  What was done, for the log."""
+    said = []
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=at)
+    except FileNotFoundError:
+        said.append(f"the working directory {name} was gone: made again")
+        fd = make_directory_at(at, name, owner)
+    except OSError:  # a link, a file: what a command as root could put there
+        remove_entry(at, name)
+        said.append(f"the working directory {name} was replaced: made again")
+        fd = make_directory_at(at, name, owner)
+    try:
+        info = os.fstat(fd)
+        if owner and (info.st_uid, info.st_gid) != owner:
+            os.fchown(fd, *owner)
+            said.append(f"the working directory {name} was another user's: the user's again")
+        if info.st_mode & 0o7777 != 0o755:
+            os.fchmod(fd, 0o755)
+            said.append(f"the working directory {name} had the mode "
+                        f"{info.st_mode & 0o7777:04o}: 0755 again")
+    finally:
+        os.close(fd)
+    return said
+
+
+def make_directory_at(at: int, name: str, owner: tuple[int, int] | None) -> int:
+    """A new directory name in the directory at, mode 0755, given to owner (None: this
+    process's); its descriptor.  Refused (OSError) if what is opened after the mkdir
+    is not the empty directory this process made (its directory is writable by
+    others)."""
+    os.mkdir(name, 0o700, dir_fd=at)
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=at)
+    try:
+        if os.fstat(fd).st_uid != os.geteuid() or os.listdir(fd):
+            raise OSError(f"{name} changed while it was being made")
+        if owner:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, 0o755)  # whatever the umask
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_directory(parent: Path, name: str, who: User | None) -> None:
+    """parent/name made anew, an empty directory (mode 0755) of who's (None: of this
+    process's): a rootfs's, in the scratch directory."""
+    at = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        remove_entry(at, name)
+        owner = (who.uid, who.gid) if who and os.geteuid() == 0 else None
+        os.close(make_directory_at(at, name, owner))
+    finally:
+        os.close(at)
+
+
+def write_new_file(directory: Path, name: str, text: str, mode: int,
+                   directory_may_be_a_link: bool = False) -> None:
+    """directory/name, a new file of this process's with text and mode: whatever had
+    the name is removed first (a link itself, unlinkat(2)), and the file is made only
+    if nothing took the name meanwhile (O_CREAT | O_EXCL; O_NOFOLLOW too: open(2)
+    fails on a link even with O_EXCL, never writes through it).  directory itself is
+    no link either, unless the caller says it may be (its own choice of a path)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    at = os.open(directory, flags if directory_may_be_a_link else flags | os.O_NOFOLLOW)
+    try:
+        remove_entry(at, name)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=at)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
+            f.write(text)
+            os.fchmod(fd, mode)
+    finally:
+        os.close(at)
+
+
+def remove_entry(at: int, name: str) -> None:
+    """rm -rf of name in the directory at, never through a symbolic link.  What cannot
+    be removed stays: the caller looks at what is left."""
+    try:
+        os.unlink(name, dir_fd=at)  # a file, a link (itself), a FIFO...
+        return
+    except IsADirectoryError:  # unlink(2)'s EISDIR: Linux's answer for a directory
+        pass
+    except OSError:
+        return  # gone already, or not ours to remove
+    remove_tree(at, name)
+
+
+def remove_tree(at: int, top: str) -> None:
+    """rm -rf of the directory top in the directory at, never through a link:
+    shutil.rmtree by fds (rmtree.avoids_symlink_attacks: each directory opened and
+    checked to be the one it listed, names removed relative to it, unlinkat(2)), so
+    a directory the user swaps for a link meanwhile is not followed.  What cannot be
+    removed stays (a tree deeper than Python's recursion, files of a container's
+    other ids when this process is not root): the caller looks at what is left."""
+    try:
+        shutil.rmtree(top, ignore_errors=True, dir_fd=at)
+    except RecursionError:
+        pass
+
+
+def empty_scratch(scratch: Path, user: str) -> str:
+    """After a check: what it made in the scratch directory goes (in this process: an
+    rm(1) for each entry costs an exec each, under TCG a tenth of a second), and
+    WORK is made again, empty.  Returns what is left that this process may not
+    remove, for the log ('' when nothing: the scratch directory can serve the next
+    check); ScratchInterfered when the submission made it unusable."""
+    try:
+        at = open_scratch(scratch)
+    except FileNotFoundError:
+        return ""  # removed by a command as root: ready_work makes it again
+    try:
+        for name in os.listdir(at):
+            remove_entry(at, name)
+        left = sorted(os.listdir(at))
+        if left and os.geteuid() == 0:  # root removes anything, unless it keeps changing
+            raise ScratchInterfered(f"{', '.join(left[:5])} in it could not be removed")
+        if not left:
+            ready_user_directory(at, WORK, user_ids(user))  # anew, empty
+    finally:
+        os.close(at)
+    if left:  # files of the containers' other users (subordinate ids), say
+        return f"left in the scratch directory, not this user's to remove: {', '.join(left[:5])}"
+    return ""
+
+
+def remove_scratch(scratch: Path) -> None:
+    """The scratch directory and all in it removed, if it still is this process's."""
+    try:
+        at = open_scratch(scratch)
+    except (OSError, ScratchInterfered):
+        return  # gone, or not ours: not removed through a link
+    try:
+        for name in os.listdir(at):
+            remove_entry(at, name)
+    finally:
+        os.close(at)
+    with contextlib.suppress(OSError):
+        os.rmdir(scratch)
+
+
+def renew_scratch(args) -> str:
+    """A new scratch directory for the next checks (args.scratch), the old one removed
+    if it still is this process's; what was done, for the log."""
+    old = Path(args.scratch)
+    try:
+        args.scratch = str(prepare_scratch(args.user))
+    except (OSError, ScratchInterfered) as e:  # /tmp full, say: the old one again
+        return f"no new scratch directory could be made ({e}): the next check tries this one"
+    remove_scratch(old)
+    return f"the next check gets a new scratch directory, {args.scratch}"
+
+
+def write_log(logs: Path, name: str, text: str) -> None:
+    """A check's log, logs/name, at most LOG_LIMIT characters, made anew: never written
+    through a link, nor into a file someone else put there (write_new_file), should
+    --logs be a directory the user may write in (--local as root, with --out in the
+    user's home)."""
+    write_new_file(logs, name, shortened(text, LOG_LIMIT, "\n"), 0o644,
+                   directory_may_be_a_link=True)
 
 
 def run_checks(args) -> list[CheckResult]:
     """Run the selected checks, one after the other, or side by side in lanes when
     args.lane_users names more users (see run_in_lanes).  results.json is written
-    after each check, in the checks' order (a run cut short still says what it did)."""
+    after each check, in the checks' order (a run cut short still says what it did).
+    The checks that run commands as root or as another user (other_users) come last,
+    after the commit of what the others gave (see commit)."""
     selected = checks.selected(args.part, args.only, args.public)
     if args.lane_users:
         return run_in_lanes(args, selected)
     machine, logs = machine_and_logs(args)
     results = []
-    for c in selected:
+    others_last = [c for c in selected if not c.other_users] + [
+        c for c in selected if c.other_users]
+    order = {c.id: i for i, c in enumerate(selected)}
+    first_other = next((n for n, c in enumerate(others_last) if c.other_users), None)
+    for n, c in enumerate(others_last):
+        if n == first_other:
+            commit(args, sorted(results, key=lambda r: order[r.id]))
         results.append(run_check(c, args, machine, logs))
-        write_results(args.results, results)
+        write_results(args.results, sorted(results, key=lambda r: order[r.id]))
         if args.progress:
             print(json.dumps(results[-1].to_dict()), flush=True)
-    return results
+    return sorted(results, key=lambda r: order[r.id])
+
+
+def commit(args, results: list[CheckResult]) -> None:
+    """Before the first check that runs a command as root (or as another user): the
+    statuses so far on the guest's console, with the host's token (args.commit names
+    the file that holds it: the job share's, root's alone here).  From then on the
+    submission's code may run as root here, and could rewrite results.json; the host
+    keeps these statuses whatever it says (report.COMMIT, grade's pin_statuses).
+    Written once, in one write(2), on the console the job's markers use."""
+    if not args.commit:
+        return
+    token = Path(args.commit).read_text().strip()
+    line = commit_line(token, results)
+    fd = os.open(args.console, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        os.write(fd, f"\n{line}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def machine_and_logs(args) -> tuple[Machine, Path]:
     """What this machine can do for the checks, and the logs directory, made."""
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    return Machine(args.user, args.nosub_user), logs
+    return Machine(args.user, args.nosub_user, args.as_root), logs
 
 
 def run_in_lanes(args, selected: list) -> list[CheckResult]:
@@ -1053,10 +1383,10 @@ def run_in_lanes(args, selected: list) -> list[CheckResult]:
     args.lane_users'), each lane a runner of its own (a Lane) taking the next check
     when it is done with one.  Each lane's commands run as its own user, so what they
     leave (/tmp/zoo.*, cgroups, processes under the lane's runner) is told apart by
-    owner; the checks that run commands as root or another user (other_users) go to
-    the first lane only, one after the other.  As make -j runs recipes: the work list
-    is fixed, the order in which lanes take it is not, and no check depends on
-    another."""
+    owner.  The checks that run commands as root or another user (other_users) go to
+    the first lane only, one after the other, once every other check is over (and
+    committed: see commit).  As make -j runs recipes: the work list is fixed, the
+    order in which lanes take it is not, and no check depends on another."""
     order = {c.id: i for i, c in enumerate(selected)}
     first_lane_only = deque(c for c in selected if c.other_users)
     # The longest first (a check's time limit is the best guess of its length), so
@@ -1064,16 +1394,30 @@ def run_in_lanes(args, selected: list) -> list[CheckResult]:
     any_lane = deque(sorted((c for c in selected if not c.other_users),
                             key=lambda c: -c.timeout))
     results: dict[str, CheckResult] = {}
-    lock = threading.Lock()
+    busy: set[int] = set()  # the lanes running a check of any_lane's
+    committed = []
+    changed = threading.Condition()
 
     def next_check(lane: int):
-        with lock:
-            if lane == 0 and first_lane_only:
-                return first_lane_only.popleft()
-            return any_lane.popleft() if any_lane else None
+        with changed:
+            if any_lane:
+                busy.add(lane)
+                return any_lane.popleft()
+            if lane != 0 or not first_lane_only:
+                return None
+            while busy:  # the other lanes' last checks, before root's
+                changed.wait()
+            if not committed:
+                commit(args, sorted(results.values(), key=lambda r: order[r.id]))
+                committed.append(True)
+            return first_lane_only.popleft()
 
-    def done(result: CheckResult) -> None:
-        with lock:
+    def done(lane: int, result: CheckResult | None = None) -> None:
+        with changed:
+            busy.discard(lane)
+            changed.notify_all()
+            if result is None:
+                return
             results[result.id] = result
             write_results(args.results, sorted(results.values(), key=lambda r: order[r.id]))
             if args.progress:
@@ -1089,9 +1433,11 @@ def run_in_lanes(args, selected: list) -> list[CheckResult]:
         try:
             with Lane(args, user, processes) as runner:
                 while not runner.gave_up and (c := next_check(lane)) is not None:
-                    done(runner.run(c))
+                    done(lane, runner.run(c))
         except Exception as e:  # the lane stops; what it did not take stays not run
             print(f"runner: the lane of {user} stopped: {e!r}", file=sys.stderr, flush=True)
+        finally:
+            done(lane)  # no longer busy, whatever became of it
 
     # Daemon threads: a Ctrl-C in the main thread ends the run, lanes and all.
     threads = [threading.Thread(target=run_lane, args=(lane, user), daemon=True)
@@ -1127,6 +1473,8 @@ class Lane:
                      "--timeout-scale", str(args.timeout_scale)]
         if args.rootfs_tar:
             self.argv += ["--rootfs-tar", os.path.abspath(args.rootfs_tar)]
+        if args.as_root:
+            self.argv.append("--as-root")
         if processes:
             self.argv += ["--lane-processes", str(processes)]
         self.proc = self.start()
@@ -1210,23 +1558,57 @@ def limit_processes(count: int) -> None:
 
 
 def run_check(c, args, machine: Machine, logs: Path) -> CheckResult:
-    """One check, from a scratch directory that is there to an empty one, its log in
-    logs/ID.log."""
+    """One check, in a scratch directory made ready for it and emptied after it, its
+    log in logs/ID.log.  A submission that kept the grader from emptying it fails the
+    check (whatever its verdict), and the next check gets a new one: what a
+    submission does there never makes the grading incomplete."""
     log: list[str] = []
     started = time.monotonic()
-    restored = restore_scratch(Path(args.scratch), args.user)
-    if restored:
-        log.append(restored)
+    log += ready_scratch(args)
     status, message, slowest = verdict(c, args, machine, log)
-    empty_scratch(Path(args.scratch))
+    interfered = clear_scratch(args, log)
+    if interfered and status == "fail":
+        message += f"\n    {interfered}"
+    elif interfered:
+        status, message = "fail", interfered
+    message = shortened(message, MESSAGE_LIMIT)
     seconds = time.monotonic() - started
     log_path = logs / f"{c.id}.log"
-    log_path.write_text(f"== part{c.part}: {c.name} == {status.upper()}\n{message}\n\n"
-                        + "\n".join(log))
+    write_log(logs, log_path.name, f"== part{c.part}: {c.name} == {status.upper()}\n"
+              f"{message}\n\n" + "\n".join(log))
     return CheckResult.of(c, status, message, seconds=round(seconds, 2),
                           limit=round(c.timeout * args.timeout_scale, 1),
                           slowest_command=slowest, log=str(log_path),
                           started=round(started, 2), user=args.user)
+
+
+def ready_scratch(args) -> list[str]:
+    """Before a check: the scratch directory as it should be, or a new one (when it
+    was made unusable between checks: by a process of the submission's that escaped
+    the last one's cleanup, say).  What was done, for the log."""
+    try:
+        said = ready_work(Path(args.scratch), args.user)
+    except ScratchInterfered as e:
+        said = f"{e}; {renew_scratch(args)}"
+    return [said] if said else []
+
+
+def clear_scratch(args, log: list[str]) -> str:
+    """After a check: the scratch directory emptied (empty_scratch), or, when it cannot
+    be, a new one for the next check.  Returns how the submission interfered with it
+    ('' when it did not), and logs what was done."""
+    try:
+        left = empty_scratch(Path(args.scratch), args.user)
+    except (ScratchInterfered, OSError) as e:
+        # Root removes what a command as the user made, and makes WORK in its own
+        # directory: only what the submission did (as root, or meanwhile) stops it.
+        why = e if isinstance(e, ScratchInterfered) else ScratchInterfered(
+            f"emptying it failed ({e})")
+        log.append(f"{why}; {renew_scratch(args)}")
+        return str(why)
+    if left:
+        log.append(f"{left}; {renew_scratch(args)}")
+    return ""
 
 
 def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, CommandTime | None]:
@@ -1255,30 +1637,6 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
     return status, message, context.commands.slowest
 
 
-def prepare_scratch(user: str) -> Path:
-    scratch = Path(tempfile.mkdtemp(prefix="zoo-grader-"))
-    own_scratch(scratch, user)
-    return scratch
-
-
-def own_scratch(scratch: Path, user: str) -> None:
-    pw = pwd.getpwnam(user)
-    scratch.chmod(0o755)
-    if os.getuid() == 0:
-        os.chown(scratch, pw.pw_uid, pw.pw_gid)
-
-
-def restore_scratch(scratch: Path, user: str) -> str:
-    """The user owns the scratch directory (its containers write there), so a
-    submission may remove it (a hostile one empties /tmp): make it again rather than
-    fail every check after.  Returns what was done, for the log."""
-    if scratch.is_dir():
-        return ""
-    scratch.mkdir(mode=0o755)
-    own_scratch(scratch, user)
-    return f"the scratch directory {scratch} was gone (removed by the submission?): made again"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--submission")
@@ -1299,6 +1657,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rootfs-tar", default=None)
     ap.add_argument("--timeout-scale", type=float, default=1.0)
     ap.add_argument("--progress", action="store_true", help="print each result as it ends")
+    ap.add_argument("--as-root", action="store_true",
+                    help="run the checks that run the submission as root (the grader's VM "
+                    "does; on a machine of yours, its code would be root there)")
+    ap.add_argument("--commit", metavar="TOKEN_FILE",
+                    help="write the statuses so far, with this file's token, on --console "
+                    "before the checks that run commands as root or as another user")
+    ap.add_argument("--console", default="/dev/console", help="where --commit writes")
     ap.add_argument("--list", action="store_true", help="list the checks and exit")
     ap.add_argument("--lane-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--lane-processes", type=int, default=None, help=argparse.SUPPRESS)
@@ -1326,7 +1691,7 @@ def main(argv=None) -> int:
     try:
         serve_lane(args) if args.lane_worker else run_checks(args)
     finally:
-        shutil.rmtree(args.scratch, ignore_errors=True)
+        remove_scratch(Path(args.scratch))  # the last one, if checks made others
     return 0
 
 

@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -104,6 +105,7 @@ def test_a_checks_own_exception_is_a_grader_error(tmp_path, monkeypatch):
             checks.Check(fails, 1, "failing check", 3, 10, True, ())]
     monkeypatch.setattr(checks, "CHECKS", fake)
     args = types.SimpleNamespace(
+        as_root=False, commit=None,
         user="root", python=sys.executable, part=None, only=None, public=False,
         submission=str(tmp_path), results=str(tmp_path / "results.json"),
         logs=str(tmp_path / "logs"), scratch=str(tmp_path / "scratch"), timeout_scale=1.0,
@@ -779,8 +781,8 @@ def test_local_user_is_checked_first(grade, tmp_path, capsys, monkeypatch):
     out = ["--out", str(tmp_path / "out")]
     for extra, said in [(["--local", "--user", "nosuch-zk"], "--user nosuch-zk: no such user"),
                         (["--user", "root"],
-                         "--user, --python and --nosub-user go with --local (the VM has its "
-                         "own users)"),
+                         "--user, --python, --nosub-user and --as-root go with --local (the "
+                         "VM has its own users)"),
                         (["--local", "--python", str(tmp_path / "no-python")],
                          f"--python {tmp_path / 'no-python'}: not an executable file")]:
         assert grade.main([str(sub), *extra, *out]) == 2
@@ -837,3 +839,167 @@ def test_local_passes_user_and_python_to_the_runner(grade, tmp_path, monkeypatch
         grade.main([str(sub), "--local", "--part", "1", "--out", str(tmp_path / "out"), *extra])
         argv = json.loads(seen.read_text())
         assert argv[argv.index("--python") + 1] == sys.executable
+
+
+# What the host takes from a guest that ran a hostile submission (session 15's attack) -----
+
+
+def test_a_guests_results_are_only_the_checks_asked_for_as_the_host_knows_them(tmp_path):
+    """A submission run as root in the guest can rewrite results.json: the host keeps
+    the selected checks only, once each, with its own parts, names, points and
+    visibility, a known status, and a message of bounded length."""
+    selected = checks.selected([1])
+    first, second = selected[0], selected[1]
+    forged = [
+        {"id": first.id, "part": 9, "name": "renamed", "max_score": 500, "public": True,
+         "status": "ok", "message": "x" * 100_000, "seconds": "1", "log": "../../etc/passwd",
+         "slowest_command": {"seconds": True, "limit": 2}},
+        {"id": first.id, "status": "fail"},  # a second result for it: the first counts
+        {"id": second.id, "status": "pwned", "message": 7},
+        {"id": "p4_bonus", "part": 4, "name": "bonus", "max_score": 50, "status": "ok"},
+        "not a result", {"status": "ok"},
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(forged))
+    results, problem = report.results_from_guest(path, selected)
+    assert problem == "" and [r.id for r in results] == [first.id, second.id]
+    one, two = results
+    assert (one.part, one.name, one.max_score, one.public) == (
+        first.part, first.name, first.points, first.public)
+    assert one.status == "ok" and one.score == first.points
+    assert len(one.message) < report.MESSAGE_LIMIT + 100 and one.message.endswith(
+        f"({100_000 - report.MESSAGE_LIMIT} more characters)")
+    assert (one.seconds, one.log, one.slowest_command) == (0.0, "passwd", None)
+    assert two.status == "error" and two.message.startswith("the guest reported no known")
+    # report.text_report, which KeyError'd on "pwned", takes them.
+    assert "GRADER ERROR" in report.text_report(results)
+
+
+@pytest.mark.parametrize("what", ["link", "fifo", "not a list", "too big"])
+def test_a_guests_results_json_that_is_not_a_file_of_results(tmp_path, what):
+    path = tmp_path / "results.json"
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps([{"id": checks.selected([1])[0].id, "status": "ok"}]))
+    if what == "link":
+        path.symlink_to(secret)
+    elif what == "fifo":
+        os.mkfifo(path)  # would block a reader forever
+    elif what == "not a list":
+        path.write_text('{"id": 1}')
+    else:
+        path.write_text(" " * (report.RESULTS_LIMIT + 2))
+    results, problem = report.results_from_guest(path, checks.selected([1]))
+    assert results == [] and problem.startswith("the guest's results.json is")
+
+
+def test_what_a_guest_left_in_the_share_is_made_plain(tmp_path):
+    """9p's security_model=none: the guest's links, FIFOs and modes are real on the
+    host.  After the guest, links and FIFOs are gone, files 0644 (no setuid bit),
+    directories 0755; nothing outside the share is touched."""
+    import qemu
+
+    share = tmp_path / "share"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "file").write_text("mine\n")
+    outside.chmod(0o700)
+    (share / "logs" / "deep").mkdir(parents=True)
+    (share / "program").write_text("#!/bin/sh\n")
+    (share / "program").chmod(0o4755)
+    (share / "logs" / "a.log").write_text("log\n")
+    (share / "logs" / "deep").chmod(0o777)
+    (share / "logs" / "leak.log").symlink_to(outside / "file")
+    (share / "logs" / "dir-link").symlink_to(outside)
+    os.mkfifo(share / "logs" / "fifo.log")
+    share.chmod(0o700)
+    qemu.make_plain(share)
+    found = {str(p.relative_to(share)): stat.S_IMODE(p.lstat().st_mode)
+             for p in share.rglob("*")}
+    assert found == {"program": 0o644, "logs": 0o755, "logs/a.log": 0o644,
+                     "logs/deep": 0o755}
+    assert stat.S_IMODE(share.stat().st_mode) == 0o755
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o700
+    assert (outside / "file").read_text() == "mine\n"
+
+
+def test_a_message_cannot_move_the_tas_cursor():
+    """Escape sequences and carriage returns in what a submission printed are shown,
+    not obeyed, in the TA's terminal and in Gradescope's output."""
+    c = checks.selected([1])[0]
+    r = report.CheckResult.of(c, "fail", "said: \x1b[8mhidden\r== part1: x == OK\u202e")
+    text = report.text_report([r])
+    assert "\x1b" not in text and "\r" not in text and "\u202e" not in text
+    assert "\\x1b[8mhidden\\x0d== part1" in text
+    output = report.gradescope([r], 1.0)["tests"][0]["output"]
+    assert "\x1b" not in output and "\\x1b" in output
+
+
+def test_the_runner_commits_the_statuses_before_the_checks_run_as_root(tmp_path,
+                                                                       monkeypatch):
+    """The checks that run commands as root (or as another user) come last, and the
+    statuses of the others are on the console, with the host's token, before the
+    first of them starts: from then on the submission may be root in the guest."""
+    console = tmp_path / "console"
+    console.write_text("")
+    seen = []
+
+    def as_root(z):
+        seen.append(console.read_text())
+
+    def failing_check(z):
+        z.expect(False, "the student's fault")
+
+    def passing_check(z):
+        pass
+
+    fake = [checks.Check(as_root, 1, "root's check", 3, 10, True, (), other_users=True),
+            checks.Check(failing_check, 1, "failing check", 3, 10, True, ()),
+            checks.Check(passing_check, 1, "passing check", 3, 10, True, ())]
+    monkeypatch.setattr(checks, "CHECKS", fake)
+    (tmp_path / "token").write_text("f00d\n")
+    args = types.SimpleNamespace(
+        as_root=True, commit=str(tmp_path / "token"), console=str(console),
+        user="root", python=sys.executable, part=None, only=None, public=False,
+        submission=str(tmp_path), results=str(tmp_path / "results.json"),
+        logs=str(tmp_path / "logs"), scratch=str(runner.prepare_scratch("root")),
+        timeout_scale=1.0, rootfs_tar=None, progress=False, lane_users=[],
+        nosub_user=runner.NOSUB_USER)
+    results = runner.run_checks(args)
+    assert [r.status for r in results] == ["ok", "fail", "ok"]  # in the checks' order
+    assert seen == ["\nZOO-COMMIT f00d failing_check=fail passing_check=ok\n"]
+    assert report.committed_statuses(console.read_bytes(), "f00d") == {
+        "failing_check": "fail", "passing_check": "ok"}
+
+
+def test_the_host_keeps_the_committed_statuses(tmp_path):
+    """What results.json says after the commit counts only for the checks run after
+    it (other_users); for the others, the committed status stands."""
+    grade = load_grade()
+    selected = checks.selected([4])
+    root_check = next(c for c in selected if c.other_users)
+    plain = [c for c in selected if not c.other_users]
+    forged = [report.CheckResult.of(c, "ok") for c in selected]
+    console = tmp_path / "console.log"
+    console.write_bytes(b"[ 1.0] boot\r\n" + " ".join(
+        ["ZOO-COMMIT", "abc"] + [f"{c.id}=fail" for c in plain[:-1]]).encode()
+        + b"\r\nZOO-COMMIT abc " + b" ".join(f"{c.id}=ok".encode() for c in selected) + b"\n")
+    pinned, problem = grade.pin_statuses(forged, selected, console, "abc")
+    assert problem == ""
+    by_id = {r.id: r for r in pinned}
+    assert all(by_id[c.id].status == "fail" for c in plain[:-1])
+    assert "the status committed before them counts" in by_id[plain[0].id].message
+    assert by_id[plain[-1].id].status == "not run"  # reported only after the commit
+    assert by_id[root_check.id].status == "ok"  # its own result: the guest's word
+    # No commit, and a check run as root reported: nothing can be trusted.
+    console.write_bytes(b"ZOO-COMMIT other-token p4_pivot_root=ok\n")
+    _, problem = grade.pin_statuses(forged, selected, console, "abc")
+    assert problem.startswith("no commit of the results")
+    # No commit, and no check run as root: results.json is the runner's alone.
+    assert grade.pin_statuses(forged[:1], plain[:1], console, "abc") == (forged[:1], "")
+
+
+def test_local_never_runs_the_submission_as_root_unless_asked(tmp_path):
+    machine = runner.Machine("root", as_root=False)
+    if os.getuid() == 0:
+        assert machine.missing(("root",)) == runner.ROOT_REFUSED
+        assert runner.Machine("root", as_root=True).missing(("root",)) == ""

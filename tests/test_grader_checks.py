@@ -40,7 +40,7 @@ def run_check(check_id: str, sub: Path, base: Path, rootfs_tar: Path) -> tuple[s
     check = next(c for c in checks.CHECKS if c.id == check_id)
     scratch = Path(tempfile.mkdtemp(dir=base, prefix="scratch-"))
     scratch.chmod(0o755)
-    args = types.SimpleNamespace(submission=str(sub), user="root", python=PYTHON,
+    args = types.SimpleNamespace(submission=str(sub), user="root", python=PYTHON, as_root=True,
                                  timeout_scale=1.0, scratch=str(scratch),
                                  rootfs_tar=str(rootfs_tar), nosub_user=NOSUB_USER)
     z = runner.Context(args, check, [])

@@ -299,3 +299,104 @@ def test_a_hostile_submission_does_not_take_the_grader_down(workspace):
     assert "Traceback" not in done.stderr
     assert sorted(os.listdir(ROOT)) == before and (sub / PARTS[1] / "zookeeper.py").exists()
     assert not jobs_left(jobs_before), "job directory left on the host"
+
+
+SNOOP = '''\
+import glob
+import os
+import sys
+
+# What a student's code would try in the guest: read the hidden checks, reach the
+# results share (its own score), leave a link and a setuid file for the host.
+said = []
+for name, try_it in [
+        ("checks", lambda: open("/opt/zoo-grader/checks.py").read(1)),
+        ("runner", lambda: open("/opt/zoo-grader/runner.py").read(1)),
+        ("listing", lambda: os.listdir("/opt/zoo-grader")),
+        ("results", lambda: open("/mnt/results/results.json", "a").close()),
+        ("logs", lambda: os.listdir("/mnt/results/logs")),
+        ("job", lambda: os.listdir("/mnt/job")),
+        ("link", lambda: os.symlink("/etc/shadow", "/mnt/results/leak.log")),
+        ("found", lambda: glob.glob("/opt/zoo-grader/*.py") or 1 / 0)]:
+    try:
+        try_it()
+        said.append(f"{name}=GOT")
+    except Exception as e:
+        said.append(f"{name}=refused({type(e).__name__})")
+print("SNOOP " + " ".join(said), file=sys.stderr)
+sys.exit(1)
+'''
+
+
+def test_a_submission_reaches_neither_the_hidden_checks_nor_the_results(workspace):
+    """The submission's code runs as the student in the guest: the grader's checks
+    (hidden ones too), the job and the results share are root's alone there, and what
+    the host reads back is plain files only."""
+    sub = workspace / "snoop"
+    (sub / PARTS[1]).mkdir(parents=True)
+    (sub / PARTS[1] / "zookeeper.py").write_text(SNOOP)
+    out = workspace / "out-snoop"
+    done = grade(sub, out, "--part", "1", "--public", timeout=900)
+    said = [line for line in done.stdout.splitlines() if "SNOOP " in line]
+    assert said, done.stdout + done.stderr
+    assert all("=GOT" not in line for line in said), said
+    assert "checks=refused(PermissionError)" in said[0], said
+    assert "results=refused(PermissionError)" in said[0], said
+    left = [p for p in (out / "vm").rglob("*") if not (p.is_file() or p.is_dir())
+            or p.is_symlink() or p.stat().st_mode & 0o7022]
+    assert not left, left
+
+
+FORGER = '''\
+import os
+import subprocess
+import sys
+
+# Fails every check; run as root (a hidden check of part 4), it leaves a process
+# behind, out of the runner's reach, that rewrites results.json as all passed and
+# writes a commit line of its own on the console.
+FORGE = """
+import json, time
+token = open('/mnt/job/commit').read().strip()
+for n in range(300):
+    try:
+        results = json.load(open('/mnt/results/results.json'))
+        for r in results:
+            r['status'] = 'ok'
+        with open('/mnt/results/results.json', 'w') as f:
+            json.dump(results, f)
+        if n == 0:
+            ids = ' '.join(r['id'] + '=ok' for r in results)
+            with open('/dev/console', 'w') as c:
+                c.write(f'ZOO-COMMIT {token} {ids}\\\\n')
+    except Exception:
+        pass
+    time.sleep(0.2)
+"""
+if os.geteuid() == 0:
+    subprocess.run(["systemd-run", "--unit=zoo-forge", "--collect", "--quiet",
+                    sys.executable, "-c", FORGE])
+sys.exit(1)
+'''
+
+
+def test_a_submission_run_as_root_cannot_rewrite_the_other_checks(workspace):
+    """A hidden check runs part 4 as root: its code is then root in the guest and
+    rewrites results.json (every check passed).  The host keeps the statuses the
+    runner committed on the console before that check began."""
+    sub = workspace / "forger"
+    for part in (1, 4):
+        (sub / PARTS[part]).mkdir(parents=True)
+        (sub / PARTS[part] / "zookeeper.py").write_text(FORGER)
+    out = workspace / "out-forger"
+    done = grade(sub, out, "--part", "1", "--part", "4", timeout=900)
+    forged = results_of(out)
+    assert any(r["status"] == "ok" for r in forged.values()), "the forger never ran"
+    lines = [line for line in done.stdout.splitlines() if line.startswith("== part")]
+    plain = {c.name for c in checks.selected([1, 4]) if not c.other_users}
+    assert lines and all(" == OK (" not in line for line in lines
+                         if line.split(": ", 1)[1].rsplit(" == ", 1)[0] in plain), lines
+    assert "the status committed before them counts" in done.stdout
+    most = sum(c.points for c in checks.selected([1, 4]) if c.other_users)
+    score = int(done.stdout.split("Score: ", 1)[1].split("/")[0])
+    assert score <= most, done.stdout

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import runner  # noqa: E402
 def context(tmp_path, timeout: float, scale: float = 1.0, scratch: Path | None = None,
             user: str = "root", rootfs_tar: Path | None = None) -> "runner.Context":
     args = types.SimpleNamespace(submission=str(tmp_path), user=user, python=sys.executable,
+                                 as_root=False,
                                  timeout_scale=scale, scratch=str(scratch or tmp_path),
                                  rootfs_tar=rootfs_tar and str(rootfs_tar),
                                  nosub_user=runner.NOSUB_USER)
@@ -153,18 +155,19 @@ def test_a_signal_goes_once_the_command_says_it_is_ready(tmp_path):
 
 
 def test_a_removed_scratch_directory_is_made_again(tmp_path):
-    """A hostile submission empties what it can reach, the scratch directory (the
-    user's own) included: the next command and check must still run."""
+    """A hostile submission empties what it can reach: as root (a check's command as
+    root), the scratch directory too.  The next command and check must still run, in
+    the user's working directory made again."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     z = context(tmp_path, timeout=20, scratch=scratch)
     scratch.rmdir()
     r = z.commands.run(["sh", "-c", "pwd"], env={"PATH": os.environ["PATH"]})
-    assert r.status == 0 and r.stdout.strip() == str(scratch)
+    assert r.status == 0 and r.stdout.strip() == str(scratch / runner.WORK)
     assert "was gone (removed by the submission?): made again" in z.log[0]
-    scratch.rmdir()
-    assert runner.restore_scratch(scratch, "root").startswith("the scratch directory")
-    assert scratch.is_dir() and runner.restore_scratch(scratch, "root") == ""
+    shutil.rmtree(scratch)
+    assert runner.ready_work(scratch, "root").startswith("the scratch directory")
+    assert (scratch / runner.WORK).is_dir() and runner.ready_work(scratch, "root") == ""
 
 
 # Wait statuses ----------------------------------------------------------------------
@@ -199,7 +202,9 @@ def run_checks(tmp_path, sub: Path, only: list[str]) -> list["runner.CheckResult
     scratch = tmp_path / "scratch"
     scratch.mkdir(exist_ok=True)
     args = types.SimpleNamespace(
-        user=pwd.getpwuid(os.getuid()).pw_name, python=sys.executable, part=None, only=only,
+        as_root=False, commit=None,
+        user=pwd.getpwuid(os.getuid()).pw_name, python=sys.executable,
+        part=None, only=only,
         public=False, submission=str(sub), results=str(tmp_path / "results.json"),
         logs=str(tmp_path / "logs"), scratch=str(scratch), timeout_scale=1.0,
         rootfs_tar=None, progress=False, lane_users=[], nosub_user=runner.NOSUB_USER)
@@ -267,6 +272,7 @@ def test_a_check_as_a_user_without_a_range_needs_one(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     args = types.SimpleNamespace(
+        as_root=False, commit=None,
         user="root", python=sys.executable, part=None, only=["p2_no_subid_range"],
         public=False, submission=str(sub), results=str(tmp_path / "results.json"),
         logs=str(tmp_path / "logs"), scratch=str(scratch), timeout_scale=1.0,
@@ -314,7 +320,7 @@ def test_a_lane_whose_runner_dies_gives_up_after_its_restarts(tmp_path, monkeypa
                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     args = types.SimpleNamespace(
-        python="python3", submission="sub", results="results.json", logs="logs",
+        as_root=False, python="python3", submission="sub", results="results.json", logs="logs",
         nosub_user="nosub", timeout_scale=1.0, rootfs_tar=None)
     check = runner.checks.CHECKS[0]
     monkeypatch.setattr(runner.Lane, "start", dies("sys.exit(3)"))
@@ -395,7 +401,7 @@ try:
         held.append(subprocess.Popen(["sleep", "30"], **user.popen_ids()))
 except BlockingIOError:
     pass
-args = types.SimpleNamespace(submission={str(tmp_path)!r}, user="zootest",
+args = types.SimpleNamespace(submission={str(tmp_path)!r}, user="zootest", as_root=False,
                              python=sys.executable, timeout_scale=1.0,
                              scratch={str(tmp_path)!r}, rootfs_tar=None,
                              nosub_user=runner.NOSUB_USER)
@@ -437,7 +443,9 @@ def test_lanes_run_checks_side_by_side_each_as_its_own_user(tmp_path):
     for scratch in ("a", "b"):
         (tmp_path / scratch).mkdir()
     args = types.SimpleNamespace(
-        user="zootest", lane_users=["zootest2"], python="/opt/zookeeper-venv/bin/python",
+        as_root=False, commit=None,
+        user="zootest", lane_users=["zootest2"],
+        python="/opt/zookeeper-venv/bin/python",
         part=None, only=only, public=False, submission=str(ROOT),
         results=str(tmp_path / "results.json"), logs=str(tmp_path / "logs"),
         timeout_scale=1.0, rootfs_tar=None, progress=False, nosub_user="zoonosub")
@@ -481,21 +489,23 @@ def test_a_rootfs_is_unpacked_by_its_user_as_tar_would(rootfs_tar):
 
 
 def unpacked_by_user_and_tar(tmp_path: Path, rootfs_tar: Path) -> None:
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    runner.own_scratch(scratch, "zootest")
-    z = context(tmp_path, timeout=30, scratch=scratch, user="zootest", rootfs_tar=rootfs_tar)
-    made = z.rootfs()
-    by_tar = scratch / "by-tar"
-    done = z.host(["sh", "-c", f"mkdir {by_tar} && umask 0 && "
-                               f"tar -x -p --no-same-owner -f {rootfs_tar} -C {by_tar}"])
-    assert done.status == 0, done.stderr
-    user = runner.User("zootest")
-    assert (made.stat().st_uid, made.stat().st_mode & 0o7777) == (user.uid, 0o755)
-    ours, tars = tree(made), tree(by_tar)
-    assert len(ours) > 200 and ours == tars
-    assert {entry[2] for entry in ours} == {user.uid}
-    assert "zootest$ tar -x -p --no-same-owner" in z.log[0]
+    scratch = runner.prepare_scratch("zootest")
+    try:
+        z = context(tmp_path, timeout=30, scratch=scratch, user="zootest",
+                    rootfs_tar=rootfs_tar)
+        made = z.rootfs()
+        by_tar = z.commands.work / "by-tar"
+        done = z.host(["sh", "-c", f"mkdir {by_tar} && umask 0 && "
+                                   f"tar -x -p --no-same-owner -f {rootfs_tar} -C {by_tar}"])
+        assert done.status == 0, done.stderr
+        user = runner.User("zootest")
+        assert (made.stat().st_uid, made.stat().st_mode & 0o7777) == (user.uid, 0o755)
+        ours, tars = tree(made), tree(by_tar)
+        assert len(ours) > 200 and ours == tars
+        assert {entry[2] for entry in ours} == {user.uid}
+        assert "zootest$ tar -x -p --no-same-owner" in z.log[0]
+    finally:
+        runner.remove_scratch(scratch)
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="unpacks as root into a user's directory")
@@ -564,8 +574,9 @@ def test_a_call_cannot_be_stopped_by_the_users_processes(tmp_path):
     try:
         scratch = base / "scratch"
         scratch.mkdir()
-        runner.own_scratch(scratch, "zootest")
+        runner.ready_work(scratch, "zootest")
         z = context(base, timeout=30, scratch=scratch, user="zootest")
+        scratch = z.commands.work  # the user's, where the call makes files
         pid_file = scratch / "pid"
         tried = []
 
@@ -641,3 +652,215 @@ def test_a_call_says_what_went_wrong_in_its_child(tmp_path):
     assert run.status == 0 and run.stderr == ""
     run = z.call(["oops"], lambda: 1 / 0)
     assert run.status == 1 and run.stderr == "grader error: ZeroDivisionError('division by zero')"
+
+
+# What root does in the scratch directory, where the user's commands write -------------
+#
+# These run against the old runner too (they use only what it had): there, each one
+# fails, as the reviewer's runs did (D7a, D7b, D10).
+
+ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="runs commands as another user")
+
+
+def user_checks(tmp_path, monkeypatch, *fns, other_users=False) -> tuple:
+    """runner.run_checks of checks made of fns (check functions), as zootest in a
+    scratch directory of the runner's own making; returns (results, args)."""
+    monkeypatch.setattr(runner.checks, "CHECKS", [
+        runner.checks.Check(fn, 1, fn.__name__, 1, 30, True, (), other_users=other_users)
+        for fn in fns])
+    os.chmod(tmp_path, 0o755)
+    args = types.SimpleNamespace(
+        as_root=False, commit=None,
+        user="zootest", python=VENV_PYTHON, part=None, only=None, public=False,
+        submission=str(tmp_path), results=str(tmp_path / "results.json"),
+        logs=str(tmp_path / "logs"), scratch=str(runner.prepare_scratch("zootest")),
+        timeout_scale=1.0, rootfs_tar=None, progress=False, lane_users=[],
+        nosub_user=runner.NOSUB_USER)
+    first = args.scratch
+    try:
+        return runner.run_checks(args), args
+    finally:  # the scratch directories: the first, what was made of it, the last
+        subprocess.run(["rm", "-rf", first, first + ".moved", args.scratch], check=False)
+
+
+def victim(tmp_path) -> Path:
+    """A directory of root's with a file in it: what a planted link leads to."""
+    path = tmp_path / "victim"
+    path.mkdir()
+    (path / "kept").write_text("root's\n")
+    (path / "kept").chmod(0o600)
+    return path
+
+
+def passes(z):
+    r = z.host(["sh", "-c", "touch made-here && echo fine"])
+    z.expect(r.status == 0 and r.stdout == "fine\n", f"could not run: {r.log()}", r)
+
+
+@ROOT_ONLY
+def test_a_plain_file_is_not_written_through_a_link_the_user_planted(tmp_path):
+    """D7a: the user's command puts not-executable, a link to a file only root may
+    read, in its working directory; then the check asks for a plain file.  Root
+    writes a new file of its own, never through the link: the file it leads to keeps
+    its contents and mode."""
+    secret = tmp_path / "secret"
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    scratch = runner.prepare_scratch("zootest")
+    try:
+        z = context(tmp_path, timeout=30, scratch=scratch, user="zootest")
+        planted = z.host(["ln", "-s", str(secret), "not-executable"])
+        assert planted.status == 0, planted.log()
+        plain = Path(z.plain_file())
+        assert secret.read_text() == "root only\n" and secret.stat().st_mode & 0o7777 == 0o600
+        assert not plain.is_symlink() and plain.read_text() == "just data\n"
+        assert (plain.stat().st_uid, plain.stat().st_mode & 0o7777) == (0, 0o644)
+        # The user cannot put one where root makes it, and can run what root made.
+        r = z.host(["sh", "-c", f"ln -s {secret} {plain}.2 || exit 7; cat {plain}"])
+        assert r.status == 7 and "Permission denied" in r.stderr, r.log()
+    finally:
+        subprocess.run(["rm", "-rf", str(scratch)], check=True)
+
+
+def test_a_log_is_not_written_through_a_link_put_in_its_place(tmp_path, monkeypatch):
+    """--local as root may write its logs where the user can write (--out in the
+    user's home): a link there under a check's log's name is replaced, not followed."""
+    secret = tmp_path / "secret"
+    secret.write_text("root only\n")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "passes.log").symlink_to(secret)
+    monkeypatch.setattr(runner.checks, "CHECKS", [
+        runner.checks.Check(passes, 1, "passes", 1, 30, True, ())])
+    [result] = run_checks(tmp_path, fake_submission(tmp_path, 1, ""), None)
+    assert result.status == "ok" and secret.read_text() == "root only\n"
+    log = Path(result.log)
+    assert not log.is_symlink() and log.read_text().startswith("== part1: passes == OK")
+
+
+SWAP = """for d in "$PWD" "$(dirname "$PWD")"; do
+    [ "$d" = /tmp ] && continue
+    mv "$d" "$d.moved" && ln -s {target} "$d" && echo "swapped $d"
+done
+true"""
+
+
+@ROOT_ONLY
+def test_the_user_cannot_swap_its_scratch_directory_for_a_link(tmp_path, monkeypatch):
+    """D7b: the user's command renames its working directory (and the directory above
+    it) away and puts a link to a directory of root's under the old name.  It cannot:
+    root's cleanup removes nothing where the link would lead, and the next check runs
+    as usual."""
+    target = victim(tmp_path)
+
+    def swaps_its_scratch(z):
+        r = z.host(["sh", "-c", SWAP.format(target=target)])
+        z.expect("swapped" not in r.stdout, "the user swapped a directory of the grader's")
+
+    results, _ = user_checks(tmp_path, monkeypatch, swaps_its_scratch, passes)
+    assert (target / "kept").read_text() == "root's\n"
+    assert [(r.id, r.status) for r in results] == [("swaps_its_scratch", "ok"),
+                                                   ("passes", "ok")], results
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("where", ["victim", "nowhere"])
+def test_a_scratch_directory_replaced_by_root_fails_its_check_and_the_lane_goes_on(
+        tmp_path, monkeypatch, where):
+    """A command of the submission's run as root (a check with other_users) replaces
+    the scratch directory by a link: to a directory of root's, or to nothing (the old
+    runner died making it again: FileExistsError).  Root's cleanup follows no link;
+    that check fails, saying why, and the next checks run in a new scratch directory,
+    never a grader error."""
+    target = victim(tmp_path) if where == "victim" else tmp_path / "nowhere"
+
+    def replaces_the_scratch(z):
+        scratch = z.scratch
+        r = z.host(["sh", "-c", f"mv {scratch} {scratch}.moved && ln -s {target} {scratch}"],
+                   root=True)
+        z.expect(r.status == 0, "could not replace it", r)
+
+    results, args = user_checks(tmp_path, monkeypatch, replaces_the_scratch, passes, passes,
+                                other_users=True)
+    if where == "victim":
+        assert sorted(os.listdir(target)) == ["kept"]
+    assert [r.status for r in results] == ["fail", "ok", "ok"], results
+    assert results[0].message.startswith(
+        "the submission interfered with the grader's scratch directory: "), results[0]
+    assert "new scratch directory" in Path(results[0].log).read_text()
+
+
+@ROOT_ONLY
+def test_a_chmod_of_the_users_working_directory_stops_no_later_command(tmp_path,
+                                                                         monkeypatch):
+    """The user owns its working directory and may take its mode away: its next
+    commands, in that check and the next ones, would run where they can neither read
+    nor write (the old runner failed the next check for it).  Its mode is put back
+    before each command."""
+    def takes_its_mode_away(z):
+        z.host(["chmod", "000", "."])
+        passes(z)
+
+    def takes_it_away_last(z):
+        z.host(["chmod", "000", "."])
+
+    results, _ = user_checks(tmp_path, monkeypatch, takes_its_mode_away,
+                             takes_it_away_last, passes)
+    assert [r.status for r in results] == ["ok", "ok", "ok"], results
+    assert "had the mode 0000: 0755 again" in Path(results[0].log).read_text()
+
+
+@ROOT_ONLY
+def test_whatever_the_cleanup_meets_fails_the_check_not_the_lane(tmp_path, monkeypatch):
+    """A cleanup that fails all the same (the old runner's PermissionError at a link in
+    /tmp under fs.protected_symlinks=1 killed a guest's lane, and made every later
+    check of it a grader error) fails the check at hand, and the lane goes on."""
+    def refused(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(runner, "empty_scratch", refused)
+    results, _ = user_checks(tmp_path, monkeypatch, passes, passes)
+    assert [r.status for r in results] == ["fail", "fail"], results
+    assert "interfered with the grader's scratch directory" in results[0].message
+
+
+# What a check keeps of what a command printed ----------------------------------------
+
+
+def test_a_message_quotes_a_few_hundred_characters_of_a_long_line():
+    run = runner.Run(["zk"], 1, "", "first\n" + "x" * 1_000_000 + "\n", 0.1)
+    with pytest.raises(runner.CheckFailed) as failed:
+        runner.expect(False, "it failed", run)
+    said = str(failed.value)
+    assert said.startswith("it failed\n    zookeeper said: xxx") and len(said) < 500, len(said)
+    assert said.endswith(" more characters)")
+
+
+LOUD = """import sys
+sys.stderr.write("zookeeper: " + "y" * 200_000 + "\\n")
+sys.exit(1)
+"""
+
+
+def test_a_checks_message_and_log_are_bounded(tmp_path, monkeypatch):
+    """D10: a command's 200 KB line on stderr, and a check's 10 MB message, become a
+    message of a few KB (and say how much more there was): results.json stays small.
+    The command's whole line stays in the check's log, the 10 MB do not."""
+    def quotes_a_long_line(z):
+        r = z.zk(1, "true")
+        z.expect(r.status == 0, "zookeeper failed", r)
+
+    def says_too_much(z):
+        z.expect(False, "z" * 10_000_000)
+
+    monkeypatch.setattr(runner.checks, "CHECKS", [
+        runner.checks.Check(quotes_a_long_line, 1, "long line", 1, 30, True, ()),
+        runner.checks.Check(says_too_much, 1, "long message", 1, 30, True, ())])
+    sub = fake_submission(tmp_path, 1, LOUD)
+    results = run_checks(tmp_path, sub, None)
+    assert [r.status for r in results] == ["fail", "fail"], results
+    line, message = results[0].message, results[1].message
+    assert len(line) < 500 and line.endswith(" more characters)"), line[-200:]
+    assert len(message) < 4000 and message.endswith(" more characters)"), len(message)
+    assert (tmp_path / "results.json").stat().st_size < 20_000
+    assert "zookeeper: " + "y" * 200_000 + "\n" in Path(results[0].log).read_text()
+    assert Path(results[1].log).stat().st_size < 5_000_000
