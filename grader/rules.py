@@ -27,11 +27,13 @@ import csv
 import errno
 import os
 import re
-import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+
+from report import printable, read_regular_file
 
 MIN_COMMITS = 5
 PARTS = range(1, 7)
@@ -58,27 +60,8 @@ STATUS_LINE = re.compile(
     r"(?:status\s*)?(?:[:=\u2013\u2014]|-(?!-)|\s+is\s+)\s*(?P<text>\S.*)$", re.I)
 QUESTION = re.compile(r"^(5\.\d+)\s+(\S.*)$")
 ANSWER_MARK = re.compile(r"^\s*answer\s*[.:\-]?\s*", re.I)
-# What student text may not bring into a report, a CSV or the TA's terminal: control
-# characters (an escape sequence starts with one), the bidirectional overrides that
-# show a name backwards (Trojan Source), and the lone surrogates that stand for a
-# file name's undecodable bytes (os.fsdecode), which UTF-8 cannot store.
-HIDDEN = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
-UNPRINTABLE = re.compile(f"[\x00-\x1f\x7f-\x9f{HIDDEN}]")
-UNPRINTABLE_BUT_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{HIDDEN}]")
 # A cell that a spreadsheet would take for a formula (OWASP's "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@")
-
-
-def printable(text: str, lines: bool = False) -> str:
-    """text with what UNPRINTABLE names shown as \\xNN (lines: newlines and tabs kept)."""
-    return (UNPRINTABLE_BUT_LINES if lines else UNPRINTABLE).sub(escaped, text)
-
-
-def escaped(m: re.Match) -> str:
-    code = ord(m.group())
-    if 0xdc80 <= code <= 0xdcff:  # surrogateescape's stand-in for the byte code - 0xdc00
-        code -= 0xdc00
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def verdict(rule: str, status: str, message: str) -> dict:
@@ -137,28 +120,61 @@ def binary_files_in_git(sub: Path) -> list[str]:
             blobs.append((oid.decode(), printable(os.fsdecode(path))))
     if not blobs:
         return []
-    cmd = ["git", "-c", f"safe.directory={sub}", "-C", str(sub), "cat-file", "--batch"]
+    return binary_blobs(sub, blobs)
+
+
+def binary_blobs(sub: Path, blobs: list[tuple[str, str]], timeout: float = 120) -> list[str]:
+    """The paths of those blobs that are binary, read through one `git cat-file --batch`.
+    Its input is written by a thread of its own while this one reads its output: written
+    whole before any is read, a tree of a few thousand files fills both pipes and each
+    side waits for the other forever.  The whole read stops after TIMEOUT seconds."""
+    cmd = ["git", "-c", f"safe.directory={sub}", "-c", "core.hooksPath=/dev/null",
+           "-c", "core.fsmonitor=false", "-C", str(sub), "cat-file", "--batch"]
+    env = dict(os.environ, LC_ALL="C")
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
     found = []
     with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, env=dict(os.environ, LC_ALL="C")) as p:
-        p.stdin.write("".join(f"{oid}\n" for oid, _ in blobs).encode())
-        p.stdin.close()
-        for _, path in blobs:
-            header = p.stdout.readline().split()
-            if len(header) != 3:
-                continue  # "missing": not in the object store
-            size, head = int(header[2]), b""
-            left = size
-            while left:
-                chunk = p.stdout.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                if len(head) < FIRST_FEW_BYTES:
-                    head += chunk[:FIRST_FEW_BYTES - len(head)]
-                left -= len(chunk)
-            p.stdout.read(1)  # the newline after the content
-            if is_binary(head):
-                found.append(path)
+                          stderr=subprocess.DEVNULL, env=env) as p:
+        def feed():
+            try:
+                for start in range(0, len(blobs), 1000):
+                    p.stdin.write("".join(f"{oid}\n" for oid, _ in
+                                          blobs[start:start + 1000]).encode())
+                p.stdin.close()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # git is gone (stopped at the timeout): the reader says so
+
+        writer = threading.Thread(target=feed, daemon=True)
+        timer = threading.Timer(timeout, p.kill)
+        writer.start()
+        timer.start()
+        try:
+            for _, path in blobs:
+                line = p.stdout.readline()
+                if not line:
+                    raise RuntimeError("git cat-file stopped before the last file"
+                                       + (f" (more than {timeout:g} s)"
+                                          if not timer.is_alive() else ""))
+                header = line.split()
+                if len(header) != 3:
+                    continue  # "missing": not in the object store
+                left, head = int(header[2]), b""
+                while left:
+                    chunk = p.stdout.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    if len(head) < FIRST_FEW_BYTES:
+                        head += chunk[:FIRST_FEW_BYTES - len(head)]
+                    left -= len(chunk)
+                p.stdout.read(1)  # the newline after the content
+                if is_binary(head):
+                    found.append(path)
+        finally:
+            timer.cancel()
+            if p.poll() is None and writer.is_alive():
+                p.kill()
+            writer.join()
     return found
 
 
@@ -198,8 +214,7 @@ def read_readme(sub: Path) -> tuple[str | None, str]:
     have the grader read whatever it names (the TA's files, /proc/kmsg), and its text
     shown to the student; a FIFO would never end (O_NONBLOCK, then fstat)."""
     try:
-        fd = os.open(sub / "README.txt", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | os.O_CLOEXEC)
+        text = read_regular_file(sub / "README.txt", README_LIMIT)
     except FileNotFoundError:
         others = sorted(printable(p.name) for p in sub.iterdir()
                         if p.name.lower().startswith("readme")) if sub.is_dir() else []
@@ -207,11 +222,10 @@ def read_readme(sub: Path) -> tuple[str | None, str]:
     except OSError as e:
         if e.errno == errno.ELOOP:
             return None, " (README.txt is a symbolic link: not read)"
-        return None, f" (README.txt cannot be read: {e.strerror})"
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        if e.errno == errno.EINVAL:
             return None, " (README.txt is not a regular file: not read)"
-        return f.read(README_LIMIT).decode("utf-8", errors="replace"), ""
+        return None, f" (README.txt cannot be read: {e.strerror})"
+    return text.decode("utf-8", errors="replace"), ""
 
 
 def part_statuses(text: str) -> dict[int, str]:

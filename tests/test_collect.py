@@ -393,3 +393,58 @@ def test_a_remote_that_hangs_is_stopped_at_the_timeout(tmp_path):
     assert row["status"] == "not collected: git clone did not finish within 2s"
     assert not (tmp_path / "class" / "alice").exists()
     assert subprocess.run(["pgrep", "-f", "sleep 61.234"]).returncode == 1  # killed
+
+
+def big_repo(path: Path, files: int, every: int) -> list[str]:
+    """A repository of FILES small files in one commit (a committed .venv/, say), every
+    EVERY-th of them binary; the binary ones' paths, sorted as git lists them."""
+    repo = new_repo(path)
+    binary = []
+    for i in range(files):
+        folder = repo / ".venv" / f"lib{i % 40:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if i % every == 0:
+            (folder / f"m{i:05d}.so").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+            binary.append(f".venv/lib{i % 40:02d}/m{i:05d}.so")
+        else:
+            (folder / f"m{i:05d}.py").write_text(f"# module {i}\n" + "x = 1\n" * 40)
+    (repo / "README.txt").write_text(STATUS)
+    commit(repo, "everything, .venv/ included", BEFORE[0])
+    return sorted(binary)
+
+
+def test_binary_files_of_a_big_tree_in_bounded_time(tmp_path):
+    """5000 files: the object ids written to git cat-file while its output is read (all
+    written first, the two pipes fill and both sides wait forever); the whole rules
+    check, in a process of its own, ends in seconds with every binary file found."""
+    repo = tmp_path / "big"
+    binary = big_repo(repo, 5000, 50)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(ROOT / "grader" / "rules.py"), str(repo)],
+                          capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert f"== rule: no binary files == FAIL ({len(binary)} binary files: " \
+        f"{', '.join(binary[:10])} and {len(binary) - 10} more)" in done.stdout, done
+    assert took < 30, took
+    assert rules.binary_files_in_git(repo) == binary
+
+
+def test_binary_files_stop_at_their_timeout(tmp_path, monkeypatch):
+    """A git cat-file that never answers is stopped at the timeout, and the rule says
+    so (not checked) instead of waiting with the class's grading."""
+    repo = tmp_path / "small"
+    big_repo(repo, 30, 10)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real_git = shutil.which("git")
+    (bin_dir / "git").write_text(
+        '#!/bin/sh\nfor a in "$@"; do [ "$a" = cat-file ] && exec sleep 61.4321; done\n'
+        f'exec {real_git} "$@"\n')
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    blobs = [(oid, "f") for oid in git(repo, "rev-list", "--objects", "--all").split()[:1]]
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"more than 1 s"):
+        rules.binary_blobs(repo, blobs * 20000, timeout=1)
+    assert time.monotonic() - started < 15
+    assert subprocess.run(["pgrep", "-f", "sleep 61.4321"]).returncode == 1  # killed

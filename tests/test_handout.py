@@ -330,3 +330,135 @@ def test_q5s_hint_names_errno_which_container_py_imports():
     imported = {alias.name for node in ast.parse(source).body
                 if isinstance(node, ast.Import) for alias in node.names}
     assert "errno" in imported
+
+
+# ---------------------------------------------------------------- nothing of what was left out
+
+
+def readme_sections(text: str) -> set[str]:
+    """The numbers of the README's sections: "5. Written experiments" over its dashes,
+    "1.1 Where the lab runs", "5.1 Seccomp (part 3)."."""
+    lines = text.splitlines()
+    top = {m.group(1) for line, under in zip(lines, lines[1:])
+           if (m := re.match(r"^(\d+)\. +\S", line)) and re.fullmatch(r"-{3,}", under)}
+    return top | set(re.findall(r"^(\d+\.\d+) +[A-Z]", text, re.M))
+
+
+def section_references(text: str) -> set[str]:
+    """Every section a text names: "section 9.5", "sections 5", "README 7",
+    "README.txt 1.1", "(1.1)", "1.1 says", "(5.1, 5.2)"."""
+    text = " ".join(text.split())
+    found = set(re.findall(r"\bsections? (\d+(?:\.\d+)?)\b", text, re.I))
+    found |= set(re.findall(r"\bREADME(?:\.txt)?,? (?:section )?(\d+(?:\.\d+)?)\b", text))
+    found |= set(re.findall(r"\((\d\.\d)\)", text)) | set(re.findall(r"\b(\d\.\d) says\b", text))
+    for group in re.findall(r"\((\d\.\d(?:, \d\.\d)+)\)", text):
+        found |= set(group.split(", "))
+    return found
+
+
+def test_every_section_the_handout_names_is_in_its_readme(handout_dir):
+    """The handout's README leaves out the maintainers' sections (8, 9): nothing in the
+    handout (its README, Makefile, scripts, skeleton, grader) names one of them."""
+    readme = (handout_dir / "README.txt").read_text()
+    sections = readme_sections(readme)
+    assert {"1", "1.1", "2", "3", "3.1", "4", "5", "5.1", "5.2", "6", "7"} <= sections
+    assert not sections & {"8", "9", "9.1", "9.5"}
+    named = {"README.txt": section_references(readme)}
+    assert {"1.1", "2", "5", "7"} <= named["README.txt"], named
+    for name, text in handout_text(handout_dir).items():
+        if name != "README.txt":
+            named[name] = {n for n in re.findall(
+                r"\bREADME(?:\.txt)?,? (?:section )?(\d+(?:\.\d+)?)\b", " ".join(text.split()))}
+    stray = {name: sorted(refs - sections) for name, refs in named.items() if refs - sections}
+    assert not stray, f"the handout names sections its README lacks: {stray}"
+
+
+def test_the_handout_readme_names_nothing_the_handout_lacks(handout_dir):
+    """No reference parts, no experiments/ of theirs, no repo tests, no Slurm: each
+    directory the README names is in the handout, a part of the student's, or one the
+    lab's targets make (and those the handout's .gitignore leaves out)."""
+    text = (handout_dir / "README.txt").read_text()
+    flat = " ".join(text.split())
+    for absent in ("reference", "experiments/", "repo's", "lab's own tests", "Slurm",
+                   "9.5", "instructors"):
+        assert absent.lower() not in flat.lower(), absent
+    dirs = {p.name + "/" for p in handout_dir.rglob("*") if p.is_dir()}
+    made = {".venv/", "build/", "grader-results/", "__pycache__/"}
+    named = set(re.findall(r"(?<![\w/.~$-])([\w.-]+/)(?![\w.*-])", text))
+    lacking = sorted(d for d in named - dirs - made if not re.fullmatch(r"part\d_\w+/", d))
+    assert not lacking, f"the handout's README names directories it lacks: {lacking}"
+    ignored = (handout_dir / ".gitignore").read_text().split()
+    assert made <= set(ignored), ignored
+    # Each of the repo's words the handout rewrites is still the repo README's.
+    repo = (ROOT / "README.txt").read_text()
+    for repo_words, _ in [*handout.REPO_ONLY_WORDS, (handout.REPO_DEMO, None),
+                          (handout.REPO_ONLY_TEST, None), (handout.POINTS_END, None)]:
+        assert repo_words in repo, repo_words
+
+
+def test_the_handout_readme_states_the_course_rules(handout_dir):
+    """The rules of README 9.1 (left out of the handout), in rules.py's own words, in
+    the handout's section 7, where it tells of grading."""
+    import rules
+
+    text = (handout_dir / "README.txt").read_text()
+    grading = " ".join(text.split("\n7. Grading\n", 1)[1].split())
+    for name in rules.NAMES.values():
+        assert name in grading, name
+    assert f"at least {rules.MIN_COMMITS} commits" in grading
+    assert "`python3 grader/rules.py .`" in grading
+    assert (handout_dir / "grader" / "rules.py").exists()
+
+
+def test_make_demo_on_a_fresh_handout_says_what_it_will_show(handout_dir, tmp_path):
+    """A fresh handout has no part: the demo (after the set-up) says what it will show
+    once part 4 is there and how to start, and exits 0; the README says the same."""
+    tree = tmp_path / "zookeeper"
+    shutil.copytree(handout_dir, tree)
+    done = subprocess.run(["sh", "tools/demo.sh", "build/zoo-fs"], cwd=tree,
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHON=".venv/bin/python3"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stdout.split())
+    assert "no container to show yet: that needs a part4_filesystem/" in said, said
+    assert "hostname, user, id map, processes, network, filesystem, seccomp, cgroup" in said
+    assert "cp -r skeleton part1_clone && .venv/bin/python3 part1_clone/zookeeper.py true" in said
+    assert done.stderr == ""
+    readme = " ".join((tree / "README.txt").read_text().split())
+    assert "make demo sets this machine up for the lab (below); once you have a part 4" in readme
+
+
+def test_the_gitignore_keeps_what_the_targets_make_out_of_git(handout_dir, tmp_path):
+    """`git add -A` in a student's tree after make demo, make check and grader/grade:
+    the venv, build/ (busybox, the tarball), grader-results/ and __pycache__ stay out,
+    the student's own files go in, and the course's binary-files rule passes."""
+    import rules
+
+    tree = tmp_path / "zookeeper"
+    shutil.copytree(handout_dir, tree)
+    shutil.copytree(tree / "skeleton", tree / PARTS[1])
+    elf = b"\x7fELF\x02\x01\x01\x00" + bytes(range(256))
+    made = {".venv/bin/python3": elf, ".venv/lib/python3.11/site-packages/pyroute2/x.py": b"x\n",
+            "build/zoo-fs.tar": elf, "build/zoo-fs/bin/busybox": elf, "build/vm.log": b"ok\n",
+            "grader-results/results.json": b"{}\n", "grader-results/logs/p1_exit.log": b"\0",
+            "grader/__pycache__/report.cpython-311.pyc": elf,
+            f"{PARTS[1]}/__pycache__/container.cpython-311.pyc": elf}
+    for name, data in made.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    (tree / PARTS[1] / "experiments").mkdir()
+    (tree / PARTS[1] / "experiments" / "try.sh").write_text("echo mine\n")
+    env = dict(os.environ, GIT_AUTHOR_NAME="S", GIT_AUTHOR_EMAIL="s@example.edu",
+               GIT_COMMITTER_NAME="S", GIT_COMMITTER_EMAIL="s@example.edu",
+               GIT_CONFIG_NOSYSTEM="1", HOME=str(tmp_path))
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "mine"]):
+        subprocess.run(["git", "-C", str(tree), *args], check=True, env=env, capture_output=True)
+    tracked = subprocess.run(["git", "-C", str(tree), "ls-files"], check=True, env=env,
+                             capture_output=True, text=True).stdout.split()
+    assert not [t for t in tracked if t.split("/")[0] in (".venv", "build", "grader-results")
+                or "__pycache__" in t], tracked
+    for mine in (".gitignore", "README.txt", "Makefile", f"{PARTS[1]}/container.py",
+                 f"{PARTS[1]}/experiments/try.sh", "skeleton/container.py", "grader/grade"):
+        assert mine in tracked, mine
+    assert rules.binary_files(tree) == rules.verdict("binary_files", "ok", "none")
+    assert rules.binary_files_on_disk(tree)  # they are there, only not in git

@@ -474,3 +474,77 @@ def test_debian_minbase_build(tmp_path):
     assert not [m for m in entries.values() if m.ischr() or m.isblk()]
     assert not [name for name in entries if name.endswith(".deb")]
     assert entries["root"].uid == 0
+
+
+# ---------------------------------------------------------------- no subordinate id range
+
+
+@pytest.fixture
+def deps_tree(user):
+    """check-deps.sh in a tree the user can read, with a ready venv (a stand-in whose
+    pip answers) and /etc/subuid and /etc/subgid stand-ins that name other users only."""
+    for tool in ("newuidmap", "newgidmap", "slirp4netns", "unshare"):
+        if shutil.which(tool, path=SYSTEM_PATH) is None:
+            pytest.skip(f"{tool} is not installed")
+    if subprocess.run([*user.prefix, "unshare", "--user", "--map-root-user", "true"],
+                      capture_output=True, env=user.env).returncode != 0:
+        pytest.skip("unprivileged user namespaces are off here")
+    path = Path(tempfile.mkdtemp(prefix="zoo-subids-"))
+    path.chmod(0o755)
+    (path / "tools").mkdir()
+    shutil.copy(CHECK_DEPS, path / "tools" / "check-deps.sh")
+    (path / "requirements.txt").write_text("")
+    (path / "venv" / "bin").mkdir(parents=True)
+    (path / "venv" / "zookeeper-requirements.txt").write_text("")
+    fake_command(path / "venv" / "bin", "python3",
+                 '[ "$1 $2 $3" = "-m pip --version" ] && exit 0\nexec /usr/bin/python3 "$@"\n')
+    (path / "subuid").write_text("alice:100000:65536\ncarol:300000:1000\n")
+    (path / "subgid").write_text("alice:100000:65536\nbob:165536:65536\n")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def deps_as(user, tree, *needs):
+    env = dict(user.env, VENV=str(tree / "venv"), SUBUID_FILE=str(tree / "subuid"),
+               SUBGID_FILE=str(tree / "subgid"))
+    return subprocess.run([*user.prefix, "/bin/sh", str(tree / "tools" / "check-deps.sh"),
+                           *needs], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_no_subid_range_is_a_note_for_the_containers(user, deps_tree):
+    """zookeeper runs without a range (its root mapped alone), and so `make demo`,
+    `make rootfs` and `make check` go on: a note, with a range that neither file's
+    users have (after alice's and bob's, past carol's, at a multiple of 65536)."""
+    if user.uid == 0:
+        pytest.skip("root needs no range")
+    done = deps_as(user, deps_tree, "rootfs", "run")
+    assert done.returncode == 0, done.stderr
+    fix = (f"sudo usermod --add-subuids 327680-393215 --add-subgids 327680-393215 "
+           f"{user.name}")
+    note = [line for line in done.stderr.splitlines() if "no range for" in line]
+    assert len(note) == 1 and note[0].startswith("check-deps: note: no range for"), done.stderr
+    assert fix in note[0] and "map only their root" in note[0]
+    # Where it is needed (mmdebstrap builds rootfs-debian in a user namespace): an error,
+    # with the same free range.
+    strict = deps_as(user, deps_tree, "rootfs-debian")
+    assert strict.returncode == 1
+    assert any(line.startswith("check-deps: no range for") and fix in line
+               for line in strict.stderr.splitlines()), strict.stderr
+    # With a range in both files: not a word of it.
+    for name in ("subuid", "subgid"):
+        with open(deps_tree / name, "a") as f:
+            f.write(f"{user.name}:500000:65536\n")
+    assert "no range" not in deps_as(user, deps_tree, "rootfs", "run").stderr
+
+
+def test_the_suggested_range_is_free_in_both_files(user, deps_tree):
+    if user.uid == 0:
+        pytest.skip("root needs no range")
+    (deps_tree / "subuid").write_text("")
+    (deps_tree / "subgid").unlink()
+    said = deps_as(user, deps_tree, "run").stderr
+    assert "--add-subuids 100000-165535 --add-subgids 100000-165535" in said, said
+    (deps_tree / "subuid").write_text("a:100000:65536\nb:165536:65536\nc:231072:65536\n"
+                                      "d:300000:65536\n# a comment\ne:365536:65536\n")
+    said = deps_as(user, deps_tree, "run").stderr
+    assert "--add-subuids 458752-524287 --add-subgids 458752-524287" in said, said

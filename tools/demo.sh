@@ -1,5 +1,6 @@
 #!/bin/sh
-# make demo: run one container from the newest part and show what it cannot see.
+# make demo: run one container from the newest part and show what it cannot see
+# (from part 4 on: before that, say what it will show and exit 0).
 set -u
 ROOTFS=${1:-build/zoo-fs}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,14 +10,25 @@ for candidate in part6_network part5_cgroups part4_filesystem; do
         PART="$HERE/$candidate"
     fi
 done
-if [ -z "$PART" ]; then
-    echo "demo: no part4_filesystem/ or later here yet: the demo needs -r" >&2
-    exit 1
-fi
 # The Makefile passes its venv's Python; run by hand, the venv's if there is one.
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=python3
     [ -x "$HERE/.venv/bin/python3" ] && PYTHON="$HERE/.venv/bin/python3"
+fi
+
+# Before part 4 (a fresh handout has no part at all) there is no container to show
+# yet: the set-up is what `make demo` did, and that is no failure.
+if [ -z "$PART" ]; then
+    echo "demo: set up (the packages, the venv, the rootfs $ROOTFS); no container to show"
+    echo "      yet: that needs a part4_filesystem/ (-r, a root filesystem).  Once your"
+    echo "      part 4 runs, make demo runs a container of your newest part in $ROOTFS"
+    echo "      and shows its isolation: hostname, user, id map, processes, network,"
+    echo "      filesystem, seccomp, cgroup."
+    if [ ! -d "$HERE/part1_clone" ]; then
+        echo "demo: to start, copy skeleton/ into part1_clone/ and run it (README.txt section 4):"
+        echo "      cp -r skeleton part1_clone && $PYTHON part1_clone/zookeeper.py true"
+    fi
+    exit 0
 fi
 
 limits=""

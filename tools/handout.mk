@@ -12,7 +12,7 @@ VM_SHA256 ?=
 .PHONY: help check clean
 
 help:
-	@echo "make demo           set up (packages, venv, rootfs), run a container of your newest part"
+	@echo "make demo           set up (packages, venv, rootfs); from part 4 on, run a container of your newest part"
 	@echo "make setup          install what is missing: Debian packages (sudo apt-get), $(VENV)"
 	@echo "make check-deps     only say what is missing, install nothing"
 	@echo "make rootfs         build $(BUILD)/zoo-fs.tar, unpack it into $(ROOTFS) (as you) if absent"
