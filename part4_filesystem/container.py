@@ -62,7 +62,7 @@ def main(argv: list[str]) -> None:
 def note_unreached(what: str, part: int, asked) -> None:
     """Options of a later part are accepted, and said to do nothing yet."""
     if asked:
-        warn(f"note: {what} arrive in part {part}; this part ignores them")
+        warn(f"note: {what}: from part {part} on; this part ignores it")
 
 
 def open_missing_standard_fds() -> None:
