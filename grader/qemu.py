@@ -310,15 +310,24 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
         if watched is None:
             watched = _watch(command(shares, console_log, control), Path(tmp), console_log,
                              job, control)
-    try:
-        make_plain(results_dir)
-    except OSError as e:  # deeper than a path can name, say: none of it is read
-        _say(f"the guest's results cannot be made plain ({e}): removed")
-        shutil.rmtree(results_dir, ignore_errors=True)
-        results_dir.mkdir(exist_ok=True)
+    plain_or_nothing(results_dir)
     result = _result(watched, job, accel, console_log, results_dir)
     (results_dir / TIMES).write_text(json.dumps(result.times()) + "\n")
     return result
+
+
+def plain_or_nothing(share: Path) -> None:
+    """make_plain, or, when the guest left what it cannot walk (a tree deeper than a
+    path can name or Python's recursion goes), none of it: the share emptied."""
+    try:
+        make_plain(share)
+    except (OSError, RecursionError) as e:
+        _say(f"the guest's results cannot be made plain ({e!r:.200}): none of it is kept")
+        # rm(1): however deep, by fds, never through a link (fts(3)).
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(share)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        share.mkdir(mode=0o755, exist_ok=True)
 
 
 def make_plain(share: Path) -> None:

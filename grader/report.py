@@ -193,30 +193,52 @@ def reported_result(check, d: dict) -> CheckResult:
 COMMIT = "ZOO-COMMIT"
 
 
+COMMIT_END = "ZOO-END"
+COMMIT_COPIES = 3  # a kernel message may cut one: the host takes the first whole copy
+
+
 def commit_line(token: str, results: list[CheckResult]) -> str:
-    """`ZOO-COMMIT TOKEN p1_fds=ok p1_signal=fail ...` (a status's space as _)."""
-    return " ".join([COMMIT, token] + [f"{r.id}={r.status.replace(' ', '_')}"
-                                       for r in results])
+    """`ZOO-COMMIT TOKEN 2 p1_fds=ok p1_signal=fail ZOO-END`: how many statuses, each
+    (a status's space as _), and an end, so that the host knows a whole line."""
+    pairs = [f"{r.id}={r.status.replace(' ', '_')}" for r in results]
+    return " ".join([COMMIT, token, str(len(pairs)), *pairs, COMMIT_END])
 
 
 def committed_statuses(console: bytes, token: str) -> dict[str, str] | None:
-    """The statuses of the first commit line with token on the console: check id ->
-    status.  None when there is none, or it is not whole (a line cut short or mixed
-    with the kernel's: nothing in it is taken)."""
-    marker = f"{COMMIT} {token}".encode()
+    """The statuses of the first whole commit line with token among the first
+    COMMIT_COPIES lines that have it: check id -> status.  None when none of them is
+    whole (cut short, or mixed with the kernel's messages); a line with the token
+    after those may be anyone's who could read the token later (root in the guest)."""
+    marker = f"{COMMIT} {token} ".encode()
+    seen = 0
     for line in console.splitlines():
         at = line.find(marker)
         if at < 0:
             continue
-        statuses = {}
-        for pair in line[at + len(marker):].decode("ascii", "replace").split():
-            check_id, _, status = pair.partition("=")
-            status = status.replace("_", " ")
-            if status not in WORDS:
-                return None
-            statuses[check_id] = status
-        return statuses
+        statuses = whole_commit(line[at + len(marker):].decode("ascii", "replace").split())
+        if statuses is not None:
+            return statuses
+        seen += 1
+        if seen == COMMIT_COPIES:
+            break
     return None
+
+
+def whole_commit(words: list[str]) -> dict[str, str] | None:
+    """`N id=status ... ZOO-END` as a dict, or None when it is not whole."""
+    if len(words) < 2 or not words[0].isdigit() or words[-1] != COMMIT_END:
+        return None
+    pairs = words[1:-1]
+    if len(pairs) != int(words[0]):
+        return None
+    statuses = {}
+    for pair in pairs:
+        check_id, _, status = pair.partition("=")
+        status = status.replace("_", " ")
+        if status not in WORDS:
+            return None
+        statuses[check_id] = status
+    return statuses
 
 
 def number(value) -> float | None:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import termios
 import threading
 import time
 import traceback
@@ -36,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 import checks  # noqa: E402
 import subids  # noqa: E402
-from report import CheckResult, CommandTime, commit_line, write_results  # noqa: E402
+from report import COMMIT_COPIES, CheckResult, CommandTime, commit_line, write_results  # noqa: E402
 
 PART_GLOB = "part{}_*"
 NOSUB_USER = "nosub"  # the grader's VM's user without a subordinate range
@@ -53,6 +54,7 @@ SAID_LIMIT = 300  # characters of a command's stderr line quoted ("zookeeper sai
 MESSAGE_LIMIT = 3000  # characters of a check's whole message
 OUTPUT_LOG_LIMIT = 1 << 20  # characters of a command's stdout, and of its stderr, logged
 LOG_LIMIT = 4 << 20  # characters of a check's log file
+REMOVE_SECONDS = 120  # for rm -rf of what a check left (a million files, say)
 
 
 class CheckFailed(Exception):
@@ -618,7 +620,11 @@ def own_empty_directory(path: str) -> int:
         if os.fstat(at).st_uid == os.geteuid() and not os.listdir(at):
             return at
         os.close(at)
-    shutil.rmtree(path, ignore_errors=True)  # rmtree does not follow links (not even path)
+    parent = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        remove_entry(parent, os.path.basename(path))  # never through a link
+    finally:
+        os.close(parent)
     os.mkdir(path, 0o755)
     at = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     if os.fstat(at).st_uid != os.geteuid() or os.listdir(at):
@@ -647,8 +653,14 @@ class Fixtures:
 
     def new_file(self, directory: Path, name: str, text: str) -> None:
         """directory/name written anew (mode 0644) by the runner, never through a link
-        that the user, or a container of the user's, put there."""
-        write_new_file(directory, name, text, 0o644)
+        that the user, or a container of the user's, put there.  If the user's
+        processes keep taking the name meanwhile, the check fails: the submission's
+        doing, not the grader's."""
+        try:
+            write_new_file(directory, name, text, 0o644)
+        except OSError as e:
+            raise CheckFailed(f"the grader could not write {name} in the rootfs: something "
+                              f"of the submission's took its place ({e.strerror})") from None
 
     def rootfs(self, root=False) -> Path:
         """A fresh busybox rootfs for this check, unpacked by the user who runs the
@@ -1242,34 +1254,38 @@ def write_new_file(directory: Path, name: str, text: str, mode: int,
 
 
 def remove_entry(at: int, name: str) -> None:
-    """rm -rf of name in the directory at, never through a symbolic link.  What cannot
-    be removed stays: the caller looks at what is left."""
-    try:
-        os.unlink(name, dir_fd=at)  # a file, a link (itself), a FIFO...
-        return
-    except IsADirectoryError:  # unlink(2)'s EISDIR: Linux's answer for a directory
-        pass
-    except OSError:
-        return  # gone already, or not ours to remove
-    remove_tree(at, name)
+    """rm -rf of name in the directory at, never through a symbolic link."""
+    remove_entries(at, [name])
 
 
-def remove_tree(at: int, top: str) -> None:
-    """rm -rf of the directory top in the directory at, never through a link:
-    shutil.rmtree by fds (rmtree.avoids_symlink_attacks: each directory opened and
-    checked to be the one it listed, names removed relative to it, unlinkat(2)), so
-    a directory the user swaps for a link meanwhile is not followed.  What cannot be
-    removed stays (a tree deeper than Python's recursion, files of a container's
-    other ids when this process is not root): the caller looks at what is left."""
-    try:
-        shutil.rmtree(top, ignore_errors=True, dir_fd=at)
-    except RecursionError:
-        pass
+def remove_entries(at: int, names: list[str]) -> None:
+    """rm -rf of each name in the directory at, never through a symbolic link: what is
+    not a directory is unlinked here (a link itself, a FIFO: unlink(2) never opens
+    it); the directories go with one rm(1) for them all (one exec: under TCG each
+    costs a tenth of a second).  GNU rm walks a tree by fds (fts(3)), opening each
+    directory with O_NOFOLLOW|O_DIRECTORY|O_NONBLOCK relative to its parent: the
+    user's processes may swap a directory for a link or a FIFO meanwhile, and rm
+    neither follows the one nor blocks on the other, however deep the tree.  What
+    cannot be removed stays: the caller looks at what is left."""
+    directories = []
+    for name in names:
+        try:
+            os.unlink(name, dir_fd=at)
+        except IsADirectoryError:  # unlink(2)'s EISDIR: Linux's answer for a directory
+            directories.append(name)
+        except OSError:
+            pass  # gone already, or not ours to remove
+    if directories:
+        # Named through our fd of the directory, which rm inherits (proc(5)).
+        paths = [f"/proc/self/fd/{at}/{name}" for name in directories]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(["rm", "-rf", "--one-file-system", "--", *paths], pass_fds=(at,),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=REMOVE_SECONDS)
 
 
 def empty_scratch(scratch: Path, user: str) -> str:
-    """After a check: what it made in the scratch directory goes (in this process: an
-    rm(1) for each entry costs an exec each, under TCG a tenth of a second), and
+    """After a check: what it made in the scratch directory goes (remove_entries), and
     WORK is made again, empty.  Returns what is left that this process may not
     remove, for the log ('' when nothing: the scratch directory can serve the next
     check); ScratchInterfered when the submission made it unusable."""
@@ -1278,8 +1294,7 @@ def empty_scratch(scratch: Path, user: str) -> str:
     except FileNotFoundError:
         return ""  # removed by a command as root: ready_work makes it again
     try:
-        for name in os.listdir(at):
-            remove_entry(at, name)
+        remove_entries(at, os.listdir(at))
         left = sorted(os.listdir(at))
         if left and os.geteuid() == 0:  # root removes anything, unless it keeps changing
             raise ScratchInterfered(f"{', '.join(left[:5])} in it could not be removed")
@@ -1299,8 +1314,7 @@ def remove_scratch(scratch: Path) -> None:
     except (OSError, ScratchInterfered):
         return  # gone, or not ours: not removed through a link
     try:
-        for name in os.listdir(at):
-            remove_entry(at, name)
+        remove_entries(at, os.listdir(at))
     finally:
         os.close(at)
     with contextlib.suppress(OSError):
@@ -1366,7 +1380,12 @@ def commit(args, results: list[CheckResult]) -> None:
     line = commit_line(token, results)
     fd = os.open(args.console, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        os.write(fd, f"\n{line}\n".encode())
+        # A few copies (a kernel message may cut one), then tcdrain(3): the lines are
+        # out on the serial port, not in the tty's buffer, where root's code could
+        # still flush them (tcflush) and write its own, before the root checks begin.
+        os.write(fd, "".join(f"\n{line}\n" for _ in range(COMMIT_COPIES)).encode())
+        if os.isatty(fd):
+            termios.tcdrain(fd)
     finally:
         os.close(fd)
 

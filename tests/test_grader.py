@@ -966,7 +966,8 @@ def test_the_runner_commits_the_statuses_before_the_checks_run_as_root(tmp_path,
         nosub_user=runner.NOSUB_USER)
     results = runner.run_checks(args)
     assert [r.status for r in results] == ["ok", "fail", "ok"]  # in the checks' order
-    assert seen == ["\nZOO-COMMIT f00d failing_check=fail passing_check=ok\n"]
+    line = "ZOO-COMMIT f00d 2 failing_check=fail passing_check=ok ZOO-END"
+    assert seen == [f"\n{line}\n" * report.COMMIT_COPIES]
     assert report.committed_statuses(console.read_bytes(), "f00d") == {
         "failing_check": "fail", "passing_check": "ok"}
 
@@ -979,10 +980,15 @@ def test_the_host_keeps_the_committed_statuses(tmp_path):
     root_check = next(c for c in selected if c.other_users)
     plain = [c for c in selected if not c.other_users]
     forged = [report.CheckResult.of(c, "ok") for c in selected]
+    committed = [report.CheckResult.of(c, "fail") for c in plain[:-1]]
+    line = report.commit_line("abc", committed).encode()
+    everything_ok = report.commit_line("abc", forged).encode()
     console = tmp_path / "console.log"
-    console.write_bytes(b"[ 1.0] boot\r\n" + " ".join(
-        ["ZOO-COMMIT", "abc"] + [f"{c.id}=fail" for c in plain[:-1]]).encode()
-        + b"\r\nZOO-COMMIT abc " + b" ".join(f"{c.id}=ok".encode() for c in selected) + b"\n")
+    # The first copy cut by a kernel message (at a pair's end: it would parse, but
+    # for its count and end), the second whole, then root's own line after them.
+    cut = line.index(b" ", len(line) // 2)
+    console.write_bytes(b"[ 1.0] boot\r\n" + line[:cut] + b"\r\n[ 9.9] a warning\r\n"
+                        + line[cut:] + b"\r\n" + line + b"\r\n" + everything_ok + b"\n")
     pinned, problem = grade.pin_statuses(forged, selected, console, "abc")
     assert problem == ""
     by_id = {r.id: r for r in pinned}
@@ -990,8 +996,12 @@ def test_the_host_keeps_the_committed_statuses(tmp_path):
     assert "the status committed before them counts" in by_id[plain[0].id].message
     assert by_id[plain[-1].id].status == "not run"  # reported only after the commit
     assert by_id[root_check.id].status == "ok"  # its own result: the guest's word
-    # No commit, and a check run as root reported: nothing can be trusted.
-    console.write_bytes(b"ZOO-COMMIT other-token p4_pivot_root=ok\n")
+    # No whole copy among the first three: root's later line is not taken.
+    console.write_bytes(b"\n".join([line[:cut]] * 3 + [everything_ok]) + b"\n")
+    _, problem = grade.pin_statuses(forged, selected, console, "abc")
+    assert problem.startswith("no commit of the results")
+    # No commit (another run's token), and a check run as root reported: untrusted.
+    console.write_bytes(report.commit_line("other", forged).encode() + b"\n")
     _, problem = grade.pin_statuses(forged, selected, console, "abc")
     assert problem.startswith("no commit of the results")
     # No commit, and no check run as root: results.json is the runner's alone.
@@ -1003,3 +1013,52 @@ def test_local_never_runs_the_submission_as_root_unless_asked(tmp_path):
     if os.getuid() == 0:
         assert machine.missing(("root",)) == runner.ROOT_REFUSED
         assert runner.Machine("root", as_root=True).missing(("root",)) == ""
+
+
+def make_deep(top: Path, depth: int) -> None:
+    """A directory depth levels deep below top, made by fds (no path that long)."""
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        os.mkfifo("fifo", dir_fd=fd)
+        below = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = below
+    os.close(fd)
+
+
+def test_a_share_too_deep_to_walk_is_emptied(tmp_path):
+    """A guest's tree deeper than Python's recursion (os.walk) or a path: nothing of it
+    is kept, and grading goes on (RecursionError was the class run's)."""
+    import qemu
+
+    share = tmp_path / "share"
+    make_deep(share, 1500)
+    qemu.plain_or_nothing(share)
+    assert share.is_dir() and list(share.iterdir()) == []
+
+
+def test_the_runner_removes_a_deep_tree_with_fifos(tmp_path):
+    """What a check left, 1500 directories deep with a FIFO at each level: removed
+    whole (shutil.rmtree stopped at its recursion limit)."""
+    make_deep(tmp_path / "left", 1500)
+    at = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        runner.remove_entries(at, ["left"])
+    finally:
+        os.close(at)
+    assert not (tmp_path / "left").exists()
+
+
+def test_a_rootfs_marker_the_submission_keeps_taking_fails_the_check(tmp_path,
+                                                                    monkeypatch):
+    """A process of the submission's that keeps making zoo-marker while the grader
+    writes it: the check fails (the submission's doing), not a grader error."""
+    def taken(*args):
+        raise FileExistsError(17, "File exists")
+
+    monkeypatch.setattr(runner, "write_new_file", taken)
+    fixtures = runner.Fixtures(None, None)
+    with pytest.raises(runner.CheckFailed, match="something of the submission's"):
+        fixtures.new_file(tmp_path, "zoo-marker", "inside\n")

@@ -280,8 +280,8 @@ def run(args, mutants: list[dict]) -> int:
                 "--csv", str(graded_dir / f"scores-{group.name}.csv"), "--resume"]
         for stage in group.name.removeprefix("stages-"):
             argv += ["--part", stage]
-        if args.local:
-            argv += ["--local"] + (["--user", args.user] if args.user else []) + (
+        if args.local:  # the mutants are ours: their root checks may run as root here
+            argv += ["--local", "--as-root"] + (["--user", args.user] if args.user else []) + (
                 ["--nosub-user", args.nosub_user] if args.nosub_user else [])
         else:
             argv += ["--jobs", str(args.jobs)]
