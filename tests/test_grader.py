@@ -1062,3 +1062,22 @@ def test_a_rootfs_marker_the_submission_keeps_taking_fails_the_check(tmp_path,
     fixtures = runner.Fixtures(None, None)
     with pytest.raises(runner.CheckFailed, match="something of the submission's"):
         fixtures.new_file(tmp_path, "zoo-marker", "inside\n")
+
+
+def test_a_guest_that_fills_the_results_share_is_stopped(grade, tmp_path):
+    """The results share is the TA's disk, without a quota: more than the watchdog
+    allows (here made small) stops the guest, and it is not graded again."""
+    now = [0.0]
+    results = tmp_path / "vm" / "results.json"
+    (tmp_path / "vm" / "logs").mkdir(parents=True)
+    dog = grade.Watchdog(results, checks.selected([1]), "tcg", clock=lambda: now[0])
+    dog.SHARE_BYTES = 1 << 20
+    assert dog(True) is None
+    with open(tmp_path / "vm" / "logs" / "big", "wb") as f:
+        f.write(b"x" * (2 << 20))
+    assert dog(True) is None  # looked less than SHARE_POLL seconds ago
+    now[0] += dog.SHARE_POLL
+    stopped = dog(True)
+    assert stopped == "the guest wrote more than 1 MB or 20000 files to the results share"
+    assert not grade.stalled(f"VM stopped: {stopped}")
+    assert grade.stalled("VM stopped: no result from p1_fds within its time limit (60s)")
