@@ -47,6 +47,13 @@ def escaped(m: re.Match) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def shortened(text: str, limit: int, between: str = "") -> str:
+    """text, or its first limit characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}{between}... ({len(text) - limit} more characters)"
+
+
 def read_regular_file(path, limit: int, tail: bool = False) -> bytes:
     """The first (tail: the last) limit bytes of path, a regular file, opened without
     following a link: what the guest or a student wrote may be a link to the TA's
@@ -170,9 +177,7 @@ def reported_result(check, d: dict) -> CheckResult:
     message = message if isinstance(message, str) else ""
     if status not in WORDS:
         status, message = "error", f"the guest reported no known status ({status!r:.40})"
-    if len(message) > MESSAGE_LIMIT:
-        message = (message[:MESSAGE_LIMIT]
-                   + f"... ({len(message) - MESSAGE_LIMIT} more characters)")
+    message = shortened(message, MESSAGE_LIMIT)
     slowest = d.get("slowest_command")
     slowest = slowest if isinstance(slowest, dict) else {}
     log = d.get("log") if isinstance(d.get("log"), str) else ""
@@ -191,8 +196,6 @@ def reported_result(check, d: dict) -> CheckResult:
 # take back a line the host already has (QEMU writes the console to a host file),
 # nor write one before it: the token is the host's, in the job share, root's alone.
 COMMIT = "ZOO-COMMIT"
-
-
 COMMIT_END = "ZOO-END"
 COMMIT_COPIES = 3  # a kernel message may cut one: the host takes the first whole copy
 
@@ -360,7 +363,7 @@ def gradescope(results: list[CheckResult], execution_time: float, logs_text=None
         numbers[r.part] = numbers.get(r.part, 0) + 1
         output = printable(r.message, lines=True) or "passed"
         if r.status == "not run":
-            output = f"not run: {r.message}"
+            output = f"not run: {printable(r.message, lines=True)}"
         if logs_text and r.status != "ok":
             output += "\n\n" + logs_text(r)
         tests.append({

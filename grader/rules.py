@@ -69,15 +69,22 @@ def verdict(rule: str, status: str, message: str) -> dict:
 
 
 def git(repo: Path, *args: str, binary: bool = False, timeout: float = 120):
-    """git in a student's repository: no hooks, no fsmonitor, no pager; a repository
-    owned by someone else is read all the same (safe.directory for it only)."""
+    """git in a student's repository (git_command), run to its end."""
+    cmd, env = git_command(repo, *args)
+    return subprocess.run(cmd, capture_output=True, text=not binary, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=env)
+
+
+def git_command(repo: Path, *args: str) -> tuple[list[str], dict]:
+    """The command line and environment of git in a student's repository: no hooks,
+    no fsmonitor, no pager; a repository owned by someone else is read all the same
+    (safe.directory for it only)."""
     cmd = ["git", "-c", f"safe.directory={repo}", "-c", "core.hooksPath=/dev/null",
            "-c", "core.fsmonitor=false", "--no-pager", "-C", str(repo), *args]
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
     env.pop("GIT_DIR", None)
     env.pop("GIT_WORK_TREE", None)
-    return subprocess.run(cmd, capture_output=True, text=not binary, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=env)
+    return cmd, env
 
 
 def has_git(sub: Path) -> bool:
@@ -128,11 +135,7 @@ def binary_blobs(sub: Path, blobs: list[tuple[str, str]], timeout: float = 120) 
     Its input is written by a thread of its own while this one reads its output: written
     whole before any is read, a tree of a few thousand files fills both pipes and each
     side waits for the other forever.  The whole read stops after TIMEOUT seconds."""
-    cmd = ["git", "-c", f"safe.directory={sub}", "-c", "core.hooksPath=/dev/null",
-           "-c", "core.fsmonitor=false", "-C", str(sub), "cat-file", "--batch"]
-    env = dict(os.environ, LC_ALL="C")
-    env.pop("GIT_DIR", None)
-    env.pop("GIT_WORK_TREE", None)
+    cmd, env = git_command(sub, "cat-file", "--batch")
     found = []
     with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, env=env) as p:

@@ -37,7 +37,14 @@ sys.path.insert(0, str(HERE))
 
 import checks  # noqa: E402
 import subids  # noqa: E402
-from report import COMMIT_COPIES, CheckResult, CommandTime, commit_line, write_results  # noqa: E402
+from report import (  # noqa: E402
+    COMMIT_COPIES,
+    CheckResult,
+    CommandTime,
+    commit_line,
+    shortened,
+    write_results,
+)
 
 PART_GLOB = "part{}_*"
 NOSUB_USER = "nosub"  # the grader's VM's user without a subordinate range
@@ -137,13 +144,6 @@ def seconds_text(seconds: float) -> str:
 
 def indent(text: str, limit: int = 4000) -> str:
     return "".join(f"    {line}\n" for line in shortened(text, limit, "\n").splitlines())
-
-
-def shortened(text: str, limit: int, between: str = "") -> str:
-    """text, or its first limit characters and how many more there were."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}{between}... ({len(text) - limit} more characters)"
 
 
 # Why a check that runs the submission as root does not run here, as root (--local):
@@ -1353,13 +1353,12 @@ def run_checks(args) -> list[CheckResult]:
         return run_in_lanes(args, selected)
     machine, logs = machine_and_logs(args)
     results = []
-    others_last = [c for c in selected if not c.other_users] + [
-        c for c in selected if c.other_users]
     order = {c.id: i for i, c in enumerate(selected)}
-    first_other = next((n for n, c in enumerate(others_last) if c.other_users), None)
-    for n, c in enumerate(others_last):
-        if n == first_other:
+    committed = False
+    for c in sorted(selected, key=lambda c: c.other_users):  # stable: in order otherwise
+        if c.other_users and not committed:
             commit(args, sorted(results, key=lambda r: order[r.id]))
+            committed = True
         results.append(run_check(c, args, machine, logs))
         write_results(args.results, sorted(results, key=lambda r: order[r.id]))
         if args.progress:

@@ -36,8 +36,8 @@ MODULE_FUNCTION_SIZE_LIMIT = 0x1000
 
 
 class NotStuck(str):
-    """A watchdog's reason to stop a guest that is not stuck (a Ctrl-C): its vCPUs are
-    not worth reading."""
+    """A watchdog's reason to stop a guest that is not stuck (a Ctrl-C, a full results
+    share): its vCPUs are not worth reading, nor is it graded again."""
 
 
 def is_stuck(stopped: str | None) -> bool:
