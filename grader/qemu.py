@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -152,17 +153,38 @@ def _opt(path: Path | str) -> str:
     return str(path).replace(",", ",,")
 
 
+# QEMU's own seccomp filter (qemu(1), -sandbox): no obsolete system calls, no new
+# programs (fork or exec), no changes to its scheduling or priority; and, unless -runas
+# must still change its uid after the filter is in, no set*uid at all.
+SANDBOX = "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
+
+
+def qemu_identity() -> tuple[int, int] | None:
+    """The uid and gid QEMU runs as once it has started (-runas), when the grader runs
+    as root: nobody's.  A guest runs the submission as root, and a guest that got out
+    of QEMU (an emulation bug) would otherwise be root on the host.  None for any other
+    user: QEMU runs as that user, who cannot change it."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return 65534, 65534
+    return entry.pw_uid, entry.pw_gid
+
+
 def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results_dir: Path,
                  console_log: Path, *, accel: str, control_dir: Path, memory: str = "2G",
                  smp: int = 2, cmdline: str | None = None, arch: str | None = None,
                  disk: Path | None = None, keep_disk_writes: bool = False,
-                 incoming: bool = False) -> list[str]:
+                 incoming: bool = False, run_as: tuple[int, int] | None = None) -> list[str]:
     """QEMU's command line for one boot.  The console (the machine's UART) is a socket
     in control_dir (console.sock, for the ZOO-JOB-GO line) that also logs all the
     guest says to console_log; QMP is control_dir/qmp.sock.  disk: the root disk
     (default the image's rootfs), written through only with keep_disk_writes (else
     to a throw-away overlay).  incoming: wait for a saved state (QMP's
-    migrate-incoming) instead of booting."""
+    migrate-incoming) instead of booting.  run_as: the uid and gid QEMU takes once
+    it has opened its files (qemu_identity); QEMU always runs in its sandbox."""
     guest = get_arch(arch)
     cmdline = guest.cmdline if cmdline is None else cmdline
     board = ",".join(guest.qemu_machine)
@@ -190,6 +212,8 @@ def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results
         _qemu_binary(guest), "-name", "zoo-grader", "-machine", board, *machine,
         "-smp", str(smp), "-m", str(memory),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none",
+        "-sandbox", SANDBOX + ("" if run_as else ",elevateprivileges=deny"),
+        *(["-runas", f"{run_as[0]}:{run_as[1]}"] if run_as else []),
         "-chardev", f"socket,id=console,path={_opt(control / CONSOLE_SOCKET)},server=on,"
                     f"wait=off,logfile={_opt(console_log)}",
         "-serial", "chardev:console",
@@ -260,7 +284,9 @@ class _Watched:
 def boot(job: Job, machine: Machine | None = None) -> BootResult:
     """Run job in a guest once (the saved booted guest restored, or the image booted):
     it runs job.dir/run.sh as root and powers off. Raises VMError if QEMU cannot run
-    at all."""
+    at all.  Run as root, QEMU runs as nobody (qemu_identity): job.dir and the
+    submission are made readable to all, the results share is nobody's while the
+    guest runs, so the caller keeps each in a directory nobody else can reach."""
     machine = machine or Machine()
     job_dir = Path(job.dir).resolve()
     if not (job_dir / "run.sh").is_file():
@@ -268,9 +294,9 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
     results_dir = Path(job.results).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
     results_dir.chmod(0o700)  # while the guest writes there: see make_plain
-    console_log = (Path(job.console_log).resolve() if job.console_log
-                   else results_dir / "console.log")
-    console_log.parent.mkdir(parents=True, exist_ok=True)
+    console_log = Path(job.console_log).resolve() if job.console_log else None
+    if console_log is not None:
+        console_log.parent.mkdir(parents=True, exist_ok=True)
     image, arch = machine.image, machine.arch
     if arch is None and image is not None and isinstance(image.manifest.get("recipe"), dict):
         arch = recipe_arch(image.manifest["recipe"])
@@ -278,14 +304,19 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
     if image is None:
         image = build_image(machine.cache_root, arch=guest.name, log=_say)
     accel = machine.accel or detect_accel(guest.name)
+    identity = qemu_identity()
 
     def command(shares: tuple[Path, Path, Path], console: Path, control: Path,
-                **how) -> list[str]:
+                run_as: tuple[int, int] | None = identity, **how) -> list[str]:
         return qemu_command(image, *shares, console, accel=accel, control_dir=control,
-                            memory=machine.memory, smp=machine.smp, arch=guest.name, **how)
+                            memory=machine.memory, smp=machine.smp, arch=guest.name,
+                            run_as=run_as, **how)
 
     with tempfile.TemporaryDirectory(prefix="zoo-vm-") as tmp, \
             _control_dir(Path(tmp)) as control:
+        # Without a console log of its own, the job's goes to the results once the
+        # guest is gone: meanwhile the guest (as QEMU's user) could replace it there.
+        console = console_log or Path(tmp) / "console.log"
         if job.submission is None:
             submission = Path(tmp) / "submission"
             submission.mkdir()
@@ -294,26 +325,64 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
             if not submission.is_dir():
                 raise VMError(f"vm: submission directory {submission} does not exist")
         shares = (job_dir, submission, results_dir)
-        began = time.monotonic()
-        saved = _saved_guest(image, command, accel) if machine.restore else None
-        watched = None
-        if saved is not None:
-            argv = command(shares, console_log, control, disk=saved.disk, incoming=True)
-            try:
-                watched = _watch(argv, Path(tmp), console_log, job, control, saved)
-            except SavedGuestError as e:
-                problem = _discard(saved)
-                _say(f"{e}; booting instead"
-                     + (f" (cannot remove {saved.dir}: {problem})" if problem else ""))
-                # The boot gets what is left of the job's time, not all of it again.
-                job = replace(job, timeout=max(1.0, job.timeout - (time.monotonic() - began)))
-        if watched is None:
-            watched = _watch(command(shares, console_log, control), Path(tmp), console_log,
-                             job, control)
-    plain_or_nothing(results_dir)
+        lend_shares(shares, identity)
+        try:
+            watched = _run(job, shares, console, control, Path(tmp), command,
+                           _saved_guest(image, command, accel)
+                           if machine.restore else None)
+        finally:  # whatever stopped the run, what the guest left is made plain
+            plain_or_nothing(results_dir)
+        if console_log is None:
+            console_log = keep_in_results(console, results_dir)
     result = _result(watched, job, accel, console_log, results_dir)
     (results_dir / TIMES).write_text(json.dumps(result.times()) + "\n")
     return result
+
+
+def _run(job: Job, shares: tuple[Path, Path, Path], console: Path, control: Path,
+         tmp: Path, command: Callable[..., list[str]],
+         saved: SavedGuest | None) -> _Watched:
+    """The job run once: in the saved guest restored (if there is one and it restores),
+    else in the image booted."""
+    began = time.monotonic()
+    if saved is not None:
+        argv = command(shares, console, control, disk=saved.disk, incoming=True)
+        try:
+            return _watch(argv, tmp, console, job, control, saved)
+        except SavedGuestError as e:
+            problem = _discard(saved)
+            _say(f"{e}; booting instead"
+                 + (f" (cannot remove {saved.dir}: {problem})" if problem else ""))
+            # The boot gets what is left of the job's time, not all of it again.
+            job = replace(job, timeout=max(1.0, job.timeout - (time.monotonic() - began)))
+    return _watch(command(shares, console, control), tmp, console, job, control)
+
+
+def lend_shares(shares: tuple[Path, Path, Path], identity: tuple[int, int] | None) -> None:
+    """What QEMU running as identity (None: as us) needs of the shares (job, submission,
+    results): QEMU opens each share's directory before it changes its uid, and every
+    file in them after, with that uid's rights.  So the read-only ones readable by
+    all, and the results share that uid's (mode 0700, given back by make_plain)."""
+    if identity is None:
+        return
+    for share in shares[:2]:
+        subprocess.run(["chmod", "-R", "a+rX", "--", str(share)], check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    os.chown(shares[2], *identity)
+
+
+def keep_in_results(console: Path, results_dir: Path) -> Path:
+    """console's log (and the stuck guest's vCPUs beside it) copied into the results
+    share, now plain, in place of anything of those names the guest left there."""
+    for name in (console.name, stuck.CPUS_AT_STOP):
+        dest = results_dir / name
+        if dest.is_dir():
+            shutil.rmtree(dest)  # plain: directories and files, no links
+        if (console.parent / name).is_file():
+            shutil.copyfile(console.parent / name, dest)
+        else:
+            dest.unlink(missing_ok=True)
+    return results_dir / console.name
 
 
 def plain_or_nothing(share: Path) -> None:
@@ -333,11 +402,12 @@ def plain_or_nothing(share: Path) -> None:
 def make_plain(share: Path) -> None:
     """After the guest, what it left in the share it could write, made plain: 9p's
     security_model=none makes files as QEMU's user with the modes the guest asks for
-    (run as root, a setuid-root program), and its symbolic links, FIFOs and sockets
-    are real on the host, where a reader would follow or block on them.  So: all but
-    regular files and directories removed, files 0644, directories 0755 (the share
-    stays 0700 while the guest runs: nobody else can reach what is there meanwhile).
-    The guest has ended: nothing changes under the walk, which follows no link."""
+    (a setuid program of QEMU's user), and its symbolic links, FIFOs and sockets are
+    real on the host, where a reader would follow or block on them.  So: all but
+    regular files and directories removed, files 0644, directories 0755, all ours
+    (QEMU run as nobody made them nobody's; the share stays 0700 while the guest
+    runs).  The guest has ended: nothing changes under the walk, which follows no link."""
+    owner = os.geteuid(), os.getegid()
     for where, dirs, files in os.walk(share, onerror=_raise):
         for name in dirs + files:  # a link to a directory is listed with the directories
             path = os.path.join(where, name)
@@ -345,15 +415,18 @@ def make_plain(share: Path) -> None:
                 dirs.remove(name)  # not walked into, only removed
             mode = os.lstat(path).st_mode
             if stat.S_ISDIR(mode):
+                os.chown(path, *owner, follow_symlinks=False)
                 os.chmod(path, 0o755)
             elif stat.S_ISREG(mode):
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
                 try:
+                    os.fchown(fd, *owner)  # before the mode: chown(2) clears set-id bits
                     os.fchmod(fd, 0o644)
                 finally:
                     os.close(fd)
             else:
                 os.unlink(path)
+    os.chown(share, *owner)
     share.chmod(0o755)
 
 
@@ -546,8 +619,9 @@ def _saved_guest(image: ImagePaths, command: Callable[..., list[str]],
     there is none (one process at a time: a lock in the image's directory); None
     (and a line on stderr) if there is none and it cannot be saved here."""
     placeholders = (Path("/job"), Path("/submission"), Path("/results"))
+    # -runas is no part of what is saved: the guest saved as root restores as nobody.
     key_argv = command(placeholders, Path("/console.log"), Path("/control"),
-                       disk=Path("/disk.raw"), incoming=True)
+                       disk=Path("/disk.raw"), incoming=True, run_as=None)
     root = image.dir / SAVED_DIR
     saved = SavedGuest(root / _saved_key(key_argv, accel))
     failed = saved.dir.with_name(saved.dir.name + ".failed")
@@ -647,8 +721,10 @@ def _save(image: ImagePaths, command: Callable[..., list[str]], saved: SavedGues
                 share.mkdir()
             console_log = work / "console.log"
             console_log.touch()
+            # Saved as we are (QEMU's migration out reopens the disk, which nobody may
+            # not): this guest runs nothing but the image's own boot.
             argv = command(shares, console_log, control, disk=work / "disk.raw",
-                           keep_disk_writes=True)
+                           keep_disk_writes=True, run_as=None)
             with open(work / "qemu.log", "wb") as qlog, open(work / "state", "wb") as state:
                 _boot_and_save(argv, Path(tmp), qlog, console_log, control, state)
                 os.fsync(state.fileno())

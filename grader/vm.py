@@ -149,11 +149,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               arch=args.arch)
     results = Path(args.results) if args.results else Path(
         tempfile.mkdtemp(prefix="zoo-results-"))
-    with tempfile.TemporaryDirectory(prefix="zoo-job-") as job:
-        shutil.copyfile(script, Path(job) / "run.sh")
-        (Path(job) / "run.sh").chmod(0o755)
+    # A directory of ours around the job: run as root, QEMU reads it as nobody (qemu.boot).
+    with tempfile.TemporaryDirectory(prefix="zoo-job-") as private:
+        job = Path(private) / "job"
+        job.mkdir()
+        shutil.copyfile(script, job / "run.sh")
+        (job / "run.sh").chmod(0o755)
         for name, extra in extras.items():
-            copy_into_job(extra, Path(job) / name)
+            copy_into_job(extra, job / name)
         silence = Silence(results / "job.log", args.silence) if args.silence else None
         result = qemu.boot(
             qemu.Job(job, args.submission, results, timeout=args.timeout,

@@ -7,6 +7,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import pwd
 import py_compile
 import re
 import shlex
@@ -912,14 +913,41 @@ def test_what_a_guest_left_in_the_share_is_made_plain(tmp_path):
     (share / "logs" / "dir-link").symlink_to(outside)
     os.mkfifo(share / "logs" / "fifo.log")
     share.chmod(0o700)
+    if os.geteuid() == 0:  # as QEMU run as nobody (-runas) leaves them
+        for path in [share, *share.rglob("*")]:
+            os.chown(path, 65534, 65534, follow_symlinks=False)
     qemu.make_plain(share)
     found = {str(p.relative_to(share)): stat.S_IMODE(p.lstat().st_mode)
              for p in share.rglob("*")}
     assert found == {"program": 0o644, "logs": 0o755, "logs/a.log": 0o644,
                      "logs/deep": 0o755}
     assert stat.S_IMODE(share.stat().st_mode) == 0o755
+    assert {(p.lstat().st_uid, p.lstat().st_gid) for p in [share, *share.rglob("*")]} == {
+        (os.geteuid(), os.getegid())}
     assert stat.S_IMODE(outside.stat().st_mode) == 0o700
     assert (outside / "file").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("run_as", [None, (65534, 65534)])
+def test_qemu_runs_in_its_sandbox_and_as_root_gives_up_root(tmp_path, run_as):
+    """qemu(1)'s -sandbox always; -runas only when given (root's grader), and then
+    without elevateprivileges=deny, which would refuse -runas's own setuid."""
+    import image
+    import qemu
+
+    paths = image.ImagePaths(key="k", dir=tmp_path, kernel=tmp_path / "vmlinux",
+                             initramfs=tmp_path / "initramfs.cpio", rootfs=tmp_path / "rootfs")
+    argv = qemu.qemu_command(paths, tmp_path, tmp_path, tmp_path, tmp_path / "console.log",
+                             accel="tcg", control_dir=tmp_path, run_as=run_as)
+    sandbox = argv[argv.index("-sandbox") + 1].split(",")
+    assert {"on", "spawn=deny", "obsolete=deny", "resourcecontrol=deny"} <= set(sandbox)
+    if run_as:
+        assert argv[argv.index("-runas") + 1] == "65534:65534"
+        assert "elevateprivileges=deny" not in sandbox
+    else:
+        assert "-runas" not in argv and "elevateprivileges=deny" in sandbox
+    expected = (pwd.getpwnam("nobody")[2:4] if os.geteuid() == 0 else None)
+    assert qemu.qemu_identity() == (tuple(expected) if expected else None)
 
 
 def test_a_message_cannot_move_the_tas_cursor():

@@ -77,6 +77,7 @@ fact addr ip -4 -o addr show
 fact sub_read cat /mnt/submission/hello.txt
 fact sub_write touch /mnt/submission/written-by-guest
 fact sub_mount grep ' /mnt/submission ' /proc/mounts
+fact share_owner sh -c 'touch /mnt/results/owned && stat -c %u:%g /mnt/results/owned'
 fact clock date +%s
 # The job's processes are not randomized (zoo-job's setarch -R); one that gains
 # privileges through a setuid file is.
@@ -270,6 +271,16 @@ def test_submission_share_is_read_only(fact):
     assert int((fact.directory / "sub_write.rc").read_text()) != 0
     assert "Read-only file system" in fact("sub_write", ok=False)
     assert fact("sub_mount").split()[3].split(",")[0] == "ro"
+
+
+@needs_vm
+def test_qemu_writes_the_share_as_nobody_when_root_grades(fact, facts_boot):
+    """9p (security_model=none) makes the guest's files as QEMU's own user: run by root,
+    that user is nobody (-runas), and the host gets the files back as its own."""
+    expected = "65534:65534" if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
+    assert fact("share_owner").strip() == expected
+    owned = (facts_boot.results_dir / "owned").stat()
+    assert (owned.st_uid, owned.st_gid) == (os.geteuid(), os.getegid())
 
 
 @needs_vm
