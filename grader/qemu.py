@@ -320,6 +320,7 @@ def boot(job: Job, machine: Machine | None = None) -> BootResult:
         if job.submission is None:
             submission = Path(tmp) / "submission"
             submission.mkdir()
+            submission.chmod(0o755)  # whatever the umask: QEMU may run as nobody
         else:
             submission = Path(job.submission).resolve()
             if not submission.is_dir():
@@ -361,13 +362,13 @@ def _run(job: Job, shares: tuple[Path, Path, Path], console: Path, control: Path
 def lend_shares(shares: tuple[Path, Path, Path], identity: tuple[int, int] | None) -> None:
     """What QEMU running as identity (None: as us) needs of the shares (job, submission,
     results): QEMU opens each share's directory before it changes its uid, and every
-    file in them after, with that uid's rights.  So the read-only ones readable by
-    all, and the results share that uid's (mode 0700, given back by make_plain)."""
+    file in them after, with that uid's rights.  So the job readable by all, and the
+    results share that uid's (mode 0700, given back by make_plain).  The submission
+    share is the caller's (vm.py run --submission): the guest reads what all may."""
     if identity is None:
         return
-    for share in shares[:2]:
-        subprocess.run(["chmod", "-R", "a+rX", "--", str(share)], check=True,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    subprocess.run(["chmod", "-R", "a+rX", "--", str(shares[0])], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     os.chown(shares[2], *identity)
 
 
