@@ -19,6 +19,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import resource
 import signal
 import stat
 import time
@@ -550,3 +551,13 @@ def sys_setns(fd: int, nstype: int, shown: str) -> None:
     started = time.monotonic()
     check(libc.setns(fd, nstype), lambda: f"setns({shown}, {flag_names(nstype, CLONE_FLAG_NAMES)})",
           "setns(2)", started)
+
+
+RLIMIT_FSIZE, RLIMIT_CORE = resource.RLIMIT_FSIZE, resource.RLIMIT_CORE
+RLIMIT_NAMES = {RLIMIT_FSIZE: "RLIMIT_FSIZE", RLIMIT_CORE: "RLIMIT_CORE"}
+
+
+def sys_prlimit(pid: int, which: int, limit: int) -> None:
+    """prlimit(2): set another process's soft and hard limit of one resource."""
+    explained(f"prlimit({pid}, {RLIMIT_NAMES.get(which, which)}, {{{limit}, {limit}}})",
+              "prlimit(2)", resource.prlimit, pid, which, (limit, limit))

@@ -39,9 +39,20 @@ from exercise import not_implemented
 
 IFF_UP = 0x1  # netdevice(7): the interface's "up" flag
 
+# capabilities(7): what lets root of a network namespace forge packets on its links
+# (raw and packet sockets) and move its own addresses and routes.  With them, a
+# container sends slirp4netns a packet for 127.0.0.1, which slirp4netns opens as a
+# connection to the host's own loopback (its --disable-host-loopback only stops
+# 10.0.2.2), or, as root on zoo0, a router advertisement that reroutes the host.
+# Podman's default capabilities leave both out too.
+LINK_CAPABILITIES = [("CAP_NET_ADMIN", 12), ("CAP_NET_RAW", 13)]
+# Without CAP_NET_RAW, ping uses an ICMP datagram socket, which the namespace's
+# net.ipv4.ping_group_range must allow (icmp(7)); Docker opens it to every group.
+
 # Rootless: slirp4netns and the network it makes.
 SLIRP_READY_SECONDS = 20  # generous: the grader's VM emulates the CPU
 SLIRP_DNS = "10.0.2.3"
+LOG_LIMIT = 1 << 20  # bytes of slirp4netns' chatter (limit_log)
 TUN = "/dev/net/tun"
 
 # As root: the bridge every container is plugged into, and the containers' addresses.
@@ -86,8 +97,9 @@ class Network(ABC):
 
     def configure_inside(self) -> None:
         """The container's side, the same in all three: bring its lo up (slirp4netns
-        does it too; one ioctl makes sure)."""
+        does it too; one ioctl makes sure), and give up forging packets."""
         bring_up("lo")
+        keep_to_sockets()
 
     @abstractmethod
     def provide_resolv_conf(self) -> None:
@@ -136,6 +148,25 @@ def bring_up(name: str) -> None:
                                  f"{{ifr_name={name!r}, ifr_flags={flags:#x}|IFF_UP}}")
         finally:
             os.close(fd)
+
+
+def keep_to_sockets() -> None:
+    """The container's root keeps ordinary sockets (ping included) and loses the
+    capabilities to forge packets or reroute its namespace (LINK_CAPABILITIES), from
+    the bounding set, as part 3 drops the others: capabilities(7)."""
+    with step("let every group ping without raw sockets"):
+        kernel.write_file("/proc/sys/net/ipv4/ping_group_range", f"0 {last_group()}",
+                          "icmp(7)")
+    for name, number in LINK_CAPABILITIES:
+        with step(f"drop {name} from the bounding set"):
+            kernel.sys_prctl(kernel.PR_CAPBSET_DROP, number, shown=name)
+
+
+def last_group() -> int:
+    """The highest group id of the container's (its gid_map's ranges: the kernel takes
+    no range for ping beyond them, user_namespaces(7))."""
+    with open("/proc/self/gid_map") as f:
+        return max(int(inside) + int(count) - 1 for inside, _, count in map(str.split, f))
 
 
 # Without -n: the loopback interface only -----------------------------------------
@@ -192,6 +223,7 @@ class Slirp(Network):
                 # as end-of-file on its exit fd.
                 os.close(ready_write)
                 os.close(exit_read)
+            limit_log(self.pid)
             self.wait_until_ready(ready_read)
         except BaseException:
             self.stop()
@@ -289,6 +321,16 @@ def open_log() -> int:
         return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
+def limit_log(pid: int) -> None:
+    """Let slirp4netns write at most LOG_LIMIT bytes to its log: past that the kernel
+    stops it (SIGXFSZ, no core: setrlimit(2)).  It says a few lines; a container that
+    breaks its own eth0 makes it spin and log the same failure without end, into a
+    file that takes the temp directory's space and shows in no directory listing."""
+    with step("limit slirp4netns' log"):
+        kernel.sys_prlimit(pid, kernel.RLIMIT_FSIZE, LOG_LIMIT)
+        kernel.sys_prlimit(pid, kernel.RLIMIT_CORE, 0)
+
+
 def last_words(log: int | None) -> str:
     """': <what slirp4netns said last>', its warnings left out, or ''."""
     try:
@@ -316,7 +358,7 @@ class Bridged(Network):
     """
 
     def __init__(self):
-        self.host_end = None  # zv<pid>, once we made it
+        self.host_end = None  # (zv<pid>, its index), once we made it
         self.started = False
         if importlib.util.find_spec("pyroute2") is None:
             raise ZooError("pyroute2 not found: install it (pip install -r requirements.txt)")
@@ -334,8 +376,8 @@ class Bridged(Network):
                         f"ip link add {name} type veth peer name eth0 netns {pid}",
                         ipr.link, "add", ifname=name, kind="veth",
                         peer={"ifname": "eth0", "net_ns_pid": pid})
-                self.host_end = name  # ours now: stop() removes it
                 index = ipr.link_lookup(ifname=name)[0]
+                self.host_end = (name, index)  # ours now: stop() removes it
                 alias = f"{OWNER} {address}"  # the kernel sets an alias on change, not on add
                 netlink(f"plug {name} into {BRIDGE}",
                         f"ip link set {name} alias '{alias}' master {BRIDGE} up",
@@ -354,11 +396,14 @@ class Bridged(Network):
         IPRoute = import_pyroute2()
         with host_lock(), IPRoute() as ipr:
             if self.host_end:
-                found = ipr.link_lookup(ifname=self.host_end)
-                if found:
+                # By its index, and only while it has the name we gave it: once our
+                # container is gone, so is our veth, and a new container given the same
+                # pid has a zv<pid> of its own (the kernel does not reuse an index soon).
+                name, index = self.host_end
+                if index in ipr.link_lookup(ifname=name):
                     # Both ends go: eth0 too, if the container still runs.
-                    netlink(f"remove {self.host_end}", f"ip link del {self.host_end}",
-                            ipr.link, "del", index=found[0], ignore=errno.ENODEV)
+                    netlink(f"remove {name}", f"ip link del {name}",
+                            ipr.link, "del", index=index, ignore=errno.ENODEV)
                 self.host_end = None
             remove_unused_bridge(ipr)
 
@@ -436,6 +481,10 @@ def ensure_bridge(ipr) -> int:
     if link_kind(link) != "bridge":
         raise ZooError(f"{BRIDGE} exists and is not a bridge (it is a {link_kind(link) or 'device'}"
                        f" that zookeeper did not make): remove it (ip link del {BRIDGE})")
+    if link.get_attr("IFLA_IFALIAS") != OWNER:
+        raise ZooError(f"{BRIDGE} exists and zookeeper did not make it (its alias is not "
+                       f"{OWNER!r}): zookeeper will not change it; remove it if it is "
+                       f"no one's (ip link del {BRIDGE})")
     addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index)]
     if BRIDGE_ADDRESS not in addresses:
         netlink(f"give {BRIDGE} the address {BRIDGE_ADDRESS}/{PREFIX}",
@@ -445,6 +494,13 @@ def ensure_bridge(ipr) -> int:
     # (net.ipv4.ip_forward=1): packets that come in on zoo0 are for this machine only.
     with step(f"turn off forwarding from {BRIDGE}"):
         kernel.write_file(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding", "0", "ip-sysctl")
+    # The containers' network is IPv4.  With IPv6 on, the host would take a router
+    # advertisement from a container on zoo0 as its default route, and forward
+    # IPv6 from it where the host forwards IPv6.
+    if os.path.exists(f"/proc/sys/net/ipv6/conf/{BRIDGE}"):  # no IPv6 at all: ipv6(7)
+        with step(f"turn off IPv6 on {BRIDGE}"):
+            kernel.write_file(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6", "1",
+                              "ip-sysctl")
     if not link["flags"] & IFF_UP:
         netlink(f"bring {BRIDGE} up", f"ip link set {BRIDGE} up",
                 ipr.link, "set", index=index, state="up")

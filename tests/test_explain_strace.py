@@ -29,6 +29,7 @@ run's check is an xfail saying so, and the other runs' checks still hold.
 
 import ast
 import copy
+import math
 import re
 import shutil
 import subprocess
@@ -412,6 +413,19 @@ class Matcher:
 
     def step_kill(self, s):  # printed after the call, with its result
         self.simple(s, "kill", lambda e, a: e == a[:2])
+
+    def step_prlimit(self, s):  # Python's resource.prlimit: prlimit64(2), old limits NULL
+        pid, which, limit = re.match(r"^prlimit\((\d+), (\w+), \{(\d+), \d+\}\)$",
+                                     s.call).groups()
+
+        def number(token: str) -> int:  # strace writes 1048576 as 1024*1024
+            return math.prod(int(n) for n in token.split("*"))
+
+        def test(c):
+            limits = struct_fields(c.args[2])
+            return (c.args[:2] == [pid, which] and same_result(s.result, c)
+                    and number(limits["rlim_cur"]) == number(limits["rlim_max"]) == int(limit))
+        self.find(s, "prlimit64", test)
 
     def step_setsid(self, s):  # the new session's id: the child's pid in its namespace
         self.simple(s, "setsid", lambda e, a: e == a)

@@ -13,6 +13,7 @@ host's device keeps its mode.  Everything else about the run is the real thing.
 """
 
 import os
+import re
 import select
 import shutil
 import signal
@@ -248,6 +249,34 @@ def test_rootless_reaches_a_host_server_through_slirp4netns(user_runner: Runner,
     assert done.stderr == ""
 
 
+def test_rootless_the_container_cannot_reach_the_hosts_loopback(user_runner: Runner,
+                                                              no_leftovers):
+    """slirp4netns opens a connection to whatever address a packet it gets is for, the
+    host's 127.0.0.1 too (--disable-host-loopback only stops 10.0.2.2): root in the
+    container, rerouting 127.0.0.0/8 to eth0, reached a server the host keeps on its
+    loopback.  The container no longer holds CAP_NET_ADMIN or CAP_NET_RAW."""
+    local = Server("127.0.0.1")
+    try:
+        done = run_rootless(user_runner, "-n", "sh", "-c",
+                            "grep CapBnd /proc/self/status; "
+                            "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet; "
+                            "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet; "
+                            "ip addr del 127.0.0.1/8 dev lo; "
+                            f"ip route add 127.0.0.0/8 via 10.0.2.2 dev eth0 src {SLIRP_ADDRESS}; "
+                            f"timeout 10 '{user_runner.python}' -c \"{CLIENT}\" "
+                            f"127.0.0.1 {local.port}; "
+                            f"'{user_runner.python}' -c 'import socket; "
+                            "socket.socket(socket.AF_PACKET, socket.SOCK_RAW)'")
+    finally:
+        local.close()
+    assert local.peers == [], done.stdout + done.stderr
+    bounding = int(lines(done.stdout)[0].split()[1], 16)
+    assert not bounding & (1 << 12 | 1 << 13), hex(bounding)  # CAP_NET_ADMIN, CAP_NET_RAW
+    assert "RTNETLINK answers: Operation not permitted" in done.stderr
+    assert "PermissionError: [Errno 1] Operation not permitted" in done.stderr
+    assert GREETING not in done.stdout
+
+
 def test_rootless_explain_shows_the_course_command(user_runner: Runner, no_leftovers):
     done = run_rootless(user_runner, "-v", "-n", "true")
     assert done.returncode == 0, done.stderr
@@ -267,6 +296,11 @@ def test_rootless_sigterm_stops_slirp4netns(user_runner: Runner, no_leftovers):
         while time.monotonic() < deadline and not slirp_of_user(user_runner.uid):
             time.sleep(0.1)
         assert slirp_of_user(user_runner.uid), "slirp4netns never started"
+        # Its log may not grow past 1 MiB (a container that broke its own eth0 once
+        # made it log 20 MB a second into an unnamed file in /tmp).
+        limits = Path(f"/proc/{slirp_of_user(user_runner.uid)[0]}/limits").read_text()
+        assert re.search(r"Max file size +1048576 +1048576 ", limits), limits
+        assert re.search(r"Max core file size +0 +0 ", limits), limits
         zk.send_signal(signal.SIGTERM)  # unshare, sh and setpriv exec: this is zookeeper
         zk.wait(timeout=30)
     finally:
@@ -461,6 +495,22 @@ def test_root_name_taken_by_something_else_is_one_line(root_runner: Runner):
         ip("link", "del", BRIDGE, check=False)
 
 
+def test_root_a_bridge_zookeeper_did_not_make_is_left_alone(root_runner: Runner):
+    ip("link", "add", BRIDGE, "type", "bridge")
+    try:
+        before = host_links()
+        done = root_runner.zookeeper(6, "-n", "echo", "never")
+        assert done.returncode == 125
+        assert lines(done.stderr) == [
+            "zookeeper: zoo0 exists and zookeeper did not make it (its alias is not "
+            "'zookeeper'): zookeeper will not change it; remove it if it is no one's "
+            "(ip link del zoo0)"]
+        assert host_links() == before
+        assert ip("-o", "-4", "addr", "show", "dev", BRIDGE).stdout == ""  # no 10.77.0.1
+    finally:
+        ip("link", "del", BRIDGE, check=False)
+
+
 def test_root_bridge_stays_while_another_container_uses_it(root_runner: Runner, no_leftovers):
     long = root_runner.popen(6, "-n", "sh", "-c", "echo up; sleep 30",
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -473,8 +523,11 @@ def test_root_bridge_stays_while_another_container_uses_it(root_runner: Runner, 
         assert short.returncode == 0, short.stderr
         links = zookeeper_links()
         assert links == {BRIDGE, f"zv{container}"}, links  # the short one's veth is gone
-        # Nothing that comes in on the bridge is routed on to elsewhere.
+        # Nothing that comes in on the bridge is routed on to elsewhere, and the host
+        # takes no IPv6 from it (a container's router advertisement once became the
+        # host's default route).
         assert Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding").read_text() == "0\n"
+        assert Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6").read_text() == "1\n"
     finally:
         long.kill()  # SIGKILL to zookeeper: its container and veth outlive it...
         long.wait()
