@@ -24,6 +24,15 @@ CAPABILITIES_TO_DROP = [
     ("CAP_SYS_NICE", 23), ("CAP_SYS_RAWIO", 17), ("CAP_SYS_RESOURCE", 24),
     ("CAP_SYS_TIME", 25), ("CAP_WAKE_ALARM", 35),
 ]
+# >>> stage 6
+# With a network, also what lets root of a network namespace forge packets on its
+# links (raw and packet sockets) and change its own addresses and routes.  With them,
+# a container sends slirp4netns a packet for 127.0.0.1, which slirp4netns opens as a
+# connection to the host's own loopback (--disable-host-loopback only stops 10.0.2.2),
+# or, on zoo0, a router advertisement that reroutes the host.  Podman's default
+# capabilities leave both out too.
+CAPABILITIES_TO_DROP += [("CAP_NET_ADMIN", 12), ("CAP_NET_RAW", 13)]
+# <<< stage 6
 
 S_ISUID, S_ISGID = 0o4000, 0o2000
 CLONE_NEWUSER = kernel.CLONE_NEWUSER
