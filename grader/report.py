@@ -7,12 +7,14 @@ show it.  As pytest's TestReport lives in its reports module beside the code tha
 shows it, with its own to and from JSON for the wire, so does CheckResult here.
 """
 
+import contextlib
 import csv
 import errno
 import json
 import os
 import re
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -395,20 +397,46 @@ def write_gradescope(path, results, execution_time, run_status: str = "ok",
                                                 rules), indent=1))
 
 
+# A cell that a spreadsheet would take for a formula (OWASP's "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def cell(text: str) -> str:
+    """text as a CSV cell for the TA's spreadsheet: control characters and bytes that
+    are no UTF-8 (a directory's name) escaped, and a ' before what would be a formula."""
+    text = printable(text)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def write_csv_file(path, header: list[str], rows) -> None:
+    """A CSV written whole or not at all: into a file of its own beside path (another
+    run may be writing its own), then renamed over path (rename(2)), which a link
+    or a device at path does not follow."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with open(fd, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_csv(path, rows: list[tuple[str, list[CheckResult], str]],
               rules: dict[str, list[dict]] | None = None) -> None:
     """One row per submission: name, total, each part's score, status; with rules
     (submission name -> verdicts), a column per course rule after them."""
     parts = sorted({r.part for _, results, _ in rows for r in results}) or [1]
     ids = list(dict.fromkeys(v["id"] for vs in (rules or {}).values() for v in vs))
-    tmp = f"{path}.tmp"  # then renamed: never a half-written CSV
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["submission", "score", "max_score"] + [f"part{p}" for p in parts]
-                   + ["status"] + [f"rule_{i}" for i in ids])
-        for name, results, status in rows:
-            w.writerow([name, score(results), max_score(results)]
-                       + [sum(r.score for r in results if r.part == p) for p in parts]
-                       + [status] + [next((rule_cell(v) for v in (rules or {}).get(name, [])
-                                           if v["id"] == i), "") for i in ids])
-    os.replace(tmp, path)
+    write_csv_file(path, ["submission", "score", "max_score"] + [f"part{p}" for p in parts]
+                   + ["status"] + [f"rule_{i}" for i in ids],
+                   ([cell(name), score(results), max_score(results)]
+                    + [sum(r.score for r in results if r.part == p) for p in parts]
+                    + [cell(status)] + [next((rule_cell(v) for v in (rules or {}).get(name, [])
+                                              if v["id"] == i), "") for i in ids]
+                    for name, results, status in rows))

@@ -23,7 +23,6 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
-import csv
 import errno
 import os
 import re
@@ -33,6 +32,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import report
 from report import printable, read_regular_file
 
 MIN_COMMITS = 5
@@ -60,10 +60,6 @@ STATUS_LINE = re.compile(
     r"(?:status\s*)?(?:[:=\u2013\u2014]|-(?!-)|\s+is\s+)\s*(?P<text>\S.*)$", re.I)
 QUESTION = re.compile(r"^(5\.\d+)\s+(\S.*)$")
 ANSWER_MARK = re.compile(r"^\s*answer\s*[.:\-]?\s*", re.I)
-# A cell that a spreadsheet would take for a formula (OWASP's "CSV injection").
-FORMULA_STARTS = ("=", "+", "-", "@")
-
-
 def verdict(rule: str, status: str, message: str) -> dict:
     return {"id": rule, "name": NAMES[rule], "status": status, "message": message}
 
@@ -338,20 +334,20 @@ def write_answers(path: Path, subs: dict[str, Path | None]) -> None:
     """One CSV for the class: student, question, answer (every question of every
     student, blank when not answered or when there is no README.txt).  An answer
     that a spreadsheet would take for a formula gets a ' before it."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["student", "question", "answer"])
-        for name in sorted(subs):
-            sub = subs[name]
-            text = read_readme(sub)[0] if sub is not None and sub.is_dir() else None
-            got = answers(text)
-            for q in QUESTIONS:
-                answer = got[q]
-                if answer.startswith(FORMULA_STARTS):
-                    answer = "'" + answer
-                w.writerow([name, f"{q} {QUESTIONS[q]}", answer])
-    os.replace(tmp, path)
+    rows = []
+    for name in sorted(subs):
+        sub = subs[name]
+        text = read_readme(sub)[0] if sub is not None and sub.is_dir() else None
+        got = answers(text)
+        rows += [[report.cell(name), f"{q} {QUESTIONS[q]}", formula_guarded(got[q])]
+                 for q in QUESTIONS]
+    report.write_csv_file(path, ["student", "question", "answer"], rows)
+
+
+def formula_guarded(answer: str) -> str:
+    """An answer, its lines kept, with a ' before it if a spreadsheet would take it
+    for a formula."""
+    return "'" + answer if answer.startswith(report.FORMULA_STARTS) else answer
 
 
 def is_submission(path: Path) -> bool:

@@ -768,7 +768,7 @@ def test_a_failed_rootfs_build_shows_mkrootfs_own_words(grade, tmp_path, capsys,
     script.chmod(0o755)
     monkeypatch.setattr(grade, "MKROOTFS", [str(script)])
     sub = make_submission(tmp_path / "alice")
-    assert grade.main([str(sub), "--local", "--out", str(tmp_path / "out")]) == 2
+    assert grade.main([str(sub), "--local", *AS_WHOM, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("grade: building the rootfs tarball (tools/mkrootfs.py busybox) "
                           "failed:\n")
@@ -776,15 +776,25 @@ def test_a_failed_rootfs_build_shows_mkrootfs_own_words(grade, tmp_path, capsys,
     assert "noise 6" in err and "noise 1" not in err and "Traceback" not in err
 
 
+# --local as root names whom the submission runs as (root only when asked).
+AS_WHOM = ["--user", "root"] if os.geteuid() == 0 else []
+
+
 def test_local_user_is_checked_first(grade, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(grade, "build_rootfs_tar", lambda dest: pytest.fail("built"))
     sub = make_submission(tmp_path / "alice")
     out = ["--out", str(tmp_path / "out")]
+    if os.geteuid() == 0:
+        assert grade.main([str(sub), "--local", *out]) == 2
+        assert capsys.readouterr().err == (
+            "grade: --local as root would run the submission's code as root on this "
+            "machine: give --user USER (an unprivileged user with subordinate ranges; "
+            "--user root if you mean it)\n")
     for extra, said in [(["--local", "--user", "nosuch-zk"], "--user nosuch-zk: no such user"),
                         (["--user", "root"],
                          "--user, --python, --nosub-user and --as-root go with --local (the "
                          "VM has its own users)"),
-                        (["--local", "--python", str(tmp_path / "no-python")],
+                        (["--local", *AS_WHOM, "--python", str(tmp_path / "no-python")],
                          f"--python {tmp_path / 'no-python'}: not an executable file")]:
         assert grade.main([str(sub), *extra, *out]) == 2
         assert capsys.readouterr().err == f"grade: {said}\n"
@@ -802,7 +812,7 @@ def test_local_reports_a_runner_that_crashed(grade, tmp_path, capsys, monkeypatc
     out.mkdir()
     (out / "results.json").write_text(  # a previous run's
         json.dumps([r.to_dict() for r in all_of_part1()]))
-    assert grade.main([str(sub), "--local", "--part", "1", "--out", str(out)]) == 2
+    assert grade.main([str(sub), "--local", *AS_WHOM, "--part", "1", "--out", str(out)]) == 2
     said = capsys.readouterr()
     status = ("the runner failed (exit 1: KeyError: 'getpwnam(): name not found'); "
               f"incomplete: {len(checks.selected([1]))} not run")
@@ -836,7 +846,7 @@ def test_local_passes_user_and_python_to_the_runner(grade, tmp_path, monkeypatch
     monkeypatch.setattr(grade, "RUNNER", fake)
     monkeypatch.setattr(grade, "build_rootfs_tar", lambda dest: dest.write_text(""))
     sub = make_submission(tmp_path / "alice")
-    for extra in (["--python", sys.executable], ["--user", "root"]):
+    for extra in (["--python", sys.executable, *AS_WHOM], ["--user", "root"]):
         grade.main([str(sub), "--local", "--part", "1", "--out", str(tmp_path / "out"), *extra])
         argv = json.loads(seen.read_text())
         assert argv[argv.index("--python") + 1] == sys.executable

@@ -45,7 +45,7 @@ check: | setup
 	    $(PYTHON) grader/grade . --public; status=$$?; \
 	else \
 	    echo "make check: no VM ($$why): the public checks run on this machine (--local)"; \
-	    $(PYTHON) grader/grade . --local --public; status=$$?; \
+	    $(PYTHON) grader/grade . --local --public --user "$$(id -un)"; status=$$?; \
 	fi; \
 	echo "make check: these are the public checks, @PUBLIC@ of the course's @TOTAL@" \
 	    "points; the hidden checks' @HIDDEN@ are graded after the deadline"; \

@@ -37,6 +37,8 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -281,7 +283,8 @@ def run(args, mutants: list[dict]) -> int:
         for stage in group.name.removeprefix("stages-"):
             argv += ["--part", stage]
         if args.local:  # the mutants are ours: their root checks may run as root here
-            argv += ["--local", "--as-root"] + (["--user", args.user] if args.user else []) + (
+            user = args.user or pwd.getpwuid(os.getuid()).pw_name
+            argv += ["--local", "--as-root", "--user", user] + (
                 ["--nosub-user", args.nosub_user] if args.nosub_user else [])
         else:
             argv += ["--jobs", str(args.jobs)]

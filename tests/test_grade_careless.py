@@ -1,0 +1,139 @@
+"""grade as a hurried TA runs it at a deadline (session 16's attack review): a run
+cut short and resumed, two runs on one --out, odd directory names, --out in the
+wrong place, a full disk, a Slurm job that sbatch refuses.  The VM is faked, as in
+tests/test_grader.py."""
+
+import csv
+import fcntl
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from test_grader import all_of_part1, grade, make_submission  # noqa: F401  (a fixture)
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["submission"]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture
+def two(grade, tmp_path):  # noqa: F811
+    class_dir = tmp_path / "class"
+    for name in ("alice", "bob"):
+        make_submission(class_dir / name)
+    grade.fake_vm.update(alice=(all_of_part1(), ""), bob=(all_of_part1(), ""))
+    return class_dir
+
+
+def test_resume_grades_again_a_student_whose_grading_was_cut_short(grade, two,  # noqa: F811
+                                                                   tmp_path):
+    out = tmp_path / "out"
+    grade.fake_vm["bob"] = (all_of_part1(missing=2), "VM stopped: interrupted (Ctrl-C)")
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2
+    assert json.loads((out / "bob" / "grading.json").read_text())["status"] != "ok"
+    grade.fake_vm["bob"] = (all_of_part1(), "")
+    grade.vm_calls.clear()
+    assert grade.main([str(two), "--part", "1", "--out", str(out), "--resume"]) == 0
+    assert grade.vm_calls == ["bob"]  # alice's complete grading is kept, bob's is not
+    assert read_csv(out / "scores.csv")["bob"]["status"] == "ok"
+
+
+def test_a_student_another_run_grades_is_left_to_it(grade, two, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    (out / "bob").mkdir(parents=True)
+    with open(out / "bob" / ".lock", "w") as held:  # as a Slurm task grading bob holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2
+    assert grade.vm_calls == ["alice"]
+    assert read_csv(out / "scores.csv")["bob"]["status"].startswith(
+        "not graded: another grade run is grading it now")
+    assert not (out / "bob" / "grading.json").exists()
+
+
+def test_a_second_run_writing_the_same_csv_is_refused(grade, two, tmp_path,  # noqa: F811
+                                                      capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".grade.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2
+    assert grade.vm_calls == [] and not (out / "scores.csv").exists()
+    err = capsys.readouterr().err
+    assert err == (f"grade: another grade run is writing {out} (.grade.lock there is "
+                   "locked): wait for it to end, or give another --out\n")
+
+
+def test_odd_names_are_rows_a_spreadsheet_shows_as_they_are(grade, two, tmp_path,  # noqa: F811
+                                                           capsys):
+    odd = {os.fsdecode(b"caf\xe9"): "caf\\xe9", "=1+1": "'=1+1", "esc\x1b[2J": "esc\\x1b[2J"}
+    for name in odd:
+        make_submission(two / name)
+        grade.fake_vm[name] = (all_of_part1(), "")
+    make_submission(two / "scores.csv")  # collect takes any name a roster gives
+    out = tmp_path / "out"
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2  # scores.csv
+    rows = read_csv(out / "scores.csv")
+    for shown in odd.values():
+        assert rows[shown]["score"] == "15", rows
+    assert rows["scores.csv"]["status"].startswith(
+        "not a submission: its name is one of grade's own files")
+    said = capsys.readouterr()
+    assert "\x1b" not in said.out + said.err and "Traceback" not in said.err
+
+
+@pytest.mark.parametrize("where", ["class", "class/alice/results"])
+def test_out_in_the_class_or_a_students_directory_is_refused(grade, two, tmp_path,  # noqa: F811
+                                                             capsys, where):
+    out = tmp_path / where
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"grade: --out {out}: in the class directory")
+    assert grade.vm_calls == [] and not (two / "alice" / "results").exists()
+
+
+def test_out_at_the_top_of_the_class_directory_is_no_submission(grade, two,  # noqa: F811
+                                                                monkeypatch):
+    monkeypatch.chdir(two)  # the default --out, ./grader-results, from inside the class
+    assert grade.main([str(two), "--part", "1"]) == 0
+    assert set(read_csv(two / "grader-results" / "scores.csv")) == {"alice", "bob"}
+
+
+def test_a_csv_path_that_is_a_link_is_refused(grade, two, tmp_path, capsys):  # noqa: F811
+    link = tmp_path / "scores.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    assert grade.main([str(two), "--part", "1", "--out", str(tmp_path / "out"),
+                       "--csv", str(link)]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert link.is_symlink()
+
+
+def test_a_full_disk_is_one_line_and_the_gradings_are_kept(grade, two, tmp_path,  # noqa: F811
+                                                           capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, os.strerror(28))
+
+    monkeypatch.setattr(grade.report, "write_csv", full)
+    out = tmp_path / "out"
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("No space left on device") == 1 and "Traceback" not in err
+    assert (out / "alice" / "grading.json").exists() and (out / "bob" / "grading.json").exists()
+
+
+def test_a_slurm_job_sbatch_refuses_leaves_the_gradings_as_they_were(grade, two,  # noqa: F811
+                                                                     tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 0
+    before = (out / "bob" / "grading.json").read_text()
+    sys.path.insert(0, str(Path(grade.__file__).parent))
+    import slurm
+
+    def refused(*args, **kwargs):
+        raise slurm.SlurmError("sbatch: error: invalid partition specified: shrot")
+
+    monkeypatch.setattr(slurm, "submit_and_wait", refused)
+    assert grade.main([str(two), "--part", "1", "--out", str(out), "--student", "bob",
+                       "--slurm", "--partition=shrot"]) == 2
+    assert (out / "bob" / "grading.json").read_text() == before
