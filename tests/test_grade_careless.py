@@ -137,3 +137,42 @@ def test_a_slurm_job_sbatch_refuses_leaves_the_gradings_as_they_were(grade, two,
     assert grade.main([str(two), "--part", "1", "--out", str(out), "--student", "bob",
                        "--slurm", "--partition=shrot"]) == 2
     assert (out / "bob" / "grading.json").read_text() == before
+
+
+def test_the_csv_names_every_student_from_the_start(grade, two, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    seen = {}
+
+    def grade_in_vm(submission, args, out_dir, log=print):
+        seen[submission.name] = read_csv(out / "scores.csv")
+        return all_of_part1(), ""
+
+    grade.grade_in_vm = grade_in_vm
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 0
+    # While alice is graded (or after a kill -9 then), bob's row says he is still to come.
+    assert seen["alice"]["bob"]["status"] == grade.PENDING
+
+
+def test_another_class_with_the_same_names_is_not_mixed_in(grade, two, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 0
+    section_b = tmp_path / "section-b"
+    make_submission(section_b / "alice")
+    (section_b / "alice" / "README.txt").write_text("another alice\n")
+    grade.vm_calls.clear()
+    assert grade.main([str(section_b), "--part", "1", "--out", str(out)]) == 2
+    assert grade.vm_calls == []
+    assert read_csv(out / "scores.csv")["alice"]["status"].startswith(
+        "not graded: its --out directory holds the grading of another class's alice")
+    assert json.loads((out / "alice" / "grading.json").read_text())["path"] == str(two / "alice")
+    # The same class moved elsewhere is the same class.
+    moved = tmp_path / "moved"
+    two.rename(moved)
+    assert grade.main([str(moved), "--part", "1", "--out", str(out), "--resume"]) == 0
+    assert grade.vm_calls == []
+
+
+def test_a_change_to_the_guest_or_grade_itself_regrades(grade):  # noqa: F811
+    names = {p.name for p in grade.grader_files()}
+    assert {"checks.py", "runner.py", "report.py", "grade", "zoo-job", "try_syscalls.py",
+            "mkrootfs.py"} <= names

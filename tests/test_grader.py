@@ -724,8 +724,9 @@ def test_the_csv_is_written_after_each_submission(grade, tmp_path):
     grade.grade_in_vm = grade_in_vm
     assert grade.main([str(class_dir), "--part", "1", "--out", str(tmp_path / "out"),
                        "--csv", str(csv_path)]) == 2  # carol.zip's row is not ok
-    assert seen["alice"] == {"carol.zip": "not a submission: is a file: unzip it first"}
-    assert seen["bob"]["alice"] == "ok" and "bob" not in seen["bob"]
+    assert seen["alice"] == {"carol.zip": "not a submission: is a file: unzip it first",
+                             "alice": grade.PENDING, "bob": grade.PENDING}
+    assert seen["bob"]["alice"] == "ok" and seen["bob"]["bob"] == grade.PENDING
 
 
 def test_ctrl_c_keeps_the_rows_graded_and_stops_the_rest(grade, tmp_path, capsys):
