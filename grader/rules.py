@@ -50,7 +50,10 @@ NAMES = {"commits": f"at least {MIN_COMMITS} commits",
          "binary_files": "no binary files",
          "readme_status": "README.txt states each part's status",
          "written_answers": "each written experiment answered"}
-SKIP_DIRS = {".git"}
+# Not the student's files on disk (an upload without .git): git's own, and what the
+# lab's targets make there, which the handout's .gitignore keeps out of the repository
+# (a venv, the rootfs tarball, the grader's results, Python's compiled files).
+SKIP_DIRS = {".git", ".venv", "build", "grader-results", "__pycache__"}
 
 # A part's status line: "Part 3: working", "part3_seccomp - not working: ...",
 # "- Part 5 (cgroups) status: partly", "Part 2 is working".  Not "Part 4 score: 11/16"
@@ -183,7 +186,7 @@ def binary_files_on_disk(sub: Path) -> list[str]:
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
         for name in sorted(files):
             path = Path(top) / name
-            if path.is_symlink() or not path.is_file():
+            if path.is_symlink() or not path.is_file() or name.endswith(".pyc"):
                 continue
             try:
                 with open(path, "rb") as f:

@@ -462,4 +462,8 @@ def test_the_gitignore_keeps_what_the_targets_make_out_of_git(handout_dir, tmp_p
                  f"{PARTS[1]}/experiments/try.sh", "skeleton/container.py", "grader/grade"):
         assert mine in tracked, mine
     assert rules.binary_files(tree) == rules.verdict("binary_files", "ok", "none")
-    assert rules.binary_files_on_disk(tree)  # they are there, only not in git
+    # An upload of the same tree without .git (Gradescope): what the lab's targets made
+    # is not the student's either.
+    assert rules.binary_files_on_disk(tree) == []
+    (tree / PARTS[1] / "mine.bin").write_bytes(elf)
+    assert rules.binary_files_on_disk(tree) == [f"{PARTS[1]}/mine.bin"]
