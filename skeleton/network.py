@@ -89,7 +89,7 @@ class Network(ABC):
         """The container's side, the same in all three: bring its lo up (slirp4netns
         does it too; one ioctl makes sure), and let ping work without raw sockets."""
         bring_up("lo")
-        keep_to_sockets()
+        allow_ping_sockets()
 
     @abstractmethod
     def provide_resolv_conf(self) -> None:
@@ -140,7 +140,7 @@ def bring_up(name: str) -> None:
             os.close(fd)
 
 
-def keep_to_sockets() -> None:
+def allow_ping_sockets() -> None:
     """Let ping work without CAP_NET_RAW, which the container gives up with the other
     capabilities (security.py: from this stage on, CAP_NET_ADMIN and CAP_NET_RAW too):
     ping then uses an ICMP datagram socket, which net.ipv4.ping_group_range must allow
