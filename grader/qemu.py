@@ -369,7 +369,11 @@ def lend_shares(shares: tuple[Path, Path, Path], identity: tuple[int, int] | Non
         return
     subprocess.run(["chmod", "-R", "a+rX", "--", str(shares[0])], check=True,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    os.chown(shares[2], *identity)
+    # All of it: an earlier run's results (ours, plain) are written over (-P: no link
+    # followed, and make_plain left none).
+    subprocess.run(["chown", "-R", "-P", f"{identity[0]}:{identity[1]}", "--",
+                    str(shares[2])], check=True, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL)
 
 
 def keep_in_results(console: Path, results_dir: Path) -> Path:
@@ -405,10 +409,11 @@ def make_plain(share: Path) -> None:
     security_model=none makes files as QEMU's user with the modes the guest asks for
     (a setuid program of QEMU's user), and its symbolic links, FIFOs and sockets are
     real on the host, where a reader would follow or block on them.  So: all but
-    regular files and directories removed, files 0644, directories 0755, all ours
-    (QEMU run as nobody made them nobody's; the share stays 0700 while the guest
-    runs).  The guest has ended: nothing changes under the walk, which follows no link."""
-    owner = os.geteuid(), os.getegid()
+    regular files and directories removed, files 0644, directories 0755, and, for
+    root (QEMU ran as nobody), all root's again.  Each is changed through an fd opened
+    without following a link (O_NOFOLLOW): whatever else runs as nobody, root changes
+    nothing outside the share."""
+    owner = (os.geteuid(), os.getegid()) if os.geteuid() == 0 else None
     for where, dirs, files in os.walk(share, onerror=_raise):
         for name in dirs + files:  # a link to a directory is listed with the directories
             path = os.path.join(where, name)
@@ -416,19 +421,24 @@ def make_plain(share: Path) -> None:
                 dirs.remove(name)  # not walked into, only removed
             mode = os.lstat(path).st_mode
             if stat.S_ISDIR(mode):
-                os.chown(path, *owner, follow_symlinks=False)
-                os.chmod(path, 0o755)
+                plain(path, os.O_DIRECTORY, 0o755, owner)
             elif stat.S_ISREG(mode):
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-                try:
-                    os.fchown(fd, *owner)  # before the mode: chown(2) clears set-id bits
-                    os.fchmod(fd, 0o644)
-                finally:
-                    os.close(fd)
+                plain(path, os.O_NONBLOCK, 0o644, owner)
             else:
                 os.unlink(path)
-    os.chown(share, *owner)
-    share.chmod(0o755)
+    plain(str(share), os.O_DIRECTORY, 0o755, owner)
+
+
+def plain(path: str, kind: int, mode: int, owner: tuple[int, int] | None) -> None:
+    """path (a directory with O_DIRECTORY, else a file) given owner, if any, then mode,
+    through an fd: chown(2) before chmod(2), which it would clear of set-id bits."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | kind)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _raise(error: OSError) -> None:

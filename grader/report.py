@@ -397,6 +397,8 @@ def write_gradescope(path, results, execution_time, run_status: str = "ok",
                                                 rules), indent=1))
 
 
+UMASK = os.umask(0o022)  # read at import, before any thread, and put back at once
+os.umask(UMASK)
 # A cell that a spreadsheet would take for a formula (OWASP's "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@")
 
@@ -419,7 +421,7 @@ def write_csv_file(path, header: list[str], rows) -> None:
             w = csv.writer(f)
             w.writerow(header)
             w.writerows(rows)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~UMASK)  # as open(2) would have made it
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

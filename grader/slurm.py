@@ -17,6 +17,7 @@ options given after --slurm come after these, so they win (sbatch takes an optio
 last value).  The array script and each task's output are kept in OUT/.slurm/.
 """
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -57,9 +58,12 @@ def submit_and_wait(commands: list[list[str]], names: list[str], state: Path, ar
                          "apt-get install slurm-client; and a cluster to submit to)")
     state.mkdir(parents=True, exist_ok=True)
     script = state / "array.sh"
-    script.write_text(array_script(commands, Path.cwd()))
+    # As bytes: a student's directory name need not be UTF-8, and the task must name
+    # that directory, not an escaped form of it.
+    script.write_bytes(os.fsencode(array_script(commands, Path.cwd())))
     script.chmod(0o755)
-    (state / "tasks.txt").write_text("".join(f"{n}\t{name}\n" for n, name in enumerate(names)))
+    (state / "tasks.txt").write_bytes(os.fsencode(
+        "".join(f"{n}\t{name}\n" for n, name in enumerate(names))))
     argv = ([sbatch, "--parsable", "--wait", f"--array=0-{len(commands) - 1}",
              "--job-name=zoo-grade", f"--output={state}/%A_%a.out"]
             + default_options(args) + list(sbatch_options) + [str(script)])

@@ -147,8 +147,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         extras[name] = Path(extra)
     built = image.build_image(args.cache, log=lambda msg: print(f"vm: {msg}", file=sys.stderr),
                               arch=args.arch)
+    # Without --results, the share in a directory of ours: run as root, QEMU writes it
+    # as nobody (qemu.boot), and nothing else of nobody's may reach it meanwhile.
     results = Path(args.results) if args.results else Path(
-        tempfile.mkdtemp(prefix="zoo-results-"))
+        tempfile.mkdtemp(prefix="zoo-results-")) / "results"
     # A directory of ours around the job: run as root, QEMU reads it as nobody (qemu.boot).
     with tempfile.TemporaryDirectory(prefix="zoo-job-") as private:
         job = Path(private) / "job"
@@ -194,7 +196,8 @@ def _cmd_save(args: argparse.Namespace) -> int:
         # Twice at most: a saved guest that does not restore is removed by the first,
         # and saved again by the second.
         for _ in range(2):
-            result = qemu.boot(qemu.Job(job, None, results, timeout=args.timeout),
+            result = qemu.boot(qemu.Job(job, None, Path(results) / "results",
+                                        timeout=args.timeout),
                                qemu.Machine(built, arch=args.arch, accel=args.accel))
             if result.restored or not result.ok:
                 break
@@ -223,9 +226,10 @@ def _cmd_symbols(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="zoo-job-") as job, \
                 tempfile.TemporaryDirectory(prefix="zoo-results-") as results:
             qemu.write_job(Path(job), "#!/bin/sh\ncat /proc/kallsyms > /mnt/results/kallsyms\n")
-            result = qemu.boot(qemu.Job(job, None, results, timeout=args.timeout),
+            result = qemu.boot(qemu.Job(job, None, Path(results) / "results",
+                                        timeout=args.timeout),
                                qemu.Machine(built, arch=args.arch, accel=args.accel))
-            listing = Path(results) / "kallsyms"
+            listing = Path(results) / "results" / "kallsyms"
             if not (result.ok and listing.is_file()):
                 print(f"vm: symbols: no /proc/kallsyms from the guest: "
                       f"{result.error or f'exit status {result.exit_status}'}", file=sys.stderr)
@@ -277,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                    "job directory, /mnt/job in the guest")
     p.add_argument("--submission", help="directory shared read-only at /mnt/submission")
     p.add_argument("--results", help="directory shared read-write at /mnt/results "
-                   "(default: a temporary one)")
+                   "(default: a temporary one); run as root, QEMU writes it as nobody, so "
+                   "keep it in a directory only root may enter")
     p.add_argument("--timeout", type=float, default=600, help="kill QEMU after (s)")
     p.add_argument("--job-timeout", type=float, help="the guest stops run.sh after (s)")
     p.add_argument("--silence", type=float, metavar="S", help="stop the guest when its "

@@ -25,6 +25,7 @@ import errno
 import fcntl
 import importlib.util
 import os
+import resource
 import select
 import signal
 import struct
@@ -144,16 +145,20 @@ def allow_ping_sockets() -> None:
     capabilities (security.py: from this stage on, CAP_NET_ADMIN and CAP_NET_RAW too):
     ping then uses an ICMP datagram socket, which net.ipv4.ping_group_range must allow
     to its group (icmp(7)); Docker opens it to every group."""
-    with step("let every group ping without raw sockets"):
+    try:
         kernel.write_file("/proc/sys/net/ipv4/ping_group_range", f"0 {last_group()}",
                           "icmp(7)")
+    except OSError as e:  # /proc/sys read-only (zookeeper in another container): no ping
+        warn(f"ping will not work in the container: cannot open it to its groups "
+             f"({e.strerror})")
 
 
 def last_group() -> int:
     """The highest group id of the container's (its gid_map's ranges: the kernel takes
-    no range for ping beyond them, user_namespaces(7))."""
+    no range for ping beyond them, user_namespaces(7), nor above 2**31 - 1)."""
     with open("/proc/self/gid_map") as f:
-        return max(int(inside) + int(count) - 1 for inside, _, count in map(str.split, f))
+        highest = max(int(inside) + int(count) - 1 for inside, _, count in map(str.split, f))
+    return min(highest, 2**31 - 1)
 
 
 # Without -n: the loopback interface only -----------------------------------------
@@ -319,7 +324,10 @@ def limit_log(pid: int) -> None:
     breaks its own eth0 makes it spin and log the same failure without end, into a
     file that takes the temp directory's space and shows in no directory listing."""
     with step("limit slirp4netns' log"):
-        kernel.sys_prlimit(pid, kernel.RLIMIT_FSIZE, LOG_LIMIT)
+        # Never above the hard limit it has from us: only root may raise that.
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        kernel.sys_prlimit(pid, kernel.RLIMIT_FSIZE,
+                           LOG_LIMIT if hard == resource.RLIM_INFINITY else min(LOG_LIMIT, hard))
         kernel.sys_prlimit(pid, kernel.RLIMIT_CORE, 0)
 
 

@@ -84,13 +84,14 @@ def test_odd_names_are_rows_a_spreadsheet_shows_as_they_are(grade, two, tmp_path
     assert "\x1b" not in said.out + said.err and "Traceback" not in said.err
 
 
-@pytest.mark.parametrize("where", ["class", "class/alice/results"])
+@pytest.mark.parametrize("where", ["class", "class/alice/results", "class/alice"])
 def test_out_in_the_class_or_a_students_directory_is_refused(grade, two, tmp_path,  # noqa: F811
                                                              capsys, where):
     out = tmp_path / where
     assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith(f"grade: --out {out}: in the class directory")
     assert grade.vm_calls == [] and not (two / "alice" / "results").exists()
+    assert not (two / "alice" / "scores.csv").exists()
 
 
 def test_out_at_the_top_of_the_class_directory_is_no_submission(grade, two,  # noqa: F811
@@ -153,7 +154,8 @@ def test_the_csv_names_every_student_from_the_start(grade, two, tmp_path):  # no
     assert seen["alice"]["bob"]["status"] == grade.PENDING
 
 
-def test_another_class_with_the_same_names_is_not_mixed_in(grade, two, tmp_path):  # noqa: F811
+def test_another_class_with_the_same_names_is_not_mixed_in(grade, two, tmp_path,  # noqa: F811
+                                                          capsys):
     out = tmp_path / "out"
     assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 0
     section_b = tmp_path / "section-b"
@@ -165,14 +167,65 @@ def test_another_class_with_the_same_names_is_not_mixed_in(grade, two, tmp_path)
     assert read_csv(out / "scores.csv")["alice"]["status"].startswith(
         "not graded: its --out directory holds the grading of another class's alice")
     assert json.loads((out / "alice" / "grading.json").read_text())["path"] == str(two / "alice")
-    # The same class moved elsewhere is the same class.
+    capsys.readouterr()
+    assert grade.main([str(section_b), "--part", "1", "--out", str(out), "--list-work"]) == 0
+    assert capsys.readouterr().out == ""  # no work for a Slurm task or GNU parallel either
+    # The same class moved elsewhere is the same class, bob's new files and all.
     moved = tmp_path / "moved"
     two.rename(moved)
+    (moved / "bob" / "README.txt").write_text("changed after the move\n")
     assert grade.main([str(moved), "--part", "1", "--out", str(out), "--resume"]) == 0
-    assert grade.vm_calls == []
+    assert grade.vm_calls == ["bob"]
 
 
 def test_a_change_to_the_guest_or_grade_itself_regrades(grade):  # noqa: F811
     names = {p.name for p in grade.grader_files()}
     assert {"checks.py", "runner.py", "report.py", "grade", "zoo-job", "try_syscalls.py",
             "mkrootfs.py"} <= names
+
+
+def test_a_run_for_one_student_keeps_the_others_rows_as_they_were(grade, two,  # noqa: F811
+                                                                  tmp_path):
+    out = tmp_path / "out"
+    grade.fake_vm["bob"] = (all_of_part1(missing=2), "VM killed at the 600s timeout")
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2
+    before = read_csv(out / "scores.csv")["bob"]
+    assert grade.main([str(two), "--part", "1", "--out", str(out), "--student", "alice"]) == 0
+    assert read_csv(out / "scores.csv")["bob"] == before  # not "not graded", not 0
+
+
+def test_an_out_without_flock_grades_and_says_so_once(grade, two, tmp_path, capsys,  # noqa: F811
+                                                      monkeypatch):
+    def no_locks(f, how):
+        raise OSError(37, os.strerror(37))  # ENOLCK: some NFS; Lustre without -o flock
+
+    monkeypatch.setattr(grade.fcntl, "flock", no_locks)
+    monkeypatch.setattr(grade, "LOCKS_UNSUPPORTED", [])
+    assert grade.main([str(two), "--part", "1", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("cannot lock it (No locks available)") == 1 and "Traceback" not in err
+
+
+def test_json_may_go_to_stdout(grade, two, tmp_path):  # noqa: F811
+    link = tmp_path / "stdout"
+    link.symlink_to(tmp_path / "results.json")  # as /dev/stdout links to the terminal
+    assert grade.main([str(two / "alice"), "--part", "1", "--out", str(tmp_path / "o"),
+                       "--json", str(link)]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["score"] == 15
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root lends the share to nobody")
+def test_an_earlier_runs_results_are_lent_to_qemu_too(tmp_path):
+    """vm.py run --results DIR again, as root: QEMU (nobody) must write over the files
+    the first run left there (root's, once made plain)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "grader"))
+    import qemu
+
+    job, sub, results = (tmp_path / n for n in ("job", "sub", "results"))
+    for d in (job, sub, results / "logs"):
+        d.mkdir(parents=True)
+    (results / "logs" / "a.log").write_text("earlier\n")
+    qemu.lend_shares((job, sub, results), (65534, 65534))
+    assert {p.stat().st_uid for p in [results, *results.rglob("*")]} == {65534}
+    qemu.make_plain(results)
+    assert {p.stat().st_uid for p in [results, *results.rglob("*")]} == {0}

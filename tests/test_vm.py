@@ -14,6 +14,7 @@ minute.
 """
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -277,7 +278,9 @@ def test_submission_share_is_read_only(fact):
 def test_qemu_writes_the_share_as_nobody_when_root_grades(fact, facts_boot):
     """9p (security_model=none) makes the guest's files as QEMU's own user: run by root,
     that user is nobody (-runas), and the host gets the files back as its own."""
-    expected = "65534:65534" if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
+    nobody = pwd.getpwnam("nobody")
+    expected = (f"{nobody.pw_uid}:{nobody.pw_gid}" if os.geteuid() == 0
+                else f"{os.geteuid()}:{os.getegid()}")
     assert fact("share_owner").strip() == expected
     owned = (facts_boot.results_dir / "owned").stat()
     assert (owned.st_uid, owned.st_gid) == (os.geteuid(), os.getegid())
