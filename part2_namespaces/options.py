@@ -34,6 +34,11 @@ SHORT_OPTIONS = "hr:m:c:p:Pnov"
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 TRUE_WORDS = ("1", "true", "yes", "on")  # what turns ZOOKEEPER_VERBOSE on
 LARGEST = (1 << 63) - 1  # the kernel's limits are 64-bit signed numbers
+CPU_MIN = 0.1  # %: the kernel's smallest quota (1 ms) in its longest period (1 s)
+# Bytes: less, and the OOM killer may end the child before its command starts, with
+# nothing said (-m 1M did once in three).  Podman's minimum too.
+MEMORY_MIN = 6 << 20
+PIDS_MAX = 4194304  # PID_MAX_LIMIT on 64-bit machines: pids.max takes no more
 
 
 def shown(value: str, width: int = 40) -> str:
@@ -70,6 +75,9 @@ def parse_size(text: str) -> int:
         number, unit = number[:-1], number[-1].lower()
     if not is_whole_number(number) or not 0 < int(number) * SIZE_UNITS[unit] <= LARGEST:
         raise ZooError(f"-m {shown(text)}: not a memory size (bytes, or with a unit: 64M, 1G)")
+    if int(number) * SIZE_UNITS[unit] < MEMORY_MIN:
+        raise ZooError(f"-m {shown(text)}: too little memory to start a container in "
+                       f"(6M at least)")
     return int(number) * SIZE_UNITS[unit]
 
 
@@ -79,15 +87,16 @@ def parse_cpu(text: str) -> float:
     ok = is_whole_number(whole) and (is_whole_number(fraction) or not fraction)
     percent = float(text) if ok else -1
     ncpu = os.cpu_count() or 1
-    if not 0 < percent <= 100 * ncpu:
-        raise ZooError(f"-c {shown(text)}: not a CPU percentage (more than 0, at most "
-                       f"{100 * ncpu} on this machine's {ncpu} CPUs)")
+    if not CPU_MIN <= percent <= 100 * ncpu:
+        raise ZooError(f"-c {shown(text)}: not a CPU percentage ({CPU_MIN:g} or more, at "
+                       f"most {100 * ncpu} on this machine's {ncpu} CPUs)")
     return percent
 
 
 def parse_procs(text: str) -> int:
-    if not is_whole_number(text) or not 0 < int(text) <= LARGEST:
-        raise ZooError(f"-p {shown(text)}: not a number of processes (a whole number, 1 or more)")
+    if not is_whole_number(text) or not 0 < int(text) <= PIDS_MAX:
+        raise ZooError(f"-p {shown(text)}: not a number of processes (a whole number, 1 to "
+                       f"{PIDS_MAX})")
     return int(text)
 
 

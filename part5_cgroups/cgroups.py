@@ -38,6 +38,7 @@ SCOPE_SLICE = "user.slice"
 ROOT_SUBTREE = "zookeeper"  # root's containers: /sys/fs/cgroup/zookeeper/zoo-PID
 LEAF = "init"  # where a delegated cgroup's own processes move (no internal processes)
 CPU_PERIOD_USEC = 100000  # cpu.max's period: quota = percent of it
+CPU_PERIOD_MAX_USEC = 1000000  # the longest period the kernel takes (cgroup-v2.rst)
 SCOPE_WAIT_SECONDS = 10
 REMOVE_WAIT_SECONDS = 5
 DELEGATE_DROP_IN = "/etc/systemd/system/user@.service.d/delegate.conf"
@@ -71,6 +72,7 @@ class Limits:
         if self.parent is None:
             return lambda: None
         path = self.path = f"{self.parent}/zoo-{pid}"
+        remove_leftover(path)
         try:
             # STUDENT CODE BELOW (q15)
             # Make the container's cgroup and move the child into it.  mkdir(2) the
@@ -141,7 +143,10 @@ def memory_max(limit: int) -> str:
 
 def cpu_max(percent: float, period: int = CPU_PERIOD_USEC) -> str:
     """cpu.max's text, "quota period": 50 (%) -> "50000 100000".  200 is two CPUs'
-    worth.  The kernel's smallest quota is 1000 microseconds."""
+    worth.  The kernel's smallest quota is 1000 microseconds: below 1 %, the period
+    grows (up to its largest, one second) so that the quota keeps the share asked."""
+    while percent * period / 100 < 1000 and period < CPU_PERIOD_MAX_USEC:
+        period = min(period * 10, CPU_PERIOD_MAX_USEC)
     quota = max(1000, round(percent * period / 100))
     return f"{quota} {period}"
 
@@ -149,6 +154,7 @@ def cpu_max(percent: float, period: int = CPU_PERIOD_USEC) -> str:
 def remove_cgroup(path: str) -> None:
     """rmdir the cgroup, retrying while it empties (EBUSY).  If something is still
     running in it after a moment, kill it: nothing may outlive the container."""
+    remove_children(path)
     deadline = time.monotonic() + REMOVE_WAIT_SECONDS
     delay, killed = 0.001, False
     while True:
@@ -171,6 +177,37 @@ def remove_cgroup(path: str) -> None:
             killed = True
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def remove_children(path: str) -> None:
+    """The cgroups the container made inside its own (without -r it sees the tree,
+    its cgroup writable): rmdir(2) refuses a cgroup that has any, so they go first,
+    deepest first, their processes killed (cgroup.kill reaches the whole subtree)."""
+    children = [where for where, _, _ in os.walk(path, topdown=False) if where != path]
+    if children:
+        kill_all(path)
+    for child in children:
+        for _ in range(100):  # its killed processes may take a moment to leave
+            try:
+                kernel.sys_rmdir(child)
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    break
+                time.sleep(0.01)
+
+
+def remove_leftover(path: str) -> None:
+    """A cgroup of this name left by a zookeeper that was killed (SIGKILL: no
+    cleanup): the kernel has given its container's pid to our child, so that
+    container is gone.  Removed if nothing runs in it (rmdir(2) refuses otherwise,
+    and the mkdir after says so)."""
+    if os.path.isdir(path):
+        remove_children(path)
+        try:
+            kernel.sys_rmdir(path)
+        except OSError:
+            pass
 
 
 def kill_all(path: str) -> None:

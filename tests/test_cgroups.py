@@ -179,16 +179,45 @@ def as_user(monkeypatch, part5, uid=1000):
 def test_memory_max_is_bytes(part5):
     assert part5.cgroups.memory_max(part5.options.parse_size("64M")) == "67108864"
     assert part5.cgroups.memory_max(part5.options.parse_size("1G")) == "1073741824"
-    assert part5.cgroups.memory_max(part5.options.parse_size("512k")) == "524288"
+    assert part5.cgroups.memory_max(part5.options.parse_size("6144k")) == "6291456"
     assert part5.cgroups.memory_max(4096) == "4096"
 
 
 @pytest.mark.parametrize("percent,text", [
     (50, "50000 100000"), (100, "100000 100000"), (150, "150000 100000"),
-    (12.5, "12500 100000"), (0.5, "1000 100000"), (33.3333, "33333 100000"),
+    (12.5, "12500 100000"), (33.3333, "33333 100000"),
+    # Below 1 %, a longer period: 0.5 % was 1 % before (the smallest quota is 1 ms).
+    (0.5, "5000 1000000"), (0.1, "1000 1000000"), (1, "1000 100000"),
 ])
 def test_cpu_max_is_quota_and_period(part5, percent, text):
     assert part5.cgroups.cpu_max(percent) == text
+
+
+@pytest.mark.parametrize("option, text, said", [
+    ("-m", "512k", "-m 512k: too little memory to start a container in (6M at least)"),
+    ("-c", "0.05", "-c 0.05: not a CPU percentage (0.1 or more"),
+    ("-p", "4194305", "-p 4194305: not a number of processes (a whole number, 1 to 4194304)")])
+def test_limits_the_kernel_refuses_are_refused_first(part5, option, text, said):
+    parse = {"-m": part5.options.parse_size, "-c": part5.options.parse_cpu,
+             "-p": part5.options.parse_procs}[option]
+    with pytest.raises(Exception, match=r"^-") as e:  # ZooError: one line, status 125
+        parse(text)
+    assert e.value.message.startswith(said)
+
+
+def test_a_cgroup_left_by_a_killed_zookeeper_or_made_inside_goes(part5, tmp_path):
+    """zoo-PID left behind (zookeeper SIGKILLed) once made a later child given that
+    pid fail (mkdir: File exists); cgroups the container made inside its own made the
+    rmdir fail (EBUSY, here ENOTEMPTY).  Both go, deepest first; a busy one stays."""
+    left = tmp_path / "zoo-205"
+    (left / "sub" / "deeper").mkdir(parents=True)
+    part5.cgroups.remove_leftover(str(left))
+    assert not left.exists()
+    busy = tmp_path / "zoo-206"
+    busy.mkdir()
+    (busy / "cgroup.procs").write_text("1\n")  # a process in it: rmdir(2) refuses
+    part5.cgroups.remove_leftover(str(busy))
+    assert busy.is_dir()
 
 
 def test_controllers_follow_the_options(part5):
