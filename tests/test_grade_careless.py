@@ -73,6 +73,7 @@ def test_odd_names_are_rows_a_spreadsheet_shows_as_they_are(grade, two, tmp_path
         make_submission(two / name)
         grade.fake_vm[name] = (all_of_part1(), "")
     make_submission(two / "scores.csv")  # collect takes any name a roster gives
+    make_submission(two / "two\nlines")
     out = tmp_path / "out"
     assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2  # scores.csv
     rows = read_csv(out / "scores.csv")
@@ -80,6 +81,8 @@ def test_odd_names_are_rows_a_spreadsheet_shows_as_they_are(grade, two, tmp_path
         assert rows[shown]["score"] == "15", rows
     assert rows["scores.csv"]["status"].startswith(
         "not a submission: its name is one of grade's own files")
+    assert rows["two\\x0alines"]["status"] == ("not a submission: its name holds a line "
+                                              "break, which no work list line can: rename it")
     said = capsys.readouterr()
     assert "\x1b" not in said.out + said.err and "Traceback" not in said.err
 
