@@ -51,10 +51,28 @@ class IdMaps:
         self.uid, self.gid, self.subuids, self.subgids = uid, gid, subuids, subgids
 
 
+def is_host_root() -> bool:
+    """Root of the host, not root of some user namespace (whose uid_map is not the
+    identity over all ids: user_namespaces(7))."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return True
+
+
 def find_id_maps() -> IdMaps:
     """Look up our ranges and the tools that grant them, before there is a child to
     wait on us: a missing range is a warning, a missing tool an error."""
     uid, gid = os.getuid(), os.getgid()
+    if uid == 0 and not is_host_root():
+        # Root of a user namespace (unshare -Ur, a rootless container): the host's
+        # ranges in /etc/subuid are not ours to map from here, only ourselves.
+        warn("zookeeper runs as root of a user namespace, not of the host: only that "
+             "root is mapped in the container")
+        return IdMaps(uid, gid, None, None)
     user = user_name(uid)
     maps = IdMaps(uid, gid, subid_range("/etc/subuid", user, uid),
                   subid_range("/etc/subgid", user, uid))

@@ -33,6 +33,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 
+import idmap
 import kernel
 import programs
 from errors import ZooError, step, warn
@@ -103,21 +104,9 @@ def prepare(opts) -> Network:
     nothing."""
     if not opts.network:
         return LoopbackOnly()
-    if is_host_root():
+    if idmap.is_host_root():
         return Bridged()
     return Slirp(opts)
-
-
-def is_host_root() -> bool:
-    """Root of the host, who may make links there, not root of some user namespace
-    (whose uid_map is not the identity over all ids: user_namespaces(7))."""
-    if os.geteuid() != 0:
-        return False
-    try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() == ["0", "0", "4294967295"]
-    except OSError:
-        return True
 
 
 def bring_up(name: str) -> None:

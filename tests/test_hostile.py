@@ -740,3 +740,19 @@ def test_the_command_starts_in_the_containers_root(runner: Runner, rootfs_for):
                             "pwd; readlink /proc/self/cwd; ls -d ./bin")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["/", "/", "./bin"], done.stdout
+
+
+@pytest.mark.parametrize("part", [2, 4])
+def test_root_of_a_user_namespace_maps_only_itself(user_runner: Runner, rootfs_for, part):
+    """Under `unshare -Ur` (a CI job, a rootless container) the caller is uid 0, but
+    not the host's root: the host's ranges for root in /etc/subuid are not its to
+    map.  It once failed there (fchown to root's range: EINVAL, or newuidmap refused);
+    it now maps only itself, and says so."""
+    rootfs = ["-r", str(rootfs_for(user_runner))] if part >= 4 else []
+    done = user_runner.run(["unshare", "-Ur", user_runner.python,
+                            str(user_runner.workdir / PARTS[part] / "zookeeper.py"),
+                            *rootfs, "sh", "-c", "id -u"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0\n"
+    assert done.stderr == ("zookeeper: zookeeper runs as root of a user namespace, not of "
+                           "the host: only that root is mapped in the container\n")
