@@ -26,6 +26,7 @@ import argparse
 import errno
 import os
 import re
+import stat
 import subprocess
 import sys
 import textwrap
@@ -87,13 +88,49 @@ def git_command(repo: Path, *args: str) -> tuple[list[str], dict]:
 
 
 def has_git(sub: Path) -> bool:
-    return (sub / ".git").exists()
+    return os.path.lexists(sub / ".git")
+
+
+# Files of a .git that make git read another repository instead of this one.
+ELSEWHERE = ("commondir", "objects/info/alternates", "objects/info/http-alternates")
+
+
+def git_problem(sub: Path) -> str:
+    """'' when sub/.git is a repository git may read here, else why not.  An upload's
+    .git is the student's, and git runs as the grader (root, on Gradescope): a link in
+    it (.git/shallow to /etc/shadow) had git print a line of the file it names in its
+    error, which the student then read; a gitdir: file or an alternates file had git
+    read another repository of the machine's."""
+    top = sub / ".git"
+    if top.is_symlink() or not top.is_dir():
+        return ".git is not a directory"
+    for name in ELSEWHERE:
+        if os.path.lexists(top / name):
+            return f".git/{name} points at another repository"
+    for where, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(where, name)
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                return f"{printable(os.path.relpath(path, sub))} is not a plain file or directory"
+    return ""
+
+
+def unread_git(rule: str, sub: Path) -> dict | None:
+    """The rule's verdict when sub's .git is not to be read (git_problem), else None."""
+    problem = git_problem(sub)
+    if not problem:
+        return None
+    return verdict(rule, "unknown", f"the git history was not read: {problem}")
 
 
 def count_commits(sub: Path) -> dict:
     if not has_git(sub):
         return verdict("commits", "unknown", "the submission has no git history "
                        "(count them in the student's repository)")
+    refused = unread_git("commits", sub)
+    if refused:
+        return refused
     done = git(sub, "rev-list", "--count", "HEAD")
     if done.returncode != 0:
         said = (done.stderr.strip().splitlines() or ["no message"])[-1]
@@ -199,6 +236,9 @@ def binary_files_on_disk(sub: Path) -> list[str]:
 
 
 def binary_files(sub: Path) -> dict:
+    refused = unread_git("binary_files", sub) if has_git(sub) else None
+    if refused:
+        return refused
     try:
         found = binary_files_in_git(sub) if has_git(sub) else binary_files_on_disk(sub)
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:

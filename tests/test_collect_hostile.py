@@ -173,3 +173,35 @@ def test_a_link_the_grader_cannot_follow_hides_no_part():
                            str(sub)], capture_output=True, text=True)
     shutil.rmtree(base)
     assert done.stdout == "True\n", done.stderr
+
+
+def test_an_uploads_git_that_points_elsewhere_is_not_read(tmp_path):
+    """Gradescope's upload is the student's, .git included, and git runs as root: a
+    link .git/shallow to a root-only file had git print its first line in the commit
+    rule's message, which the student reads; a gitdir: file, another repository."""
+    secret = tmp_path / "secret"
+    secret.write_text("root:the-tas-token\n")
+    secret.chmod(0o600)
+    repo = new_repo(tmp_path / "repo")
+    for n in range(6):
+        commit(repo, f"c{n}", f"2026-11-0{n + 1} 12:00")
+    cases = {"shallow link": lambda g: (g / "shallow").symlink_to(secret),
+             "alternates": lambda g: (g / "objects" / "info" / "alternates").write_text(
+                 f"{tmp_path / 'other.git' / 'objects'}\n"),
+             "fifo": lambda g: os.mkfifo(g / "FETCH_HEAD")}
+    for name, plant in cases.items():
+        sub = tmp_path / name.replace(" ", "-")
+        shutil.copytree(repo, sub, symlinks=True)
+        plant(sub / ".git")
+        said = {v["id"]: v for v in rules.check(sub)}
+        for rule in ("commits", "binary_files"):
+            assert said[rule]["status"] == "unknown", (name, said[rule])
+            assert said[rule]["message"].startswith("the git history was not read: "), name
+        assert "the-tas-token" not in str(said), name
+    gitdir = tmp_path / "gitdir"
+    gitdir.mkdir()
+    (gitdir / ".git").write_text(f"gitdir: {repo / '.git'}\n")
+    assert {v["id"]: v["message"] for v in rules.check(gitdir)}["commits"] == (
+        "the git history was not read: .git is not a directory")
+    # The repository itself, untouched, is read.
+    assert {v["id"]: v["status"] for v in rules.check(repo)}["commits"] == "ok"
