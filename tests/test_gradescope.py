@@ -320,6 +320,7 @@ def test_a_broken_part_and_a_nested_upload(bundle, tmp_path):
     assert results["score"] == part1, done.stdout
     part2 = [t for t in results["tests"] if t["name"].startswith("part2: ")]
     assert part2 and all(t["status"] == "failed" and t["score"] == 0 for t in part2)
+    assert results["output"].startswith("Graded the parts in hw6-bob/ of your upload.\n")
     rule = {t["name"][6:]: t for t in results["tests"] if t["name"].startswith("rule: ")}
     assert rule["each written experiment answered"]["status"] == "failed"
     assert "not answered: 5.1" in rule["each written experiment answered"]["output"]
@@ -353,3 +354,36 @@ def test_a_grader_that_fails_still_writes_results(bundle, tmp_path):
     assert results["score"] == 0
     assert results["output"].startswith("The autograder could not grade this submission: ")
     assert "--part: invalid choice: 9" in results["output"]
+
+
+def test_two_copies_at_two_depths_are_said_plainly(bundle, tmp_path):
+    """hw/ and hw/final/ both with the parts: which is meant?  Once the shallower one
+    was graded without a word."""
+    upload = tmp_path / "upload"
+    for where in ("hw", "hw/final"):
+        copy_parts(upload / where, {1: PARTS[1]})
+    root = gradescope_root(bundle, upload)
+    try:
+        run_autograder(root, local_args([1]))
+        results = strict_json(root / "results" / "results.json")
+    finally:
+        shutil.rmtree(root)
+    validate(results)
+    assert results["score"] == 0
+    assert "more than one copy of the parts in the upload: hw/, hw/final/; upload one" in (
+        results["output"])
+
+
+def test_odd_names_are_shown_escaped_and_a_directory_is_no_zookeeper_py(bundle, tmp_path):
+    upload = tmp_path / "upload"
+    (upload / "fake\nPart 1: working\x1b[2J").mkdir(parents=True)
+    (upload / "odd" / "part1_clone" / "zookeeper.py").mkdir(parents=True)
+    root = gradescope_root(bundle, upload)
+    try:
+        run_autograder(root, local_args([1]))
+        results = strict_json(root / "results" / "results.json")
+    finally:
+        shutil.rmtree(root)
+    validate(results)
+    assert "(it has: fake\\x0aPart 1: working\\x1b[2J, odd)" in results["output"]
+    assert "\x1b" not in json.dumps(results) and "\\n" not in results["output"]
