@@ -18,6 +18,12 @@ from pathlib import Path
 
 import pytest
 
+# A suite started in the background (`make test &`, some CI runners) inherits SIGINT
+# ignored, and zookeeper keeps what its caller ignored on purpose; the tests that send
+# SIGINT mean a terminal's Ctrl-C, which nothing ignores.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 ROOT = Path(__file__).resolve().parent.parent
 # The commands the tests start get SIGHUP at its default, whatever this run's caller
 # set: under nohup (SIGHUP ignored, and inherited) zookeeper keeps it ignored, by
