@@ -131,7 +131,10 @@ def count_commits(sub: Path) -> dict:
     refused = unread_git("commits", sub)
     if refused:
         return refused
-    done = git(sub, "rev-list", "--count", "HEAD")
+    try:
+        done = git(sub, "rev-list", "--count", "HEAD")
+    except subprocess.TimeoutExpired as e:
+        return verdict("commits", "unknown", f"git took longer than {e.timeout:g} s")
     if done.returncode != 0:
         said = (done.stderr.strip().splitlines() or ["no message"])[-1]
         return verdict("commits", "fail" if "unknown revision" in said or
@@ -241,6 +244,8 @@ def binary_files(sub: Path) -> dict:
         return refused
     try:
         found = binary_files_in_git(sub) if has_git(sub) else binary_files_on_disk(sub)
+    except subprocess.TimeoutExpired as e:
+        return verdict("binary_files", "unknown", f"git took longer than {e.timeout:g} s")
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         return verdict("binary_files", "unknown", str(e))
     if not found:
