@@ -26,7 +26,6 @@ import argparse
 import errno
 import os
 import re
-import stat
 import subprocess
 import sys
 import textwrap
@@ -79,9 +78,16 @@ def git_command(repo: Path, *args: str) -> tuple[list[str], dict]:
     """The command line and environment of git in a student's repository: no hooks,
     no fsmonitor, no pager; a repository owned by someone else is read all the same
     (safe.directory for it only)."""
+    # No transport at all (a command line's -c wins over the repository's own key):
+    # a partial clone's missing object would be fetched, through the remote's
+    # uploadpack command, run by a shell, as the grader.
+    no_transport = [arg for proto in ("", *PROTOCOLS) for arg in
+                    ("-c", f"protocol.{proto + '.' if proto else ''}allow=never")]
     cmd = ["git", "-c", f"safe.directory={repo}", "-c", "core.hooksPath=/dev/null",
-           "-c", "core.fsmonitor=false", "--no-pager", "-C", str(repo), *args]
-    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+           "-c", "core.fsmonitor=false", *no_transport, "--no-pager", "-C", str(repo),
+           *args]
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_NO_LAZY_FETCH="1",
+               GIT_PROTOCOL_FROM_USER="0")
     env.pop("GIT_DIR", None)
     env.pop("GIT_WORK_TREE", None)
     return cmd, env
@@ -91,8 +97,16 @@ def has_git(sub: Path) -> bool:
     return os.path.lexists(sub / ".git")
 
 
+PROTOCOLS = ("file", "git", "ssh", "http", "https", "ftp", "ftps", "ext")
 # Files of a .git that make git read another repository instead of this one.
 ELSEWHERE = ("commondir", "objects/info/alternates", "objects/info/http-alternates")
+# Keys of a student's .git/config that make git read other files, fetch, or run a
+# program (git-config(1)): a repository that has one is not read.  Hooks, fsmonitor
+# and the pager are turned off on the command line instead.
+RISKY_CONFIG = re.compile(r"^(extensions\.|include\.|includeif\.|remote\..*\.(promisor|"
+                          r"partialclonefilter|uploadpack|receivepack|proxy|vcs)$|"
+                          r"core\.(sshcommand|gitproxy|askpass|alternaterefscommand|"
+                          r"alternaterefsprefixes)$|credential\.)", re.I)
 
 
 def git_problem(sub: Path) -> str:
@@ -103,16 +117,42 @@ def git_problem(sub: Path) -> str:
     read another repository of the machine's."""
     top = sub / ".git"
     if top.is_symlink() or not top.is_dir():
-        return ".git is not a directory"
+        return ".git is not a directory (a worktree's or a submodule's: its history is elsewhere)"
     for name in ELSEWHERE:
         if os.path.lexists(top / name):
             return f".git/{name} points at another repository"
-    for where, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(where, name)
-            mode = os.lstat(path).st_mode
-            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-                return f"{printable(os.path.relpath(path, sub))} is not a plain file or directory"
+    try:
+        stack = [str(top)]  # by hand: os.walk recurses, and a .git may be deep
+        while stack:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.path != str(top / "hooks"):  # never run: not read
+                            stack.append(entry.path)
+                    elif not entry.is_file(follow_symlinks=False):
+                        return (f"{printable(os.path.relpath(entry.path, sub))} is not a "
+                                "plain file or directory")
+    except OSError as e:
+        return f".git cannot be read here ({e.strerror})"
+    return risky_config(top / "config")
+
+
+def risky_config(path: Path) -> str:
+    """'' unless the repository's config holds a RISKY_CONFIG key (read by git config
+    --file, which reads that one file, includes not followed)."""
+    if not path.exists():
+        return ""
+    cmd = ["git", "config", "--file", str(path), "--no-includes", "--name-only", "--list"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL, env=dict(os.environ, LC_ALL="C"))
+    except subprocess.TimeoutExpired:
+        return ".git/config takes too long to read"
+    if done.returncode != 0:
+        return ".git/config is not a git config file"
+    risky = [key for key in done.stdout.split() if RISKY_CONFIG.match(key)]
+    if risky:
+        return f".git/config has {printable(risky[0])} (the grader does not fetch or include)"
     return ""
 
 
@@ -199,8 +239,9 @@ def binary_blobs(sub: Path, blobs: list[tuple[str, str]], timeout: float = 120) 
                                        + (f" (more than {timeout:g} s)"
                                           if not timer.is_alive() else ""))
                 header = line.split()
-                if len(header) != 3:
-                    continue  # "missing": not in the object store
+                if len(header) != 3:  # "missing": a file whose content was removed
+                    raise RuntimeError(f"the repository lacks the content of {path}: "
+                                       "it cannot be checked")
                 left, head = int(header[2]), b""
                 while left:
                     chunk = p.stdout.read(min(left, 1 << 20))

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from conftest import PARTS, ROOT, TEST_USER, copy_parts
 from test_collect import COLLECT, commit, load, new_repo, run_collect
 
@@ -202,6 +203,44 @@ def test_an_uploads_git_that_points_elsewhere_is_not_read(tmp_path):
     gitdir.mkdir()
     (gitdir / ".git").write_text(f"gitdir: {repo / '.git'}\n")
     assert {v["id"]: v["message"] for v in rules.check(gitdir)}["commits"] == (
-        "the git history was not read: .git is not a directory")
+        "the git history was not read: .git is not a directory (a worktree's or a "
+        "submodule's: its history is elsewhere)")
     # The repository itself, untouched, is read.
+    assert {v["id"]: v["status"] for v in rules.check(repo)}["commits"] == "ok"
+
+
+def test_a_partial_clone_never_makes_git_fetch_or_run_its_command(tmp_path):
+    """A partial clone's config names a remote whose uploadpack is a command; one blob
+    is missing, so git would fetch it, running the command as the grader (root on
+    Gradescope).  The config is refused, and even past that git may use no transport;
+    a missing blob is no 'not binary'."""
+    repo = new_repo(tmp_path / "sub")
+    for n in range(6):
+        (repo / f"b{n}").write_bytes(b"x\0y" + bytes([n]))
+        commit(repo, f"c{n}", f"2026-11-0{n + 1} 12:00")
+    marker = tmp_path / "ran"
+    for key, value in (("core.repositoryformatversion", "1"),
+                       ("extensions.partialClone", "origin"),
+                       ("remote.origin.url", str(repo)), ("remote.origin.promisor", "true"),
+                       ("remote.origin.uploadpack", f"touch {marker}; false")):
+        subprocess.run(["git", "-C", str(repo), "config", key, value], check=True)
+    blob = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD:b5"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    (repo / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    said = {v["id"]: v for v in rules.check(repo)}
+    assert said["commits"]["message"] == ("the git history was not read: .git/config has "
+                                          "extensions.partialclone (the grader does not "
+                                          "fetch or include)")
+    listing = rules.git(repo, "ls-tree", "-r", "HEAD").stdout.split("\n")
+    blobs = [(line.split()[2], line.split("\t")[1]) for line in listing if line]
+    with pytest.raises(RuntimeError, match="lacks the content of b5"):
+        rules.binary_blobs(repo, blobs)
+    assert not marker.exists()
+
+
+def test_a_linked_hook_is_no_reason_not_to_read_the_history(tmp_path):
+    repo = new_repo(tmp_path / "hooked")
+    for n in range(6):
+        commit(repo, f"c{n}", f"2026-11-0{n + 1} 12:00")
+    (repo / ".git" / "hooks" / "pre-commit").symlink_to("../../scripts/pre-commit")
     assert {v["id"]: v["status"] for v in rules.check(repo)}["commits"] == "ok"
