@@ -183,11 +183,32 @@ def remove_children(path: str) -> None:
     """The cgroups the container made inside its own (without -r it sees the tree,
     its cgroup writable): rmdir(2) refuses a cgroup that has any, so they go first,
     deepest first, their processes killed (cgroup.kill reaches the whole subtree)."""
-    children = [where for where, _, _ in os.walk(path, topdown=False) if where != path]
+    children = descendants(path)
     if children:
         kill_all(path)
-    for child in children:
-        for _ in range(100):  # its killed processes may take a moment to leave
+    remove_empty(children)
+
+
+def descendants(path: str) -> list[str]:
+    """Every cgroup under path, deepest first.  Walked by hand: os.walk recurses (before
+    Python 3.12), and a container can nest a thousand cgroups."""
+    found, stack = [], [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        found.append(entry.path)
+                        stack.append(entry.path)
+        except OSError:
+            pass  # gone meanwhile
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def remove_empty(cgroups: list[str]) -> None:
+    """rmdir each, deepest first, waiting a moment for killed processes to leave."""
+    for child in cgroups:
+        for _ in range(100):
             try:
                 kernel.sys_rmdir(child)
                 break
@@ -200,14 +221,18 @@ def remove_children(path: str) -> None:
 def remove_leftover(path: str) -> None:
     """A cgroup of this name left by a zookeeper that was killed (SIGKILL: no
     cleanup): the kernel has given its container's pid to our child, so that
-    container is gone.  Removed if nothing runs in it (rmdir(2) refuses otherwise,
-    and the mkdir after says so)."""
-    if os.path.isdir(path):
-        remove_children(path)
-        try:
-            kernel.sys_rmdir(path)
-        except OSError:
-            pass
+    container is gone, in our PID namespace.  Removed only if nothing runs anywhere
+    in it ("populated 0" in cgroup.events): another PID namespace's zookeeper may
+    have a container of the same pid, which is never ours to kill.  If something
+    runs there, it stays, and the mkdir after says so."""
+    try:
+        with open(f"{path}/cgroup.events") as f:
+            if "populated 0" not in f.read().splitlines():
+                return
+    except OSError:
+        if not os.path.isdir(path):
+            return  # none: the usual case
+    remove_empty(descendants(path) + [path])
 
 
 def kill_all(path: str) -> None:

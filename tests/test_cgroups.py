@@ -218,6 +218,21 @@ def test_a_cgroup_left_by_a_killed_zookeeper_or_made_inside_goes(part5, tmp_path
     (busy / "cgroup.procs").write_text("1\n")  # a process in it: rmdir(2) refuses
     part5.cgroups.remove_leftover(str(busy))
     assert busy.is_dir()
+    # Another PID namespace's container of that pid, running: never killed nor removed.
+    running = tmp_path / "zoo-207"
+    (running / "sub").mkdir(parents=True)
+    (running / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+    part5.cgroups.remove_leftover(str(running))
+    assert (running / "sub").is_dir()
+    # A thousand nested (os.walk recursed, and cleanup ended in RecursionError).
+    deep = tmp_path / "zoo-208"
+    path = deep
+    path.mkdir()
+    for _ in range(1100):  # one level at a time: os.makedirs recurses too
+        path = path / "d"
+        path.mkdir()
+    part5.cgroups.remove_leftover(str(deep))
+    assert not deep.exists()
 
 
 def test_controllers_follow_the_options(part5):
