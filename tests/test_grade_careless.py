@@ -232,3 +232,19 @@ def test_an_earlier_runs_results_are_lent_to_qemu_too(tmp_path):
     assert {p.stat().st_uid for p in [results, *results.rglob("*")]} == {65534}
     qemu.make_plain(results)
     assert {p.stat().st_uid for p in [results, *results.rglob("*")]} == {0}
+
+
+def test_one_students_tree_too_deep_is_that_students_row(grade, two, tmp_path,  # noqa: F811
+                                                        capsys):
+    """rglob and tarfile recurse once a level (Python < 3.12): a tree 1100 deep in one
+    submission ended the whole class run in a RecursionError."""
+    path = two / "alice" / "deep"
+    path.mkdir()
+    for _ in range(1100):  # one level at a time: os.makedirs recurses too
+        path = path / "d"
+        path.mkdir()
+    assert grade.main([str(two), "--part", "1", "--out", str(tmp_path / "out"),
+                       "--list-work"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    with pytest.raises(ValueError, match="nest deeper than the grader copies"):
+        grade.pack_submission(two / "alice", tmp_path / "alice.tar")

@@ -320,7 +320,7 @@ def test_a_broken_part_and_a_nested_upload(bundle, tmp_path):
     assert results["score"] == part1, done.stdout
     part2 = [t for t in results["tests"] if t["name"].startswith("part2: ")]
     assert part2 and all(t["status"] == "failed" and t["score"] == 0 for t in part2)
-    assert results["output"].startswith("Graded the parts in hw6-bob/ of your upload.\n")
+    assert results["output"].startswith("Graded the parts at hw6-bob/ of your upload.\n")
     rule = {t["name"][6:]: t for t in results["tests"] if t["name"].startswith("rule: ")}
     assert rule["each written experiment answered"]["status"] == "failed"
     assert "not answered: 5.1" in rule["each written experiment answered"]["output"]
@@ -372,6 +372,21 @@ def test_two_copies_at_two_depths_are_said_plainly(bundle, tmp_path):
     assert results["score"] == 0
     assert "more than one copy of the parts in the upload: hw/, hw/final/; upload one" in (
         results["output"])
+
+
+def test_the_parts_at_the_top_are_graded_and_a_backup_copy_named(bundle, tmp_path):
+    upload = tmp_path / "upload"
+    copy_parts(upload, {1: PARTS[1]})
+    copy_parts(upload / "backup", {1: PARTS[1]})
+    root = gradescope_root(bundle, upload)
+    try:
+        run_autograder(root, local_args([1]))
+        results = strict_json(root / "results" / "results.json")
+    finally:
+        shutil.rmtree(root)
+    validate(results)
+    assert results["output"].startswith(
+        "Graded the parts at the top of your upload (not the copies in backup/).\n")
 
 
 def test_odd_names_are_shown_escaped_and_a_directory_is_no_zookeeper_py(bundle, tmp_path):
