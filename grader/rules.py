@@ -100,13 +100,13 @@ def has_git(sub: Path) -> bool:
 PROTOCOLS = ("file", "git", "ssh", "http", "https", "ftp", "ftps", "ext")
 # Files of a .git that make git read another repository instead of this one.
 ELSEWHERE = ("commondir", "objects/info/alternates", "objects/info/http-alternates")
-# Keys of a student's .git/config that make git read other files, fetch, or run a
-# program (git-config(1)): a repository that has one is not read.  Hooks, fsmonitor
-# and the pager are turned off on the command line instead.
-RISKY_CONFIG = re.compile(r"^(extensions\.|include\.|includeif\.|remote\..*\.(promisor|"
-                          r"partialclonefilter|uploadpack|receivepack|proxy|vcs)$|"
-                          r"core\.(sshcommand|gitproxy|askpass|alternaterefscommand|"
-                          r"alternaterefsprefixes)$|credential\.)", re.I)
+# Keys of a student's .git/config that make git read other files, or fetch what it
+# lacks, and run a program to do so (git-config(1)): a repository that has one is not
+# read.  Every transport is refused on git's command line as well (git_command), so
+# keys only a fetch or a push uses (core.sshCommand, credential.*) do no harm here.
+RISKY_CONFIG = re.compile(r"^(include\.|includeif\.|extensions\.partialclone$|"
+                          r"remote\..*\.(promisor|partialclonefilter|uploadpack)$|"
+                          r"core\.alternaterefscommand$)", re.I)
 
 
 def git_problem(sub: Path) -> str:

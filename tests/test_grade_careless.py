@@ -7,6 +7,7 @@ import csv
 import fcntl
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -243,8 +244,11 @@ def test_one_students_tree_too_deep_is_that_students_row(grade, two, tmp_path,  
     for _ in range(1100):  # one level at a time: os.makedirs recurses too
         path = path / "d"
         path.mkdir()
-    assert grade.main([str(two), "--part", "1", "--out", str(tmp_path / "out"),
-                       "--list-work"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
-    with pytest.raises(ValueError, match="nest deeper than the grader copies"):
-        grade.pack_submission(two / "alice", tmp_path / "alice.tar")
+    try:
+        assert grade.main([str(two), "--part", "1", "--out", str(tmp_path / "out"),
+                           "--list-work"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+        with pytest.raises(ValueError, match="nest deeper than the grader copies"):
+            grade.pack_submission(two / "alice", tmp_path / "alice.tar")
+    finally:  # pytest's own clean-up (shutil.rmtree) recurses too: rm(1) does not
+        subprocess.run(["rm", "-rf", "--", str(two / "alice" / "deep")], check=True)
