@@ -284,9 +284,9 @@ class _Watched:
 def boot(job: Job, machine: Machine | None = None) -> BootResult:
     """Run job in a guest once (the saved booted guest restored, or the image booted):
     it runs job.dir/run.sh as root and powers off. Raises VMError if QEMU cannot run
-    at all.  Run as root, QEMU runs as nobody (qemu_identity): job.dir and the
-    submission are made readable to all, the results share is nobody's while the
-    guest runs, so the caller keeps each in a directory nobody else can reach."""
+    at all.  Run as root, QEMU runs as nobody (qemu_identity): job.dir is made
+    readable to all and the results share is nobody's while the guest runs, so the
+    caller keeps each in a directory nobody else can reach (lend_shares)."""
     machine = machine or Machine()
     job_dir = Path(job.dir).resolve()
     if not (job_dir / "run.sh").is_file():

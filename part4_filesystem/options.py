@@ -73,12 +73,13 @@ def parse_size(text: str) -> int:
     number, unit = text, ""
     if number and number[-1].lower() in SIZE_UNITS:
         number, unit = number[:-1], number[-1].lower()
-    if not is_whole_number(number) or not 0 < int(number) * SIZE_UNITS[unit] <= LARGEST:
+    size = int(number) * SIZE_UNITS[unit] if is_whole_number(number) else 0
+    if not 0 < size <= LARGEST:
         raise ZooError(f"-m {shown(text)}: not a memory size (bytes, or with a unit: 64M, 1G)")
-    if int(number) * SIZE_UNITS[unit] < MEMORY_MIN:
+    if size < MEMORY_MIN:
         raise ZooError(f"-m {shown(text)}: too little memory to start a container in "
-                       f"(6M at least)")
-    return int(number) * SIZE_UNITS[unit]
+                       f"({MEMORY_MIN >> 20}M at least)")
+    return size
 
 
 def parse_cpu(text: str) -> float:
