@@ -186,6 +186,18 @@ for who in root student student-setpriv student-scope; do
     fi
 done
 
+# Root of a user namespace (unshare -Ur, as a CI job or a rootless container runs
+# it) is the student to the kernel: its cgroup is the student's, not the host root's
+# /sys/fs/cgroup/zookeeper (before: "failed to create the cgroup ...: Permission denied").
+checks=$((checks + 1))
+out=$(runuser -u student -- env $SESSION_ENV unshare -Ur python3 "$PART/zookeeper.py" \
+    -r /home/student/zoo-fs -m 64M cat /sys/fs/cgroup/memory.max 2>&1)
+case "$out" in
+    *67108864) pass "student under unshare -Ur: memory.max 64M" ;;
+    *) fail "student under unshare -Ur: $out" ;;
+esac
+check_no_leftover "unshare -Ur"
+
 # Root's subtree stays (shared), the user's scopes are gone with zookeeper.
 echo "== after: $(ls /sys/fs/cgroup/zookeeper 2> /dev/null | grep -c '^zoo-') zoo-* under /sys/fs/cgroup/zookeeper"
 scopes=$(find /sys/fs/cgroup -type d -name 'zookeeper-*.scope' 2> /dev/null)
