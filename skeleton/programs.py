@@ -41,15 +41,20 @@ def require(program: str, package: str) -> None:
                        f"(sudo apt-get install {package}), or put its directory in PATH")
 
 
-def start(argv: list[str], output: int, env=None) -> int:
+def start(argv: list[str], output: int, env=None, keep: tuple = ()) -> int:
     """posix_spawnp(3): start argv[0], found on PATH as execvp(3) finds it; its pid.
 
     Its stdin is /dev/null, its stdout and stderr go to the descriptor `output`, and
-    of our other descriptors it inherits only those that are not close-on-exec (Python
-    opens its own close-on-exec: os.set_inheritable hands one over).  env: its
-    environment (ours by default).  It runs in a session of its own (setsid(2)): a
-    Ctrl-C at the terminal is zookeeper's to pass on to the container, not a helper's.
+    of our other descriptors it inherits only those in `keep`.  env: its environment
+    (ours by default).  It runs in a session of its own (setsid(2)): a Ctrl-C at the
+    terminal is zookeeper's to pass on to the container, not a helper's.
     """
+    # Python opens its own descriptors close-on-exec (PEP 446), but not those our
+    # caller left open to us (a make jobserver's pipe, a shell's 3>file): mark every
+    # one close-on-exec (close_range(2)), then hand over only what the helper needs.
+    kernel.sys_close_range(3, kernel.CLOSE_RANGE_CLOEXEC)
+    for fd in keep:
+        os.set_inheritable(fd, True)
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
     return os.posix_spawnp(argv[0], argv, os.environ if env is None else env,
@@ -106,16 +111,13 @@ def spawn(argv: list[str], log: int, keep: tuple) -> int:
     """Start a helper that runs beside the container (slirp4netns) and return its pid,
     without waiting for it.
 
-    It writes to `log` and inherits the descriptors in `keep` (the others are
-    close-on-exec).  In its own session (start), a Ctrl-C at the terminal does not cut
-    the container's network.
+    It writes to `log` and inherits the descriptors in `keep`, no other.  In its own
+    session (start), a Ctrl-C at the terminal does not cut the container's network.
     """
     started = time.monotonic()
     call = f"posix_spawnp({shown(argv)})"
-    for fd in keep:
-        os.set_inheritable(fd, True)
     try:
-        pid = start(argv, log)
+        pid = start(argv, log, keep=keep)
     except OSError as e:
         kernel.explain_error(call, e, "posix_spawn(3)", started)
         raise ZooError(f"failed to start {argv[0]}: {e.strerror}") from None

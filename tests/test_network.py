@@ -288,14 +288,22 @@ def test_rootless_explain_shows_the_course_command(user_runner: Runner, no_lefto
 
 
 def test_rootless_sigterm_stops_slirp4netns(user_runner: Runner, no_leftovers):
+    # The caller leaves one more descriptor open to zookeeper (as make's jobserver
+    # pipe is): slirp4netns, which outlives nothing but the container, gets none of it.
+    caller_read, caller_write = os.pipe()
     zk = subprocess.Popen(with_tun("666", zookeeper_argv(user_runner, "-n", "sleep", "60")),
-                          env=user_runner.env(), cwd=user_runner.workdir,
+                          env=user_runner.env(), cwd=user_runner.workdir, pass_fds=(caller_write,),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(caller_write)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not slirp_of_user(user_runner.uid):
             time.sleep(0.1)
         assert slirp_of_user(user_runner.uid), "slirp4netns never started"
+        caller_pipe = f"pipe:[{os.fstat(caller_read).st_ino}]"
+        slirp_fds = Path(f"/proc/{slirp_of_user(user_runner.uid)[0]}/fd")
+        held = [fd.name for fd in slirp_fds.iterdir() if os.readlink(fd) == caller_pipe]
+        assert held == [], f"slirp4netns holds the caller's pipe as fd {held}"
         # Its log may not grow past 1 MiB (a container that broke its own eth0 once
         # made it log 20 MB a second into an unnamed file in /tmp).
         limits = Path(f"/proc/{slirp_of_user(user_runner.uid)[0]}/limits").read_text()
@@ -309,6 +317,7 @@ def test_rootless_sigterm_stops_slirp4netns(user_runner: Runner, no_leftovers):
             zk.wait()
     # sleep, PID 1 of its namespace, ignores SIGTERM: killed after the grace period.
     assert zk.returncode == -signal.SIGKILL, zk.stderr.read()
+    os.close(caller_read)
 
 
 def slirp_of_user(uid: int) -> list[str]:
