@@ -397,11 +397,17 @@ def plain_or_nothing(share: Path) -> None:
         make_plain(share)
     except (OSError, RecursionError) as e:
         _say(f"the guest's results cannot be made plain ({e!r:.200}): none of it is kept")
-        # rm(1): however deep, by fds, never through a link (fts(3)).
-        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(share)],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        remove_tree(share)
         share.mkdir(mode=0o755, exist_ok=True)
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf what a guest or a submission made: rm(1) goes however deep, by fds, never
+    through a link nor into another file system (fts(3)), where shutil.rmtree
+    recurses and can be sent elsewhere between its lstat and its open (NOTES.md)."""
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
 
 def make_plain(share: Path) -> None:
