@@ -41,20 +41,25 @@ def require(program: str, package: str) -> None:
                        f"(sudo apt-get install {package}), or put its directory in PATH")
 
 
-def start(argv: list[str], output: int, env=None, keep: tuple = ()) -> int:
-    """posix_spawnp(3): start argv[0], found on PATH as execvp(3) finds it; its pid.
+def hand_over(keep: tuple = ()) -> None:
+    """Of our descriptors past stderr, let the next helpers inherit only those in keep.
 
-    Its stdin is /dev/null, its stdout and stderr go to the descriptor `output`, and
-    of our other descriptors it inherits only those in `keep`.  env: its environment
-    (ours by default).  It runs in a session of its own (setsid(2)): a Ctrl-C at the
-    terminal is zookeeper's to pass on to the container, not a helper's.
-    """
-    # Python opens its own descriptors close-on-exec (PEP 446), but not those our
-    # caller left open to us (a make jobserver's pipe, a shell's 3>file): mark every
-    # one close-on-exec (close_range(2)), then hand over only what the helper needs.
+    Python opens its own close-on-exec (PEP 446), but not those our caller left open
+    to us (a make jobserver's pipe, a shell's 3>file): close_range(2) marks every one
+    close-on-exec, then os.set_inheritable hands over what a helper needs."""
     kernel.sys_close_range(3, kernel.CLOSE_RANGE_CLOEXEC)
     for fd in keep:
         os.set_inheritable(fd, True)
+
+
+def start(argv: list[str], output: int, env=None) -> int:
+    """posix_spawnp(3): start argv[0], found on PATH as execvp(3) finds it; its pid.
+
+    Its stdin is /dev/null, its stdout and stderr go to the descriptor `output`, and
+    of our other descriptors it inherits those hand_over() left inheritable.  env: its
+    environment (ours by default).  It runs in a session of its own (setsid(2)): a
+    Ctrl-C at the terminal is zookeeper's to pass on to the container, not a helper's.
+    """
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
     return os.posix_spawnp(argv[0], argv, os.environ if env is None else env,
@@ -65,6 +70,7 @@ def run(commands: list[list[str]], env=None) -> None:
     """Run helper programs side by side (newuidmap and newgidmap) and wait for them
     all; OSError for the first that fails, with the last line it wrote as the reason."""
     started = time.monotonic()
+    hand_over()
     running = []
     try:
         for argv in commands:
@@ -116,8 +122,9 @@ def spawn(argv: list[str], log: int, keep: tuple) -> int:
     """
     started = time.monotonic()
     call = f"posix_spawnp({shown(argv)})"
+    hand_over(keep)
     try:
-        pid = start(argv, log, keep=keep)
+        pid = start(argv, log)
     except OSError as e:
         kernel.explain_error(call, e, "posix_spawn(3)", started)
         raise ZooError(f"failed to start {argv[0]}: {e.strerror}") from None

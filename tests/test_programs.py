@@ -70,8 +70,8 @@ def test_run_hands_over_env_and_no_stdin(m, tmp_path):
 def test_explain_shows_the_command_as_a_shell_takes_it(m, monkeypatch, capfd):
     monkeypatch.setattr(m.kernel, "VERBOSE", True)
     m.programs.run([["sh", "-c", "echo 'o job/7'", "ssa(sv)"]])
-    assert re.match(r"^zookeeper: sh -c 'echo 'o job/7'' 'ssa\(sv\)' = o job/7 +sh\(1\) ",
-                    capfd.readouterr().err)
+    assert re.search(r"^zookeeper: sh -c 'echo 'o job/7'' 'ssa\(sv\)' = o job/7 +sh\(1\) ",
+                     capfd.readouterr().err, re.MULTILINE)
 
 
 def test_require_names_the_package(m, monkeypatch):
@@ -89,6 +89,7 @@ def test_spawn_keeps_only_the_named_descriptors_in_a_session_of_its_own(m, tmp_p
     log = os.open(tmp_path / "log", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     kept_read, kept_write = os.pipe()
     other_read, other_write = os.pipe()
+    os.set_inheritable(other_write, True)  # as a descriptor our caller left open is
     try:
         pid = m.programs.spawn(sh(f"echo $$ $(cut -d' ' -f6 /proc/$$/stat); "
                                   f"echo kept > /proc/self/fd/{kept_write}; "
@@ -105,6 +106,17 @@ def test_spawn_keeps_only_the_named_descriptors_in_a_session_of_its_own(m, tmp_p
     finally:
         for fd in (log, kept_read, other_read):
             os.close(fd)
+
+
+def test_run_hands_over_no_descriptor_of_ours(m, tmp_path):
+    caller_read, caller_write = os.pipe()
+    os.set_inheritable(caller_write, True)  # left open to zookeeper by its caller
+    try:
+        m.programs.run([sh(f"echo no > /proc/self/fd/{caller_write} || exit 0; exit 1")])
+        os.close(caller_write)
+        assert os.read(caller_read, 100) == b""
+    finally:
+        os.close(caller_read)
 
 
 def test_spawn_failure_is_one_line(m):
