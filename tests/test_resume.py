@@ -125,6 +125,26 @@ def test_list_work_prints_one_command_per_student_left(grade, a_class, tmp_path,
     assert (out / "bob" / "grading.json").exists() and not (out / "scores.csv").exists()
 
 
+def test_each_student_is_hashed_once_and_only_when_needed(grade, a_class, tmp_path,  # noqa: F811
+                                                         monkeypatch, capsys):
+    """A class of 200 at a deadline: hashing every student's files is a read of the
+    whole class.  A work list (the parent of a Slurm run) asks for no hash when
+    nothing was graded before; a class run hashes each student it grades once."""
+    hashed = []
+    real_hash = grade.submission_hash
+    monkeypatch.setattr(grade, "submission_hash",
+                        lambda sub: hashed.append(sub.name) or real_hash(sub))
+    out = tmp_path / "out"
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out), "--list-work"]) == 0
+    assert hashed == []
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out)]) == 2  # notes.txt
+    assert sorted(hashed) == ["alice", "bob", "carol"]
+    hashed.clear()
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out), "--resume"]) == 2
+    assert sorted(hashed) == ["alice", "bob", "carol"]  # to tell what changed since
+    capsys.readouterr()
+
+
 def test_batch_options_are_refused_for_one_submission(grade, tmp_path, capsys):  # noqa: F811
     sub = make_submission(tmp_path / "alice")
     for option in (["--resume"], ["--student", "x"], ["--slurm"], ["--list-work"]):
