@@ -10,10 +10,12 @@ shows it, with its own to and from JSON for the wire, so does CheckResult here.
 import contextlib
 import csv
 import errno
+import fcntl
 import json
 import os
 import re
 import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -427,6 +429,25 @@ def write_csv_file(path, header: list[str], rows) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def try_lock(f, program: str) -> bool:
+    """flock(2) f's file, without waiting: False if another process holds it.  A
+    filesystem without flock (ENOLCK, ENOSYS, EOPNOTSUPP: some NFS, Lustre by default)
+    locks nothing, and says so once: runs there must not overlap."""
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        if not LOCKS_UNSUPPORTED:
+            print(f"{program}: {f.name}: cannot lock it ({e.strerror}): no two runs may "
+                  "write there at once", file=sys.stderr)
+        LOCKS_UNSUPPORTED.append(e.errno)
+    return True
+
+
+LOCKS_UNSUPPORTED: list[int] = []
 
 
 def write_csv(path, rows: list[tuple[str, list[CheckResult], str]],

@@ -144,8 +144,9 @@ def risky_config(path: Path) -> str:
         return ""
     cmd = ["git", "config", "--file", str(path), "--no-includes", "--name-only", "--list"]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL, env=dict(os.environ, LC_ALL="C"))
+        done = subprocess.run(cmd, capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+                              env=dict(os.environ, LC_ALL="C"), text=True,
+                              errors="surrogateescape")  # a key may name a branch: bytes
     except subprocess.TimeoutExpired:
         return ".git/config takes too long to read"
     if done.returncode != 0:
@@ -468,6 +469,10 @@ def main(argv=None) -> int:
     else:
         subs = {p.name: p for p in sorted(path.iterdir())
                 if p.is_dir() and not p.name.startswith(".")}
+    if not subs:
+        print(f"rules: {printable(str(args.path))}: no submission (no part*_*/zookeeper.py, "
+              "no README.txt) and no directory of one in it", file=sys.stderr)
+        return 2
     bad = 0
     for name, sub in subs.items():
         verdicts = check(sub)

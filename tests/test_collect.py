@@ -129,9 +129,9 @@ def the_class():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def run_collect(roster: Path, class_dir: Path, *extra, env=None):
+def run_collect(roster: Path, class_dir: Path, *extra, env=None, cwd=None):
     return subprocess.run([sys.executable, str(COLLECT), str(roster), "--deadline", DEADLINE,
-                           "--into", str(class_dir), *extra],
+                           "--into", str(class_dir), *extra], cwd=cwd,
                           capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, TZ="UTC", **(env or {})))
 
@@ -161,7 +161,7 @@ def collected(the_class):
 def test_collect_picks_the_last_commit_at_or_before_each_deadline(collected):
     base, class_dir, want, done = collected
     assert done.returncode == 1, done.stdout + done.stderr  # dave and erin
-    assert "not collected: dave, erin" in done.stderr
+    assert "not collected or kept: dave, erin" in done.stderr
     rows = read_csv(class_dir / "collect.csv", "student")
     assert set(rows) == {"alice", "bob", "carol", "dave", "erin"}
     for name in ("alice", "bob", "carol"):
@@ -231,15 +231,19 @@ def test_the_answers_file_has_each_students_answers(collected):
 
 
 def test_a_rerun_fetches_without_cloning_again(collected, the_class):
+    """A run after the deadline settles each commit: a commit pushed since, dated
+    before the deadline, is pushed late whatever its date says.  The re-run fetches
+    it (no new clone), keeps the commit collected before, and says why."""
     base, class_dir, want, _ = collected
     _, roster, _ = the_class
     alice = base / "repos" / "alice"
     marker = class_dir / "alice" / ".git" / "collected-before"
     marker.write_text("")
     (class_dir / "alice" / PARTS[1] / "__pycache__").mkdir()
-    # A commit pushed after the deadline, dated before it (first parent on main).
+    # A commit pushed after the deadline, dated before it (first parent on main), and
+    # the one collected gone from the branch (a force push).
     tip = git(alice, "rev-parse", "main")
-    git(alice, "checkout", "-q", want["alice"])
+    git(alice, "checkout", "-q", f"{want['alice']}~1")
     git(alice, "checkout", "-q", "-b", "late")
     (alice / "late.txt").write_text("late\n")
     backdated = commit(alice, "backdated", "2026-03-01T23:00:00+0000")
@@ -247,16 +251,31 @@ def test_a_rerun_fetches_without_cloning_again(collected, the_class):
     git(alice, "reset", "-q", "--hard", backdated)
     try:
         done = run_collect(roster, class_dir)
+        assert done.returncode == 1
         rows = read_csv(class_dir / "collect.csv", "student")
-        assert rows["alice"]["commit"] == backdated, done.stdout + done.stderr
-        assert rows["alice"]["commits"] == "7"
+        assert rows["alice"]["commit"] == want["alice"], done.stdout + done.stderr
+        assert rows["alice"]["status"].startswith(f"kept {want['alice'][:12]}, collected at ")
+        assert rows["alice"]["status"].endswith(
+            f"after the deadline: main now has {backdated[:12]} at or before it (a commit "
+            "backdated, or history rewritten, since)")
+        assert rows["alice"]["commits"] == "6"
+        assert git(class_dir / "alice", "rev-parse", "HEAD") == want["alice"]
         assert marker.exists(), "alice was cloned again"
         assert not (class_dir / "alice" / PARTS[1] / "__pycache__").exists()
         state = json.loads((class_dir / ".collect" / "alice.json").read_text())
         assert state["action"] == "fetched"
-        assert rows["bob"]["commit"] == want["bob"]
+        assert rows["bob"]["commit"] == want["bob"] and rows["bob"]["status"] == "ok"
+        # With another deadline (an extension given since), the branch is read again.
+        extended = roster.read_text().replace(f"alice,{alice},",
+                                              f"alice,{alice},2026-03-02 00:00 Z")
+        moved = base / "roster-extended.csv"
+        moved.write_text(extended)
+        run_collect(moved, class_dir)
+        assert read_csv(class_dir / "collect.csv", "student")["alice"]["commit"] == backdated
     finally:
         git(alice, "reset", "-q", "--hard", tip)
+        shutil.rmtree(class_dir / "alice")
+        (class_dir / ".collect" / "alice.json").unlink()
         run_collect(roster, class_dir)
 
 

@@ -8,9 +8,11 @@ with names and dates that git or the file system cannot take.
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -132,7 +134,8 @@ def test_a_local_repository_is_copied_not_linked(tmp_path):
 def test_roster_names_and_deadlines_that_cannot_be_used(tmp_path):
     roster = tmp_path / "roster.csv"
     roster.write_text("student,repository,deadline,extension\n"
-                      "collect.csv.tmp,/x,,\n" + "a" * 250 + ",/x,,\n"
+                      "scores.csv,/x,,\n" + "a" * 250 + ",/x,,\n"
+                      "\u00e9mile,/x,,\ne\u0301mile,/y,,\nx\x1b[2Jy,/x,,\n"
                       "bob,/x,2026-03-05 10:00,2026-03-06 10:00\n"
                       "erin,/x,2026-03-05 10:00,2026-03-05 10:00:00\n"
                       "carol,/x,2100-01-01 00:00,\n"
@@ -140,7 +143,9 @@ def test_roster_names_and_deadlines_that_cannot_be_used(tmp_path):
     done = run_collect(roster, tmp_path / "class")
     assert done.returncode == 2, done.stderr
     said = done.stderr
-    assert "student 'collect.csv.tmp': that name is collect's own file" in said
+    assert "student 'scores.csv': that name is one of collect's or grade's own files" in said
+    assert "student 'e\u0301mile': listed twice" in said  # NFC: one name, typed two ways
+    assert "student 'x\\x1b[2Jy': a name with a control character" in said
     assert "a name longer than 200 bytes" in said
     assert "bob: two deadlines (deadline 2026-03-05 10:00, extension 2026-03-06 10:00)" in said
     assert "erin" not in said  # the same time, written twice
@@ -244,3 +249,173 @@ def test_a_linked_hook_is_no_reason_not_to_read_the_history(tmp_path):
         commit(repo, f"c{n}", f"2026-11-0{n + 1} 12:00")
     (repo / ".git" / "hooks" / "pre-commit").symlink_to("../../scripts/pre-commit")
     assert {v["id"]: v["status"] for v in rules.check(repo)}["commits"] == "ok"
+
+
+def test_a_tree_that_holds_a_repository_of_its_own_is_not_checked_out(tmp_path):
+    """A bare repository committed as files (HEAD, config, objects/, refs/): once
+    checked out, `git status` in it, or a shell prompt showing the branch, ran its
+    core.fsmonitor command as the TA."""
+    marker = tmp_path / "pwned"
+    config = (b"[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tworktree = .\n"
+              + f'\tfsmonitor = "touch {marker}; false"\n'.encode())
+    repo = student(tmp_path, "mallory", {"part1_clone/HEAD": b"ref: refs/heads/main\n",
+                                         "part1_clone/config": config,
+                                         "part1_clone/objects/.keep": b"",
+                                         "part1_clone/refs/.keep": b""})
+    done, rows, _ = collect(tmp_path, {"mallory": repo})
+    assert done.returncode == 1
+    assert rows["mallory"]["status"].endswith(
+        "'s tree holds a git repository of its own at part1_clone/ (HEAD, objects, refs): "
+        "git run there would obey its config (core.fsmonitor runs a command): not checked out")
+    assert rows["mallory"]["commit"] == ""
+    checkout = tmp_path / "class" / "mallory"
+    assert not (checkout / "part1_clone").exists()
+    subprocess.run(["git", "status"], cwd=checkout, capture_output=True)
+    assert not marker.exists()
+
+
+def test_the_tas_own_git_config_serves_the_fetch_only(tmp_path):
+    """A filter in the TA's ~/.gitconfig (git-lfs's, git-crypt's) never runs on a
+    student's files; the TA's ssh command still fetches (a course key)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    ran = tmp_path / "filter-ran"
+    (home / ".gitconfig").write_text(
+        f'[filter "lfs"]\n\tsmudge = "touch {ran}; cat"\n\trequired = true\n'
+        '[core]\n\tsshCommand = "sleep 61.345 #"\n')
+    repo = student(tmp_path, "mallory", {".gitattributes": b"* filter=lfs\n"})
+    done, rows, _ = collect(tmp_path, {"mallory": repo}, env={"HOME": str(home)})
+    assert rows["mallory"]["status"] == "ok", rows["mallory"]
+    assert not ran.exists()
+    # core.sshCommand is the one run (no ssh command of collect's own over it): it
+    # never answers, and is stopped at --timeout.
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,repository\nalice,git@example.invalid:x.git\n")
+    started = time.monotonic()
+    run_collect(roster, tmp_path / "class2", "--timeout", "2", env={"HOME": str(home)})
+    assert time.monotonic() - started < 30
+    assert read_csv_rows(tmp_path / "class2")["alice"]["status"] == (
+        "not collected: git clone did not finish within 2s")
+
+
+def read_csv_rows(class_dir: Path) -> dict:
+    with open(class_dir / "collect.csv", newline="") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+def test_a_directory_collect_did_not_make_is_never_fetched_into(tmp_path):
+    """CLASS_DIR/NAME a link to the TA's own repository (with work not committed), or
+    such a repository itself: never fetched into, forced or cleaned."""
+    mine = new_repo(tmp_path / "ta-repo")
+    (mine / "tracked.txt").write_text("v1\n")
+    commit(mine, "mine", BEFORE)
+    (mine / "tracked.txt").write_text("v2, not committed\n")
+    (mine / "grades-draft.txt").write_text("draft\n")
+    repo = student(tmp_path, "mallory", {})
+    (tmp_path / "class").mkdir()
+    (tmp_path / "class" / "mallory").symlink_to(mine)
+    shutil.copytree(mine, tmp_path / "class" / "eve", symlinks=True)
+    done, rows, _ = collect(tmp_path, {"mallory": repo, "eve": repo})
+    assert done.returncode == 1
+    for name in ("mallory", "eve"):
+        assert rows[name]["status"] == (f"not collected: {tmp_path / 'class' / name} exists "
+                                        "and is not a clone made by collect: move it away")
+    for tree in (mine, tmp_path / "class" / "eve"):
+        assert (tree / "tracked.txt").read_text() == "v2, not committed\n"
+        assert (tree / "grades-draft.txt").exists()
+        assert "student" not in subprocess.run(["git", "remote", "-v"], cwd=tree,
+                                               capture_output=True, text=True).stdout
+
+
+def test_what_git_names_reaches_the_csv_as_text(tmp_path):
+    """A default branch named as a formula, or with bytes that are no UTF-8: the CSV is
+    written (before: a UnicodeEncodeError for every later run) and shows them as text."""
+    formula = '=HYPERLINK("https"&CHAR(58)&"evil.invalid","x")'
+    for name, branch in (("eve", formula.encode()), ("mallory", b"b\xff\xfe")):
+        repo = student(tmp_path, name, {})
+        subprocess.run(["git", "branch", "-m", os.fsdecode(branch)], cwd=repo, check=True)
+    done, rows, _ = collect(tmp_path, {"eve": tmp_path / "repos" / "eve",
+                                       "mallory": tmp_path / "repos" / "mallory"})
+    assert done.returncode == 0, done.stderr
+    assert rows["eve"]["branch"] == "'" + formula
+    assert rows["mallory"]["branch"] == "b\\xff\\xfe"
+    assert rows["mallory"]["rule_commits"] == "ok"  # its .git/config's branch.b\xff\xfe...
+
+
+def test_a_branch_gone_since_leaves_no_checkout(tmp_path):
+    repo = student(tmp_path, "alice", {})
+    done, rows, _ = collect(tmp_path, {"alice": repo})
+    assert rows["alice"]["status"] == "ok"
+    subprocess.run(["git", "branch", "-m", "wip"], cwd=repo, check=True)
+    subprocess.run(["git", "symbolic-ref", "HEAD", "refs/heads/main"], cwd=repo, check=True)
+    done, rows, _ = collect(tmp_path, {"alice": repo})
+    assert rows["alice"]["status"] == "not collected: no branch main in the repository"
+    assert not (tmp_path / "class" / "alice" / PARTS[1]).exists()
+
+
+def test_paths_are_the_rosters_own_and_shared_repositories_are_said(tmp_path):
+    repo = student(tmp_path, "alice", {})
+    roster = tmp_path / "repos" / "roster.csv"
+    roster.write_text("student,repository\nalice,alice\nbob,./alice/\ncarol,~/solutions\n")
+    home = tmp_path / "home"
+    (home / "solutions").mkdir(parents=True)
+    shutil.copytree(repo / ".git", home / "solutions" / ".git")
+    done = run_collect(roster, tmp_path / "class", env={"HOME": str(home)}, cwd=tmp_path)
+    rows = read_csv_rows(tmp_path / "class")
+    assert rows["alice"]["status"] == "ok" and rows["bob"]["status"] == "ok"
+    assert rows["carol"]["status"].startswith("not collected: git clone: "), rows["carol"]
+    assert "collect: warning: two students name one repository: alice and bob: " in done.stderr
+
+
+def test_two_collects_at_once_do_not_share_a_class(tmp_path):
+    import fcntl
+    repo = student(tmp_path, "alice", {})
+    (tmp_path / "class").mkdir()
+    with open(tmp_path / "class" / ".collect.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        roster = tmp_path / "roster.csv"
+        roster.write_text(f"student,repository\nalice,{repo}\n")
+        done = run_collect(roster, tmp_path / "class")
+    assert done.returncode == 2
+    assert done.stderr.endswith("(.collect.lock there is locked): wait for it to end\n")
+    assert not (tmp_path / "class" / "alice").exists()
+
+
+def test_ctrl_c_stops_git_with_collect(tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,repository\nalice,git@example.invalid:x.git\n")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen([sys.executable, str(COLLECT), str(roster), "--deadline",
+                                 "2026-03-01 23:59 Z", "--into", str(tmp_path / "class")],
+                                env=dict(os.environ, GIT_SSH_COMMAND="sleep 61.456 #"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while subprocess.run(["pgrep", "-f", "sleep 61.456"],
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "ssh never started"
+            time.sleep(0.1)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert err == "collect: interrupted: run it again to go on\n"
+        assert subprocess.run(["pgrep", "-f", "sleep 61.456"]).returncode == 1
+        assert not list((tmp_path / "class").glob("*alice*"))
+
+
+def test_a_time_the_clocks_skip_is_refused():
+    done = subprocess.run([sys.executable, str(COLLECT), "/nonexistent", "--deadline",
+                           "2026-03-29 02:30", "--into", "/nonexistent"],
+                          capture_output=True, text=True, env=dict(os.environ,
+                                                                   TZ="Europe/Berlin"))
+    assert done.returncode == 2
+    assert done.stderr == ("collect: --deadline: '2026-03-29 02:30' never happens here (the "
+                           "clocks skip it at a daylight saving change): give a zone\n")
+
+
+def test_rules_on_a_directory_with_nothing_to_check_says_so(tmp_path):
+    (tmp_path / "lazy" / ".git").mkdir(parents=True)  # a repository, nothing committed
+    done = subprocess.run([sys.executable, str(ROOT / "grader" / "rules.py"),
+                           str(tmp_path / "lazy")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"rules: {tmp_path / 'lazy'}: no submission (no part*_*/"
+                           "zookeeper.py, no README.txt) and no directory of one in it\n")

@@ -203,8 +203,8 @@ def test_an_out_without_flock_grades_and_says_so_once(grade, two, tmp_path, caps
     def no_locks(f, how):
         raise OSError(37, os.strerror(37))  # ENOLCK: some NFS; Lustre without -o flock
 
-    monkeypatch.setattr(grade.fcntl, "flock", no_locks)
-    monkeypatch.setattr(grade, "LOCKS_UNSUPPORTED", [])
+    monkeypatch.setattr(grade.report.fcntl, "flock", no_locks)
+    monkeypatch.setattr(grade.report, "LOCKS_UNSUPPORTED", [])
     assert grade.main([str(two), "--part", "1", "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert err.count("cannot lock it (No locks available)") == 1 and "Traceback" not in err
