@@ -12,6 +12,7 @@ import os
 import resource
 import select
 import signal
+import warnings  # noqa: F401  (execvp's PATH search needs it, as another uid too)
 
 import idmap
 import kernel
@@ -22,7 +23,8 @@ from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn, writ
 KILL_GRACE_SECONDS = 2
 # The signals that end zookeeper (Ctrl-C, kill, a closed terminal, Ctrl-\): held
 # from its first moment (zookeeper.py) and passed on to the container once it runs.
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
 # Passed on without ending anything: Ctrl-Z (the container stops with us), fg and bg
 # (it continues), a new terminal size.
 JOB_SIGNALS = (signal.SIGTSTP, signal.SIGCONT, signal.SIGWINCH)
@@ -34,6 +36,9 @@ PROCESS_LIMIT_HINT = ("too many processes: a limit was reached (ulimit -u, a cgr
 def main(argv: list[str]) -> None:
     """zookeeper [options] COMMAND: run COMMAND in a container, exit as it did."""
     open_missing_standard_fds()
+    # A SIGCHLD our caller ignored would make the kernel reap our children itself, and
+    # waitpid(2) find none (ECHILD): back to its default, for us and the container.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # What our caller ignored on purpose (nohup ignores SIGHUP) stays ignored.
     ignored = {s for s in FORWARDED_SIGNALS + JOB_SIGNALS
                if signal.getsignal(s) == signal.SIG_IGN}
@@ -41,7 +46,8 @@ def main(argv: list[str]) -> None:
         kernel.check_architecture()
         opts = options.parse_args(argv)
         if opts.help:
-            write_quietly(1, options.USAGE)
+            with step("write the usage"):  # -h > /dev/full: no usage, no success
+                os.write(1, options.USAGE.encode())
             os._exit(0)
         kernel.VERBOSE = opts.verbose
         note_unreached("-r/-P/-o (the container's own filesystem)", 4,
@@ -74,8 +80,10 @@ def open_missing_standard_fds() -> None:
         except OSError:
             null = os.open(os.devnull, os.O_RDWR)
             if null != fd:
-                os.dup2(null, fd)
+                os.dup2(null, fd)  # dup2 makes fd inheritable
                 os.close(null)
+            else:  # Python opens close-on-exec (PEP 446): the command would lose it
+                os.set_inheritable(fd, True)
 
 
 class Container:
@@ -275,7 +283,8 @@ def kill_if_running(pid: int) -> None:
 
 
 class SignalForwarding:
-    """SIGINT, SIGTERM, SIGHUP and SIGQUIT to zookeeper go to the container.
+    """SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to zookeeper go to the
+    container (whose default action for each, as for zookeeper's, is to end).
 
     They go to its process group, so that Ctrl-C reaches the command a shell in it
     runs.  PID 1 of a PID namespace gets only the signals it installed a handler for

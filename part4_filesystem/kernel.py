@@ -22,7 +22,7 @@ import signal
 import stat
 import time
 
-from errors import ZooError, printable
+from errors import ZooError, printable, write_quietly
 
 # Explain mode: set by -v or ZOOKEEPER_VERBOSE=1.  Off, it costs one test per call.
 VERBOSE = False
@@ -111,7 +111,8 @@ def explain(call: str, result: str, man: str = "", started: float | None = None)
         return
     took = f"{(time.monotonic() - started) * 1000:.1f} ms" if started is not None else ""
     line = f"zookeeper: {LABEL}{printable(call)} = {printable(result)}"
-    os.write(2, (f"{line:<76} {man:<16} {took}".rstrip() + "\n").encode())
+    # A stderr closed by its reader (-v 2>&1 | head) takes nothing: the step goes on.
+    write_quietly(2, f"{line:<76} {man:<16} {took}".rstrip() + "\n")
 
 
 def explain_error(call: str, err: OSError, man: str = "", started: float | None = None) -> None:

@@ -13,12 +13,15 @@ is the reason given when it fails.
 
 import errno
 import os
+import signal
 import time
 
 import kernel
 import options
 from errors import ZooError
 
+# Every signal a process may set an action for (all but SIGKILL and SIGSTOP).
+CATCHABLE_SIGNALS = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
 # The characters a shell takes literally: explain mode quotes any other word.
 PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%")
 
@@ -59,11 +62,15 @@ def start(argv: list[str], output: int, env=None) -> int:
     of our other descriptors it inherits those hand_over() left inheritable.  env: its
     environment (ours by default).  It runs in a session of its own (setsid(2)): a
     Ctrl-C at the terminal is zookeeper's to pass on to the container, not a helper's.
+    Its signals are as a new process's: none blocked, none ignored (an ignored signal
+    stays ignored across execve(2), and our caller's or Python's, SIGTERM or SIGXFSZ,
+    would make a helper deaf to the one that stops it).
     """
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
     return os.posix_spawnp(argv[0], argv, os.environ if env is None else env,
-                           file_actions=actions, setsid=True)
+                           file_actions=actions, setsid=True, setsigmask=(),
+                           setsigdef=CATCHABLE_SIGNALS)
 
 
 def run(commands: list[list[str]], env=None) -> None:

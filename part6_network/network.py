@@ -183,9 +183,15 @@ class Slirp(Network):
 
     def start(self, pid: int):
         """Start slirp4netns for the container `pid` and wait until its eth0 is up."""
-        self.log = open_log()
-        ready_read, ready_write = os.pipe()
-        exit_read, self.exit_write = os.pipe()
+        with step("make slirp4netns's log and pipes"):
+            self.log = open_log()
+            ready_read, ready_write = os.pipe()
+            try:
+                exit_read, self.exit_write = os.pipe()
+            except OSError:
+                os.close(ready_read)
+                os.close(ready_write)
+                raise
         try:
             try:
                 # STUDENT CODE BELOW (q20)
@@ -240,6 +246,9 @@ class Slirp(Network):
     def stop(self) -> None:
         """Stop slirp4netns if it runs and close what start() opened; safe to call twice."""
         try:
+            if self.exit_write is not None:  # its --exit-fd's end of file: exit, it says
+                exit_write, self.exit_write = self.exit_write, None
+                os.close(exit_write)
             if self.pid is not None:
                 pid, self.pid = self.pid, None
                 # STUDENT CODE BELOW (q21)

@@ -260,6 +260,11 @@ class Filesystem:
             if self.overlay_dir:
                 path, self.overlay_dir = self.overlay_dir, None
                 remove_tree(path)
+        except BaseException:
+            # Left, unlocked, for the next zookeeper's remove_orphans, which finds an
+            # overlay only beside its mount point.
+            self.mount_point = None
+            raise
         finally:
             self.remove_mount_point()
 

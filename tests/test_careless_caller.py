@@ -1,0 +1,183 @@
+"""zookeeper started by a careless or odd caller (attack review, session 17): what the
+caller leaves to it (ignored or blocked signals, a closed stderr, a closed stdio
+descriptor, PYTHONSAFEPATH) must not change what the container does or how
+zookeeper ends.  Each of these failed before its fix.
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import PARTS, Runner
+from test_network import with_tun
+from test_network import zookeeper_argv as network_zookeeper_argv
+from test_stages123 import processes_under, still_running
+
+# Run ARGV with SIGNAL's action or mask set as a caller's shell (trap '') or a
+# program's sigprocmask(2) would leave it: both survive execve(2).
+WITH_SIGNAL = ("import os, signal, sys\n"
+               "how, name = sys.argv[1], sys.argv[2]\n"
+               "signum = getattr(signal, name)\n"
+               "if how == 'ignore':\n"
+               "    signal.signal(signum, signal.SIG_IGN)\n"
+               "else:\n"
+               "    signal.pthread_sigmask(signal.SIG_BLOCK, [signum])\n"
+               "os.execv(sys.argv[3], sys.argv[3:])\n")
+
+
+def with_signal(runner: Runner, how: str, name: str, argv: list[str]) -> list[str]:
+    return [runner.python, "-c", WITH_SIGNAL, how, name, *argv]
+
+
+def zookeeper_argv(runner: Runner, part: int, *args: str) -> list[str]:
+    return [runner.python, str(runner.workdir / PARTS[part] / "zookeeper.py"), *args]
+
+
+@pytest.mark.parametrize("part", [1, 2])
+def test_a_caller_that_ignores_sigchld(runner: Runner, part):
+    """The kernel reaped zookeeper's children for it: part 1 died of a traceback
+    (ECHILD), part 2 could not map the ids (newuidmap's status lost)."""
+    done = runner.run(with_signal(runner, "ignore", "SIGCHLD",
+                                  zookeeper_argv(runner, part, "sh", "-c", "exit 3")))
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr and "No child processes" not in done.stderr
+
+
+def test_a_caller_that_blocks_the_grace_alarm(runner: Runner):
+    """SIGALRM blocked by the caller: the grace period's SIGKILL never came, and
+    zookeeper, asked to stop, waited for its sleep to end."""
+    proc = subprocess.Popen(runner.command(with_signal(
+        runner, "block", "SIGALRM", zookeeper_argv(runner, 2, "sleep", "100"))),
+        env=runner.env(), cwd=runner.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not processes_under(proc.pid, "sleep 100"):
+            assert time.monotonic() < deadline, "the container's sleep did not start"
+            time.sleep(0.1)
+        sleeps = processes_under(proc.pid, "sleep 100")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    assert not still_running(sleeps, "sleep 100")
+
+
+def test_sigusr1_is_passed_on_and_cleaned_up_after(runner: Runner, rootfs_for):
+    """SIGUSR1 (timeout -s USR1) ended zookeeper at once, leaving the container's
+    temporary directories; now it goes to the container, as SIGTERM does."""
+    before = {name for name in os.listdir("/tmp") if name.startswith("zoo.")}
+    proc = runner.popen(4, "-r", str(rootfs_for(runner)), "-o", "sleep", "100",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not processes_under(proc.pid, "sleep 100"):
+            assert time.monotonic() < deadline, "the container's sleep did not start"
+            time.sleep(0.1)
+        mine = {name for name in os.listdir("/tmp") if name.startswith("zoo.")} - before
+        assert mine, "no temporary directory of the container's"
+        proc.send_signal(signal.SIGUSR1)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()  # sleep has no handler
+    assert not any(os.path.lexists(f"/tmp/{name}") for name in mine)
+
+
+def test_explain_mode_into_a_closed_pipe_changes_nothing(runner: Runner, tmp_path):
+    """zookeeper -v 2>&1 | head -1: the command never ran (part 1: a traceback, later
+    parts: the failed write became the step's own failure)."""
+    marker = runner.fresh_dir(for_container=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as head's, once it has its line
+    try:
+        done = subprocess.run(runner.command(zookeeper_argv(
+            runner, 2, "-v", "sh", "-c", f"echo ran > {marker}/ran; exit 4")),
+            env=runner.env(), cwd=runner.workdir, stdout=subprocess.PIPE, stderr=write_end,
+            timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 4
+    assert (marker / "ran").read_text() == "ran\n"
+
+
+@pytest.mark.parametrize("fd", [0, 1, 2])
+def test_a_closed_standard_descriptor_is_open_for_the_command(runner: Runner, fd):
+    """With 2>&- zookeeper put /dev/null at 2, close-on-exec: the command started
+    without it, and its next file took the number (awk's error into its data)."""
+    said = runner.fresh_dir()
+    close = f"exec {fd}>&-; " if fd else "exec 0<&-; "
+    done = runner.run(["sh", "-c", close + '"$@"', "sh", *zookeeper_argv(
+        runner, 1, "sh", "-c", f"[ -e /proc/self/fd/{fd} ] && echo open > {said}/fd")])
+    assert done.returncode == 0, done.stderr
+    assert (said / "fd").read_text() == "open\n"
+
+
+def test_help_that_cannot_be_written_is_no_success(runner: Runner):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(runner.command(zookeeper_argv(runner, 1, "-h")), stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=runner.env(),
+                              cwd=runner.workdir, timeout=60)
+    assert done.returncode == 125
+    assert done.stderr == ("zookeeper: failed to write the usage: No space left on device\n")
+
+
+@pytest.mark.parametrize("flag", [[], ["-I"]])
+def test_a_python_that_puts_no_script_directory_on_its_path(runner: Runner, flag):
+    """PYTHONSAFEPATH=1 (or python3 -I): no module of zookeeper's was found."""
+    argv = zookeeper_argv(runner, 1, "sh", "-c", "exit 5")
+    done = runner.run([argv[0], *flag, *argv[1:]], env={"PYTHONSAFEPATH": "1"})
+    assert done.returncode == 5, done.stderr
+
+
+def test_part2_as_another_uid_finds_what_execvp_imports(root_runner: Runner):
+    """Root's containers run as a subordinate uid that may not read root's Python
+    (a venv in /root): execvp's PATH search imported warnings there, and failed."""
+    done = root_runner.zookeeper(2, "true")
+    assert done.returncode == 0, done.stderr
+    source = (root_runner.workdir / PARTS[2] / "container.py").read_text()
+    assert "\nimport warnings" in source
+
+
+def test_slirp4netns_stops_though_the_caller_ignores_sigterm(user_runner: Runner):
+    """trap '' TERM before zookeeper -n: slirp4netns inherited the ignored SIGTERM
+    and zookeeper waited for it forever."""
+    started = time.monotonic()
+    argv = with_tun("666", ["sh", "-c", "trap '' TERM; exec \"$@\"", "sh",
+                            *network_zookeeper_argv(user_runner, "-n", "sh", "-c", "exit 3")])
+    done = subprocess.run(argv, env=user_runner.env(), cwd=user_runner.workdir,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_an_overlay_left_behind_keeps_its_mount_point(tmp_path):
+    """An overlay that could not be removed (too few descriptors) lost its mount
+    point, the only thing the next run's remove_orphans looks for."""
+    from conftest import part_modules
+    with part_modules(4, "rootfs") as m:
+        fs = object.__new__(m.rootfs.Filesystem)
+        fs.mount_point = str(tmp_path / "zoo.abcdef")
+        fs.overlay_dir = str(tmp_path / "zoo.abcdef.overlay.ghijkl")
+        os.mkdir(fs.mount_point)
+        os.mkdir(fs.overlay_dir)
+        fs.lock = os.open(fs.mount_point, os.O_RDONLY)
+        fs.rootfs_fd = None
+
+        def no_descriptors(path):
+            raise OSError(24, os.strerror(24), path)
+        m.rootfs.remove_tree, real = no_descriptors, m.rootfs.remove_tree
+        try:
+            with pytest.raises(OSError):
+                fs.remove()
+        finally:
+            m.rootfs.remove_tree = real
+        assert os.path.isdir(tmp_path / "zoo.abcdef") and fs.lock is None
+        m.rootfs.remove_orphans(str(tmp_path), {os.geteuid()})
+        assert os.listdir(tmp_path) == []
