@@ -250,6 +250,26 @@ def test_unpack_keep_leaves_a_changed_rootfs_alone(busybox_tar, tmp_path):
 
 
 @needs_busybox
+def test_an_unpack_cut_short_leaves_nothing_that_keep_keeps(busybox_tar, tmp_path):
+    """A full disk or a Ctrl-C halfway through tar left half a rootfs (no wc, a busybox
+    cut short), which the next `make rootfs` kept "with your changes"; and the reason
+    shown was tar's last line, not the one that says why."""
+    cut = tmp_path / "cut.tar"
+    data = busybox_tar.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    dest = tmp_path / "zoo-fs"
+    result = run_mkrootfs("unpack", "--keep", cut, dest)
+    assert result.returncode != 0
+    assert "Exiting with failure status" not in result.stderr, result.stderr
+    assert not dest.exists() and list(tmp_path.iterdir()) == [cut]
+    result = run_mkrootfs("unpack", "--keep", busybox_tar, dest)
+    assert result.returncode == 0 and "kept as it is" not in result.stdout
+    with tarfile.open(busybox_tar) as whole:
+        assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == sorted(
+            m.name.removeprefix("./") for m in whole.getmembers() if m.name not in (".", "./"))
+
+
+@needs_busybox
 def test_unpack_into_an_empty_dir_needs_no_force(busybox_tar, tmp_path):
     (tmp_path / "empty").mkdir()
     assert run_mkrootfs("unpack", busybox_tar, tmp_path / "empty").returncode == 0
@@ -535,6 +555,25 @@ def test_no_subid_range_is_a_note_for_the_containers(user, deps_tree):
         with open(deps_tree / name, "a") as f:
             f.write(f"{user.name}:500000:65536\n")
     assert "no range" not in deps_as(user, deps_tree, "rootfs", "run").stderr
+
+
+def test_a_range_shared_with_another_user_is_warned_about(user, deps_tree):
+    """Two users whose ranges overlap share the ids of their containers: each can read
+    and change what the other's containers made (attack review, session 17)."""
+    if user.uid == 0:
+        pytest.skip("root needs no range")
+    with open(deps_tree / "subuid", "a") as f:
+        f.write(f"{user.name}:150000:65536\n")  # inside alice's 100000-165535
+    with open(deps_tree / "subgid", "a") as f:
+        f.write(f"{user.uid}:600000:65536\n")  # no one else's
+    done = deps_as(user, deps_tree, "rootfs", "run")
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "overlaps" in line]
+    assert warned == [
+        f"check-deps: warning: your range 150000:65536 in {deps_tree / 'subuid'} overlaps "
+        "alice's (100000:65536): the ids of your containers are theirs too, so each of you "
+        "can read and change what the other's containers made; ask root for a range of "
+        "your own"], done.stderr
 
 
 def test_the_suggested_range_is_free_in_both_files(user, deps_tree):

@@ -59,7 +59,9 @@ def test_a_new_user_runs_make_demo_from_a_clone(student):
     assert done.returncode == 0, done.stderr
     assert not os.path.exists(os.path.join(lab, ".venv"))
 
-    first = as_student(student, "make", "-C", lab, "demo")
+    # A student's umask of 000 (a shared account's .profile): the venv is made 022 all
+    # the same, or another user could add a .pth file to it and run code as them.
+    first = as_student(student, "sh", "-c", f"umask 000 && exec make -C {lab} demo")
     out = first.stdout
     assert first.returncode == 0, out + first.stderr
     assert "check-deps: making the venv" in out
@@ -73,6 +75,11 @@ def test_a_new_user_runs_make_demo_from_a_clone(student):
     venv_python = os.path.join(lab, ".venv", "bin", "python3")
     probe = as_student(student, venv_python, "-c", "import pyroute2, pyseccomp")
     assert probe.returncode == 0, probe.stderr
+    writable = [os.path.join(top, name) for top, dirs, files in
+                os.walk(os.path.join(lab, ".venv")) for name in dirs + files
+                if not os.path.islink(os.path.join(top, name))
+                and os.lstat(os.path.join(top, name)).st_mode & 0o022]
+    assert writable == [], writable[:5]
 
     # The student changes the rootfs (root/ is root's inside, the student's outside).
     mine = os.path.join(lab, "build", "zoo-fs", "root", "installed-by-me")

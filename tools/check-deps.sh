@@ -113,6 +113,13 @@ venv_is_ready() {
 }
 
 make_venv() {
+    # The venv's code runs as you: with your umask of 000 or 002, another user could
+    # add a .pth file to it and run code as you next time.  Made under 022 whatever
+    # your umask (a subshell keeps yours for the rest).
+    (umask 022 && make_venv_files)
+}
+
+make_venv_files() {
     for file in $requirements; do
         venv_is_ready "$file" && continue
         if ! venv_works; then
@@ -177,6 +184,24 @@ free_range() {
         }'
 }
 
+# shared_ranges USER FILE...: warn when USER's range overlaps another user's.  The ids
+# of both users' containers are then the same host ids: each can read and change the
+# files the other's containers made (a rootfs, an overlay), as their own.
+shared_ranges() {
+    for file in "$2" "$3"; do
+        awk -F: -v me="$1" -v uid="$(id -u)" -v file="$file" '
+            NF == 3 && $2 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ {
+                mine = ($1 == me || $1 == uid)
+                n++; who[n] = $1; s[n] = $2; e[n] = $2 + $3; own[n] = mine
+            }
+            END {
+                for (i = 1; i <= n; i++) if (own[i]) for (j = 1; j <= n; j++)
+                    if (!own[j] && s[i] < e[j] && s[j] < e[i])
+                        printf "check-deps: warning: your range %s:%.0f in %s overlaps %s'"'"'s (%s:%.0f): the ids of your containers are theirs too, so each of you can read and change what the other'"'"'s containers made; ask root for a range of your own\n", s[i], e[i] - s[i], file, who[j], s[j], e[j] - s[j]
+            }' "$file" >&2
+    done
+}
+
 # need_subids strict|note: a subordinate id range for the user.  zookeeper runs without
 # one (its root mapped alone, with a warning), and so does the grader's --local; what
 # builds a whole system in a user namespace (mmdebstrap, the tests' users) needs it.
@@ -184,8 +209,11 @@ need_subids() {
     once subids || return 0
     [ "$(id -u)" -eq 0 ] && return 0
     user=$(id -un)
-    grep -qs "^\($user\|$(id -u)\):" "$SUBUID_FILE" &&
-        grep -qs "^\($user\|$(id -u)\):" "$SUBGID_FILE" && return 0
+    if grep -qs "^\($user\|$(id -u)\):" "$SUBUID_FILE" &&
+            grep -qs "^\($user\|$(id -u)\):" "$SUBGID_FILE"; then
+        shared_ranges "$user" "$SUBUID_FILE" "$SUBGID_FILE"
+        return 0
+    fi
     range=$(free_range)
     fix="sudo usermod --add-subuids $range --add-subgids $range $user"
     if [ "$1" = strict ]; then

@@ -89,8 +89,10 @@ def run(cmd, what=None, **kwargs):
     if result.returncode != 0:
         reason = f"exit status {result.returncode}"
         stderr = result.stderr if isinstance(result.stderr, str) else ""
-        if stderr.strip():
-            reason += f": {stderr.strip().splitlines()[-1]}"
+        lines = [line for line in stderr.strip().splitlines()
+                 if "Exiting with failure status" not in line]  # tar's last word: why not
+        if lines:
+            reason += f": {lines[-1]}"
         raise Failure(what, reason)
     return result
 
@@ -504,16 +506,27 @@ def unpack(tar_path, dest, force=False, keep=False):
             raise Failure(dest, "exists and is not empty (use --force to replace it)")
         remove_tree(dest)
     devices = device_nodes(tar_path)
-    os.makedirs(dest, exist_ok=True)
-    cmd = ["tar", "-x", "-p", "-f", os.path.abspath(tar_path), "-C", dest]
+    # Unpacked beside DEST and renamed into place once whole: a Ctrl-C or a full disk
+    # halfway leaves no half of a rootfs that the next `make rootfs` keeps.
+    partial = os.path.join(os.path.dirname(os.path.abspath(dest)),
+                           f".{os.path.basename(os.path.abspath(dest))}.partial")
+    if os.path.lexists(partial):
+        remove_tree(partial)
+    os.makedirs(partial)
+    cmd = ["tar", "-x", "-p", "-f", os.path.abspath(tar_path), "-C", partial]
     if is_root():
         cmd.append("--numeric-owner")  # root keeps the archive's owners: 0:0 stays 0:0
-    with tempfile.NamedTemporaryFile("w", prefix="mkrootfs-exclude-") as exclude:
-        if devices:
-            exclude.write("\n".join(devices) + "\n")
-            exclude.flush()
-            cmd += ["--anchored", "--no-wildcards", "--exclude-from", exclude.name]
-        run(cmd, what=f"tar xpf {tar_path}", umask=0, capture_output=True, text=True)
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="mkrootfs-exclude-") as exclude:
+            if devices:
+                exclude.write("\n".join(devices) + "\n")
+                exclude.flush()
+                cmd += ["--anchored", "--no-wildcards", "--exclude-from", exclude.name]
+            run(cmd, what=f"tar xpf {tar_path}", umask=0, capture_output=True, text=True)
+        os.replace(partial, dest)  # rename(2): over an empty directory, or none
+    except BaseException:
+        remove_tree(partial)
+        raise
     skipped = f", {len(devices)} device nodes skipped" if devices else ""
     print(f"mkrootfs: unpacked {tar_path} into {dest}{skipped}")
 
