@@ -219,7 +219,8 @@ def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results
         "-serial", "chardev:console",
         "-chardev", f"socket,id=qmp,path={_opt(control / QMP_SOCKET)},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
-        "-kernel", _opt(image.kernel), "-initrd", _opt(image.initramfs), "-append", cmdline,
+        # -kernel and -initrd take a file name as it is (no option list: no doubled commas).
+        "-kernel", str(image.kernel), "-initrd", str(image.initramfs), "-append", cmdline,
         "-drive", drive + ("" if keep_disk_writes else ",snapshot=on"),
         *shares,
         *(["-incoming", "defer"] if incoming else []),

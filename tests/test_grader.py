@@ -965,6 +965,33 @@ def test_qemu_runs_in_its_sandbox_and_as_root_gives_up_root(tmp_path, run_as):
     assert qemu.qemu_identity() == (tuple(expected) if expected else None)
 
 
+def test_a_kernel_in_a_directory_with_a_comma_is_found(tmp_path):
+    """-kernel and -initrd take a plain file name: doubling its commas, as an option
+    list wants, made QEMU look for another file (a home directory with a comma in its
+    name never graded; attack review, session 17)."""
+    import image
+    import qemu
+
+    qemu_binary = shutil.which("qemu-system-x86_64")
+    if qemu_binary is None:
+        pytest.skip("no qemu-system-x86_64")
+    odd = tmp_path / "a,b"
+    odd.mkdir()
+    (odd / "vmlinux").write_bytes(b"not a kernel")
+    (odd / "initramfs.cpio").write_bytes(b"")
+    paths = image.ImagePaths(key="k", dir=odd, kernel=odd / "vmlinux",
+                             initramfs=odd / "initramfs.cpio", rootfs=odd / "rootfs")
+    argv = qemu.qemu_command(paths, tmp_path, tmp_path, tmp_path, tmp_path / "console.log",
+                             accel="tcg", control_dir=tmp_path)
+    kernel = argv[argv.index("-kernel") + 1]
+    initrd = argv[argv.index("-initrd") + 1]
+    assert (kernel, initrd) == (str(odd / "vmlinux"), str(odd / "initramfs.cpio"))
+    done = subprocess.run([qemu_binary, "-nodefaults", "-display", "none", "-S", "-m", "64",
+                           "-kernel", kernel, "-initrd", initrd], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "could not open" not in done.stderr, done.stderr
+
+
 def test_a_message_cannot_move_the_tas_cursor():
     """Escape sequences and carriage returns in what a submission printed are shown,
     not obeyed, in the TA's terminal and in Gradescope's output."""

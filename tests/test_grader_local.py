@@ -10,6 +10,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -192,3 +193,38 @@ def test_grade_local_leaves_the_same_users_other_container_alone(place, rootfs_t
         assert os.path.isdir(during_dir), f"the grading removed {during_dir}"
     finally:
         same.stop()
+
+
+@pytest.mark.parametrize("to_group", [True, False])
+def test_ctrl_c_leaves_no_scratch_directory(place, to_group):
+    """Ctrl-C (SIGINT to the terminal's process group, or to grade alone) during a
+    --local grading: subprocess.run killed the runner 0.25 s later, before it could
+    remove its /tmp/zoo-grader-* (attack review, session 17)."""
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    before = set(Path("/tmp").glob("zoo-grader-*"))
+    sub = copy_parts(place / "sub", {1: PARTS[1]})
+    subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
+    out = place / "out"
+    out.mkdir(mode=0o755)
+    grading = subprocess.Popen(
+        [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
+         "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not set(Path("/tmp").glob("zoo-grader-*")) - before:
+            assert time.monotonic() < deadline and grading.poll() is None, "no runner started"
+            time.sleep(0.05)
+        time.sleep(0.5)  # a check runs
+        if to_group:
+            os.killpg(grading.pid, signal.SIGINT)
+        else:
+            grading.send_signal(signal.SIGINT)
+        said, _ = grading.communicate(timeout=60)
+    finally:
+        if grading.poll() is None:
+            os.killpg(grading.pid, signal.SIGKILL)
+            grading.wait()
+    assert grading.returncode == 130, said
+    assert set(Path("/tmp").glob("zoo-grader-*")) - before == set(), said
