@@ -11,6 +11,7 @@ Standard library only: it runs with the guest's Debian python3.
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import json
 import os
@@ -1701,6 +1702,7 @@ def main(argv=None) -> int:
     problem = lane_users_problem(args.user, args.lane_users)
     if problem:
         ap.error(problem)
+    share_the_mounts()
     args.logs = args.logs or str(Path(args.results).parent / "logs")
     if args.lane_users:  # each lane's runner has its own scratch directory
         run_checks(args)
@@ -1713,6 +1715,23 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         remove_scratch(Path(args.scratch))  # the last one, if checks made others
     return 0
+
+
+def share_the_mounts() -> None:
+    """Root on a host whose / is private (no systemd: a container, this CI): the checks
+    run in a mount namespace of their own whose mounts are shared, as systemd's (the
+    VM's) are, so that a container that never made its mounts private shows it
+    (p4_proc).  The host's mounts stay as they are: unshare(2) copies them, and the
+    copies of private mounts are no peers of theirs (mount_namespaces(7)).  Best
+    effort: where it fails, p4_proc says it could not tell."""
+    if os.geteuid() != 0 or checks.root_is_shared():
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) == 0:
+        libc.mount(None, b"/", None, ctypes.c_ulong(MS_REC | MS_SHARED), None)
+
+
+CLONE_NEWNS, MS_REC, MS_SHARED = 0x00020000, 0x4000, 1 << 20  # sched.h, mount.h
 
 
 def lane_users_problem(user: str, lane_users: list[str]) -> str:

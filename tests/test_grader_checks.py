@@ -49,6 +49,8 @@ def run_check(check_id: str, sub: Path, base: Path, rootfs_tar: Path) -> tuple[s
         return "ok", ""
     except runner.CheckFailed as e:
         return "fail", str(e)
+    except runner.NotRunnable as e:
+        return "not run", str(e)
     finally:
         z.close()  # removes what a mistake left (a temp dir), as the runner does
 
@@ -196,7 +198,11 @@ MISTAKES = [
 def test_new_checks_pass_with_the_references(check_id, place, rootfs_tar):
     part = NEW_CHECKS[check_id]
     sub = copy_parts(place / "sub", {part: PARTS[part]})
-    assert run_check(check_id, sub, place, rootfs_tar) == ("ok", "")
+    got = run_check(check_id, sub, place, rootfs_tar)
+    if check_id == "p4_proc" and not checks.root_is_shared():  # this process's / is private:
+        assert got[0] == "not run" and "cannot be seen here" in got[1]  # (the runner's is not)
+    else:
+        assert got == ("ok", "")
 
 
 def broken(sub: Path, part: int, file: str, edits) -> Path:
@@ -221,6 +227,40 @@ def test_the_shifted_part3_fails_the_new_part4_checks(place, rootfs_tar):
     sub = copy_parts(place / "sub", {4: PARTS[3]})
     for check_id in ("p4_masks", "p4_linked_mount_points"):
         assert run_check(check_id, sub, place, rootfs_tar)[0] == "fail"
+
+
+@pytest.mark.parametrize("user", ["root", TEST_USER])
+def test_p4_proc_where_propagation_cannot_be_seen(user, place, rootfs_tar):
+    """A host whose / is private (no systemd, this one): a container that never made
+    its mounts private looks like one that did.  The runner as root gives its checks a
+    mount namespace whose mounts are shared, and finds the mistake there; a runner of
+    the student's own (make check --local) cannot, and says so: no full marks for what
+    it could not see (before: 16 of 16 without q11; attack review, session 17)."""
+    if checks.root_is_shared():
+        pytest.skip("this host's / is shared: the check sees propagation as it is")
+    sub = broken(copy_parts(place / "sub", {4: PARTS[4]}), 4, "rootfs.py", NOT_PRIVATE)
+    subprocess.run(["chmod", "-R", "a+rX", str(place)], check=True)
+    out = place / "out"
+    out.mkdir()
+    shutil.chown(out, *(("root", "root") if user == "root" else (TEST_USER, TEST_USER)))
+    results = out / "results.json"
+    runner_argv = [PYTHON, str(ROOT / "grader" / "runner.py"), "--submission", str(sub),
+                   "--results", str(results), "--only", "p4_proc", "--python", PYTHON,
+                   "--rootfs-tar", str(rootfs_tar)]
+    if user == "root":
+        argv = [*runner_argv, "--user", "root"]
+    else:  # the runner itself run by the student
+        argv = ["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--init-groups",
+                "--", *runner_argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=place)
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(results.read_text())
+    if user == "root":
+        assert result["status"] == "fail" and "/ master:" in result["message"], result
+    else:
+        assert result["status"] == "not run", result
+        assert "whether the container's mounts are private (q11) cannot be seen" in (
+            result["message"])
 
 
 @pytest.mark.parametrize("user", ["root", TEST_USER])
