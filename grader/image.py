@@ -232,6 +232,8 @@ def get_arch(name: str | None = None) -> Arch:
 
 
 IMAGE_FILES = ("vmlinux", "initramfs.cpio", "rootfs.ext4", "manifest.json")
+# How many logs of failed builds stay in the cache (build-KEY-TIME.log).
+KEEP_LOGS = 3
 KEEP_OLD_IMAGES = 1
 
 
@@ -1274,6 +1276,10 @@ def build_image(cache_root: Path | str | None = None,
         # We hold the lock: any .build-* left here is from an interrupted build.
         for stale in cache_root.glob(".build-*"):
             _safe_rmtree(stale)
+        # The logs of failed builds: the last few stay (a build retried by each make
+        # check, offline, left one more every time).
+        for old_log in sorted(cache_root.glob("build-*.log"), key=os.path.getmtime)[:-KEEP_LOGS]:
+            old_log.unlink(missing_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root))
         log_path = cache_root / f"build-{key[:12]}-{time.strftime('%Y%m%d-%H%M%S')}.log"
         build = _Build(log_path, say, rootless=rootless, arch=guest_arch)
@@ -1305,9 +1311,10 @@ def build_image(cache_root: Path | str | None = None,
             build.note("interrupted")
             raise
         finally:
+            _safe_rmtree(work)  # first: on a full disk the log's close fails too
             if not build.logf.closed:
-                build.logf.close()
-            _safe_rmtree(work)
+                with contextlib.suppress(OSError):
+                    build.logf.close()
             if umask is not None:
                 os.umask(umask)
 

@@ -246,14 +246,20 @@ def test_the_readme_grading_example_is_what_grade_prints():
     assert example == printed
 
 
-def make_check(shared_tmp: Path, handout_dir: Path, *args, fake_qemu=False):
+def make_check(shared_tmp: Path, handout_dir: Path, *args, fake_qemu=False, fakes=None):
     """`make check ARGS` in a copy of the handout with the skeleton as part 1, on a PATH
-    without QEMU (or with a stand-in that is never run) and an empty cache."""
+    without QEMU (or with a stand-in that is never run) and an empty cache.  fakes:
+    {program: sh script} put first on PATH.  Run again, the same copy."""
     student = shared_tmp / "student"
+    bin_dir = shared_tmp / "bin"
+    if student.exists():
+        return run_make_check(shared_tmp, student, bin_dir, args)
     shutil.copytree(handout_dir, student)
     shutil.copytree(student / "skeleton", student / PARTS[1])
-    bin_dir = shared_tmp / "bin"
     bin_dir.mkdir()
+    for name, script in (fakes or {}).items():
+        (bin_dir / name).write_text(script)
+        (bin_dir / name).chmod(0o755)
     for directory in ("/bin", "/usr/bin"):
         for name in os.listdir(directory):
             if not name.startswith("qemu-system") and not (bin_dir / name).exists():
@@ -261,6 +267,10 @@ def make_check(shared_tmp: Path, handout_dir: Path, *args, fake_qemu=False):
     if fake_qemu:
         (bin_dir / "qemu-system-x86_64").write_text("#!/bin/sh\nexit 99\n")
         (bin_dir / "qemu-system-x86_64").chmod(0o755)
+    return run_make_check(shared_tmp, student, bin_dir, args)
+
+
+def run_make_check(shared_tmp: Path, student: Path, bin_dir: Path, args):
     venv = Path(VENV_PYTHON).parent.parent
     env = {"PATH": str(bin_dir), "HOME": str(shared_tmp),
            "XDG_CACHE_HOME": str(shared_tmp / "cache")}
@@ -293,6 +303,23 @@ def test_make_check_with_a_wrong_image_hash_says_why_and_checks_here(handout_dir
     line = next(x for x in done.stdout.splitlines() if x.startswith("make check: no VM"))
     assert "sha256 mismatch" in line and line.endswith(LOCAL.strip())
     assert "Part 1 score: 0/" in done.stdout
+
+
+def test_a_vm_build_that_failed_is_said_and_not_retried_at_once(handout_dir, shared_tmp):
+    """The image cannot be built (offline, a full disk; here a tool is missing or fails): the
+    reason in one line, the checks run here; the next make check within the hour does
+    not spend the build's time again (before: every run rebuilt, and a build that
+    failed without a word counted as built; attack review, session 17)."""
+    fail = "#!/bin/sh\necho 'E: cannot reach the mirror (a stand-in)' >&2\nexit 1\n"
+    done = make_check(shared_tmp, handout_dir, fake_qemu=True,
+                      fakes={"mmdebstrap": fail, "debootstrap": fail})  # (as a user, as root)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("make check: no VM"))
+    assert line.startswith("make check: no VM (vm: ") and line.endswith(LOCAL.strip())
+    assert "Part 1 score: 0/" in done.stdout
+    again = make_check(shared_tmp, handout_dir)
+    line = next(x for x in again.stdout.splitlines() if x.startswith("make check: no VM"))
+    assert "not tried again within the hour: rm build/vm.failed to try now" in line
+    assert "the grader's VM image (grader/vm.py build" not in again.stdout
 
 
 def test_the_readme_says_which_python_and_machines(handout_dir):

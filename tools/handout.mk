@@ -34,14 +34,23 @@ check: | setup
 	@why=""; \
 	if ! command -v $(QEMU) >/dev/null; then \
 	    why="no $(QEMU) here: sudo apt-get install $(QEMU_PACKAGE)"; \
-	elif [ -n "$(VM_IMAGE)" ] && ! $(PYTHON) grader/vm.py import "$(VM_IMAGE)" \
-	        --sha256 "$(VM_SHA256)" > $(BUILD)/vm.log 2>&1; then \
-	    why=$$(tail -n 1 $(BUILD)/vm.log); \
+	elif [ -n "$$(find $(BUILD)/vm.failed -mmin -60 2>/dev/null)" ]; then \
+	    why="$$(cat $(BUILD)/vm.failed); not tried again within the hour: rm $(BUILD)/vm.failed to try now"; \
 	else \
-	    echo "make check: the grader's VM image (grader/vm.py build, log in $(BUILD)/vm.log)"; \
-	    $(PYTHON) grader/vm.py build > $(BUILD)/vm.log 2>&1 || why=$$(tail -n 1 $(BUILD)/vm.log); \
+	    if [ -n "$(VM_IMAGE)" ]; then \
+	        PYTHONUNBUFFERED=1 $(PYTHON) grader/vm.py import "$(VM_IMAGE)" \
+	            --sha256 "$(VM_SHA256)" > $(BUILD)/vm.log 2>&1; \
+	    else \
+	        echo "make check: the grader's VM image (grader/vm.py build, log in $(BUILD)/vm.log)"; \
+	        PYTHONUNBUFFERED=1 $(PYTHON) grader/vm.py build > $(BUILD)/vm.log 2>&1; \
+	    fi || { \
+	        why=$$(tail -n 1 $(BUILD)/vm.log); \
+	        why="$${why:-grader/vm.py failed and said nothing (a full disk?): see $(BUILD)/vm.log}"; \
+	        echo "$$why" > $(BUILD)/vm.failed; \
+	    }; \
 	fi; \
 	if [ -z "$$why" ]; then \
+	    rm -f $(BUILD)/vm.failed; \
 	    $(PYTHON) grader/grade . --public; status=$$?; \
 	else \
 	    echo "make check: no VM ($$why): the public checks run on this machine (--local)"; \
