@@ -51,20 +51,28 @@ def test_a_caller_that_blocks_the_grace_alarm(runner: Runner):
     proc = subprocess.Popen(runner.command(with_signal(
         runner, "block", "SIGALRM", zookeeper_argv(runner, 2, "sleep", "100"))),
         env=runner.env(), cwd=runner.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sleeps = signal_once_running(proc, signal.SIGTERM)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    assert not still_running(sleeps, "sleep 100")
+
+
+def signal_once_running(proc: subprocess.Popen, signum: int, then=lambda: None) -> set:
+    """Once proc's container runs its `sleep 100`: then(), signum to proc, and wait for
+    proc to end (killed after 15 s).  The sleep's pids."""
     try:
         deadline = time.monotonic() + 20
         while not processes_under(proc.pid, "sleep 100"):
             assert time.monotonic() < deadline, "the container's sleep did not start"
             time.sleep(0.1)
         sleeps = processes_under(proc.pid, "sleep 100")
-        proc.send_signal(signal.SIGTERM)
+        then()
+        proc.send_signal(signum)
         proc.wait(timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
-    assert not still_running(sleeps, "sleep 100")
+    return sleeps
 
 
 def test_sigusr1_is_passed_on_and_cleaned_up_after(runner: Runner, rootfs_for):
@@ -73,19 +81,12 @@ def test_sigusr1_is_passed_on_and_cleaned_up_after(runner: Runner, rootfs_for):
     before = {name for name in os.listdir("/tmp") if name.startswith("zoo.")}
     proc = runner.popen(4, "-r", str(rootfs_for(runner)), "-o", "sleep", "100",
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 20
-        while not processes_under(proc.pid, "sleep 100"):
-            assert time.monotonic() < deadline, "the container's sleep did not start"
-            time.sleep(0.1)
-        mine = {name for name in os.listdir("/tmp") if name.startswith("zoo.")} - before
-        assert mine, "no temporary directory of the container's"
-        proc.send_signal(signal.SIGUSR1)
-        proc.wait(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    mine = set()
+
+    def note_its_directories():
+        mine.update({name for name in os.listdir("/tmp") if name.startswith("zoo.")} - before)
+    signal_once_running(proc, signal.SIGUSR1, then=note_its_directories)
+    assert mine, "no temporary directory of the container's"
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()  # sleep has no handler
     assert not any(os.path.lexists(f"/tmp/{name}") for name in mine)
 
