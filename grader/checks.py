@@ -880,6 +880,8 @@ def p5_memory(z):
     fs = z.rootfs()
     r = z.zk(5, "-r", str(fs), "-m", "64M", "sh", "-c", f"{SWAP_MAX}; {FITS}; {HOG}",
              scope=True, timeout=15)
+    z.expect(r.status != 125, "under -m 64M a 16M allocation should survive, but zookeeper "
+             f"could not run the container ({r.status_text}): see what it said", r)
     swap = next((line.split()[1:] for line in r.stdout.splitlines()
                  if line.startswith("swap.max")), [])
     z.expect(swap in ([], ["0"]), f"under -m 64M the container's memory.swap.max is "
