@@ -254,9 +254,10 @@ def test_a_rerun_fetches_without_cloning_again(collected, the_class):
         assert done.returncode == 1
         rows = read_csv(class_dir / "collect.csv", "student")
         assert rows["alice"]["commit"] == want["alice"], done.stdout + done.stderr
-        assert rows["alice"]["status"].startswith(f"kept {want['alice'][:12]}, collected at ")
+        assert rows["alice"]["status"].startswith(
+            f"kept {want['alice'][:12]} of main, collected at ")
         assert rows["alice"]["status"].endswith(
-            f"after the deadline: main now has {backdated[:12]} at or before it (a commit "
+            f"after the deadline: now main has {backdated[:12]} at or before it (a commit "
             "backdated, or history rewritten, since)")
         assert rows["alice"]["commits"] == "6"
         assert git(class_dir / "alice", "rev-parse", "HEAD") == want["alice"]

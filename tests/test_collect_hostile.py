@@ -6,6 +6,7 @@ with names and dates that git or the file system cannot take.
 """
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -265,8 +266,9 @@ def test_a_tree_that_holds_a_repository_of_its_own_is_not_checked_out(tmp_path):
     done, rows, _ = collect(tmp_path, {"mallory": repo})
     assert done.returncode == 1
     assert rows["mallory"]["status"].endswith(
-        "'s tree holds a git repository of its own at part1_clone/ (HEAD, objects, refs): "
-        "git run there would obey its config (core.fsmonitor runs a command): not checked out")
+        "'s tree holds a git repository of its own at part1_clone/ (HEAD with objects, refs "
+        "or commondir): git run there would obey its config (core.fsmonitor runs a command): "
+        "not checked out")
     assert rows["mallory"]["commit"] == ""
     checkout = tmp_path / "class" / "mallory"
     assert not (checkout / "part1_clone").exists()
@@ -343,13 +345,19 @@ def test_what_git_names_reaches_the_csv_as_text(tmp_path):
 
 
 def test_a_branch_gone_since_leaves_no_checkout(tmp_path):
+    """Collected before the deadline (nothing settled yet), then the branch is gone:
+    no checkout of the earlier run stays for grade to grade."""
     repo = student(tmp_path, "alice", {})
-    done, rows, _ = collect(tmp_path, {"alice": repo})
-    assert rows["alice"]["status"] == "ok"
+    roster = tmp_path / "roster.csv"
+    roster.write_text(f"student,repository\nalice,{repo}\n")
+    early = ("--deadline", "2099-01-01 00:00")  # the last --deadline given counts
+    run_collect(roster, tmp_path / "class", *early)
+    assert read_csv_rows(tmp_path / "class")["alice"]["status"] == "ok"
     subprocess.run(["git", "branch", "-m", "wip"], cwd=repo, check=True)
     subprocess.run(["git", "symbolic-ref", "HEAD", "refs/heads/main"], cwd=repo, check=True)
-    done, rows, _ = collect(tmp_path, {"alice": repo})
-    assert rows["alice"]["status"] == "not collected: no branch main in the repository"
+    run_collect(roster, tmp_path / "class", *early)
+    row = read_csv_rows(tmp_path / "class")["alice"]
+    assert row["status"] == "not collected: no branch main in the repository"
     assert not (tmp_path / "class" / "alice" / PARTS[1]).exists()
 
 
@@ -419,3 +427,71 @@ def test_rules_on_a_directory_with_nothing_to_check_says_so(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == (f"rules: {tmp_path / 'lazy'}: no submission (no part*_*/"
                            "zookeeper.py, no README.txt) and no directory of one in it\n")
+
+
+def test_a_repository_named_by_commondir_is_not_checked_out_either(tmp_path):
+    """HEAD beside a commondir file is a repository too, its objects, refs and config
+    where commondir says (review, session 17): git status there ran core.fsmonitor."""
+    marker = tmp_path / "pwned"
+    repo = student(tmp_path, "mallory", {
+        "x/HEAD": b"ref: refs/heads/main\n", "x/commondir": b"../y\n",
+        "x/config.worktree": b"[core]\n\tworktree = .\n", "y/objects/.keep": b"",
+        "y/refs/.keep": b"",
+        "y/config": b"[core]\n\trepositoryformatversion = 1\n[extensions]\n\tworktreeConfig"
+                    b" = true\n[core]\n\tfsmonitor = \"touch " + bytes(marker) + b"; false\"\n"})
+    done, rows, _ = collect(tmp_path, {"mallory": repo})
+    assert done.returncode == 1
+    assert "a git repository of its own at x/ (HEAD with objects, refs or commondir)" in (
+        rows["mallory"]["status"]), rows["mallory"]
+    subprocess.run(["git", "status"], cwd=tmp_path / "class" / "mallory",
+                   capture_output=True)
+    assert not marker.exists() and not (tmp_path / "class" / "mallory" / "x").exists()
+
+
+def test_a_class_collected_before_clones_were_marked_is_fetched(tmp_path):
+    """A clone of an earlier collect (no mark in its config) whose origin is the
+    student's repository and whose state says collected: fetched, and marked."""
+    repo = student(tmp_path, "alice", {})
+    done, rows, _ = collect(tmp_path, {"alice": repo})
+    assert rows["alice"]["status"] == "ok"
+    clone = tmp_path / "class" / "alice"
+    subprocess.run(["git", "config", "--unset", "zookeeper.collected"], cwd=clone, check=True)
+    done, rows, _ = collect(tmp_path, {"alice": repo})
+    assert rows["alice"]["status"] == "ok", rows["alice"]
+    assert json.loads((tmp_path / "class" / ".collect" / "alice.json").read_text())[
+        "action"] == "fetched"
+    # Without a record of the student, an unmarked directory is not collect's.
+    (tmp_path / "class" / ".collect" / "alice.json").unlink()
+    subprocess.run(["git", "config", "--unset", "zookeeper.collected"], cwd=clone, check=True)
+    done, rows, _ = collect(tmp_path, {"alice": repo})
+    assert rows["alice"]["status"].endswith("is not a clone made by collect: move it away")
+
+
+@pytest.mark.parametrize("how", ["another default branch", "the branch gone for a run"])
+def test_a_commit_settled_after_the_deadline_stays(tmp_path, how):
+    """Once a run after the deadline collected a commit, a backdated commit pushed since
+    replaces it neither on a new default branch nor after a run that found no branch
+    (review, session 17: both did, status ok)."""
+    repo = student(tmp_path, "alice", {})
+    done, rows, _ = collect(tmp_path, {"alice": repo})
+    first = rows["alice"]["commit"]
+    subprocess.run(["git", "checkout", "-q", "-b", "late"], cwd=repo, check=True)
+    (repo / "late.txt").write_text("late\n")
+    late = commit(repo, "backdated", BEFORE)
+    if how == "another default branch":
+        subprocess.run(["git", "symbolic-ref", "HEAD", "refs/heads/late"], cwd=repo, check=True)
+    else:
+        subprocess.run(["git", "branch", "-m", "main", "gone"], cwd=repo, check=True)
+        subprocess.run(["git", "symbolic-ref", "HEAD", "refs/heads/main"], cwd=repo,
+                       check=True)
+        done, rows, _ = collect(tmp_path, {"alice": repo})
+        assert rows["alice"]["commit"] == first, rows["alice"]  # kept, said so
+        assert "now no branch main in the repository" in rows["alice"]["status"]
+        subprocess.run(["git", "branch", "-M", "late", "main"], cwd=repo, check=True)
+    done, rows, _ = collect(tmp_path, {"alice": repo})
+    assert done.returncode == 1
+    assert rows["alice"]["commit"] == first
+    assert rows["alice"]["status"].startswith(f"kept {first[:12]} of main, collected at ")
+    assert f"has {late[:12]} at or before it" in rows["alice"]["status"]
+    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path / "class" / "alice",
+                          capture_output=True, text=True).stdout.strip() == first
