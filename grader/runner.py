@@ -1703,6 +1703,7 @@ def main(argv=None) -> int:
     if problem:
         ap.error(problem)
     share_the_mounts()
+    signal.signal(signal.SIGINT, interrupted)
     args.logs = args.logs or str(Path(args.results).parent / "logs")
     if args.lane_users:  # each lane's runner has its own scratch directory
         run_checks(args)
@@ -1711,10 +1712,16 @@ def main(argv=None) -> int:
     try:
         serve_lane(args) if args.lane_worker else run_checks(args)
     finally:
-        # A second Ctrl-C (grade passes one on) must not cut the removal short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         remove_scratch(Path(args.scratch))  # the last one, if checks made others
     return 0
+
+
+def interrupted(signum, frame):
+    """Ctrl-C: stop the checks.  A second one (grade passes one on, if the terminal's did
+    not reach us) is ignored: what follows is the cleanup, the container killed and the
+    scratch directory removed, which must not be cut short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def share_the_mounts() -> None:

@@ -46,8 +46,7 @@ def main(argv: list[str]) -> None:
         kernel.check_architecture()
         opts = options.parse_args(argv)
         if opts.help:
-            with step("write the usage"):  # -h > /dev/full: no usage, no success
-                os.write(1, options.USAGE.encode())
+            write_usage()
             os._exit(0)
         kernel.VERBOSE = opts.verbose
         note_unreached("-r/-P/-o (the container's own filesystem)", 4,
@@ -68,6 +67,17 @@ def note_unreached(what: str, part: int, asked) -> None:
     """Options of a later part are accepted, and said to do nothing yet."""
     if asked:
         warn(f"note: {what}: from part {part} on; this part ignores it")
+
+
+def write_usage() -> None:
+    """-h: the usage on stdout.  One that cannot be written (-h > /dev/full) is no
+    success; a reader that had enough (-h | head -1) is."""
+    try:
+        os.write(1, options.USAGE.encode())
+    except BrokenPipeError:
+        pass
+    except OSError as e:
+        raise ZooError(f"failed to write the usage: {e.strerror}") from None
 
 
 def open_missing_standard_fds() -> None:

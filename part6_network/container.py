@@ -50,8 +50,7 @@ def main(argv: list[str]) -> None:
         kernel.check_architecture()
         opts = options.parse_args(argv)
         if opts.help:
-            with step("write the usage"):  # -h > /dev/full: no usage, no success
-                os.write(1, options.USAGE.encode())
+            write_usage()
             os._exit(0)
         kernel.VERBOSE = opts.verbose
         status = run_container(opts, ignored)
@@ -61,6 +60,17 @@ def main(argv: list[str]) -> None:
             write_quietly(2, options.USAGE)
         os._exit(e.status)
     exit_like(status)
+
+
+def write_usage() -> None:
+    """-h: the usage on stdout.  One that cannot be written (-h > /dev/full) is no
+    success; a reader that had enough (-h | head -1) is."""
+    try:
+        os.write(1, options.USAGE.encode())
+    except BrokenPipeError:
+        pass
+    except OSError as e:
+        raise ZooError(f"failed to write the usage: {e.strerror}") from None
 
 
 def open_missing_standard_fds() -> None:

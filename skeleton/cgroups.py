@@ -8,8 +8,9 @@ process start in its cgroup, so everything the container runs stays inside.
 The parent makes the container's cgroup after clone and before the child goes,
 moves the child into it, writes the limits, and removes it after the child exits.
 Where the cgroup may go depends on who we are:
-  - the host's root: a zookeeper/ subtree of the hierarchy,
-    /sys/fs/cgroup/zookeeper/zoo-PID (root of a user namespace is a user here);
+  - root that may write the hierarchy (the host's, or a system container's): a
+    zookeeper/ subtree of it, /sys/fs/cgroup/zookeeper/zoo-PID.  Root of a user
+    namespace made by a user (unshare -Ur) may not: it goes the user's way;
   - a user on a systemd host: systemd owns the hierarchy and lends a user only
     what it delegates.  zookeeper asks the user's systemd to move it into a
     transient scope zookeeper-PID.scope, and puts the container in zoo-PID beside
@@ -25,7 +26,6 @@ import os
 import signal
 import time
 
-import idmap
 import kernel
 import programs
 from errors import ZooError, step
@@ -305,7 +305,7 @@ def unified_hierarchy_problem(mounts_file: str = "") -> str:
 
 def choose_parent(controllers: list[str]) -> str:
     """The directory to make zoo-PID in, with the controllers enabled for it."""
-    if idmap.is_host_root():
+    if os.geteuid() == 0 and os.access(CGROUP_ROOT, os.W_OK):
         return root_parent(controllers)
     runtime_dir = systemd_user_manager()
     if runtime_dir:

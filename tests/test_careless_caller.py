@@ -127,6 +127,16 @@ def test_help_that_cannot_be_written_is_no_success(runner: Runner):
                               cwd=runner.workdir, timeout=60)
     assert done.returncode == 125
     assert done.stderr == ("zookeeper: failed to write the usage: No space left on device\n")
+    # A reader that had enough (-h | head -1) is no failure.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(runner.command(zookeeper_argv(runner, 1, "-h")), stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=runner.env(),
+                              cwd=runner.workdir, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 @pytest.mark.parametrize("flag", [[], ["-I"]])

@@ -270,6 +270,20 @@ def test_an_unpack_cut_short_leaves_nothing_that_keep_keeps(busybox_tar, tmp_pat
 
 
 @needs_busybox
+def test_unpack_into_a_mount_point(busybox_tar, tmp_path):
+    """A DEST that is a mount point (a tmpfs of its own) cannot be renamed over: the
+    rootfs is unpacked in it, as before the unpack went by a partial directory."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts a tmpfs: run as root")
+    dest = tmp_path / "zoo-fs"
+    dest.mkdir()
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", f"mount -t tmpfs zk-test {dest} && "
+                           f"{sys.executable} {MKROOTFS} unpack {busybox_tar} {dest} && "
+                           f"test -x {dest}/bin/busybox"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@needs_busybox
 def test_unpack_into_an_empty_dir_needs_no_force(busybox_tar, tmp_path):
     (tmp_path / "empty").mkdir()
     assert run_mkrootfs("unpack", busybox_tar, tmp_path / "empty").returncode == 0

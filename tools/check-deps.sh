@@ -114,9 +114,9 @@ venv_is_ready() {
 
 make_venv() {
     # The venv's code runs as you: with your umask of 000 or 002, another user could
-    # add a .pth file to it and run code as you next time.  Made under 022 whatever
-    # your umask (a subshell keeps yours for the rest).
-    (umask 022 && make_venv_files)
+    # add a .pth file to it and run code as you next time.  Made with no group or
+    # other write, whatever your umask (077 stays 077; a subshell keeps yours after).
+    (umask "$(printf '%o' $(( $(umask) | 022 )))" && make_venv_files)
 }
 
 make_venv_files() {

@@ -34,8 +34,9 @@ check: | setup
 	@why=""; \
 	if ! command -v $(QEMU) >/dev/null; then \
 	    why="no $(QEMU) here: sudo apt-get install $(QEMU_PACKAGE)"; \
-	elif [ -n "$$(find $(BUILD)/vm.failed -mmin -60 2>/dev/null)" ]; then \
-	    why="$$(cat $(BUILD)/vm.failed); not tried again within the hour: rm $(BUILD)/vm.failed to try now"; \
+	elif [ -z "$(VM_IMAGE)" ] && [ -n "$$(find $(BUILD)/vm.failed -mmin -60 2>/dev/null)" ]; then \
+	    why="$$(cat $(BUILD)/vm.failed 2>/dev/null)"; \
+	    why="$${why:-the VM image could not be built}; not tried again within the hour: rm $(BUILD)/vm.failed to try now"; \
 	else \
 	    if [ -n "$(VM_IMAGE)" ]; then \
 	        PYTHONUNBUFFERED=1 $(PYTHON) grader/vm.py import "$(VM_IMAGE)" \

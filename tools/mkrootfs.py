@@ -507,12 +507,16 @@ def unpack(tar_path, dest, force=False, keep=False):
         remove_tree(dest)
     devices = device_nodes(tar_path)
     # Unpacked beside DEST and renamed into place once whole: a Ctrl-C or a full disk
-    # halfway leaves no half of a rootfs that the next `make rootfs` keeps.
-    partial = os.path.join(os.path.dirname(os.path.abspath(dest)),
-                           f".{os.path.basename(os.path.abspath(dest))}.partial")
-    if os.path.lexists(partial):
-        remove_tree(partial)
-    os.makedirs(partial)
+    # halfway leaves no half of a rootfs that the next `make rootfs` keeps.  A DEST that
+    # is a mount point cannot be renamed over (EBUSY): unpacked in it, as it is.
+    if os.path.ismount(dest):
+        partial = dest
+    else:
+        partial = os.path.join(os.path.dirname(os.path.abspath(dest)),
+                               f".{os.path.basename(os.path.abspath(dest))}.partial")
+        if os.path.lexists(partial):
+            remove_tree(partial)
+        os.makedirs(partial)
     cmd = ["tar", "-x", "-p", "-f", os.path.abspath(tar_path), "-C", partial]
     if is_root():
         cmd.append("--numeric-owner")  # root keeps the archive's owners: 0:0 stays 0:0
@@ -523,9 +527,11 @@ def unpack(tar_path, dest, force=False, keep=False):
                 exclude.flush()
                 cmd += ["--anchored", "--no-wildcards", "--exclude-from", exclude.name]
             run(cmd, what=f"tar xpf {tar_path}", umask=0, capture_output=True, text=True)
-        os.replace(partial, dest)  # rename(2): over an empty directory, or none
+        if partial != dest:
+            os.replace(partial, dest)  # rename(2): over an empty directory, or none
     except BaseException:
-        remove_tree(partial)
+        if partial != dest:
+            remove_tree(partial)
         raise
     skipped = f", {len(devices)} device nodes skipped" if devices else ""
     print(f"mkrootfs: unpacked {tar_path} into {dest}{skipped}")
