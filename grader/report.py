@@ -34,7 +34,7 @@ MESSAGE_LIMIT = 4000  # characters of a check's message
 # characters (an escape sequence starts with one), the bidirectional overrides that
 # show a name backwards (Trojan Source), and the lone surrogates that stand for a
 # file name's undecodable bytes (os.fsdecode), which UTF-8 cannot store.
-HIDDEN = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+HIDDEN = "\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff\ud800-\udfff"
 UNPRINTABLE = re.compile(f"[\x00-\x1f\x7f-\x9f{HIDDEN}]")
 UNPRINTABLE_BUT_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{HIDDEN}]")
 
@@ -431,6 +431,38 @@ def write_csv_file(path, header: list[str], rows) -> None:
         raise
 
 
+class Terminal:
+    """sys.stdout or sys.stderr for a long run's progress lines: a reader that went
+    away (grade | head) or a full disk loses the lines, never a grading or a row
+    (print raised BrokenPipeError in the middle of one)."""
+
+    def __init__(self, stream):
+        self.stream, self.gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self.stream.write(text)
+            except OSError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except OSError:
+                self.gone = True
+
+    def __getattr__(self, name):  # buffer, encoding, fileno, isatty: the stream's own
+        return getattr(self.stream, name)
+
+
+def progress_to_terminal() -> None:
+    """Progress lines (print) from now on through Terminal."""
+    sys.stdout, sys.stderr = Terminal(sys.stdout), Terminal(sys.stderr)
+
+
 def try_lock(f, program: str) -> bool:
     """flock(2) f's file, without waiting: False if another process holds it.  A
     filesystem without flock (ENOLCK, ENOSYS, EOPNOTSUPP: some NFS, Lustre by default)
@@ -456,9 +488,12 @@ def write_csv(path, rows: list[tuple[str, list[CheckResult], str]],
     (submission name -> verdicts), a column per course rule after them."""
     parts = sorted({r.part for _, results, _ in rows for r in results}) or [1]
     ids = list(dict.fromkeys(v["id"] for vs in (rules or {}).values() for v in vs))
+    # A row without results (not collected, not graded) is 0 of what the others could
+    # get, not 0 of 0 (a spreadsheet's percentage would divide by zero).
+    full = max((max_score(results) for _, results, _ in rows), default=0)
     write_csv_file(path, ["submission", "score", "max_score"] + [f"part{p}" for p in parts]
                    + ["status"] + [f"rule_{i}" for i in ids],
-                   ([cell(name), score(results), max_score(results)]
+                   ([cell(name), score(results), max_score(results) if results else full]
                     + [sum(r.score for r in results if r.part == p) for p in parts]
                     + [cell(status)] + [next((rule_cell(v) for v in (rules or {}).get(name, [])
                                               if v["id"] == i), "") for i in ids]

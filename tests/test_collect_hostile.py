@@ -392,7 +392,7 @@ def test_two_collects_at_once_do_not_share_a_class(tmp_path):
 def test_ctrl_c_stops_git_with_collect(tmp_path):
     roster = tmp_path / "roster.csv"
     roster.write_text("student,repository\nalice,git@example.invalid:x.git\n")
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: ssh dropped
         proc = subprocess.Popen([sys.executable, str(COLLECT), str(roster), "--deadline",
                                  "2026-03-01 23:59 Z", "--into", str(tmp_path / "class")],
                                 env=dict(os.environ, GIT_SSH_COMMAND="sleep 61.456 #"),
@@ -495,3 +495,32 @@ def test_a_commit_settled_after_the_deadline_stays(tmp_path, how):
     assert f"has {late[:12]} at or before it" in rows["alice"]["status"]
     assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path / "class" / "alice",
                           capture_output=True, text=True).stdout.strip() == first
+
+
+def test_a_reader_that_went_away_stops_nothing(tmp_path):
+    """collect ... | head -2: print's BrokenPipeError stopped the class after two
+    students, blaming the class directory (attack review, session 17)."""
+    repos = {name: student(tmp_path, name, {}) for name in ("a", "b", "c", "d")}
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,repository\n" + "".join(f"{n},{r}\n" for n, r in repos.items()))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, str(COLLECT), str(roster), "--deadline",
+                               "2026-03-01 23:59 Z", "--into", str(tmp_path / "class")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert [row["status"] for row in read_csv_rows(tmp_path / "class").values()] == ["ok"] * 4
+
+
+def test_a_name_typed_two_ways_is_one_directory(tmp_path):
+    """Renée in NFD on one roster, NFC on the next: one student, one clone (before:
+    two directories and two rows that look the same)."""
+    repo = student(tmp_path, "renee", {})
+    for name in ("Rene\u0301e", "Ren\u00e9e"):
+        collect(tmp_path, {name: repo})
+    assert sorted(p.name for p in (tmp_path / "class").iterdir()
+                  if not p.name.startswith(".") and p.is_dir()) == ["Ren\u00e9e"]
+    assert list(read_csv_rows(tmp_path / "class")) == ["Ren\u00e9e"]

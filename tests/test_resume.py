@@ -244,3 +244,70 @@ def test_slurm_tasks_that_left_nothing_are_said_and_resumed(grade, a_class, tmp_
     submitted.clear()
     grade.main([str(a_class), "--part", "1", "--out", str(out), "--resume", "--slurm"])
     assert submitted[0][0] == ["bob", "carol"]
+
+
+@pytest.mark.slow
+def test_a_reader_that_went_away_changes_no_row(real_class):
+    """grade ... | head -2: print raised BrokenPipeError inside each student's grading,
+    and every student after the first rows scored 0 with "error: [Errno 32] Broken
+    pipe" (attack review, session 17).  The rows are the straight run's."""
+    base, class_dir = real_class
+    out = base / "piped"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as head's, once it has its lines
+    try:
+        done = subprocess.run(grade_cmd(class_dir, out), stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=600)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr, done.stderr
+    rows = read_csv(out / "scores.csv")
+    assert [(rows[n]["score"], rows[n]["status"]) for n in ("alice", "bob", "carol")] == [
+        ("11", "ok"), ("11", "ok"), ("0", "ok")], rows
+
+
+def test_the_commit_checked_out_is_part_of_the_content(grade, tmp_path):  # noqa: F811
+    """Two collects at two deadlines can check out two commits with the same files
+    (an empty commit, say) and other histories: the commits rule differs, so --resume
+    must not keep the first grading (its hash left .git out)."""
+    sub = make_submission(tmp_path / "bob")
+    (sub / ".git").mkdir()
+    (sub / ".git" / "HEAD").write_text("1" * 40 + "\n")
+    first = grade.submission_hash(sub)
+    (sub / ".git" / "HEAD").write_text("2" * 40 + "\n")
+    assert grade.submission_hash(sub) != first
+    (sub / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (sub / ".git" / "refs" / "heads").mkdir(parents=True)
+    (sub / ".git" / "refs" / "heads" / "main").write_text("3" * 40 + "\n")
+    on_main = grade.submission_hash(sub)
+    (sub / ".git" / "refs" / "heads" / "main").write_text("4" * 40 + "\n")
+    assert grade.submission_hash(sub) != on_main
+
+
+def test_students_collect_could_not_collect_have_rows(grade, a_class, tmp_path,  # noqa: F811
+                                                      capsys):
+    """A class collected by grader/collect: a student whose repository could not be
+    cloned has no directory, one with nothing before the deadline an empty clone.
+    Both have rows with collect's reason, and a max_score (not 0: a spreadsheet's
+    percentage would divide by zero)."""
+    state = a_class / ".collect"
+    state.mkdir()
+    for name, status in (("dave", "not collected: git clone: repository does not exist"),
+                         ("erin", "not collected: no commit on main at or before the "
+                                  "deadline")):
+        (state / f"{name}.json").write_text(json.dumps({"student": name, "commit": "",
+                                                        "status": status}))
+    (a_class / "erin" / ".git").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out)]) == 2
+    rows = read_csv(out / "scores.csv")
+    assert rows["dave"]["status"] == "not collected: git clone: repository does not exist"
+    assert rows["erin"]["status"].startswith("not collected: no commit on main")
+    assert rows["dave"]["max_score"] == rows["alice"]["max_score"] != "0"
+    assert rows["dave"]["score"] == "0"
+    # Nor can --out be a student's clone (grade . in the class directory, whose default
+    # --out grader-results a student of that name had): collect would clean it away.
+    (a_class / "grader-results" / ".git").mkdir(parents=True)
+    assert grade.main([str(a_class), "--part", "1", "--out",
+                       str(a_class / "grader-results")]) == 2
+    assert "in the class directory" in capsys.readouterr().err
