@@ -463,12 +463,13 @@ def progress_to_terminal() -> None:
     sys.stdout, sys.stderr = Terminal(sys.stdout), Terminal(sys.stderr)
 
 
-def try_lock(f, program: str) -> bool:
-    """flock(2) f's file, without waiting: False if another process holds it.  A
-    filesystem without flock (ENOLCK, ENOSYS, EOPNOTSUPP: some NFS, Lustre by default)
-    locks nothing, and says so once: runs there must not overlap."""
+def try_lock(f, program: str, shared: bool = False) -> bool:
+    """flock(2) f's file, without waiting: False if another process holds it (shared:
+    others that share it do not count).  A filesystem without flock (ENOLCK, ENOSYS,
+    EOPNOTSUPP: some NFS, Lustre by default) locks nothing, and says so once: runs
+    there must not overlap."""
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     except OSError as e:

@@ -387,6 +387,10 @@ def test_two_collects_at_once_do_not_share_a_class(tmp_path):
     assert done.returncode == 2
     assert done.stderr.endswith("(.collect.lock there is locked): wait for it to end\n")
     assert not (tmp_path / "class" / "alice").exists()
+    with open(tmp_path / "class" / ".collect.lock") as graded:  # a grade run shares it
+        fcntl.flock(graded, fcntl.LOCK_SH)
+        done = run_collect(roster, tmp_path / "class")
+    assert done.returncode == 2 and "or a grade, is using" in done.stderr
 
 
 def test_ctrl_c_stops_git_with_collect(tmp_path):

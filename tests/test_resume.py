@@ -311,3 +311,16 @@ def test_students_collect_could_not_collect_have_rows(grade, a_class, tmp_path, 
     assert grade.main([str(a_class), "--part", "1", "--out",
                        str(a_class / "grader-results")]) == 2
     assert "in the class directory" in capsys.readouterr().err
+
+
+def test_grade_waits_for_no_collect(grade, a_class, tmp_path, capsys):  # noqa: F811
+    """A collect at work on the class (its lock held alone): grade refuses, rather than
+    hash and grade trees that change under it."""
+    import fcntl
+    with open(a_class / ".collect.lock", "w") as collecting:
+        fcntl.flock(collecting, fcntl.LOCK_EX)
+        assert grade.main([str(a_class), "--part", "1", "--out", str(tmp_path / "out")]) == 2
+    assert "collect is writing" in capsys.readouterr().err
+    assert grade.vm_calls == []
+    assert grade.main([str(a_class), "--part", "1", "--out", str(tmp_path / "out")]) == 2
+    assert sorted(grade.vm_calls) == ["alice", "bob", "carol"]
