@@ -34,7 +34,9 @@ MESSAGE_LIMIT = 4000  # characters of a check's message
 # characters (an escape sequence starts with one), the bidirectional overrides that
 # show a name backwards (Trojan Source), and the lone surrogates that stand for a
 # file name's undecodable bytes (os.fsdecode), which UTF-8 cannot store.
-HIDDEN = "\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff\ud800-\udfff"
+# (Zero-width space, word joiner and BOM too; not ZWNJ and ZWJ, letters' own joiners in
+# Persian, Indic scripts and emoji.)
+HIDDEN = "\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff\ud800-\udfff"
 UNPRINTABLE = re.compile(f"[\x00-\x1f\x7f-\x9f{HIDDEN}]")
 UNPRINTABLE_BUT_LINES = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{HIDDEN}]")
 
@@ -433,26 +435,36 @@ def write_csv_file(path, header: list[str], rows) -> None:
 
 class Terminal:
     """sys.stdout or sys.stderr for a long run's progress lines: a reader that went
-    away (grade | head) or a full disk loses the lines, never a grading or a row
-    (print raised BrokenPipeError in the middle of one)."""
+    away (grade | head) or a terminal hung up loses the lines, never a grading or a
+    row (print raised BrokenPipeError in the middle of one).  Any other failure (a
+    full disk) is raised, as before."""
 
     def __init__(self, stream):
         self.stream, self.gone = stream, False
 
     def write(self, text: str) -> int:
         if not self.gone:
-            try:
+            with self.reader_gone():
                 self.stream.write(text)
-            except OSError:
-                self.gone = True
         return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
 
     def flush(self) -> None:
         if not self.gone:
-            try:
+            with self.reader_gone():
                 self.stream.flush()
-            except OSError:
-                self.gone = True
+
+    @contextlib.contextmanager
+    def reader_gone(self):
+        try:
+            yield
+        except OSError as e:
+            if not isinstance(e, BrokenPipeError) and e.errno != errno.EIO:
+                raise
+            self.gone = True
 
     def __getattr__(self, name):  # buffer, encoding, fileno, isatty: the stream's own
         return getattr(self.stream, name)

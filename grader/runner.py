@@ -1704,6 +1704,8 @@ def main(argv=None) -> int:
         ap.error(problem)
     share_the_mounts()
     signal.signal(signal.SIGINT, interrupted)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # (nohup's stays ignored)
+        signal.signal(signal.SIGHUP, interrupted)
     args.logs = args.logs or str(Path(args.results).parent / "logs")
     if args.lane_users:  # each lane's runner has its own scratch directory
         run_checks(args)
@@ -1717,10 +1719,11 @@ def main(argv=None) -> int:
 
 
 def interrupted(signum, frame):
-    """Ctrl-C: stop the checks.  A second one (grade passes one on, if the terminal's did
-    not reach us) is ignored: what follows is the cleanup, the container killed and the
-    scratch directory removed, which must not be cut short."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Ctrl-C, or the terminal hung up: stop the checks.  A second one (grade passes one
+    on, if the terminal's did not reach us) is ignored: what follows is the cleanup, the
+    container killed and the scratch directory removed, which must not be cut short."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

@@ -528,3 +528,46 @@ def test_a_name_typed_two_ways_is_one_directory(tmp_path):
     assert sorted(p.name for p in (tmp_path / "class").iterdir()
                   if not p.name.startswith(".") and p.is_dir()) == ["Ren\u00e9e"]
     assert list(read_csv_rows(tmp_path / "class")) == ["Ren\u00e9e"]
+
+
+def test_names_of_every_script_and_an_earlier_form(tmp_path):
+    """ZWNJ is a letter's joiner in Persian (and ZWJ in emoji): such a name is a name,
+    not a control character.  A student an earlier collect wrote under the NFD form
+    keeps that directory (and its settled commit) when the roster gives NFC."""
+    repo = student(tmp_path, "x", {})
+    done, rows, _ = collect(tmp_path, {"Ali\u200cReza": repo})
+    assert done.returncode == 0 and rows["Ali\u200cReza"]["status"] == "ok", done.stderr
+    class_dir = tmp_path / "class"
+    nfd = "Rene\u0301e"
+    shutil.copytree(class_dir / "Ali\u200cReza", class_dir / nfd, symlinks=True)
+    record = json.loads((class_dir / ".collect" / "Ali\u200cReza.json").read_text())
+    record["student"] = nfd
+    (class_dir / ".collect" / f"{nfd}.json").write_text(json.dumps(record))
+    done, rows, _ = collect(tmp_path, {"Ren\u00e9e": repo})
+    assert rows[nfd]["status"] == "ok" and not (class_dir / "Ren\u00e9e").exists()
+
+
+def test_nohup_collect_keeps_going_when_the_terminal_hangs_up(tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student,repository\nalice,git@example.invalid:x.git\n")
+    proc = subprocess.Popen([sys.executable, str(COLLECT), str(roster), "--deadline",
+                             "2026-03-01 23:59 Z", "--into", str(tmp_path / "class")],
+                            env=dict(os.environ, GIT_SSH_COMMAND="sleep 61.567 #"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 20
+        while subprocess.run(["pgrep", "-f", "sleep 61.567"],
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "ssh never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGHUP)  # nohup's: ignored
+        time.sleep(1)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130

@@ -7,6 +7,7 @@ three submissions graded --local (part 1) as the test user, the grade process
 SIGTERMed once the first student's grading is complete, then resumed.
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -324,3 +325,45 @@ def test_grade_waits_for_no_collect(grade, a_class, tmp_path, capsys):  # noqa: 
     assert grade.vm_calls == []
     assert grade.main([str(a_class), "--part", "1", "--out", str(tmp_path / "out")]) == 2
     assert sorted(grade.vm_calls) == ["alice", "bob", "carol"]
+
+
+def test_the_roster_and_the_lock_collect_left(grade, a_class, tmp_path, capsys):  # noqa: F811
+    """A student taken off the roster keeps collect's record, but no row in grade's
+    CSV; a .collect.lock grade cannot open (another TA's, 0600) is said, not a
+    traceback; a packed branch is part of the hash as a loose one is."""
+    state = a_class / ".collect"
+    state.mkdir()
+    (state / "dave.json").write_text(json.dumps({"student": "dave", "commit": "",
+                                                 "status": "not collected: gone"}))
+    (state / ".roster.json").write_text(json.dumps(["alice", "bob", "carol"]))
+    (a_class / ".collect.lock").mkdir()  # opening it fails, as an unreadable one does
+    out = tmp_path / "out"
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out)]) == 2  # notes.txt
+    assert "dave" not in read_csv(out / "scores.csv")
+    assert "graded without waiting for collect" in capsys.readouterr().err
+    sub = a_class / "alice"
+    (sub / ".git").mkdir()
+    (sub / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (sub / ".git" / "packed-refs").write_text("1" * 40 + " refs/heads/main\n")
+    first = grade.submission_hash(sub)
+    (sub / ".git" / "packed-refs").write_text("2" * 40 + " refs/heads/main\n")
+    assert grade.submission_hash(sub) != first
+
+
+def test_progress_lines_lost_only_when_no_one_reads_them(grade):  # noqa: F811
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    gone = open(write_end, "w")
+    terminal = grade.report.Terminal(gone)
+    terminal.write("nobody reads this\n")
+    terminal.flush()  # BrokenPipeError: the lines are lost, nothing is raised
+    assert terminal.gone
+    with contextlib.suppress(BrokenPipeError):  # (its buffer still holds the line)
+        gone.close()
+    full = open("/dev/full", "w")
+    terminal = grade.report.Terminal(full)
+    terminal.write("x" * 100)
+    with pytest.raises(OSError):  # ENOSPC: as print would say it
+        terminal.flush()
+    with contextlib.suppress(OSError):
+        full.close()
