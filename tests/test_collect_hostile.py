@@ -393,19 +393,27 @@ def test_two_collects_at_once_do_not_share_a_class(tmp_path):
     assert done.returncode == 2 and "or a grade, is using" in done.stderr
 
 
-def test_ctrl_c_stops_git_with_collect(tmp_path):
+def collect_waiting_on_ssh(tmp_path: Path, sleep: str, **popen) -> subprocess.Popen:
+    """collect of one student whose ssh (`sleep SLEEP`) never answers, returned once
+    that ssh runs."""
     roster = tmp_path / "roster.csv"
     roster.write_text("student,repository\nalice,git@example.invalid:x.git\n")
+    proc = subprocess.Popen([sys.executable, str(COLLECT), str(roster), "--deadline",
+                             "2026-03-01 23:59 Z", "--into", str(tmp_path / "class")],
+                            env=dict(os.environ, GIT_SSH_COMMAND=f"sleep {sleep} #"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    deadline = time.monotonic() + 20
+    while subprocess.run(["pgrep", "-f", f"sleep {sleep}"], capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"ssh never started: {proc.communicate()}")
+        time.sleep(0.1)
+    return proc
+
+
+def test_ctrl_c_stops_git_with_collect(tmp_path):
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: ssh dropped
-        proc = subprocess.Popen([sys.executable, str(COLLECT), str(roster), "--deadline",
-                                 "2026-03-01 23:59 Z", "--into", str(tmp_path / "class")],
-                                env=dict(os.environ, GIT_SSH_COMMAND="sleep 61.456 #"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while subprocess.run(["pgrep", "-f", "sleep 61.456"],
-                             capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, "ssh never started"
-            time.sleep(0.1)
+        proc = collect_waiting_on_ssh(tmp_path, "61.456")
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
@@ -548,19 +556,9 @@ def test_names_of_every_script_and_an_earlier_form(tmp_path):
 
 
 def test_nohup_collect_keeps_going_when_the_terminal_hangs_up(tmp_path):
-    roster = tmp_path / "roster.csv"
-    roster.write_text("student,repository\nalice,git@example.invalid:x.git\n")
-    proc = subprocess.Popen([sys.executable, str(COLLECT), str(roster), "--deadline",
-                             "2026-03-01 23:59 Z", "--into", str(tmp_path / "class")],
-                            env=dict(os.environ, GIT_SSH_COMMAND="sleep 61.567 #"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    proc = collect_waiting_on_ssh(
+        tmp_path, "61.567", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     try:
-        deadline = time.monotonic() + 20
-        while subprocess.run(["pgrep", "-f", "sleep 61.567"],
-                             capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, "ssh never started"
-            time.sleep(0.1)
         proc.send_signal(signal.SIGHUP)  # nohup's: ignored
         time.sleep(1)
         assert proc.poll() is None
