@@ -23,8 +23,9 @@ from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn, writ
 
 # How long a container may ignore SIGTERM or SIGINT before it is killed.
 KILL_GRACE_SECONDS = 2
-# The signals that end zookeeper (Ctrl-C, kill, a closed terminal, Ctrl-\): held
-# from its first moment (zookeeper.py) and passed on to the container once it runs.
+# The signals that end zookeeper (Ctrl-C, kill, a closed terminal, Ctrl-\, the user's
+# two): held from its first moment (zookeeper.py), passed on to the container once it
+# runs.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
 # Passed on without ending anything: Ctrl-Z (the container stops with us), fg and bg
