@@ -206,14 +206,15 @@ def sys_prctl(option: int, arg2: int = 0, shown: str = "") -> int:
                  "prctl(2)", started)
 
 
-def sys_close_range(first: int, flags: int = 0) -> None:
-    """close_range(2): close every file descriptor from first up (with
-    CLOSE_RANGE_CLOEXEC: mark them close-on-exec, so execve(2) closes them)."""
+def sys_close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    """close_range(2): close every file descriptor from first to last, both included
+    (with CLOSE_RANGE_CLOEXEC: mark them close-on-exec, so execve(2) closes them)."""
     started = time.monotonic()
     shown = "CLOSE_RANGE_CLOEXEC" if flags == CLOSE_RANGE_CLOEXEC else str(flags)
+    shown_last = "~0U" if last == 0xFFFFFFFF else str(last)
     check(libc.syscall(ctypes.c_long(SYS_close_range), ctypes.c_uint(first),
-                       ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(flags)),
-          lambda: f"close_range({first}, ~0U, {shown})", "close_range(2)", started)
+                       ctypes.c_uint(last), ctypes.c_uint(flags)),
+          lambda: f"close_range({first}, {shown_last}, {shown})", "close_range(2)", started)
 
 
 def read_to_end(fd: int) -> bytes:

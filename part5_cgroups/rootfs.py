@@ -221,6 +221,9 @@ class Filesystem:
         else:
             bind_rootfs(fd_path(rootfs), new_root)
         os.close(rootfs)
+        # Our copies of the parent's fds of host directories: through either, a link
+        # in the rootfs to /proc/self/fd/N/.. would lead out to the host's files.
+        self.close_host_fds()
         root = open_new_root(new_root)
         mount_dev(root, new_root)
         mount_tmp(root, new_root)
@@ -273,6 +276,11 @@ class Filesystem:
                     kernel.sys_rmdir(path)
                 except FileNotFoundError:
                     pass
+        self.close_host_fds()
+
+    def close_host_fds(self) -> None:
+        """Close our fds of -r DIR and of the mount point.  In the child, the lock
+        stays: a flock(2) lock belongs to the open file, which the parent's fd holds."""
         if self.lock is not None:
             lock, self.lock = self.lock, None
             os.close(lock)

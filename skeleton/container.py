@@ -475,7 +475,7 @@ def child_main(container: Container, go_read: int, go_write: int,
             # security.load_seccomp_filter(container.seccomp_program).
             not_implemented(9, 3, 'lock the container in')
             # STUDENT CODE ABOVE (q9)
-        clean_process_state()
+        clean_process_state(error_write)
         exec_command(container.opts.command)
     except ZooError as e:
         status = e.status
@@ -505,19 +505,24 @@ def reset_signal_handlers(ignored) -> None:
         signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
 
 
-def clean_process_state() -> None:
+def clean_process_state(error_write: int) -> None:
     """What the command inherits from us, reduced to what it would get from a shell.
 
     - File descriptors: only 0, 1 and 2.  Any other fd open in zookeeper's caller (or
       in zookeeper) would be a way out: runc's CVE-2024-21626 leaked an fd of the
       host's /sys/fs/cgroup, and a process can reach the host's files through it
-      (/proc/self/fd/7/../..).  close_range(2) marks them all close-on-exec; the
-      error pipe to the parent stays open until exec succeeds.
+      (/proc/self/fd/7/../..).  close_range(2) closes them all but the error pipe to
+      the parent, which is close-on-exec: open until exec succeeds.  Marking the
+      others close-on-exec would not do: execve(2) closes those only once it has
+      found the program, and a command (or a link in the rootfs) named
+      /proc/self/fd/7/../.. would be looked up through them, on the host.
     - Signals: Python ignores SIGPIPE and SIGXFSZ for itself, and ignored signals
       stay ignored across execve(2) (signal(7)): `yes | head -1` would then print
       "Broken pipe".  Back to their defaults, and nothing blocked (sigprocmask(2)).
     """
-    kernel.sys_close_range(3, kernel.CLOSE_RANGE_CLOEXEC)
+    if error_write > 3:
+        kernel.sys_close_range(3, error_write - 1)
+    kernel.sys_close_range(max(3, error_write + 1))
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])

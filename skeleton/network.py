@@ -267,23 +267,41 @@ class Slirp(Network):
         business.
         """
         path = "/etc/resolv.conf"
-        if not self.opts.rootfs or os.path.lexists(path):
+        if not self.opts.rootfs:
             return
         started = time.monotonic()
         text = f"nameserver {SLIRP_DNS}\n"
         try:
-            # O_EXCL: never through a symlink, never over a file that just appeared.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
+            fd = create_in_etc("resolv.conf")
+        except FileExistsError:
+            return  # the rootfs has one: the container's own, or a link it made
         except OSError as e:
             kernel.explain_error(f"write({path})", e, "resolv.conf(5)", started)
             warn(f"could not write {path}: {e.strerror}: host names will not resolve")
             return
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
         kernel.explain(f"write({path}, {text.strip()!r})", "ok", "resolv.conf(5)", started)
+
+
+def create_in_etc(name: str) -> int:
+    """A new file in the container's /etc, for writing.  openat2(2) walks to /etc
+    through no /proc/self/fd/N link (RESOLVE_NO_MAGICLINKS): an /etc linked through
+    an fd still open in us would lead out to the host's files.  O_EXCL: never through
+    a symlink, never over a file that is already there."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        etc = kernel.sys_openat2(root, "etc", os.O_PATH | os.O_DIRECTORY,
+                                 kernel.RESOLVE_NO_MAGICLINKS)
+    finally:
+        os.close(root)
+    try:
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                       | os.O_CLOEXEC, 0o644, dir_fd=etc)
+    finally:
+        os.close(etc)
 
 
 def check_tun() -> None:

@@ -50,7 +50,7 @@ def hand_over(keep: tuple = ()) -> None:
     Python opens its own close-on-exec (PEP 446), but not those our caller left open
     to us (a make jobserver's pipe, a shell's 3>file): close_range(2) marks every one
     close-on-exec, then os.set_inheritable hands over what a helper needs."""
-    kernel.sys_close_range(3, kernel.CLOSE_RANGE_CLOEXEC)
+    kernel.sys_close_range(3, flags=kernel.CLOSE_RANGE_CLOEXEC)
     for fd in keep:
         os.set_inheritable(fd, True)
 

@@ -131,7 +131,9 @@ NEW_CHECKS = {"p1_fds": 1, "p1_signal_state": 1, "p4_pivot_root": 4, "p4_proc": 
               "p4_masks": 4, "p4_linked_mount_points": 4, "p4_as_root": 4,
               "p2_no_subid_range": 2, "p2_slow_maps": 2}
 
-NO_CLOSE_RANGE = [("    kernel.sys_close_range(3, kernel.CLOSE_RANGE_CLOEXEC)\n", "")]
+NO_CLOSE_RANGE = [("    if error_write > 3:\n"
+                  "        kernel.sys_close_range(3, error_write - 1)\n"
+                  "    kernel.sys_close_range(max(3, error_write + 1))\n", "")]
 NO_SIGNAL_RESET = [("    signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
                     "    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
                     "    signal.pthread_sigmask(signal.SIG_SETMASK, [])\n", "")]

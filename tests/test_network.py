@@ -539,3 +539,36 @@ def test_root_bridge_stays_while_another_container_uses_it(root_runner: Runner, 
     assert not [n for n in zookeeper_links() if n.startswith("zv")]
     # The bridge is left with no port: the next container's exit removes it.
     assert root_runner.zookeeper(6, "-n", "true").returncode == 0
+
+
+RESOLV_CONF_THROUGH_A_LINK = """
+import os, subprocess, sys, types
+sys.path.insert(0, sys.argv[1])
+import network
+rootfs, host_dir = sys.argv[2], sys.argv[3]
+subprocess.run(["mount", "--bind", "/proc", rootfs + "/proc"], check=True)
+fd = os.open(host_dir, os.O_RDONLY | os.O_DIRECTORY)  # one left open, as a caller might
+os.symlink(f"/proc/self/fd/{fd}/.", rootfs + "/etc")
+os.chroot(rootfs)
+os.chdir("/")
+slirp = network.Slirp.__new__(network.Slirp)
+slirp.opts = types.SimpleNamespace(rootfs="/the/rootfs")
+slirp.provide_resolv_conf()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot and a mount namespace need root")
+def test_resolv_conf_is_never_written_through_an_fd_of_the_hosts(tmp_path):
+    """An /etc that links to /proc/self/fd/N/. (N: any fd still open in the child)
+    would lead resolv.conf out to the host's directory: /etc is opened through no
+    such link, and the container is told it cannot have one."""
+    rootfs, host_dir = tmp_path / "rootfs", tmp_path / "host-only"
+    (rootfs / "proc").mkdir(parents=True)
+    host_dir.mkdir()
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                           "-c", RESOLV_CONF_THROUGH_A_LINK, str(ROOT / PARTS[6]),
+                           str(rootfs), str(host_dir)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not (host_dir / "resolv.conf").exists()
+    assert "could not write /etc/resolv.conf" in done.stderr, done.stderr

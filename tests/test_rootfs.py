@@ -9,6 +9,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -16,7 +17,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import Runner, part_modules
+from conftest import PARTS, Runner, part_modules
 
 SEAM = ["sys_mount", "sys_umount2", "sys_pivot_root", "sys_chdir", "sys_mkdir", "sys_rmdir",
         "sys_unshare", "sys_mknodat", "sys_symlinkat", "sys_fchown"]
@@ -527,6 +528,27 @@ def test_proc_shows_only_the_container(runner: Runner, fs):
     # sh (1) and the pipeline's ls/grep/sort/tr: a handful, all small numbers.
     assert pids[0] == 1 and len(pids) <= 8 and max(pids) < 20, pids
     assert done.stdout.splitlines()[1].startswith("sh -c ls /proc")
+
+
+@pytest.mark.parametrize("part", [4, 5, 6])
+def test_no_fd_of_the_hosts_is_open_while_the_command_is_looked_up(runner: Runner, fs, part):
+    """runc's CVE-2024-21626, through execve(2) itself: close-on-exec fds are closed
+    only once the new program is found, so a command path (or a rootfs's link) of
+    /proc/self/fd/N/.. walks out through any fd of the host's still open: the
+    parent's fds of -r DIR and of the mount point, or one the caller left open (7)."""
+    host_dir = fs.parent / "host-only"
+    host_dir.mkdir(mode=0o755, exist_ok=True)
+    program = host_dir / "echo"  # a static busybox runs as the applet it is named
+    shutil.copyfile("/bin/busybox", program)
+    program.chmod(0o755)
+    # Up to / from wherever fd N is (.. of / is /), then down to the host's program.
+    candidates = [f"/proc/self/fd/{fd}{'/..' * 12}{program}" for fd in range(3, 10)]
+    for command in candidates:
+        done = runner.run(["sh", "-c", 'exec 7<"$1"; shift; exec "$@"', "sh", str(host_dir),
+                           runner.python, str(runner.workdir / PARTS[part] / "zookeeper.py"),
+                           "-P", "-r", str(fs), command, "ran-the-hosts-file"])
+        assert "ran-the-hosts-file" not in done.stdout, (command, done.stderr)
+        assert done.returncode == 127, (command, done.returncode, done.stderr)
 
 
 def test_proc_without_rootfs_keeps_the_hosts_files(runner: Runner):

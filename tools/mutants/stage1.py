@@ -10,7 +10,9 @@ MUTANTS = [
         "why": "the caller's open fds reach the command (runc's CVE-2024-21626 class): "
                "no close_range(2) before exec",
         "fast": True,
-        "edit": [("    kernel.sys_close_range(3, kernel.CLOSE_RANGE_CLOEXEC)\n", "")],
+        "edit": [("    if error_write > 3:\n"
+                  "        kernel.sys_close_range(3, error_write - 1)\n"
+                  "    kernel.sys_close_range(max(3, error_write + 1))\n", "")],
     },
     {
         "id": "signals-not-reset",
