@@ -318,8 +318,12 @@ def bind_rootfs(rootfs: str, new_root: str) -> None:
 def mount_overlay(rootfs: str, upper: str, work: str, new_root: str) -> None:
     """-o: the rootfs read through an overlay; writes land in upper, thrown away at exit.
     rootfs is /proc/self/fd/N, as for bind_rootfs (a name without ',' or ':', which
-    would split the options, whatever -r holds)."""
-    options = f"lowerdir={rootfs},upperdir={upper},workdir={work}"
+    would split the options, whatever -r holds).  userxattr: overlayfs marks a removed
+    or renamed directory of the lower layer with extended attributes, trusted.* ones
+    unless told otherwise, which only the host's root may set; in our user namespace
+    that removal would fail with EIO.  user.overlay.* ones instead (overlayfs docs,
+    "User xattr"; Linux 5.11, as overlayfs in a user namespace)."""
+    options = f"lowerdir={rootfs},upperdir={upper},workdir={work},userxattr"
     with step(f"mount an overlay of {rootfs} at {new_root}"):
         kernel.sys_mount("overlay", new_root, "overlay", 0, options)
 

@@ -287,7 +287,8 @@ def test_overlay_mount_and_cleanup(part4, tmp_path, monkeypatch):
     # The lower layer is the directory prepare opened, by an fd's name (the child's own).
     source, target, fstype, flags, data = rec.mounts()[1]
     assert (source, target, fstype, flags) == ("overlay", fs.mount_point, "overlay", 0)
-    lower = re.fullmatch(r"lowerdir=(/proc/self/fd/\d+),upperdir=(.*)/upper,workdir=(.*)/work",
+    lower = re.fullmatch(r"lowerdir=(/proc/self/fd/\d+),upperdir=(.*)/upper,workdir=(.*)/work,"
+                         r"userxattr",
                          data)
     assert lower and lower.group(2) == lower.group(3) == ovl
     # What overlayfs leaves behind: work/work at mode 000, files in upper.
@@ -609,6 +610,18 @@ def test_overlay_leaves_the_rootfs_unchanged(runner: Runner, fs):
     # Another run starts from the unchanged rootfs.
     again = runner.zookeeper(4, "-o", "-r", str(fs), "sh", "-c", "cat /zoo-marker; ls /new-file")
     assert again.stdout.startswith("inside the rootfs") and again.returncode != 0
+
+
+def test_overlay_removes_and_renames_the_rootfs_directories(runner: Runner, fs):
+    """A directory of the lower layer, removed or renamed: overlayfs marks its place
+    with xattrs, trusted.* ones unless told userxattr, which no user namespace may set
+    (EIO)."""
+    before = tree_digest(fs)
+    script = ("rm -rf /var && mv /sbin /sbin2 && test ! -e /var && test ! -e /sbin && "
+              "test -d /sbin2 && mkdir /var && ls -A /var | wc -l")
+    done = runner.zookeeper(4, "-o", "-r", str(fs), "sh", "-c", script)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "0\n", "")
+    assert tree_digest(fs) == before
 
 
 def test_without_overlay_changes_persist(runner: Runner, fs):
