@@ -207,7 +207,7 @@ COMMIT_COPIES = 3  # a kernel message may cut one: the host takes the first whol
 
 
 def commit_line(token: str, results: list[CheckResult]) -> str:
-    """`ZOO-COMMIT TOKEN 2 p1_fds=ok p1_signal=fail ZOO-END`: how many statuses, each
+    """`ZOO-COMMIT TOKEN 2 p1_exit_status=ok p1_signal=fail ZOO-END`: how many statuses, each
     (a status's space as _), and an end, so that the host knows a whole line."""
     pairs = [f"{r.id}={r.status.replace(' ', '_')}" for r in results]
     return " ".join([COMMIT, token, str(len(pairs)), *pairs, COMMIT_END])

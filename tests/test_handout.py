@@ -1,10 +1,13 @@
 """The student handout and the skeleton: nothing leaks, and the skeleton grades as it should."""
 
+import ast
+import builtins
 import json
 import os
 import re
 import shutil
 import subprocess
+import symtable
 import sys
 import tempfile
 from pathlib import Path
@@ -69,6 +72,105 @@ def test_no_hidden_check_in_the_handout(handout_dir):
         assert c.id not in text and c.name not in text, f"hidden check {c.id} leaked"
     for c in public:
         assert f"def {c.id}(" in text
+    # Nor does any other file of the handout name one (report.py's example named p1_fds).
+    named = {name: sorted(c.id for c in hidden if re.search(rf"\b{c.id}\b", words))
+             for name, words in handout_text(handout_dir).items()}
+    assert not {name: ids for name, ids in named.items() if ids}
+
+
+
+def top_level_definitions(tree) -> dict:
+    """name -> the top-level def, class or plain assignment that binds it."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            found[node.name] = node
+        elif isinstance(node, ast.Assign):
+            found.update({t.id: node for t in node.targets if isinstance(t, ast.Name)})
+    return found
+
+
+def names_read(node) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+            and isinstance(n.ctx, ast.Load)}
+
+
+def reachable(definitions: dict, names: set[str]) -> set[str]:
+    """These names and every top-level name their definitions read, in turn."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in definitions and name not in seen:
+            seen.add(name)
+            todo += names_read(definitions[name])
+    return seen
+
+
+def taken_from_checks(root: Path) -> set[str]:
+    """`checks.NAME` in the Python files (and python scripts) beside checks.py."""
+    found = set()
+    for path in (root / "grader").rglob("*"):
+        if path.is_file() and path.name != "checks.py" and (
+                path.suffix == ".py" or path.read_bytes().startswith(b"#!/usr/bin/env python")):
+            found |= set(re.findall(r"\bchecks\.([A-Za-z_]\w*)", path.read_text()))
+    return found
+
+
+def globals_read(text: str) -> set[str]:
+    """The module-level names a module's code reads, in functions and classes too."""
+    found, tables = set(), [symtable.symtable(text, "checks.py", "exec")]
+    while tables:
+        table = tables.pop()
+        found |= {s.get_name() for s in table.get_symbols() if s.is_referenced()
+                  and (table.get_type() == "module" or s.is_global())}
+        tables += table.get_children()
+    return found
+
+
+def test_nothing_only_hidden_checks_use_is_in_the_handout(handout_dir):
+    """The handout's checks.py has no helper, constant or comment that only hidden checks
+    use (before: SLOW_MAP_TOOL and its comment told of the slow-newuidmap check, the
+    linked mount points' table of the CVE check's runs): each name it defines is read
+    by what is left of it or by the grader beside it, and none it reads is gone."""
+    repo_text = (ROOT / "grader" / "checks.py").read_text()
+    repo = ast.parse(repo_text)
+    text = (handout_dir / "grader" / "checks.py").read_text()
+    tree = ast.parse(text)
+    public = {c.id for c in checks.CHECKS if c.public}
+    hidden = {c.id for c in checks.CHECKS if not c.public}
+    repo_defs = top_level_definitions(repo)
+    outside = taken_from_checks(ROOT) & set(repo_defs)
+    assert {"CHECKS", "READY", "COMMAND_SECONDS"} <= outside, outside
+    only_hidden = (reachable(repo_defs, hidden) - hidden
+                   - reachable(repo_defs, public | outside))
+    assert only_hidden, "no helper of the hidden checks only: is this test still needed?"
+    defs = top_level_definitions(tree)
+    left = sorted(only_hidden & set(defs))
+    assert not left, f"what only hidden checks use is in the handout: {left}"
+    # Nor the comment above each (SLOW_MAP_TOOL's tells what its check does).
+    lines = repo_text.splitlines()
+    for name in only_hidden:
+        at = repo_defs[name].lineno - 1
+        while at > 0 and lines[at - 1].startswith("# "):
+            at -= 1
+            assert lines[at] not in text.splitlines(), f"{name}'s comment: {lines[at]}"
+    # Each name left is read by the rest, registered as a public check, or the grader's.
+    read_here = set()
+    for node in tree.body:
+        read_here |= names_read(node) - {getattr(node, "name", None)}  # not by itself
+    unread = set(defs) - read_here - public - taken_from_checks(handout_dir)
+    assert not sorted(unread), f"names nothing in the handout reads: {sorted(unread)}"
+    missing = globals_read(text) - set(defs) - set(dir(builtins))
+    assert not sorted(missing), f"the handout's checks.py reads names it lacks: {sorted(missing)}"
+
+
+def test_the_handouts_grader_lists_its_public_checks(handout_dir):
+    """The handout's runner imports its checks.py and lists the public checks, each."""
+    done = subprocess.run([sys.executable, str(handout_dir / "grader" / "runner.py"), "--list"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = [line.split()[1] for line in done.stdout.splitlines() if line.strip()]
+    assert listed == [c.id for c in checks.CHECKS if c.public], done.stdout
 
 
 def test_no_answers_in_the_handout(handout_dir):
