@@ -61,8 +61,24 @@ SKIP_DIRS = {".git", ".venv", "build", "grader-results", "__pycache__"}
 STATUS_LINE = re.compile(
     r"^\s*(?:[-*+\u2022]\s*)?part\s*_?([1-6])(?:_[a-z]+)?\s*(?:\([^)]*\))?\s*"
     r"(?:status\s*)?(?:[:=\u2013\u2014]|-(?!-)|\s+is\s+)\s*(?P<text>\S.*)$", re.I)
-QUESTION = re.compile(r"^(5\.\d+)\s+(\S.*)$")
-ANSWER_MARK = re.compile(r"^\s*answer\s*[.:\-]?\s*", re.I)
+# What may stand between a question's number, its title and the rest of its heading
+# line: spaces, Markdown's emphasis, and ". ) : - \u2013 \u2014".
+HEADING_GAP = " \t*_.):-\u2013\u2014"
+# A line that starts with a question's number, after indentation, Markdown's "#"s and
+# "**": "5.1 Seccomp (part 3).  Pick...", "## 5.1. Seccomp", "**5.1) Seccomp**", "5.1".
+# The number ends there ("5.12", "5.1.2" are others); question_heading says whether
+# what follows makes it a heading.
+QUESTION_NUMBER = re.compile(r"^\s*(?P<marked>#{0,6}\s*[*_]{0,2})(?P<number>5\.\d+)"
+                             rf"(?P<rest>(?:[{re.escape(HEADING_GAP)}].*)?)$")
+# A Markdown heading of a section of its own ("## 6. Debugging"): it ends the last
+# answer as the handout's underlined "6. ..." does.
+SECTION_HEADING = re.compile(r"^\s*#{1,6}\s*\d+\.?(?:\s|$)")
+# "Answer:" before an answer: "Answer.", "Answers:", "ANSWER -", "**Answer:**",
+# "**Answer**:", "Answer" alone.  A word of its own: not "Answering it was...".
+ANSWER_MARK = re.compile(r"^\s*[*_]{0,2}answers?\b[*_]{0,2}\s*"
+                         r"[.:\-\u2013\u2014]?[*_]{0,2}\s*", re.I)
+
+
 def verdict(rule: str, status: str, message: str) -> dict:
     return {"id": rule, "name": NAMES[rule], "status": status, "message": message}
 
@@ -314,24 +330,44 @@ def read_readme(sub: Path) -> tuple[str | None, str]:
         if e.errno == errno.EINVAL:
             return None, " (README.txt is not a regular file: not read)"
         return None, f" (README.txt cannot be read: {e.strerror})"
-    return text.decode("utf-8", errors="replace"), ""
+    # utf-8-sig: Notepad's UTF-8 starts with a BOM, which would hide the first line.
+    return text.decode("utf-8-sig", errors="replace"), ""
+
+
+def status_lines(text: str):
+    """(part, status as the student wrote it) for each status line, in order."""
+    for line in text.splitlines():
+        # One space for each run of them: STATUS_LINE's optional spaces, side by side,
+        # could otherwise split a long run in ways that grow with its cube.
+        m = STATUS_LINE.match(" ".join(line.split()))
+        if m:
+            yield int(m.group(1)), printable(m.group("text").strip())
+
+
+def is_placeholder(status: str) -> bool:
+    """The template's "Part 1: (working, partly working or not working; ...)", its
+    parentheses kept: the student was to replace them, so it states nothing."""
+    return re.fullmatch(r"\(.*\)", status) is not None
 
 
 def part_statuses(text: str) -> dict[int, str]:
     """Each part's status as the student wrote it (the first line for that part);
     a placeholder in parentheses is no status."""
     found: dict[int, str] = {}
-    for line in text.splitlines():
-        # One space for each run of them: STATUS_LINE's optional spaces, side by side,
-        # could otherwise split a long run in ways that grow with its cube.
-        m = STATUS_LINE.match(" ".join(line.split()))
-        if not m:
-            continue
-        said = printable(m.group("text").strip())
-        if re.fullmatch(r"\(.*\)", said):
-            continue
-        found.setdefault(int(m.group(1)), said)
+    for part, said in status_lines(text):
+        if not is_placeholder(said):
+            found.setdefault(part, said)
     return found
+
+
+def placeholders_left(text: str) -> dict[int, str]:
+    """The parts whose only status is a placeholder in parentheses -> the first one."""
+    stated = part_statuses(text)
+    left: dict[int, str] = {}
+    for part, said in status_lines(text):
+        if part not in stated:
+            left.setdefault(part, said)
+    return left
 
 
 def readme_status(sub: Path) -> dict:
@@ -339,17 +375,85 @@ def readme_status(sub: Path) -> dict:
     if text is None:
         return verdict("readme_status", "fail", f"no README.txt at the top{instead}")
     found = part_statuses(text)
-    missing = [p for p in PARTS if p not in found]
+    left = placeholders_left(text)
+    missing = [p for p in PARTS if p not in found and p not in left]
+    said = []
     if missing:
-        said = "no status line for part " + ", ".join(str(p) for p in missing)
-        return verdict("readme_status", "fail", f"{said} (a line like \"Part "
-                       f"{missing[0]}: working\")")
+        said.append("no status line for part " + ", ".join(str(p) for p in missing)
+                    + f" (a line like \"Part {missing[0]}: working\")")
+    if left:  # "Part 1: (working)": a status all the same? The template says no.
+        said.append("part " + ", ".join(f"{p} still says \"{shorten(left[p], 40)}\""
+                                         for p in sorted(left))
+                    + ": replace what is in parentheses")
+    if said:
+        return verdict("readme_status", "fail", "; ".join(said))
     return verdict("readme_status", "ok", "; ".join(
         f"part {p}: {shorten(found[p], 40)}" for p in PARTS))
 
 
 def shorten(text: str, width: int) -> str:
     return textwrap.shorten(text, width, placeholder="...")
+
+
+def question_heading(line: str) -> tuple[str, bool] | None:
+    """(number, bare) when the line is a question's heading, else None; bare when the
+    line holds nothing after the question's title (its text, if copied, is below).
+    A heading is the number first on its line (QUESTION_NUMBER), then the line's end
+    or, after a separator, what names the question (names_the_question): "5.1",
+    "5.1) seccomp", "5.2 - Limits", "## 5.2 cgroups".  Not "see 5.1 above", nor an
+    answer's "5.1 ms was the time", "5.2 MB" or "5.2-7.7 s"."""
+    m = QUESTION_NUMBER.match(line)
+    if not m or m.group("number") not in QUESTIONS:
+        return None
+    number, rest = m.group("number"), m.group("rest").strip(HEADING_GAP)
+    title = QUESTIONS[number]
+    marked = m.group("marked").strip()  # Markdown's: a heading whatever its words
+    if rest and not marked and not names_the_question(rest, title):
+        return None
+    # What follows the title on its line: the question's text, which goes on below.
+    after = rest[len(title):] if rest.lower().startswith(title.lower()) else ""
+    return number, not after.strip(HEADING_GAP)
+
+
+def names_the_question(rest: str, title: str) -> bool:
+    """Whether what follows a question's number begins as a heading does: with a word
+    of its title ("Seccomp", "limits", "Resources") or a capitalized word of the
+    student's own ("Cgroups").  A unit is neither ("ms", "MB", "KiB"), nor a word in
+    lower case that is not the title's ("was")."""
+    first = re.match(r"[^\W\d_]+", rest)
+    if not first:
+        return False
+    word = first.group()
+    if word[0].isupper() and len(word) > 1 and word[1:].islower():
+        return True
+    word = word.lower()
+    return any(word.startswith(part) or (len(word) >= 3 and part.startswith(word))
+               for part in re.findall(r"[^\W\d_]{3,}", title.lower()))
+
+
+def section_end(lines: list[str], start: int, end: int) -> int:
+    """Where the question's lines [start, end) stop: at a section's heading (the
+    handout's "6. Debugging" over a line of dashes, or Markdown's "## 6. ...")."""
+    for i in range(start, end):
+        underlined = (re.match(r"^\d+\.\s+\S", lines[i]) and i + 1 < len(lines)
+                      and re.fullmatch(r"-{3,}\s*", lines[i + 1]))
+        if underlined or SECTION_HEADING.match(lines[i]):
+            return i
+    return end
+
+
+def answer_lines(block: list[str], bare: bool) -> list[str]:
+    """The answer among a question's lines (those after its heading): from its
+    "Answer:" on; without one, what follows the question's paragraph, or the whole
+    of it under a bare heading ("## 5.1 Seccomp", then the answer on the next line)."""
+    mark = next((i for i, line in enumerate(block) if ANSWER_MARK.match(line)), None)
+    if mark is not None:
+        return [ANSWER_MARK.sub("", block[mark], count=1)] + block[mark + 1:]
+    blank = next((i for i, line in enumerate(block) if not line.strip()), len(block))
+    after = block[blank:]
+    if bare and not "".join(after).strip():
+        return block
+    return after
 
 
 def answers(text: str | None) -> dict[str, str]:
@@ -359,24 +463,14 @@ def answers(text: str | None) -> dict[str, str]:
     if not text:
         return got
     lines = text.splitlines()
-    starts = [(i, m.group(1)) for i, line in enumerate(lines) if (m := QUESTION.match(line))]
-    for n, (start, number) in enumerate(starts):
+    starts = [(i, *heading) for i, line in enumerate(lines)
+              if (heading := question_heading(line))]
+    for n, (start, number, bare) in enumerate(starts):
         end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
-        for i in range(start + 1, end):  # a section heading ends the last question
-            if (re.match(r"^\d+\.\s+\S", lines[i]) and i + 1 < len(lines)
-                    and re.fullmatch(r"-{3,}\s*", lines[i + 1])):
-                end = i
-                break
-        block = lines[start + 1:end]
-        mark = next((i for i, line in enumerate(block) if ANSWER_MARK.match(line)
-                     and line.lstrip()[:6].lower() == "answer"), None)
-        if mark is not None:
-            body = [ANSWER_MARK.sub("", block[mark], count=1)] + block[mark + 1:]
-        else:  # no "Answer": whatever follows the question's own paragraph
-            blank = next((i for i, line in enumerate(block) if not line.strip()), len(block))
-            body = block[blank:]
-        said = textwrap.dedent("\n".join(body)).strip().replace(ANSWER_PLACEHOLDER, "").strip()
-        if number in got and not got[number]:
+        block = lines[start + 1:section_end(lines, start + 1, end)]
+        said = textwrap.dedent("\n".join(answer_lines(block, bare))).strip()
+        said = said.replace(ANSWER_PLACEHOLDER, "").strip()
+        if not got[number]:
             got[number] = printable(said, lines=True)
     return got
 

@@ -347,6 +347,73 @@ def test_status_lines(line, part, said):
     assert rules.part_statuses(line) == ({part: said} if part else {})
 
 
+# Two answered questions, written as students write them: each form once.
+ANSWERED = "I ran chmod u+s; EPERM in part 3."
+HEADING_FORMS = {
+    "the handout's": "5.1 Seccomp (part 3).  Pick one.\n\nAnswer: {a}\n\n"
+                     "5.2 Resource limits (part 5).  For each.\n\nAnswer: {b}\n",
+    "a dot after the number": "5.1. Seccomp (part 3)\n\nAnswer: {a}\n\n"
+                              "5.2. Resource limits (part 5)\n\nAnswer: {b}\n",
+    "a parenthesis": "5.1) Seccomp (part 3)\nAnswer: {a}\n5.2) Resource limits\nAnswer: {b}\n",
+    "the number alone": "5.1\n{a}\n\n5.2\n\n{b}\n",
+    "Markdown headings": "## 5.1 Seccomp (part 3)\n\n{a}\n\n### 5.2. Resource limits (part 5)\n"
+                         "\n{b}\n\n## 6. Debugging\n\nnot an answer\n",
+    "Markdown bold": "**5.1 Seccomp (part 3)**\n\n**Answer:** {a}\n\n"
+                     "**5.2 Resource limits (part 5)**\n**Answer**: {b}\n",
+    "indented headings": "\t5.1 Seccomp (part 3).\n\nAnswer: {a}\n\n"
+                         "   5.2 Resource limits (part 5).\n\nAnswer: {b}\n",
+    '"Answers:"': "5.1 Seccomp (part 3)\nAnswers: {a}\n5.2 Resource limits (part 5)\n"
+                  "ANSWER - {b}\n",
+    "CRLF and tabs": "5.1\tSeccomp (part 3).\r\n\r\nAnswer:\t{a}\r\n\r\n"
+                     "5.2 Resource limits (part 5).\r\n\r\nAnswer: {b}\r\n",
+    "a heading's own words": "5.1: seccomp\nAnswer: {a}\n5.2 \u2014 Resources\nAnswer: {b}\n",
+    "the student's own title": "5.1 Filters\n\n{a}\n\n## **5.2** cgroups\n\n{b}\n",
+}
+
+
+@pytest.mark.parametrize("form", HEADING_FORMS)
+def test_answers_under_any_reasonable_heading(form):
+    text = "Part 1: working\n\n" + HEADING_FORMS[form].format(a=ANSWERED, b="killed at 64M.")
+    assert rules.answers(text) == {"5.1": ANSWERED, "5.2": "killed at 64M."}
+
+
+def test_a_number_in_running_text_is_no_heading():
+    """"see 5.1 above" is no heading, nor an answer's line that starts with a number
+    (5.1 ms, 5.2 MB): each answer is kept whole."""
+    text = ("5.1 Seccomp (part 3)\n\nAnswer: it took\n5.1 ms was the time, see 5.1 above\n"
+            "5.2-7.7 s in all\n\n5.2 Resource limits (part 5)\n\nAnswer: killed,\n"
+            "5.2 MB short\n5.2 KiB, 5.1 seconds:\n5.1 s\n")
+    assert rules.answers(text) == {
+        "5.1": "it took\n5.1 ms was the time, see 5.1 above\n5.2-7.7 s in all",
+        "5.2": "killed,\n5.2 MB short\n5.2 KiB, 5.1 seconds:\n5.1 s"}
+    assert rules.answers("As 5.1 says, see 5.2.\n5.1 ms\n") == {"5.1": "", "5.2": ""}
+
+
+def test_answering_is_no_answer_mark():
+    assert rules.answers("5.1 Seccomp\n\nAnswering it was hard.\n")["5.1"] == (
+        "Answering it was hard.")
+
+
+def test_a_byte_order_mark_hides_no_line(tmp_path):
+    """Notepad's UTF-8 starts with a BOM: the first status line is read all the same."""
+    text = STATUS + "\n5.1 Seccomp (part 3)\nAnswer: a\n5.2 Resource limits (part 5)\nAnswer: b\n"
+    (tmp_path / "README.txt").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert rules.readme_status(tmp_path)["status"] == "ok"
+    assert rules.written_answers(tmp_path)["status"] == "ok"
+    (tmp_path / "README.txt").write_bytes(b"\xef\xbb\xbf5.1\nAnswer: a\n5.2\nAnswer: b\n")
+    assert rules.answers(rules.read_readme(tmp_path)[0]) == {"5.1": "a", "5.2": "b"}
+
+
+def test_a_placeholder_left_is_no_status_and_the_verdict_says_so(tmp_path):
+    """The template's "(...)" is no status: the message says it is still there."""
+    (tmp_path / "README.txt").write_text(STATUS.replace("Part 1: working", "Part 1: (working)")
+                                         .replace("Part 4: working\n", ""))
+    v = rules.readme_status(tmp_path)
+    assert v["status"] == "fail"
+    assert v["message"] == ('no status line for part 4 (a line like "Part 4: working"); '
+                            'part 1 still says "(working)": replace what is in parentheses')
+
+
 @pytest.mark.slow
 def test_the_collected_class_graded_with_its_rules(collected):
     """grade --rules over what collect made: each score and each rule's verdict in
