@@ -821,10 +821,11 @@ HOG = "exec dd if=/dev/zero of=/dev/null bs=200M count=1 iflag=fullblock 2>/dev/
 # too low, kills this one too).
 FITS = ("dd if=/dev/zero of=/dev/null bs=16M count=1 iflag=fullblock 2>/dev/null && "
         f"echo kept {16 << 20}")
-# Before both, the container's memory.swap.max, where its cgroup is mounted (part 5
-# mounts it at /sys/fs/cgroup): if it is not 0, the container stops there (the hog
-# would swap, slowly under TCG, instead of being killed).
-SWAP_MAX = ("s=$(cat /sys/fs/cgroup/memory.swap.max 2>/dev/null); echo swap.max $s; "
+# Before both, the container's memory.max and memory.swap.max, where its cgroup is
+# mounted (part 5 mounts it at /sys/fs/cgroup): if swap is not 0, the container stops
+# there (the hog would swap, slowly under TCG, instead of being killed).
+SWAP_MAX = ("echo memory.max $(cat /sys/fs/cgroup/memory.max 2>/dev/null); "
+            "s=$(cat /sys/fs/cgroup/memory.swap.max 2>/dev/null); echo swap.max $s; "
             "case $s in ''|0) ;; *) exit 0;; esac")
 # Builtins only after the loop: with the limit reached, nothing else could fork.
 FORKS = "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do " \
@@ -874,24 +875,52 @@ def cpu_share(time_output: str) -> float:
     return (times.get("user", 0) + times.get("sys", 0)) / times["real"]
 
 
+def memory_limits_problem(output: str, limit: int = 64 << 20) -> str:
+    """What SWAP_MAX's lines ('memory.max N', 'swap.max N') say is wrong under -m, or ''.
+    The given code writes memory.swap.max 0 right after q16's memory.max, in the cgroup
+    zookeeper made: a container that sees swap.max other than 0 is not in that cgroup
+    (q15), one that sees 0 and a wrong memory.max is, with a wrong limit (q16)."""
+    fields = {line.split()[0]: line.split()[1:] for line in output.splitlines()
+              if line.startswith(("memory.max", "swap.max"))}
+    if not fields:
+        return ""  # the command did not run: the check's other expectations say why
+    memory, swap = fields.get("memory.max", []), fields.get("swap.max", [])
+    seen = (f"memory.max {' '.join(memory) or '(none)'}, memory.swap.max "
+            f"{' '.join(swap) or '(none)'}")
+    if memory == [str(limit)]:
+        if swap in ([], ["0"]):
+            return ""
+        return (f"under -m 64M the container's memory.swap.max is {' '.join(swap)}: it "
+                "should be 0 too, or the container swaps (the grader's VM has swap) "
+                "instead of being killed at its limit (the given code after q16 writes it)")
+    if not memory or swap not in ([], ["0"]):
+        return ("under -m 64M the container is not in the cgroup zookeeper made for it: "
+                f"its /sys/fs/cgroup (the root of its cgroup namespace) has {seen}, not the "
+                "limits zookeeper wrote there.  Is the child's pid written to the new "
+                "cgroup's cgroup.procs, before the child is told to go (q15)?")
+    if swap == ["0"]:
+        return (f"under -m 64M the container's cgroup has memory.max {memory[0]}, not "
+                f"{limit}: write memory_max()'s text to memory.max (q16)")
+    return (f"under -m 64M the container's /sys/fs/cgroup has {seen}, not memory.max "
+            f"{limit}: is the child moved into the cgroup zookeeper made (q15), and the "
+            "limit written to its memory.max (q16)?")
+
+
 @check(5, "-m 64M: a 200M memory hog is killed", 6, timeout=120, needs=("cgroup_limits",),
-       exercises="q16 (memory.max, and memory.swap.max 0 after it)")
+       exercises="q15 (the child in its cgroup) and q16 (memory.max)")
 def p5_memory(z):
     fs = z.rootfs()
     r = z.zk(5, "-r", str(fs), "-m", "64M", "sh", "-c", f"{SWAP_MAX}; {FITS}; {HOG}",
              scope=True, timeout=15)
     z.expect(r.status != 125, "under -m 64M a 16M allocation should survive, but zookeeper "
              f"could not run the container ({r.status_text}): see what it said", r)
-    swap = next((line.split()[1:] for line in r.stdout.splitlines()
-                 if line.startswith("swap.max")), [])
-    z.expect(swap in ([], ["0"]), f"under -m 64M the container's memory.swap.max is "
-             f"{' '.join(swap)}: it should be 0 too, or the container swaps (the grader's "
-             "VM has swap) instead of being killed at its limit", r)
+    problem = memory_limits_problem(r.stdout)
+    z.expect(not problem, problem, r)
     z.expect(f"kept {16 << 20}" in r.stdout, "under -m 64M a 16M allocation should "
              f"survive: is the limit too low? (got {r.status_text})", r)
     # The guest has swap: a limit without memory.swap.max 0 lets the hog swap.
-    z.expect(r.status != 0, "the 200M hog survived a 64M limit (swapped out? "
-             "memory.swap.max should be 0 too)", r)
+    z.expect(r.status != 0, "the 200M hog survived a 64M limit: is memory.max written "
+             "(q16), in the cgroup the child is in (q15)?", r)
     z.expect(r.signal == 9, f"the hog should be killed (SIGKILL, 137), got {r.status_text}", r)
 
 

@@ -60,6 +60,63 @@ def test_ip_links_reads_names_and_flags():
     assert "UP" in links["lo"] and "UP" in links["eth0"] and "UP" not in links["tap0"]
 
 
+# What a failing check tells the student, from fabricated runs ------------------------
+
+
+class FakeContext:
+    """A check's z whose zookeeper and host commands return the runs given (in turn),
+    without running anything: what a check then says, for mistakes this host (or a
+    VM's minutes) cannot make happen."""
+
+    def __init__(self, *runs, host=None, tmp_path=None):
+        self.runs, self.host_run = list(runs), host
+        self.expect = runner.expect
+        self.python, self.timeout_scale, self.scratch = "python3", 1.0, tmp_path
+        self.not_runnable = runner.NotRunnable
+        self.left = types.SimpleNamespace(processes=lambda run, name: [])
+
+    def zk(self, part, *args, **kwargs):
+        return self.runs.pop(0)
+
+    def host(self, argv, **kwargs):
+        return self.host_run
+
+    def rootfs(self, root=False):
+        return "/tmp/fake-rootfs"
+
+
+def failure(check_fn, *runs, **kwargs) -> str:
+    """The message check_fn fails with, as the runner reports it (with its exercises)."""
+    check = next(c for c in checks.CHECKS if c.fn is check_fn)
+    with pytest.raises(runner.CheckFailed) as failed:
+        check_fn(FakeContext(*runs, **kwargs))
+    return f"{failed.value}\n    (this checks {check.exercises})"
+
+
+def run(stdout="", stderr="", status=0):
+    return runner.Run(["zookeeper.py"], status, stdout, stderr, 0.5)
+
+
+def test_p5_memory_tells_a_child_outside_its_cgroup_from_a_wrong_limit():
+    """The container sees its cgroup namespace's root at /sys/fs/cgroup.  A child never
+    moved into zookeeper's cgroup (q15) sees its old cgroup there, without the swap 0
+    the given code wrote: that is q15's mistake, not q16's (nor the given swap code's)."""
+    outside = failure(checks.p5_memory, run("memory.max max\nswap.max max\n"))
+    assert "not in the cgroup zookeeper made" in outside and "q15" in outside, outside
+    assert "cgroup.procs" in outside and "is max" not in outside, outside
+    at_root = failure(checks.p5_memory, run("memory.max\nswap.max\n"))
+    assert "not in the cgroup zookeeper made" in at_root, at_root
+    wrong = failure(checks.p5_memory, run(f"memory.max {64 << 10}\nswap.max 0\n"
+                                          f"kept {16 << 20}\n", status=-9))
+    assert f"memory.max {64 << 10}, not {64 << 20}" in wrong and "(q16)" in wrong, wrong
+    assert "not in the cgroup" not in wrong, wrong
+    # memory.max right, the given swap write undone (tests/test_grader_vm.py's mutant).
+    no_swap = failure(checks.p5_memory, run(f"memory.max {64 << 20}\nswap.max max\n"))
+    assert "memory.swap.max is max" in no_swap, no_swap
+    # Right: the check goes on to the hog.
+    assert checks.memory_limits_problem(f"memory.max {64 << 20}\nswap.max 0\n") == ""
+
+
 # Statuses: what is the grader's, not the student's --------------------------------
 
 
