@@ -117,6 +117,22 @@ def test_p5_memory_tells_a_child_outside_its_cgroup_from_a_wrong_limit():
     assert checks.memory_limits_problem(f"memory.max {64 << 20}\nswap.max 0\n") == ""
 
 
+NAMESPACE_LINKS = "".join(f"{ns}:[40265{i}]\n" for i, ns in enumerate(checks.NAMESPACES))
+
+
+def test_p2_namespaces_says_zookeeper_failed_rather_than_blame_q6():
+    """With q7 not written yet zookeeper stops before the command: no namespace is read,
+    and that is not 'these namespaces are the host's: all (q6)'."""
+    said = "zookeeper: q7 (part 2) is not implemented yet: map root in the container"
+    message = failure(checks.p2_namespaces, run(stderr=said + "\n", status=125),
+                      host=run(NAMESPACE_LINKS))
+    assert "zookeeper failed before the command ran (exit status 125)" in message, message
+    assert f"zookeeper said: {said}" in message and "host's" not in message, message
+    # zookeeper ran the command: the host's namespaces are q6's.
+    message = failure(checks.p2_namespaces, run(NAMESPACE_LINKS), host=run(NAMESPACE_LINKS))
+    assert "these namespaces are the host's: user, cgroup" in message, message
+
+
 # Statuses: what is the grader's, not the student's --------------------------------
 
 
