@@ -909,7 +909,7 @@ def memory_limits_problem(output: str, limit: int = 64 << 20) -> str:
                 "cgroup's cgroup.procs, before the child is told to go (q15)?")
     if swap == ["0"]:
         return (f"under -m 64M the container's cgroup has memory.max {memory[0]}, not "
-                f"{limit}: write memory_max()'s text to memory.max (q16)")
+                f"{limit} (64M in bytes): write the limit, in bytes, to memory.max (q16)")
     return (f"under -m 64M the container's /sys/fs/cgroup has {seen}, not memory.max "
             f"{limit}: is the child moved into the cgroup zookeeper made (q15), and the "
             "limit written to its memory.max (q16)?")
