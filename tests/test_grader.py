@@ -68,15 +68,26 @@ class FakeContext:
     without running anything: what a check then says, for mistakes this host (or a
     VM's minutes) cannot make happen."""
 
-    def __init__(self, *runs, host=None, tmp_path=None):
+    def __init__(self, *runs, host=None, tmp_path=None, left=(), path=""):
         self.runs, self.host_run = list(runs), host
         self.expect = runner.expect
-        self.python, self.timeout_scale, self.scratch = "python3", 1.0, tmp_path
+        self.python, self.timeout_scale, self.scratch = "python3", 0.01, tmp_path
         self.not_runnable = runner.NotRunnable
-        self.left = types.SimpleNamespace(processes=lambda run, name: [])
+        self.path = path
+        left = list(left)  # what each look for leftovers finds, the last one again
+        self.left = types.SimpleNamespace(
+            processes=lambda run, name: left.pop(0) if len(left) > 1 else left[0] if left
+            else [])
 
     def zk(self, part, *args, **kwargs):
-        return self.runs.pop(0)
+        """The next run; an exception (the runner's time limit) is raised instead."""
+        run = self.runs.pop(0)
+        if isinstance(run, Exception):
+            raise run
+        return run
+
+    def env(self, *args, **kwargs):
+        return {"PATH": self.path}
 
     def host(self, argv, **kwargs):
         return self.host_run
@@ -131,6 +142,29 @@ def test_p2_namespaces_says_zookeeper_failed_rather_than_blame_q6():
     # zookeeper ran the command: the host's namespaces are q6's.
     message = failure(checks.p2_namespaces, run(NAMESPACE_LINKS), host=run(NAMESPACE_LINKS))
     assert "these namespaces are the host's: user, cgroup" in message, message
+
+
+def test_p6_helper_gone_names_q20_for_exit_fd_and_says_why_zookeeper_hung(tmp_path):
+    """Its first run strips --exit-fd (a wrapper first on PATH): a stop() that only
+    closes the exit fd hangs zookeeper, and the check says why.  Its second half
+    (zookeeper killed) needs --exit-fd, which q20 passes, not q21."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "slirp4netns").write_text("#!/bin/sh\n")
+    (bin_dir / "slirp4netns").chmod(0o755)
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    hung = runner.CheckFailed("zookeeper did not exit within 36 s")
+    message = failure(checks.p6_helper_gone, hung, tmp_path=tmp_path / "first",
+                      path=str(bin_dir))
+    assert message.startswith("zookeeper did not exit within 36 s: this check runs "
+                              "slirp4netns without --exit-fd"), message
+    assert "kill(2)" in message and "(q21;" in message, message
+    up = run("3: eth0    inet 10.0.2.100/24 brd 10.0.2.255\n")
+    message = failure(checks.p6_helper_gone, up, run(status=-9), tmp_path=tmp_path / "second",
+                      path=str(bin_dir), left=[[], ["slirp4netns (pid 7)"]])
+    assert "with zookeeper killed (SIGKILL), slirp4netns is still running" in message, message
+    assert "q20: start it with --exit-fd" in message, message
 
 
 # Statuses: what is the grader's, not the student's --------------------------------
