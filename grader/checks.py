@@ -87,24 +87,26 @@ NAMESPACES = ["user", "cgroup", "ipc", "net", "mnt", "pid", "uts"]
 
 
 @check(1, "exit status is the container's", 3,
-       exercises="q1-q4 (clone, go, wait for go, waitpid(2): the exit status)")
+       exercises="q1-q5 (clone, go, wait for go, execvp, waitpid(2): the exit status)")
 def p1_exit_status(z):
     r = z.zk(1, "sh", "-c", "echo hello; exit 42")
     z.expect(r.stdout == "hello\n", "the command's output should be 'hello': did the child "
-             "run it?  clone (q1), the parent's go (q2), the child's wait for it (q4)", r)
+             "run it?  clone (q1), the parent's go (q2), the child's wait for it (q4), its "
+             "execvp (q5)", r)
     z.expect(r.status == 42, f"exit status should be 42, got {r.status_text}", r)
 
 
 @check(1, "death by the child's signal", 3,
-       exercises="q3 (waitpid(2): a death by a signal is 128+N), once q1, q2 and q4 "
-       "run the command")
+       exercises="q3 (waitpid(2)'s whole wait status kept in `status`: the given exit_like() "
+       "dies of the child's signal), once q1, q2, q4 and q5 run the command")
 def p1_signal(z):
     r = z.zk(1, z.python, "-c", SEGFAULT)
     z.expect(r.signal == 11, f"zookeeper should die of SIGSEGV (139), got {r.status_text}", r)
 
 
 @check(1, "command not found 127, not executable 126", 3,
-       exercises="q5 (exec_command: 127 and 126), once q1, q2 and q4 run the command")
+       exercises="q5 (exec_command: execvp, and 127 and 126 when it fails), once q1-q4 let "
+       "the child reach it")
 def p1_exec_errors(z):
     r = z.zk(1, "no-such-command-zk")
     z.expect(r.status == 127, f"a missing command should give 127, got {r.status_text}", r)
@@ -120,7 +122,8 @@ def p1_exec_errors(z):
 
 
 @check(1, "SIGTERM reaches the container", 2, public=False,
-       exercises="q1-q3 (clone, go, wait: the parent forwards signals to its child)")
+       exercises="q1-q3 (clone, go, wait: the parent forwards signals to its child), once "
+       "q4 and q5 run the command")
 def p1_sigterm(z):
     # A trap runs once the command in progress ends: short sleeps, not one `wait`
     # (a signal that comes before the wait begins would wait for its child), and

@@ -167,6 +167,19 @@ def test_p6_helper_gone_names_q20_for_exit_fd_and_says_why_zookeeper_hung(tmp_pa
     assert "q20: start it with --exit-fd" in message, message
 
 
+def test_part1_checks_name_q5_when_the_command_may_not_have_run():
+    """With q5 (execvp) left empty no command runs: each part 1 check names q5 too, and
+    p1_signal says what q3 does (the given exit_like makes the death by a signal)."""
+    said = "zookeeper: q5 (part 1) is not implemented yet: run the command with execvp(3)"
+    no_exec = run(stderr=said + "\n", status=125)
+    for check_fn in (checks.p1_exit_status, checks.p1_signal, checks.p1_exec_errors):
+        message = failure(check_fn, no_exec)
+        pointers = message.split("zookeeper said:")[0] + message.split("\n")[-1]
+        assert re.search(r"\bq5\b|q1-q5", pointers), message
+    signal_message = failure(checks.p1_signal, no_exec)
+    assert "128+N" not in signal_message and "exit_like" in signal_message, signal_message
+
+
 # Statuses: what is the grader's, not the student's --------------------------------
 
 
