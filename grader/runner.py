@@ -58,7 +58,7 @@ PIPE_GRACE_SECONDS = 10
 # What a check keeps of what its commands printed: the submission may print anything,
 # 40 MB on one line, and results.json, the report and Gradescope's JSON carry the
 # message.  Its log file keeps more, within bounds too.
-SAID_LIMIT = 300  # characters of a command's stderr line quoted ("zookeeper said")
+SAID_LIMIT = 300  # characters of a command's stderr line quoted ("zookeeper said: ...")
 MESSAGE_LIMIT = 3000  # characters of a check's whole message
 OUTPUT_LOG_LIMIT = 1 << 20  # characters of a command's stdout, and of its stderr, logged
 LOG_LIMIT = 4 << 20  # characters of a check's log file
@@ -74,14 +74,20 @@ class NotRunnable(Exception):
 
 
 def expect(condition, message: str, run: "Run | None" = None) -> None:
-    """Fail the check with message unless condition holds.  With run, the command's
-    last line on stderr is added (or that it was killed at its limit): what the
-    student sees first."""
+    """Fail the check with message unless condition holds.  With run, what it said on
+    stderr is added (or that it was killed at its limit): what the student sees first.
+    Only a line of zookeeper's own ("zookeeper: ...") is quoted as "zookeeper said"; a
+    last line of anything else (the command's, busybox time's, a traceback's) is
+    quoted as that, after zookeeper's last line if it had one."""
     if condition:
         return
     if run is not None and run.stderr.strip():
-        said = shortened(run.stderr.strip().splitlines()[-1], SAID_LIMIT)
-        message += f"\n    zookeeper said: {said}"
+        lines = run.stderr.strip().splitlines()
+        ours = [line for line in lines if line.startswith("zookeeper:")]
+        if ours:
+            message += f"\n    zookeeper said: {shortened(ours[-1], SAID_LIMIT)}"
+        if lines[-1] not in ours[-1:]:
+            message += f"\n    last line on stderr: {shortened(lines[-1], SAID_LIMIT)}"
     elif run is not None and run.timed_out and "did not exit within" not in message:
         message += "\n    (the command did not finish: killed at the timeout)"
     raise CheckFailed(message)

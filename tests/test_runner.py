@@ -44,7 +44,7 @@ def test_a_command_at_its_time_limit_fails_the_check_whatever_it_printed(tmp_pat
     with pytest.raises(runner.CheckFailed) as failed:
         z.host(["sh", "-c", "echo zoo; echo all fine >&2; sleep 60"])
     assert time.monotonic() - started < 5
-    assert str(failed.value) == "sh did not exit within 1 s\n    zookeeper said: all fine", (
+    assert str(failed.value) == "sh did not exit within 1 s\n    last line on stderr: all fine", (
         str(failed.value), z.log)
     assert "-> a timeout (killed)" in z.log[-1] and "zoo" in z.log[-1]
     r = z.host(["sh", "-c", "echo zoo; sleep 60"], timeout=0.5, may_time_out=True)
@@ -827,12 +827,31 @@ def test_whatever_the_cleanup_meets_fails_the_check_not_the_lane(tmp_path, monke
 
 
 def test_a_message_quotes_a_few_hundred_characters_of_a_long_line():
-    run = runner.Run(["zk"], 1, "", "first\n" + "x" * 1_000_000 + "\n", 0.1)
+    run = runner.Run(["zk"], 1, "", "zookeeper: " + "x" * 1_000_000 + "\n", 0.1)
     with pytest.raises(runner.CheckFailed) as failed:
         runner.expect(False, "it failed", run)
     said = str(failed.value)
-    assert said.startswith("it failed\n    zookeeper said: xxx") and len(said) < 500, len(said)
+    assert said.startswith("it failed\n    zookeeper said: zookeeper: xxx") and len(said) < 500, (
+        len(said))
     assert said.endswith(" more characters)")
+
+
+@pytest.mark.parametrize("stderr, quoted", [
+    ("zookeeper: failed to clone: Operation not permitted\n",
+     ["zookeeper said: zookeeper: failed to clone: Operation not permitted"]),
+    # busybox time's report (p5_cpu), the command's own: not zookeeper's words.
+    ("real\t0m 4.00s\nuser\t0m 3.99s\nsys\t0m 0.00s\n", ["last line on stderr: sys\t0m 0.00s"]),
+    ("sh: ip: not found\n", ["last line on stderr: sh: ip: not found"]),
+    # zookeeper's note, then the command's error: each as what it is.
+    ("zookeeper: note: -r is ignored before part 4\ncat: /x: No such file or directory\n",
+     ["zookeeper said: zookeeper: note: -r is ignored before part 4",
+      "last line on stderr: cat: /x: No such file or directory"]),
+])
+def test_only_zookeepers_own_lines_are_quoted_as_zookeeper_said(stderr, quoted):
+    with pytest.raises(runner.CheckFailed) as failed:
+        runner.expect(False, "it failed", runner.Run(["zk"], 1, "", stderr, 0.1))
+    assert str(failed.value).split("\n")[1:] == [f"    {line}" for line in quoted], (
+        str(failed.value))
 
 
 LOUD = """import sys
