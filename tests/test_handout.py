@@ -191,6 +191,34 @@ def test_no_answers_in_the_handout(handout_dir):
     assert shown.returncode == 0 and "diff -ruN" in shown.stdout, shown.stdout + shown.stderr
 
 
+def make_diff(tree: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", "-C", str(tree), "diff", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_make_diff_says_which_part_is_missing(handout_dir, tmp_path):
+    """`make diff` in a student's tree with parts 1 and 4 only: one line names the part
+    that is not there and how to make it, and make fails (it once ran diff with one
+    operand and exited 0).  Parts that differ are no failure (diff exits 1 for them)."""
+    student = tmp_path / "student"
+    shutil.copytree(handout_dir, student)
+    for part in (1, 4):
+        shutil.copytree(student / "skeleton", student / PARTS[part])
+    assert "4. The exercises" in (student / "README.txt").read_text()
+    for args, missing in ((["PART=4"], PARTS[3]), ([], PARTS[5])):
+        done = make_diff(student, *args)
+        said = [line for line in done.stderr.splitlines() if line.startswith("make diff:")]
+        assert done.returncode != 0, done.stdout + done.stderr
+        assert said == [f"make diff: {missing}/ is not there yet: copy your part "
+                        f"{int(missing[4]) - 1} into it (README section 4)"], done.stderr
+        assert "missing operand" not in done.stdout + done.stderr
+    shutil.copytree(student / PARTS[1], student / PARTS[3])
+    (student / PARTS[4] / "new.py").write_text("stage = 4\n")
+    done = make_diff(student, "PART=4")
+    assert done.returncode == 0, done.stderr
+    assert "+stage = 4" in done.stdout and not done.stderr
+
+
 def test_the_handout_grades_itself_locally(handout_dir, tmp_path):
     """A student's self-check: the public checks, --local, on the untouched skeleton."""
     student = tmp_path / "student"

@@ -46,7 +46,24 @@ demo: setup rootfs
 	@PYTHON=$(PYTHON) sh tools/demo.sh $(ROOTFS)
 
 # What stage PART adds to the one before: each new module shown whole (-N).
+# Part N's directory is the first partN_*/ here: a copy keeps the prefix, not
+# necessarily the rest of the name (README section 4), so PART_NAMES only names
+# what is missing.
+PART_NAMES = part1_clone part2_namespaces part3_seccomp part4_filesystem part5_cgroups \
+	part6_network
+part_dir = $(firstword $(patsubst %/,%,$(wildcard part$(1)_*/)))
+# Stop, in one line, when part $(1) has no directory: a student makes each from the
+# one before (part 1 from skeleton/).
+need_part = test -n "$(call part_dir,$(1))" || { \
+	echo "make diff: $(word $(1),$(PART_NAMES))/ is not there yet: copy" \
+	    "$(if $(filter 1,$(1)),skeleton/,your part $(shell expr $(1) - 1))" \
+	    "into it (README section 4)" >&2; exit 2; }
+
+# diff exits 1 when the parts differ (what it is for), 2 when it could not compare;
+# 141 (SIGPIPE) is a `| less` or `| head` that stopped reading: no failure either.
 diff:
 	@test $(PART) -ge 2 -a $(PART) -le 6 || { echo "make diff PART=N with N in 2..6"; exit 2; }
-	@diff -ruN --exclude=__pycache__ $(wildcard part$(shell expr $(PART) - 1)_*) \
-		$(firstword $(wildcard part$(PART)_*)) || true
+	@$(call need_part,$(shell expr $(PART) - 1))
+	@$(call need_part,$(PART))
+	@diff -ruN --exclude=__pycache__ $(call part_dir,$(shell expr $(PART) - 1)) \
+		$(call part_dir,$(PART)); s=$$?; test $$s -le 1 -o $$s -eq 141
