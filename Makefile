@@ -50,9 +50,10 @@ test-deps:
 	sh tools/setup-test-env.sh
 	@$(SETUP) test
 
-# pytest and ruff in the venv, for the targets that run them without test-deps.
+# pytest and ruff in the venv, for the targets that run them without test-deps: as
+# you, no root (the `test` need's useradd and setpriv are test-deps's, root's).
 test-venv:
-	@$(SETUP) test
+	@$(SETUP) lint
 
 lint: | test-venv
 	$(PYTHON) -m ruff check .

@@ -538,8 +538,8 @@ def deps_tree(user):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def deps_as(user, tree, *needs):
-    env = dict(user.env, VENV=str(tree / "venv"), SUBUID_FILE=str(tree / "subuid"),
+def deps_as(user, tree, *needs, path=SYSTEM_PATH):
+    env = dict(user.env, PATH=path, VENV=str(tree / "venv"), SUBUID_FILE=str(tree / "subuid"),
                SUBGID_FILE=str(tree / "subgid"))
     return subprocess.run([*user.prefix, "/bin/sh", str(tree / "tools" / "check-deps.sh"),
                            *needs], capture_output=True, text=True, env=env, timeout=60)
@@ -601,3 +601,43 @@ def test_the_suggested_range_is_free_in_both_files(user, deps_tree):
                                       "d:300000:65536\n# a comment\ne:365536:65536\n")
     said = deps_as(user, deps_tree, "run").stderr
     assert "--add-subuids 458752-524287 --add-subgids 458752-524287" in said, said
+
+
+# ---------------------------------------------------------------- make lint, as a user
+
+USER_PATH = "/usr/local/bin:/usr/bin:/bin"  # a login's PATH: no sbin directory
+
+
+def test_lint_asks_a_user_for_no_root_tool(user, deps_tree):
+    """`make lint` (through test-venv) as an unprivileged instructor with a ready venv:
+    ruff and pytest are all it needs, not the suite's useradd and setpriv, nor sudo
+    (it once checked the `test` need, and useradd in /usr/sbin looked missing)."""
+    if user.uid == 0:
+        pytest.skip("the point is a user without root")
+    (deps_tree / "requirements-test.txt").write_text("")
+    (deps_tree / "venv" / "zookeeper-requirements-test.txt").write_text("")
+    done = deps_as(user, deps_tree, "lint", path=USER_PATH)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    # What the Makefile's lint and test-venv ask for: the lint need; root's test-deps
+    # still asks for the whole suite's.
+    dry = subprocess.run(["make", "-n", "-s", "-C", str(REPO), "lint"],
+                         capture_output=True, text=True, timeout=30)
+    assert "check-deps.sh --install lint" in dry.stdout, dry.stdout + dry.stderr
+    assert "--install test" not in dry.stdout
+    assert "check-deps.sh --install test" in subprocess.run(
+        ["make", "-n", "-s", "-C", str(REPO), "test-deps"],
+        capture_output=True, text=True, timeout=30).stdout
+
+
+def test_a_tool_in_sbin_is_there_for_a_user(user, deps_tree):
+    """useradd and setpriv installed in /usr/sbin are not missing because a user's PATH
+    lacks sbin (they were reported missing, with their packages to install)."""
+    sbin = [tool for tool in ("useradd", "setpriv")
+            if not shutil.which(tool, path=USER_PATH) and shutil.which(tool, path=SYSTEM_PATH)]
+    if not sbin:
+        pytest.skip("neither useradd nor setpriv is in an sbin directory only, here")
+    (deps_tree / "requirements-test.txt").write_text("")
+    (deps_tree / "venv" / "zookeeper-requirements-test.txt").write_text("")
+    said = deps_as(user, deps_tree, "test", path=USER_PATH).stderr
+    for tool in sbin:
+        assert f"missing {tool}" not in said, said

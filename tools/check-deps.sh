@@ -6,7 +6,8 @@
 #   rootfs          build and unpack the busybox root filesystem (make rootfs)
 #   rootfs-debian   build the Debian minbase root filesystem (make rootfs-debian)
 #   run             run the containers (uid maps, seccomp, rootless networking)
-#   test            run the repository's test suite
+#   lint            pytest and ruff in the venv (make lint, make test-venv): no root
+#   test            run the repository's test suite (as root: it makes a test user)
 #   grade           run the grader's virtual machine
 #   all             all of the above
 #
@@ -19,8 +20,8 @@
 #     through sudo; without sudo, or when sudo refuses, it prints the line to run and stops);
 #  2. the project's venv, $VENV (default .venv beside tools/): made with
 #     `$SYSTEM_PYTHON -m venv` when absent, and the Python packages of requirements.txt
-#     (requirements-test.txt for `test`) installed into it with its own pip.  Never pip
-#     into the system's Python: Debian 12 and Ubuntu 23.04+ refuse it (PEP 668);
+#     (requirements-test.txt for `lint` and `test`) installed into it with its own pip.
+#     Never pip into the system's Python: Debian 12 and Ubuntu 23.04+ refuse it (PEP 668);
 #  3. the checks no package fixes: user namespaces, as above; a subordinate id range,
 #     which only the tests and a rootless rootfs-debian (mmdebstrap) need: for the
 #     others a missing one is a note, with a range that no user of /etc/subuid and
@@ -62,10 +63,20 @@ add_package() {
     esac
 }
 
+# have_cmd COMMAND: on PATH, or in an sbin directory, which a user's PATH often lacks
+# (useradd is in /usr/sbin: installed, though a user's `command -v` does not find it).
+have_cmd() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    for dir in /usr/local/sbin /usr/sbin /sbin; do
+        [ -x "$dir/$1" ] && return 0
+    done
+    return 1
+}
+
 # need_cmd COMMAND PACKAGE
 need_cmd() {
     once "cmd:$1" || return 0
-    command -v "$1" >/dev/null 2>&1 && return 0
+    have_cmd "$1" && return 0
     [ $install = yes ] || say "missing $1 (package $2): sudo apt-get install $2"
     add_package "$2"
 }
@@ -277,12 +288,19 @@ need_run() {
     need_venv requirements.txt
 }
 
+# What ruff and pytest need, and no more: `make lint` as a user asks for no root.
+need_lint() {
+    need_python
+    need_venv requirements-test.txt
+}
+
+# The whole suite: it runs as root, making its test user (useradd, setpriv).
 need_test() {
     need_rootfs
     need_run
     need_cmd useradd passwd
     need_cmd setpriv util-linux
-    need_venv requirements-test.txt
+    need_lint
 }
 
 # The grader's VM image: root builds it with debootstrap, a user with mmdebstrap in
@@ -308,7 +326,7 @@ need_grade() {
 }
 
 usage() {
-    echo "usage: $0 [--install] NEED... (NEED: rootfs rootfs-debian run test grade all)" >&2
+    echo "usage: $0 [--install] NEED... (NEED: rootfs rootfs-debian run lint test grade all)" >&2
     exit 2
 }
 
@@ -320,8 +338,8 @@ fi
 needs=""
 for need in "$@"; do
     case $need in
-        rootfs|rootfs-debian|run|test|grade) needs="$needs $need" ;;
-        all) needs="$needs rootfs rootfs-debian run test grade" ;;
+        rootfs|rootfs-debian|run|lint|test|grade) needs="$needs $need" ;;
+        all) needs="$needs rootfs rootfs-debian run lint test grade" ;;
         -h|--help) usage ;;
         *) echo "check-deps: unknown need '$need'" >&2; usage ;;
     esac
@@ -331,6 +349,7 @@ for need in $needs; do
         rootfs) need_rootfs ;;
         rootfs-debian) need_rootfs_debian ;;
         run) need_run ;;
+        lint) need_lint ;;
         test) need_test ;;
         grade) need_grade ;;
     esac
