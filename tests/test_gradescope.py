@@ -8,6 +8,7 @@ needs cgroup v2 controllers and part 6 a systemd user session and a /dev/net/tun
 the test user, which this host lacks; the VM tests grade every part.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -162,18 +163,19 @@ def test_the_bundle_has_what_gradescope_wants_at_its_top(bundle, tmp_path):
     assert again.read_bytes() == bundle.read_bytes()
     image = tmp_path / "zoo-vm-x.tar.gz"
     image.write_bytes(b"image")
+    digest = hashlib.sha256(b"image").hexdigest()
     done = subprocess.run([sys.executable, str(BUNDLE), str(tmp_path / "i.zip"),
-                           "--vm-image", str(image), "--vm-sha256", "ab" * 32],
+                           "--vm-image", str(image), "--vm-sha256", digest],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     with zipfile.ZipFile(tmp_path / "i.zip") as z:
         assert z.read("zoo-vm-x.tar.gz") == b"image"
-        assert f"VM_IMAGE=zoo-vm-x.tar.gz\nVM_SHA256={'ab' * 32}\n" in z.read(
+        assert f"VM_IMAGE=zoo-vm-x.tar.gz\nVM_SHA256={digest}\n" in z.read(
             "config.env").decode()
     done = subprocess.run([sys.executable, str(BUNDLE), str(tmp_path / "j.zip"),
                            "--vm-image", "https://example.org/x.tar.gz"],
                           capture_output=True, text=True)
-    assert done.returncode == 2 and "go together" in done.stderr
+    assert done.returncode == 2 and "without its sha256" in done.stderr
 
 
 def test_an_image_url_with_a_query_is_read_whole_by_setup_and_run_autograder(tmp_path):
@@ -194,6 +196,44 @@ def test_an_image_url_with_a_query_is_read_whole_by_setup_and_run_autograder(tmp
                           capture_output=True, text=True)
     assert said.stdout == url, said.stderr
     shutil.rmtree(root)
+
+
+def make_gradescope(out: Path, *settings: str) -> subprocess.CompletedProcess:
+    """make gradescope's bundle.py line (from make -n: not its set-up), run as make runs it."""
+    shown = subprocess.run(["make", "-n", "-s", "gradescope", f"PYTHON={sys.executable}",
+                            f"BUILD={out.parent}", *settings], cwd=ROOT, capture_output=True,
+                           text=True, timeout=30).stdout
+    line = shown[shown.index(sys.executable):].replace("\\\n", " ").splitlines()[0]
+    assert "grader/gradescope/bundle.py" in line, shown
+    return subprocess.run(["sh", "-c", line], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_local_image_is_bundled_only_with_its_own_sha256(tmp_path):
+    """make gradescope VM_IMAGE=FILE VM_SHA256=HASH: a FILE whose sha256 is not HASH, a
+    HASH that is no sha256, or no HASH at all is refused here, in one line, with no
+    zip (a wrong one was bundled, and failed only on Gradescope)."""
+    image = tmp_path / "zoo-vm.tar.gz"
+    image.write_bytes(b"not the exported image")
+    actual = hashlib.sha256(image.read_bytes()).hexdigest()
+    out = tmp_path / "autograder.zip"
+    refused = {"deadbeef": "is not a sha256 (64 hex digits",
+               "0" * 64: f"its sha256 is {actual}, not {'0' * 64}",
+               "": "without its sha256: add --vm-sha256 HASH"}
+    for given, said in refused.items():
+        done = make_gradescope(out, f"VM_IMAGE={image}", f"VM_SHA256={given}")
+        lines = done.stderr.splitlines()
+        assert done.returncode == 2, done.stderr
+        assert len(lines) == 1 and lines[0].startswith("bundle.py: ") and said in lines[0], (
+            given, done.stderr)
+        assert not out.exists()
+    # Its own, written as export prints it or in capitals: bundled.
+    for given in (actual, "sha256:" + actual.upper()):
+        done = make_gradescope(out, f"VM_IMAGE={image}", f"VM_SHA256={given}")
+        assert done.returncode == 0, done.stderr
+        with zipfile.ZipFile(out) as z:
+            assert f"VM_SHA256={actual}\n" in z.read("config.env").decode()
+        out.unlink()
 
 
 def test_make_gradescope_runs_the_bundler():

@@ -11,11 +11,14 @@ precompile.py, vm.py, image.py, qemu.py, qmp.py, stuck.py, the guest's files) an
 tools/mkrootfs.py.
 --vm-image: the image course staff exported (grader/vm.py export) that setup.sh
 imports instead of building one; a file goes into the zip (mind Gradescope's upload
-limit), a URL is fetched by setup.sh.
+limit), a URL is fetched by setup.sh.  A file's sha256 is checked here: a mismatch
+would otherwise show only on Gradescope, when setup.sh imports it.
 Entries have a fixed date: the same tree gives the same zip.
 """
 
 import argparse
+import hashlib
+import re
 import shlex
 import sys
 import zipfile
@@ -30,6 +33,50 @@ TOOLS = ["tools/mkrootfs.py"]
 EXECUTABLE = {"setup.sh", "run_autograder", "zookeeper/grader/grade"}
 DATE = (2020, 1, 1, 0, 0, 0)
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+
+
+class BundleError(Exception):
+    """What stops the bundle, in one line (printed as `bundle.py: ...`, exit 2)."""
+
+
+def normal_sha256(text: str) -> str:
+    """HASH as grader/vm.py import takes it (image.import_image): blanks around it,
+    upper case and a sha256: prefix allowed; 64 hex digits, or BundleError."""
+    digest = text.strip().lower().removeprefix("sha256:")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise BundleError(f"--vm-sha256 {text!r} is not a sha256 (64 hex digits, as "
+                          "grader/vm.py export printed it)")
+    return digest
+
+
+def file_sha256(path: Path) -> str:
+    """Read in pieces: an image is hundreds of MB."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_image(vm_image: str, vm_sha256: str | None) -> tuple[Path | None, str, str]:
+    """(the image file to put in the zip or None for a URL, its name in config.env, its
+    sha256), or BundleError.  make gradescope passes --vm-sha256 with an empty value when
+    VM_SHA256 is not set: that is a missing hash too."""
+    if not vm_sha256:
+        raise BundleError(f"--vm-image {vm_image} without its sha256: add --vm-sha256 HASH "
+                          "(make gradescope ... VM_SHA256=HASH), as grader/vm.py export "
+                          "printed it")
+    expected = normal_sha256(vm_sha256)
+    if "://" in vm_image:
+        return None, vm_image, expected  # fetched and checked by setup.sh, on Gradescope
+    image_file = Path(vm_image).resolve()
+    if not image_file.is_file():
+        raise BundleError(f"--vm-image {vm_image}: no such file")
+    actual = file_sha256(image_file)
+    if actual != expected:
+        raise BundleError(f"--vm-image {vm_image}: its sha256 is {actual}, not {expected} "
+                          "(--vm-sha256): Gradescope's setup.sh would refuse it")
+    return image_file, image_file.name, expected
 
 
 def members(vm_image: Path | None) -> list[tuple[str, Path]]:
@@ -48,10 +95,10 @@ def members(vm_image: Path | None) -> list[tuple[str, Path]]:
     return out
 
 
-def config_text(args, image_name: str) -> str:
+def config_text(args, image_name: str, image_sha256: str) -> str:
     """KEY=VALUE lines, each value quoted for sh (shlex.quote): setup.sh sources the
     file, and an image's URL may hold & or ; (a signed URL's query does)."""
-    values = {"VM_IMAGE": image_name, "VM_SHA256": args.vm_sha256 or "",
+    values = {"VM_IMAGE": image_name, "VM_SHA256": image_sha256,
               "HIDDEN_VISIBILITY": args.hidden_visibility,
               "VM_TIMEOUT": f"{args.vm_timeout:.0f}"}
     return "# Read by setup.sh (sourced) and run_autograder: written by bundle.py.\n" + "".join(
@@ -73,26 +120,24 @@ def main(argv=None) -> int:
     ap.add_argument("out", type=Path, metavar="OUT.zip")
     ap.add_argument("--vm-image", metavar="FILE-or-URL",
                     help="an exported VM image (grader/vm.py export) for setup.sh to import")
-    ap.add_argument("--vm-sha256", metavar="HASH", help="its sha256 (as export printed it)")
+    # nargs="?": a bare --vm-sha256 (make's empty VM_SHA256) is our error, not argparse's.
+    ap.add_argument("--vm-sha256", metavar="HASH", nargs="?", const="",
+                    help="its sha256 (as export printed it)")
     ap.add_argument("--hidden-visibility", default="after_due_date", choices=VISIBILITIES,
                     help="when students see the hidden checks (default after_due_date)")
     ap.add_argument("--vm-timeout", type=float, default=2400, metavar="SECONDS",
                     help="stop a submission's VM after this long (default 2400: under "
                          "Gradescope's own limit, so that results.json says what ran)")
     args = ap.parse_args(argv)
-    if bool(args.vm_image) != bool(args.vm_sha256):
-        print("bundle.py: --vm-image and --vm-sha256 go together", file=sys.stderr)
+    image_file, image_name, image_sha256 = None, "", ""
+    try:
+        if args.vm_image:
+            image_file, image_name, image_sha256 = check_image(args.vm_image, args.vm_sha256)
+        elif args.vm_sha256:
+            raise BundleError("--vm-sha256 without --vm-image: the two go together")
+    except BundleError as e:
+        print(f"bundle.py: {e}", file=sys.stderr)
         return 2
-    image_file, image_name = None, ""
-    if args.vm_image:
-        if "://" in args.vm_image:
-            image_name = args.vm_image
-        else:
-            image_file = Path(args.vm_image).resolve()
-            if not image_file.is_file():
-                print(f"bundle.py: --vm-image {args.vm_image}: no such file", file=sys.stderr)
-                return 2
-            image_name = image_file.name
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     with zipfile.ZipFile(tmp, "w") as z:
@@ -101,7 +146,7 @@ def main(argv=None) -> int:
                 z.write(path, name, compress_type=zipfile.ZIP_STORED)  # already compressed
             else:
                 add(z, name, path.read_bytes(), path.stat().st_mode)
-        add(z, "config.env", config_text(args, image_name).encode())
+        add(z, "config.env", config_text(args, image_name, image_sha256).encode())
     tmp.replace(args.out)
     print(f"bundle.py: {args.out} ({args.out.stat().st_size / 1024:.0f} KiB): upload it as "
           "the autograder of a Gradescope programming assignment")
