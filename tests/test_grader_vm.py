@@ -146,7 +146,11 @@ def test_a_broken_copy_loses_exactly_those_points(workspace):
     failed = {i for i, r in results.items() if r["status"] != "ok"}
     assert failed == {"p3_seccomp_chmod", "p5_cgroup_removed", "p5_memory"} | HANGING, (
         done.stdout)
-    assert f"memory.max {64 << 10}, not {64 << 20}" in results["p5_memory"]["message"]
+    # 64 KiB: the container's shell is killed before (or just after) it prints its
+    # memory.max, so either message may come.
+    message = results["p5_memory"]["message"]
+    assert ("a 16M allocation should survive" in message
+            or f"memory.max {64 << 10}, not {64 << 20}" in message), message
     for check_id in HANGING:  # each at its first command's limit: minutes, not an hour
         assert results[check_id]["message"].startswith("zookeeper did not exit within"), (
             results[check_id])
