@@ -12,12 +12,13 @@ only: root in the container is then an ordinary user of the host (as podman's
 --userns=auto does), and what it may touch outside is what any user may.
 """
 
+import errno
 import os
 import pwd
 
 import kernel
 import programs
-from errors import step, warn
+from errors import ZooError, step, warn
 
 
 def subid_range(path: str, user: str, uid: int):
@@ -130,9 +131,18 @@ def become_container_root() -> None:
             kernel.sys_setgroups([])
         except PermissionError:
             pass  # setgroups(2) denied with a single map: the kernel keeps them unused
-    with step("become root in the container (setresgid, setresuid)"):
-        kernel.sys_setresgid(0, 0, 0)
-        kernel.sys_setresuid(0, 0, 0)
+    what = "become root in the container (setresgid, setresuid)"
+    with step(what):
+        try:
+            kernel.sys_setresgid(0, 0, 0)
+            kernel.sys_setresuid(0, 0, 0)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            # setresuid(2): EINVAL for an id our user namespace does not map.
+            raise ZooError(f"failed to {what}: {e.strerror}: id 0 has no mapping in the "
+                           "container's user namespace: were uid_map and gid_map written, "
+                           "and before the child went on?") from None
 
 
 def user_name(uid: int) -> str:

@@ -562,3 +562,23 @@ def test_part_3_without_the_venvs_pyseccomp_is_one_line(user_runner: Runner):
     assert run.stderr.startswith("zookeeper: failed to compile the seccomp filter: No "
                                  "module named 'pyseccomp' (this is ")
     assert ". .venv/bin/activate" in run.stderr
+
+
+def test_root_unmapped_yet_is_said_so():
+    """setresuid(2) gives EINVAL for an id the user namespace does not map: the child
+    went on before its maps were written (or they were written wrong).  Said so, not
+    just "Invalid argument"."""
+    import errno as errno_module
+
+    with part_modules(2, "idmap") as m:
+        def unmapped(*ids):
+            raise OSError(errno_module.EINVAL, os.strerror(errno_module.EINVAL))
+
+        m.kernel.sys_setgroups = lambda groups: None
+        m.kernel.sys_setresgid = unmapped
+        with pytest.raises(m.errors.ZooError) as caught:
+            m.idmap.become_container_root()
+    message = caught.value.message
+    assert message.startswith("failed to become root in the container (setresgid, "
+                               "setresuid): Invalid argument: "), message
+    assert "uid_map and gid_map" in message and "\n" not in message, message
