@@ -399,13 +399,14 @@ class Commands:
         return env
 
     def zk(self, part, *args, root=False, env=None, send_signal=None, scope=False,
-           timeout=None, may_time_out=False, shell=None, user=None) -> Run:
+           timeout=None, may_time_out=False, shell=None, user=None, timeout_hint="") -> Run:
         """Run partN/zookeeper.py with args, as the user (or root, or user: another
         user, such as nosub_user()).  timeout: its time limit in seconds
         (checks.COMMAND_SECONDS unless given), before the scale.  env: variables added
         to (or replacing) the usual ones, PATH included.
         shell: shell commands run first, in the shell that then execs zookeeper (a
-        caller's state, such as an open fd: shell="exec 7</etc")."""
+        caller's state, such as an open fd: shell="exec 7</etc").  timeout_hint: what
+        the time limit's message adds, when the check knows why a zookeeper may hang."""
         if root and not self.as_root:
             raise NotRunnable(ROOT_REFUSED)
         argv = [self.python, str(self.part_dir(part) / "zookeeper.py"), *args]
@@ -416,7 +417,7 @@ class Commands:
             argv = ["systemd-run", "--user", "--scope", "--quiet", "--collect"] + argv
         return self.run(argv, who=self.runs_as(root, user), env=self.env(root, env, user),
                         send_signal=send_signal, timeout=timeout, what="zookeeper",
-                        may_time_out=may_time_out)
+                        may_time_out=may_time_out, timeout_hint=timeout_hint)
 
     def host(self, argv, root=False, env=None, timeout=None, may_time_out=False) -> Run:
         """Run a command on the host (outside any container), as the user or root."""
@@ -478,7 +479,7 @@ class Commands:
         return min(base * self.scale, left)
 
     def run(self, argv, env, send_signal=None, timeout=None, what="the command",
-            may_time_out=False, who: User | None = None) -> Run:
+            may_time_out=False, who: User | None = None, timeout_hint="") -> Run:
         """Run argv as who (None: as this process) and return what it did.  A command
         that reaches its time limit fails the check (whatever it printed: a run that
         did not end is not a pass), unless the check says it may (may_time_out) and
@@ -535,7 +536,8 @@ class Commands:
         if self.slowest is None or spent.share > self.slowest.share:
             self.slowest = spent
         if timed_out and not may_time_out:
-            expect(False, f"{what} did not exit within {seconds_text(timeout)} s", run)
+            expect(False, f"{what} did not exit within {seconds_text(timeout)} s"
+                   f"{timeout_hint}", run)
         return run
 
     def try_syscalls(self, part, names) -> dict:

@@ -79,11 +79,12 @@ class FakeContext:
             processes=lambda run, name: left.pop(0) if len(left) > 1 else left[0] if left
             else [])
 
-    def zk(self, part, *args, **kwargs):
-        """The next run; an exception (the runner's time limit) is raised instead."""
+    def zk(self, part, *args, timeout_hint="", **kwargs):
+        """The next run; an exception (the runner's time limit) is raised instead, with
+        the check's timeout_hint added to its message as the runner adds it."""
         run = self.runs.pop(0)
         if isinstance(run, Exception):
-            raise run
+            raise type(run)(f"{run}{timeout_hint}")
         return run
 
     def env(self, *args, **kwargs):

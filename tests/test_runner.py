@@ -51,6 +51,18 @@ def test_a_command_at_its_time_limit_fails_the_check_whatever_it_printed(tmp_pat
     assert r.timed_out and r.stdout == "zoo\n"
 
 
+def test_a_checks_timeout_hint_follows_the_time_limits_message(tmp_path, monkeypatch):
+    """A check that knows why zookeeper may hang (p6_helper_gone) says so right after
+    the limit, before what the command said."""
+    monkeypatch.setattr(runner.checks, "COMMAND_SECONDS", 1)
+    commands = context(tmp_path, timeout=30).commands
+    with pytest.raises(runner.CheckFailed) as failed:
+        commands.run(["sh", "-c", "echo why >&2; sleep 60"], env=commands.env(),
+                     what="sh", timeout_hint=": the reason")
+    assert str(failed.value) == ("sh did not exit within 1 s: the reason\n"
+                                 "    last line on stderr: why"), str(failed.value)
+
+
 def test_the_limit_is_scaled_and_a_signal_adds_its_wait(tmp_path, monkeypatch):
     monkeypatch.setattr(runner.checks, "COMMAND_SECONDS", 1)
     commands = context(tmp_path, timeout=30).commands
