@@ -1397,7 +1397,15 @@ _CHUNK = 1 << 20
 _SPARSE_BLOCK = 64 * 1024
 
 
-def _sha256_file(path: Path) -> str:
+def normal_sha256(text: str) -> str | None:
+    """A sha256 as export printed it, or as a person copied it (blanks around it, upper
+    case, a sha256: prefix): its 64 hex digits, or None."""
+    digest = text.strip().lower().removeprefix("sha256:")
+    return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
+
+
+def file_sha256(path: Path) -> str:
+    """Read in pieces: an image is hundreds of MB."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -1433,7 +1441,7 @@ def export_image(dest: Path | str, cache_root: Path | str | None = None,
                 info.mode = 0o644
                 with open(image.dir / name, "rb") as f:
                     tf.addfile(info, f)
-        digest = _sha256_file(part)
+        digest = file_sha256(part)
         os.replace(part, dest)
     except OSError as e:
         raise VMError(f"vm.py: export: cannot write {dest}: {e.strerror or e}")
@@ -1536,10 +1544,8 @@ def import_image(source: str, sha256: str,
     """Install an exported image (path, file:// or http(s):// URL) into the cache, after
     checking its sha256 and that it is the image of the current recipe. Nothing is
     installed when anything is wrong (VMError, one line)."""
-    expected = sha256.strip().lower()
-    if expected.startswith("sha256:"):
-        expected = expected[len("sha256:"):]
-    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+    expected = normal_sha256(sha256)
+    if expected is None:
         raise VMError(f"vm.py: import: --sha256 {sha256!r} is not a sha256 (64 hex digits)")
     root = Path(cache_root) if cache_root else default_cache_root()
     try:
@@ -1549,7 +1555,7 @@ def import_image(source: str, sha256: str,
         raise VMError(f"vm.py: import: cannot use the cache {root}: {e.strerror or e}")
     try:
         archive = _fetch(source, staging)
-        actual = _sha256_file(archive)
+        actual = file_sha256(archive)
         if actual != expected:
             raise VMError(f"vm.py: import: {source}: sha256 mismatch (expected {expected}, "
                           f"got {actual}): nothing installed")

@@ -127,7 +127,7 @@ def export_archive(path: Path, image_dir: Path, members: dict | None = None) -> 
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-    return image._sha256_file(path)
+    return image.file_sha256(path)
 
 
 def one_line(text: str) -> str:
@@ -159,7 +159,7 @@ def test_export_then_import_by_another_user(grader_copy, shared_tmp):
     assert exported.returncode == 0, exported.stderr
     digest, path = exported.stdout.split()
     assert path == str(out / "zoo-vm.tar.gz")
-    assert digest == image._sha256_file(out / "zoo-vm.tar.gz")
+    assert digest == image.file_sha256(out / "zoo-vm.tar.gz")
     assert f"--sha256 {digest}" in one_line(exported.stderr)
 
     wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
@@ -199,7 +199,7 @@ def test_import_over_http_and_refusals(grader_copy, tmp_path):
     other = dict(image.recipe(), recipe_version=-1)
     other_digest = export_archive(served / "other.tar.gz", fake_image(tmp_path / "o", other))
     (served / "junk.tar.gz").write_bytes(b"not a tar file\n" * 100)
-    junk_digest = image._sha256_file(served / "junk.tar.gz")
+    junk_digest = image.file_sha256(served / "junk.tar.gz")
     evil_digest = export_archive(served / "evil.tar.gz", source, {
         f"{source.name}/manifest.json": b"{}", f"{source.name}/../../escaped": b"x"})
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
@@ -431,4 +431,4 @@ def test_new_user_builds_boots_exports_and_another_imports(new_users, grader_cop
     assert "builder:        mmdebstrap" in info
     mine = image.cached_image(importer.cache)
     for name in ("vmlinux", "initramfs.cpio", "rootfs.ext4"):
-        assert image._sha256_file(mine.dir / name) == image._sha256_file(cached.dir / name), name
+        assert image.file_sha256(mine.dir / name) == image.file_sha256(cached.dir / name), name

@@ -17,8 +17,6 @@ Entries have a fixed date: the same tree gives the same zip.
 """
 
 import argparse
-import hashlib
-import re
 import shlex
 import sys
 import zipfile
@@ -26,6 +24,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent))
+import image  # noqa: E402  (grader/image.py: the image's sha256, as vm.py import checks it)
+
 GRADER_FILES = ["grade", "runner.py", "checks.py", "report.py", "rules.py", "subids.py",
                 "precompile.py", "vm.py", "image.py", "qemu.py", "qmp.py", "stuck.py"]
 GRADER_DIRS = ["guest", "helpers"]
@@ -39,25 +40,6 @@ class BundleError(Exception):
     """What stops the bundle, in one line (printed as `bundle.py: ...`, exit 2)."""
 
 
-def normal_sha256(text: str) -> str:
-    """HASH as grader/vm.py import takes it (image.import_image): blanks around it,
-    upper case and a sha256: prefix allowed; 64 hex digits, or BundleError."""
-    digest = text.strip().lower().removeprefix("sha256:")
-    if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise BundleError(f"--vm-sha256 {text!r} is not a sha256 (64 hex digits, as "
-                          "grader/vm.py export printed it)")
-    return digest
-
-
-def file_sha256(path: Path) -> str:
-    """Read in pieces: an image is hundreds of MB."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_image(vm_image: str, vm_sha256: str | None) -> tuple[Path | None, str, str]:
     """(the image file to put in the zip or None for a URL, its name in config.env, its
     sha256), or BundleError.  make gradescope passes --vm-sha256 with an empty value when
@@ -66,13 +48,16 @@ def check_image(vm_image: str, vm_sha256: str | None) -> tuple[Path | None, str,
         raise BundleError(f"--vm-image {vm_image} without its sha256: add --vm-sha256 HASH "
                           "(make gradescope ... VM_SHA256=HASH), as grader/vm.py export "
                           "printed it")
-    expected = normal_sha256(vm_sha256)
+    expected = image.normal_sha256(vm_sha256)  # as grader/vm.py import takes it
+    if expected is None:
+        raise BundleError(f"--vm-sha256 {vm_sha256!r} is not a sha256 (64 hex digits, as "
+                          "grader/vm.py export printed it)")
     if "://" in vm_image:
         return None, vm_image, expected  # fetched and checked by setup.sh, on Gradescope
     image_file = Path(vm_image).resolve()
     if not image_file.is_file():
         raise BundleError(f"--vm-image {vm_image}: no such file")
-    actual = file_sha256(image_file)
+    actual = image.file_sha256(image_file)
     if actual != expected:
         raise BundleError(f"--vm-image {vm_image}: its sha256 is {actual}, not {expected} "
                           "(--vm-sha256): Gradescope's setup.sh would refuse it")
