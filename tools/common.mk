@@ -47,10 +47,11 @@ demo: setup rootfs
 
 # What stage PART adds to the one before: each new module shown whole (-N).
 # Part N's directory is the first partN_*/ here: a copy keeps the prefix, not
-# necessarily the rest of the name (README section 4), so PART_NAMES only names
-# what is missing.
-PART_NAMES = part1_clone part2_namespaces part3_seccomp part4_filesystem part5_cgroups \
-	part6_network
+# necessarily the rest of the name (README section 4), so PART_NAMES (the list
+# tools/generate.py makes the parts by) only names what is missing.
+# (read only when a message needs it: `=`, not `:=`).
+TOOLS_DIR := $(dir $(lastword $(MAKEFILE_LIST)))
+PART_NAMES = $(shell cat $(TOOLS_DIR)part-names.txt)
 part_dir = $(firstword $(patsubst %/,%,$(wildcard part$(1)_*/)))
 # Stop, in one line, when part $(1) has no directory: a student makes each from the
 # one before (part 1 from skeleton/).

@@ -4,12 +4,17 @@
 set -u
 ROOTFS=${1:-build/zoo-fs}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
+# The newest of parts 6, 5 and 4: the first partN_*/ (a copy keeps the prefix, as
+# `make diff` finds it) that has a zookeeper.py.
 PART=""
-for candidate in part6_network part5_cgroups part4_filesystem; do
-    if [ -z "$PART" ] && [ -f "$HERE/$candidate/zookeeper.py" ]; then
-        PART="$HERE/$candidate"
-    fi
+for n in 6 5 4; do
+    for candidate in "$HERE"/part${n}_*/; do
+        if [ -z "$PART" ] && [ -f "${candidate}zookeeper.py" ]; then
+            PART="${candidate%/}"
+        fi
+    done
 done
+PART4_NAME=$(sed -n 4p "$HERE/tools/part-names.txt")
 # The Makefile passes its venv's Python; run by hand, the venv's if there is one.
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=python3
@@ -20,13 +25,14 @@ fi
 # yet: the set-up is what `make demo` did, and that is no failure.
 if [ -z "$PART" ]; then
     echo "demo: set up (the packages, the venv, the rootfs $ROOTFS); no container to show"
-    echo "      yet: that needs a part4_filesystem/ (-r, a root filesystem).  Once your"
+    echo "      yet: that needs a $PART4_NAME/ (-r, a root filesystem).  Once your"
     echo "      part 4 runs, make demo runs a container of your newest part in $ROOTFS"
     echo "      and shows its isolation: hostname, user, id map, processes, network,"
     echo "      filesystem, seccomp, cgroup."
-    if [ ! -d "$HERE/part1_clone" ]; then
-        echo "demo: to start, copy skeleton/ into part1_clone/ and run it (README.txt section 4):"
-        echo "      cp -r skeleton part1_clone && $PYTHON part1_clone/zookeeper.py true"
+    PART1_NAME=$(sed -n 1p "$HERE/tools/part-names.txt")
+    if [ ! -d "$HERE/$PART1_NAME" ]; then
+        echo "demo: to start, copy skeleton/ into $PART1_NAME/ and run it (README.txt section 4):"
+        echo "      cp -r skeleton $PART1_NAME && $PYTHON $PART1_NAME/zookeeper.py true"
     fi
     exit 0
 fi

@@ -43,14 +43,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PARTS = {
-    1: "part1_clone",
-    2: "part2_namespaces",
-    3: "part3_seccomp",
-    4: "part4_filesystem",
-    5: "part5_cgroups",
-    6: "part6_network",
-}
+# Part N's directory, from the one list the Makefiles and demo.sh read too.
+PART_NAMES_FILE = Path(__file__).resolve().parent / "part-names.txt"
+PARTS = dict(enumerate(PART_NAMES_FILE.read_text().split(), start=1))
 SKELETON = "skeleton"
 LAST_STAGE = max(PARTS)
 
