@@ -76,10 +76,10 @@ SEGFAULT = "import ctypes; ctypes.string_at(0)"
 DROPPED_CAPS = {"CAP_AUDIT_CONTROL": 30, "CAP_AUDIT_READ": 37, "CAP_AUDIT_WRITE": 29,
                 "CAP_BLOCK_SUSPEND": 36, "CAP_DAC_READ_SEARCH": 2, "CAP_FSETID": 4,
                 "CAP_IPC_LOCK": 14, "CAP_MAC_ADMIN": 33, "CAP_MAC_OVERRIDE": 32,
-                "CAP_MKNOD": 27, "CAP_SETFCAP": 31, "CAP_SYSLOG": 34, "CAP_SYS_ADMIN": 21,
-                "CAP_SYS_BOOT": 22, "CAP_SYS_MODULE": 16, "CAP_SYS_NICE": 23,
-                "CAP_SYS_RAWIO": 17, "CAP_SYS_RESOURCE": 24, "CAP_SYS_TIME": 25,
-                "CAP_WAKE_ALARM": 35}
+                "CAP_MKNOD": 27, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SETFCAP": 31,
+                "CAP_SYSLOG": 34, "CAP_SYS_ADMIN": 21, "CAP_SYS_BOOT": 22,
+                "CAP_SYS_MODULE": 16, "CAP_SYS_NICE": 23, "CAP_SYS_RAWIO": 17,
+                "CAP_SYS_RESOURCE": 24, "CAP_SYS_TIME": 25, "CAP_WAKE_ALARM": 35}
 NAMESPACES = ["user", "cgroup", "ipc", "net", "mnt", "pid", "uts"]
 
 

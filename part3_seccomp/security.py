@@ -13,15 +13,20 @@ import kernel
 import seccomp_cache
 from errors import step
 
-# capabilities(7): the ones a container has no business holding.
+# capabilities(7): the ones a container has no business holding.  CAP_NET_ADMIN and
+# CAP_NET_RAW are for the container's own network namespace, but with them root in
+# it forges packets on its links (raw and packet sockets) and changes its addresses
+# and routes: from stage 6, a packet for 127.0.0.1 that slirp4netns opens as a
+# connection to the host's own loopback, or a router advertisement that reroutes the
+# host through zoo0.  Podman's default capabilities leave both out too.
 CAPABILITIES_TO_DROP = [
     ("CAP_AUDIT_CONTROL", 30), ("CAP_AUDIT_READ", 37), ("CAP_AUDIT_WRITE", 29),
     ("CAP_BLOCK_SUSPEND", 36), ("CAP_DAC_READ_SEARCH", 2), ("CAP_FSETID", 4),
     ("CAP_IPC_LOCK", 14), ("CAP_MAC_ADMIN", 33), ("CAP_MAC_OVERRIDE", 32),
-    ("CAP_MKNOD", 27), ("CAP_SETFCAP", 31), ("CAP_SYSLOG", 34),
-    ("CAP_SYS_ADMIN", 21), ("CAP_SYS_BOOT", 22), ("CAP_SYS_MODULE", 16),
-    ("CAP_SYS_NICE", 23), ("CAP_SYS_RAWIO", 17), ("CAP_SYS_RESOURCE", 24),
-    ("CAP_SYS_TIME", 25), ("CAP_WAKE_ALARM", 35),
+    ("CAP_MKNOD", 27), ("CAP_NET_ADMIN", 12), ("CAP_NET_RAW", 13), ("CAP_SETFCAP", 31),
+    ("CAP_SYSLOG", 34), ("CAP_SYS_ADMIN", 21), ("CAP_SYS_BOOT", 22),
+    ("CAP_SYS_MODULE", 16), ("CAP_SYS_NICE", 23), ("CAP_SYS_RAWIO", 17),
+    ("CAP_SYS_RESOURCE", 24), ("CAP_SYS_TIME", 25), ("CAP_WAKE_ALARM", 35),
 ]
 
 S_ISUID, S_ISGID = 0o4000, 0o2000

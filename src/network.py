@@ -132,9 +132,9 @@ def bring_up(name: str) -> None:
 
 def allow_ping_sockets() -> None:
     """Let ping work without CAP_NET_RAW, which the container gives up with the other
-    capabilities (security.py: from this stage on, CAP_NET_ADMIN and CAP_NET_RAW too):
-    ping then uses an ICMP datagram socket, which net.ipv4.ping_group_range must allow
-    to its group (icmp(7)); Docker opens it to every group."""
+    capabilities (security.py, since stage 3): ping then uses an ICMP datagram
+    socket, which net.ipv4.ping_group_range must allow to its group (icmp(7)); Docker
+    opens it to every group."""
     try:
         kernel.write_file("/proc/sys/net/ipv4/ping_group_range", f"0 {last_group()}",
                           "icmp(7)")

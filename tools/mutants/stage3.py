@@ -134,7 +134,7 @@ MUTANTS = [
         "file": "security.py",
         "why": "CAP_SYS_ADMIN missing from the drop list: the command may mount, set "
                "hostnames and more over what its namespaces own, and keeps it across exec",
-        "edit": [("    (\"CAP_SYS_ADMIN\", 21), ", "    ")],
+        "edit": [(" (\"CAP_SYS_ADMIN\", 21),", "")],
     },
     {
         "id": "drop-from-effective-set",
