@@ -6,8 +6,9 @@ rootfs directory (-r DIR) onto a temporary directory, fills in what programs
 expect (/dev, /tmp, /sys, /proc), and pivot_root(2)s into it: the host's files
 are then out of reach.  See mount_namespaces(7), pivot_root(2), mount(2).
 
-With -o, the rootfs is the lower layer of an overlay (overlayfs(5)) whose upper
-layer is a throw-away directory: DIR is never modified.  Without it, changes the
+With -o, the rootfs is the lower layer of an overlay (no man page: the kernel's
+Documentation/filesystems/overlayfs.rst) whose upper layer is a throw-away
+directory: DIR is never modified.  Without it, changes the
 container makes persist in DIR, as the course expects.
 
 The parent checks DIR and makes the temporary directories before clone, and

@@ -431,6 +431,33 @@ def fake_command(bin_dir, name, script):
     path.chmod(0o755)
 
 
+def test_missing_man_pages_are_a_note_naming_their_packages(tmp_path):
+    """The pages the code cites (clone(2), seccomp_rule_add(3), sd_booted(3)) come from
+    three packages; what is missing is a note with the line to install it, never a stop."""
+    bin_dir = path_without(tmp_path, "man")
+    notes = {}
+    for name, script in (("all there", "exit 0\n"),
+                         ("no libseccomp-dev", '[ "$3" = seccomp_rule_add ] && exit 16\n'
+                                               'exit 0\n'),
+                         ("none", "exit 16\n"), ("no man", None)):
+        if script is None:
+            (Path(bin_dir) / "man").unlink()
+        else:
+            fake_command(bin_dir, "man", script)
+        done = check_deps("run", path=bin_dir)
+        assert "check-deps: missing" not in done.stderr, done.stderr
+        notes[name] = [line for line in done.stderr.splitlines() if "man pages" in line]
+    assert notes["all there"] == []
+    tail = "are not all installed: sudo apt-get install {} (or read them at man7.org)"
+    assert notes["no libseccomp-dev"] == [
+        "check-deps: note: the man pages the exercises name (clone(2), seccomp_rule_add(3), "
+        "...) " + tail.format("libseccomp-dev")]
+    assert notes["none"][0].endswith(
+        tail.format("manpages-dev libseccomp-dev libsystemd-dev"))
+    assert notes["no man"][0].endswith(
+        tail.format("man-db manpages-dev libseccomp-dev libsystemd-dev"))
+
+
 def install_deps(path, prefix=()):
     """check-deps.sh --install rootfs (as PREFIX's user): the busybox rootfs's needs."""
     env = {"PATH": path, "HOME": "/"}

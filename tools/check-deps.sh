@@ -273,6 +273,26 @@ need_rootfs_debian() {
     fi
 }
 
+# The man pages the code and README cite, a note when they are not there: the lab runs
+# without them (man7.org has them too), so nothing stops for them.
+MAN_PAGES="2:clone:manpages-dev 3:seccomp_rule_add:libseccomp-dev 3:sd_booted:libsystemd-dev"
+need_man_pages() {
+    once man || return 0
+    missing=""
+    for entry in $MAN_PAGES; do
+        section=${entry%%:*}
+        rest=${entry#*:}
+        if ! have_cmd man || ! man -w "$section" "${rest%%:*}" >/dev/null 2>&1; then
+            missing="${missing:+$missing }${rest#*:}"
+        fi
+    done
+    [ -n "$missing" ] || return 0
+    have_cmd man || missing="man-db $missing"
+    echo "check-deps: note: the man pages the exercises name (clone(2)," \
+        "seccomp_rule_add(3), ...) are not all installed: sudo apt-get install $missing" \
+        "(or read them at man7.org)" >&2
+}
+
 need_run() {
     need_python
     # kernel.py knows the system call numbers of x86_64 and aarch64 (SYSCALL_NUMBERS).
@@ -359,7 +379,8 @@ if [ $install = yes ]; then
     install_packages
     make_venv || exit 1
 fi
-# What no package fixes, checked after the packages (they bring newuidmap and unshare).
+# What no package fixes, checked after the packages (they bring newuidmap and unshare),
+# and the man pages, a note.
 # The tests and mmdebstrap need a subordinate id range; the containers do not.
 case $needs in
     *test*) need_rootless strict ;;
@@ -367,6 +388,9 @@ case $needs in
 esac
 case $needs in
     *rootfs-debian*) need_subids strict ;;
+esac
+case $needs in
+    *run*) need_man_pages ;;
 esac
 if [ $install = no ]; then
     case $apt_packages in
