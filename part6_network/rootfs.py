@@ -49,6 +49,7 @@ def prepare(opts, owner=None) -> "Filesystem":
         raise ZooError(f"failed to use {fs.shown} as the rootfs: the current directory is "
                        f"gone ({e.strerror})") from None
     fs.rootfs_fd = open_rootfs(fs.shown, fs.rootfs)
+    fs.rootfs = path_in_this_namespace(fs.shown, fs.rootfs_fd)
     rootfs_mode = stat.S_IMODE(os.fstat(fs.rootfs_fd).st_mode)
     owner = owner or (os.getuid(), os.getgid())
     remove_orphans(TMP_DIR, {os.geteuid(), owner[0]})
@@ -187,6 +188,22 @@ def open_rootfs(given: str, path: str) -> int:
         os.close(fd)
         raise ZooError(f"failed to use {given} as the rootfs: {os.strerror(errno.EACCES)}")
     return fd
+
+
+def path_in_this_namespace(given: str, fd: int) -> str:
+    """The path by which the child, in a copy of our mount namespace, opens the
+    directory fd holds again: the kernel's name for it (readlink of /proc/self/fd/N,
+    proc(5)), checked to lead back to it.  -r /proc/self/fd/M, a descriptor the
+    caller passed, thus names its directory; one from another mount namespace has
+    no such path here, and mount(2) takes no source from another namespace."""
+    try:
+        path = os.readlink(fd_path(fd))
+        if os.path.samestat(os.stat(path), os.fstat(fd)):
+            return path
+    except OSError:
+        pass
+    raise ZooError(f"failed to use {given} as the rootfs: it is not reachable by a path "
+                   "in zookeeper's mount namespace")
 
 
 class Filesystem:

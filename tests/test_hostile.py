@@ -8,6 +8,7 @@ odd bytes and odd digits, and a poisoned seccomp cache.
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -538,27 +539,52 @@ def test_the_container_cannot_signal_the_group_that_started_it(runner: Runner, p
 # Found in the audit of issue 12: points the battery above could not fail on ------------
 
 
+def small_rootfs(where: Path, marker: str) -> Path:
+    """A rootfs of its own to rename: busybox as /bin/cat, and a /marker."""
+    rootfs = where / "fs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copyfile("/bin/busybox", rootfs / "bin" / "cat")
+    (rootfs / "bin" / "cat").chmod(0o755)
+    (rootfs / "marker").write_text(marker)
+    rootfs.chmod(0o755)
+    return rootfs
+
+
 @pytest.mark.parametrize("part, overlay", [(4, False), (6, True)])
-def test_a_rootfs_swapped_during_start_is_refused(runner: Runner, rootfs_for, part, overlay):
+@pytest.mark.parametrize("swapped", ["directory", "link"])
+def test_a_rootfs_swapped_during_start_is_refused(runner: Runner, part, overlay, swapped):
     """A classmate who may write the directory that holds -r DIR waits for zookeeper
     to check DIR, then renames another directory (theirs, or a link to /) into its
-    place.  The child mounts only the directory the parent checked: one line, 125."""
+    place.  The child mounts only the directory the parent checked: when DIR itself
+    was replaced, one line and 125; when -r named a link to it, the parent already
+    gave the child the directory's own path, and the swapped link changes nothing."""
+    if not os.path.exists("/bin/busybox"):
+        pytest.skip("no /bin/busybox (busybox-static) to copy")
     where = runner.fresh_dir(for_container=True)  # run by root: its containers' root's
-    rootfs, other = where / "fs", where / "other"
-    rootfs.symlink_to(rootfs_for(runner))
+    checked, other = small_rootfs(where, "the checked directory\n"), where / "other"
     other.mkdir()
     (other / "marker").write_text("the other directory\n")
-    proc = runner.popen(part, "-v", "-r", str(rootfs), *(["-o"] if overlay else []),
+    given = checked if swapped == "directory" else where / "link"
+    if swapped == "link":
+        given.symlink_to(checked)
+    proc = runner.popen(part, "-v", "-r", str(given), *(["-o"] if overlay else []),
                         "cat", "/marker", env={"PATH": slow_map_tools(runner)},
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:  # the parent has checked DIR; the maps take a second
         if line.startswith("zookeeper: clone("):
             break
-    (where / "swap").symlink_to(other)
-    (where / "swap").rename(rootfs)
+    if swapped == "directory":
+        checked.rename(where / "checked")
+        other.rename(given)
+    else:
+        (where / "swap").symlink_to(other)
+        (where / "swap").rename(given)
     out, err = proc.communicate(timeout=60)
+    if swapped == "link":
+        assert (proc.returncode, out) == (0, "the checked directory\n"), err
+        return
     assert (proc.returncode, out) == (125, ""), err
-    assert (f"zookeeper: failed to use {rootfs} as the rootfs: it was replaced by another "
+    assert (f"zookeeper: failed to use {given} as the rootfs: it was replaced by another "
             "directory while zookeeper started") in err.splitlines()
 
 

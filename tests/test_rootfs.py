@@ -552,6 +552,36 @@ def test_no_fd_of_the_hosts_is_open_while_the_command_is_looked_up(runner: Runne
         assert done.returncode == 127, (command, done.returncode, done.stderr)
 
 
+def test_rootfs_given_as_a_descriptor_the_caller_passed(runner: Runner, fs):
+    """-r /proc/self/fd/7 (bash's 7<DIR): the child, in its own mount namespace, once
+    opened that name again and got a mount of the parent's namespace, which mount(2)
+    refuses (EINVAL: "failed to bind-mount /proc/self/fd/5").  The parent now gives
+    it the directory's own path."""
+    for extra in ([], ["-o"]):
+        done = runner.run(["sh", "-c", 'exec 7<"$1"; shift; exec "$@"', "sh", str(fs),
+                           runner.python, str(runner.workdir / PARTS[4] / "zookeeper.py"),
+                           *extra, "-r", "/proc/self/fd/7", "cat", "/zoo-marker"])
+        assert (done.returncode, done.stdout, done.stderr) == (0, "inside the rootfs\n", "")
+
+
+def test_rootfs_from_another_mount_namespace_is_one_line(runner: Runner, tmp_path):
+    """A directory only another mount namespace has (a tmpfs mounted in unshare -m's,
+    its fd carried back by nsenter): no path reaches it here, so one line and 125."""
+    if runner.who != "root":
+        pytest.skip("nsenter back into the first mount namespace needs root")
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    done = runner.run(["unshare", "-m", "sh", "-c",
+                       'mount -t tmpfs none "$1" && mkdir "$1/fs" && exec 7<"$1/fs" && '
+                       'exec nsenter --mount="/proc/$2/ns/mnt" "$3" "$4" -r /proc/self/fd/7 '
+                       "true", "sh", str(hidden), str(os.getpid()), runner.python,
+                       str(runner.workdir / PARTS[4] / "zookeeper.py")])
+    assert done.returncode == 125, done.stderr
+    assert done.stderr.splitlines() == [
+        "zookeeper: failed to use /proc/self/fd/7 as the rootfs: it is not reachable by a "
+        "path in zookeeper's mount namespace"]
+
+
 def test_proc_without_rootfs_keeps_the_hosts_files(runner: Runner):
     done = runner.zookeeper(4, "-P", "sh", "-c",
                             f"test -d {runner.workdir} && echo host-files; "
