@@ -353,29 +353,25 @@ def is_placeholder(status: str) -> bool:
 def part_statuses(text: str) -> dict[int, str]:
     """Each part's status as the student wrote it (the first line for that part);
     a placeholder in parentheses is no status."""
-    found: dict[int, str] = {}
-    for part, said in status_lines(text):
-        if not is_placeholder(said):
-            found.setdefault(part, said)
-    return found
+    return statuses_and_placeholders(text)[0]
 
 
-def placeholders_left(text: str) -> dict[int, str]:
-    """The parts whose only status is a placeholder in parentheses -> the first one."""
-    stated = part_statuses(text)
-    left: dict[int, str] = {}
+def statuses_and_placeholders(text: str) -> tuple[dict[int, str], dict[int, str]]:
+    """part_statuses, and the parts whose only status is a placeholder in
+    parentheses -> the first one: both from one reading of text."""
+    stated: dict[int, str] = {}
+    placeholders: dict[int, str] = {}
     for part, said in status_lines(text):
-        if part not in stated:
-            left.setdefault(part, said)
-    return left
+        (placeholders if is_placeholder(said) else stated).setdefault(part, said)
+    left = {part: said for part, said in placeholders.items() if part not in stated}
+    return stated, left
 
 
 def readme_status(sub: Path) -> dict:
     text, instead = read_readme(sub)
     if text is None:
         return verdict("readme_status", "fail", f"no README.txt at the top{instead}")
-    found = part_statuses(text)
-    left = placeholders_left(text)
+    found, left = statuses_and_placeholders(text)
     missing = [p for p in PARTS if p not in found and p not in left]
     said = []
     if missing:
