@@ -1,18 +1,16 @@
-"""The system calls zookeeper makes that Python's os module does not offer (clone,
-mount, pivot_root, seccomp, ...), through ctypes, in one small module.
+"""The system calls of a container's start that Python's os module does not offer
+(clone(2) first; each stage adds its own), through ctypes, in one small module.
 
 Every function here is a thin wrapper around one system call (see its man page):
 it converts Python values to C ones, raises OSError with errno on failure, and, in
 explain mode (-v), prints the call, its result, its man page and how long it took.
-A few that Python offers are here too (waitpid, kill, setgroups, setresgid,
-setresuid, the mknodat, symlinkat and fchown that make the container's /dev and
-mount point; sethostname, which Python has in socket), so that explain mode shows
-every step of a container's start: the calls youki's Syscall trait holds for the
-same reason.  The rest (pipes, files, scratch directories, execvp, and the
-processes of zookeeper's own housekeeping: the watcher, and the helper programs,
-explained as the commands they are) zookeeper takes from os, as its documentation
-shows.  The rest of zookeeper calls these by name, e.g. `kernel.sys_mount(...)`, so
-a test can swap one for a fake that records the call or fails it.
+A few that Python offers are here too (waitpid and kill first; each stage adds its
+own the same way), so that explain mode shows every step of a container's start:
+the calls youki's Syscall trait holds for the same reason.  The rest (pipes,
+files, execvp, zookeeper's own housekeeping) zookeeper takes from os, as its
+documentation shows.  The rest of zookeeper calls these by name, e.g.
+`kernel.sys_clone(...)`, so a test can swap one for a fake that records the call
+or fails it.
 """
 
 import ctypes
