@@ -679,11 +679,15 @@ class Fixtures:
             raise NotRunnable("no rootfs tarball (--rootfs-tar)")
         archive_members(self.rootfs_tar)  # read here, once: its error is this process's
         self.rootfs_made += 1
-        name = f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_made}"
+        who = self.commands.runs_as(root)
         # Made here, in the grader's scratch directory (the user can make nothing
-        # there, nor rename what is there), and given to who unpacks it.
-        make_directory(self.commands.scratch, name, self.commands.runs_as(root))
-        dest = self.commands.scratch / name
+        # there, nor rename what is there), in a directory only the container's root
+        # may pass through (private_directory), and given to who unpacks it.
+        private = private_directory(self.commands.scratch,
+                                    f"zoo-fs-{'root' if root else 'user'}-{self.rootfs_made}",
+                                    who)
+        make_directory(private, ROOTFS, who)
+        dest = private / ROOTFS
         run = self.commands.call(["tar", "-x", "-p", "--no-same-owner", "-f", self.rootfs_tar,
                                   "-C", str(dest)], unpack, self.rootfs_tar, str(dest),
                                  root=root)
@@ -1211,9 +1215,10 @@ def ready_user_directory(at: int, name: str, owner: tuple[int, int] | None) -> l
     return said
 
 
-def make_directory_at(at: int, name: str, owner: tuple[int, int] | None) -> int:
-    """A new directory name in the directory at, mode 0755, given to owner (None: this
-    process's); its descriptor.  Refused (OSError) if what is opened after the mkdir
+def make_directory_at(at: int, name: str, owner: tuple[int, int] | None,
+                      mode: int = 0o755) -> int:
+    """A new directory name in the directory at, mode 0755 (or mode), given to owner
+    (None: this process's); its descriptor.  Refused (OSError) if what is opened after the mkdir
     is not the empty directory this process made (its directory is writable by
     others)."""
     os.mkdir(name, 0o700, dir_fd=at)
@@ -1223,11 +1228,48 @@ def make_directory_at(at: int, name: str, owner: tuple[int, int] | None) -> int:
             raise OSError(f"{name} changed while it was being made")
         if owner:
             os.fchown(fd, *owner)
-        os.fchmod(fd, 0o755)  # whatever the umask
+        os.fchmod(fd, mode)  # whatever the umask
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+# A check's rootfs, in a directory of its own (private_directory).
+ROOTFS = "rootfs"
+
+
+def private_directory(parent: Path, name: str, who: User | None) -> Path:
+    """parent/name made anew, a directory that only the root of who's containers (None:
+    this process's) may pass through: the scratch directory is everyone's to read
+    (0755), and a rootfs holds a directory anyone may write in, var/tmp (1777, as
+    the course's archive has it).  Through it another user of the machine could
+    fill the container's tree while a check runs (a /var/tmp/tmp/<scratch>/<marker>
+    fails p4_pivot_root).  So the directory above the rootfs is mode 0710, root's
+    and of the group of the container's root (the user's own gid rootless; root's
+    first subordinate gid, as zookeeper maps it, when root has ranges): its
+    zookeeper and tar get through, nobody else does; the container itself never
+    looks at it after pivot_root.  Run as the user (no root), 0700 and the user's."""
+    at = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        remove_entry(at, name)
+        if os.geteuid() == 0:
+            os.close(make_directory_at(at, name, (0, container_root_gid(who)), 0o710))
+        else:
+            os.close(make_directory_at(at, name, None, 0o700))
+    finally:
+        os.close(at)
+    return parent / name
+
+
+def container_root_gid(who: User | None) -> int:
+    """The host's gid of the root of a container that who (None: root) runs: the
+    user's own gid, or for root its first subordinate gid when it has ranges in both
+    /etc/subuid and /etc/subgid (temp_dir_owners), else 0."""
+    if who is not None:
+        return who.gid
+    ranges = [subids.first_range(kind, "root", 0) for kind in ("subuid", "subgid")]
+    return 0 if None in ranges else ranges[1][0]
 
 
 def make_directory(parent: Path, name: str, who: User | None) -> None:

@@ -520,6 +520,32 @@ def unpacked_by_user_and_tar(tmp_path: Path, rootfs_tar: Path) -> None:
         runner.remove_scratch(scratch)
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="runs as other users: root only")
+def test_another_user_cannot_reach_a_checks_rootfs(rootfs_tar):
+    """The rootfs's var/tmp is 1777, as in the course's archive: were the rootfs
+    reachable from /tmp, another user of the machine could write in it while a check
+    runs (plant /var/tmp/tmp/zoo-grader-X/zoo-host-marker, and p4_pivot_root fails a
+    good submission).  Only the container's root gets through to it."""
+    base = Path(tempfile.mkdtemp(prefix="zk-reach-"))
+    base.chmod(0o755)
+    scratch = runner.prepare_scratch("zootest")
+    try:
+        z = context(ROOT, timeout=30, scratch=scratch, user="zootest", rootfs_tar=rootfs_tar)
+        z.commands.python = VENV_PYTHON  # the user's: this one may be out of its reach
+        fs = z.rootfs()
+        assert (fs / "var" / "tmp").stat().st_mode & 0o1777 == 0o1777
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        planted = subprocess.run(as_nobody + ["mkdir", str(fs / "var" / "tmp" / "planted")],
+                                 capture_output=True, text=True)
+        assert planted.returncode != 0 and not (fs / "var" / "tmp" / "planted").exists()
+        assert "Permission denied" in planted.stderr
+        done = z.zk(4, "-r", str(fs), "sh", "-c", "echo hi > /var/tmp/mine && cat /var/tmp/mine")
+        assert done.status == 0 and done.stdout == "hi\n", done.stderr
+    finally:
+        runner.remove_scratch(scratch)
+        subprocess.run(["rm", "-rf", str(base)], check=True)
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="unpacks as root into a user's directory")
 def test_root_unpacks_nothing_through_a_link_the_user_put_in_its_place(tmp_path,
                                                                         rootfs_tar):
