@@ -105,6 +105,28 @@ def test_out_at_the_top_of_the_class_directory_is_no_submission(grade, two,  # n
     assert set(read_csv(two / "grader-results" / "scores.csv")) == {"alice", "bob"}
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="gives --out to another user")
+@pytest.mark.parametrize("whose", ["another user's", "world-writable", "in a shared parent"])
+def test_an_out_that_another_user_may_write_is_refused(grade, two, tmp_path,  # noqa: F811
+                                                       capsys, whose):
+    """Another student who made --out first (a TA's --out /tmp/grading), or may write
+    in it, swaps in a results.json of their own while the grading runs: refused."""
+    out = tmp_path / "out"
+    if whose == "in a shared parent":
+        (tmp_path / "shared").mkdir()
+        (tmp_path / "shared").chmod(0o777)
+        out = tmp_path / "shared" / "out"
+    out.mkdir()
+    if whose == "another user's":
+        os.chown(out, 65534, 65534)
+        out.chmod(0o755)
+    elif whose == "world-writable":
+        out.chmod(0o777)
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 2
+    assert "may write in it, and so replace the results" in capsys.readouterr().err
+    assert grade.vm_calls == [] and not (out / "scores.csv").exists()
+
+
 def test_a_csv_path_that_is_a_link_is_refused(grade, two, tmp_path, capsys):  # noqa: F811
     link = tmp_path / "scores.csv"
     link.symlink_to(tmp_path / "elsewhere.csv")
