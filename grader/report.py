@@ -397,8 +397,44 @@ def write_gradescope(path, results, execution_time, run_status: str = "ok",
             return ""
         return printable(end.decode("utf-8", errors="replace")[-3000:], lines=True)
 
-    Path(path).write_text(json.dumps(gradescope(results, execution_time, log_text, run_status,
-                                                rules), indent=1))
+    text = json.dumps(gradescope(results, execution_time, log_text, run_status, rules),
+                      indent=1)
+    with os.fdopen(open_output(path), "w") as f:
+        f.write(text)
+
+
+def open_output(path) -> int:
+    """path opened to be written anew, as open(2) with O_CREAT|O_TRUNC would, but never
+    through another user's link nor into another user's file.  A link of ours or
+    root's is followed (--json /dev/stdout); none else: in /tmp another student may
+    leave a link named as the TA's --json to the TA's files (followed, where
+    fs.protected_symlinks is 0), or a file of theirs to read and change the results
+    in.  OSError (EPERM) for those."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        info = None
+    if info is None or not stat.S_ISLNK(info.st_mode):
+        flags |= os.O_NOFOLLOW  # a link put there since: ELOOP, not followed
+    refuse_anothers(info, path)
+    fd = os.open(path, flags, 0o666)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            refuse_anothers(info, path)
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def refuse_anothers(info: os.stat_result | None, path) -> None:
+    if info is not None and info.st_uid not in (os.geteuid(), 0):
+        raise OSError(errno.EPERM, f"another user's (uid {info.st_uid}) "
+                      f"{'link' if stat.S_ISLNK(info.st_mode) else 'file'}: not written",
+                      str(path))
 
 
 UMASK = os.umask(0o022)  # read at import, before any thread, and put back at once

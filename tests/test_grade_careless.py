@@ -240,6 +240,32 @@ def test_json_may_go_to_stdout(grade, two, tmp_path):  # noqa: F811
     assert json.loads((tmp_path / "results.json").read_text())["score"] == 15
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a link of another user's")
+@pytest.mark.parametrize("what", ["link", "file"])
+def test_json_is_never_written_through_another_users_link_or_file(grade, two, tmp_path,  # noqa: F811
+                                                                   capsys, monkeypatch, what):
+    """Another student's link in /tmp named as the TA's --json (to the TA's files:
+    followed where fs.protected_symlinks is 0), or file there (theirs to read and
+    change), is refused: at the start, and when grade writes the JSON."""
+    precious = tmp_path / "precious"
+    precious.write_text("the TA's\n")
+    theirs = tmp_path / "results.json"
+    if what == "link":
+        theirs.symlink_to(precious)
+    else:
+        theirs.write_text("theirs\n")
+    os.chown(theirs, 65534, 65534, follow_symlinks=False)
+    argv = [str(two / "alice"), "--part", "1", "--out", str(tmp_path / "o"), "--json",
+            str(theirs)]
+    assert grade.main(argv) == 2
+    assert "another user's (uid 65534)" in capsys.readouterr().err
+    monkeypatch.setattr(grade, "outputs_problem", lambda *args: "")  # taken after the check
+    assert grade.main(argv) == 2
+    assert "another user's (uid 65534) " in capsys.readouterr().err
+    assert precious.read_text() == "the TA's\n"
+    assert what == "link" or theirs.read_text() == "theirs\n"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root lends the share to nobody")
 def test_an_earlier_runs_results_are_lent_to_qemu_too(tmp_path):
     """vm.py run --results DIR again, as root: QEMU (nobody) must write over the files
