@@ -284,6 +284,27 @@ def test_unpack_into_a_mount_point(busybox_tar, tmp_path):
 
 
 @needs_busybox
+def test_unpack_says_when_other_users_can_write_in_the_rootfs(busybox_tar):
+    """var/tmp is 1777 in the archive: where others can reach DEST (every directory on
+    the way searchable by them), another student can fill it; the unpack says so,
+    and what keeps them out."""
+    base = Path(tempfile.mkdtemp(prefix="zk-reach-"))
+    try:
+        base.chmod(0o755)
+        home = base / "home"
+        home.mkdir(mode=0o755)
+        home.chmod(0o755)
+        result = run_mkrootfs("unpack", busybox_tar, home / "zoo-fs")
+        assert result.returncode == 0, result.stderr
+        assert "var/tmp" in result.stdout and f"chmod 700 {home}" in result.stdout
+        home.chmod(0o700)
+        result = run_mkrootfs("unpack", "--force", busybox_tar, home / "zoo-fs")
+        assert result.returncode == 0 and "note:" not in result.stdout, result.stdout
+    finally:
+        shutil.rmtree(base)
+
+
+@needs_busybox
 def test_unpack_into_an_empty_dir_needs_no_force(busybox_tar, tmp_path):
     (tmp_path / "empty").mkdir()
     assert run_mkrootfs("unpack", busybox_tar, tmp_path / "empty").returncode == 0

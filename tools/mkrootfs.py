@@ -37,6 +37,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -535,6 +536,38 @@ def unpack(tar_path, dest, force=False, keep=False):
         raise
     skipped = f", {len(devices)} device nodes skipped" if devices else ""
     print(f"mkrootfs: unpacked {tar_path} into {dest}{skipped}")
+    note_if_others_can_write_in(dest)
+
+
+def others_can_reach(path):
+    """Does every directory from / down to path let others search it (o+x)?"""
+    path = os.path.abspath(path)
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False  # nobody else gets past this one
+        if path == os.path.dirname(path):
+            return True
+        path = os.path.dirname(path)
+
+
+def note_if_others_can_write_in(dest):
+    """Say so when other users of this machine can write in the rootfs: its tmp/ and
+    var/tmp/ are 1777, as in the course's archive, and where every directory on the
+    way to DEST lets others search it (a home of mode 0755, as useradd makes it),
+    another student can put files, FIFOs, sockets and directories in your
+    containers' /var/tmp (-o shows them too), which neither you nor a container can
+    remove (`make rootfs-reset` then fails).  path_resolution(7): a lookup needs
+    search permission on every directory on the way."""
+    shared = [os.path.relpath(top, dest) for top, _, _ in os.walk(dest)
+              if os.lstat(top).st_mode & stat.S_IWOTH and top != dest] + (
+        ["."] if os.lstat(dest).st_mode & stat.S_IWOTH else [])
+    if not shared or not others_can_reach(dest):
+        return
+    parent = os.path.dirname(os.path.abspath(dest))
+    print(f"mkrootfs: note: other users of this machine can reach {dest}, and "
+          f"{', '.join(sorted(shared))} in it may be written by anyone: they can put files "
+          f"there that your containers see and you cannot remove.  Keep them out: "
+          f"chmod 700 {parent}")
 
 
 # ---------------------------------------------------------------- command line
