@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Namespaces for the network benchmark's reference paths, standalone (stdlib only).
+"""Namespaces for the network benchmark's reference paths (stdlib only).
 
     nsrun.py userns -- CMD...            CMD as root of a new user namespace whose uids and
                                          gids 0..399999 are the host's own (run as root)
@@ -23,6 +23,11 @@ import signal
 import sys
 import tempfile
 import time
+
+# grader/waiting_child.py: beside this file when bench/throughput.py copies both for a
+# test user, else in the repository's grader/.
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "grader"))
+import waiting_child
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
@@ -54,49 +59,34 @@ def write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def fork_waiting_child(flags: int, maps) -> tuple[int, int]:
+def start_child(flags: int, maps) -> tuple[int, int]:
     """Fork a child that unshares `flags`, gets its id maps, and waits for go before it
-    execs the command.  Returns (pid, go_write).  maps(pid) writes the maps: in the
-    parent (identity ranges, only root may) or None: the child maps itself, root -> us."""
-    ready_read, ready_write = os.pipe()
-    go_read, go_write = os.pipe()
-    uid, gid = os.geteuid(), os.getegid()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(ready_read)
-            os.close(go_write)
-            unshare(flags)
-            if maps is None:
-                write("/proc/self/setgroups", "deny")
-                write("/proc/self/uid_map", f"0 {uid} 1\n")
-                write("/proc/self/gid_map", f"0 {gid} 1\n")
-            os.write(ready_write, b"1")
-            os.close(ready_write)
-            if os.read(go_read, 1) != b"1":
-                os._exit(125)
-            os.close(go_read)
-            os.execvp(COMMAND[0], COMMAND)
-        except OSError as e:
-            sys.stderr.write(f"nsrun: {COMMAND[0]}: {e.strerror}\n")
-        os._exit(125)
-    os.close(ready_write)
-    os.close(go_read)
-    ok = os.read(ready_read, 1) == b"1"
-    os.close(ready_read)
-    if not ok:
-        os.waitpid(pid, 0)
+    execs the command (waiting_child.py's handshake).  Returns (pid, go_fd).  maps(pid)
+    writes the maps: in the parent (identity ranges, only root may) or None: the child
+    maps itself, root -> us."""
+    uid, gid = os.geteuid(), os.getegid()  # ours: the child's are gone once it unshares
+
+    def prepare() -> None:
+        unshare(flags)
+        if maps is None:
+            write("/proc/self/setgroups", "deny")
+            write("/proc/self/uid_map", f"0 {uid} 1\n")
+            write("/proc/self/gid_map", f"0 {gid} 1\n")
+
+    pid, go = waiting_child.fork_waiting_child(prepare, exec_command)
+    if go is None:
+        waiting_child.let_go(pid, go)
         fail("could not make the namespaces (unshare failed)")
     if maps is not None:
         maps(pid)
-    return pid, go_write
+    return pid, go
 
 
-def go_and_wait(pid: int, go_write: int) -> int:
-    os.write(go_write, b"1")
-    os.close(go_write)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+def exec_command() -> None:
+    try:
+        os.execvp(COMMAND[0], COMMAND)
+    except OSError as e:
+        sys.stderr.write(f"nsrun: {COMMAND[0]}: {e.strerror}\n")
 
 
 def identity_maps(pid: int) -> None:
@@ -116,14 +106,14 @@ def first_error_line(path: str) -> str:
 def run_userns() -> int:
     if os.geteuid() != 0:
         fail("userns: needs root (it maps uids 0..399999 to themselves)")
-    pid, go = fork_waiting_child(CLONE_NEWUSER, identity_maps)
-    return go_and_wait(pid, go)
+    pid, go = start_child(CLONE_NEWUSER, identity_maps)
+    return waiting_child.let_go(pid, go)
 
 
 def run_slirp(mtu) -> int:
     if shutil.which("slirp4netns") is None:
         fail("slirp4netns not installed")
-    pid, go = fork_waiting_child(CLONE_NEWUSER | CLONE_NEWNET, None)
+    pid, go = start_child(CLONE_NEWUSER | CLONE_NEWNET, None)
     ready_read, ready_write = os.pipe()
     log = tempfile.NamedTemporaryFile(prefix="nsrun-slirp-", suffix=".log", delete=False)
     argv = ["slirp4netns", "--configure", f"--ready-fd={ready_write}"]
@@ -143,7 +133,7 @@ def run_slirp(mtu) -> int:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             fail(f"slirp4netns did not start: {first_error_line(log.name) or 'no message'}")
-        return go_and_wait(pid, go)
+        return waiting_child.let_go(pid, go)
     finally:
         os.close(ready_read)
         try:
@@ -166,7 +156,7 @@ def has_default_route(pid: int) -> bool:
 def run_pasta() -> int:
     if shutil.which("pasta") is None:
         fail("pasta not installed (Debian package passt)")
-    pid, go = fork_waiting_child(CLONE_NEWUSER | CLONE_NEWNET, None)
+    pid, go = start_child(CLONE_NEWUSER | CLONE_NEWNET, None)
     log = tempfile.NamedTemporaryFile(prefix="nsrun-pasta-", suffix=".log", delete=False)
     argv = ["pasta", "--config-net", "--foreground", "--quiet"]
     if os.geteuid() == 0:
@@ -187,7 +177,7 @@ def run_pasta() -> int:
                 os.waitpid(pid, 0)
                 fail(f"pasta did not start: {first_error_line(log.name) or 'no message'}")
             time.sleep(0.005)
-        return go_and_wait(pid, go)
+        return waiting_child.let_go(pid, go)
     finally:
         if helper:
             try:

@@ -74,6 +74,7 @@ sys.path.append(str(HERE.parent / "tools"))
 
 import mkrootfs  # noqa: E402
 import subids  # noqa: E402
+import waiting_child  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # The recipe. Everything here (and grader/guest/*) goes into the cache key.
@@ -475,62 +476,54 @@ def _userns_main(argv: list[str]) -> int:
             return 125
     maps = {"newuidmap": [0, os.getuid(), 1, 1, ranges["uid"][0], SUBIDS_NEEDED - 1],
             "newgidmap": [0, os.getgid(), 1, 1, ranges["gid"][0], SUBIDS_NEEDED - 1]}
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: unshare, wait to be mapped, become root there, exec
-        status = 125
-        try:
-            os.close(ready_r)
-            os.close(go_w)
-            _unshare_user()
-            os.write(ready_w, b"u")
-            os.close(ready_w)
-            if os.read(go_r, 1) == b"g":
-                with contextlib.suppress(OSError):
-                    os.setgroups([])
-                os.setresgid(0, 0, 0)
-                os.setresuid(0, 0, 0)
-                if dev_for is not None:
-                    _mount_dev(dev_for)
-                preexec = die_with_parent()
-                if preexec:
-                    preexec()
-                os.execvp(argv[0], argv)
-        except OSError as e:
-            what = e.strerror if e.filename else (e.strerror or e)
-            os.write(2, f"vm: in the user namespace: {argv[0]}: {what}\n".encode())
-            status = 127 if isinstance(e, FileNotFoundError) else 125
-        finally:
-            os._exit(status)
-    os.close(ready_w)
-    os.close(go_r)
-    error = None
-    if os.read(ready_r, 1) != b"u":
-        error = "vm: cannot create a user namespace (unshare CLONE_NEWUSER failed)"
-    else:
-        for tool, mapping in maps.items():
-            exe = _find_tool(tool) or tool
-            try:
-                proc = subprocess.run([exe, str(pid), *map(str, mapping)],
-                                      capture_output=True, text=True)
-            except OSError as e:
-                error = f"vm: {tool}: {e.strerror}"
-                break
-            if proc.returncode != 0:
-                error = (f"vm: {tool} {' '.join(map(str, mapping))} failed: "
-                         f"{proc.stderr.strip() or f'exit status {proc.returncode}'}")
-                break
-    if error is None:
-        os.write(go_w, b"g")
-    os.close(go_w)
-    os.close(ready_r)
-    _, status = os.waitpid(pid, 0)
+    pid, go = waiting_child.fork_waiting_child(
+        _unshare_user, lambda: _exec_as_root(argv, dev_for))
+    if go is None:
+        waiting_child.let_go(pid, go)
+        print("vm: cannot create a user namespace (unshare CLONE_NEWUSER failed)",
+              file=sys.stderr)
+        return 125
+    error = _write_maps(pid, maps)
+    status = waiting_child.let_go(pid, go, go=not error)
     if error:
         print(error, file=sys.stderr)
         return 125
-    code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else 128 - code
+    return status
+
+
+def _write_maps(pid: int, maps: dict[str, list[int]]) -> str:
+    """newuidmap and newgidmap for pid: '' when both did, else what went wrong."""
+    for tool, mapping in maps.items():
+        exe = _find_tool(tool) or tool
+        try:
+            proc = subprocess.run([exe, str(pid), *map(str, mapping)],
+                                  capture_output=True, text=True)
+        except OSError as e:
+            return f"vm: {tool}: {e.strerror}"
+        if proc.returncode != 0:
+            return (f"vm: {tool} {' '.join(map(str, mapping))} failed: "
+                    f"{proc.stderr.strip() or f'exit status {proc.returncode}'}")
+    return ""
+
+
+def _exec_as_root(argv: list[str], dev_for: Path | None) -> None:
+    """The child, mapped: become root of its user namespace, give the tree its /dev
+    (--dev), and exec argv; on failure one line, and 127 or 125."""
+    try:
+        with contextlib.suppress(OSError):
+            os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        if dev_for is not None:
+            _mount_dev(dev_for)
+        preexec = die_with_parent()
+        if preexec:
+            preexec()
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        what = e.strerror if e.filename else (e.strerror or e)
+        os.write(2, f"vm: in the user namespace: {argv[0]}: {what}\n".encode())
+        os._exit(127 if isinstance(e, FileNotFoundError) else 125)
 
 
 # ---------------------------------------------------------------------------------------

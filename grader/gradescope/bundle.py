@@ -28,7 +28,8 @@ sys.path.insert(0, str(HERE.parent))
 import image  # noqa: E402  (grader/image.py: the image's sha256, as vm.py import checks it)
 
 GRADER_FILES = ["grade", "runner.py", "checks.py", "report.py", "rules.py", "subids.py",
-                "precompile.py", "vm.py", "image.py", "qemu.py", "qmp.py", "stuck.py"]
+                "precompile.py", "vm.py", "image.py", "qemu.py", "qmp.py", "stuck.py",
+                "waiting_child.py"]
 GRADER_DIRS = ["guest", "helpers"]
 TOOLS = ["tools/mkrootfs.py"]
 EXECUTABLE = {"setup.sh", "run_autograder", "zookeeper/grader/grade"}
