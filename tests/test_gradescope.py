@@ -6,8 +6,8 @@ results.json checked field by field against Gradescope's specification
 Most of the grading here runs with --local (ZOO_GRADE_ARGS) on this host, parts 1-4:
 part 5 needs cgroup v2 controllers and part 6 a systemd user session and a
 /dev/net/tun for the test user, which this host lacks.  One test (vm) runs both
-scripts as Gradescope does, every part in the VM, as root without CAP_SYS_ADMIN, as
-a docker build step and Gradescope's container run.
+scripts as Gradescope does, every part in the VM, in a stand-in for an unprivileged
+container (tests/unprivileged_container.py: no CAP_SYS_ADMIN, Docker-like seccomp).
 """
 
 import hashlib
@@ -343,29 +343,30 @@ def test_the_references_score_full_marks_in_gradescopes_format(bundle, tmp_path)
     assert results["execution_time"] > 0
 
 
-# A docker build step and a container started without --privileged hold no
-# CAP_SYS_ADMIN (no mount(2)): Gradescope builds its image with setup.sh that way.
-WITHOUT_SYS_ADMIN = ["setpriv", "--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin",
-                     "--"]
+# A docker build step (where Gradescope runs setup.sh) and a container started without
+# --privileged: root without CAP_SYS_ADMIN, under a filter like Docker's default one.
+UNPRIVILEGED = [PYTHON, str(ROOT / "tests" / "unprivileged_container.py")]
 
 
 @pytest.mark.vm
-def test_both_scripts_grade_in_the_vm_without_cap_sys_admin(bundle, tmp_path):
+def test_both_scripts_grade_in_the_vm_in_an_unprivileged_container(bundle, tmp_path):
     """setup.sh (the packages, the VM image, the saved booted guest) and then
-    run_autograder, with no ZOO_GRADE_ARGS: every part graded in the VM, the
-    references at full marks, results.json as Gradescope's specification has it."""
+    run_autograder, with no ZOO_GRADE_ARGS, as root without CAP_SYS_ADMIN and with
+    mount(2) and namespaces refused: every part graded in the VM, the references
+    at full marks, results.json as Gradescope's specification has it."""
     root = gradescope_root(bundle, reference_submission(tmp_path / "sub"))
     try:
         env = dict(os.environ, AUTOGRADER_ROOT=str(root))
         env.pop("ZOO_GRADE_ARGS", None)
-        capabilities = subprocess.run(WITHOUT_SYS_ADMIN + ["grep", "CapEff", "/proc/self/status"],
-                                      capture_output=True, text=True, check=True).stdout
-        assert not int(capabilities.split()[1], 16) & (1 << 21), capabilities  # CAP_SYS_ADMIN
-        setup = subprocess.run(WITHOUT_SYS_ADMIN + ["bash", str(root / "source" / "setup.sh")],
+        status = subprocess.run(UNPRIVILEGED + ["grep", "-E", "CapEff|Seccomp:",
+                                                "/proc/self/status"],
+                                capture_output=True, text=True, check=True).stdout.split()
+        assert not int(status[1], 16) & (1 << 21) and status[3] == "2", status  # SYS_ADMIN
+        setup = subprocess.run(UNPRIVILEGED + ["bash", str(root / "source" / "setup.sh")],
                                cwd=root, env=env, capture_output=True, text=True, timeout=1200)
         assert setup.returncode == 0, setup.stdout + setup.stderr
         assert "setup.sh: done" in setup.stdout
-        done = subprocess.run(WITHOUT_SYS_ADMIN + [str(root / "run_autograder")], cwd=root,
+        done = subprocess.run(UNPRIVILEGED + [str(root / "run_autograder")], cwd=root,
                               env=env, capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0, done.stdout + done.stderr
         results = strict_json(root / "results" / "results.json")
