@@ -1273,3 +1273,24 @@ def test_a_guest_that_fills_the_results_share_is_stopped(grade, tmp_path):
     assert not grade.stalled(grade.stopped_problem(stopped))
     assert grade.stalled(grade.stopped_problem(
         "no result from p1_fds within its time limit (60s)"))
+
+
+def test_without_a_commit_the_forged_statuses_count_for_nothing(tmp_path):
+    """A commit cut in all three copies (kernel messages the submission's code causes
+    land on the same serial port) and root's code rewrote results.json as all passed:
+    the checks run before root's keep none of results.json's statuses (not run, the
+    grading incomplete), never the forged points."""
+    grade = load_grade()
+    selected = checks.selected([4])
+    plain = [c for c in selected if not c.other_users]
+    forged = [report.CheckResult.of(c, "ok") for c in selected]
+    line = report.commit_line("abc", [report.CheckResult.of(c, "fail") for c in plain])
+    cut = line.encode()[:len(line) // 2]
+    console = tmp_path / "console.log"
+    console.write_bytes(b"\r\n".join([cut + b"[ 9.9] Memory cgroup out of memory"] * 3) + b"\n")
+    pinned, problem = grade.pin_statuses(forged, selected, console, "abc")
+    assert problem.startswith("no commit of the results")
+    by_id = {r.id: r for r in pinned}
+    assert {by_id[c.id].status for c in plain} == {"not run"}
+    assert report.score(pinned) == sum(c.points for c in selected if c.other_users)
+    assert report.status(pinned, problem) != "ok"
