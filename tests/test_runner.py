@@ -918,3 +918,77 @@ def test_a_checks_message_and_log_are_bounded(tmp_path, monkeypatch):
     assert (tmp_path / "results.json").stat().st_size < 20_000
     assert "zookeeper: " + "y" * 200_000 + "\n" in Path(results[0].log).read_text()
     assert Path(results[1].log).stat().st_size < 5_000_000
+
+
+# Hidden checks run after every public one -------------------------------------------
+# A public check's output is the student's at once (its message quotes what zookeeper
+# printed last, Gradescope shows its log's end): a zookeeper that records how it is
+# called would show the hidden checks' command lines there, if any ran before.
+
+
+def order_checks(monkeypatch) -> list:
+    """Public and hidden checks mixed, the hidden ones first in the list and the
+    longest limits: the order the runner was given is the one to change."""
+    def check(name, public, timeout, other_users=False):
+        fn = types.FunctionType((lambda z: None).__code__, {}, name)
+        return runner.checks.Check(fn, 1, name, 1, timeout, public, (),
+                                   other_users=other_users)
+
+    fake = [check("hidden_long", False, 180), check("public_a", True, 60),
+            check("hidden_short", False, 10), check("public_b", True, 60),
+            check("public_c", True, 5), check("hidden_root", False, 60, other_users=True)]
+    monkeypatch.setattr(runner.checks, "CHECKS", fake)
+    return fake
+
+
+def order_args(tmp_path, lane_users) -> types.SimpleNamespace:
+    return types.SimpleNamespace(
+        as_root=False, commit=None, user="nobody", lane_users=lane_users, python="python3",
+        part=None, only=None, public=False, submission=str(tmp_path),
+        results=str(tmp_path / "results.json"), logs=str(tmp_path / "logs"),
+        scratch=str(tmp_path), timeout_scale=1.0, rootfs_tar=None, progress=False,
+        nosub_user=runner.NOSUB_USER)
+
+
+def test_one_after_the_other_the_public_checks_come_first(tmp_path, monkeypatch):
+    fake = order_checks(monkeypatch)
+    ran = []
+
+    def run_check(c, args, machine, logs):
+        ran.append(c.id)
+        return runner.CheckResult.of(c, "ok")
+
+    monkeypatch.setattr(runner, "run_check", run_check)
+    results = runner.run_checks(order_args(tmp_path, []))
+    assert ran == ["public_a", "public_b", "public_c", "hidden_long", "hidden_short",
+                   "hidden_root"]
+    assert [r.id for r in results] == [c.id for c in fake]  # reported in the checks' order
+
+
+def test_in_lanes_no_hidden_check_starts_before_every_public_one_ended(tmp_path, monkeypatch):
+    fake = order_checks(monkeypatch)
+    events = []  # (time, "start" or "end", check id)
+
+    class FakeLane:
+        def __init__(self, args, user, processes=None):
+            self.gave_up = False
+
+        def run(self, c):
+            events.append((time.monotonic(), "start", c.id))
+            time.sleep(0.3 if c.public else 0.05)
+            events.append((time.monotonic(), "end", c.id))
+            return runner.CheckResult.of(c, "ok")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(runner, "Lane", FakeLane)
+    results = runner.run_checks(order_args(tmp_path, ["nobody2"]))
+    assert [r.id for r in results] == [c.id for c in fake]
+    public_ends = [t for t, what, i in events if what == "end" and i.startswith("public")]
+    hidden_starts = [t for t, what, i in events if what == "start" and i.startswith("hidden")]
+    assert len(public_ends) == 3 and len(hidden_starts) == 3
+    assert min(hidden_starts) >= max(public_ends), events
