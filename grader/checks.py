@@ -73,6 +73,10 @@ COMMAND_SECONDS = 6
 READY = "zoo-ready"
 
 SEGFAULT = "import ctypes; ctypes.string_at(0)"
+# Part 1's commands say on stderr who their parent is: zookeeper, which cloned them and
+# waits.  A zookeeper that only execs the command has no child: the command's parent
+# is the grader's own process.
+SAY_PARENT = "tr '\\0' ' ' < /proc/$PPID/cmdline >&2"
 DROPPED_CAPS = {"CAP_AUDIT_CONTROL": 30, "CAP_AUDIT_READ": 37, "CAP_AUDIT_WRITE": 29,
                 "CAP_BLOCK_SUSPEND": 36, "CAP_DAC_READ_SEARCH": 2, "CAP_FSETID": 4,
                 "CAP_IPC_LOCK": 14, "CAP_MAC_ADMIN": 33, "CAP_MAC_OVERRIDE": 32,
@@ -86,22 +90,30 @@ NAMESPACES = ["user", "cgroup", "ipc", "net", "mnt", "pid", "uts"]
 # Part 1: clone, wait, exit like the child ------------------------------------------
 
 
+def expect_child_of_zookeeper(z, r) -> None:
+    """The command (which ran SAY_PARENT) was zookeeper's child, not zookeeper itself."""
+    z.expect("zookeeper.py" in r.stderr, "the command's parent should be zookeeper: clone(2) "
+             "a child to run it and wait for it (q1-q3), rather than become the command", r)
+
+
 @check(1, "exit status is the container's", 3,
        exercises="q1-q5 (clone, go, wait for go, execvp, waitpid(2): the exit status)")
 def p1_exit_status(z):
-    r = z.zk(1, "sh", "-c", "echo hello; exit 42")
+    r = z.zk(1, "sh", "-c", f"echo hello; {SAY_PARENT}; exit 42")
     z.expect(r.stdout == "hello\n", "the command's output should be 'hello': did the child "
              "run it?  clone (q1), the parent's go (q2), the child's wait for it (q4), its "
              "execvp (q5)", r)
     z.expect(r.status == 42, f"exit status should be 42, got {r.status_text}", r)
+    expect_child_of_zookeeper(z, r)
 
 
 @check(1, "death by the child's signal", 3,
        exercises="q3 (waitpid(2)'s whole wait status kept in `status`: the given exit_like() "
        "dies of the child's signal), once q1, q2, q4 and q5 run the command")
 def p1_signal(z):
-    r = z.zk(1, z.python, "-c", SEGFAULT)
+    r = z.zk(1, "sh", "-c", f"{SAY_PARENT}; exec \"$0\" -c \"$1\"", z.python, SEGFAULT)
     z.expect(r.signal == 11, f"zookeeper should die of SIGSEGV (139), got {r.status_text}", r)
+    expect_child_of_zookeeper(z, r)
 
 
 @check(1, "command not found 127, not executable 126", 3,
@@ -129,17 +141,19 @@ def p1_sigterm(z):
     # (a signal that comes before the wait begins would wait for its child), and
     # shorter than the 2 s a given zookeeper waits before it kills what ignores it
     # (the given code sends it to the container's process group: the sleep dies too).
-    r = z.zk(1, "sh", "-c", f"trap 'echo got-term; exit 9' TERM; echo {READY}; "
-             "i=0; while [ $i -lt 150 ]; do sleep 0.2; i=$((i+1)); done",
+    r = z.zk(1, "sh", "-c", f"trap 'echo got-term; exit 9' TERM; {SAY_PARENT}; "
+             f"echo {READY}; i=0; while [ $i -lt 150 ]; do sleep 0.2; i=$((i+1)); done",
              send_signal=("TERM", 2.0))
     z.expect("got-term" in r.stdout and r.status == 9,
              f"the container should get SIGTERM and exit 9, got {r.status_text}", r)
+    expect_child_of_zookeeper(z, r)
 
 
 @check(1, "no process left behind", 2, public=False, exercises="q3 (wait for the child)")
 def p1_no_leftovers(z):
-    r = z.zk(1, "sh", "-c", "sleep 0.2")
+    r = z.zk(1, "sh", "-c", f"{SAY_PARENT}; sleep 0.2")
     z.expect(r.status == 0, f"should exit 0, got {r.status_text}", r)
+    expect_child_of_zookeeper(z, r)
     left = z.left.processes(r, "zookeeper.py")
     z.expect(not left, f"a zookeeper process is still running: {', '.join(left)}")
 
@@ -153,7 +167,7 @@ def p1_fds(z):
     # The command's own fds, listed by the program it execs (no pipeline: a shell's
     # pipe to another process would be one more fd for a moment); ls's own fd of
     # /proc/self/fd is left out.
-    r = z.zk(1, "sh", "-c", "readlink /proc/$$/fd/7 && echo fd-7-open; "
+    r = z.zk(1, "sh", "-c", f"{SAY_PARENT}; readlink /proc/$$/fd/7 && echo fd-7-open; "
              "exec ls -l /proc/self/fd", shell="exec 7</etc")
     links = [line.split(" -> ", 1) for line in r.stdout.splitlines() if " -> " in line]
     fds = sorted((name.split()[-1] for name, target in links if not target.endswith("/fd")),
@@ -163,6 +177,7 @@ def p1_fds(z):
              "is open in the command: only 0, 1 and 2 should reach it (close_range(2))", r)
     z.expect(fds == ["0", "1", "2"], f"the command should get only fds 0, 1 and 2, got "
              f"{', '.join(fds)}", r)
+    expect_child_of_zookeeper(z, r)
 
 
 def signal_fields(output: str) -> dict[str, int]:

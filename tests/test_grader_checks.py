@@ -287,3 +287,48 @@ def test_p4_proc_under_a_shared_root(user, edits, said, place, rootfs_tar):
     else:
         assert result["status"] == "fail" and said in result["message"], result["message"]
         assert "(this checks q11 (make_mounts_private)" in result["message"]
+
+
+# A part 1 that is no container manager: no clone, no wait, zookeeper becomes the
+# command itself (its signals reset, its fds closed, exec's errors said in one line).
+# It passed all of part 1's checks, 15 of 15 points, in the VM.
+EXEC_ONLY = """\
+import os
+import signal
+import sys
+
+for number in range(1, signal.NSIG):
+    try:
+        signal.signal(number, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+os.closerange(3, 65536)
+try:
+    os.execvp(sys.argv[1], sys.argv[1:])
+except (FileNotFoundError, NotADirectoryError):
+    print(f"zookeeper: {sys.argv[1]}: command not found", file=sys.stderr)
+    os._exit(127)
+except OSError as e:
+    print(f"zookeeper: {sys.argv[1]}: {e.strerror}", file=sys.stderr)
+    os._exit(126)
+"""
+# What it may still earn: exec's errors (q5 is its own work) and the signal state.
+EXEC_ONLY_PASSES = {"p1_exec_errors", "p1_signal_state"}
+
+
+@pytest.mark.parametrize("check_id", [c.id for c in checks.selected([1])])
+def test_a_part1_that_only_execs_earns_few_points(check_id, place, rootfs_tar):
+    part = place / "sub" / PARTS[1]
+    part.mkdir(parents=True)
+    (part / "zookeeper.py").write_text(EXEC_ONLY)
+    status, message = run_check(check_id, place / "sub", place, rootfs_tar)
+    if check_id in EXEC_ONLY_PASSES:
+        assert status == "ok", message
+    else:
+        assert status == "fail" and "parent should be zookeeper" in message, message
+
+
+@pytest.mark.parametrize("check_id", [c.id for c in checks.selected([1])])
+def test_part1_checks_pass_with_part1(check_id, place, rootfs_tar):
+    sub = copy_parts(place / "sub", {1: PARTS[1]})
+    assert run_check(check_id, sub, place, rootfs_tar) == ("ok", "")
