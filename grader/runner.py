@@ -550,9 +550,12 @@ class Commands:
         else:
             run = self.zk(part, self.python, helper, *names, env=env)
         try:
-            return json.loads(run.stdout.strip().splitlines()[-1])
+            verdicts = json.loads(run.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            expect(False, "the syscall tester printed nothing in the container", run)
+            verdicts = None
+        expect(isinstance(verdicts, dict) and all(isinstance(v, str) for v in verdicts.values()),
+               "the syscall tester printed nothing (or not its verdicts) in the container", run)
+        return verdicts
 
 
 # What a check sets up -----------------------------------------------------------------

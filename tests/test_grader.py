@@ -1294,3 +1294,42 @@ def test_without_a_commit_the_forged_statuses_count_for_nothing(tmp_path):
     assert {by_id[c.id].status for c in plain} == {"not run"}
     assert report.score(pinned) == sum(c.points for c in selected if c.other_users)
     assert report.status(pinned, problem) != "ok"
+
+
+# Output a check's parsing trips on: a FAIL, never a grader error ----------------------
+# An exception in a check is the grader's ("error": the grading incomplete, "ask the
+# course staff"), so a zookeeper that printed what a parser did not expect turned its
+# failures into grader errors (four of part 3's checks in the VM).
+
+HOST_SIGNALS = "SigPnd:\t0\nSigBlk:\t0\nSigIgn:\t0\nSigCgt:\t0\n"
+A_MOUNT = "1 0 0:1 / / rw - overlay overlay rw\n"
+
+
+@pytest.mark.parametrize("check_fn, runs", [
+    (checks.p1_signal_state, [run("SigPnd:\tzz\nSigIgn:\t0\n")]),
+    (checks.p1_signal_state, [run("SigIgn:\t0\n")]),
+    (checks.p1_signal_state, [run("no fields here\nSigIgn:\t0\n")]),
+    (checks.p3_capabilities, [run("CapBnd:\t0000000000000000\n")]),
+    (checks.p3_capabilities, [run("CapBnd:\tzz\nCapInh:\t0\nCapAmb:\t0\n")]),
+    (checks.p1_fds, [run("lr-x 1 a b 0 Jan 1 00:00 \u00b2 -> /dev/null\n")]),
+    (checks.p4_proc, [run("sh\n\u00b2\n", A_MOUNT)]),
+    (checks.p5_cpu, [run("loops 20000\n", "real\t0m 1..2s\nuser\t0m 0.5s\n")]),
+])
+def test_odd_output_fails_the_check(check_fn, runs):
+    failure(check_fn, *runs, host=run(HOST_SIGNALS))
+
+
+@pytest.mark.parametrize("said", ["[]", '"EPERM"', "null", '{"chmod_setuid": ["EPERM"]}'])
+def test_the_syscall_testers_odd_answer_fails_the_check(said):
+    commands = types.SimpleNamespace(
+        work="/tmp", python="python3", zk=lambda *a, **k: run(said + "\n"),
+        host=lambda *a, **k: run('{"chmod_setuid": "EBADF"}\n'))
+    z = types.SimpleNamespace(expect=runner.expect, try_syscalls=lambda part, names: (
+        runner.Commands.try_syscalls(commands, part, names)))
+    with pytest.raises(runner.CheckFailed):
+        checks.seccomp_rules(z, ["chmod_setuid"])
+
+
+def test_a_mountinfo_line_that_ends_at_its_dash_is_skipped():
+    assert checks.mountinfo(A_MOUNT + "2 1 0:2 /x /proc rw a b c - \n") == checks.mountinfo(
+        A_MOUNT)
