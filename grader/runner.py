@@ -61,6 +61,10 @@ PIPE_GRACE_SECONDS = 10
 SAID_LIMIT = 300  # characters of a command's stderr line quoted ("zookeeper said: ...")
 MESSAGE_LIMIT = 3000  # characters of a check's whole message
 OUTPUT_LOG_LIMIT = 1 << 20  # characters of a command's stdout, and of its stderr, logged
+# Bytes of a command's stdout, and of its stderr, kept in memory: the rest is read and
+# dropped (a command printing without end until its limit grew the runner until the
+# guest's kernel killed it: the grading incomplete, not failed).
+OUTPUT_LIMIT = 16 << 20
 LOG_LIMIT = 4 << 20  # characters of a check's log file
 REMOVE_SECONDS = 120  # for rm -rf of what a check left (a million files, say)
 
@@ -506,28 +510,25 @@ class Commands:
             expect(False, f"could not start {what} as {who.name}: {who.name} already has "
                    "as many processes as it may (RLIMIT_NPROC), left by earlier commands")
         self.leftovers.started(proc.pid)
-        printed = b""  # what it printed before the signal
+        output = Output(proc)
         if send_signal:
             name, delay = send_signal
-            printed = read_until_ready(proc, delay * self.scale ** 0.5)
+            read_until_ready(output, delay * self.scale ** 0.5)
             try:
                 proc.send_signal(getattr(signal, f"SIG{name}"))
             except ProcessLookupError:
                 pass
-        timed_out = False
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = not output.read_all(started + timeout - time.monotonic())
+        if timed_out:
             # Its group first, at once and before any look at /proc: a fork bomb
             # leaves this process little CPU, and outruns killing by pid.  Then the
             # rest of what it started (slirp4netns has a session of its own, and may
             # hold the output pipes open), orphans that came back to this subreaper.
             kill_group(proc)
             kill_all(lambda: self.leftovers.ours() - before.processes)
-            out, err = finish_killed(proc)
-        run = Run(argv, proc.returncode, (printed + out).decode(errors="replace"),
-                  err.decode(errors="replace"), time.monotonic() - started, timed_out,
+            finish_killed(output)
+        out, err = output.texts()
+        run = Run(argv, proc.returncode, out, err, time.monotonic() - started, timed_out,
                   uid=who.uid if who else os.getuid(), before=before,
                   user=who.name if who else self.own_name)
         self.leftovers.ran(run)
@@ -905,14 +906,69 @@ def zoo_links() -> set[str]:
     return {n for n in names if n == "zoo0" or n.startswith("zv")}
 
 
-def read_until_ready(proc: subprocess.Popen, seconds: float) -> bytes:
-    """What the command prints on stdout until a line of its own is checks.READY
-    (it is ready for the signal the check sends: its trap is set, its container
-    runs), or until so many seconds have passed, or its stdout closes.  Read with
-    os.read: what is left, communicate() reads after."""
+class Output:
+    """What a command prints on its stdout and stderr pipes, read as it comes: at most
+    OUTPUT_LIMIT bytes of each kept, the rest read and dropped (counted), so that the
+    command never blocks on a full pipe and the runner's memory stays bounded."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.open = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        self.kept = {"stdout": bytearray(), "stderr": bytearray()}
+        self.dropped = {"stdout": 0, "stderr": 0}
+        self.note = b""
+
+    def read_some(self, seconds: float, which=None) -> bool:
+        """Read what comes within seconds on the open pipes (which: that one only),
+        once; False when nothing came in time."""
+        fds = [fd for fd, name in self.open.items() if which in (None, name)]
+        if not fds or seconds <= 0:
+            return False
+        ready = select.select(fds, [], [], seconds)[0]
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                del self.open[fd]
+                continue
+            kept = self.kept[self.open[fd]]
+            room = max(0, OUTPUT_LIMIT - len(kept))
+            kept += chunk[:room]
+            self.dropped[self.open[fd]] += len(chunk) - len(chunk[:room])
+        return bool(ready)
+
+    def read_all(self, seconds: float) -> bool:
+        """Both pipes to their end and the command's exit, within seconds; False when
+        the seconds passed first."""
+        deadline = time.monotonic() + seconds
+        while self.open:
+            if not self.read_some(deadline - time.monotonic()):
+                return False
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def texts(self) -> tuple[str, str]:
+        """stdout and stderr as text; stderr ends with what was dropped, if anything."""
+        notes = "".join(f"(grader: {n} more bytes of {name} dropped)\n"
+                        for name, n in self.dropped.items() if n)
+        err = bytes(self.kept["stderr"]) + self.note
+        if notes:
+            err += (b"" if err.endswith(b"\n") or not err else b"\n") + notes.encode()
+        return (bytes(self.kept["stdout"]).decode(errors="replace"),
+                err.decode(errors="replace"))
+
+
+def read_until_ready(output: Output, seconds: float) -> None:
+    """Read what the command prints until a line of its own on stdout is
+    checks.READY (it is ready for the signal the check sends: its trap is set, its
+    container runs), or until so many seconds have passed, or its stdout closes."""
     marker = b"\n" + checks.READY.encode() + b"\n"
-    return read_within(proc.stdout.fileno(), seconds,
-                       enough=lambda printed: marker in b"\n" + printed)[0]
+    deadline = time.monotonic() + seconds
+    while "stdout" in output.open.values() and marker not in b"\n" + output.kept["stdout"]:
+        if not output.read_some(deadline - time.monotonic()):
+            return
 
 
 def read_within(fd: int, seconds: float, enough=None) -> tuple[bytes, bool]:
@@ -930,21 +986,21 @@ def read_within(fd: int, seconds: float, enough=None) -> tuple[bytes, bool]:
     return said, False
 
 
-def finish_killed(proc: subprocess.Popen) -> tuple[bytes, bytes]:
-    """The output of a command killed at its timeout.  A process outside its group
-    (one that called setsid, say) may still hold the pipes: then what came so far,
-    so that one stuck command cannot stall the whole grading."""
+def finish_killed(output: Output) -> None:
+    """The rest of the output of a command killed at its timeout.  A process outside
+    its group (one that called setsid, say) may still hold the pipes: then what came
+    so far, so that one stuck command cannot stall the whole grading."""
+    proc = output.proc
+    if output.read_all(PIPE_GRACE_SECONDS):
+        return
+    for pipe in (proc.stdout, proc.stderr):
+        pipe.close()
+    output.open.clear()
     try:
-        return proc.communicate(timeout=PIPE_GRACE_SECONDS)
-    except subprocess.TimeoutExpired as e:
-        for pipe in (proc.stdout, proc.stderr):
-            pipe.close()
-        try:
-            proc.wait(timeout=PIPE_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            pass
-        note = b"\n(grader: the output stayed open after the kill; reading stopped)\n"
-        return e.stdout or b"", (e.stderr or b"") + note
+        proc.wait(timeout=PIPE_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    output.note = b"\n(grader: the output stayed open after the kill; reading stopped)\n"
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -992,3 +992,32 @@ def test_in_lanes_no_hidden_check_starts_before_every_public_one_ended(tmp_path,
     hidden_starts = [t for t, what, i in events if what == "start" and i.startswith("hidden")]
     assert len(public_ends) == 3 and len(hidden_starts) == 3
     assert min(hidden_starts) >= max(public_ends), events
+
+
+# A command that prints without end ----------------------------------------------------
+# The runner kept all of a command's output in memory: in the VM, `yes` with a long line
+# until the check's limit grew each lane's runner until the kernel killed it (-9), and
+# the grading was "incomplete: 1 not run, 2 grader errors" instead of failed.
+
+
+def test_what_a_command_prints_is_kept_within_bounds(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "OUTPUT_LIMIT", 1 << 20, raising=False)
+    flood = "import os\nos.execvp('sh', ['sh', '-c', 'yes y >&2 & exec yes " + "y" * 2000 + "'])\n"
+    sub = fake_submission(tmp_path, 1, flood)
+    runs = []
+
+    def floods(z):
+        runs.append(z.zk(1, "true", timeout=2))
+
+    def signalled(z):
+        runs.append(z.zk(1, "true", send_signal=("TERM", 1.0), may_time_out=True))
+
+    monkeypatch.setattr(runner.checks, "CHECKS", [
+        runner.checks.Check(fn, 1, fn.__name__, 1, 30, True, ()) for fn in (floods, signalled)])
+    results = run_checks(tmp_path, sub, None)
+    assert [r.status for r in results] == ["fail", "ok"], results
+    assert results[0].message.startswith("zookeeper did not exit within 2 s"), results[0]
+    for r in runs:
+        assert 1 << 20 <= len(r.stdout) <= (1 << 20) + 4096, len(r.stdout)
+        assert len(r.stderr) <= (1 << 20) + 4096, len(r.stderr)
+        assert "bytes of stdout dropped" in r.stderr[-300:], r.stderr[-300:]
