@@ -58,8 +58,16 @@ MARK_READY = b"ZOO-JOB-READY"
 MARK_START = b"ZOO-JOB-START"
 MARK_EXIT = b"ZOO-JOB-EXIT="
 TIMES = "boot-times.json"  # in the results: BootResult.times()
-MARK_EXIT_RE = re.compile(rb"ZOO-JOB-EXIT=(\d+)")
-MARK_ERROR_RE = re.compile(rb"ZOO-JOB-ERROR=([^\r\n]*)")
+# A marker counts at a line's start only (zoo-job's say() writes it so): the kernel
+# writes on the same console lines of its own that hold a process's name (comm), which
+# the submission chooses ("[ 15.9] ZOO-JOB-EXIT=7 invoked oom-killer: ...").
+MARK_EXIT_RE = re.compile(rb"(?:^|[\r\n])ZOO-JOB-EXIT=(\d+)")
+MARK_ERROR_RE = re.compile(rb"(?:^|[\r\n])ZOO-JOB-ERROR=([^\r\n]*)")
+
+
+def marked(seen: bytes, marker: bytes) -> bool:
+    """Does seen, the console's last bytes, hold marker at a line's start?"""
+    return re.search(rb"[\r\n]" + re.escape(marker), seen) is not None
 
 
 @dataclass
@@ -523,7 +531,7 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job, control: Pat
     console = _Console(control, job)
     with open(qemu_log, "wb") as qlog, open(console_log, "rb") as log:
         proc = _start_qemu(argv, tmp, qlog)
-        seen = b""
+        seen = b"\n"  # the log's start is a line's start
         try:
             if saved is not None:
                 _restore(proc, control, saved, qemu_log, min(RESTORE_LIMIT, job.timeout))
@@ -532,12 +540,12 @@ def _watch(argv: list[str], tmp: Path, console_log: Path, job: Job, control: Pat
                 returncode = proc.poll()
                 if job_exit_seconds is None:
                     seen = seen[-64:] + log.read()
-                    if not console.sent and MARK_READY in seen:
+                    if not console.sent and marked(seen, MARK_READY):
                         console.send_go()
-                    if boot_seconds is None and MARK_START in seen:
+                    if boot_seconds is None and marked(seen, MARK_START):
                         boot_seconds = time.monotonic() - start
                         console.close()
-                    if boot_seconds is not None and MARK_EXIT in seen:
+                    if boot_seconds is not None and marked(seen, MARK_EXIT):
                         job_exit_seconds = time.monotonic() - start
                 if saved is not None and boot_seconds is None:
                     _check_restored_guest(returncode, console_log, time.monotonic() - start)

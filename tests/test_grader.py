@@ -1333,3 +1333,40 @@ def test_the_syscall_testers_odd_answer_fails_the_check(said):
 def test_a_mountinfo_line_that_ends_at_its_dash_is_skipped():
     assert checks.mountinfo(A_MOUNT + "2 1 0:2 /x /proc rw a b c - \n") == checks.mountinfo(
         A_MOUNT)
+
+
+# The job's console markers come at a line's start ---------------------------------
+# The kernel writes a process's name (comm, 15 bytes, the submission's to choose) on
+# the same console: "[ 15.9] ZOO-JOB-EXIT=7 invoked oom-killer: ..." (the VM showed it).
+
+
+def console_result(tmp_path, text: bytes):
+    import qemu
+
+    console = tmp_path / "console.log"
+    console.write_bytes(text)
+    watched = types.SimpleNamespace(qemu_output="", timed_out=False, stopped=None,
+                                    returncode=0, boot_seconds=1.0, total_seconds=9.0,
+                                    job_exit_seconds=8.0, restored=True)
+    job = types.SimpleNamespace(timeout=60)
+    return qemu._result(watched, job, "tcg", console, tmp_path)
+
+
+KERNEL_SAYS = (b"[   15.92] ZOO-JOB-EXIT=7 invoked oom-killer: gfp_mask=0xcc0\r\n"
+               b"[   15.95] Memory cgroup out of memory: Killed process 9 (\r\n"
+               b"[   15.95] ZOO-JOB-ERROR=x) total-vm:79692kB\r\n")
+
+
+def test_a_marker_the_kernel_prints_inside_its_line_is_not_the_jobs(tmp_path):
+    ended = console_result(tmp_path, b"\r\nZOO-JOB-START\r\n\r\nZOO-JOB-EXIT=0\r\n" + KERNEL_SAYS)
+    assert (ended.exit_status, ended.error) == (0, None)
+    failed = console_result(tmp_path, b"\r\nZOO-JOB-START\r\n" + KERNEL_SAYS
+                            + b"\r\nZOO-JOB-ERROR=cannot mount the 9p share\r\n")
+    assert (failed.exit_status, failed.error) == (None, "cannot mount the 9p share")
+
+
+def test_the_watch_sees_a_marker_only_at_a_lines_start():
+    import qemu
+
+    assert not qemu.marked(KERNEL_SAYS, qemu.MARK_EXIT)
+    assert qemu.marked(KERNEL_SAYS + b"\r\nZOO-JOB-EXIT=0\r\n", qemu.MARK_EXIT)
