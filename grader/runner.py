@@ -12,6 +12,7 @@ Standard library only: it runs with the guest's Debian python3.
 import argparse
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -67,6 +68,11 @@ OUTPUT_LOG_LIMIT = 1 << 20  # characters of a command's stdout, and of its stder
 OUTPUT_LIMIT = 16 << 20
 LOG_LIMIT = 4 << 20  # characters of a check's log file
 REMOVE_SECONDS = 120  # for rm -rf of what a check left (a million files, say)
+# Free bytes where this runner's scratch directories are, when it made its first one
+# ("scratch"); a check that finds this much less there when it cannot unpack its
+# rootfs for lack of room fails: the submission filled the disk meanwhile.
+FREE_AT_START: dict[str, int] = {}
+FILLED_BYTES = 64 << 20
 
 
 class CheckFailed(Exception):
@@ -622,6 +628,26 @@ def unpack(archive: str, dest: str) -> None:
         os.close(source)
 
 
+def no_room(said: str) -> bool:
+    """Is said an OSError's text for a full disk or quota (ENOSPC, EDQUOT)?"""
+    return said.startswith((f"[Errno {errno.ENOSPC}]", f"[Errno {errno.EDQUOT}]"))
+
+
+def free_bytes(path) -> int:
+    """Bytes an unprivileged user may still write where path is (statvfs(3))."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def filled_meanwhile(path) -> bool:
+    """Is there much less room where path is than when this runner began?"""
+    before = FREE_AT_START.get("scratch")
+    try:
+        return before is not None and free_bytes(path) < before - FILLED_BYTES
+    except OSError:
+        return False
+
+
 def own_empty_directory(path: str) -> int:
     """A descriptor of path, an empty directory of the caller's: the one there, or one
     made in place of whatever is there (one a check's commands left: removed as rm -rf
@@ -695,6 +721,9 @@ class Fixtures:
         run = self.commands.call(["tar", "-x", "-p", "--no-same-owner", "-f", self.rootfs_tar,
                                   "-C", str(dest)], unpack, self.rootfs_tar, str(dest),
                                  root=root)
+        if run.status != 0 and no_room(run.stderr) and filled_meanwhile(self.commands.scratch):
+            raise CheckFailed("no room to unpack the rootfs: the disk was filled while the "
+                              f"submission ran ({run.stderr})")
         if run.status != 0:
             raise NotRunnable(f"could not unpack the rootfs: {run.stderr or run.status_text}")
         return dest
@@ -1192,6 +1221,8 @@ def prepare_scratch(user: str) -> Path:
     """A new scratch directory for checks run as user, with its WORK."""
     scratch = Path(tempfile.mkdtemp(prefix="zoo-grader-"))  # mode 0700, this process's
     scratch.chmod(0o755)  # the user passes through it to WORK, and reads its fixtures
+    with contextlib.suppress(OSError):
+        FREE_AT_START.setdefault("scratch", free_bytes(scratch))
     ready_work(scratch, user)
     return scratch
 

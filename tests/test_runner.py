@@ -1021,3 +1021,39 @@ def test_what_a_command_prints_is_kept_within_bounds(tmp_path, monkeypatch):
         assert 1 << 20 <= len(r.stdout) <= (1 << 20) + 4096, len(r.stdout)
         assert len(r.stderr) <= (1 << 20) + 4096, len(r.stderr)
         assert "bytes of stdout dropped" in r.stderr[-300:], r.stderr[-300:]
+
+
+# A disk the submission filled ---------------------------------------------------------
+# A zookeeper that filled the disk (fallocate in its home, which no cleanup removes)
+# made the next checks' rootfs impossible to unpack: "not run", the grading
+# "incomplete: 2 not run" in the VM, instead of failed.
+
+
+def tiny_rootfs_tar(tmp_path) -> Path:
+    import tarfile
+
+    (tmp_path / "fs" / "bin").mkdir(parents=True)
+    tar = tmp_path / "fs.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(tmp_path / "fs" / "bin", arcname="bin")
+    return tar
+
+
+@pytest.mark.parametrize("free_now, expected", [(1 << 30, runner.NotRunnable),
+                                                (1 << 20, runner.CheckFailed)])
+def test_no_room_for_the_rootfs_after_the_disk_was_filled_fails(tmp_path, monkeypatch,
+                                                                 free_now, expected):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    z = context(tmp_path, timeout=30, scratch=scratch, rootfs_tar=tiny_rootfs_tar(tmp_path))
+
+    def no_room(archive, dest):
+        raise OSError(28, "No space left on device", "usr/sbin")
+
+    monkeypatch.setattr(runner, "unpack", no_room)
+    monkeypatch.setattr(runner, "FREE_AT_START", {"scratch": 1 << 30}, raising=False)
+    monkeypatch.setattr(runner, "free_bytes", lambda path: free_now, raising=False)
+    with pytest.raises(expected) as raised:
+        z.rootfs()
+    if expected is runner.CheckFailed:
+        assert str(raised.value).startswith("no room to unpack the rootfs"), raised.value
