@@ -279,7 +279,10 @@ class Leftovers:
         self.sessions: set[int] = set()  # the sessions our commands run in
         self.runs: list[Run] = []  # our commands, each with its snapshot
         # The children this process had before the check, which are not ours.
-        self.not_ours = set(children_of(os.getpid(), process_table()))
+        table = process_table()
+        self.not_ours = set(children_of(os.getpid(), table))
+        self.existing = set(table)  # every process before the check: none is its
+        self.escaped: list[str] = []  # what escaped_processes found, described
         # For the rest of this process's life (a test's too): harmless, orphans of
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
@@ -346,14 +349,31 @@ class Leftovers:
                 if not (name[2:].isdigit() and os.path.exists(f"/proc/{name[2:]}")
                         and int(name[2:]) not in ours)}
 
+    def escaped_processes(self) -> set[int]:
+        """Processes the check's commands had the user's systemd start (systemd-run
+        --user --unit, a user unit, D-Bus activation): new since the check began, of a
+        user a command ran as, in that user's manager, not ours.  Out of our tree and
+        sessions, they would outlive the check, and the grading (--local: into the
+        next student's).  The manager's own bus daemon, started on first use, is not."""
+        uids = watched_uids(self.runs)
+        if not uids:
+            return set()
+        table, ours = process_table(), self.ours()
+        return {pid for pid, p in table.items()
+                if pid not in self.existing and pid not in ours and p.state not in "ZX"
+                and started_by_user_manager(pid, uids)}
+
     def clean_up(self) -> list[str]:
         """Remove what this check's commands left behind, so that no check passes or
         fails on another's leftovers; say what was found.  Only what they made: our
-        processes first (they could make more), then what appeared while our commands
-        ran and belongs to the user each ran as."""
+        processes first (they could make more), then those they had the user's
+        systemd start (self.escaped: the check fails), then what appeared while our
+        commands ran and belongs to the user each ran as."""
         found = [f"process {p}" for p in kill_all(self.ours)]
         if not self.runs:
             return found
+        self.escaped = kill_all(self.escaped_processes)
+        found += [f"escaped process {p}" for p in self.escaped]
         temp_dirs = set().union(*(self.temp_dirs(run) for run in self.runs))
         cgroups = set().union(*(self.cgroups(run) for run in self.runs))
         links = set().union(*(self.links(run) for run in self.runs))
@@ -933,6 +953,59 @@ def zoo_links() -> set[str]:
     except OSError:
         return set()
     return {n for n in names if n == "zoo0" or n.startswith("zv")}
+
+
+# The bus daemons a user's manager starts on the bus's first use (dbus.service).
+BUS_DAEMONS = {"dbus-daemon", "dbus-broker", "dbus-broker-launch"}
+
+
+def watched_uids(runs) -> set[int]:
+    """The users whose new processes a check's cleanup looks for outside its tree: those
+    its commands ran as, but root (whose code may do anything, and whose processes
+    are the machine's), and only when the runner is root (it kills them by pid)."""
+    if os.getuid() != 0:
+        return set()
+    return {run.uid for run in runs if run.uid != 0}
+
+
+def started_by_user_manager(pid: int, uids: set[int]) -> bool:
+    """Is pid the process of one of uids that its systemd user manager runs (in the
+    manager's cgroup, user@UID.service), other than its manager and bus daemon?"""
+    uid, group = real_uid(pid), cgroup_of(pid)
+    if uid not in uids or f"/user@{uid}.service/" not in group:
+        return False
+    return not group.endswith("/init.scope") and not (
+        group.endswith("/dbus.service") and executable_name(pid) in BUS_DAEMONS)
+
+
+def real_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cgroup_of(pid: int) -> str:
+    """pid's cgroup v2 path ('0::/...'), '' when unknown."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def executable_name(pid: int) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return ""
 
 
 class Output:
@@ -1809,7 +1882,15 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
         leftovers = context.close()
         if leftovers:
             log.append("cleanup after the check removed: " + "; ".join(leftovers))
+    if context.left.escaped:
+        status, message = "fail", (message + "\n    " if status == "fail" else "") + escaped_text(
+            context.left.escaped)
     return status, message, context.commands.slowest
+
+
+def escaped_text(escaped: list[str]) -> str:
+    return ("a command left processes running outside the grader's reach, started by the "
+            f"user's systemd (systemd-run --user, a user unit); killed: {', '.join(escaped)}")
 
 
 def main(argv=None) -> int:

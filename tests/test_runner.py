@@ -1,5 +1,6 @@
 """The grader's runner on this host, without a VM: how it runs one command."""
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -263,6 +264,83 @@ def test_leftovers_and_cleanup_are_only_what_our_commands_made(tmp_path):
         for path in (mine, theirs):
             if os.path.isdir(path):
                 os.rmdir(path)
+
+
+
+class UserManager:
+    """Stands in for the user's systemd (systemd-run --user --unit): a process this
+    test had before the check, so neither it nor what it starts is the check's, that
+    starts a process when asked (spawn: its pid), as the user's manager would for a
+    command of the check's.  What it started counts as in the manager's cgroup."""
+
+    def __init__(self, monkeypatch):
+        self.proc = subprocess.Popen(["sh", "-c", "while read x; do sleep 60 & echo $!; done"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.started: set[int] = set()
+        monkeypatch.setattr(runner, "watched_uids", lambda runs: {run.uid for run in runs})
+        monkeypatch.setattr(runner, "started_by_user_manager",
+                            lambda pid, uids: pid in self.started)
+
+    def spawn(self) -> int:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        pid = int(self.proc.stdout.readline())
+        self.started.add(pid)
+        return pid
+
+    def close(self) -> None:
+        for pid in self.started:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_a_process_started_through_the_users_manager_is_killed_and_said(tmp_path, monkeypatch):
+    """A command that has the user's systemd start a daemon (systemd-run --user --unit)
+    leaves a process outside the runner's tree and sessions: the check's cleanup finds
+    it among the user's new processes, kills it and says so (left.escaped).  What the
+    manager ran before the check is not the check's."""
+    manager = UserManager(monkeypatch)
+    try:
+        before = manager.spawn()
+        z = context(tmp_path, timeout=30)
+        r = z.host(["true"])
+        assert r.status == 0, r.log()
+        escaped = manager.spawn()
+        found = z.close()
+        assert any(f.startswith(f"escaped process {escaped} ") for f in found), found
+        assert [e.split()[0] for e in z.left.escaped] == [str(escaped)], z.left.escaped
+        table = runner.process_table()
+        assert escaped not in table or table[escaped].state in "ZX", "still running"
+        assert before in table and table[before].state not in "ZX", (
+            "killed what the manager ran before the check")
+    finally:
+        manager.close()
+
+
+def test_a_check_whose_command_escaped_fails(tmp_path, monkeypatch):
+    """A check that passed fails when one of its commands left a process running
+    through the user's manager: a daemon that outlives the check could repair what
+    the next checks look at (rm a /tmp/zoo.*, kill a slirp4netns) or disturb them."""
+    manager = UserManager(monkeypatch)
+
+    def fn(z):
+        z.host(["true"])
+        manager.spawn()
+
+    check = types.SimpleNamespace(id="test", name="test", timeout=30, needs=(), fn=fn,
+                                  exercises="", other_users=False)
+    try:
+        ns = types.SimpleNamespace(submission=str(tmp_path), user="root", python=sys.executable,
+                                   as_root=False, timeout_scale=1.0, scratch=str(tmp_path),
+                                   rootfs_tar=None, nosub_user=runner.NOSUB_USER)
+        machine = types.SimpleNamespace(missing=lambda needs: "")
+        status, message, _ = runner.verdict(check, ns, machine, [])
+    finally:
+        manager.close()
+    assert status == "fail", (status, message)
+    assert "outside the grader's reach" in message and "sleep 60" in message, message
 
 
 # The user without a subordinate range ------------------------------------------------
@@ -1001,7 +1079,7 @@ def test_in_lanes_no_hidden_check_starts_before_every_public_one_ended(tmp_path,
 
 
 def test_what_a_command_prints_is_kept_within_bounds(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "OUTPUT_LIMIT", 1 << 20, raising=False)
+    monkeypatch.setattr(runner, "OUTPUT_LIMIT", 1 << 20)
     flood = "import os\nos.execvp('sh', ['sh', '-c', 'yes y >&2 & exec yes " + "y" * 2000 + "'])\n"
     sub = fake_submission(tmp_path, 1, flood)
     runs = []
@@ -1051,8 +1129,8 @@ def test_no_room_for_the_rootfs_after_the_disk_was_filled_fails(tmp_path, monkey
         raise OSError(28, "No space left on device", "usr/sbin")
 
     monkeypatch.setattr(runner, "unpack", no_room)
-    monkeypatch.setattr(runner, "FREE_AT_START", {"scratch": 1 << 30}, raising=False)
-    monkeypatch.setattr(runner, "free_bytes", lambda path: free_now, raising=False)
+    monkeypatch.setattr(runner, "FREE_AT_START", {"scratch": 1 << 30})
+    monkeypatch.setattr(runner, "free_bytes", lambda path: free_now)
     with pytest.raises(expected) as raised:
         z.rootfs()
     if expected is runner.CheckFailed:
