@@ -423,8 +423,14 @@ class Commands:
         return self.user
 
     def env(self, root=False, extra=None, user: str | None = None) -> dict[str, str]:
-        """The environment a command gets; extra's entries (PATH too) win."""
+        """The environment a command gets; extra's entries (PATH too) win.  Run as the
+        check's user by root, its HOME is the check's WORK, emptied after the check:
+        what a submission leaves in the user's home (a .pth in ~/.local that Python
+        runs at every start, a seccomp cache) reaches no later check, nor with
+        --local the next student graded as that user."""
         env = (User(user) if user else self.user).env(root)
+        if not (root or user) and self.runs_as() is not None:
+            env["HOME"] = str(self.work)
         env.update(extra or {})
         return env
 

@@ -343,6 +343,19 @@ def test_a_check_whose_command_escaped_fails(tmp_path, monkeypatch):
     assert "outside the grader's reach" in message and "sleep 60" in message, message
 
 
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root runs commands as another user")
+def test_the_users_commands_get_a_home_of_the_checks_own(tmp_path):
+    """Run as another user (the VM's student, --local --user), a check's commands get
+    the check's working directory as HOME, emptied after it: what a submission leaves
+    in its user's home (a .pth in ~/.local that Python runs at every start, a seccomp
+    cache in ~/.cache) never reaches a later check, nor with --local the next student
+    graded as that user.  Root's commands keep root's."""
+    z = context(tmp_path, timeout=30, user="nobody")
+    assert z.env()["HOME"] == str(z.commands.work)
+    assert z.commands.env(root=True)["HOME"] == "/root"
+
+
 # The user without a subordinate range ------------------------------------------------
 
 
