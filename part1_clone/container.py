@@ -12,6 +12,7 @@ import os
 import resource
 import select
 import signal
+import time
 
 import kernel
 import options
@@ -19,11 +20,17 @@ from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn, writ
 
 # How long a container may ignore SIGTERM or SIGINT before it is killed.
 KILL_GRACE_SECONDS = 2
-# The signals that end zookeeper (Ctrl-C, kill, a closed terminal, Ctrl-\, the user's
-# two): held from its first moment (zookeeper.py), passed on to the container once it
-# runs.
+# The signals that another process sends and that end a process by default ("Term"
+# and "Core" in signal(7)): Ctrl-C, kill, a closed terminal, Ctrl-\, the user's two,
+# the timers', a power failure's, the real-time ones.  Held from zookeeper's first
+# moment (zookeeper.py), passed on to the container once it runs, as `docker run`
+# and `podman run` pass on every signal.  Not those the kernel sends a process for
+# its own fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT), nor
+# SIGPIPE and SIGXFSZ, which Python ignores.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2)
+                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM,
+                     signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGSTKFLT,
+                     signal.SIGXCPU, *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 # Passed on without ending anything: Ctrl-Z (the container stops with us), fg and bg
 # (it continues), a new terminal size.
 JOB_SIGNALS = (signal.SIGTSTP, signal.SIGCONT, signal.SIGWINCH)
@@ -275,8 +282,8 @@ def kill_if_running(pid: int) -> None:
 
 
 class SignalForwarding:
-    """SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to zookeeper go to the
-    container (whose default action for each, as for zookeeper's, is to end).
+    """The FORWARDED_SIGNALS to zookeeper (SIGINT, SIGTERM, SIGHUP and the others
+    that would end it) go to the container, whose default action for each is to end.
 
     They go to its process group, so that Ctrl-C reaches the command a shell in it
     runs.  PID 1 of a PID namespace gets only the signals it installed a handler for
@@ -286,6 +293,9 @@ class SignalForwarding:
     The signals were blocked since zookeeper started (zookeeper.py): one that came
     meanwhile is forwarded now.  Ctrl-Z (SIGTSTP) stops the container with us, and
     SIGCONT continues it; a new window size (SIGWINCH) is passed on.
+
+    The grace period is timed with alarm(2), whose SIGALRM another process may send
+    too: one that comes before the grace period's end is passed on like the others.
     """
 
     def __init__(self, pid: int, ignored=frozenset()):
@@ -294,25 +304,37 @@ class SignalForwarding:
         self.early = False  # a signal came before that
         self.last = 0  # the last signal forwarded
         self.stopped = False  # the child is reaped: its pid may be another's now
+        self.grace_ends = None  # when the grace period ends, by time.monotonic()
+        self.ignored = ignored
         handlers = {signum: self.forward for signum in FORWARDED_SIGNALS}
+        handlers[signal.SIGALRM] = self.alarm
         handlers.update(zip(JOB_SIGNALS, (self.pause, self.resume, self.pass_on)))
         for signum, handler in handlers.items():
             if signum not in ignored:
                 signal.signal(signum, handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())  # held until now: zookeeper.py
 
     def forward(self, signum, frame):
         if not self.pass_on(signum, frame):
             return
         self.early = self.early or not self.running
         self.last = signum
-        signal.signal(signal.SIGALRM, self.kill_now)
+        self.grace_ends = time.monotonic() + KILL_GRACE_SECONDS
+        signal.signal(signal.SIGALRM, self.alarm)  # ours, even if our caller ignored it
         signal.alarm(KILL_GRACE_SECONDS)
 
-    def kill_now(self, signum, frame):
+    def alarm(self, signum, frame):
+        """SIGALRM: the grace period's end (alarm(2) never rings early), or a signal
+        from another process to pass on."""
+        if self.grace_ends is not None and time.monotonic() >= self.grace_ends:
+            self.kill_now()
+        elif signum not in self.ignored:
+            self.forward(signum, frame)
+
+    def kill_now(self):
         if self.running and not self.early and catches(self.pid, self.last):
             return  # its own to act on, as any process with a handler
-        self.pass_on(signal.SIGKILL, frame)
+        self.pass_on(signal.SIGKILL, None)
 
     def pause(self, signum, frame):
         self.pass_on(signal.SIGSTOP, frame)  # SIGSTOP reaches a PID 1 too

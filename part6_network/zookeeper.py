@@ -13,13 +13,14 @@ import os
 import signal
 import sys
 
-# Hold the signals that would end zookeeper (Ctrl-C, kill, a closed terminal, Ctrl-\,
-# the user's two) from its first moment: a signal during start-up would leave its
-# temporary files.  container.py lets them in, passed on to the container, once it is
-# running.  The mask is set, not added to: one our caller blocked (sigprocmask(2) is
-# inherited) would never reach us, the timer of the grace period (SIGALRM) among them.
-signal.pthread_sigmask(signal.SIG_SETMASK, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
-                                            signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2))
+# Hold every signal from zookeeper's first moment: one that would end it (Ctrl-C, kill,
+# a closed terminal, ...) during start-up would leave its temporary files.
+# container.py lets them in, passed on to the container, once it is running.  (The
+# kernel still delivers a signal for a fault of our own, SIGSEGV say: sigprocmask(2).)
+# The mask is set, not added to, so that container.py can clear it: one our caller
+# blocked (the mask is inherited) would never reach us, the timer of the grace period
+# (SIGALRM) among them.
+signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
 
 # The modules are beside this file, where Python looks first, unless told not to
 # (PYTHONSAFEPATH, python3 -P or -I: sys.flags.safe_path).

@@ -75,9 +75,19 @@ def signal_once_running(proc: subprocess.Popen, signum: int, then=lambda: None) 
     return sleeps
 
 
-def test_sigusr1_is_passed_on_and_cleaned_up_after(runner: Runner, rootfs_for):
-    """SIGUSR1 (timeout -s USR1) ended zookeeper at once, leaving the container's
-    temporary directories; now it goes to the container, as SIGTERM does."""
+# Every signal whose default action ends a process (signal(7)) and that a caller may
+# send: SIGUSR1 (timeout -s USR1), and those that still ended zookeeper at once in
+# session 20 (SIGALRM, SIGPWR, SIGVTALRM, SIGPROF, SIGIO, SIGXCPU, a real-time one).
+ENDING_SIGNALS = [signal.SIGUSR1, signal.SIGALRM, signal.SIGPWR, signal.SIGVTALRM,
+                  signal.SIGPROF, signal.SIGIO, signal.SIGXCPU, signal.SIGRTMIN + 3]
+
+
+@pytest.mark.parametrize("signum", ENDING_SIGNALS, ids=lambda s: signal.Signals(s).name
+                         if s in signal.Signals._value2member_map_ else f"SIG{s}")
+def test_a_signal_that_ends_is_passed_on_and_cleaned_up_after(runner: Runner, rootfs_for,
+                                                              signum):
+    """It ended zookeeper at once, leaving the container's temporary directories; now
+    it goes to the container, as SIGTERM does."""
     before = {name for name in os.listdir("/tmp") if name.startswith("zoo.")}
     proc = runner.popen(4, "-r", str(rootfs_for(runner)), "-o", "sleep", "100",
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -85,10 +95,21 @@ def test_sigusr1_is_passed_on_and_cleaned_up_after(runner: Runner, rootfs_for):
 
     def note_its_directories():
         mine.update({name for name in os.listdir("/tmp") if name.startswith("zoo.")} - before)
-    signal_once_running(proc, signal.SIGUSR1, then=note_its_directories)
+    sleeps = signal_once_running(proc, signum, then=note_its_directories)
     assert mine, "no temporary directory of the container's"
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()  # sleep has no handler
     assert not any(os.path.lexists(f"/tmp/{name}") for name in mine)
+    assert not still_running(sleeps, "sleep 100")
+
+
+def test_an_outside_sigalrm_is_the_containers_not_the_end_of_the_grace(runner: Runner):
+    """zookeeper times its grace period with SIGALRM: one sent from outside is passed on
+    like any other, and a command with a handler for it lives on to act on it."""
+    proc = runner.popen(2, "sh", "-c", "trap 'echo got it; exit 7' ALRM; sleep 100 & wait",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    signal_once_running(proc, signal.SIGALRM)
+    assert proc.returncode == 7, proc.stderr.read()
+    assert proc.stdout.read() == "got it\n"
 
 
 def test_explain_mode_into_a_closed_pipe_changes_nothing(runner: Runner, tmp_path):
