@@ -22,7 +22,7 @@ help:
 	@echo "make test-deps      only install the test dependencies (root): packages, zootest, venvs"
 	@echo "make test-quick     the tests that need no VM;  make test-vm: only those that do"
 	@echo "make test-arm64     grade the references in an arm64 guest (x86_64: ~7 min, ~3 once built)"
-	@echo "make lint           ruff;  make generate-check: are the parts and skeleton up to date?"
+	@echo "make lint           ruff and vermin (Python 3.10);  make generate-check: are the parts and skeleton up to date?"
 	@echo "make test-venv      pytest and ruff into the venv (no root; test-deps does it too)"
 	@echo "make parts          write part1..part6 from src/;  make skeleton: write skeleton/"
 	@echo "make diff PART=N    stage N's lesson: part N-1 against part N"
@@ -55,8 +55,12 @@ test-deps:
 test-venv:
 	@$(SETUP) lint
 
+# ruff, then vermin: the oldest Python the README promises (3.10) has every module,
+# function and argument the code uses, checked here where only 3.11 is installed.
 lint: | test-venv
 	$(PYTHON) -m ruff check .
+	$(dir $(PYTHON))vermin --quiet --no-tips --violations --eval-annotations -t=3.10- \
+		src grader tools tests bench
 
 # The arm64 guest too (tests/test_vm_arm64.py: its image from scratch and all six
 # parts, ~7 minutes on 2 cores), and the image built by a new user without root

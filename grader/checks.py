@@ -745,7 +745,9 @@ def replace_entry(fs: str, name: str, make) -> None:
         except FileNotFoundError:
             mode = None
         if mode is not None and stat.S_ISDIR(mode):
-            shutil.rmtree(name, dir_fd=at)
+            # Through the descriptor's own directory: shutil.rmtree's dir_fd is Python
+            # 3.11's, and /proc/self/fd/N is the directory N is open on (proc(5)).
+            shutil.rmtree(f"/proc/self/fd/{at}/{name}")
         elif mode is not None:
             os.unlink(name, dir_fd=at)
         make(at)

@@ -428,7 +428,7 @@ def _mount_dev(root: Path) -> None:
 
     ms_nosuid, ms_noexec, ms_bind, ms_rec, ms_private = 2, 8, 4096, 16384, 1 << 18
     if hasattr(os, "unshare"):
-        os.unshare(os.CLONE_NEWNS)
+        os.unshare(os.CLONE_NEWNS)  # novermin (Python >= 3.12)
     elif libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
@@ -446,8 +446,8 @@ def _mount_dev(root: Path) -> None:
 
 
 def _unshare_user() -> None:
-    if hasattr(os, "unshare"):  # Python >= 3.12
-        os.unshare(os.CLONE_NEWUSER)
+    if hasattr(os, "unshare"):
+        os.unshare(os.CLONE_NEWUSER)  # novermin (Python >= 3.12)
         return
     import ctypes
 

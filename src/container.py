@@ -35,11 +35,12 @@ KILL_GRACE_SECONDS = 2
 # moment (zookeeper.py), passed on to the container once it runs, as `docker run`
 # and `podman run` pass on every signal.  Not those the kernel sends a process for
 # its own fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT), nor
-# SIGPIPE and SIGXFSZ, which Python ignores.
+# SIGPIPE and SIGXFSZ, which Python ignores, nor SIGSTKFLT (unused: Python < 3.11 has
+# no name for it).
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM,
-                     signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGSTKFLT,
-                     signal.SIGXCPU, *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+                     signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGXCPU,
+                     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 # Passed on without ending anything: Ctrl-Z (the container stops with us), fg and bg
 # (it continues), a new terminal size.
 JOB_SIGNALS = (signal.SIGTSTP, signal.SIGCONT, signal.SIGWINCH)

@@ -7,6 +7,7 @@ and a server address) are proved in the VM instead (test_grader_vm.py).
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -332,3 +333,18 @@ def test_a_part1_that_only_execs_earns_few_points(check_id, place, rootfs_tar):
 def test_part1_checks_pass_with_part1(check_id, place, rootfs_tar):
     sub = copy_parts(place / "sub", {1: PARTS[1]})
     assert run_check(check_id, sub, place, rootfs_tar) == ("ok", "")
+
+
+def test_replace_entry_removes_a_tree_or_a_link_itself(tmp_path):
+    """replace_entry is what a check uses to put a link or a directory back in a
+    rootfs; it used shutil.rmtree's dir_fd, which Python 3.10 lacks (vermin)."""
+    fs, outside = tmp_path / "fs", tmp_path / "outside"
+    (fs / "var" / "deep").mkdir(parents=True)
+    (fs / "var" / "deep" / "file").write_text("x")
+    outside.mkdir()
+    (outside / "kept").write_text("x")
+    checks.replace_entry(str(fs), "var", lambda at: os.symlink(str(outside), "var", dir_fd=at))
+    assert os.readlink(fs / "var") == str(outside)
+    checks.replace_entry(str(fs), "var", lambda at: os.mkdir("var", dir_fd=at))
+    assert (fs / "var").is_dir() and not (fs / "var").is_symlink()
+    assert not list((fs / "var").iterdir()) and (outside / "kept").exists()
