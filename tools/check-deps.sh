@@ -6,7 +6,7 @@
 #   rootfs          build and unpack the busybox root filesystem (make rootfs)
 #   rootfs-debian   build the Debian minbase root filesystem (make rootfs-debian)
 #   run             run the containers (uid maps, seccomp, rootless networking)
-#   lint            pytest and ruff in the venv (make lint, make test-venv): no root
+#   lint            pytest, ruff and vermin in the venv (make lint, make test-venv): no root
 #   test            run the repository's test suite (as root: it makes a test user)
 #   grade           run the grader's virtual machine
 #   all             all of the above
@@ -308,7 +308,7 @@ need_run() {
     need_venv requirements.txt
 }
 
-# What ruff and pytest need, and no more: `make lint` as a user asks for no root.
+# What ruff, vermin and pytest need, and no more: `make lint` as a user asks for no root.
 need_lint() {
     need_python
     need_venv requirements-test.txt
