@@ -41,7 +41,8 @@ MAKEFILE = ROOT / "tools" / "handout.mk"
 REPO_ONLY_TEST = """\
     sudo make test     installs the test dependencies (system packages, a venv in
                        /opt/zookeeper-venv, a test user `zootest` with a subuid range),
-                       then runs ruff, the generator check and every test, including
+                       then runs ruff, vermin (is every call there in Python 3.10?),
+                       the generator check and every test, including
                        the grader's VM tests (the VM image is built once, ~2 minutes,
                        and cached in ~/.cache/zookeeper) and the arm64 guest's (its
                        image ~4 minutes, all six parts graded in ~3)
