@@ -12,7 +12,6 @@ import os
 import resource
 import select
 import signal
-import time
 import warnings  # noqa: F401  (execvp's PATH search needs it, as another uid too)
 
 import idmap
@@ -28,13 +27,14 @@ KILL_GRACE_SECONDS = 2
 # the timers', a power failure's, the real-time ones.  Held from zookeeper's first
 # moment (zookeeper.py), passed on to the container once it runs, as `docker run`
 # and `podman run` pass on every signal.  Not those the kernel sends a process for
-# its own fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT), nor
-# SIGPIPE and SIGXFSZ, which Python ignores, nor SIGSTKFLT (unused: Python < 3.11 has
-# no name for it).
+# its own fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS: Python's handler
+# would return to the faulting instruction), nor SIGPIPE and SIGXFSZ, which Python
+# ignores, nor 32 and 33, which the C library keeps for its threads (nptl(7)).
+SIGSTKFLT = getattr(signal, "SIGSTKFLT", 16)  # named from Python 3.11; 16 on x86_64, aarch64
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM,
                      signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGXCPU,
-                     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+                     signal.SIGABRT, SIGSTKFLT, *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 # Passed on without ending anything: Ctrl-Z (the container stops with us), fg and bg
 # (it continues), a new terminal size.
 JOB_SIGNALS = (signal.SIGTSTP, signal.SIGCONT, signal.SIGWINCH)
@@ -311,24 +311,24 @@ class SignalForwarding:
 
     They go to its process group, so that Ctrl-C reaches the command a shell in it
     runs.  PID 1 of a PID namespace gets only the signals it installed a handler for
-    (pid_namespaces(7)): if it is still running KILL_GRACE_SECONDS later, SIGKILL it,
-    unless its command runs with a handler for the signal.  One that came before the
-    exec found the child's default actions: PID 1 dropped it, so it is killed then.
+    (pid_namespaces(7)): if it is still running KILL_GRACE_SECONDS after the first,
+    SIGKILL it, unless its command runs with a handler for each signal passed on
+    meanwhile.  One that came before the exec found the child's default actions: PID 1
+    dropped it, so it is killed then.
     The signals were blocked since zookeeper started (zookeeper.py): one that came
     meanwhile is forwarded now.  Ctrl-Z (SIGTSTP) stops the container with us, and
     SIGCONT continues it; a new window size (SIGWINCH) is passed on.
 
-    The grace period is timed with alarm(2), whose SIGALRM another process may send
-    too: one that comes before the grace period's end is passed on like the others.
+    The grace period is timed with setitimer(2), whose SIGALRM another process may
+    send too: while the timer still runs, a SIGALRM is another's, passed on.
     """
 
     def __init__(self, pid: int, ignored=frozenset()):
         self.pid = pid
         self.running = False  # the command runs: the child's exec succeeded
         self.early = False  # a signal came before that
-        self.last = 0  # the last signal forwarded
+        self.graced = set()  # the signals passed on since the grace period began
         self.stopped = False  # the child is reaped: its pid may be another's now
-        self.grace_ends = None  # when the grace period ends, by time.monotonic()
         self.ignored = ignored
         handlers = {signum: self.forward for signum in FORWARDED_SIGNALS}
         handlers[signal.SIGALRM] = self.alarm
@@ -342,22 +342,23 @@ class SignalForwarding:
         if not self.pass_on(signum, frame):
             return
         self.early = self.early or not self.running
-        self.last = signum
-        self.grace_ends = time.monotonic() + KILL_GRACE_SECONDS
-        signal.signal(signal.SIGALRM, self.alarm)  # ours, even if our caller ignored it
-        signal.alarm(KILL_GRACE_SECONDS)
+        if not self.graced:  # the first since the last grace period: one begins
+            signal.signal(signal.SIGALRM, self.alarm)  # ours, even if our caller ignored it
+            signal.setitimer(signal.ITIMER_REAL, KILL_GRACE_SECONDS)
+        self.graced.add(signum)
 
     def alarm(self, signum, frame):
-        """SIGALRM: the grace period's end (alarm(2) never rings early), or a signal
-        from another process to pass on."""
-        if self.grace_ends is not None and time.monotonic() >= self.grace_ends:
-            self.kill_now()
+        """SIGALRM: the grace period's end, or another process's signal to pass on.
+        A timer that has rung reads 0 (getitimer(2)); one that runs, more."""
+        if self.graced and signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+            self.grace_over()
         elif signum not in self.ignored:
             self.forward(signum, frame)
 
-    def kill_now(self):
-        if self.running and not self.early and catches(self.pid, self.last):
-            return  # its own to act on, as any process with a handler
+    def grace_over(self):
+        graced, self.graced = self.graced, set()
+        if self.running and not self.early and all(catches(self.pid, s) for s in graced):
+            return  # each its own to act on, as any process with a handler
         self.pass_on(signal.SIGKILL, None)
 
     def pause(self, signum, frame):
@@ -383,7 +384,7 @@ class SignalForwarding:
     def stop(self) -> None:
         """The child is reaped: nothing more for it, not even a pending alarm."""
         self.stopped = True
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def signal_container(pid: int, signum: int) -> None:

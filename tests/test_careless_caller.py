@@ -77,9 +77,11 @@ def signal_once_running(proc: subprocess.Popen, signum: int, then=lambda: None) 
 
 # Every signal whose default action ends a process (signal(7)) and that a caller may
 # send: SIGUSR1 (timeout -s USR1), and those that still ended zookeeper at once in
-# session 20 (SIGALRM, SIGPWR, SIGVTALRM, SIGPROF, SIGIO, SIGXCPU, a real-time one).
+# session 20 (SIGALRM, SIGPWR, SIGVTALRM, SIGPROF, SIGIO, SIGXCPU, SIGABRT, SIGSTKFLT,
+# a real-time one).
 ENDING_SIGNALS = [signal.SIGUSR1, signal.SIGALRM, signal.SIGPWR, signal.SIGVTALRM,
-                  signal.SIGPROF, signal.SIGIO, signal.SIGXCPU, signal.SIGRTMIN + 3]
+                  signal.SIGPROF, signal.SIGIO, signal.SIGXCPU, signal.SIGABRT, 16,
+                  signal.SIGRTMIN + 3]
 
 
 @pytest.mark.parametrize("signum", ENDING_SIGNALS, ids=lambda s: signal.Signals(s).name
@@ -213,3 +215,65 @@ def test_an_overlay_left_behind_keeps_its_mount_point(tmp_path):
         assert os.path.isdir(tmp_path / "zoo.abcdef") and fs.lock is None
         m.rootfs.remove_orphans(str(tmp_path), {os.geteuid()})
         assert os.listdir(tmp_path) == []
+
+
+def start_trapping(runner: Runner, traps: dict[int, str]) -> subprocess.Popen:
+    """Part 2 running a shell, PID 1 of its namespace, with a handler (a trap) for
+    each signal of traps; once it has said "ready"."""
+    script = "".join(f"trap '{action}' {int(signum)}; " for signum, action in traps.items())
+    proc = runner.popen(2, "sh", "-c", script + "echo ready; while :; do sleep 0.2; done",
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n", proc.stderr.read()
+    return proc
+
+
+def ended_within(proc: subprocess.Popen, seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+
+
+def test_an_outside_sigalrm_after_a_grace_period_is_passed_on(runner: Runner):
+    """Once a grace period had ended (the command caught SIGTERM), every later SIGALRM
+    was taken for its end: never passed on (review of session 20)."""
+    proc = start_trapping(runner, {signal.SIGTERM: "echo got TERM",
+                                   signal.SIGALRM: "echo got ALRM; exit 7"})
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(3)  # past the grace period: the command caught it and runs on
+    proc.send_signal(signal.SIGALRM)
+    assert ended_within(proc, 10), "the SIGALRM never reached the command"
+    assert (proc.returncode, proc.stdout.read()) == (7, "got TERM\ngot ALRM\n")
+
+
+def test_the_grace_timers_own_sigalrm_is_not_passed_on(runner: Runner):
+    """The timer rang while zookeeper was stopped, and a SIGUSR1 came too: its handler
+    ran first (Python runs them by number) and re-armed the timer, and the timer's
+    SIGALRM then went to the container as if another process had sent it."""
+    proc = start_trapping(runner, {signal.SIGUSR1: "echo got USR1",
+                                   signal.SIGALRM: "echo got ALRM"})
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(3)  # the grace period's timer rings meanwhile
+    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGCONT)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)  # no trap: killed after the grace period
+    assert ended_within(proc, 10)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    assert "got ALRM" not in proc.stdout.read()
+
+
+def test_a_caught_signal_in_a_grace_period_does_not_cancel_the_kill(runner: Runner):
+    """PID 1 ignores SIGTERM (no handler) and catches SIGPWR: a SIGPWR a second after
+    the SIGTERM made zookeeper decide on SIGPWR alone, and the container ran on."""
+    proc = start_trapping(runner, {signal.SIGPWR: "echo got PWR"})
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    proc.send_signal(signal.SIGPWR)
+    assert ended_within(proc, 10), "the container outlived its grace period"
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
