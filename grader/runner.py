@@ -33,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from stat import S_ISDIR
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -283,6 +284,10 @@ class Leftovers:
         self.not_ours = set(children_of(os.getpid(), table))
         self.existing = set(table)  # every process before the check: none is its
         self.escaped: list[str] = []  # what escaped_processes found, described
+        # Each watched user's systemd just before the check's first command as that
+        # user (None: no manager; ManagerUnreachable: it could not be asked).
+        self.managers: dict[int, ManagerState | ManagerUnreachable | None] = {}
+        self.units: list[str] = []  # what restore_managers found, described
         # For the rest of this process's life (a test's too): harmless, orphans of
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
@@ -301,6 +306,20 @@ class Leftovers:
         """What is there now, taken just before a command starts."""
         return Snapshot(self.ours(), checks.temp_dirs(), set(checks.zoo_cgroups()),
                         zoo_links())
+
+    def watch_manager(self, uid: int) -> None:
+        """Before a command as uid: what uid's systemd runs and holds, once a check (as
+        the last check of this process's that ran commands as uid left it, if any)."""
+        if uid in self.managers or not watched_uid(uid):
+            return
+        if uid in MANAGER_STATES:
+            self.managers[uid] = MANAGER_STATES[uid]
+            return
+        manager = UserSystemd(uid)
+        try:
+            self.managers[uid] = manager.state() if manager.running() else None
+        except ManagerUnreachable as e:
+            self.managers[uid] = e
 
     def started(self, session: int) -> None:
         """A command started in a session of its own (its pid): what runs in it is ours."""
@@ -363,6 +382,47 @@ class Leftovers:
                 if pid not in self.existing and pid not in ours and p.state not in "ZX"
                 and started_by_user_manager(pid, uids)}
 
+    def restore_managers(self) -> list[str]:
+        """Each watched user's systemd as it was before the check: a unit the check's
+        commands left running (a timer, path or socket unit, a service waiting to
+        restart) could start work in a later check, and leave nothing running at that
+        check's end for escaped_processes to see (a repair daemon that runs only while
+        a later zookeeper does: it removes the /tmp/zoo.* and kills the slirp4netns
+        that zookeeper left, then exits).  Units the commands started are stopped,
+        those they stopped started, the unit files they added removed (the manager
+        reloaded); what was found is said (the check fails)."""
+        said = []
+        for uid, before in self.managers.items():
+            manager = UserSystemd(uid)
+            if before is None:
+                continue  # no manager before the check: none to start work
+            if isinstance(before, ManagerUnreachable):
+                said.append(f"{manager.name}'s systemd, which could not be asked before "
+                            f"the check ({before})")
+                continue
+            try:
+                after = manager.state()
+            except ManagerUnreachable as e:
+                MANAGER_STATES.pop(uid, None)
+                said.append(f"{manager.name}'s systemd, which could not be asked after the "
+                            f"check ({e})")
+                continue
+            started, stopped, added, changed = manager_changes(before, after)
+            # The next check's before: this one's (what is still changed is found
+            # again), but the bus, which may start on first use.
+            MANAGER_STATES[uid] = ManagerState(
+                {**{u: r for u, r in before.units.items() if u not in BUS_UNITS},
+                 **{u: r for u, r in after.units.items() if u in BUS_UNITS}}, before.files)
+            if not (started or stopped or added or changed):
+                continue
+            top = [p for p in added if os.path.dirname(p) not in added]
+            manager.undo(started, stopped, top, reload=bool(added or changed))
+            said += ([f"unit {u} (started: stopped now)" for u in started]
+                     + [f"unit {u} (stopped: started again)" for u in stopped]
+                     + [f"unit file {p} (new: removed)" for p in top]
+                     + [f"unit file {p} (changed or removed)" for p in changed])
+        return said
+
     def clean_up(self) -> list[str]:
         """Remove what this check's commands left behind, so that no check passes or
         fails on another's leftovers; say what was found.  Only what they made: our
@@ -373,7 +433,10 @@ class Leftovers:
         if not self.runs:
             return found
         self.escaped = kill_all(self.escaped_processes)
-        found += [f"escaped process {p}" for p in self.escaped]
+        self.units = self.restore_managers()
+        if self.units:  # what a unit started meanwhile, stopped now or not
+            self.escaped += kill_all(self.escaped_processes)
+        found += [f"escaped process {p}" for p in self.escaped] + self.units
         temp_dirs = set().union(*(self.temp_dirs(run) for run in self.runs))
         cgroups = set().union(*(self.cgroups(run) for run in self.runs))
         links = set().union(*(self.links(run) for run in self.runs))
@@ -526,6 +589,7 @@ class Commands:
         restored = ready_work(self.scratch, self.user.name)
         if restored:
             self.log.append(restored)
+        self.leftovers.watch_manager(who.uid if who else os.getuid())
         before = self.leftovers.snapshot()
         started = time.monotonic()
         try:
@@ -969,9 +1033,12 @@ def watched_uids(runs) -> set[int]:
     """The users whose new processes a check's cleanup looks for outside its tree: those
     its commands ran as, but root (whose code may do anything, and whose processes
     are the machine's), and only when the runner is root (it kills them by pid)."""
-    if os.getuid() != 0:
-        return set()
-    return {run.uid for run in runs if run.uid != 0}
+    return {run.uid for run in runs if watched_uid(run.uid)}
+
+
+def watched_uid(uid: int) -> bool:
+    """Is uid a user whose systemd a check's cleanup looks at (watched_uids)?"""
+    return os.getuid() == 0 and uid != 0
 
 
 def started_by_user_manager(pid: int, uids: set[int]) -> bool:
@@ -1012,6 +1079,162 @@ def executable_name(pid: int) -> str:
         return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
     except OSError:
         return ""
+
+
+# The user's systemd -------------------------------------------------------------------
+
+# The units of a user's manager that can start work after the check that made or
+# changed them: a timer, path or socket unit fires later, a service restarts when its
+# Restart= is due (it stays "activating" meanwhile, with no process), a target pulls
+# them in.  Scopes hold only processes of their caller's (ours), slices none.
+MANAGER_UNIT_TYPES = "service,socket,timer,path,target"
+# A unit in these states is running or about to: anything else (inactive, failed) is not.
+RUNNING_STATES = {"active", "activating", "reloading", "refreshing", "deactivating"}
+# The session bus, started by the manager on the bus's first use (systemd-run --scope,
+# part 5's busctl), maybe by a check: it may change.  Its configuration may not.
+BUS_UNITS = {"dbus.service", "dbus-broker.service"}
+# The user's own unit directories (systemd.unit(5), user units), under its home and
+# its runtime directory: files there configure the manager (a new unit, a drop-in
+# that changes a unit, an enablement), and the user may write them.
+HOME_UNIT_DIRS = (".config/systemd/user", ".config/systemd/user.control",
+                  ".local/share/systemd/user")
+RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control")
+MANAGER_SECONDS = 15  # for one systemctl --user call
+UNIT_FILES_LIMIT = 10000  # entries looked at in a user's unit directories
+
+
+class ManagerUnreachable(Exception):
+    """The user's manager runs but systemctl could not ask it."""
+
+
+@dataclass
+class ManagerState:
+    """What a user's systemd runs (unit: whether it is running, of MANAGER_UNIT_TYPES)
+    and what configures it (path: (mode, size, mtime, inode, link target) of the files
+    in the user's unit directories)."""
+
+    units: dict[str, bool]
+    files: dict[str, tuple]
+
+
+class UserSystemd:
+    """The systemd user manager of uid, asked with systemctl --user as that user (its
+    private socket is the user's alone)."""
+
+    def __init__(self, uid: int):
+        pw = pwd.getpwuid(uid)
+        self.uid, self.gid, self.name, self.home = uid, pw.pw_gid, pw.pw_name, pw.pw_dir
+        self.runtime = f"/run/user/{uid}"
+
+    def running(self) -> bool:
+        """Does uid have a manager (its init.scope holds a process)?"""
+        try:
+            procs = Path(f"/sys/fs/cgroup/user.slice/user-{self.uid}.slice/"
+                         f"user@{self.uid}.service/init.scope/cgroup.procs").read_text()
+        except OSError:
+            return False
+        return bool(procs.split())
+
+    def systemctl(self, *args) -> str:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "SYSTEMD_COLORS": "0",
+               "SYSTEMD_PAGER": "", "XDG_RUNTIME_DIR": self.runtime}
+        try:
+            done = subprocess.run(["systemctl", "--user", "--no-pager", *args], env=env,
+                                  cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, errors="replace", timeout=MANAGER_SECONDS,
+                                  user=self.uid, group=self.gid,
+                                  extra_groups=os.getgrouplist(self.name, self.gid))
+        except (OSError, subprocess.SubprocessError) as e:
+            raise ManagerUnreachable(f"systemctl --user {args[0]}: {e}") from e
+        if done.returncode != 0:
+            said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise ManagerUnreachable(f"systemctl --user {args[0]}: {said}")
+        return done.stdout
+
+    def units(self) -> dict[str, bool]:
+        units = {}
+        for line in self.systemctl("list-units", "--all", "--plain", "--no-legend", "--full",
+                                   f"--type={MANAGER_UNIT_TYPES}").splitlines():
+            fields = [f for f in line.split() if f != "●"]
+            if len(fields) >= 3:
+                units[fields[0]] = fields[2] in RUNNING_STATES
+        return units
+
+    def unit_dirs(self) -> list[str]:
+        return ([os.path.join(self.home, d) for d in HOME_UNIT_DIRS]
+                + [os.path.join(self.runtime, d) for d in RUNTIME_UNIT_DIRS])
+
+    def files(self) -> dict[str, tuple]:
+        """The entries of the user's unit directories, links followed as the manager
+        follows them (each directory once)."""
+        found: dict[str, tuple] = {}
+        seen: set[tuple[int, int]] = set()
+        todo = list(self.unit_dirs())
+        while todo and len(found) < UNIT_FILES_LIMIT:
+            path = todo.pop()
+            try:
+                info = os.lstat(path)
+                target = os.readlink(path) if os.path.islink(path) else None
+                if target is not None:
+                    info = os.stat(path)
+            except OSError:
+                continue
+            directory = S_ISDIR(info.st_mode)
+            # A directory's own size and time change with its entries, each looked at.
+            found[path] = (info.st_mode, None if directory else info.st_size,
+                           None if directory else info.st_mtime_ns, info.st_ino, target)
+            if directory and (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                with contextlib.suppress(OSError):
+                    todo += [os.path.join(path, name) for name in os.listdir(path)]
+        return found
+
+    def state(self) -> ManagerState:
+        return ManagerState(self.units(), self.files())
+
+    def stop(self, units: list[str]) -> None:
+        self.systemctl("stop", "--", *units)
+
+    def start(self, units: list[str]) -> None:
+        self.systemctl("start", "--", *units)
+
+    def remove(self, paths: list[str]) -> None:
+        """rm -rf as the user: a path of the user's is never followed by root."""
+        subprocess.run(["rm", "-rf", "--", *paths], cwd="/", capture_output=True,
+                       timeout=REMOVE_SECONDS, user=self.uid, group=self.gid,
+                       extra_groups=os.getgrouplist(self.name, self.gid))
+
+    def reload(self) -> None:
+        self.systemctl("daemon-reload")
+
+    def undo(self, started: list[str], stopped: list[str], added: list[str],
+             reload: bool) -> None:
+        """Stop the units started, remove the unit files added, reload, start the units
+        stopped: each tried, whatever the others did."""
+        steps = [(self.stop, started), (self.remove, added),
+                 (lambda _: self.reload(), [True] if reload else []), (self.start, stopped)]
+        for step, what in steps:
+            if what:
+                with contextlib.suppress(ManagerUnreachable, OSError, subprocess.SubprocessError):
+                    step(what)
+
+
+def manager_changes(before: ManagerState, after: ManagerState) -> tuple[list, list, list, list]:
+    """(units started, units stopped, unit files added, unit files changed or removed)
+    from before to after: a unit missing is not running.  The bus may start or stop."""
+    names = sorted(set(before.units) | set(after.units))
+    started = [u for u in names if u not in BUS_UNITS
+               and after.units.get(u, False) and not before.units.get(u, False)]
+    stopped = [u for u in names if u not in BUS_UNITS
+               and before.units.get(u, False) and not after.units.get(u, False)]
+    added = sorted(p for p in after.files if p not in before.files)
+    changed = sorted(p for p in before.files if after.files.get(p) != before.files[p])
+    return started, stopped, added, changed
+
+
+# What each user's manager ran and held after the last check of this process that ran
+# commands as that user: the next check's before (one systemctl call a check).
+MANAGER_STATES: dict[int, ManagerState | None] = {}
 
 
 class Output:
@@ -1888,15 +2111,23 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
         leftovers = context.close()
         if leftovers:
             log.append("cleanup after the check removed: " + "; ".join(leftovers))
-    if context.left.escaped:
-        status, message = "fail", (message + "\n    " if status == "fail" else "") + escaped_text(
-            context.left.escaped)
+    for found, text in ((context.left.escaped, escaped_text),
+                        (context.left.units, units_text)):
+        if found:
+            status, message = "fail", (message + "\n    " if status == "fail" else "") + text(
+                found)
     return status, message, context.commands.slowest
 
 
 def escaped_text(escaped: list[str]) -> str:
     return ("a command left processes running outside the grader's reach, started by the "
             f"user's systemd (systemd-run --user, a user unit); killed: {', '.join(escaped)}")
+
+
+def units_text(units: list[str]) -> str:
+    return ("a command changed the user's systemd, which could start work in a later check "
+            "(a timer, path or socket unit, a service that restarts, a unit file): "
+            f"{', '.join(units)}")
 
 
 def main(argv=None) -> int:

@@ -343,6 +343,148 @@ def test_a_check_whose_command_escaped_fails(tmp_path, monkeypatch):
     assert "outside the grader's reach" in message and "sleep 60" in message, message
 
 
+class FakeSystemd:
+    """Stands in for a user's systemd (runner.UserSystemd), any user's: its units (name:
+    running) and unit files, which a test changes as a check's command would
+    (systemd-run --user --socket-property=..., a unit file in ~/.config/systemd/user),
+    and what the cleanup asked of it (calls).  stoppable False: a unit that refuses
+    to stop (RefuseManualStop=yes)."""
+
+    def __init__(self, monkeypatch):
+        self.name = "student"
+        self.units = {"dbus.socket": True, "dbus.service": False, "default.target": True,
+                      "old.service": False}
+        self.files = {"/home/student/.config/systemd/user": (0o40755, None, None, 1, None)}
+        self.calls: list[tuple] = []
+        self.asked = 0
+        self.stoppable = True
+        monkeypatch.setattr(runner, "UserSystemd", lambda uid: self)
+        monkeypatch.setattr(runner, "watched_uid", lambda uid: True)
+        monkeypatch.setattr(runner, "MANAGER_STATES", {})
+
+    def running(self) -> bool:
+        return True
+
+    def state(self) -> "runner.ManagerState":
+        self.asked += 1
+        return runner.ManagerState(dict(self.units), dict(self.files))
+
+    def undo(self, started, stopped, added, reload) -> None:
+        self.calls.append((started, stopped, added, reload))
+        for unit in started:
+            self.units[unit] = not self.stoppable
+        for unit in stopped:
+            self.units[unit] = True
+        for path in added:
+            del self.files[path]
+
+
+def grade_one(tmp_path, fn) -> tuple[str, str]:
+    """runner.verdict of a check whose commands are fn(z): (status, message)."""
+    check = types.SimpleNamespace(id="test", name="test", timeout=30, needs=(), fn=fn,
+                                  exercises="", other_users=False)
+    ns = types.SimpleNamespace(submission=str(tmp_path), user="root", python=sys.executable,
+                               as_root=False, timeout_scale=1.0, scratch=str(tmp_path),
+                               rootfs_tar=None, nosub_user=runner.NOSUB_USER)
+    machine = types.SimpleNamespace(missing=lambda needs: "")
+    status, message, _ = runner.verdict(check, ns, machine, [])
+    return status, message
+
+
+def test_a_unit_left_in_the_users_systemd_is_stopped_and_fails_the_check(tmp_path,
+                                                                         monkeypatch):
+    """A command that leaves the user's systemd a unit that starts work later (a socket
+    unit whose service runs on each connection, a timer, a path unit) has nothing
+    running at the check's end, yet a later check's zookeeper could have that work
+    repair what it leaves (rm its /tmp/zoo.*, kill its slirp4netns) and exit before
+    that check's end (seen in the VM: 6/14 became 14/14).  The cleanup compares the
+    manager's units and unit files with the check's before: what the commands started
+    is stopped, a unit file they added removed, and the check fails, saying so.  The
+    bus starting on its first use is no change; a check that changed nothing passes."""
+    fake = FakeSystemd(monkeypatch)
+    unit_file = "/home/student/.config/systemd/user/zk-fix.path"
+
+    def leaves_units(z):
+        z.host(["true"])
+        fake.units.update({"zk-fix.socket": True, "zk-fix.service": False,
+                           "dbus.service": True})
+        fake.files[unit_file] = (0o100644, 120, 1, 2, None)
+
+    status, message = grade_one(tmp_path, leaves_units)
+    assert status == "fail", (status, message)
+    assert "changed the user's systemd" in message and "zk-fix.socket" in message, message
+    assert unit_file in message and "old.service" not in message, message
+    assert fake.calls == [(["zk-fix.socket"], [], [unit_file], True)], fake.calls
+    assert fake.units["zk-fix.socket"] is False and unit_file not in fake.files
+
+    asked = fake.asked
+    status, message = grade_one(tmp_path, lambda z: z.host(["true"]))
+    assert (status, message) == ("ok", ""), message
+    assert len(fake.calls) == 1 and fake.asked == asked + 1, (
+        "the next check's before is this one's after: one query a check")
+
+
+def test_a_unit_that_would_not_stop_fails_every_later_check(tmp_path, monkeypatch):
+    """A unit that refuses to be stopped (RefuseManualStop=yes) keeps being found: the
+    next check's before is the one before it came.  A unit the commands stopped (the
+    bus's socket) is started again, and said."""
+    fake = FakeSystemd(monkeypatch)
+    fake.stoppable = False
+
+    def leaves_a_timer(z):
+        z.host(["true"])
+        fake.units.update({"zk-fix.timer": True, "dbus.socket": False})
+
+    status, message = grade_one(tmp_path, leaves_a_timer)
+    assert status == "fail" and "zk-fix.timer (started: stopped now)" in message, message
+    assert "dbus.socket (stopped: started again)" in message and fake.units["dbus.socket"]
+    status, message = grade_one(tmp_path, lambda z: z.host(["true"]))
+    assert status == "fail" and "zk-fix.timer" in message and "dbus.socket" not in message, (
+        message)
+
+
+def test_a_manager_that_cannot_be_asked_fails_the_check(tmp_path, monkeypatch):
+    """A command that keeps the runner from asking the user's systemd (its private
+    socket and bus renamed, the manager stopped with SIGSTOP) could hide any unit:
+    the check fails."""
+    fake = FakeSystemd(monkeypatch)
+
+    def hides_the_manager(z):
+        z.host(["true"])
+
+        def unreachable():
+            raise runner.ManagerUnreachable("systemctl --user list-units: Connection refused")
+
+        fake.state = unreachable
+
+    status, message = grade_one(tmp_path, hides_the_manager)
+    assert status == "fail" and "could not be asked after the check" in message, message
+
+
+def test_the_users_unit_files_are_found_and_links_followed(tmp_path, monkeypatch):
+    """UserSystemd.files: every entry of the user's unit directories, a directory's
+    link followed (as the manager follows it) and each directory looked at once; a
+    directory's own time is no change."""
+    home = tmp_path / "home"
+    (home / ".config/systemd").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (home / ".config/systemd/user").symlink_to(elsewhere)
+    (elsewhere / "loop").symlink_to(elsewhere)
+    manager = runner.UserSystemd(os.getuid())
+    monkeypatch.setattr(manager, "home", str(home))
+    monkeypatch.setattr(manager, "runtime", str(tmp_path / "run"))
+    before = manager.files()
+    assert set(before) == {str(home / ".config/systemd/user"),
+                           str(home / ".config/systemd/user/loop")}, before
+    (elsewhere / "x.timer").write_text("[Timer]\nOnActiveSec=1\n")
+    after = manager.files()
+    _, _, added, changed = runner.manager_changes(runner.ManagerState({}, before),
+                                                  runner.ManagerState({}, after))
+    assert added == [str(home / ".config/systemd/user/x.timer")] and changed == [], (
+        added, changed)
+
+
 
 @pytest.mark.skipif(os.getuid() != 0, reason="only root runs commands as another user")
 def test_the_users_commands_get_a_home_of_the_checks_own(tmp_path):
