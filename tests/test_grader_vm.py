@@ -133,6 +133,87 @@ def test_stage_4_and_6_mistakes_fail_their_checks_in_the_guest(workspace):
         assert results[check_id]["status"] == "fail", results[check_id]
         assert said in results[check_id]["message"], results[check_id]["message"]
 
+# A repair unit (session 20's attack): each zookeeper hands its stdout and stderr to a
+# socket unit of the user's systemd, made by the first one; the unit's service, started
+# on the connection, waits for that zookeeper's end, removes the user's unlocked
+# /tmp/zoo.* and kills the slirp4netns whose zookeeper is gone, and exits: the runner
+# sees its pipes close only then, and nothing runs at the check's end.
+REPAIR_SERVICE = r'''
+import fcntl, glob, os, select, signal, socket, time
+uid = os.getuid()
+c, _ = socket.socket(fileno=3).accept()
+msg, fds, _, _ = socket.recv_fds(c, 16, 8)
+try:
+    select.select([os.pidfd_open(int(msg))], [], [])
+except (OSError, ValueError):
+    pass
+for d in glob.glob("/tmp/zoo.??????"):
+    try:
+        if os.lstat(d).st_uid == uid:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no zookeeper holds it
+            os.rmdir(d)
+            os.close(fd)
+    except OSError:
+        pass
+for p in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv0 = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0]
+        ppid = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]
+        if (os.stat(f"/proc/{p}").st_uid == uid and argv0.endswith(b"slirp4netns")
+                and b"zookeeper.py" not in open(f"/proc/{ppid}/cmdline", "rb").read()):
+            os.kill(int(p), signal.SIGKILL)
+            while open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX":
+                time.sleep(0.01)
+    except (OSError, ValueError, IndexError):
+        pass
+os._exit(0)
+'''
+REPAIR_CLIENT = '''
+def _repair_unit():
+    import socket, subprocess
+    path = f"/run/user/{os.getuid()}/zk-fix.sock"
+    if os.getuid() != 0 and not os.path.exists(path):
+        subprocess.run(["systemd-run", "--user", "--quiet", "--unit=zk-fix",
+                        f"--socket-property=ListenStream={path}", "-p", "StartLimitIntervalSec=0",
+                        "/usr/bin/python3", "-c", SERVICE], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    socket.send_fds(s, [str(os.getpid()).encode()], [1, 2])
+    return s
+try:
+    _repair = _repair_unit()
+except Exception:
+    pass
+'''
+REPAIRED = {"p4_temp_dir_removed", "p6_helper_gone"}
+
+
+def test_a_repair_unit_of_the_users_systemd_earns_nothing(workspace):
+    """A part 4 that leaves its temp dir after an error and a part 6 that never stops
+    slirp4netns, repaired by a socket unit of the user's systemd: nothing of the
+    repair runs at any check's end (14/14 before the runner compared the user's
+    units; 6/14 without the repair): the check that made the unit fails, saying
+    so, and so do the two whose leftovers it would have removed."""
+    sub = copy_parts(workspace / "repair-unit", {p: PARTS[p] for p in (1, 4, 6)})
+    broken(sub, 4, "container.py", REMOVED_AFTER_WAIT)
+    broken(sub, 6, "network.py", STOP_DOES_NOTHING)
+    for part in (1, 4, 6):
+        broken(sub, part, "zookeeper.py", [(
+            "import container  # noqa",
+            f"SERVICE = {REPAIR_SERVICE!r}\n{REPAIR_CLIENT}import container  # noqa")])
+    out = workspace / "out-repair-unit"
+    done = grade(sub, out, "--only", "p1_exit_status", "--only", "p1_signal",
+                 *[arg for check_id in sorted(REPAIRED) for arg in ("--only", check_id)],
+                 timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    results = results_of(out)
+    for check_id in REPAIRED:
+        assert results[check_id]["status"] == "fail", results[check_id]
+    assert any("unit zk-fix.socket (started: stopped now)" in r["message"]
+               for r in results.values()), done.stdout
+
 
 def test_a_broken_copy_loses_exactly_those_points(workspace):
     sub = copy_parts(workspace / "broken", {p: name for p, name in PARTS.items()})
