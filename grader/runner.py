@@ -33,7 +33,6 @@ from collections import deque
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from stat import S_ISDIR
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -47,6 +46,13 @@ from report import (  # noqa: E402
     commit_line,
     shortened,
     write_results,
+)
+from user_systemd import (  # noqa: E402
+    BUS_UNITS,
+    ManagerState,
+    ManagerUnreachable,
+    UserSystemd,
+    manager_changes,
 )
 
 PART_GLOB = "part{}_*"
@@ -1079,157 +1085,6 @@ def executable_name(pid: int) -> str:
         return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
     except OSError:
         return ""
-
-
-# The user's systemd -------------------------------------------------------------------
-
-# The units of a user's manager that can start work after the check that made or
-# changed them: a timer, path or socket unit fires later, a service restarts when its
-# Restart= is due (it stays "activating" meanwhile, with no process), a target pulls
-# them in.  Scopes hold only processes of their caller's (ours), slices none.
-MANAGER_UNIT_TYPES = "service,socket,timer,path,target"
-# A unit in these states is running or about to: anything else (inactive, failed) is not.
-RUNNING_STATES = {"active", "activating", "reloading", "refreshing", "deactivating"}
-# The session bus, started by the manager on the bus's first use (systemd-run --scope,
-# part 5's busctl), maybe by a check: it may change.  Its configuration may not.
-BUS_UNITS = {"dbus.service", "dbus-broker.service"}
-# The user's own unit directories (systemd.unit(5), user units), under its home and
-# its runtime directory: files there configure the manager (a new unit, a drop-in
-# that changes a unit, an enablement), and the user may write them.
-HOME_UNIT_DIRS = (".config/systemd/user", ".config/systemd/user.control",
-                  ".local/share/systemd/user")
-RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control")
-MANAGER_SECONDS = 15  # for one systemctl --user call
-UNIT_FILES_LIMIT = 10000  # entries looked at in a user's unit directories
-
-
-class ManagerUnreachable(Exception):
-    """The user's manager runs but systemctl could not ask it."""
-
-
-@dataclass
-class ManagerState:
-    """What a user's systemd runs (unit: whether it is running, of MANAGER_UNIT_TYPES)
-    and what configures it (path: (mode, size, mtime, inode, link target) of the files
-    in the user's unit directories)."""
-
-    units: dict[str, bool]
-    files: dict[str, tuple]
-
-
-class UserSystemd:
-    """The systemd user manager of uid, asked with systemctl --user as that user (its
-    private socket is the user's alone)."""
-
-    def __init__(self, uid: int):
-        pw = pwd.getpwuid(uid)
-        self.uid, self.gid, self.name, self.home = uid, pw.pw_gid, pw.pw_name, pw.pw_dir
-        self.runtime = f"/run/user/{uid}"
-
-    def running(self) -> bool:
-        """Does uid have a manager (its init.scope holds a process)?"""
-        try:
-            procs = Path(f"/sys/fs/cgroup/user.slice/user-{self.uid}.slice/"
-                         f"user@{self.uid}.service/init.scope/cgroup.procs").read_text()
-        except OSError:
-            return False
-        return bool(procs.split())
-
-    def systemctl(self, *args) -> str:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "SYSTEMD_COLORS": "0",
-               "SYSTEMD_PAGER": "", "XDG_RUNTIME_DIR": self.runtime}
-        try:
-            done = subprocess.run(["systemctl", "--user", "--no-pager", *args], env=env,
-                                  cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, errors="replace", timeout=MANAGER_SECONDS,
-                                  user=self.uid, group=self.gid,
-                                  extra_groups=os.getgrouplist(self.name, self.gid))
-        except (OSError, subprocess.SubprocessError) as e:
-            raise ManagerUnreachable(f"systemctl --user {args[0]}: {e}") from e
-        if done.returncode != 0:
-            said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise ManagerUnreachable(f"systemctl --user {args[0]}: {said}")
-        return done.stdout
-
-    def units(self) -> dict[str, bool]:
-        units = {}
-        for line in self.systemctl("list-units", "--all", "--plain", "--no-legend", "--full",
-                                   f"--type={MANAGER_UNIT_TYPES}").splitlines():
-            fields = [f for f in line.split() if f != "●"]
-            if len(fields) >= 3:
-                units[fields[0]] = fields[2] in RUNNING_STATES
-        return units
-
-    def unit_dirs(self) -> list[str]:
-        return ([os.path.join(self.home, d) for d in HOME_UNIT_DIRS]
-                + [os.path.join(self.runtime, d) for d in RUNTIME_UNIT_DIRS])
-
-    def files(self) -> dict[str, tuple]:
-        """The entries of the user's unit directories, links followed as the manager
-        follows them (each directory once)."""
-        found: dict[str, tuple] = {}
-        seen: set[tuple[int, int]] = set()
-        todo = list(self.unit_dirs())
-        while todo and len(found) < UNIT_FILES_LIMIT:
-            path = todo.pop()
-            try:
-                info = os.lstat(path)
-                target = os.readlink(path) if os.path.islink(path) else None
-                if target is not None:
-                    info = os.stat(path)
-            except OSError:
-                continue
-            directory = S_ISDIR(info.st_mode)
-            # A directory's own size and time change with its entries, each looked at.
-            found[path] = (info.st_mode, None if directory else info.st_size,
-                           None if directory else info.st_mtime_ns, info.st_ino, target)
-            if directory and (info.st_dev, info.st_ino) not in seen:
-                seen.add((info.st_dev, info.st_ino))
-                with contextlib.suppress(OSError):
-                    todo += [os.path.join(path, name) for name in os.listdir(path)]
-        return found
-
-    def state(self) -> ManagerState:
-        return ManagerState(self.units(), self.files())
-
-    def stop(self, units: list[str]) -> None:
-        self.systemctl("stop", "--", *units)
-
-    def start(self, units: list[str]) -> None:
-        self.systemctl("start", "--", *units)
-
-    def remove(self, paths: list[str]) -> None:
-        """rm -rf as the user: a path of the user's is never followed by root."""
-        subprocess.run(["rm", "-rf", "--", *paths], cwd="/", capture_output=True,
-                       timeout=REMOVE_SECONDS, user=self.uid, group=self.gid,
-                       extra_groups=os.getgrouplist(self.name, self.gid))
-
-    def reload(self) -> None:
-        self.systemctl("daemon-reload")
-
-    def undo(self, started: list[str], stopped: list[str], added: list[str],
-             reload: bool) -> None:
-        """Stop the units started, remove the unit files added, reload, start the units
-        stopped: each tried, whatever the others did."""
-        steps = [(self.stop, started), (self.remove, added),
-                 (lambda _: self.reload(), [True] if reload else []), (self.start, stopped)]
-        for step, what in steps:
-            if what:
-                with contextlib.suppress(ManagerUnreachable, OSError, subprocess.SubprocessError):
-                    step(what)
-
-
-def manager_changes(before: ManagerState, after: ManagerState) -> tuple[list, list, list, list]:
-    """(units started, units stopped, unit files added, unit files changed or removed)
-    from before to after: a unit missing is not running.  The bus may start or stop."""
-    names = sorted(set(before.units) | set(after.units))
-    started = [u for u in names if u not in BUS_UNITS
-               and after.units.get(u, False) and not before.units.get(u, False)]
-    stopped = [u for u in names if u not in BUS_UNITS
-               and before.units.get(u, False) and not after.units.get(u, False)]
-    added = sorted(p for p in after.files if p not in before.files)
-    changed = sorted(p for p in before.files if after.files.get(p) != before.files[p])
-    return started, stopped, added, changed
 
 
 # What each user's manager ran and held after the last check of this process that ran
