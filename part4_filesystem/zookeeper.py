@@ -22,9 +22,10 @@ import sys
 # (SIGALRM) among them.
 signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
 
-# The modules are beside this file, where Python looks first, unless told not to
-# (PYTHONSAFEPATH, python3 -P or -I: sys.flags.safe_path).
-if getattr(sys.flags, "safe_path", False):
+# The modules are beside this file, where Python looks first, unless told not to:
+# python3 -I (sys.flags.isolated), and from Python 3.11 -P or PYTHONSAFEPATH too
+# (sys.flags.safe_path, which -I also sets there).
+if sys.flags.isolated or getattr(sys.flags, "safe_path", False):
     sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
 import container  # noqa: E402  (after the signals are held)
