@@ -23,20 +23,34 @@ from stat import S_ISDIR
 # Restart= is due (it stays "activating" meanwhile, with no process), a target pulls
 # them in.  Scopes hold only processes of their caller's (ours), slices none.
 MANAGER_UNIT_TYPES = "service,socket,timer,path,target"
-# A unit in these states is running or about to: anything else (inactive, failed) is not.
-RUNNING_STATES = {"active", "activating", "reloading", "refreshing", "deactivating"}
+# A unit is counted as running when it is active (or reloading), or a service waits to
+# restart (sub-state auto-restart: it starts again by itself).  One activating or
+# deactivating is on its way, maybe a oneshot of the manager's own (its timer's
+# systemd-tmpfiles-clean.service): not counted, so that its moment is no change of a
+# check's.  A process it runs at the check's end is escaped_processes' to find.
+RUNNING_STATES = {"active", "reloading"}
+SETTLE_SECONDS = 0.5  # a change found is looked at again after this: is it still there?
 # The session bus, started by the manager on the bus's first use (systemd-run --scope,
 # part 5's busctl), maybe by a check: it may change.  Its configuration may not.
 BUS_UNITS = {"dbus.service", "dbus-broker.service"}
 # The user's own unit directories (systemd.unit(5), user units), under its home and
 # its runtime directory: files there configure the manager (a new unit, a drop-in
 # that changes a unit, an enablement), and the user may write them.
+# The session bus's service directories too: a service file there is started by the
+# bus daemon itself on a call to its name (D-Bus activation), no unit needed.
 HOME_UNIT_DIRS = (".config/systemd/user", ".config/systemd/user.control",
-                  ".local/share/systemd/user")
-RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control")
+                  ".local/share/systemd/user", ".local/share/dbus-1/services")
+RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control", "dbus-1/services")
 MANAGER_SECONDS = 15  # for one systemctl --user call
 UNIT_FILES_LIMIT = 10000  # entries looked at in a user's unit directories
 REMOVE_SECONDS = 120  # for rm -rf of the unit files a check added
+
+
+def popen_ids(name: str, uid: int, gid: int) -> dict:
+    """subprocess.Popen's arguments that start a command as this user, by root: its uid,
+    gid and groups (initgroups(3)), set in the child before the exec as setpriv(1)
+    --reuid --regid --init-groups would, without its exec."""
+    return {"user": uid, "group": gid, "extra_groups": os.getgrouplist(name, gid)}
 
 
 class ManagerUnreachable(Exception):
@@ -78,8 +92,7 @@ class UserSystemd:
             done = subprocess.run(["systemctl", "--user", "--no-pager", *args], env=env,
                                   cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, errors="replace", timeout=MANAGER_SECONDS,
-                                  user=self.uid, group=self.gid,
-                                  extra_groups=os.getgrouplist(self.name, self.gid))
+                                  **popen_ids(self.name, self.uid, self.gid))
         except (OSError, subprocess.SubprocessError) as e:
             raise ManagerUnreachable(f"systemctl --user {args[0]}: {e}") from e
         if done.returncode != 0:
@@ -91,9 +104,9 @@ class UserSystemd:
         units = {}
         for line in self.systemctl("list-units", "--all", "--plain", "--no-legend", "--full",
                                    f"--type={MANAGER_UNIT_TYPES}").splitlines():
-            fields = [f for f in line.split() if f != "●"]
-            if len(fields) >= 3:
-                units[fields[0]] = fields[2] in RUNNING_STATES
+            fields = [f for f in line.split() if f != "●"]  # unit, load, active, sub, ...
+            if len(fields) >= 4:
+                units[fields[0]] = fields[2] in RUNNING_STATES or fields[3] == "auto-restart"
         return units
 
     def unit_dirs(self) -> list[str]:
@@ -137,8 +150,7 @@ class UserSystemd:
     def remove(self, paths: list[str]) -> None:
         """rm -rf as the user: a path of the user's is never followed by root."""
         subprocess.run(["rm", "-rf", "--", *paths], cwd="/", capture_output=True,
-                       timeout=REMOVE_SECONDS, user=self.uid, group=self.gid,
-                       extra_groups=os.getgrouplist(self.name, self.gid))
+                       timeout=REMOVE_SECONDS, **popen_ids(self.name, self.uid, self.gid))
 
     def reload(self) -> None:
         self.systemctl("daemon-reload")

@@ -21,14 +21,15 @@ from errors import FAILED, NOT_EXECUTABLE, NOT_FOUND, ZooError, step, warn, writ
 
 # How long a container may ignore SIGTERM or SIGINT before it is killed.
 KILL_GRACE_SECONDS = 2
-# The signals that another process sends and that end a process by default ("Term"
-# and "Core" in signal(7)): Ctrl-C, kill, a closed terminal, Ctrl-\, the user's two,
-# the timers', a power failure's, the real-time ones.  Held from zookeeper's first
-# moment (zookeeper.py), passed on to the container once it runs, as `docker run`
-# and `podman run` pass on every signal.  Not those the kernel sends a process for
-# its own fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS: Python's handler
-# would return to the faulting instruction), nor SIGPIPE and SIGXFSZ, which Python
-# ignores, nor 32 and 33, which the C library keeps for its threads (nptl(7)).
+# The signals that end a process by default ("Term" and "Core" in signal(7)) and that
+# come from outside it: Ctrl-C, kill, a closed terminal, Ctrl-\, the user's two, the
+# timers', a power failure's, a CPU limit's (SIGXCPU), the real-time ones.  Held
+# from zookeeper's first moment (zookeeper.py), passed on to the container once it
+# runs, as `docker run` and `podman run` pass on every signal.  Not those the kernel
+# sends a process for its own fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP,
+# SIGSYS: Python's handler would return to the faulting instruction), nor SIGPIPE
+# and SIGXFSZ, which Python ignores, nor 32 and 33, which the C library keeps for
+# its threads (nptl(7)).
 SIGSTKFLT = getattr(signal, "SIGSTKFLT", 16)  # named from Python 3.11; 16 on x86_64, aarch64
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGVTALRM,
