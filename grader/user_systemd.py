@@ -169,12 +169,15 @@ class UserSystemd:
 
 def manager_changes(before: ManagerState, after: ManagerState) -> tuple[list, list, list, list]:
     """(units started, units stopped, unit files added, unit files changed or removed)
-    from before to after: a unit missing is not running.  The bus may start or stop."""
+    from before to after: a unit missing is not running.  The bus may start or stop,
+    and a directory may appear (the bus makes its own, /run/user/UID/dbus-1/services):
+    what is in it is looked at, not the directory."""
     names = sorted(set(before.units) | set(after.units))
     started = [u for u in names if u not in BUS_UNITS
                and after.units.get(u, False) and not before.units.get(u, False)]
     stopped = [u for u in names if u not in BUS_UNITS
                and before.units.get(u, False) and not after.units.get(u, False)]
-    added = sorted(p for p in after.files if p not in before.files)
+    added = sorted(p for p in after.files
+                   if p not in before.files and not S_ISDIR(after.files[p][0]))
     changed = sorted(p for p in before.files if after.files.get(p) != before.files[p])
     return started, stopped, added, changed

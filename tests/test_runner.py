@@ -528,6 +528,7 @@ def test_the_users_unit_files_are_found_and_links_followed(tmp_path, monkeypatch
     assert set(before) == {str(home / ".config/systemd/user"),
                            str(home / ".config/systemd/user/loop")}, before
     (elsewhere / "x.timer").write_text("[Timer]\nOnActiveSec=1\n")
+    (tmp_path / "run" / "dbus-1" / "services").mkdir(parents=True)  # the bus's own, empty
     after = manager.files()
     _, _, added, changed = runner.manager_changes(runner.ManagerState({}, before),
                                                   runner.ManagerState({}, after))
