@@ -184,7 +184,9 @@ def test_sigkill_ends_the_container_and_the_next_run_sweeps(runner: Runner, own_
     assert not (left & own_temp_dirs(runner.inside[0])), "the next run removes what was left"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+# SIGALRM and a real-time signal too: held from the start since session 20.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                                    signal.SIGALRM, signal.SIGRTMIN + 5])
 def test_a_signal_during_start_leaves_nothing_and_no_traceback(runner: Runner, own_rootfs,
                                                               signum):
     before = own_temp_dirs(runner.inside[0])
