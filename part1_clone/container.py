@@ -335,7 +335,7 @@ class SignalForwarding:
 
     def grace_over(self):
         graced, self.graced = self.graced, set()
-        if self.running and not self.early and all(catches(self.pid, s) for s in graced):
+        if self.running and not self.early and catches(self.pid, graced):
             return  # each its own to act on, as any process with a handler
         self.pass_on(signal.SIGKILL, None)
 
@@ -374,14 +374,15 @@ def signal_container(pid: int, signum: int) -> None:
         kernel.sys_kill(pid, signum)
 
 
-def catches(pid: int, signum: int) -> bool:
-    """Whether the process has a handler for signum: the SigCgt mask of
+def catches(pid: int, signums) -> bool:
+    """Whether the process has a handler for each of signums: the SigCgt mask of
     /proc/PID/status, in hex, bit signum - 1 (proc(5))."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+                    caught = int(line.split()[1], 16)
+                    return all(caught >> (signum - 1) & 1 for signum in signums)
     except OSError:
         pass
     return False
