@@ -49,12 +49,11 @@ from report import (  # noqa: E402
 )
 from user_systemd import (  # noqa: E402
     BUS_UNITS,
-    SETTLE_SECONDS,
     ManagerState,
     ManagerUnreachable,
     UserSystemd,
-    manager_changes,
     popen_ids,
+    settled_changes,
 )
 
 PART_GLOB = "part{}_*"
@@ -400,9 +399,9 @@ class Leftovers:
         reloaded); what was found is said (the check fails)."""
         said = []
         for uid, before in self.managers.items():
-            manager = UserSystemd(uid)
             if before is None:
                 continue  # no manager before the check: none to start work
+            manager = UserSystemd(uid)
             if isinstance(before, ManagerUnreachable):
                 said.append(f"{manager.name}'s systemd, which could not be asked before "
                             f"the check ({before})")
@@ -421,11 +420,10 @@ class Leftovers:
                  **{u: r for u, r in after.units.items() if u in BUS_UNITS}}, before.files)
             if not (started or stopped or added or changed):
                 continue
-            top = [p for p in added if os.path.dirname(p) not in added]
-            manager.undo(started, stopped, top, reload=bool(added or changed))
+            manager.undo(started, stopped, added, reload=bool(added or changed))
             said += ([f"unit {u} (started: stopped now)" for u in started]
                      + [f"unit {u} (stopped: started again)" for u in stopped]
-                     + [f"unit file {p} (new: removed)" for p in top]
+                     + [f"unit file {p} (new: removed)" for p in added]
                      + [f"unit file {p} (changed or removed)" for p in changed])
         return said
 
@@ -1085,20 +1083,6 @@ def executable_name(pid: int) -> str:
         return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
     except OSError:
         return ""
-
-
-def settled_changes(manager: UserSystemd, before: ManagerState) -> tuple[ManagerState, tuple]:
-    """What changed in manager since before (manager_changes) and is still changed
-    SETTLE_SECONDS later, with the manager's last state: a change of the manager's own
-    may have been on its way (a unit reloading as its timer fired)."""
-    after = manager.state()
-    changes = manager_changes(before, after)
-    if any(changes):
-        time.sleep(SETTLE_SECONDS)
-        after = manager.state()
-        still = manager_changes(before, after)
-        changes = tuple([x for x in first if x in again] for first, again in zip(changes, still))
-    return after, changes
 
 
 # What each user's manager ran and held before the first check of this process that ran

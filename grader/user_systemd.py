@@ -14,6 +14,7 @@ import contextlib
 import os
 import pwd
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISDIR
@@ -159,12 +160,12 @@ class UserSystemd:
              reload: bool) -> None:
         """Stop the units started, remove the unit files added, reload, start the units
         stopped: each tried, whatever the others did."""
-        steps = [(self.stop, started), (self.remove, added),
-                 (lambda _: self.reload(), [True] if reload else []), (self.start, stopped)]
-        for step, what in steps:
-            if what:
+        steps = [(started, lambda: self.stop(started)), (added, lambda: self.remove(added)),
+                 (reload, self.reload), (stopped, lambda: self.start(stopped))]
+        for wanted, step in steps:
+            if wanted:
                 with contextlib.suppress(ManagerUnreachable, OSError, subprocess.SubprocessError):
-                    step(what)
+                    step()
 
 
 def manager_changes(before: ManagerState, after: ManagerState) -> tuple[list, list, list, list]:
@@ -181,3 +182,17 @@ def manager_changes(before: ManagerState, after: ManagerState) -> tuple[list, li
                    if p not in before.files and not S_ISDIR(after.files[p][0]))
     changed = sorted(p for p in before.files if after.files.get(p) != before.files[p])
     return started, stopped, added, changed
+
+
+def settled_changes(manager: UserSystemd, before: ManagerState) -> tuple[ManagerState, tuple]:
+    """What changed in manager since before (manager_changes) and is still changed
+    SETTLE_SECONDS later, with the manager's last state: a change of the manager's own
+    may have been on its way (a unit reloading as its timer fired)."""
+    after = manager.state()
+    changes = manager_changes(before, after)
+    if any(changes):
+        time.sleep(SETTLE_SECONDS)
+        after = manager.state()
+        still = manager_changes(before, after)
+        changes = tuple([x for x in first if x in again] for first, again in zip(changes, still))
+    return after, changes

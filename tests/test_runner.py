@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "grader"))
 
 import report  # noqa: E402
 import runner  # noqa: E402
+import user_systemd  # noqa: E402
 
 
 def context(tmp_path, timeout: float, scale: float = 1.0, scratch: Path | None = None,
@@ -462,7 +463,7 @@ def test_a_unit_of_the_managers_own_on_its_way_is_no_change(tmp_path, monkeypatc
                                "old.service": False, "busy.service": True}
 
     fake = FakeSystemd(monkeypatch)
-    monkeypatch.setattr(runner, "SETTLE_SECONDS", 0.01)
+    monkeypatch.setattr(user_systemd, "SETTLE_SECONDS", 0.01)
     state = fake.state
 
     def reloading_once(z):
@@ -530,8 +531,8 @@ def test_the_users_unit_files_are_found_and_links_followed(tmp_path, monkeypatch
     (elsewhere / "x.timer").write_text("[Timer]\nOnActiveSec=1\n")
     (tmp_path / "run" / "dbus-1" / "services").mkdir(parents=True)  # the bus's own, empty
     after = manager.files()
-    _, _, added, changed = runner.manager_changes(runner.ManagerState({}, before),
-                                                  runner.ManagerState({}, after))
+    _, _, added, changed = user_systemd.manager_changes(runner.ManagerState({}, before),
+                                                        runner.ManagerState({}, after))
     assert added == [str(home / ".config/systemd/user/x.timer")] and changed == [], (
         added, changed)
 
