@@ -1296,6 +1296,34 @@ def test_without_a_commit_the_forged_statuses_count_for_nothing(tmp_path):
     assert report.status(pinned, problem) != "ok"
 
 
+def burn(share: float, cpu_max="50000 100000", throttled=40):
+    """A p5_cpu run: the loop's rounds, busybox time's report for this share of 4 s,
+    and what the container's cgroup said after (CPU_SEEN)."""
+    user = 4 * share
+    return run(f"loops 200000\ncpu.max {cpu_max}\nnr_throttled {throttled}\n",
+               f"real\t0m 4.00s\nuser\t0m {user:.2f}s\nsys\t0m 0.00s\n")
+
+
+def test_p5_cpu_measures_again_only_when_the_limit_is_in_place():
+    """Once, an arm64 guest under TCG on a busy host ran the reference's loop unheld
+    (94 %) under a right cpu.max: with the limit in place, a share out of range is
+    measured once more, and the second measurement decides."""
+    again = FakeContext(burn(0.94), burn(0.5))
+    checks.p5_cpu(again)
+    assert again.runs == []
+    twice = failure(checks.p5_cpu, burn(0.94), burn(0.93))
+    assert "got 93% of a CPU" in twice and "cpu.max 50000 100000" in twice, twice
+    # No limit written (q17's mistake): one run, and the message says what was there.
+    unlimited = FakeContext(burn(0.99, "max 100000", 0), burn(0.5))
+    with pytest.raises(runner.CheckFailed, match="cpu.max max 100000, held back 0 times"):
+        checks.p5_cpu(unlimited)
+    assert len(unlimited.runs) == 1
+    # Not in the cgroup at all: nothing at the container's /sys/fs/cgroup.
+    outside = run("loops 200000\n", "real\t0m 4.00s\nuser\t0m 3.99s\n")
+    assert "cpu.max missing, no cpu.stat" in failure(checks.p5_cpu, outside)
+    assert checks.p5_cpu(FakeContext(burn(0.5))) is None
+
+
 # Output a check's parsing trips on: a FAIL, never a grader error ----------------------
 # An exception in a check is the grader's ("error": the grading incomplete, "ask the
 # course staff"), so a zookeeper that printed what a parser did not expect turned its
