@@ -51,6 +51,7 @@ from user_systemd import (  # noqa: E402
     BUS_UNITS,
     ManagerState,
     ManagerUnreachable,
+    NewServices,
     UserSystemd,
     popen_ids,
     settled_changes,
@@ -292,6 +293,7 @@ class Leftovers:
         # user (None: no manager; ManagerUnreachable: it could not be asked).
         self.managers: dict[int, ManagerState | ManagerUnreachable | None] = {}
         self.units: list[str] = []  # what restore_managers found, described
+        self.services: dict[int, NewServices] = {}  # each watched manager's, meanwhile
         # For the rest of this process's life (a test's too): harmless, orphans of
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
@@ -320,12 +322,17 @@ class Leftovers:
             return
         if uid in MANAGER_STATES:
             self.managers[uid] = MANAGER_STATES[uid]
-            return
-        manager = UserSystemd(uid)
-        try:
-            self.managers[uid] = manager.state() if manager.running() else None
-        except ManagerUnreachable as e:
-            self.managers[uid] = e
+        else:
+            manager = UserSystemd(uid)
+            try:
+                self.managers[uid] = manager.state() if manager.running() else None
+            except ManagerUnreachable as e:
+                self.managers[uid] = e
+        if isinstance(self.managers[uid], ManagerState):
+            try:
+                self.services[uid] = NewServices(uid)
+            except OSError as e:
+                self.managers[uid] = ManagerUnreachable(f"inotify: {e.strerror}")
 
     def started(self, session: int) -> None:
         """A command started in a session of its own (its pid): what runs in it is ours."""
@@ -407,24 +414,32 @@ class Leftovers:
                             f"the check ({before})")
                 continue
             try:
-                after, (started, stopped, added, changed) = settled_changes(manager, before)
+                after, changes = settled_changes(manager, before)
             except ManagerUnreachable as e:
                 MANAGER_STATES.pop(uid, None)
                 said.append(f"{manager.name}'s systemd, which could not be asked after the "
                             f"check ({e})")
                 continue
+            finally:
+                # Before the undo, which starts units again.
+                services = self.services.pop(uid).stop() if uid in self.services else set()
+            ended = sorted(services - set(before.units) - BUS_UNITS - set(changes.started))
             # The next check's before: this one's (what is still changed is found
             # again), but the bus, which may start on first use.
             MANAGER_STATES[uid] = ManagerState(
                 {**{u: r for u, r in before.units.items() if u not in BUS_UNITS},
-                 **{u: r for u, r in after.units.items() if u in BUS_UNITS}}, before.files)
-            if not (started or stopped or added or changed):
+                 **{u: r for u, r in after.units.items() if u in BUS_UNITS}}, before.files,
+                before.environment)
+            said += [f"unit {u} (started and ended during the check)" for u in ended]
+            if not any(changes):
                 continue
-            manager.undo(started, stopped, added, reload=bool(added or changed))
-            said += ([f"unit {u} (started: stopped now)" for u in started]
-                     + [f"unit {u} (stopped: started again)" for u in stopped]
-                     + [f"unit file {p} (new: removed)" for p in added]
-                     + [f"unit file {p} (changed or removed)" for p in changed])
+            manager.undo(before, changes)
+            said += ([f"unit {u} (started: stopped now)" for u in changes.started]
+                     + [f"unit {u} (stopped: started again)" for u in changes.stopped]
+                     + [f"unit file {p} (new: removed)" for p in changes.added]
+                     + [f"unit file {p} (changed or removed)" for p in changes.changed]
+                     + [f"environment variable {n} of the manager (set: put back)"
+                        for n in changes.environment])
         return said
 
     def clean_up(self) -> list[str]:
@@ -435,6 +450,8 @@ class Leftovers:
         commands ran and belongs to the user each ran as."""
         found = [f"process {p}" for p in kill_all(self.ours)]
         if not self.runs:
+            for services in self.services.values():
+                services.stop()
             return found
         self.escaped = kill_all(self.escaped_processes)
         self.units = self.restore_managers()

@@ -11,13 +11,18 @@ Standard library only: it runs with the guest's Debian python3.
 """
 
 import contextlib
+import ctypes
 import os
 import pwd
+import select
+import struct
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISDIR
+from typing import NamedTuple
 
 # The units of a user's manager that can start work after the check that made or
 # changed them: a timer, path or socket unit fires later, a service restarts when its
@@ -39,12 +44,17 @@ BUS_UNITS = {"dbus.service", "dbus-broker.service"}
 # that changes a unit, an enablement), and the user may write them.
 # The session bus's service directories too: a service file there is started by the
 # bus daemon itself on a call to its name (D-Bus activation), no unit needed.
+# environment.d(5): the manager's environment, read at its start and each reload.
 HOME_UNIT_DIRS = (".config/systemd/user", ".config/systemd/user.control",
-                  ".local/share/systemd/user", ".local/share/dbus-1/services")
+                  ".local/share/systemd/user", ".local/share/dbus-1/services",
+                  ".config/environment.d")
 RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control", "dbus-1/services")
 MANAGER_SECONDS = 15  # for one systemctl --user call
 UNIT_FILES_LIMIT = 10000  # entries looked at in a user's unit directories
 REMOVE_SECONDS = 120  # for rm -rf of the unit files a check added
+# inotify(7): a directory made in a watched one; the watch descriptor and its event.
+IN_CREATE, IN_CLOEXEC = 0x100, 0o2000000
+INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 
 
 def popen_ids(name: str, uid: int, gid: int) -> dict:
@@ -62,10 +72,22 @@ class ManagerUnreachable(Exception):
 class ManagerState:
     """What a user's systemd runs (unit: whether it is running, of MANAGER_UNIT_TYPES)
     and what configures it (path: (mode, size, mtime, inode, link target) of the files
-    in the user's unit directories)."""
+    in the user's unit directories; the environment every unit it starts gets, which
+    the user may set: systemctl set-environment, LD_PRELOAD for the next bus daemon)."""
 
     units: dict[str, bool]
     files: dict[str, tuple]
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+class ManagerChanges(NamedTuple):
+    """What changed in a user's systemd (manager_changes)."""
+
+    started: list[str]  # units
+    stopped: list[str]
+    added: list[str]  # unit files
+    changed: list[str]  # unit files changed or removed
+    environment: list[str]  # variables set, changed or unset
 
 
 class UserSystemd:
@@ -140,7 +162,22 @@ class UserSystemd:
         return found
 
     def state(self) -> ManagerState:
-        return ManagerState(self.units(), self.files())
+        return ManagerState(self.units(), self.files(), self.environment())
+
+    def environment(self) -> dict[str, str]:
+        """The manager's environment (systemctl show-environment: NAME=value lines, a
+        value with odd bytes quoted as $'...')."""
+        lines = self.systemctl("show-environment").splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    def restore_environment(self, before: dict[str, str], names: list[str]) -> None:
+        """Each of names as it was before: unset, or set again (a value systemctl
+        showed quoted is unset only: the check fails all the same)."""
+        self.systemctl("unset-environment", "--", *names)
+        again = [f"{n}={before[n]}" for n in names if n in before
+                 and not before[n].startswith("$'")]
+        if again:
+            self.systemctl("set-environment", "--", *again)
 
     def stop(self, units: list[str]) -> None:
         self.systemctl("stop", "--", *units)
@@ -156,21 +193,97 @@ class UserSystemd:
     def reload(self) -> None:
         self.systemctl("daemon-reload")
 
-    def undo(self, started: list[str], stopped: list[str], added: list[str],
-             reload: bool) -> None:
-        """Stop the units started, remove the unit files added, reload, start the units
-        stopped: each tried, whatever the others did."""
+    def undo(self, before: ManagerState, changes: ManagerChanges) -> None:
+        """Stop the units started, remove the unit files added, put the environment
+        back, reload, start the units stopped: each tried, whatever the others did."""
+        started, stopped, added, changed, environment = changes
         steps = [(started, lambda: self.stop(started)), (added, lambda: self.remove(added)),
-                 (reload, self.reload), (stopped, lambda: self.start(stopped))]
+                 (environment, lambda: self.restore_environment(before.environment,
+                                                                environment)),
+                 (added or changed, self.reload), (stopped, lambda: self.start(stopped))]
         for wanted, step in steps:
             if wanted:
                 with contextlib.suppress(ManagerUnreachable, OSError, subprocess.SubprocessError):
                     step()
 
 
-def manager_changes(before: ManagerState, after: ManagerState) -> tuple[list, list, list, list]:
-    """(units started, units stopped, unit files added, unit files changed or removed)
-    from before to after: a unit missing is not running.  The bus may start or stop,
+class NewServices:
+    """The services a user's systemd starts while watched, each seen as the cgroup it
+    makes for it (systemd.service(5): every unit's processes get a cgroup of their
+    own, in its slice), even one that ends before the watch does: a janitor that a
+    check's zookeeper had the manager run, which repairs after that zookeeper and
+    exits, leaves no unit, no process and no file for manager_changes to find.
+
+    The kernel reports each directory made in a watched one (inotify(7), IN_CREATE:
+    systemd makes a cgroup with mkdir(2)).  Units live in slices, so the manager's
+    cgroup (the root slice) and its slices are watched, each new slice as it
+    appears, then listed, for what was made in it before its watch was in place; a
+    unit's own cgroups (a container's, in a delegated scope) are not."""
+
+    def __init__(self, uid: int, root: str = ""):
+        self.root = root or f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
+        self.made: set[str] = set()  # the new cgroups' names
+        self.watches: dict[int, str] = {}
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.add_watch = libc.inotify_add_watch
+        self.add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+        self.fd = libc.inotify_init1(IN_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.stop_reading, self.stop_writing = os.pipe()
+        self.watch(self.root, new=False)
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
+
+    def watch(self, path: str, new: bool = True) -> None:
+        """Watch a slice, then note what is in it already (made while unwatched)."""
+        wd = self.add_watch(self.fd, os.fsencode(path), IN_CREATE)
+        if wd >= 0:
+            self.watches[wd] = path
+        with contextlib.suppress(OSError), os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    self.made_in(path, entry.name, new)
+
+    def made_in(self, parent: str, name: str, new: bool = True) -> None:
+        if new:
+            self.made.add(name)
+        if name.endswith(".slice"):
+            self.watch(f"{parent}/{name}", new)
+
+    def read(self) -> None:
+        """The reader thread: each event as it comes, until stop() and none is left."""
+        while True:
+            ready, _, _ = select.select([self.fd, self.stop_reading], [], [])
+            if self.fd in ready:
+                self.take_events(os.read(self.fd, 65536))
+            elif self.stop_reading in ready:
+                return
+
+    def take_events(self, events: bytes) -> None:
+        offset = 0
+        while offset < len(events):
+            wd, mask, _, size = INOTIFY_EVENT.unpack_from(events, offset)
+            offset += INOTIFY_EVENT.size
+            name = events[offset:offset + size].rstrip(b"\0").decode(errors="replace")
+            offset += size
+            if mask & IN_CREATE and wd in self.watches:
+                self.made_in(self.watches[wd], name)
+
+    def stop(self) -> set[str]:
+        """The services started since the watch began."""
+        os.write(self.stop_writing, b"x")
+        self.reader.join()
+        for fd in (self.fd, self.stop_reading, self.stop_writing):
+            os.close(fd)
+        # A cgroup's name is its unit's, but for a leading "_" that systemd adds to
+        # names the kernel reserves (cgroup.*, cpu.*: cg_escape in its source).
+        return {name[1:] if name.startswith("_") else name for name in self.made
+                if name.endswith(".service")}
+
+
+def manager_changes(before: ManagerState, after: ManagerState) -> ManagerChanges:
+    """What changed from before to after: a unit missing is not running.  The bus may start or stop,
     and a directory may appear (the bus makes its own, /run/user/UID/dbus-1/services):
     what is in it is looked at, not the directory."""
     names = sorted(set(before.units) | set(after.units))
@@ -181,10 +294,13 @@ def manager_changes(before: ManagerState, after: ManagerState) -> tuple[list, li
     added = sorted(p for p in after.files
                    if p not in before.files and not S_ISDIR(after.files[p][0]))
     changed = sorted(p for p in before.files if after.files.get(p) != before.files[p])
-    return started, stopped, added, changed
+    environment = sorted(n for n in set(before.environment) | set(after.environment)
+                         if before.environment.get(n) != after.environment.get(n))
+    return ManagerChanges(started, stopped, added, changed, environment)
 
 
-def settled_changes(manager: UserSystemd, before: ManagerState) -> tuple[ManagerState, tuple]:
+def settled_changes(manager: UserSystemd,
+                    before: ManagerState) -> tuple[ManagerState, ManagerChanges]:
     """What changed in manager since before (manager_changes) and is still changed
     SETTLE_SECONDS later, with the manager's last state: a change of the manager's own
     may have been on its way (a unit reloading as its timer fired)."""
@@ -194,5 +310,6 @@ def settled_changes(manager: UserSystemd, before: ManagerState) -> tuple[Manager
         time.sleep(SETTLE_SECONDS)
         after = manager.state()
         still = manager_changes(before, after)
-        changes = tuple([x for x in first if x in again] for first, again in zip(changes, still))
+        changes = ManagerChanges(*[[x for x in first if x in again]
+                                   for first, again in zip(changes, still)])
     return after, changes

@@ -138,35 +138,40 @@ def test_stage_4_and_6_mistakes_fail_their_checks_in_the_guest(workspace):
 # on the connection, waits for that zookeeper's end, removes the user's unlocked
 # /tmp/zoo.* and kills the slirp4netns whose zookeeper is gone, and exits: the runner
 # sees its pipes close only then, and nothing runs at the check's end.
-REPAIR_SERVICE = r'''
-import fcntl, glob, os, select, signal, socket, time
-uid = os.getuid()
+REPAIR = r'''
+def repair(zookeeper):
+    import fcntl, glob, os, select, signal, time
+    uid = os.getuid()
+    try:
+        select.select([os.pidfd_open(int(zookeeper))], [], [])
+    except (OSError, ValueError):
+        pass
+    for d in glob.glob("/tmp/zoo.??????"):
+        try:
+            if os.lstat(d).st_uid == uid:
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no zookeeper holds it
+                os.rmdir(d)
+                os.close(fd)
+        except OSError:
+            pass
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv0 = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0]
+            ppid = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]
+            if (os.stat(f"/proc/{p}").st_uid == uid and argv0.endswith(b"slirp4netns")
+                    and b"zookeeper.py" not in open(f"/proc/{ppid}/cmdline", "rb").read()):
+                os.kill(int(p), signal.SIGKILL)
+                while open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX":
+                    time.sleep(0.01)
+        except (OSError, ValueError, IndexError):
+            pass
+'''
+REPAIR_SERVICE = REPAIR + r'''
+import os, socket
 c, _ = socket.socket(fileno=3).accept()
 msg, fds, _, _ = socket.recv_fds(c, 16, 8)
-try:
-    select.select([os.pidfd_open(int(msg))], [], [])
-except (OSError, ValueError):
-    pass
-for d in glob.glob("/tmp/zoo.??????"):
-    try:
-        if os.lstat(d).st_uid == uid:
-            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no zookeeper holds it
-            os.rmdir(d)
-            os.close(fd)
-    except OSError:
-        pass
-for p in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        argv0 = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[0]
-        ppid = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]
-        if (os.stat(f"/proc/{p}").st_uid == uid and argv0.endswith(b"slirp4netns")
-                and b"zookeeper.py" not in open(f"/proc/{ppid}/cmdline", "rb").read()):
-            os.kill(int(p), signal.SIGKILL)
-            while open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] not in "ZX":
-                time.sleep(0.01)
-    except (OSError, ValueError, IndexError):
-        pass
+repair(msg)
 os._exit(0)
 '''
 REPAIR_CLIENT = '''
@@ -188,6 +193,30 @@ except Exception:
     pass
 '''
 REPAIRED = {"p4_temp_dir_removed", "p6_helper_gone"}
+# A janitor (the attack session 20 left open): each zookeeper has the user's systemd
+# start a transient service holding its stdout and stderr, which repairs after that
+# zookeeper's end as the repair unit does, and exits: no unit is left, none runs.
+# It sets a variable in the manager's environment too (LD_PRELOAD, for the next bus
+# daemon, would be the harmful one).
+JANITOR_SERVICE = REPAIR + r'''
+import os, sys
+repair(sys.argv[1])
+os._exit(0)
+'''
+JANITOR_CLIENT = '''
+def _janitor():
+    import subprocess
+    if os.getuid() != 0:
+        subprocess.run(["systemctl", "--user", "set-environment", "ZK_JANITOR=1"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        subprocess.Popen(["systemd-run", "--user", "--quiet", "--collect", "--pipe",
+                          "/usr/bin/python3", "-c", SERVICE, str(os.getpid())],
+                         stdin=subprocess.DEVNULL)
+try:
+    _janitor()
+except Exception:
+    pass
+'''
 
 
 def test_a_repair_unit_of_the_users_systemd_earns_nothing(workspace):
@@ -213,6 +242,30 @@ def test_a_repair_unit_of_the_users_systemd_earns_nothing(workspace):
         assert results[check_id]["status"] == "fail", results[check_id]
     assert any("unit zk-fix.socket (started: stopped now)" in r["message"]
                for r in results.values()), done.stdout
+
+
+def test_a_janitor_service_per_zookeeper_earns_nothing(workspace):
+    """The repair unit's work done by a transient service of the user's systemd that
+    each zookeeper starts, which ends before the check does: nothing of it is left at
+    the check's end for the runner to see but the user's systemd's record (the repair
+    unit's scores without it)."""
+    sub = copy_parts(workspace / "janitor", {p: PARTS[p] for p in (4, 6)})
+    broken(sub, 4, "container.py", REMOVED_AFTER_WAIT)
+    broken(sub, 6, "network.py", STOP_DOES_NOTHING)
+    for part in (4, 6):
+        broken(sub, part, "zookeeper.py", [(
+            "import container  # noqa",
+            f"SERVICE = {JANITOR_SERVICE!r}\n{JANITOR_CLIENT}import container  # noqa")])
+    out = workspace / "out-janitor"
+    done = grade(sub, out, *[arg for check_id in sorted(REPAIRED) for arg in ("--only", check_id)],
+                 timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    results = results_of(out)
+    for check_id in REPAIRED:
+        assert results[check_id]["status"] == "fail", results[check_id]
+        message = results[check_id]["message"]
+        assert re.search(r"unit run-\S+\.service \(started and ended", message), message
+        assert "environment variable ZK_JANITOR of the manager (set: put back)" in message
 
 
 def test_a_broken_copy_loses_exactly_those_points(workspace):

@@ -356,6 +356,7 @@ class FakeSystemd:
         self.units = {"dbus.socket": True, "dbus.service": False, "default.target": True,
                       "old.service": False}
         self.files = {"/home/student/.config/systemd/user": (0o40755, None, None, 1, None)}
+        self.environment = {"HOME": "/home/student", "PATH": "/usr/bin:/bin"}
         self.calls: list[tuple] = []
         self.asked = 0
         self.stoppable = True
@@ -368,16 +369,22 @@ class FakeSystemd:
 
     def state(self) -> "runner.ManagerState":
         self.asked += 1
-        return runner.ManagerState(dict(self.units), dict(self.files))
+        return runner.ManagerState(dict(self.units), dict(self.files), dict(self.environment))
 
-    def undo(self, started, stopped, added, reload) -> None:
-        self.calls.append((started, stopped, added, reload))
+    def undo(self, before, changes) -> None:
+        started, stopped, added, changed, environment = changes
+        self.calls.append((started, stopped, added, bool(added or changed)))
         for unit in started:
             self.units[unit] = not self.stoppable
         for unit in stopped:
             self.units[unit] = True
         for path in added:
             del self.files[path]
+        for name in environment:
+            if name in before.environment:
+                self.environment[name] = before.environment[name]
+            else:
+                del self.environment[name]
 
 
 def grade_one(tmp_path, fn) -> tuple[str, str]:
@@ -479,6 +486,67 @@ def test_a_unit_of_the_managers_own_on_its_way_is_no_change(tmp_path, monkeypatc
     assert fake.calls == []
 
 
+def test_new_services_are_seen_in_the_slices_even_when_gone(tmp_path):
+    """NewServices: a service's cgroup made in the manager's slices while watched, gone
+    or not, one in a slice made meanwhile too; not a unit's own cgroups (a container's
+    in its scope), and not what was there before."""
+    root = tmp_path / "user@1000.service"
+    (root / "app.slice" / "old.service").mkdir(parents=True)
+    (root / "init.scope").mkdir()
+    watch = user_systemd.NewServices(1000, root=str(root))
+    (root / "app.slice" / "run-u7.service").mkdir()
+    (root / "app.slice" / "run-u7.service").rmdir()
+    (root / "user.slice" / "zoo-5" / "inside.service").mkdir(parents=True)
+    (root / "user.slice" / "janitor.service").mkdir()
+    (root / "a.slice" / "a-b.slice" / "_cpu.service").mkdir(parents=True)
+    (root / "app.slice" / "zookeeper-9.scope").mkdir()
+    assert watch.stop() == {"run-u7.service", "janitor.service", "cpu.service"}
+
+
+def test_a_service_started_and_ended_in_a_check_fails_it(tmp_path, monkeypatch):
+    """A check's command had the user's systemd run a transient service that ended
+    before the check did (a janitor, repairing what zookeeper left): the check fails,
+    saying so.  A service of the manager's own (loaded before), or the bus, does not."""
+    FakeSystemd(monkeypatch)
+    root = tmp_path / "manager"
+    (root / "app.slice").mkdir(parents=True)
+    monkeypatch.setattr(runner, "NewServices",
+                        lambda uid: user_systemd.NewServices(uid, root=str(root)))
+
+    def service_ran(name):
+        def fn(z):
+            z.host(["true"])
+            (root / "app.slice" / name).mkdir()
+            (root / "app.slice" / name).rmdir()
+        return fn
+
+    status, message = grade_one(tmp_path, service_ran("run-u3.service"))
+    assert status == "fail", (status, message)
+    assert "unit run-u3.service (started and ended during the check)" in message, message
+    for manager_own in ("old.service", "dbus.service"):
+        assert grade_one(tmp_path, service_ran(manager_own)) == ("ok", "")
+
+
+def test_the_managers_environment_set_in_a_check_is_put_back(tmp_path, monkeypatch):
+    """systemctl --user set-environment LD_PRELOAD=... in one check: the next bus daemon
+    the manager starts (on a later check's first bus call, after the check killed
+    this one) would run the submission's code, and the bus is never counted as a
+    change.  The environment is put back as it was, and the check fails."""
+    fake = FakeSystemd(monkeypatch)
+
+    def sets_the_environment(z):
+        z.host(["true"])
+        fake.environment["LD_PRELOAD"] = "/var/tmp/fix.so"
+        fake.environment["PATH"] = "/var/tmp:/usr/bin:/bin"
+
+    status, message = grade_one(tmp_path, sets_the_environment)
+    assert status == "fail", (status, message)
+    for name in ("LD_PRELOAD", "PATH"):
+        assert f"environment variable {name} of the manager (set: put back)" in message
+    assert fake.environment == {"HOME": "/home/student", "PATH": "/usr/bin:/bin"}
+    assert grade_one(tmp_path, lambda z: z.host(["true"])) == ("ok", "")
+
+
 def test_a_grader_error_stays_one_when_a_unit_is_left(tmp_path, monkeypatch):
     """A unit left (or a process escaped) turned a grader error into the student's fail,
     its message replaced; it is said beside the error now."""
@@ -531,8 +599,8 @@ def test_the_users_unit_files_are_found_and_links_followed(tmp_path, monkeypatch
     (elsewhere / "x.timer").write_text("[Timer]\nOnActiveSec=1\n")
     (tmp_path / "run" / "dbus-1" / "services").mkdir(parents=True)  # the bus's own, empty
     after = manager.files()
-    _, _, added, changed = user_systemd.manager_changes(runner.ManagerState({}, before),
-                                                        runner.ManagerState({}, after))
+    _, _, added, changed, _ = user_systemd.manager_changes(runner.ManagerState({}, before),
+                                                           runner.ManagerState({}, after))
     assert added == [str(home / ".config/systemd/user/x.timer")] and changed == [], (
         added, changed)
 
