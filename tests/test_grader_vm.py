@@ -218,6 +218,59 @@ except Exception:
     pass
 '''
 
+# The janitor's work done by the session bus's daemon: each zookeeper writes a D-Bus
+# service file in the user's session service directory and asks the bus for that
+# name; the daemon starts the file's Exec itself, its child in its own cgroup
+# (dbus.service: no cgroup made, no unit).  The child removes the file at once, takes
+# that zookeeper's stdout and stderr over a socket, repairs after it and exits.
+BUS_JANITOR_SERVICE = REPAIR + r"""
+import os, socket, sys
+os.unlink(sys.argv[1])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1] + ".sock")
+s.listen(1)
+c, _ = s.accept()
+os.unlink(sys.argv[1] + ".sock")
+msg, fds, _, _ = socket.recv_fds(c, 16, 8)
+repair(msg)
+os._exit(0)
+"""
+BUS_JANITOR_CLIENT = """
+def _bus_janitor():
+    import pwd, shlex, socket, subprocess, time
+    uid = os.getuid()
+    if uid == 0:
+        return None
+    name = f"org.zk.J{os.getpid()}"
+    services = os.path.join(pwd.getpwuid(uid).pw_dir, ".local/share/dbus-1/services")
+    os.makedirs(services, exist_ok=True)
+    path = os.path.join(services, name + ".service")
+    with open(path + ".py", "w") as f:
+        f.write(SERVICE)
+    with open(path, "w") as f:
+        f.write(f"[D-BUS Service]\\nName={name}\\nExec=/usr/bin/python3 "
+                f"{shlex.quote(path + '.py')} {shlex.quote(path)}\\n")
+    subprocess.run(["busctl", "--user", "--expect-reply=no", "call", "org.freedesktop.DBus",
+                    "/org/freedesktop/DBus", "org.freedesktop.DBus", "StartServiceByName",
+                    "su", name, "0"], env={"XDG_RUNTIME_DIR": f"/run/user/{uid}",
+                    "PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+                   capture_output=True, timeout=60)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    for _ in range(600):
+        try:
+            s.connect(path + ".sock")
+            break
+        except OSError:
+            time.sleep(0.05)
+    os.unlink(path + ".py")
+    socket.send_fds(s, [str(os.getpid()).encode()], [1, 2])
+    return s
+try:
+    _bus = _bus_janitor()
+except Exception:
+    pass
+"""
+
 
 def test_a_repair_unit_of_the_users_systemd_earns_nothing(workspace):
     """A part 4 that leaves its temp dir after an error and a part 6 that never stops
@@ -266,6 +319,27 @@ def test_a_janitor_service_per_zookeeper_earns_nothing(workspace):
         message = results[check_id]["message"]
         assert re.search(r"unit run-\S+\.service \(started and ended", message), message
         assert "environment variable ZK_JANITOR of the manager (set: put back)" in message
+
+
+
+def test_a_janitor_the_session_bus_starts_earns_nothing(workspace):
+    """The janitor's work done by a child of the session bus's daemon (D-Bus
+    activation of a service file the zookeeper writes and the child removes): no
+    cgroup, no unit, no file and no process is left at the check's end."""
+    sub = copy_parts(workspace / "bus-janitor", {p: PARTS[p] for p in (4, 6)})
+    broken(sub, 4, "container.py", REMOVED_AFTER_WAIT)
+    broken(sub, 6, "network.py", STOP_DOES_NOTHING)
+    for part in (4, 6):
+        broken(sub, part, "zookeeper.py", [(
+            "import container  # noqa",
+            f"SERVICE = {BUS_JANITOR_SERVICE!r}\n{BUS_JANITOR_CLIENT}import container  # noqa")])
+    out = workspace / "out-bus-janitor"
+    done = grade(sub, out, *[arg for check_id in sorted(REPAIRED) for arg in ("--only", check_id)],
+                 timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    results = results_of(out)
+    for check_id in REPAIRED:
+        assert results[check_id]["status"] == "fail", results[check_id]
 
 
 def test_a_broken_copy_loses_exactly_those_points(workspace):
@@ -506,7 +580,7 @@ for n in range(300):
         if n == 0:
             ids = ' '.join(r['id'] + '=ok' for r in results)
             with open('/dev/console', 'w') as c:
-                c.write(f'ZOO-COMMIT {token} {ids}\\\\n')
+                c.write(f'ZOO-COMMIT {token} {ids}\\n')
     except Exception:
         pass
     time.sleep(0.2)
