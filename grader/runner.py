@@ -422,8 +422,10 @@ class Leftovers:
                 continue
             finally:
                 # Before the undo, which starts units again.
-                services = self.services.pop(uid).stop() if uid in self.services else set()
+                watched = self.services.pop(uid, None)
+                services = watched.stop() if watched else set()
             ended = sorted(services - set(before.units) - BUS_UNITS - set(changes.started))
+            said += watched.trouble if watched else []
             # The next check's before: this one's (what is still changed is found
             # again), but the bus, which may start on first use.
             MANAGER_STATES[uid] = ManagerState(
@@ -1068,8 +1070,25 @@ def started_by_user_manager(pid: int, uids: set[int]) -> bool:
     uid, group = real_uid(pid), cgroup_of(pid)
     if uid not in uids or f"/user@{uid}.service/" not in group:
         return False
-    return not group.endswith("/init.scope") and not (
-        group.endswith("/dbus.service") and executable_name(pid) in BUS_DAEMONS)
+    return not group.endswith("/init.scope") and not managers_bus(pid)
+
+
+def managers_bus(pid: int) -> bool:
+    """Is pid the bus daemon the manager started (dbus-broker: with the launcher it
+    started)?  Not one that a program the bus ran started: dbus-daemon with a
+    configuration of the user's runs programs on request as the bus does, and would
+    outlive the check."""
+    name, parent = executable_name(pid), parent_of(pid)
+    if name == "dbus-broker" and executable_name(parent) == "dbus-broker-launch":
+        name, parent = "dbus-broker-launch", parent_of(parent)
+    return name in BUS_DAEMONS and cgroup_of(parent).endswith("/init.scope")
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return Proc(pid, Path(f"/proc/{pid}/stat").read_text()).ppid
+    except (OSError, ValueError):
+        return 0
 
 
 def real_uid(pid: int) -> int | None:

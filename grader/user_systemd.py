@@ -12,6 +12,7 @@ Standard library only: it runs with the guest's Debian python3.
 
 import contextlib
 import ctypes
+import errno
 import os
 import pwd
 import select
@@ -52,9 +53,14 @@ RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control", "dbus-1/services")
 MANAGER_SECONDS = 15  # for one systemctl --user call
 UNIT_FILES_LIMIT = 10000  # entries looked at in a user's unit directories
 REMOVE_SECONDS = 120  # for rm -rf of the unit files a check added
-# inotify(7): a directory made in a watched one; the watch descriptor and its event.
-IN_CREATE, IN_CLOEXEC = 0x100, 0o2000000
+# inotify(7): a directory made in a watched one; events lost (the queue was full);
+# the watch descriptor and its event.
+IN_CREATE, IN_Q_OVERFLOW, IN_CLOEXEC = 0x100, 0x4000, 0o2000000
 INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
+# The units whose cgroup holds a program the manager runs: a service's, and a socket's,
+# mount's or swap's ExecStartPre= and the like (systemd.socket(5), systemd.mount(5)).
+# A scope holds processes of its caller's, a slice none.
+PROGRAM_UNITS = (".service", ".socket", ".mount", ".swap")
 
 
 def popen_ids(name: str, uid: int, gid: int) -> dict:
@@ -218,12 +224,24 @@ class NewServices:
     systemd makes a cgroup with mkdir(2)).  Units live in slices, so the manager's
     cgroup (the root slice) and its slices are watched, each new slice as it
     appears, then listed, for what was made in it before its watch was in place; a
-    unit's own cgroups (a container's, in a delegated scope) are not."""
+    unit's own cgroups (a container's, in a delegated scope) are not.  The user owns
+    those slices (systemd delegates user@UID.service): events the kernel dropped (a
+    flood of mkdir) or a slice that could not be watched (its watches used up) are
+    trouble, said.
+
+    The session bus's daemon runs programs of its own too, in its own cgroup: D-Bus
+    activation of a service file with no SystemdService= (dbus-daemon
+    --systemd-activation spawns it), and the user may write such a file, ask for its
+    name and remove it.  What the daemon ran and waited for is counted in its
+    /proc/PID/stat (cminflt: the page faults of the children it reaped, every
+    program's more than none), compared with the watch's start."""
 
     def __init__(self, uid: int, root: str = ""):
         self.root = root or f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
         self.made: set[str] = set()  # the new cgroups' names
         self.watches: dict[int, str] = {}
+        self.trouble: list[str] = []  # what the watch missed or the bus ran, said
+        self.bus_before = bus_children(self.root)
         libc = ctypes.CDLL(None, use_errno=True)
         self.add_watch = libc.inotify_add_watch
         self.add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
@@ -231,6 +249,7 @@ class NewServices:
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
         self.stop_reading, self.stop_writing = os.pipe()
+        self.lost = False
         self.watch(self.root, new=False)
         self.reader = threading.Thread(target=self.read, daemon=True)
         self.reader.start()
@@ -240,6 +259,9 @@ class NewServices:
         wd = self.add_watch(self.fd, os.fsencode(path), IN_CREATE)
         if wd >= 0:
             self.watches[wd] = path
+        elif ctypes.get_errno() != errno.ENOENT:  # gone already: nothing runs in it
+            self.trouble.append(f"the slice {os.path.basename(path)}, which could not be "
+                                f"watched ({os.strerror(ctypes.get_errno())})")
         with contextlib.suppress(OSError), os.scandir(path) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
@@ -269,17 +291,77 @@ class NewServices:
             offset += size
             if mask & IN_CREATE and wd in self.watches:
                 self.made_in(self.watches[wd], name)
+            elif mask & IN_Q_OVERFLOW and not self.lost:
+                self.lost = True
+                self.trouble.append("cgroups made in the user's slices faster than they "
+                                    "could be watched (inotify: queue overflow)")
 
     def stop(self) -> set[str]:
-        """The services started since the watch began."""
+        """The units that ran a program since the watch began (self.trouble: what
+        else was found)."""
         os.write(self.stop_writing, b"x")
         self.reader.join()
         for fd in (self.fd, self.stop_reading, self.stop_writing):
             os.close(fd)
+        if bus_ran(self.bus_before, bus_children(self.root)):
+            self.trouble.append("a program the session bus ran (D-Bus activation), "
+                                "which ended during the check")
         # A cgroup's name is its unit's, but for a leading "_" that systemd adds to
         # names the kernel reserves (cgroup.*, cpu.*: cg_escape in its source).
         return {name[1:] if name.startswith("_") else name for name in self.made
-                if name.endswith(".service")}
+                if name.endswith(PROGRAM_UNITS)}
+
+
+def slices(root: str) -> list[str]:
+    """A manager's cgroup and its slices, nested ones too."""
+    found, todo = [], [root]
+    while todo:
+        path = todo.pop()
+        found.append(path)
+        with contextlib.suppress(OSError), os.scandir(path) as entries:
+            todo += [e.path for e in entries
+                     if e.name.endswith(".slice") and e.is_dir(follow_symlinks=False)]
+    return found
+
+
+def bus_children(root: str) -> dict[int, tuple[int, bool]]:
+    """Each process of the manager's bus (in a cgroup of BUS_UNITS' under root): the
+    page faults of the children it has reaped (proc(5), cminflt), and whether a
+    child of its waits to be reaped (a zombie, not counted yet)."""
+    found = {}
+    for path in slices(root):
+        for unit in BUS_UNITS:
+            with contextlib.suppress(OSError, ValueError):
+                for pid in map(int, Path(path, unit, "cgroup.procs").read_text().split()):
+                    with contextlib.suppress(OSError, ValueError, IndexError):
+                        found[pid] = (int(stat_fields(pid)[8]), has_zombie_child(pid))
+    return found
+
+
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat's fields from the state on (the command name may hold spaces)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def has_zombie_child(pid: int) -> bool:
+    children = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            children += Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+    zombie = False
+    for child in children:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            zombie = zombie or stat_fields(int(child))[0] == "Z"
+    return zombie
+
+
+def bus_ran(before: dict[int, tuple[int, bool]], after: dict[int, tuple[int, bool]]) -> bool:
+    """Did a bus process reap a child since before (one started since: since its
+    start), or has one a child that ended unreaped?"""
+    return any(faults > before.get(pid, (0, False))[0]
+               or zombie and not before.get(pid, (0, False))[1]
+               for pid, (faults, zombie) in after.items())
 
 
 def manager_changes(before: ManagerState, after: ManagerState) -> ManagerChanges:

@@ -340,6 +340,8 @@ def test_a_janitor_the_session_bus_starts_earns_nothing(workspace):
     results = results_of(out)
     for check_id in REPAIRED:
         assert results[check_id]["status"] == "fail", results[check_id]
+        assert "a program the session bus ran (D-Bus activation)" in results[check_id][
+            "message"], results[check_id]["message"]
 
 
 def test_a_broken_copy_loses_exactly_those_points(workspace):

@@ -503,6 +503,56 @@ def test_new_services_are_seen_in_the_slices_even_when_gone(tmp_path):
     assert watch.stop() == {"run-u7.service", "janitor.service", "cpu.service"}
 
 
+def test_a_program_the_bus_ran_and_reaped_is_seen(tmp_path):
+    """D-Bus activation without SystemdService=: the bus's daemon runs the program
+    itself, in its own cgroup (no cgroup made), and reaps it.  A bus process that
+    reaped a child while watched (here this process, as if in dbus.service) is
+    trouble; one that did not is not."""
+    bus = tmp_path / "user@1000.service" / "session.slice" / "dbus.service"
+    bus.mkdir(parents=True)
+    (bus / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    root = str(tmp_path / "user@1000.service")
+    quiet = user_systemd.NewServices(1000, root=root)
+    assert quiet.stop() == set() and quiet.trouble == []
+    watch = user_systemd.NewServices(1000, root=root)
+    subprocess.run(["true"], check=True)  # a child that ran and was reaped
+    assert watch.stop() == set()
+    assert watch.trouble == ["a program the session bus ran (D-Bus activation), which "
+                             "ended during the check"]
+
+
+def test_a_socket_units_program_and_lost_events_are_seen(tmp_path):
+    """A socket unit's ExecStartPre= runs in the socket's cgroup (run-u9.socket), a
+    transient one that failed is gone at the check's end; and the user owns the
+    slices: events the kernel dropped are trouble, not silence."""
+    root = tmp_path / "user@1000.service"
+    (root / "app.slice").mkdir(parents=True)
+    watch = user_systemd.NewServices(1000, root=str(root))
+    (root / "app.slice" / "run-u9.socket").mkdir()
+    (root / "app.slice" / "run-u9.socket").rmdir()
+    (root / "app.slice" / "zk.scope").mkdir()
+    overflow = user_systemd.INOTIFY_EVENT.pack(-1, user_systemd.IN_Q_OVERFLOW, 0, 0)
+    watch.take_events(overflow + overflow)
+    assert watch.stop() == {"run-u9.socket"}
+    assert watch.trouble == ["cgroups made in the user's slices faster than they could "
+                             "be watched (inotify: queue overflow)"]
+
+
+def test_only_the_bus_its_manager_started_is_the_bus(monkeypatch):
+    """A dbus-daemon that a program the bus ran started (its own configuration: it
+    runs programs on request, for later checks) is not the bus: escaped."""
+    names = {10: "dbus-daemon", 11: "dbus-daemon", 20: "dbus-broker", 21: "dbus-broker-launch"}
+    parents = {10: 1, 11: 10, 20: 21, 21: 1}
+    cgroups = {1: "0::/user.slice/user-1000.slice/user@1000.service/init.scope"}
+    monkeypatch.setattr(runner, "executable_name", lambda pid: names.get(pid, "python3"))
+    monkeypatch.setattr(runner, "parent_of", lambda pid: parents.get(pid, 0))
+    monkeypatch.setattr(runner, "cgroup_of", lambda pid: cgroups.get(
+        pid, "0::/user.slice/user-1000.slice/user@1000.service/session.slice/dbus.service"))
+    monkeypatch.setattr(runner, "real_uid", lambda pid: 1000)
+    assert [runner.started_by_user_manager(pid, {1000}) for pid in (10, 11, 20, 21)] == [
+        False, True, False, False]
+
+
 def test_a_service_started_and_ended_in_a_check_fails_it(tmp_path, monkeypatch):
     """A check's command had the user's systemd run a transient service that ended
     before the check did (a janitor, repairing what zookeeper left): the check fails,
