@@ -53,6 +53,7 @@ from user_systemd import (  # noqa: E402
     ManagerUnreachable,
     NewServices,
     UserSystemd,
+    foreign_variables,
     popen_ids,
     settled_changes,
 )
@@ -426,6 +427,13 @@ class Leftovers:
                 services = watched.stop() if watched else set()
             ended = sorted(services - set(before.units) - BUS_UNITS - set(changes.started))
             said += watched.trouble if watched else []
+            tainted = sorted({name for pid in (watched.new_buses if watched else [])
+                              for name in foreign_variables(pid, before.environment)})
+            if tainted:  # stopped: the next check's bus starts with the manager's
+                with contextlib.suppress(ManagerUnreachable):
+                    manager.stop(sorted(BUS_UNITS))
+            said += [f"environment variable {n} of the session bus, started during the "
+                     "check (not the manager's: the bus stopped)" for n in tainted]
             # The next check's before: this one's (what is still changed is found
             # again), but the bus, which may start on first use.
             MANAGER_STATES[uid] = ManagerState(

@@ -40,6 +40,15 @@ SETTLE_SECONDS = 0.5  # a change found is looked at again after this: is it stil
 # The session bus, started by the manager on the bus's first use (systemd-run --scope,
 # part 5's busctl), maybe by a check: it may change.  Its configuration may not.
 BUS_UNITS = {"dbus.service", "dbus-broker.service"}
+# What systemd sets for a service it starts beside the manager's environment
+# (systemd.exec(5), "Environment Variables in Spawned Processes"): a bus daemon's
+# environment holds these, and the manager's, no more.  Each service's own values;
+# then those set when the manager's environment has none.
+SERVICE_VARIABLES = {"INVOCATION_ID", "JOURNAL_STREAM", "LISTEN_FDNAMES", "LISTEN_FDS",
+                     "LISTEN_PID", "MAINPID", "MANAGERPID", "NOTIFY_SOCKET", "SYSTEMD_EXEC_PID",
+                     "WATCHDOG_PID", "WATCHDOG_USEC"}
+SERVICE_DEFAULTS = {"HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG", "XDG_RUNTIME_DIR",
+                    "DBUS_SESSION_BUS_ADDRESS"}
 # The user's own unit directories (systemd.unit(5), user units), under its home and
 # its runtime directory: files there configure the manager (a new unit, a drop-in
 # that changes a unit, an enablement), and the user may write them.
@@ -241,6 +250,7 @@ class NewServices:
         self.made: set[str] = set()  # the new cgroups' names
         self.watches: dict[int, str] = {}
         self.trouble: list[str] = []  # what the watch missed or the bus ran, said
+        self.new_buses: list[int] = []  # bus processes started while watched (stop())
         self.bus_before = bus_children(self.root)
         libc = ctypes.CDLL(None, use_errno=True)
         self.add_watch = libc.inotify_add_watch
@@ -303,9 +313,11 @@ class NewServices:
         self.reader.join()
         for fd in (self.fd, self.stop_reading, self.stop_writing):
             os.close(fd)
-        if bus_ran(self.bus_before, bus_children(self.root)):
+        buses = bus_children(self.root)
+        if bus_ran(self.bus_before, buses):
             self.trouble.append("a program the session bus ran (D-Bus activation), "
                                 "which ended during the check")
+        self.new_buses = sorted(set(buses) - set(self.bus_before))
         # A cgroup's name is its unit's, but for a leading "_" that systemd adds to
         # names the kernel reserves (cgroup.*, cpu.*: cg_escape in its source).
         return {name[1:] if name.startswith("_") else name for name in self.made
@@ -362,6 +374,27 @@ def bus_ran(before: dict[int, tuple[int, bool]], after: dict[int, tuple[int, boo
     return any(faults > before.get(pid, (0, False))[0]
                or zombie and not before.get(pid, (0, False))[1]
                for pid, (faults, zombie) in after.items())
+
+
+def foreign_variables(pid: int, environment: dict[str, str]) -> list[str]:
+    """The variables in pid's environment (a bus daemon started during the check) that
+    the manager's environment before it (environment) did not hold, or held
+    otherwise, but those systemd sets for a service: set in the manager for the bus's
+    start and unset after it (LD_PRELOAD: the submission's code in the bus daemon,
+    which runs no program to be seen, and no process of which is said escaped)."""
+    try:
+        entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return []
+    found = []
+    for entry in filter(None, entries):
+        name, _, value = entry.decode(errors="replace").partition("=")
+        if name in SERVICE_VARIABLES:
+            continue
+        if environment.get(name, value) != value or (
+                name not in environment and name not in SERVICE_DEFAULTS):
+            found.append(name)
+    return sorted(found)
 
 
 def manager_changes(before: ManagerState, after: ManagerState) -> ManagerChanges:

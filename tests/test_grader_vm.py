@@ -344,6 +344,38 @@ def test_a_janitor_the_session_bus_starts_earns_nothing(workspace):
             "message"], results[check_id]["message"]
 
 
+# A variable set in the manager's environment for the bus's start only: the bus
+# restarted, the variable unset (LD_PRELOAD would run the submission's code in the bus
+# daemon, which is never said escaped).  The manager's environment is as before.
+BUS_TAINT_CLIENT = """
+def _taint():
+    import subprocess
+    if os.getuid() != 0:
+        for args in (["set-environment", "ZK_TAINT=1"], ["restart", "dbus.service"],
+                     ["unset-environment", "ZK_TAINT"]):
+            subprocess.run(["systemctl", "--user", *args], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=60)
+try:
+    _taint()
+except Exception:
+    pass
+"""
+
+
+def test_a_bus_started_with_a_variable_for_it_alone_fails_the_check(workspace):
+    """The restarted bus's environment is compared with the manager's before the
+    check: the check fails, and the bus is stopped for the next one."""
+    sub = copy_parts(workspace / "bus-taint", {1: PARTS[1]})
+    broken(sub, 1, "zookeeper.py", [(
+        "import container  # noqa", f"{BUS_TAINT_CLIENT}import container  # noqa")])
+    out = workspace / "out-bus-taint"
+    done = grade(sub, out, "--only", "p1_exit_status", "--only", "p1_signal", timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    for result in results_of(out).values():
+        assert result["status"] == "fail", result
+        assert "environment variable ZK_TAINT of the session bus" in result["message"], result
+
+
 def test_a_broken_copy_loses_exactly_those_points(workspace):
     sub = copy_parts(workspace / "broken", {p: name for p, name in PARTS.items()})
     break_copy(sub)

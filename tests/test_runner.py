@@ -538,6 +538,23 @@ def test_a_socket_units_program_and_lost_events_are_seen(tmp_path):
                              "be watched (inotify: queue overflow)"]
 
 
+def test_a_bus_started_with_a_variable_the_manager_lost_is_seen():
+    """set-environment LD_PRELOAD=..., the bus restarted, unset-environment: the
+    manager's environment is as before, the bus daemon's is not.  What systemd sets
+    for each service (and PATH, which it sets when the manager has none) is not
+    counted."""
+    manager = {"HOME": "/home/student", "SYSTEMD_EXEC_PID": "152", "LANG": "C.UTF-8"}
+    bus = {"HOME": "/home/student", "SYSTEMD_EXEC_PID": "181", "LANG": "C",
+           "INVOCATION_ID": "8f", "PATH": "/usr/bin", "LD_PRELOAD": "/var/tmp/fix.so"}
+    with subprocess.Popen(["sleep", "30"], env=bus) as daemon:
+        try:
+            assert user_systemd.foreign_variables(daemon.pid, manager) == [
+                "LANG", "LD_PRELOAD"]
+            assert user_systemd.foreign_variables(daemon.pid, {**bus, "LANG": "C"}) == []
+        finally:
+            daemon.kill()
+
+
 def test_only_the_bus_its_manager_started_is_the_bus(monkeypatch):
     """A dbus-daemon that a program the bus ran started (its own configuration: it
     runs programs on request, for later checks) is not the bus: escaped."""
