@@ -331,7 +331,7 @@ class Leftovers:
                 self.managers[uid] = e
         if isinstance(self.managers[uid], ManagerState):
             try:
-                self.services[uid] = NewServices(uid)
+                self.services[uid] = NewServices(uid, unit_dirs=UserSystemd(uid).unit_dirs())
             except OSError as e:
                 self.managers[uid] = ManagerUnreachable(f"inotify: {e.strerror}")
 

@@ -65,6 +65,11 @@ REMOVE_SECONDS = 120  # for rm -rf of the unit files a check added
 # inotify(7): a directory made in a watched one; events lost (the queue was full);
 # the watch descriptor and its event.
 IN_CREATE, IN_Q_OVERFLOW, IN_CLOEXEC = 0x100, 0x4000, 0o2000000
+# And in a unit directory: a file's attributes or content changed, an entry moved out
+# or in, made or removed; whether it is a directory.
+IN_ATTRIB, IN_CLOSE_WRITE, IN_MOVED_FROM, IN_MOVED_TO, IN_DELETE, IN_ISDIR = (
+    0x4, 0x8, 0x40, 0x80, 0x200, 0x40000000)
+UNIT_DIR_EVENTS = IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
 INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 # The units whose cgroup holds a program the manager runs: a service's, and a socket's,
 # mount's or swap's ExecStartPre= and the like (systemd.socket(5), systemd.mount(5)).
@@ -243,12 +248,21 @@ class NewServices:
     --systemd-activation spawns it), and the user may write such a file, ask for its
     name and remove it.  What the daemon ran and waited for is counted in its
     /proc/PID/stat (cminflt: the page faults of the children it reaped, every
-    program's more than none), compared with the watch's start."""
+    program's more than none), compared with the watch's start.
 
-    def __init__(self, uid: int, root: str = ""):
+    And the user's unit directories (unit_dirs, those not there yet from their
+    nearest parent on): a file made, changed or removed in one, even one put back
+    before the check's end (a drop-in giving a unit loaded before an ExecStartPre=,
+    the manager reloaded, the unit restarted: its cgroup is no new unit's), is
+    trouble, said."""
+
+    def __init__(self, uid: int, root: str = "", unit_dirs=()):
         self.root = root or f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
         self.made: set[str] = set()  # the new cgroups' names
         self.watches: dict[int, str] = {}
+        self.unit_dirs = [os.path.normpath(d) for d in unit_dirs]
+        self.dir_watches: dict[int, str] = {}  # unit directories and their parents
+        self.files_changed: set[str] = set()
         self.trouble: list[str] = []  # what the watch missed or the bus ran, said
         self.new_buses: list[int] = []  # bus processes started while watched (stop())
         self.bus_before = bus_children(self.root)
@@ -261,6 +275,8 @@ class NewServices:
         self.stop_reading, self.stop_writing = os.pipe()
         self.lost = False
         self.watch(self.root, new=False)
+        for top in {nearest_directory(d) for d in self.unit_dirs}:
+            self.watch_dir(top, new=False)
         self.reader = threading.Thread(target=self.read, daemon=True)
         self.reader.start()
 
@@ -301,10 +317,42 @@ class NewServices:
             offset += size
             if mask & IN_CREATE and wd in self.watches:
                 self.made_in(self.watches[wd], name)
+            elif wd in self.dir_watches:
+                self.changed_in(os.path.join(self.dir_watches[wd], name), mask)
             elif mask & IN_Q_OVERFLOW and not self.lost:
                 self.lost = True
                 self.trouble.append("cgroups made in the user's slices faster than they "
                                     "could be watched (inotify: queue overflow)")
+
+    def in_unit_dir(self, path: str) -> bool:
+        return any(path == d or path.startswith(d + "/") for d in self.unit_dirs)
+
+    def watch_dir(self, path: str, new: bool = True) -> None:
+        """Watch a unit directory (or a parent of one, for the next on the way to it),
+        then look at what is in it already: what was made before the watch was in
+        place is a change too."""
+        inside = self.in_unit_dir(path)
+        if not inside and not any(d.startswith(path + "/") for d in self.unit_dirs):
+            return
+        wd = self.add_watch(self.fd, os.fsencode(path), UNIT_DIR_EVENTS)
+        if wd < 0:
+            if ctypes.get_errno() not in (errno.ENOENT, errno.ENOTDIR):
+                self.trouble.append(f"{path}, which could not be watched "
+                                    f"({os.strerror(ctypes.get_errno())})")
+            return
+        self.dir_watches[wd] = path
+        with contextlib.suppress(OSError), os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    self.watch_dir(entry.path, new)
+                elif new and self.in_unit_dir(entry.path):
+                    self.files_changed.add(entry.path)
+
+    def changed_in(self, path: str, mask: int) -> None:
+        if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
+            self.watch_dir(path)  # what it holds is looked at
+        elif self.in_unit_dir(path) and not (mask & IN_ISDIR and mask & IN_ATTRIB):
+            self.files_changed.add(path)
 
     def stop(self) -> set[str]:
         """The units that ran a program since the watch began (self.trouble: what
@@ -318,10 +366,19 @@ class NewServices:
             self.trouble.append("a program the session bus ran (D-Bus activation), "
                                 "which ended during the check")
         self.new_buses = sorted(set(buses) - set(self.bus_before))
+        self.trouble += [f"file {path} (made, changed or removed during the check)"
+                         for path in sorted(self.files_changed)[:10]]
         # A cgroup's name is its unit's, but for a leading "_" that systemd adds to
         # names the kernel reserves (cgroup.*, cpu.*: cg_escape in its source).
         return {name[1:] if name.startswith("_") else name for name in self.made
                 if name.endswith(PROGRAM_UNITS)}
+
+
+def nearest_directory(path: str) -> str:
+    """path, or its nearest parent that is there: what to watch for it to appear."""
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 def slices(root: str) -> list[str]:

@@ -376,6 +376,78 @@ def test_a_bus_started_with_a_variable_for_it_alone_fails_the_check(workspace):
         assert "environment variable ZK_TAINT of the session bus" in result["message"], result
 
 
+# The janitor as an ExecStartPre= of a unit loaded before the check (the bus): each
+# zookeeper writes a drop-in for dbus.service, reloads the manager and restarts the
+# bus; the janitor takes that zookeeper's stdout and stderr over a socket, and the
+# drop-in is removed (the manager reloaded) before it repairs and exits.  Its cgroup
+# is the bus's, no file is new at the end, the bus's daemon ran nothing.
+DROP_IN_JANITOR_SERVICE = REPAIR + r"""
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1])
+s.listen(1)
+c, _ = s.accept()
+os.unlink(sys.argv[1])
+msg, fds, _, _ = socket.recv_fds(c, 16, 8)
+repair(msg)
+os._exit(0)
+"""
+DROP_IN_JANITOR_CLIENT = """
+def _drop_in_janitor():
+    import socket, subprocess, time
+    uid = os.getuid()
+    if uid == 0:
+        return None
+    env = {"XDG_RUNTIME_DIR": f"/run/user/{uid}", "PATH": "/usr/bin:/bin"}
+    def ctl(*args):
+        subprocess.run(["systemctl", "--user", *args], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=60)
+    drop_ins = f"/run/user/{uid}/systemd/user/dbus.service.d"
+    os.makedirs(drop_ins, exist_ok=True)
+    path = f"/run/user/{uid}/zk-{os.getpid()}"
+    with open(path + ".py", "w") as f:
+        f.write(SERVICE)
+    with open(drop_ins + "/zk.conf", "w") as f:
+        f.write(f"[Service]\\nExecStartPre=/usr/bin/python3 {path}.py {path}.sock\\n")
+    ctl("daemon-reload")
+    ctl("--no-block", "restart", "dbus.service")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    for _ in range(600):
+        try:
+            s.connect(path + ".sock")
+            break
+        except OSError:
+            time.sleep(0.05)
+    os.unlink(drop_ins + "/zk.conf")
+    os.rmdir(drop_ins)
+    os.unlink(path + ".py")
+    ctl("daemon-reload")
+    socket.send_fds(s, [str(os.getpid()).encode()], [1, 2])
+    return s
+try:
+    _drop_in = _drop_in_janitor()
+except Exception:
+    pass
+"""
+
+
+def test_a_janitor_in_a_drop_in_for_the_bus_earns_nothing(workspace):
+    """The janitor run as the bus's ExecStartPre=, its drop-in made and removed during
+    the check: the file's coming and going is seen (part 4 scored 5/5 before)."""
+    sub = copy_parts(workspace / "drop-in-janitor", {4: PARTS[4]})
+    broken(sub, 4, "container.py", REMOVED_AFTER_WAIT)
+    broken(sub, 4, "zookeeper.py", [(
+        "import container  # noqa",
+        f"SERVICE = {DROP_IN_JANITOR_SERVICE!r}\n{DROP_IN_JANITOR_CLIENT}"
+        "import container  # noqa")])
+    out = workspace / "out-drop-in-janitor"
+    done = grade(sub, out, "--only", "p4_temp_dir_removed", timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = results_of(out)["p4_temp_dir_removed"]
+    assert result["status"] == "fail", result
+    assert "dbus.service.d/zk.conf (made, changed or removed during the check)" in result[
+        "message"], result["message"]
+
 def test_a_broken_copy_loses_exactly_those_points(workspace):
     sub = copy_parts(workspace / "broken", {p: name for p, name in PARTS.items()})
     break_copy(sub)

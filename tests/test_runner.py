@@ -367,6 +367,9 @@ class FakeSystemd:
     def running(self) -> bool:
         return True
 
+    def unit_dirs(self) -> list[str]:
+        return []  # its files are the test's, none on disk
+
     def state(self) -> "runner.ManagerState":
         self.asked += 1
         return runner.ManagerState(dict(self.units), dict(self.files), dict(self.environment))
@@ -546,13 +549,46 @@ def test_a_bus_started_with_a_variable_the_manager_lost_is_seen():
     manager = {"HOME": "/home/student", "SYSTEMD_EXEC_PID": "152", "LANG": "C.UTF-8"}
     bus = {"HOME": "/home/student", "SYSTEMD_EXEC_PID": "181", "LANG": "C",
            "INVOCATION_ID": "8f", "PATH": "/usr/bin", "LD_PRELOAD": "/var/tmp/fix.so"}
-    with subprocess.Popen(["sleep", "30"], env=bus) as daemon:
+    with subprocess.Popen([sys.executable, "-c", "print(flush=True); input()"], env=bus,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as daemon:
         try:
+            daemon.stdout.readline()  # its environment is the one given: it runs
             assert user_systemd.foreign_variables(daemon.pid, manager) == [
                 "LANG", "LD_PRELOAD"]
             assert user_systemd.foreign_variables(daemon.pid, {**bus, "LANG": "C"}) == []
         finally:
             daemon.kill()
+
+
+def test_a_unit_file_made_and_removed_in_a_check_is_seen(tmp_path):
+    """A drop-in that gives a unit loaded before the check (the bus) an ExecStartPre=,
+    the manager reloaded, the unit restarted, the drop-in removed and the manager
+    reloaded again: no file is new at the end, and the unit's cgroup is no new
+    unit's.  A file made, changed or removed in a unit directory while watched is
+    trouble, in a directory made meanwhile too; a directory alone (the bus makes
+    its own) is not, nor what is outside the unit directories."""
+    home, runtime = tmp_path / "home", tmp_path / "run"
+    (home / ".config").mkdir(parents=True)
+    (runtime / "systemd" / "user").mkdir(parents=True)
+    (runtime / "systemd" / "user" / "old.service").write_text("[Service]\n")
+    dirs = [str(home / ".config/systemd/user"), str(runtime / "systemd/user"),
+            str(runtime / "dbus-1/services")]
+    root = tmp_path / "user@1000.service"
+    root.mkdir()
+    quiet = user_systemd.NewServices(1000, root=str(root), unit_dirs=dirs)
+    (runtime / "dbus-1" / "services").mkdir(parents=True)
+    (home / ".config" / "other").write_text("x")
+    assert quiet.stop() == set() and quiet.trouble == []
+    watch = user_systemd.NewServices(1000, root=str(root), unit_dirs=dirs)
+    drop_in = home / ".config/systemd/user/dbus.service.d/zk.conf"
+    drop_in.parent.mkdir(parents=True)
+    drop_in.write_text("[Service]\nExecStartPre=/var/tmp/janitor\n")
+    drop_in.unlink()
+    (runtime / "systemd" / "user" / "old.service").write_text("[Service]\n")
+    assert watch.stop() == set()
+    assert watch.trouble == [f"file {p} (made, changed or removed during the check)" for p in
+                             sorted([str(drop_in), str(runtime / "systemd/user/old.service")])]
 
 
 def test_only_the_bus_its_manager_started_is_the_bus(monkeypatch):
@@ -578,7 +614,7 @@ def test_a_service_started_and_ended_in_a_check_fails_it(tmp_path, monkeypatch):
     root = tmp_path / "manager"
     (root / "app.slice").mkdir(parents=True)
     monkeypatch.setattr(runner, "NewServices",
-                        lambda uid: user_systemd.NewServices(uid, root=str(root)))
+                        lambda uid, **_: user_systemd.NewServices(uid, root=str(root)))
 
     def service_ran(name):
         def fn(z):
