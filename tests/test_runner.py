@@ -566,8 +566,9 @@ def test_a_unit_file_made_and_removed_in_a_check_is_seen(tmp_path):
     the manager reloaded, the unit restarted, the drop-in removed and the manager
     reloaded again: no file is new at the end, and the unit's cgroup is no new
     unit's.  A file made, changed or removed in a unit directory while watched is
-    trouble, in a directory made meanwhile too; a directory alone (the bus makes
-    its own) is not, nor what is outside the unit directories."""
+    trouble, in a directory made meanwhile too (one there when its watch is in
+    place); a directory alone (the bus makes its own) is not, nor what is outside
+    the unit directories."""
     home, runtime = tmp_path / "home", tmp_path / "run"
     (home / ".config").mkdir(parents=True)
     (runtime / "systemd" / "user").mkdir(parents=True)
@@ -580,15 +581,18 @@ def test_a_unit_file_made_and_removed_in_a_check_is_seen(tmp_path):
     (runtime / "dbus-1" / "services").mkdir(parents=True)
     (home / ".config" / "other").write_text("x")
     assert quiet.stop() == set() and quiet.trouble == []
+    drop_in = runtime / "systemd/user/dbus.service.d/zk.conf"
+    drop_in.parent.mkdir()  # an earlier check's: a directory is no change
     watch = user_systemd.NewServices(1000, root=str(root), unit_dirs=dirs)
-    drop_in = home / ".config/systemd/user/dbus.service.d/zk.conf"
-    drop_in.parent.mkdir(parents=True)
     drop_in.write_text("[Service]\nExecStartPre=/var/tmp/janitor\n")
     drop_in.unlink()
     (runtime / "systemd" / "user" / "old.service").write_text("[Service]\n")
+    new = home / ".config/systemd/user/zk.service"  # its directories made meanwhile
+    new.parent.mkdir(parents=True)
+    new.write_text("[Service]\n")
     assert watch.stop() == set()
     assert watch.trouble == [f"file {p} (made, changed or removed during the check)" for p in
-                             sorted([str(drop_in), str(runtime / "systemd/user/old.service")])]
+                             sorted(map(str, (new, drop_in, runtime / "systemd/user/old.service")))]
 
 
 def test_only_the_bus_its_manager_started_is_the_bus(monkeypatch):
