@@ -10,6 +10,7 @@ the manager's private socket is the user's alone.
 Standard library only: it runs with the guest's Debian python3.
 """
 
+import codecs
 import contextlib
 import ctypes
 import errno
@@ -191,11 +192,11 @@ class UserSystemd:
         return dict(line.split("=", 1) for line in lines if "=" in line)
 
     def restore_environment(self, before: dict[str, str], names: list[str]) -> None:
-        """Each of names as it was before: unset, or set again (a value systemctl
-        showed quoted is unset only: the check fails all the same)."""
+        """Each of names as it was before: unset, or set again, a value systemctl
+        showed quoted as it was.  One left unset would be found again at every
+        later check (before is the first check's), --local's next students' too."""
         self.systemctl("unset-environment", "--", *names)
-        again = [f"{n}={before[n]}" for n in names if n in before
-                 and not before[n].startswith("$'")]
+        again = [f"{n}={unquoted(before[n])}" for n in names if n in before]
         if again:
             self.systemctl("set-environment", "--", *again)
 
@@ -225,6 +226,15 @@ class UserSystemd:
             if wanted:
                 with contextlib.suppress(ManagerUnreachable, OSError, subprocess.SubprocessError):
                     step()
+
+
+def unquoted(value: str) -> str:
+    """A value as show-environment printed it, as it is: one with a space, a quote or a
+    control character is quoted $'...', with C's backslash escapes."""
+    if len(value) < 3 or not (value.startswith("$'") and value.endswith("'")):
+        return value
+    return codecs.escape_decode(value[2:-1].encode(errors="surrogateescape"))[0].decode(
+        errors="surrogateescape")
 
 
 class NewServices:

@@ -654,6 +654,21 @@ def test_the_managers_environment_set_in_a_check_is_put_back(tmp_path, monkeypat
     assert grade_one(tmp_path, lambda z: z.host(["true"])) == ("ok", "")
 
 
+def test_a_quoted_value_of_the_managers_environment_is_put_back_as_it_was(monkeypatch):
+    """show-environment quotes a value with a space or a quote ($'a b'): such a variable,
+    changed by a check, was unset only, found again at every later check (each check's
+    before is the first's), in --local the next students' too.  It is set again as it
+    was."""
+    manager = user_systemd.UserSystemd(os.getuid())
+    calls = []
+    monkeypatch.setattr(manager, "systemctl", lambda *args: calls.append(args) or "")
+    before = {"P": "/bin", "ZK_SP": "$'a b'", "ZK_Q": "$'it\\'s\\ny'", "ZK_U": "\u00e9"}
+    manager.restore_environment(before, ["NEW", "P", "ZK_Q", "ZK_SP", "ZK_U"])
+    assert calls == [("unset-environment", "--", "NEW", "P", "ZK_Q", "ZK_SP", "ZK_U"),
+                     ("set-environment", "--", "P=/bin", "ZK_Q=it's\ny", "ZK_SP=a b",
+                      "ZK_U=\u00e9")]
+
+
 def test_a_grader_error_stays_one_when_a_unit_is_left(tmp_path, monkeypatch):
     """A unit left (or a process escaped) turned a grader error into the student's fail,
     its message replaced; it is said beside the error now."""
