@@ -427,11 +427,11 @@ class Leftovers:
                 services = watched.stop() if watched else set()
             ended = sorted(services - set(before.units) - BUS_UNITS - set(changes.started))
             said += watched.trouble if watched else []
-            tainted = sorted({name for pid in (watched.new_buses if watched else [])
-                              for name in foreign_variables(pid, before.environment)})
+            tainted = bus_variables(manager, watched.new_buses if watched else [],
+                                    before.environment, after)
             if tainted:  # stopped: the next check's bus starts with the manager's
                 with contextlib.suppress(ManagerUnreachable):
-                    manager.stop(sorted(BUS_UNITS))
+                    manager.stop(sorted(BUS_UNITS & set(after.units)))
             said += [f"environment variable {n} of the session bus, started during the "
                      "check (not the manager's: the bus stopped)" for n in tainted]
             # The next check's before: this one's (what is still changed is found
@@ -1079,6 +1079,21 @@ def started_by_user_manager(pid: int, uids: set[int]) -> bool:
     if uid not in uids or f"/user@{uid}.service/" not in group:
         return False
     return not group.endswith("/init.scope") and not managers_bus(pid)
+
+
+def bus_variables(manager: UserSystemd, buses: list[int], environment: dict[str, str],
+                  after: ManagerState) -> list[str]:
+    """The variables of the bus daemons started during the check (buses) that the
+    manager's environment before it did not give them (foreign_variables), but those
+    the bus's unit sets itself (Environment=, an administrator's drop-in: asked only
+    when some are found)."""
+    found = {name for pid in buses for name in foreign_variables(pid, environment)}
+    units = sorted(BUS_UNITS & set(after.units))
+    if found and units:
+        with contextlib.suppress(ManagerUnreachable):
+            said = manager.systemctl("show", "--property=Environment", "--value", "--", *units)
+            found -= {word.split("=", 1)[0] for word in said.split() if "=" in word}
+    return sorted(found)
 
 
 def managers_bus(pid: int) -> bool:

@@ -595,6 +595,25 @@ def test_a_unit_file_made_and_removed_in_a_check_is_seen(tmp_path):
                              sorted(map(str, (new, drop_in, runtime / "systemd/user/old.service")))]
 
 
+def test_what_the_bus_unit_sets_itself_is_not_the_managers_loss():
+    """A variable the bus's unit sets (Environment=, an administrator's drop-in) is in
+    the bus daemon's environment and not in the manager's: not counted."""
+    asked = []
+    manager = types.SimpleNamespace(systemctl=lambda *args: asked.append(args) or "FOO=1 X=a\n")
+    after = runner.ManagerState({"dbus.service": True, "dbus.socket": True}, {}, {})
+    env = {"FOO": "1", "LD_PRELOAD": "/var/tmp/fix.so"}
+    with subprocess.Popen([sys.executable, "-c", "print(flush=True); input()"], env=env,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as daemon:
+        try:
+            daemon.stdout.readline()
+            assert runner.bus_variables(manager, [daemon.pid], {}, after) == ["LD_PRELOAD"]
+            assert runner.bus_variables(manager, [daemon.pid], env, after) == []
+        finally:
+            daemon.kill()
+    assert asked == [("show", "--property=Environment", "--value", "--", "dbus.service")]
+
+
 def test_only_the_bus_its_manager_started_is_the_bus(monkeypatch):
     """A dbus-daemon that a program the bus ran started (its own configuration: it
     runs programs on request, for later checks) is not the bus: escaped."""
