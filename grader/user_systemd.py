@@ -56,9 +56,13 @@ SERVICE_DEFAULTS = {"HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG", "XDG_RUN
 # The session bus's service directories too: a service file there is started by the
 # bus daemon itself on a call to its name (D-Bus activation), no unit needed.
 # environment.d(5): the manager's environment, read at its start and each reload.
+# systemd-user.conf(5): the manager's own configuration, read at daemon-reexec
+# (ManagerEnvironment=LD_PRELOAD=... runs the submission's code in the manager, which
+# is never said escaped; DefaultEnvironment= every unit's).
 HOME_UNIT_DIRS = (".config/systemd/user", ".config/systemd/user.control",
                   ".local/share/systemd/user", ".local/share/dbus-1/services",
-                  ".config/environment.d")
+                  ".config/environment.d", ".config/systemd/user.conf",
+                  ".config/systemd/user.conf.d")
 RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control", "dbus-1/services")
 MANAGER_SECONDS = 15  # for one systemctl --user call
 UNIT_FILES_LIMIT = 10000  # entries looked at in a user's unit directories

@@ -614,6 +614,27 @@ def test_what_the_bus_unit_sets_itself_is_not_the_managers_loss():
     assert asked == [("show", "--property=Environment", "--value", "--", "dbus.service")]
 
 
+def test_the_managers_own_configuration_is_watched(tmp_path):
+    """~/.config/systemd/user.conf, ManagerEnvironment=LD_PRELOAD=..., then systemctl
+    --user daemon-reexec: the submission's code in the manager itself (seen in the
+    VM: the manager's /proc/PID/environ held the variable).  The file is one of the
+    user's unit files, compared at the check's end and watched meanwhile."""
+    home = tmp_path / "home"
+    (home / ".config" / "systemd").mkdir(parents=True)
+    manager = user_systemd.UserSystemd(os.getuid())
+    manager.home, manager.runtime = str(home), str(tmp_path / "run")
+    before = manager.files()
+    root = tmp_path / "user@1000.service"
+    root.mkdir()
+    watch = user_systemd.NewServices(1000, root=str(root), unit_dirs=manager.unit_dirs())
+    conf = home / ".config/systemd/user.conf"
+    conf.write_text("[Manager]\nManagerEnvironment=LD_PRELOAD=/var/tmp/fix.so\n")
+    assert user_systemd.manager_changes(runner.ManagerState({}, before, {}), runner.ManagerState(
+        {}, manager.files(), {})).added == [str(conf)]
+    watch.stop()
+    assert watch.trouble == [f"file {conf} (made, changed or removed during the check)"]
+
+
 def test_only_the_bus_its_manager_started_is_the_bus(monkeypatch):
     """A dbus-daemon that a program the bus ran started (its own configuration: it
     runs programs on request, for later checks) is not the bus: escaped."""
