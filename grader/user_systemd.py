@@ -335,8 +335,9 @@ class NewServices:
                 self.changed_in(os.path.join(self.dir_watches[wd], name), mask)
             elif mask & IN_Q_OVERFLOW and not self.lost:
                 self.lost = True
-                self.trouble.append("cgroups made in the user's slices faster than they "
-                                    "could be watched (inotify: queue overflow)")
+                self.trouble.append("changes in the user's slices or unit directories "
+                                    "faster than they could be watched (inotify: queue "
+                                    "overflow)")
 
     def in_unit_dir(self, path: str) -> bool:
         return any(path == d or path.startswith(d + "/") for d in self.unit_dirs)
@@ -462,7 +463,7 @@ def foreign_variables(pid: int, environment: dict[str, str]) -> list[str]:
         name, _, value = entry.decode(errors="replace").partition("=")
         if name in SERVICE_VARIABLES:
             continue
-        if environment.get(name, value) != value or (
+        if unquoted(environment.get(name, value)) != value or (
                 name not in environment and name not in SERVICE_DEFAULTS):
             found.append(name)
     return sorted(found)

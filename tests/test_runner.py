@@ -537,8 +537,8 @@ def test_a_socket_units_program_and_lost_events_are_seen(tmp_path):
     overflow = user_systemd.INOTIFY_EVENT.pack(-1, user_systemd.IN_Q_OVERFLOW, 0, 0)
     watch.take_events(overflow + overflow)
     assert watch.stop() == {"run-u9.socket"}
-    assert watch.trouble == ["cgroups made in the user's slices faster than they could "
-                             "be watched (inotify: queue overflow)"]
+    assert watch.trouble == ["changes in the user's slices or unit directories faster "
+                             "than they could be watched (inotify: queue overflow)"]
 
 
 def test_a_bus_started_with_a_variable_the_manager_lost_is_seen():
@@ -557,6 +557,9 @@ def test_a_bus_started_with_a_variable_the_manager_lost_is_seen():
             assert user_systemd.foreign_variables(daemon.pid, manager) == [
                 "LANG", "LD_PRELOAD"]
             assert user_systemd.foreign_variables(daemon.pid, {**bus, "LANG": "C"}) == []
+            # A value show-environment quoted ($'...') is the same value.
+            assert user_systemd.foreign_variables(
+                daemon.pid, {**bus, "LANG": "$'C'", "HOME": "$'/home/student'"}) == []
         finally:
             daemon.kill()
 
