@@ -330,10 +330,12 @@ class Leftovers:
             except ManagerUnreachable as e:
                 self.managers[uid] = e
         if isinstance(self.managers[uid], ManagerState):
+            manager = UserSystemd(uid)
             try:
-                self.services[uid] = NewServices(uid, unit_dirs=UserSystemd(uid).unit_dirs())
-            except OSError as e:
-                self.managers[uid] = ManagerUnreachable(f"inotify: {e.strerror}")
+                manager.make_unit_dirs()
+                self.services[uid] = NewServices(uid, unit_dirs=manager.unit_dirs())
+            except (OSError, subprocess.SubprocessError) as e:
+                self.managers[uid] = ManagerUnreachable(f"its watch: {e}")
 
     def started(self, session: int) -> None:
         """A command started in a session of its own (its pid): what runs in it is ours."""

@@ -64,6 +64,7 @@ HOME_UNIT_DIRS = (".config/systemd/user", ".config/systemd/user.control",
                   ".config/environment.d", ".config/systemd/user.conf",
                   ".config/systemd/user.conf.d")
 RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control", "dbus-1/services")
+MANAGER_FILES = (".config/systemd/user.conf",)  # of those, files (never made)
 MANAGER_SECONDS = 15  # for one systemctl --user call
 UNIT_FILES_LIMIT = 10000  # entries looked at in a user's unit directories
 REMOVE_SECONDS = 120  # for rm -rf of the unit files a check added
@@ -209,6 +210,17 @@ class UserSystemd:
 
     def start(self, units: list[str]) -> None:
         self.systemctl("start", "--", *units)
+
+    def make_unit_dirs(self) -> None:
+        """mkdir -p, as the user, the unit directories that are not there, so that
+        NewServices watches each from the check's start: a file made and removed at
+        once in a directory made meanwhile could come before its watch (a new
+        directory is no change)."""
+        files = {os.path.join(self.home, f) for f in MANAGER_FILES}
+        missing = [d for d in self.unit_dirs() if d not in files and not os.path.isdir(d)]
+        if missing:
+            subprocess.run(["mkdir", "-p", "--", *missing], cwd="/", capture_output=True,
+                           timeout=REMOVE_SECONDS, **popen_ids(self.name, self.uid, self.gid))
 
     def remove(self, paths: list[str]) -> None:
         """rm -rf as the user: a path of the user's is never followed by root."""

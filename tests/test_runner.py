@@ -370,6 +370,9 @@ class FakeSystemd:
     def unit_dirs(self) -> list[str]:
         return []  # its files are the test's, none on disk
 
+    def make_unit_dirs(self) -> None:
+        pass
+
     def state(self) -> "runner.ManagerState":
         self.asked += 1
         return runner.ManagerState(dict(self.units), dict(self.files), dict(self.environment))
@@ -710,6 +713,26 @@ def test_a_quoted_value_of_the_managers_environment_is_put_back_as_it_was(monkey
     assert calls == [("unset-environment", "--", "NEW", "P", "ZK_Q", "ZK_SP", "ZK_U"),
                      ("set-environment", "--", "P=/bin", "ZK_Q=it's\ny", "ZK_SP=a b",
                       "ZK_U=\u00e9")]
+
+
+def test_the_missing_unit_directories_are_made_before_the_watch(tmp_path, monkeypatch):
+    """A file made and removed at once in a unit directory made meanwhile could come
+    before the directory's watch: the runner makes the missing ones first (as the
+    user), so that each is watched from the check's start; user.conf is a file."""
+    manager = runner.UserSystemd(os.getuid())
+    monkeypatch.setattr(manager, "home", str(tmp_path / "home"))
+    monkeypatch.setattr(manager, "runtime", str(tmp_path / "run"))
+    manager.make_unit_dirs()
+    for path in manager.unit_dirs():
+        assert os.path.isdir(path) != path.endswith("/user.conf"), path
+    services = tmp_path / "home" / ".local" / "share" / "dbus-1" / "services"
+    watch = user_systemd.NewServices(0, root=str(tmp_path / "cgroup"),
+                                     unit_dirs=manager.unit_dirs())
+    (services / "org.zk.Fix.service").write_text("[D-BUS Service]\n")
+    (services / "org.zk.Fix.service").unlink()
+    watch.stop()
+    assert any("org.zk.Fix.service (made, changed or removed" in said
+               for said in watch.trouble), watch.trouble
 
 
 def test_a_grader_error_stays_one_when_a_unit_is_left(tmp_path, monkeypatch):
