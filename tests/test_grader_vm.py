@@ -174,8 +174,23 @@ msg, fds, _, _ = socket.recv_fds(c, 16, 8)
 repair(msg)
 os._exit(0)
 '''
+def client(body: str) -> str:
+    """A client's code for zookeeper.py, before its import of container: body defines
+    _start(), which runs, whatever fails, what it returns kept (a socket that must
+    stay open while zookeeper runs)."""
+    return HAND_OVER + body + "try:\n    _held = _start()\nexcept Exception:\n    pass\n"
+
+
+# zookeeper's stdout and stderr, handed over on a socket to the janitor at its end.
+HAND_OVER = """
+def hand_over(s):
+    import socket
+    socket.send_fds(s, [str(os.getpid()).encode()], [1, 2])
+    return s
+"""
+
 REPAIR_CLIENT = '''
-def _repair_unit():
+def _start():
     import socket, subprocess
     path = f"/run/user/{os.getuid()}/zk-fix.sock"
     if os.getuid() != 0 and not os.path.exists(path):
@@ -185,12 +200,7 @@ def _repair_unit():
                        capture_output=True, timeout=60)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
-    socket.send_fds(s, [str(os.getpid()).encode()], [1, 2])
-    return s
-try:
-    _repair = _repair_unit()
-except Exception:
-    pass
+    return hand_over(s)
 '''
 REPAIRED = {"p4_temp_dir_removed", "p6_helper_gone"}
 # A janitor (the attack session 20 left open): each zookeeper has the user's systemd
@@ -204,7 +214,7 @@ repair(sys.argv[1])
 os._exit(0)
 '''
 JANITOR_CLIENT = '''
-def _janitor():
+def _start():
     import subprocess
     if os.getuid() != 0:
         subprocess.run(["systemctl", "--user", "set-environment", "ZK_JANITOR=1"],
@@ -212,10 +222,6 @@ def _janitor():
         subprocess.Popen(["systemd-run", "--user", "--quiet", "--collect", "--pipe",
                           "/usr/bin/python3", "-c", SERVICE, str(os.getpid())],
                          stdin=subprocess.DEVNULL)
-try:
-    _janitor()
-except Exception:
-    pass
 '''
 
 # The janitor's work done by the session bus's daemon: each zookeeper writes a D-Bus
@@ -223,20 +229,39 @@ except Exception:
 # name; the daemon starts the file's Exec itself, its child in its own cgroup
 # (dbus.service: no cgroup made, no unit).  The child removes the file at once, takes
 # that zookeeper's stdout and stderr over a socket, repairs after it and exits.
-BUS_JANITOR_SERVICE = REPAIR + r"""
-import os, socket, sys
-os.unlink(sys.argv[1])
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind(sys.argv[1] + ".sock")
-s.listen(1)
-c, _ = s.accept()
-os.unlink(sys.argv[1] + ".sock")
-msg, fds, _, _ = socket.recv_fds(c, 16, 8)
-repair(msg)
-os._exit(0)
+# The janitors that take zookeeper's stdout and stderr on a socket of their own.
+REPAIR_ON_SOCKET = REPAIR + r"""
+def repair_on(path):
+    import os, socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(1)
+    c, _ = s.accept()
+    os.unlink(path)
+    msg, fds, _, _ = socket.recv_fds(c, 16, 8)
+    repair(msg)
+    os._exit(0)
 """
-BUS_JANITOR_CLIENT = """
-def _bus_janitor():
+BUS_JANITOR_SERVICE = REPAIR_ON_SOCKET + r"""
+import os, sys
+os.unlink(sys.argv[1])
+repair_on(sys.argv[1] + ".sock")
+"""
+# Their clients: the socket, once the janitor listens on it.
+CONNECT = """
+def connect_to(path):
+    import socket, time
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    for _ in range(600):
+        try:
+            s.connect(path)
+            return s
+        except OSError:
+            time.sleep(0.05)
+    return s
+"""
+BUS_JANITOR_CLIENT = CONNECT + """
+def _start():
     import pwd, shlex, socket, subprocess, time
     uid = os.getuid()
     if uid == 0:
@@ -255,20 +280,9 @@ def _bus_janitor():
                     "su", name, "0"], env={"XDG_RUNTIME_DIR": f"/run/user/{uid}",
                     "PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
                    capture_output=True, timeout=60)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    for _ in range(600):
-        try:
-            s.connect(path + ".sock")
-            break
-        except OSError:
-            time.sleep(0.05)
+    s = connect_to(path + ".sock")
     os.unlink(path + ".py")
-    socket.send_fds(s, [str(os.getpid()).encode()], [1, 2])
-    return s
-try:
-    _bus = _bus_janitor()
-except Exception:
-    pass
+    return hand_over(s)
 """
 
 
@@ -284,7 +298,7 @@ def test_a_repair_unit_of_the_users_systemd_earns_nothing(workspace):
     for part in (1, 4, 6):
         broken(sub, part, "zookeeper.py", [(
             "import container  # noqa",
-            f"SERVICE = {REPAIR_SERVICE!r}\n{REPAIR_CLIENT}import container  # noqa")])
+            f"SERVICE = {REPAIR_SERVICE!r}\n{client(REPAIR_CLIENT)}import container  # noqa")])
     out = workspace / "out-repair-unit"
     done = grade(sub, out, "--only", "p1_exit_status", "--only", "p1_signal",
                  *[arg for check_id in sorted(REPAIRED) for arg in ("--only", check_id)],
@@ -297,68 +311,52 @@ def test_a_repair_unit_of_the_users_systemd_earns_nothing(workspace):
                for r in results.values()), done.stdout
 
 
-def test_a_janitor_service_per_zookeeper_earns_nothing(workspace):
-    """The repair unit's work done by a transient service of the user's systemd that
-    each zookeeper starts, which ends before the check does: nothing of it is left at
-    the check's end for the runner to see but the user's systemd's record (the repair
-    unit's scores without it)."""
-    sub = copy_parts(workspace / "janitor", {p: PARTS[p] for p in (4, 6)})
+JANITORS = {  # (its service, its client, what the failed checks say)
+    "systemd": (JANITOR_SERVICE, JANITOR_CLIENT, [
+        r"unit run-\S+\.service \(started and ended",
+        r"environment variable ZK_JANITOR of the manager \(set: put back\)"]),
+    "bus": (BUS_JANITOR_SERVICE, BUS_JANITOR_CLIENT, [
+        r"a program the session bus ran \(D-Bus activation\)"]),
+}
+
+
+@pytest.mark.parametrize("janitor", sorted(JANITORS))
+def test_a_janitor_per_zookeeper_earns_nothing(workspace, janitor):
+    """The repair unit's work done afresh for each zookeeper, by a transient service
+    of the user's systemd (systemd) or by a child of the session bus's daemon (bus:
+    D-Bus activation of a service file the zookeeper writes and the child removes),
+    which ends before the check does: no cgroup, unit, file or process is left at
+    the check's end (8/8 for each before the runner watched during the check)."""
+    service, code, said = JANITORS[janitor]
+    sub = copy_parts(workspace / f"janitor-{janitor}", {p: PARTS[p] for p in (4, 6)})
     broken(sub, 4, "container.py", REMOVED_AFTER_WAIT)
     broken(sub, 6, "network.py", STOP_DOES_NOTHING)
     for part in (4, 6):
         broken(sub, part, "zookeeper.py", [(
             "import container  # noqa",
-            f"SERVICE = {JANITOR_SERVICE!r}\n{JANITOR_CLIENT}import container  # noqa")])
-    out = workspace / "out-janitor"
+            f"SERVICE = {service!r}\n{client(code)}import container  # noqa")])
+    out = workspace / f"out-janitor-{janitor}"
     done = grade(sub, out, *[arg for check_id in sorted(REPAIRED) for arg in ("--only", check_id)],
                  timeout=900)
     assert done.returncode == 1, done.stdout + done.stderr
     results = results_of(out)
     for check_id in REPAIRED:
         assert results[check_id]["status"] == "fail", results[check_id]
-        message = results[check_id]["message"]
-        assert re.search(r"unit run-\S+\.service \(started and ended", message), message
-        assert "environment variable ZK_JANITOR of the manager (set: put back)" in message
-
-
-
-def test_a_janitor_the_session_bus_starts_earns_nothing(workspace):
-    """The janitor's work done by a child of the session bus's daemon (D-Bus
-    activation of a service file the zookeeper writes and the child removes): no
-    cgroup, no unit, no file and no process is left at the check's end."""
-    sub = copy_parts(workspace / "bus-janitor", {p: PARTS[p] for p in (4, 6)})
-    broken(sub, 4, "container.py", REMOVED_AFTER_WAIT)
-    broken(sub, 6, "network.py", STOP_DOES_NOTHING)
-    for part in (4, 6):
-        broken(sub, part, "zookeeper.py", [(
-            "import container  # noqa",
-            f"SERVICE = {BUS_JANITOR_SERVICE!r}\n{BUS_JANITOR_CLIENT}import container  # noqa")])
-    out = workspace / "out-bus-janitor"
-    done = grade(sub, out, *[arg for check_id in sorted(REPAIRED) for arg in ("--only", check_id)],
-                 timeout=900)
-    assert done.returncode == 1, done.stdout + done.stderr
-    results = results_of(out)
-    for check_id in REPAIRED:
-        assert results[check_id]["status"] == "fail", results[check_id]
-        assert "a program the session bus ran (D-Bus activation)" in results[check_id][
-            "message"], results[check_id]["message"]
+        for pattern in said:
+            assert re.search(pattern, results[check_id]["message"]), results[check_id]
 
 
 # A variable set in the manager's environment for the bus's start only: the bus
 # restarted, the variable unset (LD_PRELOAD would run the submission's code in the bus
 # daemon, which is never said escaped).  The manager's environment is as before.
 BUS_TAINT_CLIENT = """
-def _taint():
+def _start():
     import subprocess
     if os.getuid() != 0:
         for args in (["set-environment", "ZK_TAINT=1"], ["restart", "dbus.service"],
                      ["unset-environment", "ZK_TAINT"]):
             subprocess.run(["systemctl", "--user", *args], stdin=subprocess.DEVNULL,
                            capture_output=True, timeout=60)
-try:
-    _taint()
-except Exception:
-    pass
 """
 
 
@@ -367,7 +365,7 @@ def test_a_bus_started_with_a_variable_for_it_alone_fails_the_check(workspace):
     check: the check fails, and the bus is stopped for the next one."""
     sub = copy_parts(workspace / "bus-taint", {1: PARTS[1]})
     broken(sub, 1, "zookeeper.py", [(
-        "import container  # noqa", f"{BUS_TAINT_CLIENT}import container  # noqa")])
+        "import container  # noqa", f"{client(BUS_TAINT_CLIENT)}import container  # noqa")])
     out = workspace / "out-bus-taint"
     done = grade(sub, out, "--only", "p1_exit_status", "--only", "p1_signal", timeout=900)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -381,19 +379,12 @@ def test_a_bus_started_with_a_variable_for_it_alone_fails_the_check(workspace):
 # bus; the janitor takes that zookeeper's stdout and stderr over a socket, and the
 # drop-in is removed (the manager reloaded) before it repairs and exits.  Its cgroup
 # is the bus's, no file is new at the end, the bus's daemon ran nothing.
-DROP_IN_JANITOR_SERVICE = REPAIR + r"""
-import os, socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind(sys.argv[1])
-s.listen(1)
-c, _ = s.accept()
-os.unlink(sys.argv[1])
-msg, fds, _, _ = socket.recv_fds(c, 16, 8)
-repair(msg)
-os._exit(0)
+DROP_IN_JANITOR_SERVICE = REPAIR_ON_SOCKET + r"""
+import sys
+repair_on(sys.argv[1])
 """
-DROP_IN_JANITOR_CLIENT = """
-def _drop_in_janitor():
+DROP_IN_JANITOR_CLIENT = CONNECT + """
+def _start():
     import socket, subprocess, time
     uid = os.getuid()
     if uid == 0:
@@ -411,23 +402,12 @@ def _drop_in_janitor():
         f.write(f"[Service]\\nExecStartPre=/usr/bin/python3 {path}.py {path}.sock\\n")
     ctl("daemon-reload")
     ctl("--no-block", "restart", "dbus.service")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    for _ in range(600):
-        try:
-            s.connect(path + ".sock")
-            break
-        except OSError:
-            time.sleep(0.05)
+    s = connect_to(path + ".sock")
     os.unlink(drop_ins + "/zk.conf")
     os.rmdir(drop_ins)
     os.unlink(path + ".py")
     ctl("daemon-reload")
-    socket.send_fds(s, [str(os.getpid()).encode()], [1, 2])
-    return s
-try:
-    _drop_in = _drop_in_janitor()
-except Exception:
-    pass
+    return hand_over(s)
 """
 
 
@@ -438,7 +418,7 @@ def test_a_janitor_in_a_drop_in_for_the_bus_earns_nothing(workspace):
     broken(sub, 4, "container.py", REMOVED_AFTER_WAIT)
     broken(sub, 4, "zookeeper.py", [(
         "import container  # noqa",
-        f"SERVICE = {DROP_IN_JANITOR_SERVICE!r}\n{DROP_IN_JANITOR_CLIENT}"
+        f"SERVICE = {DROP_IN_JANITOR_SERVICE!r}\n{client(DROP_IN_JANITOR_CLIENT)}"
         "import container  # noqa")])
     out = workspace / "out-drop-in-janitor"
     done = grade(sub, out, "--only", "p4_temp_dir_removed", timeout=900)
