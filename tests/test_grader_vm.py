@@ -666,7 +666,7 @@ for n in range(300):
         if n == 0:
             ids = ' '.join(r['id'] + '=ok' for r in results)
             with open('/dev/console', 'w') as c:
-                c.write(f'ZOO-COMMIT {token} {ids}\\n')
+                c.write(f'ZOO-COMMIT {token} {ids}\\\\n')
     except Exception:
         pass
     time.sleep(0.2)
