@@ -409,49 +409,9 @@ class Leftovers:
         reloaded); what was found is said (the check fails)."""
         said = []
         for uid, before in self.managers.items():
-            if before is None:
-                continue  # no manager before the check: none to start work
-            manager = UserSystemd(uid)
-            if isinstance(before, ManagerUnreachable):
-                said.append(f"{manager.name}'s systemd, which could not be asked before "
-                            f"the check ({before})")
-                continue
-            try:
-                after, changes = settled_changes(manager, before)
-            except ManagerUnreachable as e:
-                MANAGER_STATES.pop(uid, None)
-                said.append(f"{manager.name}'s systemd, which could not be asked after the "
-                            f"check ({e})")
-                continue
-            finally:
-                # Before the undo, which starts units again.
-                watched = self.services.pop(uid, None)
-                services = watched.stop() if watched else set()
-            ended = sorted(services - set(before.units) - BUS_UNITS - set(changes.started))
-            said += watched.trouble if watched else []
-            tainted = bus_variables(manager, watched.new_buses if watched else [],
-                                    before.environment, after)
-            if tainted:  # stopped: the next check's bus starts with the manager's
-                with contextlib.suppress(ManagerUnreachable):
-                    manager.stop(sorted(BUS_UNITS & set(after.units)))
-            said += [f"environment variable {n} of the session bus, started during the "
-                     "check (not the manager's: the bus stopped)" for n in tainted]
-            # The next check's before: this one's (what is still changed is found
-            # again), but the bus, which may start on first use.
-            MANAGER_STATES[uid] = ManagerState(
-                {**{u: r for u, r in before.units.items() if u not in BUS_UNITS},
-                 **{u: r for u, r in after.units.items() if u in BUS_UNITS}}, before.files,
-                before.environment)
-            said += [f"unit {u} (started and ended during the check)" for u in ended]
-            if not any(changes):
-                continue
-            manager.undo(before, changes)
-            said += ([f"unit {u} (started: stopped now)" for u in changes.started]
-                     + [f"unit {u} (stopped: started again)" for u in changes.stopped]
-                     + [f"unit file {p} (new: removed)" for p in changes.added]
-                     + [f"unit file {p} (changed or removed)" for p in changes.changed]
-                     + [f"environment variable {n} of the manager (set: put back)"
-                        for n in changes.environment])
+            watched = self.services.pop(uid, None)
+            if before is not None:  # else no manager before the check: none to start work
+                said += restore_manager(uid, before, watched)
         return said
 
     def clean_up(self) -> list[str]:
@@ -475,6 +435,56 @@ class Leftovers:
         links = set().union(*(self.links(run) for run in self.runs))
         found += remove_temp_dirs(temp_dirs) + remove_cgroups(cgroups) + remove_links(links)
         return found
+
+
+def restore_manager(uid: int, before: ManagerState | ManagerUnreachable,
+                    watched: NewServices | None) -> list[str]:
+    """uid's systemd as it was before the check (Leftovers.restore_managers): what was
+    found, said."""
+    manager = UserSystemd(uid)
+    if isinstance(before, ManagerUnreachable):
+        return [f"{manager.name}'s systemd, which could not be asked before the check "
+                f"({before})"]
+    try:
+        after, changes = settled_changes(manager, before)
+    except ManagerUnreachable as e:
+        MANAGER_STATES.pop(uid, None)
+        return [f"{manager.name}'s systemd, which could not be asked after the check ({e})"]
+    finally:
+        # Stopped before the undo, which starts units again.
+        services = watched.stop() if watched else set()
+    # The next check's before: this one's (what is still changed is found again), but
+    # the bus, which may start on first use.
+    MANAGER_STATES[uid] = ManagerState(
+        {**{u: r for u, r in before.units.items() if u not in BUS_UNITS},
+         **{u: r for u, r in after.units.items() if u in BUS_UNITS}}, before.files,
+        before.environment)
+    said = list(watched.trouble) if watched else []
+    said += bus_restarted(manager, watched.new_buses if watched else [], before, after)
+    ended = sorted(services - set(before.units) - BUS_UNITS - set(changes.started))
+    said += [f"unit {u} (started and ended during the check)" for u in ended]
+    if any(changes):
+        manager.undo(before, changes)
+        said += ([f"unit {u} (started: stopped now)" for u in changes.started]
+                 + [f"unit {u} (stopped: started again)" for u in changes.stopped]
+                 + [f"unit file {p} (new: removed)" for p in changes.added]
+                 + [f"unit file {p} (changed or removed)" for p in changes.changed]
+                 + [f"environment variable {n} of the manager (set: put back)"
+                    for n in changes.environment])
+    return said
+
+
+def bus_restarted(manager: UserSystemd, buses: list[int], before: ManagerState,
+                  after: ManagerState) -> list[str]:
+    """A bus daemon started during the check with variables the manager's environment
+    did not give it (bus_variables) is stopped: the next check's starts with the
+    manager's.  What was found, said."""
+    tainted = bus_variables(manager, buses, before.environment, after)
+    if tainted:
+        with contextlib.suppress(ManagerUnreachable):
+            manager.stop(sorted(BUS_UNITS & set(after.units)))
+    return [f"environment variable {n} of the session bus, started during the check "
+            "(not the manager's: the bus stopped)" for n in tainted]
 
 
 # Running commands ---------------------------------------------------------------------
