@@ -53,6 +53,7 @@ from user_systemd import (  # noqa: E402
     ManagerUnreachable,
     NewServices,
     UserSystemd,
+    fields_after_name,
     foreign_variables,
     popen_ids,
     settled_changes,
@@ -321,16 +322,15 @@ class Leftovers:
         again."""
         if uid in self.managers or not watched_uid(uid):
             return
+        manager = UserSystemd(uid)
         if uid in MANAGER_STATES:
             self.managers[uid] = MANAGER_STATES[uid]
         else:
-            manager = UserSystemd(uid)
             try:
                 self.managers[uid] = manager.state() if manager.running() else None
             except ManagerUnreachable as e:
                 self.managers[uid] = e
         if isinstance(self.managers[uid], ManagerState):
-            manager = UserSystemd(uid)
             try:
                 manager.make_unit_dirs()
                 self.services[uid] = NewServices(uid, unit_dirs=manager.unit_dirs())
@@ -963,8 +963,7 @@ class Proc:
     """One line of the process table: /proc/PID/stat's fields the runner needs."""
 
     def __init__(self, pid: int, stat: str):
-        # The command name (in parentheses) may hold spaces and parentheses itself.
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = fields_after_name(stat)
         self.pid, self.state = pid, fields[0]
         self.ppid, self.pgid, self.sid = int(fields[1]), int(fields[2]), int(fields[3])
 

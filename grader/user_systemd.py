@@ -21,6 +21,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISDIR
@@ -253,77 +254,34 @@ def unquoted(value: str) -> str:
         errors="surrogateescape")
 
 
-class NewServices:
-    """The services a user's systemd starts while watched, each seen as the cgroup it
-    makes for it (systemd.service(5): every unit's processes get a cgroup of their
-    own, in its slice), even one that ends before the watch does: a janitor that a
-    check's zookeeper had the manager run, which repairs after that zookeeper and
-    exits, leaves no unit, no process and no file for manager_changes to find.
+class Inotify:
+    """inotify(7) watches, their events read by a thread of their own until stop():
+    each event is handed to the function its watch was added with, as (the watched
+    directory, the entry's name, the event's mask).  Events the kernel dropped (its
+    queue was full) set overflowed."""
 
-    The kernel reports each directory made in a watched one (inotify(7), IN_CREATE:
-    systemd makes a cgroup with mkdir(2)).  Units live in slices, so the manager's
-    cgroup (the root slice) and its slices are watched, each new slice as it
-    appears, then listed, for what was made in it before its watch was in place; a
-    unit's own cgroups (a container's, in a delegated scope) are not.  The user owns
-    those slices (systemd delegates user@UID.service): events the kernel dropped (a
-    flood of mkdir) or a slice that could not be watched (its watches used up) are
-    trouble, said.
-
-    The session bus's daemon runs programs of its own too, in its own cgroup: D-Bus
-    activation of a service file with no SystemdService= (dbus-daemon
-    --systemd-activation spawns it), and the user may write such a file, ask for its
-    name and remove it.  What the daemon ran and waited for is counted in its
-    /proc/PID/stat (cminflt: the page faults of the children it reaped, every
-    program's more than none), compared with the watch's start.
-
-    And the user's unit directories (unit_dirs, those not there yet from their
-    nearest parent on): a file made, changed or removed in one, even one put back
-    before the check's end (a drop-in giving a unit loaded before an ExecStartPre=,
-    the manager reloaded, the unit restarted: its cgroup is no new unit's), is
-    trouble, said."""
-
-    def __init__(self, uid: int, root: str = "", unit_dirs=()):
-        self.root = root or f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
-        self.made: set[str] = set()  # the new cgroups' names
-        self.watches: dict[int, str] = {}
-        self.unit_dirs = [os.path.normpath(d) for d in unit_dirs]
-        self.dir_watches: dict[int, str] = {}  # unit directories and their parents
-        self.files_changed: set[str] = set()
-        self.trouble: list[str] = []  # what the watch missed or the bus ran, said
-        self.new_buses: list[int] = []  # bus processes started while watched (stop())
-        self.bus_before = bus_children(self.root)
+    def __init__(self):
         libc = ctypes.CDLL(None, use_errno=True)
         self.add_watch = libc.inotify_add_watch
         self.add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
         self.fd = libc.inotify_init1(IN_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.handlers: dict[int, tuple[str, Callable[[str, str, int], None]]] = {}
         self.stop_reading, self.stop_writing = os.pipe()
-        self.lost = False
-        self.watch(self.root, new=False)
-        for top in {nearest_directory(d) for d in self.unit_dirs}:
-            self.watch_dir(top, new=False)
+        self.overflowed = False
         self.reader = threading.Thread(target=self.read, daemon=True)
+
+    def watch(self, path: str, mask: int, handler: Callable[[str, str, int], None]) -> int:
+        """Watch path for mask's events; 0, or the errno of inotify_add_watch(2)."""
+        wd = self.add_watch(self.fd, os.fsencode(path), mask)
+        if wd < 0:
+            return ctypes.get_errno()
+        self.handlers[wd] = (path, handler)
+        return 0
+
+    def start(self) -> None:
         self.reader.start()
-
-    def watch(self, path: str, new: bool = True) -> None:
-        """Watch a slice, then note what is in it already (made while unwatched)."""
-        wd = self.add_watch(self.fd, os.fsencode(path), IN_CREATE)
-        if wd >= 0:
-            self.watches[wd] = path
-        elif ctypes.get_errno() != errno.ENOENT:  # gone already: nothing runs in it
-            self.trouble.append(f"the slice {os.path.basename(path)}, which could not be "
-                                f"watched ({os.strerror(ctypes.get_errno())})")
-        with contextlib.suppress(OSError), os.scandir(path) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    self.made_in(path, entry.name, new)
-
-    def made_in(self, parent: str, name: str, new: bool = True) -> None:
-        if new:
-            self.made.add(name)
-        if name.endswith(".slice"):
-            self.watch(f"{parent}/{name}", new)
 
     def read(self) -> None:
         """The reader thread: each event as it comes, until stop() and none is left."""
@@ -339,65 +297,148 @@ class NewServices:
         while offset < len(events):
             wd, mask, _, size = INOTIFY_EVENT.unpack_from(events, offset)
             offset += INOTIFY_EVENT.size
-            name = events[offset:offset + size].rstrip(b"\0").decode(errors="replace")
+            name = os.fsdecode(events[offset:offset + size].rstrip(b"\0"))
             offset += size
-            if mask & IN_CREATE and wd in self.watches:
-                self.made_in(self.watches[wd], name)
-            elif wd in self.dir_watches:
-                self.changed_in(os.path.join(self.dir_watches[wd], name), mask)
-            elif mask & IN_Q_OVERFLOW and not self.lost:
-                self.lost = True
-                self.trouble.append("changes in the user's slices or unit directories "
-                                    "faster than they could be watched (inotify: queue "
-                                    "overflow)")
+            if wd in self.handlers:
+                path, handler = self.handlers[wd]
+                handler(path, name, mask)
+            elif mask & IN_Q_OVERFLOW:
+                self.overflowed = True
 
-    def in_unit_dir(self, path: str) -> bool:
-        return any(path == d or path.startswith(d + "/") for d in self.unit_dirs)
+    def stop(self) -> None:
+        os.write(self.stop_writing, b"x")
+        if self.reader.is_alive():
+            self.reader.join()
+        for fd in (self.fd, self.stop_reading, self.stop_writing):
+            os.close(fd)
 
-    def watch_dir(self, path: str, new: bool = True) -> None:
-        """Watch a unit directory (or a parent of one, for the next on the way to it),
-        then look at what is in it already: what was made before the watch was in
-        place is a change too."""
-        inside = self.in_unit_dir(path)
-        if not inside and not any(d.startswith(path + "/") for d in self.unit_dirs):
-            return
-        wd = self.add_watch(self.fd, os.fsencode(path), UNIT_DIR_EVENTS)
-        if wd < 0:
-            if ctypes.get_errno() not in (errno.ENOENT, errno.ENOTDIR):
-                self.trouble.append(f"{path}, which could not be watched "
-                                    f"({os.strerror(ctypes.get_errno())})")
-            return
-        self.dir_watches[wd] = path
+
+class NewCgroups:
+    """The cgroups made in a manager's cgroup (its root slice) and its slices while
+    watched (IN_CREATE: systemd makes a cgroup with mkdir(2)), each new slice watched
+    as it appears, then listed, for what was made in it before its watch was in
+    place.  A unit's own cgroups (a container's, in a delegated scope) are not."""
+
+    def __init__(self, inotify: Inotify, root: str, trouble: list[str]):
+        self.inotify, self.trouble = inotify, trouble
+        self.made: set[str] = set()  # the new cgroups' names
+        self.watch(root, new=False)
+
+    def watch(self, path: str, new: bool = True) -> None:
+        """Watch a slice, then note what is in it already (made while unwatched)."""
+        failed = self.inotify.watch(path, IN_CREATE, self.on_event)
+        if failed and failed != errno.ENOENT:  # gone already: nothing runs in it
+            self.trouble.append(f"the slice {os.path.basename(path)}, which could not be "
+                                f"watched ({os.strerror(failed)})")
         with contextlib.suppress(OSError), os.scandir(path) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    self.watch_dir(entry.path, new)
-                elif new and self.in_unit_dir(entry.path):
-                    self.files_changed.add(entry.path)
+                    self.made_in(path, entry.name, new)
 
-    def changed_in(self, path: str, mask: int) -> None:
+    def on_event(self, parent: str, name: str, mask: int) -> None:
+        if mask & IN_CREATE:
+            self.made_in(parent, name)
+
+    def made_in(self, parent: str, name: str, new: bool = True) -> None:
+        if new:
+            self.made.add(name)
+        if name.endswith(".slice"):
+            self.watch(f"{parent}/{name}", new)
+
+
+class ChangedFiles:
+    """The files made, changed or removed in directories while watched, in those made
+    in them meanwhile too.  A directory not there yet is watched from its nearest
+    parent on, and each on the way to it as it appears."""
+
+    def __init__(self, inotify: Inotify, dirs, trouble: list[str]):
+        self.inotify, self.trouble = inotify, trouble
+        self.dirs = [os.path.normpath(d) for d in dirs]
+        self.changed: set[str] = set()
+        for top in {nearest_directory(d) for d in self.dirs}:
+            self.watch(top, new=False)
+
+    def inside(self, path: str) -> bool:
+        return any(path == d or path.startswith(d + "/") for d in self.dirs)
+
+    def watch(self, path: str, new: bool = True) -> None:
+        """Watch a directory (or a parent of one, for the next on the way to it),
+        then look at what is in it already: what was made before the watch was in
+        place is a change too."""
+        inside = self.inside(path)
+        if not inside and not any(d.startswith(path + "/") for d in self.dirs):
+            return
+        failed = self.inotify.watch(path, UNIT_DIR_EVENTS, self.on_event)
+        if failed:
+            if failed not in (errno.ENOENT, errno.ENOTDIR):
+                self.trouble.append(f"{path}, which could not be watched "
+                                    f"({os.strerror(failed)})")
+            return
+        with contextlib.suppress(OSError), os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    self.watch(entry.path, new)
+                elif new and self.inside(entry.path):
+                    self.changed.add(entry.path)
+
+    def on_event(self, parent: str, name: str, mask: int) -> None:
+        path = os.path.join(parent, name)
         if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
-            self.watch_dir(path)  # what it holds is looked at
-        elif self.in_unit_dir(path) and not (mask & IN_ISDIR and mask & IN_ATTRIB):
-            self.files_changed.add(path)
+            self.watch(path)  # what it holds is looked at
+        elif self.inside(path) and not (mask & IN_ISDIR and mask & IN_ATTRIB):
+            self.changed.add(path)
+
+
+class NewServices:
+    """The services a user's systemd starts while watched, each seen as the cgroup it
+    makes for it (systemd.service(5): every unit's processes get a cgroup of their
+    own, in its slice), even one that ends before the watch does: a janitor that a
+    check's zookeeper had the manager run, which repairs after that zookeeper and
+    exits, leaves no unit, no process and no file for manager_changes to find
+    (NewCgroups).  The user owns those slices (systemd delegates user@UID.service):
+    events the kernel dropped (a flood of mkdir) or a slice that could not be watched
+    (its watches used up) are trouble, said.
+
+    The session bus's daemon runs programs of its own too, in its own cgroup: D-Bus
+    activation of a service file with no SystemdService= (dbus-daemon
+    --systemd-activation spawns it), and the user may write such a file, ask for its
+    name and remove it.  What the daemon ran and waited for is counted in its
+    /proc/PID/stat (cminflt: the page faults of the children it reaped, every
+    program's more than none), compared with the watch's start.
+
+    And the user's unit directories (unit_dirs, those not there yet from their
+    nearest parent on): a file made, changed or removed in one, even one put back
+    before the check's end (a drop-in giving a unit loaded before an ExecStartPre=,
+    the manager reloaded, the unit restarted: its cgroup is no new unit's), is
+    trouble, said (ChangedFiles)."""
+
+    def __init__(self, uid: int, root: str = "", unit_dirs=()):
+        self.root = root or f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
+        self.trouble: list[str] = []  # what the watch missed or the bus ran, said
+        self.new_buses: list[int] = []  # bus processes started while watched (stop())
+        self.bus_before = bus_children(self.root)
+        self.inotify = Inotify()
+        self.cgroups = NewCgroups(self.inotify, self.root, self.trouble)
+        self.files = ChangedFiles(self.inotify, unit_dirs, self.trouble)
+        self.inotify.start()
 
     def stop(self) -> set[str]:
         """The units that ran a program since the watch began (self.trouble: what
         else was found)."""
-        os.write(self.stop_writing, b"x")
-        self.reader.join()
-        for fd in (self.fd, self.stop_reading, self.stop_writing):
-            os.close(fd)
+        self.inotify.stop()
+        if self.inotify.overflowed:
+            self.trouble.append("changes in the user's slices or unit directories faster "
+                                "than they could be watched (inotify: queue overflow)")
         buses = bus_children(self.root)
         if bus_ran(self.bus_before, buses):
             self.trouble.append("a program the session bus ran (D-Bus activation), "
                                 "which ended during the check")
         self.new_buses = sorted(set(buses) - set(self.bus_before))
         self.trouble += [f"file {path} (made, changed or removed during the check)"
-                         for path in sorted(self.files_changed)[:10]]
+                         for path in sorted(self.files.changed)[:10]]
         # A cgroup's name is its unit's, but for a leading "_" that systemd adds to
         # names the kernel reserves (cgroup.*, cpu.*: cg_escape in its source).
-        return {name[1:] if name.startswith("_") else name for name in self.made
+        return {name[1:] if name.startswith("_") else name for name in self.cgroups.made
                 if name.endswith(PROGRAM_UNITS)}
 
 
@@ -435,8 +476,13 @@ def bus_children(root: str) -> dict[int, tuple[int, bool]]:
 
 
 def stat_fields(pid: int) -> list[str]:
-    """/proc/PID/stat's fields from the state on (the command name may hold spaces)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+    """/proc/PID/stat's fields from the state on (proc(5))."""
+    return fields_after_name(Path(f"/proc/{pid}/stat").read_text())
+
+
+def fields_after_name(stat: str) -> list[str]:
+    """A /proc/PID/stat line's fields from the state on: the command name before them,
+    in parentheses, may hold spaces and parentheses itself."""
     return stat[stat.rindex(")") + 2:].split()
 
 
@@ -445,11 +491,15 @@ def has_zombie_child(pid: int) -> bool:
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
             children += Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-    zombie = False
-    for child in children:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            zombie = zombie or stat_fields(int(child))[0] == "Z"
-    return zombie
+    return any(state_of(int(child)) == "Z" for child in children)
+
+
+def state_of(pid: int) -> str:
+    """pid's state (proc(5): R, S, Z...), "" when it is gone."""
+    try:
+        return stat_fields(pid)[0]
+    except (OSError, ValueError, IndexError):
+        return ""
 
 
 def bus_ran(before: dict[int, tuple[int, bool]], after: dict[int, tuple[int, bool]]) -> bool:

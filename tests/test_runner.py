@@ -538,7 +538,7 @@ def test_a_socket_units_program_and_lost_events_are_seen(tmp_path):
     (root / "app.slice" / "run-u9.socket").rmdir()
     (root / "app.slice" / "zk.scope").mkdir()
     overflow = user_systemd.INOTIFY_EVENT.pack(-1, user_systemd.IN_Q_OVERFLOW, 0, 0)
-    watch.take_events(overflow + overflow)
+    watch.inotify.take_events(overflow + overflow)
     assert watch.stop() == {"run-u9.socket"}
     assert watch.trouble == ["changes in the user's slices or unit directories faster "
                              "than they could be watched (inotify: queue overflow)"]
