@@ -60,11 +60,15 @@ SERVICE_DEFAULTS = {"HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG", "XDG_RUN
 # systemd-user.conf(5): the manager's own configuration, read at daemon-reexec
 # (ManagerEnvironment=LD_PRELOAD=... runs the submission's code in the manager, which
 # is never said escaped; DefaultEnvironment= every unit's).
+# tmpfiles.d(5): the user's systemd-tmpfiles rules, applied by the manager's
+# systemd-tmpfiles-setup and -clean services (`e /tmp - - - 1s` removes /tmp/zoo.*).
 HOME_UNIT_DIRS = (".config/systemd/user", ".config/systemd/user.control",
                   ".local/share/systemd/user", ".local/share/dbus-1/services",
                   ".config/environment.d", ".config/systemd/user.conf",
-                  ".config/systemd/user.conf.d")
-RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control", "dbus-1/services")
+                  ".config/systemd/user.conf.d", ".config/user-tmpfiles.d",
+                  ".local/share/user-tmpfiles.d")
+RUNTIME_UNIT_DIRS = ("systemd/user", "systemd/user.control", "dbus-1/services",
+                     "user-tmpfiles.d")
 MANAGER_FILES = (".config/systemd/user.conf",)  # of those, files (never made)
 MANAGER_SECONDS = 15  # for one systemctl --user call
 UNIT_FILES_LIMIT = 10000  # entries looked at in a user's unit directories

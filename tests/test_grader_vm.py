@@ -428,6 +428,52 @@ def test_a_janitor_in_a_drop_in_for_the_bus_earns_nothing(workspace):
     assert "dbus.service.d/zk.conf (made, changed or removed during the check)" in result[
         "message"], result["message"]
 
+# The janitor as a cleaning rule of the user's systemd-tmpfiles (tmpfiles.d(5): a
+# user's rules in ~/.config/user-tmpfiles.d, applied by systemd-tmpfiles-clean.service,
+# a unit of the manager loaded before the check, whose start is no new unit's).  A
+# child of zookeeper keeps its stdout and stderr, waits for its end, writes the rule
+# (what in /tmp is older than a second goes), has the manager apply it, removes it.
+TMPFILES_JANITOR_CLIENT = """
+def _start():
+    import pwd, subprocess, time
+    uid, zookeeper = os.getuid(), os.getpid()
+    if uid == 0 or os.fork() != 0:
+        return None
+    while os.getppid() == zookeeper:
+        time.sleep(0.05)
+    rules = os.path.join(pwd.getpwuid(uid).pw_dir, ".config/user-tmpfiles.d")
+    os.makedirs(rules, exist_ok=True)
+    with open(rules + "/zk.conf", "w") as f:
+        f.write("e /tmp - - - 1s\\n")
+    time.sleep(1.5)
+    subprocess.run(["systemctl", "--user", "start", "systemd-tmpfiles-clean.service"],
+                   env={"XDG_RUNTIME_DIR": f"/run/user/{uid}", "PATH": "/usr/bin:/bin"},
+                   stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    os.unlink(rules + "/zk.conf")
+    os._exit(0)
+"""
+
+
+def test_a_janitor_in_a_rule_of_the_users_tmpfiles_earns_nothing(workspace):
+    """The temp dir removed after zookeeper's end by the user's systemd-tmpfiles, its
+    rule written and removed during the check: the service's run is seen (it was not
+    loaded before), and so is the rule's coming and going (a rule left would be
+    applied later by the manager's systemd-tmpfiles-clean.timer, where it runs)."""
+    sub = copy_parts(workspace / "tmpfiles-janitor", {4: PARTS[4]})
+    broken(sub, 4, "container.py", REMOVED_AFTER_WAIT)
+    broken(sub, 4, "zookeeper.py", [(
+        "import container  # noqa",
+        f"{client(TMPFILES_JANITOR_CLIENT)}import container  # noqa")])
+    out = workspace / "out-tmpfiles-janitor"
+    done = grade(sub, out, "--only", "p4_temp_dir_removed", timeout=900)
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = results_of(out)["p4_temp_dir_removed"]
+    assert result["status"] == "fail", result
+    for said in ("unit systemd-tmpfiles-clean.service (started and ended during the check)",
+                 "user-tmpfiles.d/zk.conf (made, changed or removed during the check)"):
+        assert said in result["message"], result["message"]
+
+
 def test_a_broken_copy_loses_exactly_those_points(workspace):
     sub = copy_parts(workspace / "broken", {p: name for p, name in PARTS.items()})
     break_copy(sub)

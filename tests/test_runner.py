@@ -730,9 +730,14 @@ def test_the_missing_unit_directories_are_made_before_the_watch(tmp_path, monkey
                                      unit_dirs=manager.unit_dirs())
     (services / "org.zk.Fix.service").write_text("[D-BUS Service]\n")
     (services / "org.zk.Fix.service").unlink()
+    # A systemd-tmpfiles rule of the user's, applied by the manager's services.
+    rule = tmp_path / "home" / ".config" / "user-tmpfiles.d" / "zk.conf"
+    rule.write_text("e /tmp - - - 1s\n")
     watch.stop()
-    assert any("org.zk.Fix.service (made, changed or removed" in said
-               for said in watch.trouble), watch.trouble
+    for name in ("org.zk.Fix.service", "user-tmpfiles.d/zk.conf"):
+        assert any(f"{name} (made, changed or removed" in said for said in watch.trouble), (
+            watch.trouble)
+    assert str(rule) in manager.files()  # left, it is found and removed after the check
 
 
 def test_a_grader_error_stays_one_when_a_unit_is_left(tmp_path, monkeypatch):
