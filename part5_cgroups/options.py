@@ -4,6 +4,7 @@ Option values are checked here, in every part, so nonsense gets one line and 125
 even in a part that does not use the option yet.
 """
 
+import getopt
 import os
 
 from errors import ZooError
@@ -101,45 +102,15 @@ def parse_procs(text: str) -> int:
     return int(text)
 
 
-def getopt(argv: list[str], optstring: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """getopt(3)'s rules, as Python's getopt.getopt(argv, optstring) applies them and
-    with its messages (the lab's tests hold the two side by side): importing getopt
-    would cost ~2-4 ms (gettext and re), a tenth of a container's start.
-
-    Options come first, alone or grouped (-P -n, -Pn), a value next when the
-    optstring has ':' after the letter (-r DIR, -rDIR); the first word that is not an
-    option, or "--", ends them.  Returns the (option, value) pairs and the rest."""
-    pairs, i = [], 0
-    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
-        word = argv[i]
-        i += 1
-        if word == "--":
-            break
-        if word.startswith("--"):  # a long option: zookeeper has none
-            raise UsageError(f"option {word.split('=', 1)[0]} not recognized")
-        for at, letter in enumerate(word[1:], start=1):
-            where = optstring.find(letter) if letter != ":" else -1
-            if where < 0:
-                raise UsageError(f"option -{letter} not recognized")
-            if not optstring.startswith(":", where + 1):
-                pairs.append((f"-{letter}", ""))
-                continue
-            value = word[at + 1:]
-            if not value:
-                if i == len(argv):
-                    raise UsageError(f"option -{letter} requires argument")
-                value, i = argv[i], i + 1
-            pairs.append((f"-{letter}", value))
-            break
-    return pairs, argv[i:]
-
-
 def parse_args(argv: list[str]) -> Options:
     """Parse zookeeper's arguments; options stop at the command's name."""
     opts = Options()
     # getopt(3)'s rules: options come first, alone or grouped (-P -n, -Pn); the first
     # word that is not an option, or "--", ends them, so the command keeps its own.
-    pairs, command = getopt(argv, SHORT_OPTIONS)
+    try:
+        pairs, command = getopt.getopt(argv, SHORT_OPTIONS)
+    except getopt.GetoptError as e:  # "option -x not recognized"
+        raise UsageError(e.msg) from None
     for flag, value in pairs:
         if flag == "-h":
             opts.help = True
