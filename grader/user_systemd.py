@@ -82,6 +82,7 @@ IN_ATTRIB, IN_CLOSE_WRITE, IN_MOVED_FROM, IN_MOVED_TO, IN_DELETE, IN_ISDIR = (
     0x4, 0x8, 0x40, 0x80, 0x200, 0x40000000)
 UNIT_DIR_EVENTS = IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
 INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
+WATCH_LIMIT = 10000  # directories watched during a check, slices and unit directories
 # The units whose cgroup holds a program the manager runs: a service's, and a socket's,
 # mount's or swap's ExecStartPre= and the like (systemd.socket(5), systemd.mount(5)).
 # A scope holds processes of its caller's, a slice none.
@@ -274,6 +275,7 @@ class Inotify:
         self.handlers: dict[int, tuple[str, Callable[[str, str, int], None]]] = {}
         self.stop_reading, self.stop_writing = os.pipe()
         self.overflowed = False
+        self.failed = ""  # what went wrong in the reader thread, if anything
         self.reader = threading.Thread(target=self.read, daemon=True)
 
     def watch(self, path: str, mask: int, handler: Callable[[str, str, int], None]) -> int:
@@ -305,7 +307,10 @@ class Inotify:
             offset += size
             if wd in self.handlers:
                 path, handler = self.handlers[wd]
-                handler(path, name, mask)
+                try:
+                    handler(path, name, mask)
+                except Exception as e:  # said at stop(); the next events are taken
+                    self.failed = self.failed or f"{type(e).__name__}: {e}"
             elif mask & IN_Q_OVERFLOW:
                 self.overflowed = True
 
@@ -323,31 +328,39 @@ class NewCgroups:
     as it appears, then listed, for what was made in it before its watch was in
     place.  A unit's own cgroups (a container's, in a delegated scope) are not."""
 
-    def __init__(self, inotify: Inotify, root: str, trouble: list[str]):
-        self.inotify, self.trouble = inotify, trouble
+    def __init__(self, inotify: Inotify, root: str):
+        self.inotify = inotify
         self.made: set[str] = set()  # the new cgroups' names
+        self.unwatched: list[str] = []  # slices that could not be watched, said
         self.watch(root, new=False)
 
-    def watch(self, path: str, new: bool = True) -> None:
-        """Watch a slice, then note what is in it already (made while unwatched)."""
-        failed = self.inotify.watch(path, IN_CREATE, self.on_event)
-        if failed and failed != errno.ENOENT:  # gone already: nothing runs in it
-            self.trouble.append(f"the slice {os.path.basename(path)}, which could not be "
-                                f"watched ({os.strerror(failed)})")
-        with contextlib.suppress(OSError), os.scandir(path) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    self.made_in(path, entry.name, new)
+    def watch(self, top: str, new: bool = True) -> None:
+        """Watch a slice and the slices in it, and note what each holds already
+        (made while unwatched; new: what the check made).  A list of those to do,
+        not recursion: the user owns its manager's cgroup and may nest slices in
+        it as deep as it likes."""
+        todo = [top]
+        while todo and len(self.inotify.handlers) < WATCH_LIMIT:
+            path = todo.pop()
+            failed = self.inotify.watch(path, IN_CREATE, self.on_event)
+            if failed and failed != errno.ENOENT:  # gone already: nothing runs in it
+                self.unwatched.append(f"the slice {os.path.basename(path)}, which could "
+                                      f"not be watched ({os.strerror(failed)})")
+            with contextlib.suppress(OSError), os.scandir(path) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        if new:
+                            self.made.add(entry.name)
+                        if entry.name.endswith(".slice"):
+                            todo.append(entry.path)
+        if todo:
+            self.unwatched.append(f"more slices than can be watched ({WATCH_LIMIT})")
 
     def on_event(self, parent: str, name: str, mask: int) -> None:
         if mask & IN_CREATE:
-            self.made_in(parent, name)
-
-    def made_in(self, parent: str, name: str, new: bool = True) -> None:
-        if new:
             self.made.add(name)
-        if name.endswith(".slice"):
-            self.watch(f"{parent}/{name}", new)
+            if name.endswith(".slice"):
+                self.watch(f"{parent}/{name}")
 
 
 class ChangedFiles:
@@ -355,35 +368,45 @@ class ChangedFiles:
     in them meanwhile too.  A directory not there yet is watched from its nearest
     parent on, and each on the way to it as it appears."""
 
-    def __init__(self, inotify: Inotify, dirs, trouble: list[str]):
-        self.inotify, self.trouble = inotify, trouble
+    def __init__(self, inotify: Inotify, dirs):
+        self.inotify = inotify
         self.dirs = [os.path.normpath(d) for d in dirs]
         self.changed: set[str] = set()
+        self.unwatched: list[str] = []  # directories that could not be watched, said
         for top in {nearest_directory(d) for d in self.dirs}:
             self.watch(top, new=False)
 
     def inside(self, path: str) -> bool:
         return any(path == d or path.startswith(d + "/") for d in self.dirs)
 
-    def watch(self, path: str, new: bool = True) -> None:
-        """Watch a directory (or a parent of one, for the next on the way to it),
-        then look at what is in it already: what was made before the watch was in
-        place is a change too."""
-        inside = self.inside(path)
-        if not inside and not any(d.startswith(path + "/") for d in self.dirs):
-            return
-        failed = self.inotify.watch(path, UNIT_DIR_EVENTS, self.on_event)
-        if failed:
-            if failed not in (errno.ENOENT, errno.ENOTDIR):
-                self.trouble.append(f"{path}, which could not be watched "
-                                    f"({os.strerror(failed)})")
-            return
-        with contextlib.suppress(OSError), os.scandir(path) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    self.watch(entry.path, new)
-                elif new and self.inside(entry.path):
-                    self.changed.add(entry.path)
+    def on_the_way(self, path: str) -> bool:
+        return self.inside(path) or any(d.startswith(path + "/") for d in self.dirs)
+
+    def watch(self, top: str, new: bool = True) -> None:
+        """Watch a directory (or a parent of one, for the next on the way to it) and
+        those in it, and look at what each holds already: what was made before its
+        watch was in place is a change too (new).  A list of those to do, not
+        recursion: the user may nest directories there as deep as it likes."""
+        todo = [top]
+        while todo and len(self.inotify.handlers) < WATCH_LIMIT:
+            path = todo.pop()
+            if not self.on_the_way(path):
+                continue
+            failed = self.inotify.watch(path, UNIT_DIR_EVENTS, self.on_event)
+            if failed:
+                if failed not in (errno.ENOENT, errno.ENOTDIR):
+                    self.unwatched.append(f"{path}, which could not be watched "
+                                          f"({os.strerror(failed)})")
+                continue
+            with contextlib.suppress(OSError), os.scandir(path) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(entry.path)
+                    elif new and self.inside(entry.path):
+                        self.changed.add(entry.path)
+        if todo:
+            self.unwatched.append(f"more directories than can be watched ({WATCH_LIMIT}) "
+                                  f"in {top}")
 
     def on_event(self, parent: str, name: str, mask: int) -> None:
         path = os.path.join(parent, name)
@@ -422,17 +445,26 @@ class NewServices:
         self.new_buses: list[int] = []  # bus processes started while watched (stop())
         self.bus_before = bus_children(self.root)
         self.inotify = Inotify()
-        self.cgroups = NewCgroups(self.inotify, self.root, self.trouble)
-        self.files = ChangedFiles(self.inotify, unit_dirs, self.trouble)
+        try:
+            self.cgroups = NewCgroups(self.inotify, self.root)
+            self.files = ChangedFiles(self.inotify, unit_dirs)
+        except BaseException:
+            self.inotify.stop()  # its descriptors closed
+            raise
         self.inotify.start()
 
     def stop(self) -> set[str]:
         """The units that ran a program since the watch began (self.trouble: what
         else was found)."""
         self.inotify.stop()
+        unwatched = self.cgroups.unwatched + self.files.unwatched
+        self.trouble += unwatched[:3] + (
+            [f"{len(unwatched) - 3} more that could not be watched"] if unwatched[3:] else [])
         if self.inotify.overflowed:
             self.trouble.append("changes in the user's slices or unit directories faster "
                                 "than they could be watched (inotify: queue overflow)")
+        if self.inotify.failed:
+            self.trouble.append(f"the watch itself, which failed ({self.inotify.failed})")
         buses = bus_children(self.root)
         if bus_ran(self.bus_before, buses):
             self.trouble.append("a program the session bus ran (D-Bus activation), "

@@ -567,6 +567,58 @@ def test_a_bus_started_with_a_variable_the_manager_lost_is_seen():
             daemon.kill()
 
 
+def test_directories_nested_deeper_than_pythons_recursion_are_watched(tmp_path):
+    """The user owns its manager's cgroup and its unit directories, and may nest
+    slices or directories there as deep as it likes: each is watched all the same
+    (the watch once recursed, a level a call: a RecursionError left the watch's
+    descriptors open and made every later check a grader error)."""
+    root = tmp_path / "user@1000.service"
+    units = tmp_path / "home" / ".config" / "systemd" / "user"
+    units.mkdir(parents=True)
+    deep_slice, deep_dir = root, units
+    deep_slice.mkdir()
+    for _ in range(480):  # within PATH_MAX (4096); one by one (makedirs recurses too)
+        deep_slice = deep_slice / "s.slice"
+        deep_slice.mkdir()
+    for _ in range(1200):
+        deep_dir = deep_dir / "d"
+        deep_dir.mkdir()
+    try:
+        watch = user_systemd.NewServices(1000, root=str(root), unit_dirs=[str(units)])
+        (deep_slice / "run-u3.service").mkdir()
+        (deep_dir / "zk.conf").write_text("[Service]\n")
+        assert watch.stop() == {"run-u3.service"}
+        assert watch.trouble == [f"file {deep_dir / 'zk.conf'} (made, changed or removed "
+                                 "during the check)"], watch.trouble
+    finally:  # from the deepest up: shutil.rmtree, pytest's, recurses
+        (deep_slice / "run-u3.service").rmdir()
+        (deep_dir / "zk.conf").unlink(missing_ok=True)
+        for top, path in ((root, deep_slice), (units, deep_dir)):
+            while path != top:
+                path.rmdir()
+                path = path.parent
+
+
+def test_a_failure_in_the_watchs_reader_is_said(tmp_path):
+    """An event the watch cannot take (a bug, or a name it did not expect) does not end
+    its reader thread in silence: the reading goes on, and the failure is said."""
+    inotify = user_systemd.Inotify()
+    seen = []
+
+    def handler(parent, name, mask):
+        seen.append(name)
+        if name == "bad":
+            raise ValueError("cannot take it")
+
+    assert inotify.watch(str(tmp_path), user_systemd.IN_CREATE, handler) == 0
+    inotify.start()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "good").mkdir()
+    inotify.stop()
+    assert seen == ["bad", "good"]
+    assert inotify.failed == "ValueError: cannot take it"
+
+
 def test_a_unit_file_made_and_removed_in_a_check_is_seen(tmp_path):
     """A drop-in that gives a unit loaded before the check (the bus) an ExecStartPre=,
     the manager reloaded, the unit restarted, the drop-in removed and the manager

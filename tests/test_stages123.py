@@ -234,10 +234,11 @@ GETOPT_CASES = [
 
 @pytest.mark.parametrize("argv,taken,rest", GETOPT_CASES,
                          ids=[" ".join(c[0]) or "none" for c in GETOPT_CASES])
-def test_options_follow_getopt3(argv, taken, rest):
+def test_options_follow_getopt3(argv, taken, rest, monkeypatch):
     """parse_args reads the command line by getopt(3)'s rules (Python's getopt): options
     first, grouped or not, a value attached or next; "--" or the first word that is
     not an option ends them.  What it refuses, it says in one line."""
+    monkeypatch.delenv("ZOOKEEPER_VERBOSE", raising=False)  # -v's default
     with part_modules(1, "options") as m:
         if taken is None:
             with pytest.raises(m.errors.ZooError) as refused:
