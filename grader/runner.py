@@ -461,14 +461,18 @@ def restore_manager(uid: int, before: ManagerState | ManagerUnreachable,
         before.environment)
     said = list(watched.trouble) if watched else []
     said += bus_restarted(manager, watched.new_buses if watched else [], before, after)
-    ended = sorted(services - set(before.units) - BUS_UNITS - set(changes.started))
+    # A unit loaded before (the manager's own) counts too, unless its timer started
+    # it: set-environment, start it, unset-environment runs it with what the check
+    # chose (XDG_CONFIG_HOME: systemd-tmpfiles-clean.service with rules from elsewhere).
+    ended = sorted(u for u in services - BUS_UNITS - set(changes.started)
+                   if u not in before.units or not manager.started_by_its_timer(u, watched.since))
     said += [f"unit {u} (started and ended during the check)" for u in ended]
     if any(changes):
         manager.undo(before, changes)
         said += ([f"unit {u} (started: stopped now)" for u in changes.started]
                  + [f"unit {u} (stopped: started again)" for u in changes.stopped]
-                 + [f"unit file {p} (new: removed)" for p in changes.added]
-                 + [f"unit file {p} (changed or removed)" for p in changes.changed]
+                 + [f"file {p} (new: removed)" for p in changes.added]
+                 + [f"file {p} (changed or removed)" for p in changes.changed]
                  + [f"environment variable {n} of the manager (set: put back)"
                     for n in changes.environment])
     return said
@@ -2052,7 +2056,7 @@ def escaped_text(escaped: list[str]) -> str:
 
 def units_text(units: list[str]) -> str:
     return ("a command changed the user's systemd, which could start work in a later check "
-            "(a timer, path or socket unit, a service that restarts, a unit file): "
+            "(a timer, path or socket unit, a service that restarts, a file that configures it): "
             f"{', '.join(units)}")
 
 

@@ -87,6 +87,10 @@ WATCH_LIMIT = 10000  # directories watched during a check, slices and unit direc
 # mount's or swap's ExecStartPre= and the like (systemd.socket(5), systemd.mount(5)).
 # A scope holds processes of its caller's, a slice none.
 PROGRAM_UNITS = (".service", ".socket", ".mount", ".swap")
+# format_timespan()'s units, in microseconds (a month and a year as systemd counts them).
+TIMESPAN_UNITS = {"": 1, "us": 1, "ms": 1000, "s": 10**6, "min": 60 * 10**6,
+                  "h": 3600 * 10**6, "d": 86400 * 10**6, "w": 7 * 86400 * 10**6,
+                  "month": 2629800 * 10**6, "y": 31557600 * 10**6}
 
 
 def popen_ids(name: str, uid: int, gid: int) -> dict:
@@ -211,6 +215,30 @@ class UserSystemd:
         if again:
             self.systemctl("set-environment", "--", *again)
 
+    def show(self, unit: str, *properties: str) -> dict[str, str]:
+        """systemctl show's NAME=value lines for unit's properties."""
+        said = self.systemctl("show", *[f"--property={p}" for p in properties], "--", unit)
+        return dict(line.split("=", 1) for line in said.splitlines() if "=" in line)
+
+    def started_by_its_timer(self, unit: str, since: int) -> bool:
+        """Did a timer of unit's start it after since (CLOCK_MONOTONIC, microseconds, as
+        systemd's ...Monotonic properties), that timer running since before then: the
+        manager's own schedule (systemd-tmpfiles-clean.timer, daily), not a check's
+        start of the unit, nor of a timer it restarted (one whose OnStartupSec= has
+        passed fires at once: systemd.timer(5))."""
+        try:
+            timers = self.show(unit, "TriggeredBy").get("TriggeredBy", "").split()
+            for timer in (t for t in timers if t.endswith(".timer")):
+                shown = self.show(timer, "LastTriggerUSecMonotonic",
+                                  "ActiveEnterTimestampMonotonic")
+                fired = microseconds(shown.get("LastTriggerUSecMonotonic") or "0")
+                running_since = int(shown.get("ActiveEnterTimestampMonotonic") or since)
+                if fired >= since > running_since:
+                    return True
+        except (ManagerUnreachable, ValueError, KeyError):
+            pass
+        return False
+
     def stop(self, units: list[str]) -> None:
         self.systemctl("stop", "--", *units)
 
@@ -248,6 +276,16 @@ class UserSystemd:
             if wanted:
                 with contextlib.suppress(ManagerUnreachable, OSError, subprocess.SubprocessError):
                     step()
+
+
+def microseconds(timespan: str) -> int:
+    """A time span as systemctl show prints one ("9.927228s", "2min 3.5s", "1d 2h"; "0"
+    for none), in microseconds: the units of systemd's format_timespan()."""
+    total = 0.0
+    for word in timespan.split():
+        number = word.rstrip("abcdefghijklmnopqrstuvwxyz")
+        total += float(number) * TIMESPAN_UNITS[word[len(number):]]
+    return round(total)
 
 
 def unquoted(value: str) -> str:
@@ -441,6 +479,7 @@ class NewServices:
 
     def __init__(self, uid: int, root: str = "", unit_dirs=()):
         self.root = root or f"/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
+        self.since = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000  # microseconds
         self.trouble: list[str] = []  # what the watch missed or the bus ran, said
         self.new_buses: list[int] = []  # bus processes started while watched (stop())
         self.bus_before = bus_children(self.root)

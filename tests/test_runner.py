@@ -360,6 +360,7 @@ class FakeSystemd:
         self.calls: list[tuple] = []
         self.asked = 0
         self.stoppable = True
+        self.timer_started: set[str] = set()  # units their timer started meanwhile
         monkeypatch.setattr(runner, "UserSystemd", lambda uid: self)
         monkeypatch.setattr(runner, "watched_uid", lambda uid: True)
         monkeypatch.setattr(runner, "MANAGER_STATES", {})
@@ -372,6 +373,9 @@ class FakeSystemd:
 
     def make_unit_dirs(self) -> None:
         pass
+
+    def started_by_its_timer(self, unit: str, since: int) -> bool:
+        return unit in self.timer_started
 
     def state(self) -> "runner.ManagerState":
         self.asked += 1
@@ -427,7 +431,8 @@ def test_a_unit_left_in_the_users_systemd_is_stopped_and_fails_the_check(tmp_pat
     status, message = grade_one(tmp_path, leaves_units)
     assert status == "fail", (status, message)
     assert "changed the user's systemd" in message and "zk-fix.socket" in message, message
-    assert unit_file in message and "old.service" not in message, message
+    assert f"file {unit_file} (new: removed)" in message and "old.service" not in message, (
+        message)
     assert fake.calls == [(["zk-fix.socket"], [], [unit_file], True)], fake.calls
     assert fake.units["zk-fix.socket"] is False and unit_file not in fake.files
 
@@ -711,8 +716,10 @@ def test_only_the_bus_its_manager_started_is_the_bus(monkeypatch):
 def test_a_service_started_and_ended_in_a_check_fails_it(tmp_path, monkeypatch):
     """A check's command had the user's systemd run a transient service that ended
     before the check did (a janitor, repairing what zookeeper left): the check fails,
-    saying so.  A service of the manager's own (loaded before), or the bus, does not."""
-    FakeSystemd(monkeypatch)
+    saying so.  So does a service of the manager's own (loaded before) that the check
+    started (with a variable set for it alone, XDG_CONFIG_HOME for systemd-tmpfiles,
+    and unset again); not one its timer started, nor the bus."""
+    fake = FakeSystemd(monkeypatch)
     root = tmp_path / "manager"
     (root / "app.slice").mkdir(parents=True)
     monkeypatch.setattr(runner, "NewServices",
@@ -725,11 +732,42 @@ def test_a_service_started_and_ended_in_a_check_fails_it(tmp_path, monkeypatch):
             (root / "app.slice" / name).rmdir()
         return fn
 
-    status, message = grade_one(tmp_path, service_ran("run-u3.service"))
-    assert status == "fail", (status, message)
-    assert "unit run-u3.service (started and ended during the check)" in message, message
+    for started in ("run-u3.service", "old.service"):
+        status, message = grade_one(tmp_path, service_ran(started))
+        assert status == "fail", (status, message)
+        assert f"unit {started} (started and ended during the check)" in message, message
+    fake.timer_started.add("old.service")
     for manager_own in ("old.service", "dbus.service"):
         assert grade_one(tmp_path, service_ran(manager_own)) == ("ok", "")
+
+
+@pytest.mark.parametrize("fired,timer_since,expected", [
+    ("5.000001s", 1_000_000, True),  # the timer, running before, fired during the check
+    ("0", 1_000_000, False),  # never fired: the check started the service
+    ("3.5s", 1_000_000, False),  # fired before the check
+    ("5s", 4_500_000, False),  # the check restarted the timer, which fired at once
+])
+def test_a_service_its_timer_started_is_the_managers_own(monkeypatch, fired, timer_since,
+                                                          expected):
+    """The check began at 4 s (CLOCK_MONOTONIC): the service is its timer's work only
+    if the timer fired since, and ran since before."""
+    manager = runner.UserSystemd(os.getuid())
+    shown = {"zk.service": "TriggeredBy=zk.timer zk.socket\n",
+             "zk.timer": f"LastTriggerUSecMonotonic={fired}\n"
+                         f"ActiveEnterTimestampMonotonic={timer_since}\n"}
+    monkeypatch.setattr(manager, "systemctl", lambda *args: shown[args[-1]])
+    assert manager.started_by_its_timer("zk.service", 4_000_000) is expected
+
+
+def test_a_time_span_as_systemctl_shows_it_is_read():
+    """systemctl show prints LastTriggerUSecMonotonic as a time span, not a number
+    (systemd 252, seen in the guest: "9.927228s")."""
+    for shown, us in (("9.927228s", 9927228), ("0", 0), ("2min 3.5s", 123500000),
+                      ("1d 2h", 93600 * 10**6), ("1w 3ms", 7 * 86400 * 10**6 + 3000),
+                      ("5us", 5)):
+        assert user_systemd.microseconds(shown) == us, shown
+    with pytest.raises((KeyError, ValueError)):
+        user_systemd.microseconds("infinity")
 
 
 def test_the_managers_environment_set_in_a_check_is_put_back(tmp_path, monkeypatch):
