@@ -203,8 +203,7 @@ class UserSystemd:
     def environment(self) -> dict[str, str]:
         """The manager's environment (systemctl show-environment: NAME=value lines, a
         value with odd bytes quoted as $'...')."""
-        lines = self.systemctl("show-environment").splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line)
+        return assignments(self.systemctl("show-environment"))
 
     def restore_environment(self, before: dict[str, str], names: list[str]) -> None:
         """Each of names as it was before: unset, or set again, a value systemctl
@@ -217,8 +216,8 @@ class UserSystemd:
 
     def show(self, unit: str, *properties: str) -> dict[str, str]:
         """systemctl show's NAME=value lines for unit's properties."""
-        said = self.systemctl("show", *[f"--property={p}" for p in properties], "--", unit)
-        return dict(line.split("=", 1) for line in said.splitlines() if "=" in line)
+        return assignments(self.systemctl("show", *[f"--property={p}" for p in properties],
+                                          "--", unit))
 
     def started_by_its_timer(self, unit: str, since: int) -> bool:
         """Did a timer of unit's start it after since (CLOCK_MONOTONIC, microseconds, as
@@ -276,6 +275,11 @@ class UserSystemd:
             if wanted:
                 with contextlib.suppress(ManagerUnreachable, OSError, subprocess.SubprocessError):
                     step()
+
+
+def assignments(text: str) -> dict[str, str]:
+    """systemctl's NAME=value lines (show, show-environment), by name."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
 def microseconds(timespan: str) -> int:
