@@ -356,6 +356,27 @@ class Inotify:
             elif mask & IN_Q_OVERFLOW:
                 self.overflowed = True
 
+    def watch_tree(self, top: str, mask: int, handler: Callable[[str, str, int], None],
+                   descend: Callable[[str], bool],
+                   found: Callable[[os.DirEntry], None]) -> tuple[list[tuple[str, int]], bool]:
+        """Watch top and the directories under it that descend(path) takes, and hand
+        found() each entry they hold already: what was made before its watch was in
+        place.  A list of those to do, not recursion: the user may nest directories
+        in what it owns as deep as it likes.  Returns the directories that could not
+        be watched (with the errno), and whether WATCH_LIMIT left some unwatched."""
+        todo, unwatched = [top], []
+        while todo and len(self.handlers) < WATCH_LIMIT:
+            path = todo.pop()
+            failed = self.watch(path, mask, handler)
+            if failed not in (0, errno.ENOENT, errno.ENOTDIR):  # gone already: nothing in it
+                unwatched.append((path, failed))
+            with contextlib.suppress(OSError), os.scandir(path) as entries:
+                for entry in entries:
+                    found(entry)
+                    if entry.is_dir(follow_symlinks=False) and descend(entry.path):
+                        todo.append(entry.path)
+        return unwatched, bool(todo)
+
     def stop(self) -> None:
         os.write(self.stop_writing, b"x")
         if self.reader.is_alive():
@@ -378,24 +399,16 @@ class NewCgroups:
 
     def watch(self, top: str, new: bool = True) -> None:
         """Watch a slice and the slices in it, and note what each holds already
-        (made while unwatched; new: what the check made).  A list of those to do,
-        not recursion: the user owns its manager's cgroup and may nest slices in
-        it as deep as it likes."""
-        todo = [top]
-        while todo and len(self.inotify.handlers) < WATCH_LIMIT:
-            path = todo.pop()
-            failed = self.inotify.watch(path, IN_CREATE, self.on_event)
-            if failed and failed != errno.ENOENT:  # gone already: nothing runs in it
-                self.unwatched.append(f"the slice {os.path.basename(path)}, which could "
-                                      f"not be watched ({os.strerror(failed)})")
-            with contextlib.suppress(OSError), os.scandir(path) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        if new:
-                            self.made.add(entry.name)
-                        if entry.name.endswith(".slice"):
-                            todo.append(entry.path)
-        if todo:
+        (made while unwatched; new: what the check made)."""
+        def found(entry: os.DirEntry) -> None:
+            if new and entry.is_dir(follow_symlinks=False):
+                self.made.add(entry.name)
+
+        failed, cut_short = self.inotify.watch_tree(
+            top, IN_CREATE, self.on_event, lambda path: path.endswith(".slice"), found)
+        self.unwatched += [f"the slice {os.path.basename(path)}, which could not be "
+                           f"watched ({os.strerror(error)})" for path, error in failed]
+        if cut_short:
             self.unwatched.append(f"more slices than can be watched ({WATCH_LIMIT})")
 
     def on_event(self, parent: str, name: str, mask: int) -> None:
@@ -427,26 +440,18 @@ class ChangedFiles:
     def watch(self, top: str, new: bool = True) -> None:
         """Watch a directory (or a parent of one, for the next on the way to it) and
         those in it, and look at what each holds already: what was made before its
-        watch was in place is a change too (new).  A list of those to do, not
-        recursion: the user may nest directories there as deep as it likes."""
-        todo = [top]
-        while todo and len(self.inotify.handlers) < WATCH_LIMIT:
-            path = todo.pop()
-            if not self.on_the_way(path):
-                continue
-            failed = self.inotify.watch(path, UNIT_DIR_EVENTS, self.on_event)
-            if failed:
-                if failed not in (errno.ENOENT, errno.ENOTDIR):
-                    self.unwatched.append(f"{path}, which could not be watched "
-                                          f"({os.strerror(failed)})")
-                continue
-            with contextlib.suppress(OSError), os.scandir(path) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        todo.append(entry.path)
-                    elif new and self.inside(entry.path):
-                        self.changed.add(entry.path)
-        if todo:
+        watch was in place is a change too (new)."""
+        def found(entry: os.DirEntry) -> None:
+            if new and not entry.is_dir(follow_symlinks=False) and self.inside(entry.path):
+                self.changed.add(entry.path)
+
+        if not self.on_the_way(top):
+            return
+        failed, cut_short = self.inotify.watch_tree(
+            top, UNIT_DIR_EVENTS, self.on_event, self.on_the_way, found)
+        self.unwatched += [f"{path}, which could not be watched ({os.strerror(error)})"
+                           for path, error in failed]
+        if cut_short:
             self.unwatched.append(f"more directories than can be watched ({WATCH_LIMIT}) "
                                   f"in {top}")
 

@@ -604,6 +604,22 @@ def test_directories_nested_deeper_than_pythons_recursion_are_watched(tmp_path):
                 path = path.parent
 
 
+def test_more_directories_than_the_watch_limit_are_trouble(tmp_path, monkeypatch):
+    """The watches are counted (WATCH_LIMIT, for slices and unit directories alike):
+    what is left over once they are used up is not watched, and that is said, not
+    taken for a quiet check."""
+    monkeypatch.setattr(user_systemd, "WATCH_LIMIT", 4)
+    root, units = tmp_path / "user@1000.service", tmp_path / "units"
+    for name in ("a.slice", "b.slice", "c.slice", "d.slice"):
+        (root / name).mkdir(parents=True)
+    (units / "d").mkdir(parents=True)
+    watch = user_systemd.NewServices(1000, root=str(root), unit_dirs=[str(units)])
+    assert len(watch.inotify.handlers) == 4
+    assert watch.stop() == set()
+    assert watch.trouble == ["more slices than can be watched (4)",
+                             f"more directories than can be watched (4) in {units}"]
+
+
 def test_a_failure_in_the_watchs_reader_is_said(tmp_path):
     """An event the watch cannot take (a bug, or a name it did not expect) does not end
     its reader thread in silence: the reading goes on, and the failure is said."""
