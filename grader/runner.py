@@ -47,6 +47,14 @@ from report import (  # noqa: E402
     shortened,
     write_results,
 )
+from schedulers import (  # noqa: E402
+    SchedulerState,
+    StartedElsewhere,
+    real_uid,
+    restore_schedulers,
+    scheduler_state,
+    user_name,
+)
 from user_systemd import (  # noqa: E402
     BUS_UNITS,
     ManagerState,
@@ -296,6 +304,9 @@ class Leftovers:
         self.managers: dict[int, ManagerState | ManagerUnreachable | None] = {}
         self.units: list[str] = []  # what restore_managers found, described
         self.services: dict[int, NewServices] = {}  # each watched manager's, meanwhile
+        self.watched: set[int] = set()  # the users watched_uid() takes that commands ran as
+        self.elsewhere: StartedElsewhere | None = None  # from the first command as one
+        self.started_elsewhere: list[str] = []  # what stop_elsewhere found, described
         # For the rest of this process's life (a test's too): harmless, orphans of
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
@@ -305,23 +316,35 @@ class Leftovers:
         orphans of our commands come back to it) but not under a child it had before
         the check, and those in our commands' sessions."""
         table = process_table()
-        excluded = set().union(*(descendants(table, pid) | {pid} for pid in self.not_ours))
-        mine = (descendants(table, os.getpid()) - excluded) | {
-            p.pid for p in table.values() if p.sid in self.sessions}
+        mine = self.tree(table) | {p.pid for p in table.values() if p.sid in self.sessions}
         return {pid for pid in mine if table[pid].state not in "ZX" and pid != os.getpid()}
+
+    def tree(self, table: "dict[int, Proc] | None" = None) -> set[int]:
+        """This process and those under it, but not under a child it had before the
+        check."""
+        table = process_table() if table is None else table
+        excluded = set().union(*(descendants(table, pid) | {pid} for pid in self.not_ours))
+        return (descendants(table, os.getpid()) - excluded) | {os.getpid()}
 
     def snapshot(self) -> Snapshot:
         """What is there now, taken just before a command starts."""
         return Snapshot(self.ours(), checks.temp_dirs(), set(checks.zoo_cgroups()),
                         zoo_links())
 
-    def watch_manager(self, uid: int) -> None:
-        """Before a command as uid: what uid's systemd runs and holds, once a check; from
-        the second check that runs commands as uid on, what it was before the first
-        (the bus excepted, which may start on first use): a change not undone is found
-        again."""
-        if uid in self.managers or not watched_uid(uid):
+    def watch_user(self, uid: int) -> None:
+        """Before a command as uid: what could run work as uid out of our reach is
+        watched from then on (its systemd, and cron, at and any other daemon of
+        root's), once a check."""
+        if uid in self.watched or not watched_uid(uid):
             return
+        self.watched.add(uid)
+        self.watch_manager(uid)
+        self.watch_elsewhere(uid)
+
+    def watch_manager(self, uid: int) -> None:
+        """What uid's systemd runs and holds, once a check; from the second check that
+        runs commands as uid on, what it was before the first (the bus excepted, which
+        may start on first use): a change not undone is found again."""
         manager = UserSystemd(uid)
         if uid in MANAGER_STATES:
             self.managers[uid] = MANAGER_STATES[uid]
@@ -336,6 +359,35 @@ class Leftovers:
                 self.services[uid] = NewServices(uid, unit_dirs=manager.unit_dirs())
             except (OSError, subprocess.SubprocessError) as e:
                 self.managers[uid] = ManagerUnreachable(f"its watch: {e}")
+
+    def watch_elsewhere(self, uid: int) -> None:
+        """uid's crontab and at jobs, as they were before the first check that ran
+        commands as uid (SCHEDULER_STATES); and from now on, every process that takes
+        a watched uid out of our tree (StartedElsewhere), one watch for all of them."""
+        if uid not in SCHEDULER_STATES:
+            SCHEDULER_STATES[uid] = scheduler_state(user_name(uid))
+        if self.elsewhere is None:
+            self.elsewhere = StartedElsewhere(self.watched, self.tree)
+
+    def stop_elsewhere(self) -> list[str]:
+        """What StartedElsewhere found (what of it still runs killed first), and the
+        watched users' crontabs and at jobs put back: described."""
+        said = []
+        if self.elsewhere:
+            killed = kill_all(self.elsewhere.still_running)
+            found = self.elsewhere.stop()
+            said += [f"process {p.pid} ({p.what}), run as {user_name(p.uid)}"
+                     for p in found[:10]] + ([f"{len(found) - 10} more"] if found[10:] else [])
+            said += [f"process {p} (still running: killed)" for p in killed]
+            if self.elsewhere.lost:
+                said.append("processes started faster than they could be watched (the "
+                            "kernel's process events were dropped)")
+            if self.elsewhere.failed:
+                said.append(f"the watch of process events itself, which failed "
+                            f"({self.elsewhere.failed})")
+        for uid in sorted(self.watched):
+            said += restore_schedulers(user_name(uid), SCHEDULER_STATES[uid])
+        return said
 
     def started(self, session: int) -> None:
         """A command started in a session of its own (its pid): what runs in it is ours."""
@@ -424,12 +476,16 @@ class Leftovers:
         if not self.runs:
             for services in self.services.values():
                 services.stop()
+            if self.elsewhere:
+                self.elsewhere.stop()
             return found
         self.escaped = kill_all(self.escaped_processes)
         self.units = self.restore_managers()
         if self.units:  # what a unit started meanwhile, stopped now or not
             self.escaped += kill_all(self.escaped_processes)
-        found += [f"escaped process {p}" for p in self.escaped] + self.units
+        self.started_elsewhere = self.stop_elsewhere()
+        found += ([f"escaped process {p}" for p in self.escaped] + self.units
+                  + self.started_elsewhere)
         temp_dirs = set().union(*(self.temp_dirs(run) for run in self.runs))
         cgroups = set().union(*(self.cgroups(run) for run in self.runs))
         links = set().union(*(self.links(run) for run in self.runs))
@@ -636,7 +692,7 @@ class Commands:
         restored = ready_work(self.scratch, self.user.name)
         if restored:
             self.log.append(restored)
-        self.leftovers.watch_manager(who.uid if who else os.getuid())
+        self.leftovers.watch_user(who.uid if who else os.getuid())
         before = self.leftovers.snapshot()
         started = time.monotonic()
         try:
@@ -1129,17 +1185,6 @@ def parent_of(pid: int) -> int:
         return 0
 
 
-def real_uid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def cgroup_of(pid: int) -> str:
     """pid's cgroup v2 path ('0::/...'), '' when unknown."""
     try:
@@ -1163,6 +1208,8 @@ def executable_name(pid: int) -> str:
 # commands as that user (its bus as the last check left it): every later check's
 # before, so that a check asks the manager once (and again only when it finds a change).
 MANAGER_STATES: dict[int, ManagerState] = {}
+# And each such user's crontab and at jobs (schedulers.py), put back after each check.
+SCHEDULER_STATES: dict[int, SchedulerState] = {}
 
 
 class Output:
@@ -2041,8 +2088,11 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
             log.append("cleanup after the check removed: " + "; ".join(leftovers))
     # What the commands left outside the grader's reach fails a check that passed; a
     # grader error or a check not run stays what it is (not the student's loss), said.
+    if context.left.elsewhere and context.left.elsewhere.unavailable:
+        log.append(f"not watched: {context.left.elsewhere.unavailable}")
     for found, text in ((context.left.escaped, escaped_text),
-                        (context.left.units, units_text)):
+                        (context.left.units, units_text),
+                        (context.left.started_elsewhere, elsewhere_text)):
         if found:
             status = "fail" if status == "ok" else status
             message = (message + "\n    " if message else "") + text(found)
@@ -2058,6 +2108,12 @@ def units_text(units: list[str]) -> str:
     return ("a command changed the user's systemd, which could start work in a later check "
             "(a timer, path or socket unit, a service that restarts, a file that configures it): "
             f"{', '.join(units)}")
+
+
+def elsewhere_text(started: list[str]) -> str:
+    return ("a command had a program run as the user outside the grader's reach, which "
+            "could repair after zookeeper or do its work in a later check (a cron or at "
+            f"job, a login): {', '.join(started)}")
 
 
 def main(argv=None) -> int:

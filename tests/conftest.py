@@ -6,6 +6,7 @@ The unprivileged runs use `zootest` and the venv made by tools/setup-test-env.sh
 
 import contextlib
 import importlib
+import json
 import os
 import pwd
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -300,3 +302,57 @@ def rootfs_for(rootfs_tar):
     yield get
     for path in made.values():
         subprocess.run(["rm", "-rf", str(path.parent)], check=False)
+
+
+def eventually(condition, seconds: float = 5) -> bool:
+    """Is condition() true within seconds (asked every 0.1 s)?"""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+# A daemon that runs programs on request, as the user's systemd, cron or atd do: the
+# program is found before the fork (as another uid, root's PATH and the Python
+# modules execvp imports may be out of reach), and takes the uid given first.
+STAND_IN_DAEMON = """
+import json, os, shutil, sys
+for line in sys.stdin:
+    uid, *argv = json.loads(line)
+    program = shutil.which(argv[0])
+    pid = os.fork()
+    if pid == 0:
+        if uid is not None:
+            os.chdir("/")
+            os.setgid(uid)
+            os.setuid(uid)
+        os.execv(program, argv)
+    print(pid, flush=True)
+"""
+
+
+class StandInDaemon:
+    """Stands in for a daemon that runs programs when asked (the user's systemd, cron,
+    atd): a process the test had before the check, so neither it nor what it starts
+    is the check's.  run() starts a program (as uid, when given) and gives its pid;
+    close() kills what it started, and it."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", STAND_IN_DAEMON],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.started: list[int] = []
+
+    def run(self, *argv: str, uid: int | None = None) -> int:
+        self.proc.stdin.write(json.dumps([uid, *argv]) + "\n")
+        self.proc.stdin.flush()
+        self.started.append(int(self.proc.stdout.readline()))
+        return self.started[-1]
+
+    def close(self) -> None:
+        for pid in self.started:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.kill()
+        self.proc.wait()

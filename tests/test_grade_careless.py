@@ -3,6 +3,7 @@ cut short and resumed, two runs on one --out, odd directory names, --out in the
 wrong place, a full disk, a Slurm job that sbatch refuses.  The VM is faked, as in
 tests/test_grader.py."""
 
+import ast
 import csv
 import fcntl
 import json
@@ -205,9 +206,21 @@ def test_another_class_with_the_same_names_is_not_mixed_in(grade, two, tmp_path,
 
 
 def test_a_change_to_the_guest_or_grade_itself_regrades(grade):  # noqa: F811
+    """Every module of the grader's that the runner imports is in the selection's hash
+    (user_systemd.py once was not: a change to the cleanup's watch kept old verdicts)."""
     names = {p.name for p in grade.grader_files()}
     assert {"checks.py", "runner.py", "report.py", "grade", "zoo-job", "try_syscalls.py",
             "mkrootfs.py"} <= names
+    grader = Path(grade.__file__).parent
+    imported = set()
+    for module in ("runner.py", "checks.py"):
+        for node in ast.walk(ast.parse((grader / module).read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+    own = {f"{name}.py" for name in imported if (grader / f"{name}.py").is_file()}
+    assert own and own <= names, own - names
 
 
 def test_a_run_for_one_student_keeps_the_others_rows_as_they_were(grade, two,  # noqa: F811

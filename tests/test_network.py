@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PARTS, ROOT, Runner, unpack_rootfs
+from conftest import PARTS, ROOT, Runner, eventually, unpack_rootfs
 
 sys.path.insert(0, str(ROOT / "grader"))
 import runner as grader_runner
@@ -191,15 +191,6 @@ def no_leftovers():
     assert eventually(lambda: not left_links()), f"links left: {left_links()}"
     assert eventually(lambda: not left_tmp_dirs() - tmps), \
         f"temporary directories left: {left_tmp_dirs() - tmps}"
-
-
-def eventually(condition, seconds: float = 5) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 # Without -n -------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """The grader's runner on this host, without a VM: how it runs one command."""
 
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -14,7 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import VENV_PYTHON
+from conftest import VENV_PYTHON, StandInDaemon
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grader"))
@@ -268,33 +267,19 @@ def test_leftovers_and_cleanup_are_only_what_our_commands_made(tmp_path):
 
 
 
-class UserManager:
-    """Stands in for the user's systemd (systemd-run --user --unit): a process this
-    test had before the check, so neither it nor what it starts is the check's, that
-    starts a process when asked (spawn: its pid), as the user's manager would for a
-    command of the check's.  What it started counts as in the manager's cgroup."""
+class UserManager(StandInDaemon):
+    """Stands in for the user's systemd (systemd-run --user --unit), starting a process
+    when asked (spawn: its pid), as the user's manager would for a command of the
+    check's.  What it started counts as in the manager's cgroup."""
 
     def __init__(self, monkeypatch):
-        self.proc = subprocess.Popen(["sh", "-c", "while read x; do sleep 60 & echo $!; done"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.started: set[int] = set()
+        super().__init__()
         monkeypatch.setattr(runner, "watched_uids", lambda runs: {run.uid for run in runs})
         monkeypatch.setattr(runner, "started_by_user_manager",
                             lambda pid, uids: pid in self.started)
 
     def spawn(self) -> int:
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-        pid = int(self.proc.stdout.readline())
-        self.started.add(pid)
-        return pid
-
-    def close(self) -> None:
-        for pid in self.started:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.kill()
-        self.proc.wait()
+        return self.run("sleep", "60")
 
 
 def test_a_process_started_through_the_users_manager_is_killed_and_said(tmp_path, monkeypatch):

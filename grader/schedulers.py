@@ -1,0 +1,268 @@
+"""Work run as a user by something other than its systemd, as the grader's cleanup
+looks at it after a check.
+
+A check's commands may ask a daemon that runs as root to run a program as their user
+later: cron (crontab(1)), atd (at(1)), sshd (a key in the user's authorized_keys).
+Out of the runner's process tree and of the user's systemd, that program could
+repair after a zookeeper in the same check and exit, or do its work in a later check.
+Two things are looked at:
+- StartedElsewhere: every process that took the user's id (setuid(2) and the like)
+  outside the runner's tree during the check, as the kernel tells of it (the process
+  events connector, linux/cn_proc.h); root only, in the machine's first PID namespace.
+- SchedulerState: the user's crontab and at jobs, compared with those before the
+  runner's first check and put back (crontab -u, atrm) where they changed.
+
+Standard library only: it runs with the guest's Debian python3.
+"""
+
+import contextlib
+import ctypes
+import errno
+import os
+import pwd
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from user_systemd import stat_fields
+
+# The proc connector (linux/connector.h, linux/cn_proc.h): a netlink socket of the
+# connector family, subscribed to its process-events group.
+NETLINK_CONNECTOR, CN_IDX_PROC, CN_VAL_PROC = 11, 1, 1
+PROC_CN_MCAST_LISTEN, PROC_CN_MCAST_IGNORE = 1, 2
+NLMSG_DONE = 3
+NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port
+CN_MSG = struct.Struct("=IIIIHH")  # idx, val, sequence, ack, data's length, flags
+# struct proc_event: what, cpu, timestamp (u64), then the event's data.
+PROC_EVENT = struct.Struct("=IIQ")
+PROC_EVENT_FORK, PROC_EVENT_UID = 0x1, 0x4
+FORK_DATA = struct.Struct("=IIII")  # parent pid, parent tgid, child pid, child tgid
+ID_DATA = struct.Struct("=IIII")  # pid, tgid, real uid, effective uid
+EVENTS_AT = NLMSGHDR.size + CN_MSG.size  # where proc_event begins in a message
+RECEIVE_BYTES = 8 << 20  # the socket's buffer (SO_RCVBUFFORCE, root): a burst of forks
+SOL_SOCKET_RCVBUFFORCE = 33  # SO_RCVBUFFORCE, socket(7); Python's socket module lacks it
+# Classic BPF (socket(7) SO_ATTACH_FILTER, linux/filter.h): keep forks and id changes
+# only, so that a busy machine's execs and exits do not fill the buffer.  A load from
+# the packet is big-endian; the event's "what" is in the host's order.
+SO_ATTACH_FILTER = 26
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
+SCHEDULER_SECONDS = 15  # for one crontab or atq call
+
+
+def listen_request() -> bytes:
+    """The message that subscribes a connector socket to process events."""
+    data = struct.pack("=I", PROC_CN_MCAST_LISTEN)
+    message = CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(data), 0) + data
+    return NLMSGHDR.pack(NLMSGHDR.size + len(message), NLMSG_DONE, 0, 0, 0) + message
+
+
+def forks_and_id_changes_only() -> bytes:
+    """A struct sock_fprog's instructions: accept a fork or an id change, drop the rest."""
+    def what(value: int) -> int:
+        return int.from_bytes(struct.pack("=I", value), "big")
+
+    program = [(BPF_LD_W_ABS, 0, 0, EVENTS_AT),
+               (BPF_JEQ_K, 2, 0, what(PROC_EVENT_FORK)),
+               (BPF_JEQ_K, 1, 0, what(PROC_EVENT_UID)),
+               (BPF_RET_K, 0, 0, 0),
+               (BPF_RET_K, 0, 0, 0xFFFFFFFF)]
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+
+
+def attach_filter(sock: socket.socket, instructions: bytes) -> None:
+    """setsockopt(SO_ATTACH_FILTER) with a struct sock_fprog {length, pointer}."""
+    program = ctypes.create_string_buffer(instructions)
+    fprog = struct.pack("@HxxxxxxP" if struct.calcsize("P") == 8 else "@HxxP",
+                        len(instructions) // 8, ctypes.addressof(program))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+class Started(NamedTuple):
+    pid: int
+    uid: int
+    what: str  # its command and who started it, as read when it was told of
+
+
+class StartedElsewhere:
+    """The processes that took one of uids (its real or effective uid became one)
+    while watched, but were not forked from the given tree since the watch began:
+    a cron or at job, an ssh login, run as the user by a daemon of root's.  The
+    tree is what tree() gives when the watch begins (the runner and the processes
+    under it that are the check's), and what those fork.  A process of it that takes
+    the user's id is the check's own: a command run as the user, a container whose
+    root is the user.  Not available (unavailable says why) to a user other than
+    root or in a PID or user namespace other than the machine's first."""
+
+    def __init__(self, uids: set[int], tree: Callable[[], set[int]]):
+        """uids: those to watch, the set itself (one added later is watched from
+        then on).  tree: the tree's processes now, asked once the socket listens,
+        so that no fork falls between the two."""
+        self.uids = uids
+        self.found: list[Started] = []
+        self.lost = False  # events the kernel dropped (the socket's buffer was full)
+        self.failed = ""  # what went wrong in the reader thread, if anything
+        self.unavailable = ""
+        self.tree: set[int] = set()
+        self.started: set[int] = set()  # what was found, and what it forked
+        self.sock = None
+        try:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                      NETLINK_CONNECTOR)
+            with contextlib.suppress(OSError):  # the default buffer is smaller, not wrong
+                self.sock.setsockopt(socket.SOL_SOCKET, SOL_SOCKET_RCVBUFFORCE, RECEIVE_BYTES)
+            attach_filter(self.sock, forks_and_id_changes_only())
+            self.sock.bind((0, CN_IDX_PROC))
+            self.sock.send(listen_request())
+        except OSError as e:
+            self.unavailable = f"the kernel's process events: {e.strerror or e}"
+            self.close()
+            return
+        self.tree = tree()
+        self.stop_reading, self.stop_writing = os.pipe2(os.O_CLOEXEC)
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
+
+    def read(self) -> None:
+        """The reader thread: each message as it comes, until stop() and none is left."""
+        while True:
+            ready, _, _ = select.select([self.sock, self.stop_reading], [], [])
+            if self.sock in ready:
+                try:
+                    message = self.sock.recv(65536)
+                except OSError as e:
+                    if e.errno == errno.ENOBUFS:  # dropped: the buffer was full
+                        self.lost = True
+                        continue
+                    raise
+                try:
+                    self.take(message)
+                except Exception as e:  # said at stop(); the next events are taken
+                    self.failed = self.failed or f"{type(e).__name__}: {e}"
+            elif self.stop_reading in ready:
+                return
+
+    def take(self, message: bytes) -> None:
+        """One message's event: a fork extends the tree (or what was found), an id
+        change to a watched uid outside the tree is found."""
+        what = PROC_EVENT.unpack_from(message, EVENTS_AT)[0]
+        data = EVENTS_AT + PROC_EVENT.size
+        if what == PROC_EVENT_FORK:
+            _, parent, _, child = FORK_DATA.unpack_from(message, data)
+            if parent in self.tree:
+                self.tree.add(child)
+            elif parent in self.started:
+                self.started.add(child)
+        elif what == PROC_EVENT_UID:
+            _, pid, real, effective = ID_DATA.unpack_from(message, data)
+            uid = real if real in self.uids else effective
+            if pid not in self.tree and uid in self.uids and pid not in self.started:
+                self.started.add(pid)
+                self.found.append(Started(pid, uid, described(pid)))
+
+    def stop(self) -> list[Started]:
+        """What was found (self.lost, self.failed: what else)."""
+        if self.sock is not None:
+            os.write(self.stop_writing, b"x")
+            self.reader.join()
+            for fd in (self.stop_reading, self.stop_writing):
+                os.close(fd)
+            self.close()
+        return self.found
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def still_running(self) -> set[int]:
+        """What was found, and what it forked, that still runs as a watched uid."""
+        return {pid for pid in self.started if real_uid(pid) in self.uids}
+
+
+def described(pid: int) -> str:
+    """'COMMAND, started by PARENT (PID)', as /proc tells while it runs."""
+    try:
+        command = Path(f"/proc/{pid}/comm").read_text().strip()
+        parent = int(stat_fields(pid)[1])
+        by = Path(f"/proc/{parent}/comm").read_text().strip()
+    except (OSError, ValueError, IndexError):
+        return "ended before it could be read"
+    return f"{command}, started by {by} ({parent})"
+
+
+def real_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+class SchedulerState(NamedTuple):
+    crontab: str | None  # the user's crontab, None for none or no crontab(1)
+    at_jobs: frozenset[str]  # the numbers of its at jobs (atq(1))
+
+
+def scheduler_state(user: str) -> SchedulerState:
+    """What cron and atd hold for user, asked as root (crontab -u, atq lists every
+    user's jobs).  Where they are not installed: none."""
+    return SchedulerState(crontab_of(user), at_jobs_of(user))
+
+
+def crontab_of(user: str) -> str | None:
+    if not shutil.which("crontab"):
+        return None
+    done = scheduler_command(["crontab", "-u", user, "-l"])
+    if done.returncode != 0:  # "no crontab for USER"
+        return None
+    return done.stdout
+
+
+def at_jobs_of(user: str) -> frozenset[str]:
+    """atq's lines are 'NUMBER<TAB>DATE QUEUE USER' (at 3.x)."""
+    if not shutil.which("atq"):
+        return frozenset()
+    done = scheduler_command(["atq"])
+    return frozenset(line.split()[0] for line in done.stdout.splitlines()
+                     if line.split() and line.split()[-1] == user)
+
+
+def scheduler_command(argv: list[str], text_in: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, input=text_in, capture_output=True, text=True,
+                          errors="surrogateescape", timeout=SCHEDULER_SECONDS,
+                          stdin=subprocess.DEVNULL if text_in is None else None)
+
+
+def restore_schedulers(user: str, before: SchedulerState) -> list[str]:
+    """user's crontab and at jobs as they were before (added jobs removed, the crontab
+    put back or removed): what was changed, said."""
+    after = scheduler_state(user)
+    said = []
+    if after.crontab != before.crontab:
+        if before.crontab is None:
+            scheduler_command(["crontab", "-u", user, "-r"])
+            said.append(f"the crontab of {user} (new: removed)")
+        else:
+            scheduler_command(["crontab", "-u", user, "-"], text_in=before.crontab)
+            said.append(f"the crontab of {user} (changed: put back)")
+    added = sorted(after.at_jobs - before.at_jobs, key=int)
+    if added:
+        scheduler_command(["atrm", *added])
+        said.append(f"at job {', '.join(added)} of {user} (queued: removed)")
+    return said

@@ -1,0 +1,190 @@
+"""Work run as the check's user by a daemon of root's (cron, atd, sshd), outside the
+runner's tree and the user's systemd: grader/schedulers.py, and the runner's cleanup
+that uses it (--local as root, --user NAME, on a machine with cron and at).
+
+The kernel's process events need root in the machine's first namespaces; crontab(1)
+and at(1) come with tools/setup-test-env.sh, which CI runs.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import pytest
+from conftest import TEST_USER, StandInDaemon, eventually, have_test_user
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "grader"))
+
+import runner  # noqa: E402
+import schedulers  # noqa: E402
+
+pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="the process events need root")
+UID = 65533  # a user id no process here has: the watched user's, in the unit tests
+
+
+@pytest.fixture
+def daemon():
+    """Stands in for cron or atd: a daemon of root's that runs a program as a user."""
+    d = StandInDaemon()
+    yield d
+    d.close()
+
+
+def watch(uids: set[int]) -> "schedulers.StartedElsewhere":
+    watched = schedulers.StartedElsewhere(uids, lambda: {os.getpid()})
+    assert not watched.unavailable, watched.unavailable
+    return watched
+
+
+def in_our_tree_as(uid: int, *argv: str) -> subprocess.CompletedProcess:
+    """A command of ours run as uid (as the runner runs one as the check's user)."""
+    return subprocess.run(list(argv), user=uid, group=uid, extra_groups=[], check=True)
+
+
+def test_a_program_a_daemon_of_roots_runs_as_the_user_is_found(daemon):
+    """A process that takes the watched uid outside the tree is found, with its
+    command and who started it, and what it forks after counts as still running;
+    one of ours that takes the uid (a command run as the user) is not, nor one of
+    the daemon's that takes another uid."""
+    watched = watch({UID})
+    in_our_tree_as(UID, "true")
+    daemon.run("true", uid=UID + 1)
+    job = daemon.run("sh", "-c", "sleep 60 & exec sleep 61", uid=UID)
+    assert eventually(lambda: len(watched.still_running()) == 2), watched.still_running()
+    assert job in watched.still_running()
+    found = watched.stop()
+    assert [(f.pid, f.uid) for f in found] == [(job, UID)], found
+    assert found[0].what.endswith(f"({daemon.proc.pid})"), found  # its parent, named
+    assert not watched.lost and not watched.failed
+
+
+def test_a_user_added_later_is_watched_from_then_on(daemon):
+    """The runner watches one user more at its first command as that user: the set
+    given is the one watched."""
+    uids: set[int] = set()
+    watched = watch(uids)
+    daemon.run("true", uid=UID)
+    assert eventually(lambda: daemon.proc.poll() is None)
+    time.sleep(0.5)  # the event taken meanwhile, not found
+    uids.add(UID)
+    job = daemon.run("true", uid=UID)
+    assert eventually(lambda: watched.found), "not found"
+    assert [f.pid for f in watched.stop()] == [job]
+
+
+def test_a_burst_of_forks_in_the_tree_is_taken_without_loss():
+    """A check forks a lot (a container's processes take the user's id as its root):
+    2000 of ours, each taking the uid, leave nothing found and nothing lost."""
+    watched = watch({UID})
+    code = (f"import os\nfor _ in range(2000):\n    pid = os.fork()\n    if pid == 0:\n"
+            f"        os.setuid({UID})\n        os._exit(0)\n    os.waitpid(pid, 0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    time.sleep(0.5)
+    assert watched.stop() == [] and not watched.lost and not watched.failed
+
+
+def test_no_watch_where_the_events_cannot_be_had(monkeypatch):
+    """A machine without the connector (or a runner in a container of its own) says why
+    and watches nothing; it does not fail."""
+    def refused(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(schedulers.socket, "socket", refused)
+    watched = schedulers.StartedElsewhere({UID}, lambda: {os.getpid()})
+    assert watched.unavailable == "the kernel's process events: Operation not permitted"
+    assert watched.stop() == []
+
+
+# Through the runner: a check whose command leaves work to cron or at -------------------
+
+
+needs_schedulers = pytest.mark.skipif(
+    not (shutil.which("crontab") and shutil.which("at") and shutil.which("atd")
+         and have_test_user()),
+    reason="needs cron, at and the test user (tools/setup-test-env.sh)")
+
+
+def verdict(tmp_path: Path, fn) -> tuple[str, str]:
+    """runner.verdict of a check whose commands, fn(z), run as the test user."""
+    os.chmod(tmp_path, 0o755)
+    check = types.SimpleNamespace(id="test", name="test", timeout=30, needs=(), fn=fn,
+                                  exercises="", other_users=False)
+    ns = types.SimpleNamespace(submission=str(tmp_path), user=TEST_USER, python=sys.executable,
+                               as_root=False, timeout_scale=1.0, scratch=str(tmp_path),
+                               rootfs_tar=None, nosub_user=runner.NOSUB_USER)
+    machine = types.SimpleNamespace(missing=lambda needs: "")
+    status, message, _ = runner.verdict(check, ns, machine, [])
+    return status, message
+
+
+@pytest.fixture
+def clean_schedulers(monkeypatch):
+    """The test user's crontab and at jobs empty before and after; each test's first
+    check is the runner's first."""
+    monkeypatch.setattr(runner, "SCHEDULER_STATES", {})
+    schedulers.restore_schedulers(TEST_USER, schedulers.SchedulerState(None, frozenset()))
+    yield
+    schedulers.restore_schedulers(TEST_USER, schedulers.SchedulerState(None, frozenset()))
+
+
+@needs_schedulers
+def test_a_crontab_and_an_at_job_left_by_a_check_are_removed_and_fail_it(tmp_path,
+                                                                          clean_schedulers):
+    """A crontab line or an at job would run in a later check (the next student's,
+    graded as the same user): the check that left them fails, and they are removed.
+    A check that leaves none passes."""
+    def leaves_work(z):
+        z.host(["sh", "-c", "echo '* * * * * rm -rf /tmp/zoo.*' | crontab -"])
+        z.host(["sh", "-c", "echo 'rm -rf /tmp/zoo.*' | at now + 1 hour"])
+
+    status, message = verdict(tmp_path, leaves_work)
+    assert status == "fail", message
+    assert "outside the grader's reach" in message, message
+    assert f"the crontab of {TEST_USER} (new: removed)" in message, message
+    assert f"of {TEST_USER} (queued: removed)" in message, message
+    assert schedulers.scheduler_state(TEST_USER) == schedulers.SchedulerState(None, frozenset())
+    assert verdict(tmp_path, lambda z: z.host(["true"])) == ("ok", "")
+
+
+@pytest.fixture
+def atd():
+    """atd, started here if none runs (the package's service stays off on a machine
+    without systemd); stopped after."""
+    if subprocess.run(["pgrep", "-x", "atd"], capture_output=True).returncode == 0:
+        yield
+        return
+    started = subprocess.Popen(["atd", "-f"])
+    assert eventually(lambda: Path("/run/atd.pid").exists()), "atd did not start"
+    yield
+    started.terminate()
+    started.wait()
+
+
+@needs_schedulers
+def test_an_at_job_that_runs_during_the_check_fails_it(tmp_path, clean_schedulers, atd):
+    """`at now` has atd run a janitor at once, as the user, outside the runner's tree:
+    it could remove what the check's zookeeper left and exit before the check's end,
+    leaving no job and no process.  The kernel tells of it taking the user's id: the
+    check fails, naming atd; what still runs of it is killed."""
+    shared = Path(tempfile.mkdtemp(prefix="zk-at-"))  # where the user may write
+    shared.chmod(0o777)
+    mark = shared / "janitor-ran"
+
+    def has_atd_run_a_janitor(z):
+        z.host(["sh", "-c", f"cd / && echo 'touch {mark}; sleep 60' | at now"])
+        assert eventually(mark.exists), "atd did not run the job"
+
+    try:
+        status, message = verdict(tmp_path, has_atd_run_a_janitor)
+    finally:
+        shutil.rmtree(shared)
+    assert status == "fail", message
+    assert "started by atd" in message and f"run as {TEST_USER}" in message, message
+    assert "(still running: killed)" in message, message
+    assert subprocess.run(["pgrep", "-u", TEST_USER, "-f", "sleep 60"]).returncode == 1
