@@ -41,15 +41,16 @@ NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 CN_MSG = struct.Struct("=IIIIHH")  # idx, val, sequence, ack, data's length, flags
 # struct proc_event: what, cpu, timestamp (u64), then the event's data.
 PROC_EVENT = struct.Struct("=IIQ")
-PROC_EVENT_FORK, PROC_EVENT_UID = 0x1, 0x4
+PROC_EVENT_FORK, PROC_EVENT_UID, PROC_EVENT_EXIT = 0x1, 0x4, 0x80000000
 FORK_DATA = struct.Struct("=IIII")  # parent pid, parent tgid, child pid, child tgid
 ID_DATA = struct.Struct("=IIII")  # pid, tgid, real uid, effective uid
+EXIT_DATA = struct.Struct("=II")  # pid, tgid (then the exit code and signal)
 EVENTS_AT = NLMSGHDR.size + CN_MSG.size  # where proc_event begins in a message
 RECEIVE_BYTES = 8 << 20  # the socket's buffer (SO_RCVBUFFORCE, root): a burst of forks
 SOL_SOCKET_RCVBUFFORCE = 33  # SO_RCVBUFFORCE, socket(7); Python's socket module lacks it
-# Classic BPF (socket(7) SO_ATTACH_FILTER, linux/filter.h): keep forks and id changes
-# only, so that a busy machine's execs and exits do not fill the buffer.  A load from
-# the packet is big-endian; the event's "what" is in the host's order.
+# Classic BPF (socket(7) SO_ATTACH_FILTER, linux/filter.h): keep forks, id changes and
+# exits only, so that a busy machine's execs do not fill the buffer.  A load from the
+# packet is big-endian; the event's "what" is in the host's order.
 SO_ATTACH_FILTER = 26
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
 SCHEDULER_SECONDS = 15  # for one crontab or atq call
@@ -62,14 +63,16 @@ def listen_request() -> bytes:
     return NLMSGHDR.pack(NLMSGHDR.size + len(message), NLMSG_DONE, 0, 0, 0) + message
 
 
-def forks_and_id_changes_only() -> bytes:
-    """A struct sock_fprog's instructions: accept a fork or an id change, drop the rest."""
+def forks_id_changes_and_exits() -> bytes:
+    """A struct sock_fprog's instructions: accept a fork, an id change or an exit, drop
+    the rest."""
     def what(value: int) -> int:
         return int.from_bytes(struct.pack("=I", value), "big")
 
     program = [(BPF_LD_W_ABS, 0, 0, EVENTS_AT),
-               (BPF_JEQ_K, 2, 0, what(PROC_EVENT_FORK)),
-               (BPF_JEQ_K, 1, 0, what(PROC_EVENT_UID)),
+               (BPF_JEQ_K, 3, 0, what(PROC_EVENT_FORK)),
+               (BPF_JEQ_K, 2, 0, what(PROC_EVENT_UID)),
+               (BPF_JEQ_K, 1, 0, what(PROC_EVENT_EXIT)),
                (BPF_RET_K, 0, 0, 0),
                (BPF_RET_K, 0, 0, 0xFFFFFFFF)]
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
@@ -116,7 +119,7 @@ class StartedElsewhere:
                                       NETLINK_CONNECTOR)
             with contextlib.suppress(OSError):  # the default buffer is smaller, not wrong
                 self.sock.setsockopt(socket.SOL_SOCKET, SOL_SOCKET_RCVBUFFORCE, RECEIVE_BYTES)
-            attach_filter(self.sock, forks_and_id_changes_only())
+            attach_filter(self.sock, forks_id_changes_and_exits())
             self.sock.bind((0, CN_IDX_PROC))
             self.sock.send(listen_request())
         except OSError as e:
@@ -149,7 +152,9 @@ class StartedElsewhere:
 
     def take(self, message: bytes) -> None:
         """One message's event: a fork extends the tree (or what was found), an id
-        change to a watched uid outside the tree is found."""
+        change to a watched uid outside the tree is found, an exit takes its pid out
+        of the tree (a check that forks through every pid would otherwise make any
+        pid, atd's child's too, one of the tree's)."""
         what = PROC_EVENT.unpack_from(message, EVENTS_AT)[0]
         data = EVENTS_AT + PROC_EVENT.size
         if what == PROC_EVENT_FORK:
@@ -164,6 +169,10 @@ class StartedElsewhere:
             if pid not in self.tree and uid in self.uids and pid not in self.started:
                 self.started.add(pid)
                 self.found.append(Started(pid, uid, described(pid)))
+        elif what == PROC_EVENT_EXIT:
+            pid, tgid = EXIT_DATA.unpack_from(message, data)
+            if pid == tgid:  # the process's first thread: the pid is free once reaped
+                self.tree.discard(pid)
 
     def stop(self) -> list[Started]:
         """What was found (self.lost, self.failed: what else)."""

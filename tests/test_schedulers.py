@@ -78,6 +78,22 @@ def test_a_user_added_later_is_watched_from_then_on(daemon):
     assert [f.pid for f in watched.stop()] == [job]
 
 
+def test_a_pid_the_tree_left_is_not_the_trees():
+    """A check that forks through every pid (32768 on a small machine) would make any
+    pid the tree's, atd's child's too: a process of the tree leaves it when it ends,
+    a thread when its process does."""
+    watched = watch({UID})
+    child = subprocess.Popen([sys.executable, "-c", "import threading, time\n"
+                              "t = threading.Thread(target=time.sleep, args=(0.5,))\n"
+                              "t.start(); t.join()"])
+    assert eventually(lambda: child.pid in watched.tree), "the child is not the tree's"
+    time.sleep(0.2)  # its thread runs, and is no process of its own
+    assert child.pid in watched.tree
+    child.wait()
+    assert eventually(lambda: child.pid not in watched.tree), "the ended child stays"
+    assert watched.stop() == []
+
+
 def test_a_burst_of_forks_in_the_tree_is_taken_without_loss():
     """A check forks a lot (a container's processes take the user's id as its root):
     2000 of ours, each taking the uid, leave nothing found and nothing lost."""
