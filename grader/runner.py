@@ -65,6 +65,7 @@ from user_systemd import (  # noqa: E402
     foreign_variables,
     popen_ids,
     settled_changes,
+    stat_fields,
 )
 
 PART_GLOB = "part{}_*"
@@ -1180,8 +1181,8 @@ def managers_bus(pid: int) -> bool:
 
 def parent_of(pid: int) -> int:
     try:
-        return Proc(pid, Path(f"/proc/{pid}/stat").read_text()).ppid
-    except (OSError, ValueError):
+        return int(stat_fields(pid)[1])
+    except (OSError, ValueError, IndexError):
         return 0
 
 

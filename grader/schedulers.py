@@ -198,7 +198,7 @@ def described(pid: int) -> str:
     """'COMMAND, started by PARENT (PID)', as /proc tells while it runs."""
     try:
         command = Path(f"/proc/{pid}/comm").read_text().strip()
-        parent = int(stat_fields(pid)[1])
+        parent = int(stat_fields(pid)[1])  # its parent's pid
         by = Path(f"/proc/{parent}/comm").read_text().strip()
     except (OSError, ValueError, IndexError):
         return "ended before it could be read"
