@@ -50,6 +50,7 @@ from report import (  # noqa: E402
 from schedulers import (  # noqa: E402
     SchedulerState,
     StartedElsewhere,
+    parent_of,
     real_uid,
     restore_schedulers,
     scheduler_state,
@@ -65,7 +66,6 @@ from user_systemd import (  # noqa: E402
     foreign_variables,
     popen_ids,
     settled_changes,
-    stat_fields,
 )
 
 PART_GLOB = "part{}_*"
@@ -1177,13 +1177,6 @@ def managers_bus(pid: int) -> bool:
     if name == "dbus-broker" and executable_name(parent) == "dbus-broker-launch":
         name, parent = "dbus-broker-launch", parent_of(parent)
     return name in BUS_DAEMONS and cgroup_of(parent).endswith("/init.scope")
-
-
-def parent_of(pid: int) -> int:
-    try:
-        return int(stat_fields(pid)[1])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def cgroup_of(pid: int) -> str:

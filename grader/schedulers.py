@@ -54,6 +54,15 @@ SOL_SOCKET_RCVBUFFORCE = 33  # SO_RCVBUFFORCE, socket(7); Python's socket module
 SO_ATTACH_FILTER = 26
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
 SCHEDULER_SECONDS = 15  # for one crontab or atq call
+# The daemons of root's that run a program as a user on that user's own say, no
+# password asked: a crontab, an at job, a key in ~/.ssh/authorized_keys (sshd, or
+# sshd-session from OpenSSH 9.8), a batch job (Slurm's srun, sbatch), an incrontab.
+# A process of the user's that one of them starts during a check is the check's doing.
+# One that another terminal starts (su, sudo, setpriv from a root shell: the user's
+# own `make demo` beside the grading) needs a password or root, which the check's
+# commands have not: not the check's.
+STARTERS = {"cron", "crond", "atd", "anacron", "sshd", "sshd-session", "slurmd",
+            "slurmstepd", "incrond"}
 
 
 def listen_request() -> bytes:
@@ -94,13 +103,14 @@ class Started(NamedTuple):
 
 class StartedElsewhere:
     """The processes that took one of uids (its real or effective uid became one)
-    while watched, but were not forked from the given tree since the watch began:
-    a cron or at job, an ssh login, run as the user by a daemon of root's.  The
-    tree is what tree() gives when the watch begins (the runner and the processes
-    under it that are the check's), and what those fork.  A process of it that takes
-    the user's id is the check's own: a command run as the user, a container whose
-    root is the user.  Not available (unavailable says why) to a user other than
-    root or in a PID or user namespace other than the machine's first."""
+    while watched, started by one of STARTERS (or by a parent that could not be
+    read), but were not forked from the given tree since the watch began: a cron or
+    at job, an ssh login, run as the user by a daemon of root's.  The tree is what
+    tree() gives when the watch begins (the runner and the processes under it that
+    are the check's), and what those fork.  A process of it that takes the user's
+    id is the check's own: a command run as the user, a container whose root is the
+    user.  Not available (unavailable says why) to a user other than root or in a
+    PID or user namespace other than the machine's first."""
 
     def __init__(self, uids: set[int], tree: Callable[[], set[int]]):
         """uids: those to watch, the set itself (one added later is watched from
@@ -113,6 +123,7 @@ class StartedElsewhere:
         self.unavailable = ""
         self.tree: set[int] = set()
         self.started: set[int] = set()  # what was found, and what it forked
+        self.parents: dict[int, int] = {}  # each process forked since, its parent
         self.sock = None
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
@@ -163,16 +174,31 @@ class StartedElsewhere:
                 self.tree.add(child)
             elif parent in self.started:
                 self.started.add(child)
+            else:
+                self.parents[child] = parent
         elif what == PROC_EVENT_UID:
             _, pid, real, effective = ID_DATA.unpack_from(message, data)
             uid = real if real in self.uids else effective
             if pid not in self.tree and uid in self.uids and pid not in self.started:
-                self.started.add(pid)
-                self.found.append(Started(pid, uid, described(pid)))
+                self.take_started(pid, uid)
         elif what == PROC_EVENT_EXIT:
             pid, tgid = EXIT_DATA.unpack_from(message, data)
             if pid == tgid:  # the process's first thread: the pid is free once reaped
                 self.tree.discard(pid)
+                self.parents.pop(pid, None)
+
+    def take_started(self, pid: int, uid: int) -> None:
+        """A process outside the tree took uid: found if one of STARTERS started it
+        (its parent, whose name is read now: a daemon that waits for its job), or if
+        who started it cannot be told."""
+        parent = self.parents.get(pid) or parent_of(pid)
+        by = command_of(parent) if parent else ""
+        if by and by not in STARTERS:
+            return  # another terminal's: su, sudo, setpriv
+        self.started.add(pid)
+        command = command_of(pid) or "ended before it could be read"
+        by = f"{by} ({parent})" if by else "a process that could not be read"
+        self.found.append(Started(pid, uid, f"{command}, started by {by}"))
 
     def stop(self) -> list[Started]:
         """What was found (self.lost, self.failed: what else)."""
@@ -194,15 +220,19 @@ class StartedElsewhere:
         return {pid for pid in self.started if real_uid(pid) in self.uids}
 
 
-def described(pid: int) -> str:
-    """'COMMAND, started by PARENT (PID)', as /proc tells while it runs."""
+def command_of(pid: int) -> str:
+    """pid's command name (proc(5), comm), '' once it is gone."""
     try:
-        command = Path(f"/proc/{pid}/comm").read_text().strip()
-        parent = int(stat_fields(pid)[1])  # its parent's pid
-        by = Path(f"/proc/{parent}/comm").read_text().strip()
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return int(stat_fields(pid)[1])
     except (OSError, ValueError, IndexError):
-        return "ended before it could be read"
-    return f"{command}, started by {by} ({parent})"
+        return 0
 
 
 def real_uid(pid: int) -> int | None:

@@ -318,7 +318,9 @@ def eventually(condition, seconds: float = 5) -> bool:
 # program is found before the fork (as another uid, root's PATH and the Python
 # modules execvp imports may be out of reach), and takes the uid given first.
 STAND_IN_DAEMON = """
-import json, os, shutil, sys
+import ctypes, json, os, shutil, sys
+if sys.argv[1:]:  # its name (proc(5) comm), as prctl(2) PR_SET_NAME gives it
+    ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
 for line in sys.stdin:
     uid, *argv = json.loads(line)
     program = shutil.which(argv[0])
@@ -335,13 +337,14 @@ for line in sys.stdin:
 
 class StandInDaemon:
     """Stands in for a daemon that runs programs when asked (the user's systemd, cron,
-    atd): a process the test had before the check, so neither it nor what it starts
-    is the check's.  run() starts a program (as uid, when given) and gives its pid;
-    close() kills what it started, and it."""
+    atd; named so, when a name is given): a process the test had before the check,
+    so neither it nor what it starts is the check's.  run() starts a program (as
+    uid, when given) and gives its pid; close() kills what it started, and it."""
 
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", STAND_IN_DAEMON],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, name: str = ""):
+        argv = [sys.executable, "-c", STAND_IN_DAEMON] + ([name] if name else [])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
         self.started: list[int] = []
 
     def run(self, *argv: str, uid: int | None = None) -> int:

@@ -30,8 +30,8 @@ UID = 65533  # a user id no process here has: the watched user's, in the unit te
 
 @pytest.fixture
 def daemon():
-    """Stands in for cron or atd: a daemon of root's that runs a program as a user."""
-    d = StandInDaemon()
+    """Stands in for atd: a daemon of root's that runs a program as a user."""
+    d = StandInDaemon("atd")
     yield d
     d.close()
 
@@ -60,8 +60,23 @@ def test_a_program_a_daemon_of_roots_runs_as_the_user_is_found(daemon):
     assert job in watched.still_running()
     found = watched.stop()
     assert [(f.pid, f.uid) for f in found] == [(job, UID)], found
-    assert found[0].what.endswith(f"({daemon.proc.pid})"), found  # its parent, named
+    assert found[0].what == f"atd, started by atd ({daemon.proc.pid})", found
     assert not watched.lost and not watched.failed
+
+
+def test_a_program_another_terminal_runs_as_the_user_is_not_the_checks():
+    """The user's own `make demo` in another terminal, beside the grading (su, sudo or
+    setpriv from a root shell: none the check's commands can use without a password
+    or root) is not the check's: not found, not killed."""
+    terminal = StandInDaemon("bash")
+    try:
+        watched = watch({UID})
+        terminal.run("sleep", "60", uid=UID)
+        assert eventually(lambda: len(terminal.started) == 1)
+        time.sleep(0.5)  # its events taken
+        assert watched.stop() == [] and watched.still_running() == set()
+    finally:
+        terminal.close()
 
 
 def test_a_user_added_later_is_watched_from_then_on(daemon):
