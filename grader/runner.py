@@ -375,8 +375,10 @@ class Leftovers:
         watched users' crontabs and at jobs put back: described."""
         said = []
         if self.elsewhere:
-            killed = kill_all(self.elsewhere.still_running)
-            found = self.elsewhere.stop()
+            try:
+                killed = kill_all(self.elsewhere.still_running)
+            finally:
+                found = self.elsewhere.stop()
             said += [f"process {p.pid} ({p.what}), run as {user_name(p.uid)}"
                      for p in found[:10]] + ([f"{len(found) - 10} more"] if found[10:] else [])
             said += [f"process {p} (still running: killed)" for p in killed]

@@ -53,6 +53,7 @@ SOL_SOCKET_RCVBUFFORCE = 33  # SO_RCVBUFFORCE, socket(7); Python's socket module
 # packet is big-endian; the event's "what" is in the host's order.
 SO_ATTACH_FILTER = 26
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
+PROC_USER_INIT_INO, PROC_PID_INIT_INO = 0xEFFFFFFD, 0xEFFFFFFC  # linux/proc_ns.h
 SCHEDULER_SECONDS = 15  # for one crontab or atq call
 # The daemons of root's that run a program as a user on that user's own say, no
 # password asked: a crontab, an at job, a key in ~/.ssh/authorized_keys (sshd, or
@@ -124,7 +125,12 @@ class StartedElsewhere:
         self.tree: set[int] = set()
         self.started: set[int] = set()  # what was found, and what it forked
         self.parents: dict[int, int] = {}  # each process forked since, its parent
+        # The reader thread changes what still_running() reads: one at a time.
+        self.lock = threading.Lock()
         self.sock = None
+        self.unavailable = namespace_of_its_own()
+        if self.unavailable:
+            return
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
                                       NETLINK_CONNECTOR)
@@ -137,8 +143,12 @@ class StartedElsewhere:
             self.unavailable = f"the kernel's process events: {e.strerror or e}"
             self.close()
             return
-        self.tree = tree()
-        self.stop_reading, self.stop_writing = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.tree = tree()
+            self.stop_reading, self.stop_writing = os.pipe2(os.O_CLOEXEC)
+        except BaseException:
+            self.close()
+            raise
         self.reader = threading.Thread(target=self.read, daemon=True)
         self.reader.start()
 
@@ -153,9 +163,11 @@ class StartedElsewhere:
                     if e.errno == errno.ENOBUFS:  # dropped: the buffer was full
                         self.lost = True
                         continue
-                    raise
+                    self.failed = self.failed or f"recv: {e.strerror or e}"
+                    return
                 try:
-                    self.take(message)
+                    with self.lock:
+                        self.take(message)
                 except Exception as e:  # said at stop(); the next events are taken
                     self.failed = self.failed or f"{type(e).__name__}: {e}"
             elif self.stop_reading in ready:
@@ -169,7 +181,9 @@ class StartedElsewhere:
         what = PROC_EVENT.unpack_from(message, EVENTS_AT)[0]
         data = EVENTS_AT + PROC_EVENT.size
         if what == PROC_EVENT_FORK:
-            _, parent, _, child = FORK_DATA.unpack_from(message, data)
+            _, parent, thread, child = FORK_DATA.unpack_from(message, data)
+            if thread != child:
+                return  # a new thread of process child, whose "parent" is child's parent
             if parent in self.tree:
                 self.tree.add(child)
             elif parent in self.started:
@@ -192,6 +206,9 @@ class StartedElsewhere:
         (its parent, whose name is read now: a daemon that waits for its job), or if
         who started it cannot be told."""
         parent = self.parents.get(pid) or parent_of(pid)
+        if parent in self.started:  # atd's child, then the job's shell
+            self.started.add(pid)
+            return
         by = command_of(parent) if parent else ""
         if by and by not in STARTERS:
             return  # another terminal's: su, sudo, setpriv
@@ -217,7 +234,21 @@ class StartedElsewhere:
 
     def still_running(self) -> set[int]:
         """What was found, and what it forked, that still runs as a watched uid."""
-        return {pid for pid in self.started if real_uid(pid) in self.uids}
+        with self.lock:
+            started = set(self.started)
+        return {pid for pid in started if real_uid(pid) in self.uids}
+
+
+def namespace_of_its_own() -> str:
+    """Why the kernel's process events would not match this process's view, if they
+    would not: they give pids as the machine's first PID namespace sees them, ids
+    as its first user namespace does (a container's runner would kill by the
+    wrong pid).  The first namespaces have fixed inode numbers (linux/proc_ns.h)."""
+    for kind, first in (("PID", PROC_PID_INIT_INO), ("user", PROC_USER_INIT_INO)):
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/self/ns/{kind.lower()}").st_ino != first:
+                return f"the runner is in a {kind} namespace of its own"
+    return ""
 
 
 def command_of(pid: int) -> str:
