@@ -308,6 +308,7 @@ class Leftovers:
         self.watched: set[int] = set()  # the users watched_uid() takes that commands ran as
         self.elsewhere: StartedElsewhere | None = None  # from the first command as one
         self.started_elsewhere: list[str] = []  # what stop_elsewhere found, described
+        self.elsewhere_trouble = ""  # why that watch may have missed some, if it may
         # For the rest of this process's life (a test's too): harmless, orphans of
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
@@ -334,8 +335,8 @@ class Leftovers:
 
     def watch_user(self, uid: int) -> None:
         """Before a command as uid: what could run work as uid out of our reach is
-        watched from then on (its systemd, and cron, at and any other daemon of
-        root's), once a check."""
+        watched from then on (its systemd, and cron, at, sshd or a batch system:
+        schedulers.STARTERS), once a check."""
         if uid in self.watched or not watched_uid(uid):
             return
         self.watched.add(uid)
@@ -373,24 +374,24 @@ class Leftovers:
     def stop_elsewhere(self) -> list[str]:
         """What StartedElsewhere found (what of it still runs killed first), and the
         watched users' crontabs and at jobs put back: described."""
-        said = []
-        if self.elsewhere:
-            try:
+        restored, killed, found = [], [], []
+        try:  # still watched meanwhile: a job that fires now is found and killed too
+            for uid in sorted(self.watched):
+                if uid in SCHEDULER_STATES:
+                    restored += restore_schedulers(user_name(uid), SCHEDULER_STATES[uid])
+            if self.elsewhere:
                 killed = kill_all(self.elsewhere.still_running)
-            finally:
+        finally:
+            if self.elsewhere:
                 found = self.elsewhere.stop()
-            said += [f"process {p.pid} ({p.what}), run as {user_name(p.uid)}"
-                     for p in found[:10]] + ([f"{len(found) - 10} more"] if found[10:] else [])
-            said += [f"process {p} (still running: killed)" for p in killed]
-            if self.elsewhere.lost:
-                said.append("processes started faster than they could be watched (the "
-                            "kernel's process events were dropped)")
-            if self.elsewhere.failed:
-                said.append(f"the watch of process events itself, which failed "
-                            f"({self.elsewhere.failed})")
-        for uid in sorted(self.watched):
-            said += restore_schedulers(user_name(uid), SCHEDULER_STATES[uid])
-        return said
+        if self.elsewhere and (self.elsewhere.lost or self.elsewhere.failed):
+            # The machine's events, anyone's: not the check's doing (elsewhere_trouble).
+            self.elsewhere_trouble = self.elsewhere.failed or (
+                "the kernel's process events were dropped (processes started on this "
+                "machine faster than they could be watched)")
+        return ([f"process {p.pid} ({p.what}), run as {user_name(p.uid)}" for p in found[:10]]
+                + ([f"{len(found) - 10} more"] if found[10:] else [])
+                + [f"process {p} (still running: killed)" for p in killed] + restored)
 
     def started(self, session: int) -> None:
         """A command started in a session of its own (its pid): what runs in it is ours."""
@@ -482,11 +483,13 @@ class Leftovers:
             if self.elsewhere:
                 self.elsewhere.stop()
             return found
-        self.escaped = kill_all(self.escaped_processes)
-        self.units = self.restore_managers()
-        if self.units:  # what a unit started meanwhile, stopped now or not
-            self.escaped += kill_all(self.escaped_processes)
-        self.started_elsewhere = self.stop_elsewhere()
+        try:
+            self.escaped = kill_all(self.escaped_processes)
+            self.units = self.restore_managers()
+            if self.units:  # what a unit started meanwhile, stopped now or not
+                self.escaped += kill_all(self.escaped_processes)
+        finally:  # the watch stopped, and the crontab put back, whatever happened
+            self.started_elsewhere = self.stop_elsewhere()
         found += ([f"escaped process {p}" for p in self.escaped] + self.units
                   + self.started_elsewhere)
         temp_dirs = set().union(*(self.temp_dirs(run) for run in self.runs))
@@ -2086,6 +2089,11 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
     # grader error or a check not run stays what it is (not the student's loss), said.
     if context.left.elsewhere and context.left.elsewhere.unavailable:
         log.append(f"not watched: {context.left.elsewhere.unavailable}")
+    if context.left.elsewhere_trouble:  # not the student's loss: the grader's, said
+        status = "error" if status == "ok" else status
+        message = (message + "\n    " if message else "") + (
+            f"grader error: the watch of processes run as the user failed "
+            f"({context.left.elsewhere_trouble})")
     for found, text in ((context.left.escaped, escaped_text),
                         (context.left.units, units_text),
                         (context.left.started_elsewhere, elsewhere_text)):

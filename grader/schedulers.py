@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from user_systemd import stat_fields
+from user_systemd import stat_fields, state_of
 
 # The proc connector (linux/connector.h, linux/cn_proc.h): a netlink socket of the
 # connector family, subscribed to its process-events group.
@@ -47,7 +47,7 @@ ID_DATA = struct.Struct("=IIII")  # pid, tgid, real uid, effective uid
 EXIT_DATA = struct.Struct("=II")  # pid, tgid (then the exit code and signal)
 EVENTS_AT = NLMSGHDR.size + CN_MSG.size  # where proc_event begins in a message
 RECEIVE_BYTES = 8 << 20  # the socket's buffer (SO_RCVBUFFORCE, root): a burst of forks
-SOL_SOCKET_RCVBUFFORCE = 33  # SO_RCVBUFFORCE, socket(7); Python's socket module lacks it
+SO_RCVBUFFORCE = 33  # socket(7); Python's socket module lacks it
 # Classic BPF (socket(7) SO_ATTACH_FILTER, linux/filter.h): keep forks, id changes and
 # exits only, so that a busy machine's execs do not fill the buffer.  A load from the
 # packet is big-endian; the event's "what" is in the host's order.
@@ -66,9 +66,10 @@ STARTERS = {"cron", "crond", "atd", "anacron", "sshd", "sshd-session", "slurmd",
             "slurmstepd", "incrond"}
 
 
-def listen_request() -> bytes:
-    """The message that subscribes a connector socket to process events."""
-    data = struct.pack("=I", PROC_CN_MCAST_LISTEN)
+def mcast_request(op: int) -> bytes:
+    """The message that subscribes a connector socket to process events (LISTEN), or
+    ends that (IGNORE: the kernel counts its listeners, and sends events while any)."""
+    data = struct.pack("=I", op)
     message = CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(data), 0) + data
     return NLMSGHDR.pack(NLMSGHDR.size + len(message), NLMSG_DONE, 0, 0, 0) + message
 
@@ -91,8 +92,7 @@ def forks_id_changes_and_exits() -> bytes:
 def attach_filter(sock: socket.socket, instructions: bytes) -> None:
     """setsockopt(SO_ATTACH_FILTER) with a struct sock_fprog {length, pointer}."""
     program = ctypes.create_string_buffer(instructions)
-    fprog = struct.pack("@HxxxxxxP" if struct.calcsize("P") == 8 else "@HxxP",
-                        len(instructions) // 8, ctypes.addressof(program))
+    fprog = struct.pack("@HP", len(instructions) // 8, ctypes.addressof(program))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
@@ -121,10 +121,13 @@ class StartedElsewhere:
         self.found: list[Started] = []
         self.lost = False  # events the kernel dropped (the socket's buffer was full)
         self.failed = ""  # what went wrong in the reader thread, if anything
-        self.unavailable = ""
         self.tree: set[int] = set()
         self.started: set[int] = set()  # what was found, and what it forked
-        self.parents: dict[int, int] = {}  # each process forked since, its parent
+        # Each other process forked since (or that forked since), its parent; a parent
+        # that ended hands its children to its own (so that a launcher that forks and
+        # exits, setsid -f, still leads to the terminal that ran it).
+        self.parents: dict[int, int] = {}
+        self.children: dict[int, set[int]] = {}
         # The reader thread changes what still_running() reads: one at a time.
         self.lock = threading.Lock()
         self.sock = None
@@ -135,10 +138,10 @@ class StartedElsewhere:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
                                       NETLINK_CONNECTOR)
             with contextlib.suppress(OSError):  # the default buffer is smaller, not wrong
-                self.sock.setsockopt(socket.SOL_SOCKET, SOL_SOCKET_RCVBUFFORCE, RECEIVE_BYTES)
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BYTES)
             attach_filter(self.sock, forks_id_changes_and_exits())
             self.sock.bind((0, CN_IDX_PROC))
-            self.sock.send(listen_request())
+            self.sock.send(mcast_request(PROC_CN_MCAST_LISTEN))
         except OSError as e:
             self.unavailable = f"the kernel's process events: {e.strerror or e}"
             self.close()
@@ -181,15 +184,15 @@ class StartedElsewhere:
         what = PROC_EVENT.unpack_from(message, EVENTS_AT)[0]
         data = EVENTS_AT + PROC_EVENT.size
         if what == PROC_EVENT_FORK:
-            _, parent, thread, child = FORK_DATA.unpack_from(message, data)
-            if thread != child:
+            _, parent, child_pid, child = FORK_DATA.unpack_from(message, data)
+            if child_pid != child:
                 return  # a new thread of process child, whose "parent" is child's parent
             if parent in self.tree:
                 self.tree.add(child)
             elif parent in self.started:
                 self.started.add(child)
             else:
-                self.parents[child] = parent
+                self.note_parent(child, parent)
         elif what == PROC_EVENT_UID:
             _, pid, real, effective = ID_DATA.unpack_from(message, data)
             uid = real if real in self.uids else effective
@@ -199,7 +202,24 @@ class StartedElsewhere:
             pid, tgid = EXIT_DATA.unpack_from(message, data)
             if pid == tgid:  # the process's first thread: the pid is free once reaped
                 self.tree.discard(pid)
-                self.parents.pop(pid, None)
+                self.started.discard(pid)
+                self.forget(pid)
+
+    def note_parent(self, child: int, parent: int) -> None:
+        if parent not in self.parents:  # there before the watch: its parent read now
+            self.parents[parent] = parent_of(parent)
+            if self.parents[parent]:
+                self.children.setdefault(self.parents[parent], set()).add(parent)
+        self.parents[child] = parent
+        self.children.setdefault(parent, set()).add(child)
+
+    def forget(self, pid: int) -> None:
+        """pid ended: its children are its parent's now."""
+        parent = self.parents.pop(pid, 0)
+        self.children.get(parent, set()).discard(pid)
+        for child in self.children.pop(pid, set()):
+            self.parents[child] = parent
+            self.children.setdefault(parent, set()).add(child)
 
     def take_started(self, pid: int, uid: int) -> None:
         """A process outside the tree took uid: found if one of STARTERS started it
@@ -209,7 +229,11 @@ class StartedElsewhere:
         if parent in self.started:  # atd's child, then the job's shell
             self.started.add(pid)
             return
-        by = command_of(parent) if parent else ""
+        by, seen = (command_of(parent) if parent else ""), {pid}
+        while parent and not by and parent not in seen:  # ended: the nearest that runs
+            seen.add(parent)
+            parent = self.parents.get(parent, 0)
+            by = command_of(parent) if parent else ""
         if by and by not in STARTERS:
             return  # another terminal's: su, sudo, setpriv
         self.started.add(pid)
@@ -229,14 +253,18 @@ class StartedElsewhere:
 
     def close(self) -> None:
         if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.send(mcast_request(PROC_CN_MCAST_IGNORE))
             self.sock.close()
             self.sock = None
 
     def still_running(self) -> set[int]:
-        """What was found, and what it forked, that still runs as a watched uid."""
+        """What was found, and what it forked, that still runs as a watched uid (not a
+        zombie: killed already)."""
         with self.lock:
             started = set(self.started)
-        return {pid for pid in started if real_uid(pid) in self.uids}
+        return {pid for pid in started
+                if real_uid(pid) in self.uids and state_of(pid) not in ("Z", "X", "")}
 
 
 def namespace_of_its_own() -> str:

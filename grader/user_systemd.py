@@ -363,11 +363,15 @@ class Inotify:
         found() each entry they hold already: what was made before its watch was in
         place.  A list of those to do, not recursion: the user may nest directories
         in what it owns as deep as it likes.  Returns the directories that could not
-        be watched (with the errno), and whether WATCH_LIMIT left some unwatched."""
+        be watched (with the errno), and whether some were left unwatched
+        (WATCH_LIMIT reached, or the kernel's watches used up)."""
         todo, unwatched = [top], []
         while todo and len(self.handlers) < WATCH_LIMIT:
             path = todo.pop()
             failed = self.watch(path, mask, handler)
+            if failed in (errno.ENOSPC, errno.ENOMEM):  # no more watches: the rest neither
+                unwatched.append((path, failed))
+                return unwatched, True
             if failed not in (0, errno.ENOENT, errno.ENOTDIR):  # gone already: nothing in it
                 unwatched.append((path, failed))
             with contextlib.suppress(OSError), os.scandir(path) as entries:

@@ -321,6 +321,7 @@ STAND_IN_DAEMON = """
 import ctypes, json, os, shutil, sys
 if sys.argv[1:]:  # its name (proc(5) comm), as prctl(2) PR_SET_NAME gives it
     ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+print("ready", flush=True)
 for line in sys.stdin:
     uid, *argv = json.loads(line)
     program = shutil.which(argv[0])
@@ -345,6 +346,7 @@ class StandInDaemon:
         argv = [sys.executable, "-c", STAND_IN_DAEMON] + ([name] if name else [])
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True)
+        self.proc.stdout.readline()  # named, and reading its requests
         self.started: list[int] = []
 
     def run(self, *argv: str, uid: int | None = None) -> int:

@@ -6,8 +6,11 @@ The kernel's process events need root in the machine's first namespaces; crontab
 and at(1) come with tools/setup-test-env.sh, which CI runs.
 """
 
+import contextlib
 import os
 import shutil
+import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -25,7 +28,9 @@ import runner  # noqa: E402
 import schedulers  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="the process events need root")
-UID = 65533  # a user id no process here has: the watched user's, in the unit tests
+# A user id no process here has: the watched user's in the unit tests, one of its own
+# for each run (two runs at once would see each other's stand-ins).
+UID = 60000 + os.getpid() % 5000
 
 
 @pytest.fixture
@@ -58,7 +63,10 @@ def test_a_program_a_daemon_of_roots_runs_as_the_user_is_found(daemon):
     job = daemon.run("sh", "-c", "sleep 60 & exec sleep 61", uid=UID)
     assert eventually(lambda: len(watched.still_running()) == 2), watched.still_running()
     assert job in watched.still_running()
+    left = watched.still_running()
     found = watched.stop()
+    for pid in left:  # the job's sleep 60, which the daemon did not start itself
+        os.kill(pid, signal.SIGKILL)
     assert [(f.pid, f.uid) for f in found] == [(job, UID)], found
     # Its command as read then (atd, or sh once it ran it), and the daemon named.
     assert found[0].what.endswith(f", started by atd ({daemon.proc.pid})"), found
@@ -68,30 +76,57 @@ def test_a_program_a_daemon_of_roots_runs_as_the_user_is_found(daemon):
 def test_a_program_another_terminal_runs_as_the_user_is_not_the_checks():
     """The user's own `make demo` in another terminal, beside the grading (su, sudo or
     setpriv from a root shell: none the check's commands can use without a password
-    or root) is not the check's: not found, not killed."""
+    or root) is not the check's: not found, not killed; nor when what started it
+    ended at once (a subshell's `&`, setsid -f: review of session 23), its terminal
+    being the nearest that runs."""
     terminal = StandInDaemon("bash")
     try:
         watched = watch({UID})
-        terminal.run("sleep", "60", uid=UID)
-        assert eventually(lambda: len(terminal.started) == 1)
-        time.sleep(0.5)  # its events taken
+        terminal.run("sleep", "67", uid=UID)
+        terminal.run("sh", "-c", f"(setpriv --reuid={UID} --regid={UID} --clear-groups "
+                                 "sleep 67 &)")
+        terminal.run("setsid", "-f", "setpriv", f"--reuid={UID}", f"--regid={UID}",
+                     "--clear-groups", "sleep", "67")
+        assert eventually(lambda: len(running_as(UID, b"sleep\x0067\x00")) == 3)
         assert watched.stop() == [] and watched.still_running() == set()
     finally:
+        for pid in running_as(UID, b"sleep\x0067\x00"):
+            os.kill(pid, signal.SIGKILL)
         terminal.close()
+
+
+def running_as(uid: int, command_line: bytes) -> list[int]:
+    """The processes with that command line that run as uid."""
+    found = []
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        with contextlib.suppress(OSError):
+            if (Path(f"/proc/{pid}/cmdline").read_bytes() == command_line
+                    and schedulers.real_uid(pid) == uid):
+                found.append(pid)
+    return found
+
+
+def event(what: int, *fields: int) -> bytes:
+    """A process-events message as the kernel sends it (nlmsghdr, cn_msg, proc_event)."""
+    data = schedulers.PROC_EVENT.pack(what, 0, 0) + struct.pack(f"={len(fields)}I", *fields)
+    message = schedulers.CN_MSG.pack(1, 1, 0, 0, len(data), 0) + data
+    return schedulers.NLMSGHDR.pack(16 + len(message), 3, 0, 0, 0) + message
 
 
 def test_a_user_added_later_is_watched_from_then_on(daemon):
     """The runner watches one user more at its first command as that user: the set
-    given is the one watched."""
+    given is the one watched.  (Messages made here, taken as the reader takes them.)"""
     uids: set[int] = set()
     watched = watch(uids)
-    daemon.run("true", uid=UID)
-    assert eventually(lambda: daemon.proc.poll() is None)
-    time.sleep(0.5)  # the event taken meanwhile, not found
-    uids.add(UID)
-    job = daemon.run("true", uid=UID)
-    assert eventually(lambda: watched.found), "not found"
-    assert [f.pid for f in watched.stop()] == [job]
+    atd, first, second = daemon.proc.pid, 4000001, 4000002  # no such pids: none read
+    with watched.lock:
+        for child in (first, second):
+            watched.take(event(schedulers.PROC_EVENT_FORK, atd, atd, child, child))
+        watched.take(event(schedulers.PROC_EVENT_UID, first, first, UID, UID))
+        uids.add(UID)
+        watched.take(event(schedulers.PROC_EVENT_UID, second, second, UID, UID))
+    assert [(f.pid, f.what) for f in watched.stop()] == [
+        (second, f"ended before it could be read, started by atd ({atd})")]
 
 
 def test_a_pid_the_tree_left_is_not_the_trees():
@@ -133,9 +168,8 @@ def test_a_thread_made_after_the_first_thread_ended_brings_no_pid_back():
         child = subprocess.Popen([sys.executable, "-c", code])
         child.wait()
         ended.append(child.pid)
-    time.sleep(0.5)  # the events taken
+    watched.stop()  # every event taken (the children's were sent before they ended)
     assert [pid for pid in ended if pid in watched.tree] == []
-    watched.stop()
 
 
 def test_what_still_runs_can_be_asked_while_the_events_come(daemon):
@@ -245,9 +279,10 @@ def test_a_crontab_and_an_at_job_left_by_a_check_are_removed_and_fail_it(tmp_pat
 def atd():
     """atd, started here if none runs (the package's service stays off on a machine
     without systemd); stopped after."""
-    if subprocess.run(["pgrep", "-x", "atd"], capture_output=True).returncode == 0:
-        yield
-        return
+    with contextlib.suppress(OSError, ValueError):  # atd's own, not a stand-in named so
+        if schedulers.command_of(int(Path("/run/atd.pid").read_text())) == "atd":
+            yield
+            return
     started = subprocess.Popen(["atd", "-f"])
     assert eventually(lambda: Path("/run/atd.pid").exists()), "atd did not start"
     yield
@@ -278,3 +313,48 @@ def test_an_at_job_that_runs_during_the_check_fails_it(tmp_path, clean_scheduler
     assert f"run as {TEST_USER}" in message, message
     assert "(still running: killed)" in message, message
     assert subprocess.run(["pgrep", "-u", TEST_USER, "-f", "sleep 60"]).returncode == 1
+
+
+@needs_schedulers
+def test_events_the_kernel_dropped_make_a_grader_error_not_a_fail(tmp_path, clean_schedulers,
+                                                                  monkeypatch):
+    """The events are the whole machine's: another user's fork storm can fill the
+    buffer (--local on a shared server).  What was lost is not the student's doing:
+    the check is a grader error, said, not a fail."""
+    stop = schedulers.StartedElsewhere.stop
+
+    def stop_after_a_loss(self):
+        self.lost = True
+        return stop(self)
+
+    monkeypatch.setattr(schedulers.StartedElsewhere, "stop", stop_after_a_loss)
+    status, message = verdict(tmp_path, lambda z: z.host(["true"]))
+    assert status == "error", message
+    assert "grader error: the watch of processes run as the user failed (the kernel's " \
+           "process events were dropped" in message, message
+
+
+def test_who_started_a_process_is_the_nearest_ancestor_that_runs():
+    """A launcher that forks and ends at once (a subshell's `&`, setsid -f) is gone
+    when its child's id change is read: the terminal above it (here a stand-in named
+    bash) tells that it is not the check's; a chain that ends with none running is
+    the check's, to be safe; atd above a gone one is atd.  (Messages made here.)"""
+    terminal, atd = StandInDaemon("bash"), StandInDaemon("atd")
+    try:
+        watched = watch({UID})
+        launcher, child, gone, orphan, job_launcher, job = range(4000011, 4000017)
+        with watched.lock:
+            for parent, pid in ((terminal.proc.pid, launcher), (launcher, child),
+                                (gone, orphan), (atd.proc.pid, job_launcher),
+                                (job_launcher, job)):
+                watched.take(event(schedulers.PROC_EVENT_FORK, parent, parent, pid, pid))
+            for pid in (child, orphan, job):
+                watched.take(event(schedulers.PROC_EVENT_UID, pid, pid, UID, UID))
+        found = {f.pid: f.what for f in watched.stop()}
+        assert found == {
+            orphan: "ended before it could be read, started by a process that could not "
+                    "be read",
+            job: f"ended before it could be read, started by atd ({atd.proc.pid})"}, found
+    finally:
+        terminal.close()
+        atd.close()
