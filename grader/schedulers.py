@@ -6,9 +6,10 @@ later: cron (crontab(1)), atd (at(1)), sshd (a key in the user's authorized_keys
 Out of the runner's process tree and of the user's systemd, that program could
 repair after a zookeeper in the same check and exit, or do its work in a later check.
 Two things are looked at:
-- StartedElsewhere: every process that took the user's id (setuid(2) and the like)
-  outside the runner's tree during the check, as the kernel tells of it (the process
-  events connector, linux/cn_proc.h); root only, in the machine's first PID namespace.
+- StartedElsewhere: every process that one of those daemons (STARTERS) started as
+  the user (setuid(2) and the like) outside the runner's tree during the check, as
+  the kernel tells of it (the process events connector, linux/cn_proc.h); root only,
+  in the machine's first PID and user namespaces.
 - SchedulerState: the user's crontab and at jobs, compared with those before the
   runner's first check and put back (crontab -u, atrm) where they changed.
 
