@@ -337,15 +337,14 @@ def at_jobs_of(user: str) -> frozenset[str]:
     """atq's lines are 'NUMBER<TAB>DATE QUEUE USER' (at 3.x)."""
     if not shutil.which("atq"):
         return frozenset()
-    done = scheduler_command(["atq"])
-    return frozenset(line.split()[0] for line in done.stdout.splitlines()
-                     if line.split() and line.split()[-1] == user)
+    lines = [line.split() for line in scheduler_command(["atq"]).stdout.splitlines()]
+    return frozenset(words[0] for words in lines if words and words[-1] == user)
 
 
-def scheduler_command(argv: list[str], text_in: str | None = None) -> subprocess.CompletedProcess:
+def scheduler_command(argv: list[str], text_in: str = "") -> subprocess.CompletedProcess:
+    """argv as root, text_in its standard input (none: at its end at once)."""
     return subprocess.run(argv, input=text_in, capture_output=True, text=True,
-                          errors="surrogateescape", timeout=SCHEDULER_SECONDS,
-                          stdin=subprocess.DEVNULL if text_in is None else None)
+                          errors="surrogateescape", timeout=SCHEDULER_SECONDS)
 
 
 def restore_schedulers(user: str, before: SchedulerState) -> list[str]:
