@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE))
 
 import checks  # noqa: E402
 import subids  # noqa: E402
+from home import HomeCopy  # noqa: E402
 from report import (  # noqa: E402
     COMMIT_COPIES,
     CheckResult,
@@ -292,7 +293,10 @@ class Leftovers:
     safe on a shared machine.  Each command's Run holds a Snapshot taken just before
     it; what is there after it, not in the snapshot, is the command's."""
 
-    def __init__(self):
+    def __init__(self, keep: list[str] = ()):
+        """keep: the runner's own files (its results, logs, scratch directory and the
+        submission), never put back with a user's home that holds them."""
+        self.keep = list(keep)
         self.sessions: set[int] = set()  # the sessions our commands run in
         self.runs: list[Run] = []  # our commands, each with its snapshot
         # The children this process had before the check, which are not ours.
@@ -309,6 +313,7 @@ class Leftovers:
         self.elsewhere: StartedElsewhere | None = None  # from the first command as one
         self.started_elsewhere: list[str] = []  # what stop_elsewhere found, described
         self.elsewhere_trouble = ""  # why that watch may have missed some, if it may
+        self.home_put_back: list[str] = []  # what of the users' homes was put back
         # For the rest of this process's life (a test's too): harmless, orphans of
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
@@ -342,6 +347,7 @@ class Leftovers:
         self.watched.add(uid)
         self.watch_manager(uid)
         self.watch_elsewhere(uid)
+        self.watch_home(uid)
 
     def watch_manager(self, uid: int) -> None:
         """What uid's systemd runs and holds, once a check; from the second check that
@@ -371,6 +377,17 @@ class Leftovers:
         if self.elsewhere is None:
             self.elsewhere = StartedElsewhere(self.watched, self.tree)
 
+    def watch_home(self, uid: int) -> None:
+        """uid's home as it was before the first check that ran commands as uid
+        (HOME_COPIES), put back after each check by stop_elsewhere; its unit
+        directories are the manager's watch's, when there is one."""
+        if uid in HOME_COPIES:
+            return
+        manager = UserSystemd(uid)
+        unit_dirs = manager.unit_dirs() if isinstance(self.managers.get(uid),
+                                                        ManagerState) else []
+        HOME_COPIES[uid] = HomeCopy(manager.home, uid, self.keep + unit_dirs)
+
     def stop_elsewhere(self) -> list[str]:
         """What StartedElsewhere found (what of it still runs killed first), and the
         watched users' crontabs and at jobs put back: described."""
@@ -381,6 +398,9 @@ class Leftovers:
                     restored += restore_schedulers(user_name(uid), SCHEDULER_STATES[uid])
             if self.elsewhere:
                 killed = kill_all(self.elsewhere.still_running)
+            for uid in sorted(self.watched):  # once nothing of the check's runs to undo it
+                if uid in HOME_COPIES:
+                    self.home_put_back += HOME_COPIES[uid].put_back()
         finally:
             if self.elsewhere:
                 found = self.elsewhere.stop()
@@ -981,7 +1001,7 @@ class Context:
     def __init__(self, args, check, log: list[str]):
         self.log = log
         self.user = User(args.user)
-        self.left = Leftovers()
+        self.left = Leftovers(runner_files(args))
         self.commands = Commands(args, check, log, self.user, self.left)
         self.fixtures = Fixtures(self.commands, args.rootfs_tar)
         self.nosub_name = args.nosub_user
@@ -1209,6 +1229,8 @@ def executable_name(pid: int) -> str:
 MANAGER_STATES: dict[int, ManagerState] = {}
 # And each such user's crontab and at jobs (schedulers.py), put back after each check.
 SCHEDULER_STATES: dict[int, SchedulerState] = {}
+# And its home (home.py), put back after each check.
+HOME_COPIES: dict[int, HomeCopy] = {}
 
 
 class Output:
@@ -2089,6 +2111,12 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
     # grader error or a check not run stays what it is (not the student's loss), said.
     if context.left.elsewhere and context.left.elsewhere.unavailable:
         log.append(f"not watched: {context.left.elsewhere.unavailable}")
+    for uid in sorted(context.left.watched):
+        if uid in HOME_COPIES and HOME_COPIES[uid].unavailable:
+            log.append(f"not put back: {HOME_COPIES[uid].unavailable}")
+    if context.left.home_put_back:  # nothing of it stays for a later check: not a fail
+        log.append("put back as it was before the first check: "
+                   + "; ".join(context.left.home_put_back))
     if context.left.elsewhere_trouble:  # not the student's loss: the grader's, said
         status = "error" if status == "ok" else status
         message = (message + "\n    " if message else "") + (
@@ -2101,6 +2129,13 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
             status = "fail" if status == "ok" else status
             message = (message + "\n    " if message else "") + text(found)
     return status, message, context.commands.slowest
+
+
+def runner_files(args) -> list[str]:
+    """Where the runner's own files are: never put back with a user's home."""
+    return [path for path in (args.submission, getattr(args, "results", None),
+                              getattr(args, "logs", None), args.scratch, args.rootfs_tar)
+            if path]
 
 
 def escaped_text(escaped: list[str]) -> str:
@@ -2117,7 +2152,7 @@ def units_text(units: list[str]) -> str:
 def elsewhere_text(started: list[str]) -> str:
     return ("a command had a program run as the user outside the grader's reach, which "
             "could repair after zookeeper or do its work in a later check (a cron or at "
-            f"job, a login): {', '.join(started)}")
+            f"job, a login, a mail server's pipe): {', '.join(started)}")
 
 
 def main(argv=None) -> int:

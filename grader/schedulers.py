@@ -2,7 +2,8 @@
 looks at it after a check.
 
 A check's commands may ask a daemon that runs as root to run a program as their user
-later: cron (crontab(1)), atd (at(1)), sshd (a key in the user's authorized_keys).
+later: cron (crontab(1)), atd (at(1)), sshd (a key in the user's authorized_keys), a
+mail server (a pipe in ~/.forward).
 Out of the runner's process tree and of the user's systemd, that program could
 repair after a zookeeper in the same check and exit, or do its work in a later check.
 Two things are looked at:
@@ -58,13 +59,16 @@ PROC_USER_INIT_INO, PROC_PID_INIT_INO = 0xEFFFFFFD, 0xEFFFFFFC  # linux/proc_ns.
 SCHEDULER_SECONDS = 15  # for one crontab or atq call
 # The daemons of root's that run a program as a user on that user's own say, no
 # password asked: a crontab, an at job, a key in ~/.ssh/authorized_keys (sshd, or
-# sshd-session from OpenSSH 9.8), a batch job (Slurm's srun, sbatch), an incrontab.
+# sshd-session from OpenSSH 9.8; dropbear), a batch job (Slurm's srun, sbatch), an
+# incrontab, a pipe in ~/.forward that a mail server delivers to (Postfix's local(8),
+# Exim, Sendmail, OpenSMTPD's smtpd), a ~/.rhosts (rshd, rlogind).
 # A process of the user's that one of them starts during a check is the check's doing.
 # One that another terminal starts (su, sudo, setpriv from a root shell: the user's
 # own `make demo` beside the grading) needs a password or root, which the check's
 # commands have not: not the check's.
-STARTERS = {"cron", "crond", "atd", "anacron", "sshd", "sshd-session", "slurmd",
-            "slurmstepd", "incrond"}
+STARTERS = {"cron", "crond", "atd", "anacron", "sshd", "sshd-session", "dropbear", "slurmd",
+            "slurmstepd", "incrond", "local", "exim4", "exim", "sendmail", "smtpd",
+            "in.rshd", "in.rlogind"}
 
 
 def mcast_request(op: int) -> bytes:

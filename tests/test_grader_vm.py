@@ -479,6 +479,38 @@ def test_a_janitor_in_a_rule_of_the_users_tmpfiles_earns_nothing(workspace):
     assert "left behind" not in result["message"], result["message"]  # the janitor worked
 
 
+# At zookeeper's start, a key and a pipe to a program written in the user's real home,
+# by its path: sshd and a mail server would act on them as the user in a later check.
+LEAVES_IN_THE_HOME = """
+def _start():
+    import pwd
+    if os.getuid() == 0:
+        return None
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    os.makedirs(home + "/.ssh", exist_ok=True)
+    with open(home + "/.ssh/authorized_keys", "a") as f:
+        f.write("ssh-ed25519 AAAA janitor\\n")
+    with open(home + "/.forward", "w") as f:
+        f.write("|/tmp/janitor\\n")
+"""
+
+
+def test_what_a_submission_leaves_in_the_students_home_is_put_back(workspace):
+    """In the guest too: what the check's zookeeper left in the student's real home is
+    put back after the check, which the check's log says; the check passes."""
+    sub = copy_parts(workspace / "leaves-in-home", {1: PARTS[1]})
+    broken(sub, 1, "zookeeper.py", [(
+        "import container  # noqa", f"{client(LEAVES_IN_THE_HOME)}import container  # noqa")])
+    out = workspace / "out-leaves-in-home"
+    done = grade(sub, out, "--only", "p1_exit_status", timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr  # not a fail: nothing stays
+    log = (out / "vm" / "logs" / "p1_exit_status.log").read_text()
+    # Run in either lane, as student or student2.
+    assert re.search(r"put back as it was before the first check: .*"
+                     r"/home/student2?/\.forward \(new: removed\)", log), log[-2000:]
+    assert re.search(r"/home/student2?/\.ssh", log), log[-2000:]
+
+
 def test_a_broken_copy_loses_exactly_those_points(workspace):
     sub = copy_parts(workspace / "broken", {p: name for p, name in PARTS.items()})
     break_copy(sub)

@@ -8,6 +8,7 @@ and at(1) come with tools/setup-test-env.sh, which CI runs.
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import struct
@@ -71,6 +72,23 @@ def test_a_program_a_daemon_of_roots_runs_as_the_user_is_found(daemon):
     # Its command as read then (atd, or sh once it ran it), and the daemon named.
     assert found[0].what.endswith(f", started by atd ({daemon.proc.pid})"), found
     assert not watched.lost and not watched.failed
+
+
+@pytest.mark.parametrize("name", ["local", "exim4", "dropbear"])
+def test_a_mail_servers_pipe_or_another_ssh_servers_login_is_found(name):
+    """A pipe in ~/.forward run by the mail server's delivery agent (Postfix's local(8),
+    Exim) or a login through another ssh server is as much the check's doing as an at
+    job.  (Seen with a real Postfix: "sleep, started by local".)"""
+    stand_in = StandInDaemon(name)
+    try:
+        watched = watch({UID})
+        job = stand_in.run("sleep", "60", uid=UID)
+        assert eventually(lambda: job in watched.still_running()), watched.still_running()
+        found = watched.stop()
+    finally:
+        stand_in.close()
+    assert [f.pid for f in found] == [job], found
+    assert found[0].what.endswith(f", started by {name} ({stand_in.proc.pid})"), found
 
 
 def test_a_program_another_terminal_runs_as_the_user_is_not_the_checks():
@@ -233,8 +251,9 @@ needs_schedulers = pytest.mark.skipif(
     reason="needs cron, at and the test user (tools/setup-test-env.sh)")
 
 
-def verdict(tmp_path: Path, fn) -> tuple[str, str]:
-    """runner.verdict of a check whose commands, fn(z), run as the test user."""
+def verdict(tmp_path: Path, fn, log: list[str] | None = None) -> tuple[str, str]:
+    """runner.verdict of a check whose commands, fn(z), run as the test user (its log
+    added to log)."""
     os.chmod(tmp_path, 0o755)
     check = types.SimpleNamespace(id="test", name="test", timeout=30, needs=(), fn=fn,
                                   exercises="", other_users=False)
@@ -242,7 +261,7 @@ def verdict(tmp_path: Path, fn) -> tuple[str, str]:
                                as_root=False, timeout_scale=1.0, scratch=str(tmp_path),
                                rootfs_tar=None, nosub_user=runner.NOSUB_USER)
     machine = types.SimpleNamespace(missing=lambda needs: "")
-    status, message, _ = runner.verdict(check, ns, machine, [])
+    status, message, _ = runner.verdict(check, ns, machine, [] if log is None else log)
     return status, message
 
 
@@ -358,3 +377,34 @@ def test_who_started_a_process_is_the_nearest_ancestor_that_runs():
     finally:
         terminal.close()
         atd.close()
+
+
+@pytest.mark.skipif(not have_test_user(), reason="needs the test user (make test-deps)")
+def test_what_a_check_leaves_in_the_users_real_home_is_put_back(tmp_path, monkeypatch):
+    """A key in the user's real ~/.ssh (an ssh login later: the next student's check,
+    graded as the same user) and a ~/.forward (a mail server's pipe to a program),
+    written by the home's path whatever HOME says, are gone after the check, said in
+    its log; the rest of the home is as it was.  Not a fail: a Python cache written
+    there would be no one's loss, and nothing of it stays."""
+    monkeypatch.setattr(runner, "HOME_COPIES", {})
+    real = Path(pwd.getpwnam(TEST_USER).pw_dir)
+    before = sorted((str(p), p.lstat().st_mode) for p in real.rglob("*"))
+
+    def leaves_a_key(z):
+        z.host(["sh", "-c", f"mkdir -p {real}/.ssh && echo ssh-ed25519 AAAA janitor >> "
+                            f"{real}/.ssh/authorized_keys && "
+                            f"echo '|/tmp/janitor' > {real}/.forward"])
+        assert (real / ".forward").exists()
+
+    log: list[str] = []
+    try:
+        status, message = verdict(tmp_path, leaves_a_key, log)
+    finally:  # what the test added, should the grader not have removed it
+        for added in (real / ".forward", real / ".ssh"):
+            if not any(path == str(added) for path, _ in before):
+                subprocess.run(["rm", "-rf", str(added)], check=True)
+    assert status == "ok", message
+    said = "\n".join(log)
+    assert "put back as it was before the first check" in said, said
+    assert f"{real}/.forward (new: removed)" in said, said
+    assert sorted((str(p), p.lstat().st_mode) for p in real.rglob("*")) == before
