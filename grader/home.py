@@ -12,15 +12,19 @@ and after each check puts back what changed there: what is new is removed, what
 changed or went is made again.
 
 Root works where the user may write, while other processes of the user's may run
-(another terminal's): every step is taken relative to a directory's descriptor, each
-directory opened with O_NOFOLLOW, each file made with O_EXCL (openat(2)), so that a
-link put in a directory's place is never followed.
+(another terminal's).  So root never follows a link there: every step is taken
+relative to a directory's descriptor, each directory opened with O_NOFOLLOW
+(openat(2)); an entry is made again in a directory of root's alone (mode 0700) in
+the home, its owner and mode set there, and only then renamed into its place
+(rename(2)): nothing root sets the owner or mode of can be swapped meanwhile.
+Removing is rm(1)'s, which walks a tree by descriptors (fts(3)).
 
 Standard library only: it runs with the guest's Debian python3.
 """
 
 import contextlib
 import os
+import secrets
 import stat
 import subprocess
 from typing import NamedTuple
@@ -28,10 +32,14 @@ from typing import NamedTuple
 # A home larger than this is not kept (the check's log says so): its copy is held in
 # the runner's memory, and it is listed after every check.
 HOME_ENTRIES = 10000
-HOME_BYTES = 64 << 20
+HOME_BYTES = 64 << 20  # the files' contents and the links' targets
+HOME_NAME_BYTES = 16 << 20  # the entries' paths, one after the other
+HOME_DEPTH = 100  # directories inside directories
+PASSES = 3  # put_back lists the home again after its work, at most this many times
 SAID_AT_MOST = 10  # paths named in what put_back says; then how many more
-REMOVE_SECONDS = 60
+REMOVE_SECONDS = 120  # for rm -rf of what a check left (a million files, say)
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+STAGE_PREFIX = ".zk-grader-put-back-"  # root's directory in the home, while it works
 
 
 class TooBig(Exception):
@@ -46,7 +54,7 @@ class Entry(NamedTuple):
     uid: int
     gid: int
     mtime_ns: int
-    data: bytes | str | None  # a file's contents, a link's target
+    data: bytes | str | None  # a file's contents (None: it could not be read), a link's target
 
 
 def kind_of(mode: int) -> str:
@@ -72,6 +80,30 @@ def unchanged_key(st: os.stat_result) -> tuple:
     return same + (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def parent_and_name(path: str) -> tuple[str, str]:
+    parent, _, name = path.rpartition("/")
+    return parent, name
+
+
+def is_below(path: str, paths: set[str]) -> bool:
+    """Is path one of paths, or inside one of them?"""
+    while path:
+        if path in paths:
+            return True
+        path = parent_and_name(path)[0]
+    return False
+
+
+def ancestors(paths) -> set[str]:
+    """Every directory that holds one of paths, and those paths."""
+    found = set()
+    for path in paths:
+        while path:
+            found.add(path)
+            path = parent_and_name(path)[0]
+    return found
+
+
 def open_directory(at: int, path: str) -> int:
     """A descriptor of the directory path, relative to at ('' is at itself), opened
     one component at a time without following a link."""
@@ -85,18 +117,29 @@ def open_directory(at: int, path: str) -> int:
     return fd
 
 
-def parent_and_name(path: str) -> tuple[str, str]:
-    parent, _, name = path.rpartition("/")
-    return parent, name
+def identity(at: int, path: str) -> tuple[int, int] | None:
+    """(device, inode) of path relative to at, not following a link; None if none."""
+    parent, name = parent_and_name(path)
+    try:
+        fd = open_directory(at, parent)
+    except OSError:
+        return None
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def listing(at: int, skip: frozenset[str]) -> dict[str, os.stat_result]:
     """Every entry under the directory at, by its path relative to it ('a/b'), as
     lstat(2) tells of it; not below a link, another file system's directory (a mount
-    point) or one of skip's paths (the runner's own files), which is not listed
-    either.  TooBig past HOME_ENTRIES."""
+    point) or one of skip's paths, which is not listed either.  TooBig past
+    HOME_ENTRIES entries, HOME_NAME_BYTES of paths or HOME_DEPTH levels."""
     found: dict[str, os.stat_result] = {}
-    device = os.fstat(at).st_dev
+    device, name_bytes = os.fstat(at).st_dev, 0
     todo = [""]  # directories to list, as paths: a descriptor each would be too many
     while todo:
         prefix = todo.pop()
@@ -105,65 +148,121 @@ def listing(at: int, skip: frozenset[str]) -> dict[str, os.stat_result]:
         except OSError:
             continue  # gone, or swapped for a link meanwhile: its parent shows that
         try:
-            names = sorted(os.listdir(fd))
-            for name in names:
+            for name in sorted(os.listdir(fd)):
                 path = f"{prefix}/{name}" if prefix else name
                 if path in skip:
                     continue
-                with contextlib.suppress(FileNotFoundError):
-                    found[path] = st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    if len(found) > HOME_ENTRIES:
-                        raise TooBig(f"more than {HOME_ENTRIES} files")
-                    if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
-                        todo.append(path)
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                found[path], name_bytes = st, name_bytes + len(path)
+                if len(found) > HOME_ENTRIES:
+                    raise TooBig(f"more than {HOME_ENTRIES} files")
+                if name_bytes > HOME_NAME_BYTES or path.count("/") >= HOME_DEPTH:
+                    raise TooBig(f"paths longer or deeper than {HOME_DEPTH} directories")
+                if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
+                    todo.append(path)
         finally:
             os.close(fd)
     return found
 
 
-def read_entry(at: int, path: str, st: os.stat_result) -> Entry:
-    """The copy of one entry that listing found: a file's contents (read only if it is
-    still that file), a link's target."""
+def read_entry(at: int, path: str, st: os.stat_result, budget: int) -> Entry:
+    """The copy of one entry that listing found: a file's contents (None if it could
+    not be read, or is no longer that file), a link's target.  TooBig when the
+    contents are over budget (told by the size first: a sparse file is not read)."""
     kind, data = kind_of(st.st_mode), None
+    if kind == "file" and st.st_size > budget:
+        raise TooBig(f"more than {HOME_BYTES >> 20} MB")
     if kind in ("file", "link"):
         parent, name = parent_and_name(path)
-        fd = open_directory(at, parent)
-        try:
-            if kind == "link":
-                data = os.readlink(name, dir_fd=fd)
-            else:
-                data = read_file(fd, name, st)
-        finally:
-            os.close(fd)
+        with contextlib.suppress(OSError):  # gone, changed, or held (a lease): not copied
+            fd = open_directory(at, parent)
+            try:
+                data = (os.readlink(name, dir_fd=fd) if kind == "link"
+                        else read_file(fd, name, st, budget))
+            finally:
+                os.close(fd)
     return Entry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, data)
 
 
-def read_file(at: int, name: str, st: os.stat_result) -> bytes:
+def read_file(at: int, name: str, st: os.stat_result, budget: int) -> bytes:
     # O_NONBLOCK: a FIFO swapped in meanwhile does not hold us (the inode is compared).
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=at)
     try:
         if os.fstat(fd).st_ino != st.st_ino:
             raise OSError(f"{name} changed while it was copied")
         with open(fd, "rb", closefd=False) as f:
-            return f.read()
+            data = f.read(budget + 1)
+        if len(data) > budget:
+            raise TooBig(f"more than {HOME_BYTES >> 20} MB")
+        return data
     finally:
         os.close(fd)
+
+
+def remove_entries(at: int, names: list[str]) -> None:
+    """rm -rf of each name in the directory at, never through a symbolic link: what is
+    not a directory is unlinked here (a link itself, a FIFO: unlink(2) never opens
+    it); the directories go with one rm(1) for them all (one exec: under TCG each
+    costs a tenth of a second).  GNU rm walks a tree by fds (fts(3)), opening each
+    directory with O_NOFOLLOW|O_DIRECTORY|O_NONBLOCK relative to its parent: the
+    user's processes may swap a directory for a link or a FIFO meanwhile, and rm
+    neither follows the one nor blocks on the other, however deep the tree.  What
+    cannot be removed stays: the caller looks at what is left."""
+    directories = []
+    for name in names:
+        try:
+            os.unlink(name, dir_fd=at)
+        except IsADirectoryError:  # unlink(2)'s EISDIR: Linux's answer for a directory
+            directories.append(name)
+        except OSError:
+            pass  # gone already, or not ours to remove
+    if directories:
+        # Named through our fd of the directory, which rm inherits (proc(5)).
+        paths = [f"/proc/self/fd/{at}/{name}" for name in directories]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(["rm", "-rf", "--one-file-system", "--", *paths], pass_fds=(at,),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=REMOVE_SECONDS)
+
+
+def remove_paths(at: int, paths: list[str]) -> None:
+    """rm -rf of each path relative to at (those in one directory with one
+    remove_entries), each parent opened without following a link."""
+    by_parent: dict[str, list[str]] = {}
+    for path in paths:
+        parent, name = parent_and_name(path)
+        by_parent.setdefault(parent, []).append(name)
+    for parent, names in sorted(by_parent.items()):
+        try:
+            fd = open_directory(at, parent)
+        except OSError:
+            continue  # its parent went or was swapped for a link: nothing of ours there
+        try:
+            remove_entries(fd, names)
+        finally:
+            os.close(fd)
 
 
 class HomeCopy:
     """The home of user uid, as it was when made, put back by put_back().  Not kept
     (unavailable says why) when it is not a directory of the user's own, or holds
-    more than HOME_ENTRIES files or HOME_BYTES bytes.  skip: paths inside it (absolute)
-    that are left as they are, the runner's own (its results, its logs)."""
+    more than HOME_ENTRIES files or HOME_BYTES bytes.  keep: paths inside it
+    (absolute) left as they are, the runner's own (the submission, its results)."""
 
-    def __init__(self, home: str, uid: int, skip: list[str] = ()):
+    def __init__(self, home: str, uid: int, keep: list[str] = ()):
         self.home, self.uid = home, uid
-        real, kept = os.path.realpath(home), [os.path.realpath(path) for path in skip]
-        self.skip = frozenset(os.path.relpath(path, real) for path in kept
+        real, kept = os.path.realpath(home), [os.path.realpath(path) for path in keep]
+        self.keep = frozenset(os.path.relpath(path, real) for path in kept
                               if path != real and os.path.commonpath([real, path]) == real)
+        self.keep_held = ancestors(self.keep)  # never removed: they hold the runner's
+        self.kept: dict[str, tuple[int, int] | None] = {}  # each one's identity
         self.copy: dict[str, Entry] = {}
-        self.before: dict[str, tuple] = {}
+        self.before: dict[str, tuple] = {}  # the copy's entries as they are after put_back
         self.unavailable = ""
+        self.trouble = ""  # why the last put_back left the home as it was not, if it did
         self.home_mode = self.home_owner = None
         if real in kept:
             self.unavailable = f"its home {home} is where the grader's own files are"
@@ -181,9 +280,6 @@ class HomeCopy:
         except TooBig as e:
             self.unavailable = f"its home {home} holds {e}: not kept, nor put back"
             self.copy, self.before = {}, {}
-        except OSError as e:
-            self.unavailable = f"its home {home} could not be copied ({e})"
-            self.copy, self.before = {}, {}
         finally:
             os.close(at)
 
@@ -196,71 +292,94 @@ class HomeCopy:
         return at
 
     def take(self, at: int) -> None:
-        entries = listing(at, self.skip)
-        size = 0
+        entries = listing(at, self.keep)
+        budget = HOME_BYTES
         for path, st in entries.items():
-            self.copy[path] = read_entry(at, path, st)
-            size += len(self.copy[path].data or "")
-            if size > HOME_BYTES:
-                raise TooBig(f"more than {HOME_BYTES >> 20} MB")
+            self.copy[path] = read_entry(at, path, st, budget)
+            budget -= len(self.copy[path].data or "")
         self.before = {path: unchanged_key(st) for path, st in entries.items()}
+        self.kept = {path: identity(at, path) for path in self.keep}
         home = os.fstat(at)
         self.home_mode, self.home_owner = stat.S_IMODE(home.st_mode), (home.st_uid, home.st_gid)
 
     def put_back(self) -> list[str]:
         """The home as it was: what is new removed, what changed or went made again
-        from the copy.  What was done, said (empty when nothing changed)."""
+        from the copy.  What was done, said (empty when nothing changed); self.trouble
+        says why it could not be done, if it could not."""
+        self.trouble = ""
         if self.unavailable:
             return []
         try:
             at = self.open_home()
         except OSError as e:
-            return [f"the home {self.home} ({e.strerror or e}: not put back)"]
+            self.trouble = f"the home {self.home}: {e.strerror or e}"
+            return []
         if at is None:
-            return [f"the home {self.home} (no longer the user's directory: not put back)"]
+            self.trouble = f"the home {self.home} is no longer the user's directory"
+            return []
         try:
-            return self.put_back_in(at)
-        except (OSError, TooBig, subprocess.SubprocessError) as e:  # said in the check's log
-            return [f"the home {self.home} (could not be put back: {e})"]
+            # Those there when the copy was made: one made since (the results) is not.
+            moved = [path for path, was in self.kept.items()
+                     if was is not None and identity(at, path) != was]
+            if moved:  # a name of ours may now be the user's: nothing removed by name
+                self.trouble = (f"the grader's own {self.home}/{shown(moved[0])} was moved "
+                                "or replaced: the home not put back")
+                return []
+            said = self.home_itself(at)
+            for _ in range(PASSES):
+                done = self.one_pass(at)
+                if not done:
+                    return said
+                said += [line for line in done if line not in said]
+            self.trouble = (f"the home {self.home} kept changing while it was put back "
+                            "(another process of the user's?)")
+            return said
+        except (OSError, TooBig, subprocess.SubprocessError) as e:
+            self.trouble = f"the home {self.home} could not be put back ({e})"
+            return []
         finally:
             os.close(at)
 
-    def put_back_in(self, at: int) -> list[str]:
-        said = self.home_itself(at)
+    def one_pass(self, at: int) -> list[str]:
+        """Compare the home with the copy, and undo what differs: said."""
+        said = []
         try:
-            now = listing(at, self.skip)
+            now = listing(at, self.keep)
         except TooBig as e:  # a flood of files: all but the runner's go, the copy comes back
             said.append(f"the home {self.home} (it held {e}: emptied, made again)")
-            remove_paths(at, [name for name in sorted(os.listdir(at))
-                              if not any(is_below(p, {name}) for p in self.skip)])
-            now = listing(at, self.skip)
-        new = sorted(p for p in now if p not in self.before)
-        changed = sorted(p for p in now if p in self.before
-                         and unchanged_key(now[p]) != self.before[p])
-        gone = sorted(p for p in self.before if p not in now)
-        if not (new or changed or gone or said):
-            return []
+            self.remove_all_but_kept(at)
+            now = listing(at, self.keep)
+        new = sorted(p for p in now if p not in self.copy)
+        changed = sorted(p for p in now if p in self.copy
+                         and unchanged_key(now[p]) != self.before.get(p))
+        gone = sorted(p for p in self.copy if p not in now)
+        if not (new or changed or gone):
+            return said
         # A directory whose mode or owners changed is set back; anything else that
         # changed goes, with all below it, and is made again from the copy.
-        fixed = [p for p in changed if self.only_attributes_changed(p, now[p])]
-        removed = remove_paths(at, sorted(set(new + changed) - set(fixed)))
-        failed = []
-        for path in sorted(self.copy):
-            if path in fixed:
-                failed += self.attempt(path, set_attributes, at, path, self.copy[path])
-            elif path not in now or is_below(path, removed):
-                failed += self.attempt(path, make_entry, at, path, self.copy[path])
-        self.before = {path: unchanged_key(st) for path, st in listing(at, self.skip).items()}
-        # A socket or a device is its program's to make again, not ours.
-        gone = [p for p in gone if self.copy[p].kind != "other"]
+        fixed = {p for p in changed if self.only_attributes_changed(p, now[p])}
+        removed = set(top_most([p for p in new + changed
+                                if p not in fixed and p not in self.keep_held]))
+        remove_paths(at, sorted(removed))
+        wanted = top_most([p for p in self.copy
+                           if p not in now or is_below(p, removed)])
+        failed = [f"{self.home}/{shown(p)} (could not be put back: {why})"
+                  for p, why in self.make_again(at, wanted).items()]
+        for path in sorted(fixed):
+            failed += self.set_attributes(at, path, now[path].st_ino)
+        if failed:  # the next check would find the home as it was not
+            self.trouble = self.trouble or f"{failed[0]}{' and more' if failed[1:] else ''}"
+        self.before = {path: unchanged_key(st) for path, st in listing(at, self.keep).items()
+                       if path in self.copy}
+        not_made = {line.split(" (", 1)[0] for line in failed}
         return said + described(self.home, new, "new: removed") + described(
             self.home, changed, "changed: put back") + described(
-            self.home, gone, "removed: made again") + failed
+            self.home, [p for p in gone if f"{self.home}/{shown(p)}" not in not_made],
+            "removed: made again") + failed
 
     def only_attributes_changed(self, path: str, st: os.stat_result) -> bool:
-        before = self.before[path]
-        return stat.S_ISDIR(st.st_mode) and self.copy[path].kind == "directory" and (
-            st.st_ino == before[0])
+        return (stat.S_ISDIR(st.st_mode) and self.copy[path].kind == "directory"
+                and st.st_ino == self.before.get(path, (None,))[0])
 
     def home_itself(self, at: int) -> list[str]:
         """The home directory's own mode and owners, set back."""
@@ -272,101 +391,110 @@ class HomeCopy:
         os.fchmod(at, self.home_mode)
         return [f"the mode of {self.home} (changed: put back)"]
 
-    def attempt(self, path: str, fn, *args) -> list[str]:
+    def remove_all_but_kept(self, at: int) -> None:
+        """Everything in the home but the runner's own files and what holds them."""
+        for prefix in sorted(ancestors(self.keep) - self.keep | {""}):
+            try:
+                fd = open_directory(at, prefix)
+            except OSError:
+                continue
+            try:
+                names = [name for name in os.listdir(fd)
+                         if (f"{prefix}/{name}" if prefix else name) not in self.keep_held]
+                remove_entries(fd, names)
+            finally:
+                os.close(fd)
+
+    def set_attributes(self, at: int, path: str, inode: int) -> list[str]:
+        """A directory's mode and owners set back, if it still is that directory."""
+        entry = self.copy[path]
         try:
-            fn(*args)
-            return []
-        except OSError as e:  # another process of the user's made it meanwhile, say
-            return [f"{self.home}/{path} (could not be put back: {e.strerror or e})"]
-
-
-def is_below(path: str, paths: set[str]) -> bool:
-    """Is path one of paths, or inside one of them?"""
-    parent = path
-    while parent:
-        if parent in paths:
-            return True
-        parent = parent_and_name(parent)[0]
-    return False
-
-
-def remove_paths(at: int, paths: list[str]) -> set[str]:
-    """rm -rf of each path relative to at, never through a link (each parent opened
-    with O_NOFOLLOW; GNU rm walks a tree by descriptors, fts(3)); what is below a
-    path already removed is skipped.  The paths removed."""
-    removed: set[str] = set()
-    for path in paths:
-        if is_below(path, removed):
-            continue
-        parent, name = parent_and_name(path)
-        try:
+            parent, name = parent_and_name(path)
             fd = open_directory(at, parent)
-        except OSError:
-            continue  # its parent went or was swapped for a link: nothing of ours there
-        try:
             try:
-                os.unlink(name, dir_fd=fd)
-            except IsADirectoryError:  # unlink(2)'s EISDIR: Linux's answer for one
-                # Named through our descriptor of its parent, which rm inherits (proc(5)).
-                subprocess.run(["rm", "-rf", "--one-file-system", "--",
-                                f"/proc/self/fd/{fd}/{name}"], pass_fds=(fd,),
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, timeout=REMOVE_SECONDS)
-            except FileNotFoundError:
-                pass
-        finally:
-            os.close(fd)
-        removed.add(path)
-    return removed
-
-
-def make_entry(at: int, path: str, entry: Entry) -> None:
-    """path made anew from its copy, relative to at: O_EXCL, never through a link."""
-    parent, name = parent_and_name(path)
-    fd = open_directory(at, parent)
-    try:
-        if entry.kind == "directory":
-            os.mkdir(name, 0o700, dir_fd=fd)
-            with_descriptor(fd, name, DIRECTORY, entry)
-        elif entry.kind == "file":
-            made = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                           | os.O_CLOEXEC, 0o600, dir_fd=fd)
+                made = os.open(name, DIRECTORY, dir_fd=fd)
+            finally:
+                os.close(fd)
             try:
-                with open(made, "wb", closefd=False) as f:
-                    f.write(entry.data)
+                if os.fstat(made).st_ino != inode:
+                    raise OSError("replaced meanwhile")
                 set_descriptor(made, entry)
-                os.utime(made, ns=(entry.mtime_ns, entry.mtime_ns))
             finally:
                 os.close(made)
+            return []
+        except OSError as e:
+            return [f"{self.home}/{shown(path)} (could not be put back: {e.strerror or e})"]
+
+    def make_again(self, at: int, paths: list[str]) -> dict[str, str]:
+        """Each of paths, with all the copy holds below it, made in a directory of
+        root's alone in the home, then renamed into its place.  What could not be
+        made, and why."""
+        if not paths:
+            return {}
+        children: dict[str, list[str]] = {}
+        for path in self.copy:
+            children.setdefault(parent_and_name(path)[0], []).append(path)
+        failed = {}
+        stage_name = STAGE_PREFIX + secrets.token_hex(8)
+        os.mkdir(stage_name, 0o700, dir_fd=at)
+        stage = os.open(stage_name, DIRECTORY, dir_fd=at)
+        try:
+            made = os.fstat(stage)  # just made, unless the user swapped another in
+            if (made.st_uid, stat.S_IMODE(made.st_mode), made.st_nlink) != (os.geteuid(),
+                                                                              0o700, 2):
+                raise OSError(f"{stage_name} is not the grader's")
+            for path in paths:
+                try:
+                    self.build(stage, "entry", path, children)
+                    parent, name = parent_and_name(path)
+                    fd = open_directory(at, parent)
+                    try:
+                        os.rename("entry", name, src_dir_fd=stage, dst_dir_fd=fd)
+                    finally:
+                        os.close(fd)
+                except OSError as e:
+                    failed[path] = e.strerror or str(e)
+                    remove_entries(stage, ["entry"])
+        finally:
+            with contextlib.suppress(OSError):  # if it is still ours, and empty
+                if os.stat(stage_name, dir_fd=at, follow_symlinks=False).st_ino == \
+                        os.fstat(stage).st_ino:
+                    os.rmdir(stage_name, dir_fd=at)
+            os.close(stage)
+        return failed
+
+    def build(self, at: int, name: str, path: str, children: dict[str, list[str]]) -> None:
+        """path's copy made as name in the directory at (root's alone), and all below
+        it: owners and modes set by name are safe there."""
+        entry = self.copy[path]
+        if entry.kind == "directory":
+            os.mkdir(name, 0o700, dir_fd=at)
+            fd = os.open(name, DIRECTORY, dir_fd=at)
+            try:
+                for below in sorted(children.get(path, [])):
+                    self.build(fd, parent_and_name(below)[1], below, children)
+                set_descriptor(fd, entry)
+            finally:
+                os.close(fd)
+        elif entry.kind == "file" and entry.data is not None:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=at)
+            try:
+                with open(fd, "wb", closefd=False) as f:
+                    f.write(entry.data)
+                set_descriptor(fd, entry)
+                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            finally:
+                os.close(fd)
         elif entry.kind == "link":
-            os.symlink(entry.data, name, dir_fd=fd)
-            os.chown(name, entry.uid, entry.gid, dir_fd=fd, follow_symlinks=False)
+            os.symlink(entry.data, name, dir_fd=at)
+            os.chown(name, entry.uid, entry.gid, dir_fd=at, follow_symlinks=False)
         elif entry.kind == "fifo":
-            os.mkfifo(name, 0o600, dir_fd=fd)
-            # Opened to set its mode: chmod by name would follow a link swapped in.
-            with_descriptor(fd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
-                            | os.O_CLOEXEC, entry)
-        # "other": a socket, a device: its program makes it again, not we.
-    finally:
-        os.close(fd)
-
-
-def set_attributes(at: int, path: str, entry: Entry) -> None:
-    """A directory's mode and owners set back."""
-    parent, name = parent_and_name(path)
-    fd = open_directory(at, parent)
-    try:
-        with_descriptor(fd, name, DIRECTORY, entry)
-    finally:
-        os.close(fd)
-
-
-def with_descriptor(at: int, name: str, flags: int, entry: Entry) -> None:
-    fd = os.open(name, flags, dir_fd=at)
-    try:
-        set_descriptor(fd, entry)
-    finally:
-        os.close(fd)
+            os.mkfifo(name, 0o600, dir_fd=at)
+            os.chown(name, entry.uid, entry.gid, dir_fd=at)
+            os.chmod(name, entry.mode, dir_fd=at)
+        else:  # a socket or a device (its program's to make), a file that was not read
+            raise OSError(f"no copy of it ({entry.kind})")
 
 
 def set_descriptor(fd: int, entry: Entry) -> None:
@@ -375,8 +503,13 @@ def set_descriptor(fd: int, entry: Entry) -> None:
     os.fchmod(fd, entry.mode)
 
 
+def shown(path: str) -> str:
+    """A path in a log line: a newline or another control character escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
 def described(home: str, paths: list[str], what: str) -> list[str]:
-    said = [f"{home}/{path} ({what})" for path in top_most(paths)]
+    said = [f"{home}/{shown(path)} ({what})" for path in top_most(paths)]
     return said[:SAID_AT_MOST] + ([f"{len(said) - SAID_AT_MOST} more ({what})"]
                                   if said[SAID_AT_MOST:] else [])
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 
 import checks  # noqa: E402
 import subids  # noqa: E402
-from home import HomeCopy  # noqa: E402
+from home import HomeCopy, remove_entries  # noqa: E402
 from report import (  # noqa: E402
     COMMIT_COPIES,
     CheckResult,
@@ -88,7 +88,6 @@ OUTPUT_LOG_LIMIT = 1 << 20  # characters of a command's stdout, and of its stder
 # guest's kernel killed it: the grading incomplete, not failed).
 OUTPUT_LIMIT = 16 << 20
 LOG_LIMIT = 4 << 20  # characters of a check's log file
-REMOVE_SECONDS = 120  # for rm -rf of what a check left (a million files, say)
 # Free bytes where this runner's scratch directories are, when it made its first one
 # ("scratch"); a check that finds this much less there when it cannot unpack its
 # rootfs for lack of room fails: the submission filled the disk meanwhile.
@@ -314,6 +313,7 @@ class Leftovers:
         self.started_elsewhere: list[str] = []  # what stop_elsewhere found, described
         self.elsewhere_trouble = ""  # why that watch may have missed some, if it may
         self.home_put_back: list[str] = []  # what of the users' homes was put back
+        self.home_trouble = ""  # why one could not be put back as it was, if it could not
         # For the rest of this process's life (a test's too): harmless, orphans of
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
@@ -401,6 +401,7 @@ class Leftovers:
             for uid in sorted(self.watched):  # once nothing of the check's runs to undo it
                 if uid in HOME_COPIES:
                     self.home_put_back += HOME_COPIES[uid].put_back()
+                    self.home_trouble = self.home_trouble or HOME_COPIES[uid].trouble
         finally:
             if self.elsewhere:
                 found = self.elsewhere.stop()
@@ -1697,32 +1698,6 @@ def remove_entry(at: int, name: str) -> None:
     remove_entries(at, [name])
 
 
-def remove_entries(at: int, names: list[str]) -> None:
-    """rm -rf of each name in the directory at, never through a symbolic link: what is
-    not a directory is unlinked here (a link itself, a FIFO: unlink(2) never opens
-    it); the directories go with one rm(1) for them all (one exec: under TCG each
-    costs a tenth of a second).  GNU rm walks a tree by fds (fts(3)), opening each
-    directory with O_NOFOLLOW|O_DIRECTORY|O_NONBLOCK relative to its parent: the
-    user's processes may swap a directory for a link or a FIFO meanwhile, and rm
-    neither follows the one nor blocks on the other, however deep the tree.  What
-    cannot be removed stays: the caller looks at what is left."""
-    directories = []
-    for name in names:
-        try:
-            os.unlink(name, dir_fd=at)
-        except IsADirectoryError:  # unlink(2)'s EISDIR: Linux's answer for a directory
-            directories.append(name)
-        except OSError:
-            pass  # gone already, or not ours to remove
-    if directories:
-        # Named through our fd of the directory, which rm inherits (proc(5)).
-        paths = [f"/proc/self/fd/{at}/{name}" for name in directories]
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(["rm", "-rf", "--one-file-system", "--", *paths], pass_fds=(at,),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=REMOVE_SECONDS)
-
-
 def empty_scratch(scratch: Path, user: str) -> str:
     """After a check: what it made in the scratch directory goes (remove_entries), and
     WORK is made again, empty.  Returns what is left that this process may not
@@ -2117,6 +2092,10 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
     if context.left.home_put_back:  # nothing of it stays for a later check: not a fail
         log.append("put back as it was before the first check: "
                    + "; ".join(context.left.home_put_back))
+    if context.left.home_trouble:  # a later check would find it as it was not: said
+        status = "error" if status == "ok" else status
+        message = (message + "\n    " if message else "") + (
+            f"grader error: the user's home was not put back ({context.left.home_trouble})")
     if context.left.elsewhere_trouble:  # not the student's loss: the grader's, said
         status = "error" if status == "ok" else status
         message = (message + "\n    " if message else "") + (

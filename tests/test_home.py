@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import VENV_PYTHON
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "grader"))
@@ -129,25 +130,133 @@ def test_a_home_that_cannot_be_kept_is_said_so_and_left_alone(a_home, monkeypatc
     assert copy.put_back() == [] and (a_home / "new").exists()
 
 
-def test_a_link_swapped_in_while_root_makes_a_directory_is_not_followed(a_home, monkeypatch):
-    """The race a process of the user's may win: a directory root has just made again
-    is swapped for a link before root makes what goes in it.  What goes in it is not
-    made (said so), nor made where the link points."""
+def test_a_directory_swapped_for_roots_work_is_refused(a_home, monkeypatch):
+    """root makes entries again in a directory of its own in the home (then renames
+    them into place): one the user swaps in for it, by its name, is refused, and
+    nothing is made where a link in its place would lead."""
     copy = home.HomeCopy(str(a_home), UID)
     victim = Path(tempfile.mkdtemp(prefix="zk-victim-"))
-    as_user("rm -r d", a_home)
+    as_user("rm -r d .bashrc", a_home)
     made = os.mkdir
 
     def mkdir_then_swapped(name, mode=0o777, *, dir_fd=None):
         made(name, mode, dir_fd=dir_fd)
-        if name == "d":
-            os.rename("d", "d.swapped", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            os.symlink(victim, "d", dir_fd=dir_fd)
+        if name.startswith(home.STAGE_PREFIX):
+            os.rename(name, "stage.swapped", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            as_user(f"mkdir {name}", a_home)
 
     monkeypatch.setattr(home.os, "mkdir", mkdir_then_swapped)
     try:
         said = copy.put_back()
-        assert list(victim.iterdir()) == [], "root made the directory's files through a link"
-        assert any("d/e (could not be put back" in line for line in said), said
+        assert copy.trouble and "is not the grader's" in copy.trouble, (copy.trouble, said)
+        assert list(victim.iterdir()) == []
     finally:
         subprocess.run(["rm", "-rf", str(victim)], check=True)
+
+
+def test_a_hard_link_put_where_an_entry_goes_keeps_its_owner(a_home, monkeypatch):
+    """The user puts a hard link to a file of root's where root has just made an
+    entry again (a link, a FIFO), before root sets its owner and mode: root set them
+    in a directory of its own, and the rename replaces the name; root's file keeps
+    its owner and mode."""
+    copy = home.HomeCopy(str(a_home), UID)
+    victim = a_home.parent / "victim"  # root's, one the user may read and write
+    victim.write_text("root's\n")
+    victim.chmod(0o666)
+    as_user("rm link fifo", a_home)
+    made_link, made_fifo = os.symlink, os.mkfifo
+
+    def hard_link_after(make, name):  # as soon as root has made the entry, somewhere
+        def made(*args, **kwargs):
+            make(*args, **kwargs)
+            as_user(f"rm -f {name} && ln {victim} {name}", a_home)
+        return made
+
+    monkeypatch.setattr(home.os, "symlink", hard_link_after(made_link, "link"))
+    monkeypatch.setattr(home.os, "mkfifo", hard_link_after(made_fifo, "fifo"))
+    copy.put_back()
+    st = victim.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o666)
+    assert (a_home / "link").is_symlink() and stat.S_ISFIFO((a_home / "fifo").lstat().st_mode)
+
+
+def test_what_another_process_writes_meanwhile_goes_too(a_home, monkeypatch):
+    """A process of the user's that writes a key while root puts the home back: the
+    home is listed again after the work, and the key goes in the same put_back (it
+    is never taken for part of the home)."""
+    copy = home.HomeCopy(str(a_home), UID)
+    as_user("touch junk", a_home)
+    removed, written = home.remove_paths, []
+
+    def then_a_key(at, paths):
+        removed(at, paths)
+        if not written:
+            as_user("echo key > .ssh/authorized_keys", a_home)
+            written.append(True)
+
+    monkeypatch.setattr(home, "remove_paths", then_a_key)
+    said = copy.put_back()
+    assert not (a_home / ".ssh" / "authorized_keys").exists(), said
+    assert not copy.trouble, copy.trouble
+
+
+def test_a_file_held_by_a_lease_is_not_copied_but_the_rest_is_kept(a_home):
+    """A write lease of another process's on a file makes root's open fail
+    (EAGAIN): that file is not copied, the rest is, and a key added later goes."""
+    holder = subprocess.Popen(
+        [VENV_PYTHON, "-c", "import fcntl, os, signal, time\n"
+         "signal.signal(signal.SIGIO, signal.SIG_IGN)\n"
+         "fd = os.open('.bashrc', os.O_RDONLY)\n"
+         "fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n"
+         "print('held', flush=True)\ntime.sleep(60)"],
+        cwd=a_home, user=UID, group=UID, extra_groups=[], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        copy = home.HomeCopy(str(a_home), UID)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not copy.unavailable, copy.unavailable
+    assert copy.copy[".bashrc"].data is None and copy.copy["d/e/f"].data == b"k\n"
+    as_user("echo key > .ssh/authorized_keys", a_home)
+    copy.put_back()
+    assert not (a_home / ".ssh" / "authorized_keys").exists()
+
+
+def test_a_deep_or_sparse_home_is_not_kept(a_home, monkeypatch):
+    """Depth and size are told before anything is read: a sparse file of a terabyte
+    is not read, a tree deeper than HOME_DEPTH not walked."""
+    as_user("truncate -s 1T sparse", a_home)
+    assert "more than 64 MB" in home.HomeCopy(str(a_home), UID).unavailable
+    as_user("rm sparse && mkdir -p 1/2/3/4/5/6/7/8", a_home)
+    monkeypatch.setattr(home, "HOME_DEPTH", 5)
+    assert "deeper than 5" in home.HomeCopy(str(a_home), UID).unavailable
+
+
+def test_a_deep_tree_or_a_flood_beside_the_runners_files_goes(a_home, monkeypatch):
+    """A check's flood of files, or a tree too deep, in a directory that also holds
+    the runner's files: all of it goes but those, and the copy comes back."""
+    monkeypatch.setattr(home, "HOME_ENTRIES", 40)
+    monkeypatch.setattr(home, "HOME_DEPTH", 6)
+    as_user("mkdir -p grading/out", a_home)
+    copy = home.HomeCopy(str(a_home), UID, [str(a_home / "grading" / "out")])
+    before = tree(a_home)
+    as_user("mkdir grading/flood && cd grading/flood && touch $(seq 60) && "
+            "mkdir -p ../deep/1/2/3/4/5/6/7 && echo result > ../out/result", a_home)
+    said = copy.put_back()
+    assert not copy.trouble, (copy.trouble, said)
+    assert [e for e in tree(a_home) if e[0] != "grading/out/result"] == before
+    assert (a_home / "grading" / "out" / "result").exists()
+
+
+def test_the_runners_files_moved_away_stop_the_put_back(a_home):
+    """The user renames a directory of the runner's and puts its own in its place: the
+    name is no longer the runner's, so nothing is removed (the runner's, renamed,
+    would have been), and the check is told (a grader error)."""
+    out = a_home / "out"
+    (out / "p1.log").write_text("root's log\n")  # root's, in the user's directory
+    copy = home.HomeCopy(str(a_home), UID, [str(out)])
+    as_user("mv out out.old && mkdir out && echo forged > out/p1.log", a_home)
+    assert copy.put_back() == []
+    assert "was moved or replaced" in copy.trouble, copy.trouble
+    assert (a_home / "out.old" / "p1.log").read_text() == "root's log\n"
