@@ -35,7 +35,7 @@ HOME_ENTRIES = 10000
 HOME_BYTES = 64 << 20  # the files' contents and the links' targets
 HOME_NAME_BYTES = 16 << 20  # the entries' paths, one after the other
 HOME_DEPTH = 100  # directories inside directories
-PASSES = 3  # put_back lists the home again after its work, at most this many times
+PASSES = 4  # put_back lists the home again after its work, at most this many times
 SAID_AT_MOST = 10  # paths named in what put_back says; then how many more
 REMOVE_SECONDS = 120  # for rm -rf of what a check left (a million files, say)
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -136,10 +136,12 @@ def identity(at: int, path: str) -> tuple[int, int] | None:
 def listing(at: int, skip: frozenset[str]) -> dict[str, os.stat_result]:
     """Every entry under the directory at, by its path relative to it ('a/b'), as
     lstat(2) tells of it; not below a link, another file system's directory (a mount
-    point) or one of skip's paths, which is not listed either.  TooBig past
-    HOME_ENTRIES entries, HOME_NAME_BYTES of paths or HOME_DEPTH levels."""
+    point) or one of skip's paths, which is not listed either; no socket (its
+    program's, made again by it) nor device.  TooBig past HOME_ENTRIES entries
+    (told as a directory is read: a million names are never held), HOME_NAME_BYTES
+    of paths or HOME_DEPTH levels."""
     found: dict[str, os.stat_result] = {}
-    device, name_bytes = os.fstat(at).st_dev, 0
+    device, name_bytes, seen = os.fstat(at).st_dev, 0, 0
     todo = [""]  # directories to list, as paths: a descriptor each would be too many
     while todo:
         prefix = todo.pop()
@@ -148,21 +150,23 @@ def listing(at: int, skip: frozenset[str]) -> dict[str, os.stat_result]:
         except OSError:
             continue  # gone, or swapped for a link meanwhile: its parent shows that
         try:
-            for name in sorted(os.listdir(fd)):
-                path = f"{prefix}/{name}" if prefix else name
-                if path in skip:
-                    continue
-                try:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                found[path], name_bytes = st, name_bytes + len(path)
-                if len(found) > HOME_ENTRIES:
-                    raise TooBig(f"more than {HOME_ENTRIES} files")
-                if name_bytes > HOME_NAME_BYTES or path.count("/") >= HOME_DEPTH:
-                    raise TooBig(f"paths longer or deeper than {HOME_DEPTH} directories")
-                if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
-                    todo.append(path)
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > HOME_ENTRIES:
+                        raise TooBig(f"more than {HOME_ENTRIES} files")
+                    path = f"{prefix}/{entry.name}" if prefix else entry.name
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if path in skip or kind_of(st.st_mode) == "other":
+                        continue
+                    found[path], name_bytes = st, name_bytes + len(path)
+                    if name_bytes > HOME_NAME_BYTES or path.count("/") >= HOME_DEPTH:
+                        raise TooBig(f"paths longer or deeper than {HOME_DEPTH} directories")
+                    if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
+                        todo.append(path)
         finally:
             os.close(fd)
     return found
@@ -228,24 +232,6 @@ def remove_entries(at: int, names: list[str]) -> None:
                            stderr=subprocess.DEVNULL, timeout=REMOVE_SECONDS)
 
 
-def remove_paths(at: int, paths: list[str]) -> None:
-    """rm -rf of each path relative to at (those in one directory with one
-    remove_entries), each parent opened without following a link."""
-    by_parent: dict[str, list[str]] = {}
-    for path in paths:
-        parent, name = parent_and_name(path)
-        by_parent.setdefault(parent, []).append(name)
-    for parent, names in sorted(by_parent.items()):
-        try:
-            fd = open_directory(at, parent)
-        except OSError:
-            continue  # its parent went or was swapped for a link: nothing of ours there
-        try:
-            remove_entries(fd, names)
-        finally:
-            os.close(fd)
-
-
 class HomeCopy:
     """The home of user uid, as it was when made, put back by put_back().  Not kept
     (unavailable says why) when it is not a directory of the user's own, or holds
@@ -258,11 +244,12 @@ class HomeCopy:
         self.keep = frozenset(os.path.relpath(path, real) for path in kept
                               if path != real and os.path.commonpath([real, path]) == real)
         self.keep_held = ancestors(self.keep)  # never removed: they hold the runner's
-        self.kept: dict[str, tuple[int, int] | None] = {}  # each one's identity
+        self.kept: dict[str, tuple[int, int]] = {}  # the identity of each there now
         self.copy: dict[str, Entry] = {}
-        self.before: dict[str, tuple] = {}  # the copy's entries as they are after put_back
+        self.original: dict[str, tuple] = {}  # unchanged_key of each entry when copied
         self.unavailable = ""
         self.trouble = ""  # why the last put_back left the home as it was not, if it did
+        self.emptied = False  # the last pass emptied it (a flood): the next makes it again
         self.home_mode = self.home_owner = None
         if real in kept:
             self.unavailable = f"its home {home} is where the grader's own files are"
@@ -279,7 +266,7 @@ class HomeCopy:
             self.take(at)
         except TooBig as e:
             self.unavailable = f"its home {home} holds {e}: not kept, nor put back"
-            self.copy, self.before = {}, {}
+            self.copy, self.original = {}, {}
         finally:
             os.close(at)
 
@@ -297,16 +284,18 @@ class HomeCopy:
         for path, st in entries.items():
             self.copy[path] = read_entry(at, path, st, budget)
             budget -= len(self.copy[path].data or "")
-        self.before = {path: unchanged_key(st) for path, st in entries.items()}
-        self.kept = {path: identity(at, path) for path in self.keep}
+        self.original = {path: unchanged_key(st) for path, st in entries.items()}
+        self.kept = {path: found for path in self.keep
+                     if (found := identity(at, path)) is not None}
         home = os.fstat(at)
         self.home_mode, self.home_owner = stat.S_IMODE(home.st_mode), (home.st_uid, home.st_gid)
 
     def put_back(self) -> list[str]:
         """The home as it was: what is new removed, what changed or went made again
-        from the copy.  What was done, said (empty when nothing changed); self.trouble
-        says why it could not be done, if it could not."""
-        self.trouble = ""
+        from the copy, until a pass finds nothing to do (at most PASSES).  What was
+        done, said (empty when nothing changed); self.trouble says why the home is not
+        as it was, if it is not."""
+        self.trouble, self.emptied = "", False
         if self.unavailable:
             return []
         try:
@@ -317,69 +306,103 @@ class HomeCopy:
         if at is None:
             self.trouble = f"the home {self.home} is no longer the user's directory"
             return []
+        said: list[str] = []
         try:
-            # Those there when the copy was made: one made since (the results) is not.
-            moved = [path for path, was in self.kept.items()
-                     if was is not None and identity(at, path) != was]
-            if moved:  # a name of ours may now be the user's: nothing removed by name
-                self.trouble = (f"the grader's own {self.home}/{shown(moved[0])} was moved "
-                                "or replaced: the home not put back")
+            if self.kept_moved(at):  # a name of ours may be the user's: nothing removed
                 return []
-            said = self.home_itself(at)
             for _ in range(PASSES):
                 done = self.one_pass(at)
-                if not done:
-                    return said
                 said += [line for line in done if line not in said]
-            self.trouble = (f"the home {self.home} kept changing while it was put back "
-                            "(another process of the user's?)")
+                if self.kept_moved(at) or not done or self.trouble:
+                    break
+            else:
+                self.trouble = (f"the home {self.home} kept changing while it was put back "
+                                "(another process of the user's?)")
             return said
         except (OSError, TooBig, subprocess.SubprocessError) as e:
-            self.trouble = f"the home {self.home} could not be put back ({e})"
-            return []
+            self.trouble = self.trouble or f"the home {self.home} could not be put back ({e})"
+            return said
         finally:
             os.close(at)
 
+    def kept_moved(self, at: int) -> bool:
+        """Is one of the runner's own files no longer where it was (self.trouble)?"""
+        moved = sorted(path for path, was in self.kept.items() if identity(at, path) != was)
+        if moved:
+            self.trouble = self.trouble or (
+                f"the grader's own {self.home}/{shown(moved[0])} was moved or removed: "
+                "the home not put back")
+        return bool(moved)
+
     def one_pass(self, at: int) -> list[str]:
         """Compare the home with the copy, and undo what differs: said."""
-        said = []
+        said = self.home_itself(at)
+        emptied, self.emptied = self.emptied, False  # the pass before emptied it
         try:
             now = listing(at, self.keep)
         except TooBig as e:  # a flood of files: all but the runner's go, the copy comes back
-            said.append(f"the home {self.home} (it held {e}: emptied, made again)")
             self.remove_all_but_kept(at)
-            now = listing(at, self.keep)
+            self.emptied = True
+            return said + [f"the home {self.home} (it held {e}: emptied, made again)"]
         new = sorted(p for p in now if p not in self.copy)
-        changed = sorted(p for p in now if p in self.copy
-                         and unchanged_key(now[p]) != self.before.get(p))
+        changed = sorted(p for p in now if p in self.copy and not self.as_copied(at, p, now[p]))
         gone = sorted(p for p in self.copy if p not in now)
         if not (new or changed or gone):
             return said
         # A directory whose mode or owners changed is set back; anything else that
-        # changed goes, with all below it, and is made again from the copy.
-        fixed = {p for p in changed if self.only_attributes_changed(p, now[p])}
-        removed = set(top_most([p for p in new + changed
-                                if p not in fixed and p not in self.keep_held]))
-        remove_paths(at, sorted(removed))
-        wanted = top_most([p for p in self.copy
-                           if p not in now or is_below(p, removed)])
-        failed = [f"{self.home}/{shown(p)} (could not be put back: {why})"
-                  for p, why in self.make_again(at, wanted).items()]
+        # changed goes, with all below it, and is made again from the copy (a file
+        # that could not be copied: it goes, and is no longer looked for).
+        fixed = {p for p in changed if stat.S_ISDIR(now[p].st_mode)
+                 and self.copy[p].kind == "directory"}
+        doomed = top_most([p for p in new + changed
+                           if p not in fixed and p not in self.keep_held])
+        self.remove(at, doomed)
+        uncopied = [p for p in changed if self.copy[p].kind == "file"
+                    and self.copy[p].data is None]
+        for path in uncopied:
+            del self.copy[path]
+        removed = set(doomed)
+        failed = self.make_again(at, top_most([p for p in self.copy
+                                               if p not in now or is_below(p, removed)]))
         for path in sorted(fixed):
-            failed += self.set_attributes(at, path, now[path].st_ino)
+            failed.update(self.set_attributes(at, path, now[path].st_ino))
         if failed:  # the next check would find the home as it was not
-            self.trouble = self.trouble or f"{failed[0]}{' and more' if failed[1:] else ''}"
-        self.before = {path: unchanged_key(st) for path, st in listing(at, self.keep).items()
-                       if path in self.copy}
-        not_made = {line.split(" (", 1)[0] for line in failed}
-        return said + described(self.home, new, "new: removed") + described(
-            self.home, changed, "changed: put back") + described(
-            self.home, [p for p in gone if f"{self.home}/{shown(p)}" not in not_made],
-            "removed: made again") + failed
+            path, why = sorted(failed.items())[0]
+            self.trouble = f"{self.home}/{shown(path)} could not be put back ({why})"
+        made_again = [p for p in gone if p not in failed and not emptied]
+        return (said + described(self.home, new, "new: removed")
+                + described(self.home, [p for p in changed if p not in uncopied],
+                            "changed: put back")
+                + described(self.home, uncopied, "changed: removed, no copy was kept of it")
+                + described(self.home, made_again, "removed: made again")
+                + [f"{self.home}/{shown(p)} (could not be put back: {why})"
+                   for p, why in sorted(failed.items())])
 
-    def only_attributes_changed(self, path: str, st: os.stat_result) -> bool:
-        return (stat.S_ISDIR(st.st_mode) and self.copy[path].kind == "directory"
-                and st.st_ino == self.before.get(path, (None,))[0])
+    def as_copied(self, at: int, path: str, st: os.stat_result) -> bool:
+        """Is the entry at path as the copy has it?  Untouched since (the same inode,
+        times and all), or, one root made again, the same kind, mode, owners and
+        contents (a file read again, a link's target)."""
+        if unchanged_key(st) == self.original.get(path):
+            return True
+        entry = self.copy[path]
+        if (kind_of(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != (
+                entry.kind, entry.mode, entry.uid, entry.gid):
+            return False
+        if entry.kind in ("directory", "fifo"):
+            return True  # a directory's entries are looked at themselves
+        if entry.data is None or (entry.kind == "file" and st.st_size != len(entry.data)):
+            return False
+        parent, name = parent_and_name(path)
+        try:
+            fd = open_directory(at, parent)
+            try:
+                if entry.kind == "link":
+                    return os.readlink(name, dir_fd=fd) == entry.data
+                return read_file(fd, name, st, len(entry.data)) == entry.data
+            finally:
+                os.close(fd)
+        except (OSError, TooBig):
+            return False
 
     def home_itself(self, at: int) -> list[str]:
         """The home directory's own mode and owners, set back."""
@@ -391,23 +414,50 @@ class HomeCopy:
         os.fchmod(at, self.home_mode)
         return [f"the mode of {self.home} (changed: put back)"]
 
+    def remove(self, at: int, paths: list[str]) -> None:
+        """rm -rf of each path relative to at (remove_entries, one call a directory),
+        each parent opened without following a link; never one of the runner's own
+        files, renamed by the user (kept_moved tells of it after)."""
+        kept = set(self.kept.values())
+        by_parent: dict[str, list[str]] = {}
+        for path in paths:
+            parent, name = parent_and_name(path)
+            by_parent.setdefault(parent, []).append(name)
+        for parent, names in sorted(by_parent.items()):
+            try:
+                fd = open_directory(at, parent)
+            except OSError:
+                continue  # its parent went or was swapped for a link: nothing of ours there
+            try:
+                remove_entries(fd, [name for name in names
+                                    if identity(fd, name) not in kept])
+            finally:
+                os.close(fd)
+
     def remove_all_but_kept(self, at: int) -> None:
-        """Everything in the home but the runner's own files and what holds them."""
+        """Everything in the home but the runner's own files and what holds them, read
+        and removed a thousand names at a time."""
         for prefix in sorted(ancestors(self.keep) - self.keep | {""}):
             try:
                 fd = open_directory(at, prefix)
             except OSError:
                 continue
             try:
-                names = [name for name in os.listdir(fd)
-                         if (f"{prefix}/{name}" if prefix else name) not in self.keep_held]
-                remove_entries(fd, names)
+                with os.scandir(fd) as entries:
+                    names = []
+                    for entry in entries:
+                        path = f"{prefix}/{entry.name}" if prefix else entry.name
+                        if path not in self.keep_held:
+                            names.append(entry.name)
+                        if len(names) == 1000:
+                            self.remove(at, [f"{prefix}/{n}" if prefix else n for n in names])
+                            names = []
+                    self.remove(at, [f"{prefix}/{n}" if prefix else n for n in names])
             finally:
                 os.close(fd)
 
-    def set_attributes(self, at: int, path: str, inode: int) -> list[str]:
+    def set_attributes(self, at: int, path: str, inode: int) -> dict[str, str]:
         """A directory's mode and owners set back, if it still is that directory."""
-        entry = self.copy[path]
         try:
             parent, name = parent_and_name(path)
             fd = open_directory(at, parent)
@@ -418,12 +468,12 @@ class HomeCopy:
             try:
                 if os.fstat(made).st_ino != inode:
                     raise OSError("replaced meanwhile")
-                set_descriptor(made, entry)
+                set_descriptor(made, self.copy[path])
             finally:
                 os.close(made)
-            return []
+            return {}
         except OSError as e:
-            return [f"{self.home}/{shown(path)} (could not be put back: {e.strerror or e})"]
+            return {path: e.strerror or str(e)}
 
     def make_again(self, at: int, paths: list[str]) -> dict[str, str]:
         """Each of paths, with all the copy holds below it, made in a directory of
@@ -440,8 +490,8 @@ class HomeCopy:
         stage = os.open(stage_name, DIRECTORY, dir_fd=at)
         try:
             made = os.fstat(stage)  # just made, unless the user swapped another in
-            if (made.st_uid, stat.S_IMODE(made.st_mode), made.st_nlink) != (os.geteuid(),
-                                                                              0o700, 2):
+            if ((made.st_uid, stat.S_IMODE(made.st_mode)) != (os.geteuid(), 0o700)
+                    or os.listdir(stage) or (made.st_dev, made.st_ino) in self.kept.values()):
                 raise OSError(f"{stage_name} is not the grader's")
             for path in paths:
                 try:
@@ -465,8 +515,9 @@ class HomeCopy:
 
     def build(self, at: int, name: str, path: str, children: dict[str, list[str]]) -> None:
         """path's copy made as name in the directory at (root's alone), and all below
-        it: owners and modes set by name are safe there."""
+        it: owners, modes and times set by name are safe there."""
         entry = self.copy[path]
+        times = (entry.mtime_ns, entry.mtime_ns)
         if entry.kind == "directory":
             os.mkdir(name, 0o700, dir_fd=at)
             fd = os.open(name, DIRECTORY, dir_fd=at)
@@ -474,6 +525,7 @@ class HomeCopy:
                 for below in sorted(children.get(path, [])):
                     self.build(fd, parent_and_name(below)[1], below, children)
                 set_descriptor(fd, entry)
+                os.utime(fd, ns=times)
             finally:
                 os.close(fd)
         elif entry.kind == "file" and entry.data is not None:
@@ -483,18 +535,20 @@ class HomeCopy:
                 with open(fd, "wb", closefd=False) as f:
                     f.write(entry.data)
                 set_descriptor(fd, entry)
-                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+                os.utime(fd, ns=times)
             finally:
                 os.close(fd)
         elif entry.kind == "link":
             os.symlink(entry.data, name, dir_fd=at)
             os.chown(name, entry.uid, entry.gid, dir_fd=at, follow_symlinks=False)
+            os.utime(name, ns=times, dir_fd=at, follow_symlinks=False)
         elif entry.kind == "fifo":
             os.mkfifo(name, 0o600, dir_fd=at)
             os.chown(name, entry.uid, entry.gid, dir_fd=at)
             os.chmod(name, entry.mode, dir_fd=at)
-        else:  # a socket or a device (its program's to make), a file that was not read
-            raise OSError(f"no copy of it ({entry.kind})")
+            os.utime(name, ns=times, dir_fd=at)
+        else:  # a file that could not be read when the copy was made
+            raise OSError("no copy was kept of it")
 
 
 def set_descriptor(fd: int, entry: Entry) -> None:

@@ -383,10 +383,9 @@ class Leftovers:
         directories are the manager's watch's, when there is one."""
         if uid in HOME_COPIES:
             return
-        manager = UserSystemd(uid)
-        unit_dirs = manager.unit_dirs() if isinstance(self.managers.get(uid),
-                                                        ManagerState) else []
-        HOME_COPIES[uid] = HomeCopy(manager.home, uid, self.keep + unit_dirs)
+        watched = isinstance(self.managers.get(uid), ManagerState)
+        unit_dirs = UserSystemd(uid).unit_dirs() if watched else []
+        HOME_COPIES[uid] = HomeCopy(pwd.getpwuid(uid).pw_dir, uid, self.keep + unit_dirs)
 
     def stop_elsewhere(self) -> list[str]:
         """What StartedElsewhere found (what of it still runs killed first), and the

