@@ -344,6 +344,8 @@ class HomeCopy:
             self.remove_all_but_kept(at)
             self.emptied = True
             return said + [f"the home {self.home} (it held {e}: emptied, made again)"]
+        if self.kept_moved(at):  # while it was listed: what is new may be the runner's
+            return said
         new = sorted(p for p in now if p not in self.copy)
         changed = sorted(p for p in now if p in self.copy and not self.as_copied(at, p, now[p]))
         gone = sorted(p for p in self.copy if p not in now)

@@ -304,7 +304,7 @@ def test_the_runners_files_renamed_while_root_works_are_not_removed(a_home, monk
         return listed(at, skip)
 
     monkeypatch.setattr(home, "listing", renamed_first)
-    copy.put_back()
+    assert copy.put_back() == []  # nothing said removed: nothing was
     assert "was moved or removed" in copy.trouble, copy.trouble
     assert (a_home / "renamed" / "p1.log").read_text() == "root's log\n"
 
@@ -323,3 +323,26 @@ def test_a_socket_gone_or_a_file_without_a_copy_is_no_trouble(a_home):
     assert said == [f"{a_home}/.bashrc (changed: removed, no copy was kept of it)"], said
     assert not (a_home / ".bashrc").exists()
     assert copy.put_back() == [] and not copy.trouble
+
+
+def test_the_runners_files_renamed_onto_a_name_root_removes_stay(a_home, monkeypatch):
+    """The narrower window: just after root looked that the runner's files are in
+    place, the user renames them onto a new entry's name, which root then removes.
+    Root looks at each entry's identity before removing it: the runner's stay."""
+    out = a_home / "out"
+    (out / "p1.log").write_text("root's log\n")
+    copy = home.HomeCopy(str(a_home), UID, [str(out)])
+    as_user("mkdir x", a_home)
+    looked, calls = home.HomeCopy.kept_moved, []
+
+    def then_renamed(self, at):  # the first look is put_back's, the second the pass's
+        moved = looked(self, at)
+        calls.append(moved)
+        if len(calls) == 2:
+            as_user("rmdir x && mv out x", a_home)
+        return moved
+
+    monkeypatch.setattr(home.HomeCopy, "kept_moved", then_renamed)
+    copy.put_back()
+    assert (a_home / "x" / "p1.log").read_text() == "root's log\n"
+    assert "was moved or removed" in copy.trouble, copy.trouble
