@@ -267,6 +267,9 @@ class HomeCopy:
         except TooBig as e:
             self.unavailable = f"its home {home} holds {e}: not kept, nor put back"
             self.copy, self.original = {}, {}
+        except OSError as e:  # not a file of it (read_entry skips those): the home itself
+            self.unavailable = f"its home {home} could not be read ({e.strerror or e})"
+            self.copy, self.original = {}, {}
         finally:
             os.close(at)
 
