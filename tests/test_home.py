@@ -37,7 +37,8 @@ def tree(path: Path) -> list[tuple]:
         st = entry.lstat()
         what = (os.readlink(entry) if entry.is_symlink() else
                 entry.read_bytes() if stat.S_ISREG(st.st_mode) else None)
-        mtime = None if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns  # a directory's moves
+        # A directory's time changes as entries are renamed into it: not compared.
+        mtime = None if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns
         found.append((str(entry.relative_to(path)), stat.S_IFMT(st.st_mode),
                       stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, what, mtime))
     return found
