@@ -49,7 +49,7 @@ class TooBig(Exception):
 class Entry(NamedTuple):
     """What the copy holds of one entry: enough to make it again."""
 
-    kind: str  # "directory", "file", "link", "fifo", or "other" (a socket, a device)
+    kind: str  # "directory", "file", "link" or "fifo" (listing leaves out the others)
     mode: int  # its permission bits, setuid and sticky included (stat.S_IMODE)
     uid: int
     gid: int
@@ -420,10 +420,8 @@ class HomeCopy:
         return [f"the mode of {self.home} (changed: put back)"]
 
     def remove(self, at: int, paths: list[str]) -> None:
-        """rm -rf of each path relative to at (remove_entries, one call a directory),
-        each parent opened without following a link; never one of the runner's own
-        files, renamed by the user (kept_moved tells of it after)."""
-        kept = set(self.kept.values())
+        """rm -rf of each path relative to at (remove_in, one call a directory), each
+        parent opened without following a link."""
         by_parent: dict[str, list[str]] = {}
         for path in paths:
             parent, name = parent_and_name(path)
@@ -434,10 +432,15 @@ class HomeCopy:
             except OSError:
                 continue  # its parent went or was swapped for a link: nothing of ours there
             try:
-                remove_entries(fd, [name for name in names
-                                    if identity(fd, name) not in kept])
+                self.remove_in(fd, names)
             finally:
                 os.close(fd)
+
+    def remove_in(self, at: int, names: list[str]) -> None:
+        """remove_entries of names in the directory at, but never one of the runner's
+        own files, renamed there by the user (kept_moved tells of it after)."""
+        kept = set(self.kept.values())
+        remove_entries(at, [name for name in names if identity(at, name) not in kept])
 
     def remove_all_but_kept(self, at: int) -> None:
         """Everything in the home but the runner's own files and what holds them, read
@@ -455,9 +458,9 @@ class HomeCopy:
                         if path not in self.keep_held:
                             names.append(entry.name)
                         if len(names) == 1000:
-                            self.remove(at, [f"{prefix}/{n}" if prefix else n for n in names])
+                            self.remove_in(fd, names)
                             names = []
-                    self.remove(at, [f"{prefix}/{n}" if prefix else n for n in names])
+                    self.remove_in(fd, names)
             finally:
                 os.close(fd)
 
