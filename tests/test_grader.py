@@ -379,6 +379,59 @@ def test_watchdog_allows_the_longest_check_not_done_when_lanes_finish_out_of_ord
                          f"({longest:.0f}s)")
 
 
+def test_watchdog_stops_a_guest_whose_heartbeat_went_silent_with_checks_left(grade, tmp_path):
+    """A stuck guest (both vCPUs spinning, NOTES.md) is stopped once the runner's
+    heartbeat has been silent for HEARTBEAT_SILENCE, long before p5_cpu's time limit;
+    a guest without a heartbeat yet, or with none needed (every result in), is not."""
+    now = [0.0]
+    selected = [c for c in checks.CHECKS if c.id in ("p1_exit_status", "p5_cpu")]
+    results, beat = tmp_path / "results.json", tmp_path / "heartbeat"
+    dog = grade.Watchdog(results, selected, "tcg", clock=lambda: now[0])
+    silence = grade.HEARTBEAT_SILENCE["tcg"]
+    assert silence * 3 < grade.check_allowance(selected[1], "tcg")
+    assert dog(True) is None
+    now[0] += silence + 1
+    assert dog(True) is None  # no heartbeat yet: the runner has not started
+    for count in range(1, 4):  # a beat every 5 s: never silent
+        beat.write_text(f"{count}\n")
+        assert dog(True) is None
+        now[0] += 5
+    now[0] += silence - 5
+    assert dog(True) is None
+    now[0] += 1
+    said = dog(True)
+    assert said == (f"no heartbeat from the guest's runner for {silence + 1:.0f}s, with "
+                    "p1_exit_status, p5_cpu not done")
+    assert grade.stuck.is_stuck(said)  # graded again, its vCPUs read first
+    beat.write_text("4\n")
+    assert dog(True) is None  # beating again
+    results.write_text(json.dumps([result(c.id).to_dict() for c in selected]))
+    now[0] += silence * 2
+    assert dog(True) is None  # every result in: the runner may have ended
+
+
+def test_the_runners_heartbeat_counts_and_writes_through_no_link(tmp_path):
+    beat = tmp_path / "heartbeat"
+    stop = runner.start_heartbeat(str(beat), every=0.05)
+    deadline = time.monotonic() + 10
+
+    def count() -> int:
+        return int(beat.read_text() or 0) if beat.exists() else 0
+
+    while count() < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    assert int(beat.read_text()) >= 3
+    target = tmp_path / "target"
+    target.write_text("mine\n")
+    linked = tmp_path / "linked"
+    linked.symlink_to(target)
+    stop = runner.start_heartbeat(str(linked), every=0.05)
+    time.sleep(0.3)
+    stop.set()
+    assert target.read_text() == "mine\n" and linked.is_symlink()
+
+
 def test_only_values_reach_the_guests_runner_intact(grade):
     """run.sh is a shell script: each --only value must arrive as one argument."""
     names = ["exit status is the container's", "p2_hostname", 'a "quoted" $HOME `x`;']
