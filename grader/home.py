@@ -355,18 +355,20 @@ class HomeCopy:
         if not (new or changed or gone):
             return said
         # A directory whose mode or owners changed is set back; anything else that
-        # changed goes, with all below it, and is made again from the copy (a file
-        # that could not be copied: it goes, and is no longer looked for).
+        # changed goes, with all below it, and is made again from the copy.  A file
+        # that could not be copied (a lease) and changed goes too, and one removed
+        # stays so: neither can be made again, and neither is looked for any more.
         fixed = {p for p in changed if stat.S_ISDIR(now[p].st_mode)
                  and self.copy[p].kind == "directory"}
         doomed = top_most([p for p in new + changed
                            if p not in fixed and p not in self.keep_held])
         self.remove(at, doomed)
-        uncopied = [p for p in changed if self.copy[p].kind == "file"
-                    and self.copy[p].data is None]
+        removed = set(doomed)
+        uncopied = [p for p in self.copy if self.copy[p].kind == "file"
+                    and self.copy[p].data is None
+                    and (p in changed or p not in now or is_below(p, removed))]
         for path in uncopied:
             del self.copy[path]
-        removed = set(doomed)
         failed = self.make_again(at, top_most([p for p in self.copy
                                                if p not in now or is_below(p, removed)]))
         for path in sorted(fixed):
@@ -374,11 +376,15 @@ class HomeCopy:
         if failed:  # the next check would find the home as it was not
             path, why = sorted(failed.items())[0]
             self.trouble = f"{self.home}/{shown(path)} could not be put back ({why})"
-        made_again = [p for p in gone if p not in failed and not emptied]
+        made_again = [p for p in gone if p not in failed and p not in uncopied
+                      and not emptied]
         return (said + described(self.home, new, "new: removed")
                 + described(self.home, [p for p in changed if p not in uncopied],
                             "changed: put back")
-                + described(self.home, uncopied, "changed: removed, no copy was kept of it")
+                + described(self.home, [p for p in changed if p in uncopied],
+                            "changed: removed, no copy was kept of it")
+                + described(self.home, [p for p in gone if p in uncopied],
+                            "removed: no copy was kept of it to make again")
                 + described(self.home, made_again, "removed: made again")
                 + [f"{self.home}/{shown(p)} (could not be put back: {why})"
                    for p, why in sorted(failed.items())])

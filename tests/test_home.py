@@ -326,6 +326,23 @@ def test_a_socket_gone_or_a_file_without_a_copy_is_no_trouble(a_home):
     assert copy.put_back() == [] and not copy.trouble
 
 
+@pytest.mark.parametrize("removal", ["rm .bashrc", "rm -r d"])
+def test_a_file_without_a_copy_removed_stays_removed_and_is_no_trouble(a_home, removal):
+    """The other way a file that could not be copied can differ: removed (alone, or
+    with its directory).  It cannot be made again; said so, once, and the check is
+    no grader error (nothing of the check's stays), nor is any later one."""
+    copy = home.HomeCopy(str(a_home), UID)
+    uncopied = ".bashrc" if removal == "rm .bashrc" else "d/e/f"
+    copy.copy[uncopied] = copy.copy[uncopied]._replace(data=None)  # as a lease leaves it
+    before = tree(a_home)
+    as_user(removal, a_home)
+    said = copy.put_back()
+    assert not copy.trouble, copy.trouble
+    assert f"{a_home}/{uncopied} (removed: no copy was kept of it to make again)" in said
+    assert tree(a_home) == [e for e in before if e[0] != uncopied]
+    assert copy.put_back() == [] and not copy.trouble
+
+
 def test_the_runners_files_renamed_onto_a_name_root_removes_stay(a_home, monkeypatch):
     """The narrower window: just after root looked that the runner's files are in
     place, the user renames them onto a new entry's name, which root then removes.
