@@ -62,13 +62,16 @@ SCHEDULER_SECONDS = 15  # for one crontab or atq call
 # sshd-session from OpenSSH 9.8; dropbear), a batch job (Slurm's srun, sbatch), an
 # incrontab, a pipe in ~/.forward that a mail server delivers to (Postfix's local(8),
 # Exim, Sendmail, OpenSMTPD's smtpd), a ~/.rhosts (rshd, rlogind).
+# And systemd as PID 1, for systemd-cron (a crontab's job as a unit of the system's,
+# run as the user), but not the user's own manager (user@UID.service: the user's,
+# watched by user_systemd.py).
 # A process of the user's that one of them starts during a check is the check's doing.
 # One that another terminal starts (su, sudo, setpriv from a root shell: the user's
 # own `make demo` beside the grading) needs a password or root, which the check's
 # commands have not: not the check's.
 STARTERS = {"cron", "crond", "atd", "anacron", "sshd", "sshd-session", "dropbear", "slurmd",
             "slurmstepd", "incrond", "local", "exim4", "exim", "sendmail", "smtpd",
-            "in.rshd", "in.rlogind"}
+            "in.rshd", "in.rlogind", "systemd"}
 
 
 def mcast_request(op: int) -> bytes:
@@ -241,6 +244,8 @@ class StartedElsewhere:
             by = command_of(parent) if parent else ""
         if by and by not in STARTERS:
             return  # another terminal's: su, sudo, setpriv
+        if by == "systemd" and in_users_manager(pid, uid):
+            return  # the user's systemd starting: its own (user_systemd.py watches it)
         self.started.add(pid)
         command = command_of(pid) or "ended before it could be read"
         by = f"{by} ({parent})" if by else "a process that could not be read"
@@ -290,6 +295,21 @@ def command_of(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
+
+
+def in_users_manager(pid: int, uid: int) -> bool:
+    """Does pid run in uid's own systemd manager's cgroup (see users_manager_cgroup)?"""
+    try:
+        return users_manager_cgroup(Path(f"/proc/{pid}/cgroup").read_text(), uid)
+    except OSError:
+        return False
+
+
+def users_manager_cgroup(proc_cgroup: str, uid: int) -> bool:
+    """Does a /proc/PID/cgroup (cgroups(7): a line a hierarchy, the path after the second
+    colon) put the process in user@UID.service or below it, in any hierarchy?"""
+    return any(f"user@{uid}.service" in line.split(":", 2)[-1].split("/")
+               for line in proc_cgroup.splitlines())
 
 
 def parent_of(pid: int) -> int:

@@ -91,6 +91,38 @@ def test_a_mail_servers_pipe_or_another_ssh_servers_login_is_found(name):
     assert found[0].what.endswith(f", started by {name} ({stand_in.proc.pid})"), found
 
 
+def test_a_systemd_cron_job_is_found_but_not_the_users_own_manager(monkeypatch):
+    """systemd-cron runs a crontab's job as a unit of PID 1's, as the user: found as an
+    at job is.  PID 1 starting the user's own manager (in user@UID.service) is not the
+    check's: user_systemd.py watches that one."""
+    stand_in = StandInDaemon("systemd")
+    try:
+        watched = watch({UID})
+        job = stand_in.run("sleep", "60", uid=UID)
+        assert eventually(lambda: job in watched.still_running()), watched.still_running()
+        found = watched.stop()
+        assert [f.pid for f in found] == [job], found
+        assert found[0].what.endswith(f", started by systemd ({stand_in.proc.pid})"), found
+        monkeypatch.setattr(schedulers, "in_users_manager", lambda pid, uid: True)
+        watched = watch({UID})
+        manager = stand_in.run("sleep", "61", uid=UID)
+        assert eventually(lambda: manager in running_as(UID, b"sleep\x0061\x00"))
+        time.sleep(0.5)  # the reader's time to take the event
+        assert watched.stop() == [] and watched.still_running() == set()
+    finally:
+        stand_in.close()
+
+
+def test_only_a_user_managers_cgroup_is_the_users_manager():
+    users_manager = schedulers.users_manager_cgroup
+    assert users_manager("0::/user.slice/user-1000.slice/user@1000.service/init.scope\n", 1000)
+    assert users_manager("12:pids:/user.slice/user-1000.slice/user@1000.service\n0::/\n", 1000)
+    assert not users_manager("0::/system.slice/cron-student-root-0.service\n", 1000)
+    assert not users_manager("0::/user.slice/user-1000.slice/user@10000.service/app.slice\n",
+                             1000)
+    assert not users_manager("0::/user.slice/user-1000.slice/session-3.scope\n", 1000)
+
+
 def test_a_program_another_terminal_runs_as_the_user_is_not_the_checks():
     """The user's own `make demo` in another terminal, beside the grading (su, sudo or
     setpriv from a root shell: none the check's commands can use without a password
