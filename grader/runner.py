@@ -63,6 +63,7 @@ from user_systemd import (  # noqa: E402
     ManagerUnreachable,
     NewServices,
     UserSystemd,
+    cgroup_of,
     fields_after_name,
     foreign_variables,
     popen_ids,
@@ -1202,18 +1203,6 @@ def managers_bus(pid: int) -> bool:
     if name == "dbus-broker" and executable_name(parent) == "dbus-broker-launch":
         name, parent = "dbus-broker-launch", parent_of(parent)
     return name in BUS_DAEMONS and cgroup_of(parent).endswith("/init.scope")
-
-
-def cgroup_of(pid: int) -> str:
-    """pid's cgroup v2 path ('0::/...'), '' when unknown."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return line[3:].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def executable_name(pid: int) -> str:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from user_systemd import stat_fields, state_of
+from user_systemd import cgroup_of, stat_fields, state_of
 
 # The proc connector (linux/connector.h, linux/cn_proc.h): a netlink socket of the
 # connector family, subscribed to its process-events group.
@@ -62,9 +62,10 @@ SCHEDULER_SECONDS = 15  # for one crontab or atq call
 # sshd-session from OpenSSH 9.8; dropbear), a batch job (Slurm's srun, sbatch), an
 # incrontab, a pipe in ~/.forward that a mail server delivers to (Postfix's local(8),
 # Exim, Sendmail, OpenSMTPD's smtpd), a ~/.rhosts (rshd, rlogind).
-# And systemd as PID 1, for systemd-cron (a crontab's job as a unit of the system's,
-# run as the user), but not the user's own manager (user@UID.service: the user's,
-# watched by user_systemd.py).
+# And systemd as PID 1 for systemd-cron's units (a crontab's job as a unit of the
+# system's, run as the user), but nothing else PID 1 starts as the user: the user's
+# own manager (watched by user_systemd.py), what root asks for (systemd-run --uid,
+# run0, machinectl shell).
 # A process of the user's that one of them starts during a check is the check's doing.
 # One that another terminal starts (su, sudo, setpriv from a root shell: the user's
 # own `make demo` beside the grading) needs a password or root, which the check's
@@ -244,8 +245,8 @@ class StartedElsewhere:
             by = command_of(parent) if parent else ""
         if by and by not in STARTERS:
             return  # another terminal's: su, sudo, setpriv
-        if by == "systemd" and in_users_manager(pid, uid):
-            return  # the user's systemd starting: its own (user_systemd.py watches it)
+        if by == "systemd" and not crontab_unit(cgroup_of(pid)):
+            return  # the user's manager starting, or root's doing (see STARTERS)
         self.started.add(pid)
         command = command_of(pid) or "ended before it could be read"
         by = f"{by} ({parent})" if by else "a process that could not be read"
@@ -297,19 +298,14 @@ def command_of(pid: int) -> str:
         return ""
 
 
-def in_users_manager(pid: int, uid: int) -> bool:
-    """Does pid run in uid's own systemd manager's cgroup (see users_manager_cgroup)?"""
-    try:
-        return users_manager_cgroup(Path(f"/proc/{pid}/cgroup").read_text(), uid)
-    except OSError:
-        return False
-
-
-def users_manager_cgroup(proc_cgroup: str, uid: int) -> bool:
-    """Does a /proc/PID/cgroup (cgroups(7): a line a hierarchy, the path after the second
-    colon) put the process in user@UID.service or below it, in any hierarchy?"""
-    return any(f"user@{uid}.service" in line.split(":", 2)[-1].split("/")
-               for line in proc_cgroup.splitlines())
+def crontab_unit(cgroup: str) -> bool:
+    """Is a cgroup v2 path (cgroup_of's) that of a unit systemd-cron's generator made of
+    a crontab line, cron-JOB-USER-N.service, a unit of PID 1's (not of a user's
+    manager, user@UID.service)?  Only root may move a process out of it (cgroups(7):
+    write access to the common ancestor's cgroup.procs)."""
+    *above, unit = cgroup.split("/")
+    return (unit.startswith("cron-") and unit.endswith(".service")
+            and not any(name.startswith("user@") for name in above))
 
 
 def parent_of(pid: int) -> int:

@@ -563,6 +563,18 @@ def bus_children(root: str) -> dict[int, tuple[int, bool]]:
     return found
 
 
+def cgroup_of(pid: int) -> str:
+    """pid's cgroup v2 path ('0::/...'), '' when unknown."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def stat_fields(pid: int) -> list[str]:
     """/proc/PID/stat's fields from the state on (proc(5))."""
     return fields_after_name(Path(f"/proc/{pid}/stat").read_text())

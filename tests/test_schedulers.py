@@ -91,36 +91,45 @@ def test_a_mail_servers_pipe_or_another_ssh_servers_login_is_found(name):
     assert found[0].what.endswith(f", started by {name} ({stand_in.proc.pid})"), found
 
 
-def test_a_systemd_cron_job_is_found_but_not_the_users_own_manager(monkeypatch):
-    """systemd-cron runs a crontab's job as a unit of PID 1's, as the user: found as an
-    at job is.  PID 1 starting the user's own manager (in user@UID.service) is not the
-    check's: user_systemd.py watches that one."""
+def test_a_systemd_cron_job_is_found_but_nothing_else_pid_1_starts(monkeypatch):
+    """systemd-cron runs a crontab's job as a unit of PID 1's (cron-JOB-USER-N.service),
+    as the user: found as an at job is.  What else PID 1 starts as the user (the
+    user's own manager, a systemd-run --uid or run0 of root's) is not the check's."""
+    # Each process's cgroup as the events come (before run() has told its pid), in the
+    # order the stand-in starts them: a job of a crontab's, the manager, root's.
+    coming = ["/system.slice/cron-crontab-student-0.service",
+              f"/user.slice/user-{UID}.slice/user@{UID}.service/init.scope",
+              "/system.slice/run-u42.service"]
+    cgroups = {}
+    monkeypatch.setattr(schedulers, "cgroup_of",
+                        lambda pid: cgroups.setdefault(pid, coming.pop(0)))
     stand_in = StandInDaemon("systemd")
     try:
         watched = watch({UID})
         job = stand_in.run("sleep", "60", uid=UID)
+        assert eventually(lambda: job in cgroups)
+        stand_in.run("sleep", "61", uid=UID)
+        assert eventually(lambda: len(cgroups) == 2)
+        stand_in.run("sleep", "62", uid=UID)
+        assert eventually(lambda: len(cgroups) == 3)
         assert eventually(lambda: job in watched.still_running()), watched.still_running()
         found = watched.stop()
-        assert [f.pid for f in found] == [job], found
-        assert found[0].what.endswith(f", started by systemd ({stand_in.proc.pid})"), found
-        monkeypatch.setattr(schedulers, "in_users_manager", lambda pid, uid: True)
-        watched = watch({UID})
-        manager = stand_in.run("sleep", "61", uid=UID)
-        assert eventually(lambda: manager in running_as(UID, b"sleep\x0061\x00"))
-        time.sleep(0.5)  # the reader's time to take the event
-        assert watched.stop() == [] and watched.still_running() == set()
     finally:
         stand_in.close()
+    assert [f.pid for f in found] == [job], found
+    assert found[0].what.endswith(f", started by systemd ({stand_in.proc.pid})"), found
+    assert not watched.failed and not watched.lost
 
 
-def test_only_a_user_managers_cgroup_is_the_users_manager():
-    users_manager = schedulers.users_manager_cgroup
-    assert users_manager("0::/user.slice/user-1000.slice/user@1000.service/init.scope\n", 1000)
-    assert users_manager("12:pids:/user.slice/user-1000.slice/user@1000.service\n0::/\n", 1000)
-    assert not users_manager("0::/system.slice/cron-student-root-0.service\n", 1000)
-    assert not users_manager("0::/user.slice/user-1000.slice/user@10000.service/app.slice\n",
-                             1000)
-    assert not users_manager("0::/user.slice/user-1000.slice/session-3.scope\n", 1000)
+def test_only_a_unit_systemd_crons_generator_makes_is_a_crontabs():
+    assert schedulers.crontab_unit("/system.slice/cron-crontab-student-0.service")
+    assert schedulers.crontab_unit("/cron.slice/cron-daily-student-1.service")
+    for cgroup in ("/system.slice/run-u42.service", "/system.slice/cron.service",
+                   "/user.slice/user-1000.slice/user@1000.service/init.scope",
+                   "/user.slice/user-1000.slice/user@1000.service/app.slice/cron-x.scope",
+                   "/user.slice/user-1000.slice/user@1000.service/app.slice/cron-x.service",
+                   "/system.slice/cron-update.path/x", ""):
+        assert not schedulers.crontab_unit(cgroup), cgroup
 
 
 def test_a_program_another_terminal_runs_as_the_user_is_not_the_checks():
