@@ -81,14 +81,25 @@ def test_a_mail_servers_pipe_or_another_ssh_servers_login_is_found(name):
     job.  (Seen with a real Postfix: "sleep, started by local".)"""
     stand_in = StandInDaemon(name)
     try:
-        watched = watch({UID})
-        job = stand_in.run("sleep", "60", uid=UID)
-        assert eventually(lambda: job in watched.still_running()), watched.still_running()
-        found = watched.stop()
+        found, (job,) = run_watched(stand_in, ["sleep", "60"])
     finally:
         stand_in.close()
     assert [f.pid for f in found] == [job], found
     assert found[0].what.endswith(f", started by {name} ({stand_in.proc.pid})"), found
+
+
+def run_watched(stand_in: StandInDaemon, *commands: list[str], taken=None) -> tuple:
+    """Watch UID while stand_in runs each command as UID, the next once the watch has
+    taken the one before (taken(pid); by default, found running), then stop the
+    watch: what it found, and the commands' pids."""
+    watched = watch({UID})
+    pids = []
+    for command in commands:
+        pids.append(stand_in.run(*command, uid=UID))
+        assert eventually(lambda: (taken or watched.still_running().__contains__)(pids[-1]))
+    found = watched.stop()
+    assert not watched.failed and not watched.lost
+    return found, pids
 
 
 def test_a_systemd_cron_job_is_found_but_nothing_else_pid_1_starts(monkeypatch):
@@ -105,20 +116,12 @@ def test_a_systemd_cron_job_is_found_but_nothing_else_pid_1_starts(monkeypatch):
                         lambda pid: cgroups.setdefault(pid, coming.pop(0)))
     stand_in = StandInDaemon("systemd")
     try:
-        watched = watch({UID})
-        job = stand_in.run("sleep", "60", uid=UID)
-        assert eventually(lambda: job in cgroups)
-        stand_in.run("sleep", "61", uid=UID)
-        assert eventually(lambda: len(cgroups) == 2)
-        stand_in.run("sleep", "62", uid=UID)
-        assert eventually(lambda: len(cgroups) == 3)
-        assert eventually(lambda: job in watched.still_running()), watched.still_running()
-        found = watched.stop()
+        found, (job, _, _) = run_watched(stand_in, ["sleep", "60"], ["sleep", "61"],
+                                         ["sleep", "62"], taken=cgroups.__contains__)
     finally:
         stand_in.close()
     assert [f.pid for f in found] == [job], found
     assert found[0].what.endswith(f", started by systemd ({stand_in.proc.pid})"), found
-    assert not watched.failed and not watched.lost
 
 
 def test_only_a_unit_systemd_crons_generator_makes_is_a_crontabs():
