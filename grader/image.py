@@ -30,6 +30,10 @@ What the guest provides (see grader/guest/):
   - 512M of swap (a file made at boot by zoo-setup), so that a memory limit without
     memory.swap.max 0 lets a container swap instead of being killed;
   - /dev/net/tun mode 0666; a link `dummy0` with 192.168.200.1/24;
+  - the kernel's static branches a grading would flip (the CFS bandwidth one, kept on
+    by an empty cgroup `cfs-bandwidth-on` with a finite cpu.max; the network's
+    once-only secrets) flipped at boot with one vCPU online: flipped beside a running
+    vCPU they can stall a TCG guest for good (zoo-setup);
   - the job: /mnt/job (read-only, its run.sh runs as root), /mnt/submission (read-only),
     /mnt/results (read-write; run.sh's stdout and stderr go to /mnt/results/job.log);
   - console markers: `ZOO-JOB-READY` (up, waiting for the host's `ZOO-JOB-GO` line on
