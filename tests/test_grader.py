@@ -979,6 +979,29 @@ def test_local_user_is_checked_first(grade, tmp_path, capsys, monkeypatch):
         assert capsys.readouterr().err == f"grade: {said}\n"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="grades as another user")
+def test_local_with_a_python_the_user_cannot_run_is_refused_first(grade, tmp_path, capsys,
+                                                                 monkeypatch):
+    """Checked once as the user, before any check: else each check is a grader error
+    (PermissionError), as a TA saw with a venv in root's own directory."""
+    monkeypatch.setattr(grade, "build_rootfs_tar", lambda dest: pytest.fail("built"))
+    sub = make_submission(tmp_path / "alice")
+    closed = tmp_path / "closed"  # root's alone
+    closed.mkdir(mode=0o700)
+    python = closed / "python3"
+    python.symlink_to(sys.executable)
+    argv = [str(sub), "--local", "--user", "zootest", "--out", str(tmp_path / "out")]
+    assert grade.main(argv + ["--python", str(python)]) == 2
+    assert capsys.readouterr().err == (
+        f"grade: --python {python}: zootest cannot run it: Permission denied\n")
+    monkeypatch.setattr(grade.sys, "executable", str(python))
+    assert grade.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"grade: --python {python}: zootest cannot run it: Permission denied (grade's own "
+        "Python: give --python, e.g. /usr/bin/python3)\n")
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
 def test_local_reports_a_runner_that_crashed(grade, tmp_path, capsys, monkeypatch):
     crash = tmp_path / "runner.py"
     crash.write_text("import sys\nprint('Traceback (most recent call last):', file=sys.stderr)"
