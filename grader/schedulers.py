@@ -11,8 +11,9 @@ Two things are looked at:
   the user (setuid(2) and the like) outside the runner's tree during the check, as
   the kernel tells of it (the process events connector, linux/cn_proc.h); root only,
   in the machine's first PID and user namespaces.
-- SchedulerState: the user's crontab and at jobs, compared with those before the
-  runner's first check and put back (crontab -u, atrm) where they changed.
+- SchedulerState: the user's crontab, at jobs and incron table, compared with those
+  before the runner's first check and put back (crontab -u, atrm, incrontab -u)
+  where they changed.
 
 Standard library only: it runs with the guest's Debian python3.
 """
@@ -336,19 +337,27 @@ def user_name(uid: int) -> str:
 class SchedulerState(NamedTuple):
     crontab: str | None  # the user's crontab, None for none or no crontab(1)
     at_jobs: frozenset[str]  # the numbers of its at jobs (atq(1))
+    # Its incron table (incrontab(5): a command run on a file's inotify event), None
+    # for none, no incrontab(1), or a user incron is not allowed to (Debian's
+    # default: /etc/incron.allow empty).
+    incrontab: str | None = None
 
 
 def scheduler_state(user: str) -> SchedulerState:
-    """What cron and atd hold for user, asked as root (crontab -u, atq lists every
-    user's jobs).  Where they are not installed: none."""
-    return SchedulerState(crontab_of(user), at_jobs_of(user))
+    """What cron, atd and incrond hold for user, asked as root (crontab -u, atq lists
+    every user's jobs, incrontab -u).  Where they are not installed: none."""
+    return SchedulerState(table_of("crontab", user), at_jobs_of(user),
+                          table_of("incrontab", user))
 
 
-def crontab_of(user: str) -> str | None:
-    if not shutil.which("crontab"):
+def table_of(program: str, user: str) -> str | None:
+    """user's table as crontab(1) or incrontab(1) lists it (-u USER -l), None for none."""
+    if not shutil.which(program):
         return None
-    done = scheduler_command(["crontab", "-u", user, "-l"])
-    if done.returncode != 0:  # "no crontab for USER"
+    done = scheduler_command([program, "-u", user, "-l"])
+    if done.returncode != 0:  # "no crontab for USER"; incrontab: "not allowed"
+        return None
+    if program == "incrontab" and done.stdout == "":  # its "no table for USER"
         return None
     return done.stdout
 
@@ -368,8 +377,8 @@ def scheduler_command(argv: list[str], text_in: str = "") -> subprocess.Complete
 
 
 def restore_schedulers(user: str, before: SchedulerState) -> list[str]:
-    """user's crontab and at jobs as they were before (added jobs removed, the crontab
-    put back or removed): what was changed, said."""
+    """user's crontab, at jobs and incron table as they were before (added jobs
+    removed, a table put back or removed): what was changed, said."""
     after = scheduler_state(user)
     said = []
     if after.crontab != before.crontab:
@@ -379,6 +388,13 @@ def restore_schedulers(user: str, before: SchedulerState) -> list[str]:
         else:
             scheduler_command(["crontab", "-u", user, "-"], text_in=before.crontab)
             said.append(f"the crontab of {user} (changed: put back)")
+    if after.incrontab != before.incrontab:
+        if before.incrontab is None:
+            scheduler_command(["incrontab", "-u", user, "-r"])
+            said.append(f"the incron table of {user} (new: removed)")
+        else:
+            scheduler_command(["incrontab", "-u", user, "-"], text_in=before.incrontab)
+            said.append(f"the incron table of {user} (changed: put back)")
     added = sorted(after.at_jobs - before.at_jobs, key=int)
     if added:
         scheduler_command(["atrm", *added])

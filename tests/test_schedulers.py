@@ -339,6 +339,51 @@ def test_a_crontab_and_an_at_job_left_by_a_check_are_removed_and_fail_it(tmp_pat
 
 
 @pytest.fixture
+def incron_allowed():
+    """The test user allowed an incron table for the test's time (Debian's
+    /etc/incron.allow is empty: no one), the file as it was after."""
+    allow = Path("/etc/incron.allow")
+    before = allow.read_bytes() if allow.exists() else None
+    allow.write_text(f"{TEST_USER}\n")  # an existing file keeps its mode and group
+    try:
+        yield
+    finally:
+        if before is None:
+            allow.unlink()
+        else:
+            allow.write_bytes(before)
+
+
+@pytest.mark.skipif(not (shutil.which("incrontab") and os.geteuid() == 0
+                         and have_test_user()),
+                    reason="needs incron, root and the test user (tools/setup-test-env.sh)")
+def test_an_incron_table_left_by_a_check_is_put_back_and_fails_it(tmp_path, clean_schedulers,
+                                                                  incron_allowed,
+                                                                  monkeypatch):
+    """incrond runs a table's command as its user when a file changes: a table a check
+    leaves would run in a later check.  A new one is removed, one the user had is
+    put back as it was; either fails the check.  (The commands here do nothing, for
+    an incrond that may run on this machine.)"""
+    def table(z, line):  # incrontab 0.5.12 reads no "-" for a user: a file
+        z.host(["sh", "-c", f"f=$(mktemp) && echo '{line}' > $f && incrontab $f; rm -f $f"])
+
+    status, message = verdict(tmp_path, lambda z: table(z, "/nonexistent-zk IN_CREATE true"))
+    assert status == "fail", message
+    assert f"the incron table of {TEST_USER} (new: removed)" in message, message
+    assert schedulers.scheduler_state(TEST_USER).incrontab is None
+
+    had = "/nonexistent-zk\tIN_DELETE\ttrue\n"
+    schedulers.scheduler_command(["incrontab", "-u", TEST_USER, "-"], text_in=had)
+    assert schedulers.scheduler_state(TEST_USER).incrontab == had
+    monkeypatch.setattr(runner, "SCHEDULER_STATES", {})  # the next check is the first
+    status, message = verdict(tmp_path, lambda z: table(z, "/nonexistent-zk IN_MODIFY true"))
+    assert status == "fail", message
+    assert f"the incron table of {TEST_USER} (changed: put back)" in message, message
+    assert schedulers.scheduler_state(TEST_USER).incrontab == had
+    assert verdict(tmp_path, lambda z: z.host(["true"])) == ("ok", "")
+
+
+@pytest.fixture
 def atd():
     """atd, started here if none runs (the package's service stays off on a machine
     without systemd); stopped after."""

@@ -20,13 +20,13 @@ missing=""
 # The benchmark's references too: bubblewrap, runc, crun, iperf3, passt (pasta).
 # Slurm and munge: tests/test_slurm.py's one-node cluster (the test starts its daemons
 # itself, under a temporary directory; the packages' own services stay off).
-# at and cron: the runner puts back a user's crontab and at jobs after a check
-# (tests/test_schedulers.py starts atd itself where none runs).
+# at, cron and incron: the runner puts back a user's crontab, at jobs and incron
+# table after a check (tests/test_schedulers.py starts atd itself where none runs).
 for pkg in uidmap slirp4netns busybox-static iproute2 python3-venv qemu-system-x86 \
            qemu-utils debootstrap e2fsprogs cpio util-linux procps kmod \
            bubblewrap runc crun iperf3 passt mmdebstrap strace \
            qemu-system-arm qemu-user-static binfmt-support \
-           slurmctld slurmd slurm-client munge at cron; do
+           slurmctld slurmd slurm-client munge at cron incron; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then
