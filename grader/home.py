@@ -9,7 +9,9 @@ user's real home by its path; what they leave there would serve a later check: w
 --local, the next student's.  HomeCopy keeps the home as it was when the runner's
 first check ran a command as the user (in memory: a home kept for grading is small),
 and after each check puts back what changed there: what is new is removed, what
-changed or went is made again.
+changed or went is made again, with its extended attributes (xattr(7): an ACL, a
+file capability).  Not kept: which names were hard links of one file (they come
+back as files of their own), and a directory's attributes changed in place.
 
 Root works where the user may write, while other processes of the user's may run
 (another terminal's).  So root never follows a link there: every step is taken
@@ -55,6 +57,9 @@ class Entry(NamedTuple):
     gid: int
     mtime_ns: int
     data: bytes | str | None  # a file's contents (None: it could not be read), a link's target
+    # A file's or directory's extended attributes (xattr(7): ACLs, file capabilities,
+    # user.*), (name, value) sorted by name.
+    xattrs: tuple[tuple[str, bytes], ...] = ()
 
 
 def kind_of(mode: int) -> str:
@@ -176,27 +181,51 @@ def read_entry(at: int, path: str, st: os.stat_result, budget: int) -> Entry:
     """The copy of one entry that listing found: a file's contents (None if it could
     not be read, or is no longer that file), a link's target.  TooBig when the
     contents are over budget (told by the size first: a sparse file is not read)."""
-    kind, data = kind_of(st.st_mode), None
+    kind, data, xattrs = kind_of(st.st_mode), None, ()
     if kind == "file" and st.st_size > budget:
         raise TooBig(f"more than {HOME_BYTES >> 20} MB")
-    if kind in ("file", "link"):
+    if kind in ("file", "link", "directory"):
         parent, name = parent_and_name(path)
         with contextlib.suppress(OSError):  # gone, changed, or held (a lease): not copied
             fd = open_directory(at, parent)
             try:
-                data = (os.readlink(name, dir_fd=fd) if kind == "link"
-                        else read_file(fd, name, st, budget))
+                if kind == "link":
+                    data = os.readlink(name, dir_fd=fd)
+                else:
+                    xattrs = xattrs_of(fd, name, st)
+                    if kind == "file":
+                        data = read_file(fd, name, st, budget)
             finally:
                 os.close(fd)
-    return Entry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, data)
+    return Entry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, data,
+                 xattrs)
+
+
+def open_entry(at: int, name: str, st: os.stat_result) -> int:
+    """The file or directory name in the directory at, opened to read, if it is still
+    the inode st tells of.  O_NONBLOCK: a FIFO swapped in meanwhile does not hold us,
+    nor a file another process holds a lease on (open(2) fails instead)."""
+    flags = DIRECTORY if stat.S_ISDIR(st.st_mode) else (
+        os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(name, flags, dir_fd=at)
+    if os.fstat(fd).st_ino != st.st_ino:
+        os.close(fd)
+        raise OSError(f"{name} changed while it was copied")
+    return fd
+
+
+def xattrs_of(at: int, name: str, st: os.stat_result) -> tuple[tuple[str, bytes], ...]:
+    """The extended attributes of name in the directory at, as Entry holds them."""
+    fd = open_entry(at, name, st)
+    try:
+        return tuple(sorted((key, os.getxattr(fd, key)) for key in os.listxattr(fd)))
+    finally:
+        os.close(fd)
 
 
 def read_file(at: int, name: str, st: os.stat_result, budget: int) -> bytes:
-    # O_NONBLOCK: a FIFO swapped in meanwhile does not hold us (the inode is compared).
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=at)
+    fd = open_entry(at, name, st)
     try:
-        if os.fstat(fd).st_ino != st.st_ino:
-            raise OSError(f"{name} changed while it was copied")
         with open(fd, "rb", closefd=False) as f:
             data = f.read(budget + 1)
         if len(data) > budget:
@@ -286,7 +315,8 @@ class HomeCopy:
         budget = HOME_BYTES
         for path, st in entries.items():
             self.copy[path] = read_entry(at, path, st, budget)
-            budget -= len(self.copy[path].data or "")
+            budget -= len(self.copy[path].data or "") + sum(
+                len(value) for _, value in self.copy[path].xattrs)
         self.original = {path: unchanged_key(st) for path, st in entries.items()}
         self.kept = {path: found for path in self.keep
                      if (found := identity(at, path)) is not None}
@@ -399,9 +429,9 @@ class HomeCopy:
         if (kind_of(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != (
                 entry.kind, entry.mode, entry.uid, entry.gid):
             return False
-        if entry.kind in ("directory", "fifo"):
-            return True  # a directory's entries are looked at themselves
-        if entry.data is None or (entry.kind == "file" and st.st_size != len(entry.data)):
+        if entry.kind == "fifo":
+            return True
+        if entry.kind == "file" and (entry.data is None or st.st_size != len(entry.data)):
             return False
         parent, name = parent_and_name(path)
         try:
@@ -409,7 +439,11 @@ class HomeCopy:
             try:
                 if entry.kind == "link":
                     return os.readlink(name, dir_fd=fd) == entry.data
-                return read_file(fd, name, st, len(entry.data)) == entry.data
+                if xattrs_of(fd, name, st) != entry.xattrs:
+                    return False
+                # A directory's entries are looked at themselves.
+                return entry.kind == "directory" or \
+                    read_file(fd, name, st, len(entry.data)) == entry.data
             finally:
                 os.close(fd)
         except (OSError, TooBig):
@@ -566,9 +600,15 @@ class HomeCopy:
 
 
 def set_descriptor(fd: int, entry: Entry) -> None:
-    """Owners, then mode: chown(2) clears the setuid and setgid bits."""
+    """Owners, mode, then extended attributes: chown(2) clears the setuid and setgid
+    bits and a file's capabilities (capabilities(7)), and an ACL sets the mode's
+    group bits (acl(5)) as they were with it."""
     os.fchown(fd, entry.uid, entry.gid)
     os.fchmod(fd, entry.mode)
+    for key in set(os.listxattr(fd)) - {key for key, _ in entry.xattrs}:
+        os.removexattr(fd, key)
+    for key, value in entry.xattrs:
+        os.setxattr(fd, key, value)
 
 
 def shown(path: str) -> str:

@@ -84,6 +84,32 @@ def test_what_a_check_left_in_the_home_is_put_back(a_home):
     assert copy.put_back() == []
 
 
+def xattrs(path: Path) -> dict[str, bytes]:
+    return {key: os.getxattr(path, key) for key in os.listxattr(path)}
+
+
+def test_extended_attributes_come_back_with_what_holds_them(a_home):
+    """A file or directory made again has the extended attributes it had (user.*
+    here; an ACL or a file capability is one too), and a file whose attributes
+    alone changed is put back."""
+    os.setxattr(a_home / ".bashrc", "user.zk", b"kept")
+    os.setxattr(a_home / ".ssh" / "id", "user.zk", b"key")
+    os.setxattr(a_home / "d" / "e", "user.zk", b"dir")
+    copy = home.HomeCopy(str(a_home), UID, [str(a_home / "out")])
+    as_user(f"echo changed > .bashrc && rm -r d/e && {VENV_PYTHON} -c 'import os; "
+            "os.removexattr(\".ssh/id\", \"user.zk\"); os.setxattr(\".ssh/id\", "
+            "\"user.new\", b\"x\")'", a_home)
+    said = copy.put_back()
+    for part in (".bashrc (changed: put back)", ".ssh/id (changed: put back)",
+                 "d/e (removed: made again)"):
+        assert any(part in line for line in said), (part, said)
+    assert xattrs(a_home / ".bashrc") == {"user.zk": b"kept"}
+    assert xattrs(a_home / ".ssh" / "id") == {"user.zk": b"key"}
+    assert xattrs(a_home / "d" / "e") == {"user.zk": b"dir"}
+    assert (a_home / ".ssh" / "id").read_text() == "secret\n"
+    assert copy.put_back() == []
+
+
 def test_a_link_in_place_of_a_directory_is_never_followed(a_home):
     """The user swaps a directory of its home for a link to one of root's: root
     removes the link and makes the directory again, and writes nothing where the
