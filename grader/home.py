@@ -10,8 +10,8 @@ user's real home by its path; what they leave there would serve a later check: w
 first check ran a command as the user (in memory: a home kept for grading is small),
 and after each check puts back what changed there: what is new is removed, what
 changed or went is made again, with its extended attributes (xattr(7): an ACL, a
-file capability).  Not kept: which names were hard links of one file (they come
-back as files of their own), and a directory's attributes changed in place.
+file capability), and a file's other names (hard links) linked to it again.  Not
+looked at: a directory's attributes changed in place.
 
 Root works where the user may write, while other processes of the user's may run
 (another terminal's).  So root never follows a link there: every step is taken
@@ -276,6 +276,10 @@ class HomeCopy:
         self.kept: dict[str, tuple[int, int]] = {}  # the identity of each there now
         self.copy: dict[str, Entry] = {}
         self.original: dict[str, tuple] = {}  # unchanged_key of each entry when copied
+        # A file's other names (hard links) in the home when copied, by path.
+        self.links: dict[str, tuple[str, ...]] = {}
+        self.made: dict[int, int] = {}  # while make_again works: an inode copied: its fd
+        self.home_fd = -1  # while make_again works: the home's descriptor
         self.unavailable = ""
         self.trouble = ""  # why the last put_back left the home as it was not, if it did
         self.emptied = False  # the last pass emptied it (a flood): the next makes it again
@@ -318,6 +322,12 @@ class HomeCopy:
             budget -= len(self.copy[path].data or "") + sum(
                 len(value) for _, value in self.copy[path].xattrs)
         self.original = {path: unchanged_key(st) for path, st in entries.items()}
+        names: dict[int, list[str]] = {}
+        for path, st in entries.items():
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                names.setdefault(st.st_ino, []).append(path)
+        self.links = {path: tuple(sorted(group)) for group in names.values() if len(group) > 1
+                      for path in group}
         self.kept = {path: found for path in self.keep
                      if (found := identity(at, path)) is not None}
         home = os.fstat(at)
@@ -536,6 +546,7 @@ class HomeCopy:
         stage_name = STAGE_PREFIX + secrets.token_hex(8)
         os.mkdir(stage_name, 0o700, dir_fd=at)
         stage = os.open(stage_name, DIRECTORY, dir_fd=at)
+        self.home_fd = at
         try:
             made = os.fstat(stage)  # just made, unless the user swapped another in
             if ((made.st_uid, stat.S_IMODE(made.st_mode)) != (os.geteuid(), 0o700)
@@ -559,7 +570,31 @@ class HomeCopy:
                         os.fstat(stage).st_ino:
                     os.rmdir(stage_name, dir_fd=at)
             os.close(stage)
+            for fd in self.made.values():
+                os.close(fd)
+            self.made = {}
         return failed
+
+    def made_as(self, path: str) -> int | None:
+        """A descriptor of the file path was a hard link of when copied, if one is
+        made again already or still in its place (the same inode as then); None."""
+        inode = self.original[path][0]
+        if inode in self.made or path not in self.links:
+            return self.made.get(inode)
+        for other in self.links[path]:
+            parent, name = parent_and_name(other)
+            with contextlib.suppress(OSError):
+                fd = open_directory(self.home_fd, parent)
+                try:
+                    found = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                                    | os.O_CLOEXEC, dir_fd=fd)
+                finally:
+                    os.close(fd)
+                if os.fstat(found).st_ino == inode:
+                    self.made[inode] = found
+                    return found
+                os.close(found)
+        return None
 
     def build(self, at: int, name: str, path: str, children: dict[str, list[str]]) -> None:
         """path's copy made as name in the directory at (root's alone), and all below
@@ -576,6 +611,11 @@ class HomeCopy:
                 os.utime(fd, ns=times)
             finally:
                 os.close(fd)
+        elif entry.kind == "file" and (linked := self.made_as(path)) is not None:
+            # Another name of the inode made (or kept): through our descriptor of it
+            # (proc(5)'s /proc/self/fd, followed as linkat(2)'s AT_SYMLINK_FOLLOW), no
+            # path the user could swap.
+            os.link(f"/proc/self/fd/{linked}", name, dst_dir_fd=at)
         elif entry.kind == "file" and entry.data is not None:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600, dir_fd=at)
@@ -584,6 +624,8 @@ class HomeCopy:
                     f.write(entry.data)
                 set_descriptor(fd, entry)
                 os.utime(fd, ns=times)
+                if path in self.links:  # its other names link to it
+                    self.made[self.original[path][0]] = os.dup(fd)
             finally:
                 os.close(fd)
         elif entry.kind == "link":

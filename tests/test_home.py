@@ -110,6 +110,25 @@ def test_extended_attributes_come_back_with_what_holds_them(a_home):
     assert copy.put_back() == []
 
 
+def test_hard_links_come_back_as_links(a_home):
+    """Names of one file come back as names of one file: made again together, or one
+    linked again to the other still in its place (the same inode as when copied)."""
+    as_user("ln .bashrc d/e/bashrc && ln d/e/f g", a_home)
+    copy = home.HomeCopy(str(a_home), UID, [str(a_home / "out")])
+    before = tree(a_home)
+    as_user("echo changed > .bashrc && rm g", a_home)  # both names of .bashrc changed
+    said = copy.put_back()
+    for part in (".bashrc (changed: put back)", "d/e/bashrc (changed: put back)",
+                 "/g (removed: made again)"):
+        assert any(part in line for line in said), (part, said)
+    assert tree(a_home) == before
+    inode = (a_home / ".bashrc").stat().st_ino
+    assert (a_home / "d" / "e" / "bashrc").stat().st_ino == inode
+    assert (a_home / ".bashrc").stat().st_nlink == 2
+    assert (a_home / "g").stat().st_ino == (a_home / "d" / "e" / "f").stat().st_ino
+    assert copy.put_back() == []
+
+
 def test_a_link_in_place_of_a_directory_is_never_followed(a_home):
     """The user swaps a directory of its home for a link to one of root's: root
     removes the link and makes the directory again, and writes nothing where the
