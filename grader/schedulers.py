@@ -376,25 +376,26 @@ def scheduler_command(argv: list[str], text_in: str = "") -> subprocess.Complete
                           errors="surrogateescape", timeout=SCHEDULER_SECONDS)
 
 
+def put_table_back(program: str, user: str, table: str | None, what: str) -> str:
+    """user's table in crontab(1) or incrontab(1) made table again (None: removed):
+    said."""
+    if table is None:
+        scheduler_command([program, "-u", user, "-r"])
+        return f"{what} (new: removed)"
+    scheduler_command([program, "-u", user, "-"], text_in=table)
+    return f"{what} (changed: put back)"
+
+
 def restore_schedulers(user: str, before: SchedulerState) -> list[str]:
     """user's crontab, at jobs and incron table as they were before (added jobs
     removed, a table put back or removed): what was changed, said."""
     after = scheduler_state(user)
     said = []
-    if after.crontab != before.crontab:
-        if before.crontab is None:
-            scheduler_command(["crontab", "-u", user, "-r"])
-            said.append(f"the crontab of {user} (new: removed)")
-        else:
-            scheduler_command(["crontab", "-u", user, "-"], text_in=before.crontab)
-            said.append(f"the crontab of {user} (changed: put back)")
-    if after.incrontab != before.incrontab:
-        if before.incrontab is None:
-            scheduler_command(["incrontab", "-u", user, "-r"])
-            said.append(f"the incron table of {user} (new: removed)")
-        else:
-            scheduler_command(["incrontab", "-u", user, "-"], text_in=before.incrontab)
-            said.append(f"the incron table of {user} (changed: put back)")
+    for program, what, was, now in (("crontab", "crontab", before.crontab, after.crontab),
+                                     ("incrontab", "incron table", before.incrontab,
+                                      after.incrontab)):
+        if now != was:
+            said.append(put_table_back(program, user, was, f"the {what} of {user}"))
     added = sorted(after.at_jobs - before.at_jobs, key=int)
     if added:
         scheduler_command(["atrm", *added])
