@@ -25,6 +25,7 @@ Standard library only: it runs with the guest's Debian python3.
 """
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -140,8 +141,8 @@ def identity(at: int, path: str) -> tuple[int, int] | None:
 
 def listing(at: int, skip: frozenset[str]) -> dict[str, os.stat_result]:
     """Every entry under the directory at, by its path relative to it ('a/b'), as
-    lstat(2) tells of it; not below a link, another file system's directory (a mount
-    point) or one of skip's paths, which is not listed either; no socket (its
+    lstat(2) tells of it; not below a link, nor anything of another file system (a
+    mount point, itself not listed either) or one of skip's paths; no socket (its
     program's, made again by it) nor device.  TooBig past HOME_ENTRIES entries
     (told as a directory is read: a million names are never held), HOME_NAME_BYTES
     of paths or HOME_DEPTH levels."""
@@ -165,12 +166,16 @@ def listing(at: int, skip: frozenset[str]) -> dict[str, os.stat_result]:
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
-                    if path in skip or kind_of(st.st_mode) == "other":
+                    # Nor what another file system shows (a FUSE mount of the user's,
+                    # on a file or a directory): its owner and mode are whatever the
+                    # user's daemon says, root's and setuid included.
+                    if path in skip or kind_of(st.st_mode) == "other" or \
+                            st.st_dev != device:
                         continue
                     found[path], name_bytes = st, name_bytes + len(path)
                     if name_bytes > HOME_NAME_BYTES or path.count("/") >= HOME_DEPTH:
                         raise TooBig(f"paths longer or deeper than {HOME_DEPTH} directories")
-                    if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
+                    if stat.S_ISDIR(st.st_mode):
                         todo.append(path)
         finally:
             os.close(fd)
@@ -193,6 +198,9 @@ def read_entry(at: int, path: str, st: os.stat_result, budget: int) -> Entry:
                     data = os.readlink(name, dir_fd=fd)
                 else:
                     xattrs = xattrs_of(fd, name, st)
+                    budget -= sum(len(value) for _, value in xattrs)
+                    if budget < 0:
+                        raise TooBig(f"more than {HOME_BYTES >> 20} MB")
                     if kind == "file":
                         data = read_file(fd, name, st, budget)
             finally:
@@ -215,12 +223,27 @@ def open_entry(at: int, name: str, st: os.stat_result) -> int:
 
 
 def xattrs_of(at: int, name: str, st: os.stat_result) -> tuple[tuple[str, bytes], ...]:
-    """The extended attributes of name in the directory at, as Entry holds them."""
+    """The extended attributes of name in the directory at, as Entry holds them; none
+    where the file system keeps none (ENOTSUP: a FUSE or CIFS home, say)."""
     fd = open_entry(at, name, st)
     try:
-        return tuple(sorted((key, os.getxattr(fd, key)) for key in os.listxattr(fd)))
+        found = []
+        for key in listxattr(fd):
+            with contextlib.suppress(OSError):  # ENODATA: removed since it was listed
+                found.append((key, os.getxattr(fd, key)))
+        return tuple(sorted(found))
     finally:
         os.close(fd)
+
+
+def listxattr(fd: int) -> list[str]:
+    """listxattr(2) of fd, empty where the file system has no extended attributes."""
+    try:
+        return os.listxattr(fd)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return []
+        raise
 
 
 def read_file(at: int, name: str, st: os.stat_result, budget: int) -> bytes:
@@ -321,6 +344,8 @@ class HomeCopy:
             self.copy[path] = read_entry(at, path, st, budget)
             budget -= len(self.copy[path].data or "") + sum(
                 len(value) for _, value in self.copy[path].xattrs)
+            if budget < 0:
+                raise TooBig(f"more than {HOME_BYTES >> 20} MB")
         self.original = {path: unchanged_key(st) for path, st in entries.items()}
         names: dict[int, list[str]] = {}
         for path, st in entries.items():
@@ -564,16 +589,20 @@ class HomeCopy:
                 except OSError as e:
                     failed[path] = e.strerror or str(e)
                     remove_entries(stage, ["entry"])
+                    self.forget_made()  # some may be of what was just removed
         finally:
             with contextlib.suppress(OSError):  # if it is still ours, and empty
                 if os.stat(stage_name, dir_fd=at, follow_symlinks=False).st_ino == \
                         os.fstat(stage).st_ino:
                     os.rmdir(stage_name, dir_fd=at)
             os.close(stage)
-            for fd in self.made.values():
-                os.close(fd)
-            self.made = {}
+            self.forget_made()
         return failed
+
+    def forget_made(self) -> None:
+        for fd in self.made.values():
+            os.close(fd)
+        self.made = {}
 
     def made_as(self, path: str) -> int | None:
         """A descriptor of the file path was a hard link of when copied, if one is
@@ -647,7 +676,7 @@ def set_descriptor(fd: int, entry: Entry) -> None:
     group bits (acl(5)) as they were with it."""
     os.fchown(fd, entry.uid, entry.gid)
     os.fchmod(fd, entry.mode)
-    for key in set(os.listxattr(fd)) - {key for key, _ in entry.xattrs}:
+    for key in set(listxattr(fd)) - {key for key, _ in entry.xattrs}:
         os.removexattr(fd, key)
     for key, value in entry.xattrs:
         os.setxattr(fd, key, value)

@@ -6,6 +6,7 @@ the home's path whatever their HOME.  Each test makes a home of its own, owned b
 user id no process here has, and changes it as that user.
 """
 
+import errno
 import os
 import stat
 import subprocess
@@ -108,6 +109,55 @@ def test_extended_attributes_come_back_with_what_holds_them(a_home):
     assert xattrs(a_home / "d" / "e") == {"user.zk": b"dir"}
     assert (a_home / ".ssh" / "id").read_text() == "secret\n"
     assert copy.put_back() == []
+
+
+def test_a_home_without_extended_attributes_is_kept_whole(a_home, monkeypatch):
+    """Where the file system keeps no xattrs (ENOTSUP: a FUSE or CIFS home), the
+    files are copied and put back all the same."""
+    def unsupported(fd):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(home.os, "listxattr", unsupported)
+    copy = home.HomeCopy(str(a_home), UID, [str(a_home / "out")])
+    assert copy.copy[".bashrc"].data == b"hi\n"
+    before = tree(a_home)
+    as_user("echo changed > .bashrc && rm -r d/e", a_home)
+    assert copy.put_back() and not copy.trouble, copy.trouble
+    assert tree(a_home) == before
+
+
+def test_extended_attributes_count_in_what_a_home_may_hold(a_home, monkeypatch):
+    monkeypatch.setattr(home, "HOME_BYTES", 4096)
+    as_user("rm -r .[!.]* *", a_home)  # no file left to tell its size after them
+    for i in range(4):
+        (a_home / f"x{i}").mkdir()
+        os.setxattr(a_home / f"x{i}", "user.zk", b"v" * 2000)
+    copy = home.HomeCopy(str(a_home), UID, [str(a_home / "out")])
+    assert "holds more than" in copy.unavailable, copy.unavailable
+
+
+def test_a_file_another_file_system_shows_is_never_made_again(a_home):
+    """A user's FUSE mount on a file may show any owner and mode (root's, setuid):
+    not copied, so never made again as a real file of root's."""
+    other = a_home.parent / "other"  # another file system: a tmpfs
+    other.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "zk-test", str(other)],
+                   check=True)
+    try:
+        (other / "setuid").write_text("#!/bin/sh\n")
+        (other / "setuid").chmod(0o4755)  # root's
+        as_user("touch tool", a_home)
+        subprocess.run(["mount", "--bind", str(other / "setuid"), str(a_home / "tool")],
+                       check=True)
+        try:
+            copy = home.HomeCopy(str(a_home), UID, [str(a_home / "out")])
+        finally:
+            subprocess.run(["umount", str(a_home / "tool")], check=True)  # fusermount -u
+    finally:
+        subprocess.run(["umount", str(other)], check=True)
+    assert "tool" not in copy.copy
+    copy.put_back()
+    assert not (a_home / "tool").exists() or (a_home / "tool").stat().st_uid == UID
 
 
 def test_hard_links_come_back_as_links(a_home):
