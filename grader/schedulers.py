@@ -376,6 +376,19 @@ def scheduler_command(argv: list[str], text_in: str = "") -> subprocess.Complete
                           errors="surrogateescape", timeout=SCHEDULER_SECONDS)
 
 
+def incron_rules(table: str | None) -> list[tuple[str, ...]] | None:
+    """An incron table's rules (path, events, command), as incrontab(5) reads them: a
+    table put back is saved as incrontab parsed it (no comment, its own spacing),
+    and lists so, where one an administrator wrote lists as written."""
+    if table is None:
+        return None
+    rules = []
+    for line in table.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            rules.append(tuple(word.strip() for word in line.strip().split(None, 2)))
+    return rules
+
+
 def put_table_back(program: str, user: str, table: str | None, what: str) -> str:
     """user's table in crontab(1) or incrontab(1) made table again (None: removed):
     said."""
@@ -391,11 +404,11 @@ def restore_schedulers(user: str, before: SchedulerState) -> list[str]:
     removed, a table put back or removed): what was changed, said."""
     after = scheduler_state(user)
     said = []
-    for program, what, was, now in (("crontab", "crontab", before.crontab, after.crontab),
-                                     ("incrontab", "incron table", before.incrontab,
-                                      after.incrontab)):
-        if now != was:
-            said.append(put_table_back(program, user, was, f"the {what} of {user}"))
+    if after.crontab != before.crontab:
+        said.append(put_table_back("crontab", user, before.crontab, f"the crontab of {user}"))
+    if incron_rules(after.incrontab) != incron_rules(before.incrontab):
+        said.append(put_table_back("incrontab", user, before.incrontab,
+                                   f"the incron table of {user}"))
     added = sorted(after.at_jobs - before.at_jobs, key=int)
     if added:
         scheduler_command(["atrm", *added])
