@@ -1900,7 +1900,7 @@ class Lane:
         # As a module (python3 -m, from this directory), loaded from its __pycache__:
         # a script is compiled at every start, under TCG half a second.  Paths
         # absolute, then: they are the caller's, not this directory's.
-        python = os.path.abspath(args.python) if os.sep in args.python else args.python
+        python = args.python  # absolute already, if a path (main)
         self.argv = [sys.executable, "-m", "runner", "--lane-worker",
                      "--submission", os.path.abspath(args.submission),
                      "--results", os.path.abspath(args.results),
@@ -2171,6 +2171,10 @@ def main(argv=None) -> int:
     problem = lane_users_problem(args.user, args.lane_users)
     if problem:
         ap.error(problem)
+    # A path from here (the checks run zookeeper from directories of their own); a
+    # bare name is looked up on PATH.
+    if os.sep in args.python:
+        args.python = os.path.abspath(args.python)
     share_the_mounts()
     signal.signal(signal.SIGINT, interrupted)
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # (nohup's stays ignored)
