@@ -1,6 +1,7 @@
 """The grader's own logic on this host, without a VM and without running a submission:
 the checks' tables and parsers, the reports, and grader/grade's command line."""
 
+import argparse
 import csv
 import dataclasses
 import importlib.machinery
@@ -1000,6 +1001,16 @@ def test_local_with_a_python_the_user_cannot_run_is_refused_first(grade, tmp_pat
         f"grade: --python {python}: zootest cannot run it: Permission denied (grade's own "
         "Python: give --python, e.g. /usr/bin/python3)\n")
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="grades as another user")
+def test_local_with_a_relative_python_tries_it_from_here(grade, monkeypatch):
+    """As the runner resolves it (from grade's directory), not from the / it is tried
+    in as the user."""
+    monkeypatch.chdir("/usr/bin")  # Debian's python3 here
+    args = argparse.Namespace(local=True, user="zootest", python="./python3",
+                              nosub_user=None, as_root=False)
+    assert grade.user_problem(args) == ""
 
 
 def test_local_reports_a_runner_that_crashed(grade, tmp_path, capsys, monkeypatch):
