@@ -1286,6 +1286,9 @@ def build_image(cache_root: Path | str | None = None,
         umask = os.umask(0o022) if rootless else None
         try:
             image = _build_into(build, work, key, started)
+            if cache_key(guest_arch.name) != key:  # its files edited while it was built
+                raise VMError(f"vm: the guest's files (grader/guest/, the recipe) changed "
+                              f"while the image was built: build it again (see {log_path})")
             final = cache_root / key
             if final.exists():
                 _safe_rmtree(final)

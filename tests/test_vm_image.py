@@ -432,3 +432,17 @@ def test_new_user_builds_boots_exports_and_another_imports(new_users, grader_cop
     mine = image.cached_image(importer.cache)
     for name in ("vmlinux", "initramfs.cpio", "rootfs.ext4"):
         assert image.file_sha256(mine.dir / name) == image.file_sha256(cached.dir / name), name
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("debootstrap"),
+                    reason="the build's root path: root and debootstrap")
+def test_an_image_whose_files_changed_while_it_was_built_is_not_cached(tmp_path, monkeypatch):
+    """Its files are read as it is built, its key before: a grader/guest/ file edited
+    meanwhile (seen: a hunt's grade building while zoo-setup was edited) would put
+    the old files in the cache under the new files' key."""
+    built = []
+    monkeypatch.setattr(image, "cache_key", lambda arch=None: "b" * 64 if built else "a" * 64)
+    monkeypatch.setattr(image, "_build_into", lambda *args: built.append(True))
+    with pytest.raises(image.VMError, match="changed while the image was built"):
+        image.build_image(tmp_path, log=None)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(("build-", "."))] == []
