@@ -57,6 +57,7 @@ for sym in arch_jump_label_transform_apply arch_jump_label_transform; do
 done
 
 fact cgroup_fstype stat -f -c %T /sys/fs/cgroup
+fact cpus_online cat /sys/devices/system/cpu/online
 fact cgroup_controllers cat /sys/fs/cgroup/cgroup.controllers
 fact student getent passwd student
 fact subuid grep '^student:' /etc/subuid
@@ -264,6 +265,11 @@ def test_a_cpu_limit_set_and_lifted_again_and_again_does_not_stall_the_guest(
     assert result.stopped is None, f"the guest stalled ({result.stopped}): {log}"
     assert result.exit_status == 0, (result.error, log)
     assert re.search(r"^done \d+$", log, re.M), log
+
+
+@needs_vm
+def test_both_vcpus_are_online_after_zoo_setup_took_one_offline(fact):
+    assert fact("cpus_online").strip() == "0-1"
 
 
 @needs_vm
