@@ -209,14 +209,14 @@ def read_entry(at: int, path: str, st: os.stat_result, budget: int) -> Entry:
                  xattrs)
 
 
-def open_entry(at: int, name: str, st: os.stat_result) -> int:
-    """The file or directory name in the directory at, opened to read, if it is still
-    the inode st tells of.  O_NONBLOCK: a FIFO swapped in meanwhile does not hold us,
-    nor a file another process holds a lease on (open(2) fails instead)."""
-    flags = DIRECTORY if stat.S_ISDIR(st.st_mode) else (
+def open_entry(at: int, name: str, inode: int, directory: bool = False) -> int:
+    """The file (or directory) name in the directory at, opened to read, if it is
+    still that inode.  O_NONBLOCK: a FIFO swapped in meanwhile does not hold us, nor
+    a file another process holds a lease on (open(2) fails instead)."""
+    flags = DIRECTORY if directory else (
         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     fd = os.open(name, flags, dir_fd=at)
-    if os.fstat(fd).st_ino != st.st_ino:
+    if os.fstat(fd).st_ino != inode:
         os.close(fd)
         raise OSError(f"{name} changed while it was copied")
     return fd
@@ -225,7 +225,7 @@ def open_entry(at: int, name: str, st: os.stat_result) -> int:
 def xattrs_of(at: int, name: str, st: os.stat_result) -> tuple[tuple[str, bytes], ...]:
     """The extended attributes of name in the directory at, as Entry holds them; none
     where the file system keeps none (ENOTSUP: a FUSE or CIFS home, say)."""
-    fd = open_entry(at, name, st)
+    fd = open_entry(at, name, st.st_ino, stat.S_ISDIR(st.st_mode))
     try:
         found = []
         for key in listxattr(fd):
@@ -247,7 +247,7 @@ def listxattr(fd: int) -> list[str]:
 
 
 def read_file(at: int, name: str, st: os.stat_result, budget: int) -> bytes:
-    fd = open_entry(at, name, st)
+    fd = open_entry(at, name, st.st_ino)
     try:
         with open(fd, "rb", closefd=False) as f:
             data = f.read(budget + 1)
@@ -343,9 +343,7 @@ class HomeCopy:
         for path, st in entries.items():
             self.copy[path] = read_entry(at, path, st, budget)
             budget -= len(self.copy[path].data or "") + sum(
-                len(value) for _, value in self.copy[path].xattrs)
-            if budget < 0:
-                raise TooBig(f"more than {HOME_BYTES >> 20} MB")
+                len(value) for _, value in self.copy[path].xattrs)  # read_entry kept it >= 0
         self.original = {path: unchanged_key(st) for path, st in entries.items()}
         names: dict[int, list[str]] = {}
         for path, st in entries.items():
@@ -597,6 +595,7 @@ class HomeCopy:
                     os.rmdir(stage_name, dir_fd=at)
             os.close(stage)
             self.forget_made()
+            self.home_fd = -1
         return failed
 
     def forget_made(self) -> None:
@@ -608,21 +607,17 @@ class HomeCopy:
         """A descriptor of the file path was a hard link of when copied, if one is
         made again already or still in its place (the same inode as then); None."""
         inode = self.original[path][0]
-        if inode in self.made or path not in self.links:
-            return self.made.get(inode)
-        for other in self.links[path]:
+        if inode in self.made:
+            return self.made[inode]
+        for other in self.links.get(path, ()):
             parent, name = parent_and_name(other)
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # gone, or another inode now
                 fd = open_directory(self.home_fd, parent)
                 try:
-                    found = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                                    | os.O_CLOEXEC, dir_fd=fd)
+                    self.made[inode] = open_entry(fd, name, inode)
+                    return self.made[inode]
                 finally:
                     os.close(fd)
-                if os.fstat(found).st_ino == inode:
-                    self.made[inode] = found
-                    return found
-                os.close(found)
         return None
 
     def build(self, at: int, name: str, path: str, children: dict[str, list[str]]) -> None:

@@ -1899,13 +1899,13 @@ class Lane:
         self.user, self.restarts, self.gave_up = user, 0, False
         # As a module (python3 -m, from this directory), loaded from its __pycache__:
         # a script is compiled at every start, under TCG half a second.  Paths
-        # absolute, then: they are the caller's, not this directory's.
-        python = args.python  # absolute already, if a path (main)
+        # absolute, then: they are the caller's, not this directory's (--python is
+        # made absolute by main).
         self.argv = [sys.executable, "-m", "runner", "--lane-worker",
                      "--submission", os.path.abspath(args.submission),
                      "--results", os.path.abspath(args.results),
                      "--logs", os.path.abspath(args.logs), "--user", user,
-                     "--nosub-user", args.nosub_user, "--python", python,
+                     "--nosub-user", args.nosub_user, "--python", args.python,
                      "--timeout-scale", str(args.timeout_scale)]
         if args.rootfs_tar:
             self.argv += ["--rootfs-tar", os.path.abspath(args.rootfs_tar)]

@@ -385,7 +385,7 @@ def incron_rules(table: str | None) -> list[tuple[str, ...]] | None:
     rules = []
     for line in table.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
-            rules.append(tuple(word.strip() for word in line.strip().split(None, 2)))
+            rules.append(tuple(line.strip().split(None, 2)))
     return rules
 
 
