@@ -10,8 +10,9 @@ user's real home by its path; what they leave there would serve a later check: w
 first check ran a command as the user (in memory: a home kept for grading is small),
 and after each check puts back what changed there: what is new is removed, what
 changed or went is made again, with its extended attributes (xattr(7): an ACL, a
-file capability), and a file's other names (hard links) linked to it again.  Not
-looked at: a directory's attributes changed in place.
+file capability), and a file's other names (hard links) linked to it again.  A
+directory's xattrs are looked at every time (a default ACL changes nothing else of
+it: its ctime changes with each entry made in it too).
 
 Root works where the user may write, while other processes of the user's may run
 (another terminal's).  So root never follows a link there: every step is taken
@@ -223,17 +224,22 @@ def open_entry(at: int, name: str, inode: int, directory: bool = False) -> int:
 
 
 def xattrs_of(at: int, name: str, st: os.stat_result) -> tuple[tuple[str, bytes], ...]:
-    """The extended attributes of name in the directory at, as Entry holds them; none
-    where the file system keeps none (ENOTSUP: a FUSE or CIFS home, say)."""
+    """The extended attributes of name in the directory at, as Entry holds them."""
     fd = open_entry(at, name, st.st_ino, stat.S_ISDIR(st.st_mode))
     try:
-        found = []
-        for key in listxattr(fd):
-            with contextlib.suppress(OSError):  # ENODATA: removed since it was listed
-                found.append((key, os.getxattr(fd, key)))
-        return tuple(sorted(found))
+        return xattrs_of_fd(fd)
     finally:
         os.close(fd)
+
+
+def xattrs_of_fd(fd: int) -> tuple[tuple[str, bytes], ...]:
+    """The extended attributes of what fd holds open, (name, value) sorted by name;
+    none where the file system keeps none (ENOTSUP: a FUSE or CIFS home, say)."""
+    found = []
+    for key in listxattr(fd):
+        with contextlib.suppress(OSError):  # ENODATA: removed since it was listed
+            found.append((key, os.getxattr(fd, key)))
+    return tuple(sorted(found))
 
 
 def listxattr(fd: int) -> list[str]:
@@ -307,6 +313,7 @@ class HomeCopy:
         self.trouble = ""  # why the last put_back left the home as it was not, if it did
         self.emptied = False  # the last pass emptied it (a flood): the next makes it again
         self.home_mode = self.home_owner = None
+        self.home_xattrs: tuple[tuple[str, bytes], ...] = ()
         if real in kept:
             self.unavailable = f"its home {home} is where the grader's own files are"
             return
@@ -355,6 +362,7 @@ class HomeCopy:
                      if (found := identity(at, path)) is not None}
         home = os.fstat(at)
         self.home_mode, self.home_owner = stat.S_IMODE(home.st_mode), (home.st_uid, home.st_gid)
+        self.home_xattrs = xattrs_of_fd(at)
 
     def put_back(self) -> list[str]:
         """The home as it was: what is new removed, what changed or went made again
@@ -455,8 +463,9 @@ class HomeCopy:
     def as_copied(self, at: int, path: str, st: os.stat_result) -> bool:
         """Is the entry at path as the copy has it?  Untouched since (the same inode,
         times and all), or, one root made again, the same kind, mode, owners and
-        contents (a file read again, a link's target)."""
-        if unchanged_key(st) == self.original.get(path):
+        contents (a file read again, a link's target).  A directory's xattrs are read
+        again each time: no time of its tells of them alone."""
+        if unchanged_key(st) == self.original.get(path) and not stat.S_ISDIR(st.st_mode):
             return True
         entry = self.copy[path]
         if (kind_of(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != (
@@ -483,14 +492,14 @@ class HomeCopy:
             return False
 
     def home_itself(self, at: int) -> list[str]:
-        """The home directory's own mode and owners, set back."""
+        """The home directory's own mode, owners and xattrs, set back."""
         home = os.fstat(at)
-        if (stat.S_IMODE(home.st_mode), (home.st_uid, home.st_gid)) == (
-                self.home_mode, self.home_owner):
+        if (stat.S_IMODE(home.st_mode), (home.st_uid, home.st_gid), xattrs_of_fd(at)) == (
+                self.home_mode, self.home_owner, self.home_xattrs):
             return []
-        os.fchown(at, *self.home_owner)
-        os.fchmod(at, self.home_mode)
-        return [f"the mode of {self.home} (changed: put back)"]
+        set_descriptor(at, Entry("directory", self.home_mode, *self.home_owner, 0, None,
+                                 self.home_xattrs))
+        return [f"{self.home} itself: its mode, owners or xattrs (changed: put back)"]
 
     def remove(self, at: int, paths: list[str]) -> None:
         """rm -rf of each path relative to at (remove_in, one call a directory), each

@@ -9,6 +9,7 @@ user id no process here has, and changes it as that user.
 import errno
 import os
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,35 @@ def test_extended_attributes_come_back_with_what_holds_them(a_home):
     assert xattrs(a_home / ".ssh" / "id") == {"user.zk": b"key"}
     assert xattrs(a_home / "d" / "e") == {"user.zk": b"dir"}
     assert (a_home / ".ssh" / "id").read_text() == "secret\n"
+    assert copy.put_back() == []
+
+
+def default_acl(mode: int) -> bytes:
+    """A default ACL (acl(5)) as its xattr holds it, system.posix_acl_default: the
+    version, then (tag, permissions, id) for the owner, the group and the others."""
+    entries = [(0x01, (mode >> 6) & 7), (0x04, (mode >> 3) & 7), (0x20, mode & 7)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+                                           for tag, perm in entries)
+
+
+def test_a_directorys_attributes_changed_in_place_are_put_back(a_home):
+    """xattrs set on a directory that stays (the home itself, .ssh) change nothing
+    stat(2) compares: a default ACL on .ssh would give what a later check writes
+    there to everyone.  They are read again and set back."""
+    os.setxattr(a_home / "d", "user.zk", b"dir")
+    copy = home.HomeCopy(str(a_home), UID, [str(a_home / "out")])
+    acl = default_acl(0o777).hex()
+    as_user(f"{VENV_PYTHON} -c 'import os; os.setxattr(\".ssh\", "
+            f"\"system.posix_acl_default\", bytes.fromhex(\"{acl}\")); "
+            "os.setxattr(\".\", \"user.new\", b\"x\"); "
+            "os.setxattr(\"d\", \"user.zk\", b\"changed\")'", a_home)
+    assert "system.posix_acl_default" in xattrs(a_home / ".ssh")  # the test's own check
+    said = copy.put_back()
+    for part in ("/.ssh (changed: put back)", "/d (changed: put back)", "itself"):
+        assert any(part in line for line in said), (part, said)
+    assert xattrs(a_home / ".ssh") == {}
+    assert xattrs(a_home) == {}
+    assert xattrs(a_home / "d") == {"user.zk": b"dir"}
     assert copy.put_back() == []
 
 
