@@ -23,7 +23,7 @@ from pathlib import Path
 
 import handout
 import pytest
-from conftest import PARTS, ROOT, VENV_PYTHON, copy_parts
+from conftest import PARTS, PYTHON310, ROOT, VENV_PYTHON, copy_parts
 
 sys.path.insert(0, str(ROOT / "grader"))
 import checks
@@ -363,16 +363,35 @@ def keep_stall_evidence(out: Path, keep: Path) -> None:
                           f"as {kept}", stacklevel=2)
 
 
+def python3_first_on_path(python: str, where: Path) -> str:
+    """A PATH on which `python3` is python, each start of it logged in where/started:
+    setup.sh and run_autograder find their Python as Gradescope's image gives it."""
+    where.mkdir()
+    started = where / "started"
+    (where / "python3").write_text(f'#!/bin/sh\necho "$*" >> {started}\nexec {python} "$@"\n')
+    (where / "python3").chmod(0o755)
+    return f"{where}:{os.environ['PATH']}"
+
+
 @pytest.mark.vm
-def test_both_scripts_grade_in_the_vm_in_an_unprivileged_container(bundle, tmp_path):
+@pytest.mark.parametrize("host_python", [
+    None, pytest.param(PYTHON310, marks=pytest.mark.skipif(
+        PYTHON310 is None, reason="no Python 3.10 on this machine"))],
+    ids=["this machine's python3", "Ubuntu 22.04's python3 (3.10)"])
+def test_both_scripts_grade_in_the_vm_in_an_unprivileged_container(bundle, tmp_path,
+                                                                   host_python):
     """setup.sh (the packages, the VM image, the saved booted guest) and then
     run_autograder, with no ZOO_GRADE_ARGS, as root without CAP_SYS_ADMIN and with
     mount(2) and namespaces refused: every part graded in the VM, the references
-    at full marks, results.json as Gradescope's specification has it."""
+    at full marks, results.json as Gradescope's specification has it.  Once more
+    with Python 3.10 as the python3 both scripts find (Gradescope's default base
+    image is Ubuntu 22.04), where the machine has one."""
     root = gradescope_root(bundle, reference_submission(tmp_path / "sub"))
     try:
         env = dict(os.environ, AUTOGRADER_ROOT=str(root))
         env.pop("ZOO_GRADE_ARGS", None)
+        if host_python:
+            env["PATH"] = python3_first_on_path(host_python, tmp_path / "bin")
         status = subprocess.run(UNPRIVILEGED + ["grep", "-E", "CapEff|Seccomp:",
                                                 "/proc/self/status"],
                                 capture_output=True, text=True, check=True).stdout.split()
@@ -388,6 +407,10 @@ def test_both_scripts_grade_in_the_vm_in_an_unprivileged_container(bundle, tmp_p
     finally:
         keep_stall_evidence(root / "zoo-out", tmp_path / "stalled")
         shutil.rmtree(root)
+    if host_python:  # setup.sh's own check, vm.py's build, save and info, run_autograder
+        started = (tmp_path / "bin" / "started").read_text().splitlines()
+        assert any(line.endswith("grader/vm.py save") for line in started), started
+        assert any(line.endswith("/run_autograder") for line in started), started
     validate(results)
     full = sum(c.points for c in checks.CHECKS)
     assert results["score"] == full, results["output"]

@@ -7,27 +7,10 @@ parts and the grader's commands on a Python 3.10 where the machine has one (on P
 or pyenv's); elsewhere they are skipped, saying so.
 """
 
-import glob
-import shutil
 import subprocess
 
 import pytest
-from conftest import PARTS, ROOT, Runner
-
-CANDIDATES = [*sorted(glob.glob("/root/.pyenv/versions/3.10.*/bin/python3.10")),
-              shutil.which("python3.10")]
-
-
-def runs_as_310(python: str | None) -> bool:
-    """Is python a Python 3.10 that starts (a pyenv shim without its version does not)?"""
-    if not python:
-        return False
-    done = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
-                          capture_output=True, text=True)
-    return done.returncode == 0 and done.stdout.strip() == "(3, 10)"
-
-
-PYTHON310 = next((p for p in CANDIDATES if runs_as_310(p)), None)
+from conftest import PARTS, PYTHON310, ROOT, Runner, runs_as_310
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(PYTHON310 is None, reason="no Python 3.10 on this machine")]
