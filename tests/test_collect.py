@@ -173,7 +173,7 @@ def test_collect_picks_the_last_commit_at_or_before_each_deadline(collected):
     assert rows["alice"]["commit_time"] == "2026-03-01T23:59:00+00:00"  # at: included
     assert (class_dir / "alice" / PARTS[6] / "zookeeper.py").exists()  # the later commit not
     assert rows["carol"]["commit_time"] == "2026-03-02T00:00:00+00:00"  # her extension
-    assert rows["carol"]["deadline"] == "2026-03-04T12:00+00:00"
+    assert rows["carol"]["deadline"] == "2026-03-04T12:00:00+00:00"
     assert (rows["alice"]["commits"], rows["bob"]["commits"], rows["carol"]["commits"]) == (
         "6", "5", "3")
     assert rows["dave"]["status"].startswith("not collected: git clone: "), rows["dave"]
@@ -296,6 +296,37 @@ def test_a_fetch_that_fails_keeps_the_earlier_checkout(the_class, tmp_path):
     assert row["status"].endswith(f"(kept the checkout of an earlier run, commit "
                                   f"{want['bob'][:12]})")
     assert row["commit"] == want["bob"] and (class_dir / "bob" / PARTS[2]).exists()
+
+
+def test_a_fetch_that_failed_after_the_deadline_settles_nothing(the_class, tmp_path):
+    """A run before the deadline collects; the student pushes a commit, on time; the
+    run after the deadline cannot fetch (the forge down for a moment) and keeps the
+    checkout.  That run collected nothing: the next one collects the pushed commit,
+    not the kept one, and says nothing of backdating.  The deadline is a few seconds
+    ahead, to the second (collect keeps its seconds)."""
+    base, _, _ = the_class
+    source = tmp_path / "bob.git"
+    shutil.copytree(base / "repos" / "bob", source)
+    roster = tmp_path / "roster.csv"
+    roster.write_text(f"student,repository\nbob,{source}\n")
+    class_dir = tmp_path / "class"
+    deadline = time.time() + 4
+    when = time.strftime("%Y-%m-%d %H:%M:%S Z", time.gmtime(deadline))
+
+    def collect() -> dict:
+        run_collect(roster, class_dir, "--deadline", when)
+        return read_csv(class_dir / "collect.csv", "student")["bob"]
+
+    assert collect()["status"] == "ok"
+    (source / "on-time.txt").write_text("pushed before the deadline\n")
+    on_time = commit(source, "on time", time.strftime("%Y-%m-%dT%H:%M:%S+0000"))
+    time.sleep(max(0.0, deadline - time.time()) + 1.5)
+    source.rename(tmp_path / "away")
+    assert collect()["status"].startswith("not collected: git fetch: ")
+    (tmp_path / "away").rename(source)
+    row = collect()
+    assert (row["commit"], row["status"]) == (on_time, "ok"), row
+    assert row["deadline"] == time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(deadline))
 
 
 def test_bad_arguments_are_said_in_one_line(tmp_path):
