@@ -230,3 +230,54 @@ def test_ctrl_c_leaves_no_scratch_directory(place, to_group):
             grading.wait()
     assert grading.returncode == 130, said
     assert list(tmp.iterdir()) == [], said
+
+
+BROKEN_SOURCE = "raise SystemExit('this source does not work')\n"
+
+
+def bring_compiled(part_dir: Path, how: str) -> None:
+    """The part's code kept working through a compiled file while a source that does
+    not work is what a reader sees: a hash-based .pyc that Python never checks against
+    its source (py_compile's UNCHECKED_HASH), or a .pyc where the source would be
+    (Python loads it when there is no .py)."""
+    compile_it = ("import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], "
+                  "invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)")
+    source = part_dir / "container.py"
+    if how == "none":
+        return
+    if how == "unchecked":
+        tag = subprocess.run([VENV_PYTHON, "-c", "import sys; print(sys.implementation.cache_tag)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        cfile = part_dir / "__pycache__" / f"container.{tag}.pyc"
+        subprocess.run([VENV_PYTHON, "-c", compile_it, str(source), str(cfile)], check=True)
+        source.write_text(BROKEN_SOURCE)
+    else:
+        subprocess.run([VENV_PYTHON, "-c", compile_it, str(source),
+                        str(part_dir / "container.pyc")], check=True)
+        source.unlink()
+
+
+@pytest.mark.parametrize("how", ["none", "unchecked", "sourceless"])
+def test_grade_local_runs_the_sources_not_compiled_files_brought(place, how):
+    """--local runs a copy of the submission without the compiled files it brought,
+    as the VM's run.sh does (review, session 27: a committed hash-based .pyc scored
+    15/15 over a container.py that did not work).  The submission itself is left as
+    it was."""
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    sub = copy_parts(place / "sub", {1: PARTS[1]})
+    bring_compiled(sub / PARTS[1], how)
+    subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
+    brought = sorted(p.relative_to(sub) for p in sub.rglob("*.pyc"))
+    out = place / "out"
+    out.mkdir(mode=0o755)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local",
+         "--only", "p1_exit_status", "--user", TEST_USER, "--python", VENV_PYTHON,
+         "--out", str(out)], capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TMPDIR=str(place)))
+    results = json.loads((out / "results.json").read_text())
+    want = "ok" if how == "none" else "fail"  # the reference passes through the copy
+    assert [r["status"] for r in results] == [want], done.stdout + done.stderr
+    assert sorted(p.relative_to(sub) for p in sub.rglob("*.pyc")) == brought
+    assert not list(place.glob("zoo-submission-*")), "the copy was left behind"

@@ -85,6 +85,43 @@ def test_changed_content_or_selection_is_graded_again(grade, a_class, tmp_path):
     assert len(record["content"]) == 64 and record["status"] == "ok"
 
 
+@pytest.mark.parametrize("damage", ["a result without its part", "no status",
+                                    "results not a list", "points of its own",
+                                    "a check that is not one"])
+def test_a_damaged_grading_record_counts_as_not_graded(grade, a_class, tmp_path, capsys,  # noqa: F811
+                                                        damage):
+    """A grading.json hand-edited or half-damaged (valid JSON still) stopped every
+    later run with a traceback, or was taken as it said (7000/7000): now it is no
+    grading, said with its path; --resume grades it again (review, session 27)."""
+    out = tmp_path / "out"
+    grade.main([str(a_class), "--part", "1", "--out", str(out)])
+    straight = (out / "scores.csv").read_text()
+    record = json.loads((out / "bob" / "grading.json").read_text())
+    if damage == "a result without its part":
+        del record["results"][0]["part"]
+    elif damage == "no status":
+        del record["status"]
+    elif damage == "results not a list":
+        record["results"] = {"x": 1}
+    elif damage == "points of its own":
+        for r in record["results"]:
+            r["max_score"] = 1000
+    else:
+        record["results"][0]["id"] = "p1_made_up"
+    (out / "bob" / "grading.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    grade.vm_calls.clear()
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out), "--student", "alice"]) == 0
+    err = capsys.readouterr().err
+    assert f"grade: {out / 'bob' / 'grading.json'} is damaged: bob counts as not graded" in err
+    assert "Traceback" not in err and grade.vm_calls == ["alice"]
+    assert read_csv(out / "scores.csv")["bob"]["status"].startswith("not graded")
+    grade.vm_calls.clear()
+    assert grade.main([str(a_class), "--part", "1", "--out", str(out), "--resume"]) == 2
+    assert grade.vm_calls == ["bob"]
+    assert (out / "scores.csv").read_text() == straight
+
+
 def test_one_student_regraded_the_rest_kept(grade, a_class, tmp_path):  # noqa: F811
     out = tmp_path / "out"
     grade.main([str(a_class), "--part", "1", "--out", str(out)])
