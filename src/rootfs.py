@@ -33,6 +33,7 @@ from options import shown
 PART = part_of_directory(__file__)  # part3_seccomp/ -> 3 (exercise.py)  # skeleton only
 
 TMP_DIR = "/tmp"  # where the mount point /tmp/zoo.XXXXXX is made
+MKDTEMP_LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789"  # what mkdtemp puts for XXXXXX
 # Device nodes programs expect, bound from the host: an unprivileged user may not
 # create device nodes (mknod(2) fails), so rootless runtimes borrow the host's.
 DEVICES = ["null", "zero", "full", "random", "urandom", "tty"]
@@ -69,6 +70,7 @@ def prepare(opts, owner=None) -> "Filesystem":
             os.mkdir(fs.upper_dir(), rootfs_mode)
             os.chmod(fs.upper_dir(), rootfs_mode)
             os.mkdir(fs.work_dir(), 0o700)
+            os.chmod(fs.work_dir(), 0o700)  # whatever the umask took away (umask(2))
         if owner != (os.getuid(), os.getgid()):  # root, mapped to its range
             made = [fs.upper_dir(), fs.work_dir(), fs.overlay_dir] if fs.overlay_dir else []
             for path in made + [fs.mount_point]:  # children first: then nobody else
@@ -134,23 +136,36 @@ def remove_orphans(tmp_dir: str, owners: set) -> None:
         return
     for entry in entries:
         name = entry.name
-        if len(name) == 10 and name[4:].isalnum():
+        if named_by_mkdtemp(name, "zoo."):
             try:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISDIR(info.st_mode) and info.st_uid in owners:
-                overlays = [e for e in entries if e.name.startswith(f"{name}.overlay")]
+                overlays = [e for e in entries if named_by_mkdtemp(e.name, f"{name}.overlay.")]
                 remove_if_orphaned(entry.path, overlays, owners)
 
 
+def named_by_mkdtemp(name: str, prefix: str) -> bool:
+    """Is name prefix and six of mkdtemp's letters, as a name zookeeper made?"""
+    return (len(name) == len(prefix) + 6 and name.startswith(prefix)
+            and all(c in MKDTEMP_LETTERS for c in name[len(prefix):]))
+
+
 def remove_if_orphaned(path: str, overlays: list, owners: set) -> None:
+    """A killed zookeeper's mount point is empty here (its mounts were in the child's
+    namespace), its overlay holds upper/ and work/ alone: anything else of that name
+    is the user's own, and stays."""
     fd = lock_directory(path)
     if fd is None:
         return  # its zookeeper still lives
     try:
+        if os.listdir(fd):
+            return
         for overlay in overlays:
-            if overlay.stat(follow_symlinks=False).st_uid in owners:
+            info = overlay.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid in owners and \
+                    set(os.listdir(overlay.path)) <= {"upper", "work"}:
                 remove_tree(overlay.path)
         os.rmdir(path)
         kernel.explain(f"remove {path}, left by a zookeeper that was killed", "ok")
@@ -165,17 +180,22 @@ def mkdtemp(template: str) -> str:
     XXXXXX replaced by random letters; mkdir(2) fails with EEXIST rather than reuse
     one, so nobody else's directory is ever taken.  (Python's tempfile module does
     the same, at ~5 ms of imports.)"""
-    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
     for _ in range(100):
         name = template
         if name.endswith("XXXXXX"):
-            name = name[:-6] + "".join(letters[b % len(letters)] for b in os.urandom(6))
+            name = name[:-6] + "".join(MKDTEMP_LETTERS[b % len(MKDTEMP_LETTERS)]
+                                       for b in os.urandom(6))
         try:
             os.mkdir(name, 0o700)
-            return name
         except FileExistsError:
             if not template.endswith("XXXXXX"):
                 raise
+            continue
+        # mkdir(2)'s mode passes through the umask: 0700 under umask 0777 is 000, a
+        # directory we could not even open.  In /tmp (sticky) only we may rename or
+        # remove it, so the name is still ours.
+        os.chmod(name, 0o700)
+        return name
     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), template)
 
 

@@ -4,6 +4,8 @@ descriptor, PYTHONSAFEPATH) must not change what the container does or how
 zookeeper ends.  Each of these failed before its fix.
 """
 
+import contextlib
+import glob
 import os
 import signal
 import subprocess
@@ -215,6 +217,55 @@ def test_an_overlay_left_behind_keeps_its_mount_point(tmp_path):
         assert os.path.isdir(tmp_path / "zoo.abcdef") and fs.lock is None
         m.rootfs.remove_orphans(str(tmp_path), {os.geteuid()})
         assert os.listdir(tmp_path) == []
+
+
+def our_leftovers(runner: Runner) -> set[str]:
+    """The /tmp/zoo.* entries of this identity's (its own or its containers' root's):
+    another user's running containers have theirs."""
+    found = set()
+    for path in glob.glob("/tmp/zoo.*"):
+        with contextlib.suppress(OSError):
+            if os.lstat(path).st_uid in (runner.uid, runner.inside[0]):
+                found.add(path)
+    return found
+
+
+@pytest.mark.parametrize("overlay", [[], ["-o"]], ids=["plain", "overlay"])
+def test_a_umask_that_takes_every_bit_changes_nothing(runner: Runner, rootfs_for, overlay):
+    """umask 0777: mkdir(2)'s 0700 was 000, a mount point zookeeper could not open
+    itself; it said "File exists" and left ten /tmp/zoo.* at each run, which no later
+    run removed (attack review, session 27)."""
+    rootfs = str(rootfs_for(runner))
+    before = our_leftovers(runner)
+    argv = zookeeper_argv(runner, 4, "-r", rootfs, *overlay, "sh", "-c", "exit 3")
+    done = runner.run(["sh", "-c", 'umask 0777 && exec "$@"', "sh", *argv])
+    assert (done.returncode, done.stderr) == (3, "")
+    assert our_leftovers(runner) - before == set()
+
+
+def test_the_sweep_leaves_the_users_own_zoo_directories(tmp_path):
+    """remove_orphans took any unlocked zoo.XXXXXX of ours for a killed zookeeper's
+    mount point, and removed every zoo.XXXXXX.overlay* beside it, whatever it held:
+    a user's /tmp/zoo.backup.overlay went with its files (attack review, session 27).
+    Now only mkdtemp's names, an empty mount point, an overlay of upper/ and work/."""
+    from conftest import part_modules
+    (tmp_path / "zoo.backup" / "data").mkdir(parents=True)
+    (tmp_path / "zoo.backup.overlay" / "sub").mkdir(parents=True)
+    (tmp_path / "zoo.backup.overlay" / "sub" / "b").write_text("precious\n")
+    (tmp_path / "zoo.photos").mkdir()
+    (tmp_path / "zoo.photos.overlay-backup").mkdir()
+    (tmp_path / "zoo.photos.overlay-backup" / "important.txt").write_text("kept\n")
+    (tmp_path / "zoo.photos.overlay.abc123").mkdir()
+    (tmp_path / "zoo.photos.overlay.abc123" / "mine.txt").write_text("kept\n")
+    (tmp_path / "zoo.a1b2c3").mkdir()  # a killed zookeeper's: gone, with its overlay
+    (tmp_path / "zoo.a1b2c3.overlay.d4e5f6" / "upper" / "etc").mkdir(parents=True)
+    (tmp_path / "zoo.a1b2c3.overlay.d4e5f6" / "work").mkdir()
+    with part_modules(4, "rootfs") as m:
+        m.rootfs.remove_orphans(str(tmp_path), {os.geteuid()})
+    assert sorted(os.listdir(tmp_path)) == [
+        "zoo.backup", "zoo.backup.overlay", "zoo.photos.overlay-backup",
+        "zoo.photos.overlay.abc123"]
+    assert (tmp_path / "zoo.backup.overlay" / "sub" / "b").read_text() == "precious\n"
 
 
 def start_trapping(runner: Runner, traps: dict[int, str]) -> subprocess.Popen:
