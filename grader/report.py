@@ -12,6 +12,7 @@ import csv
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import stat
@@ -251,10 +252,16 @@ def whole_commit(words: list[str]) -> dict[str, str] | None:
 
 
 def number(value) -> float | None:
-    """A JSON number as a float; None for anything else (a bool is no number here)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
+    """A JSON number as a float; None for anything else (a bool is no number here, nor
+    Python's NaN and Infinity, which json reads and writes but JSON has not: jq and a
+    browser's JSON.parse refuse them)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)  # an int of 400 digits is no float
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def write_results(path, results: list[CheckResult]) -> None:

@@ -23,6 +23,7 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
+import codecs
 import errno
 import os
 import re
@@ -330,7 +331,11 @@ def read_readme(sub: Path) -> tuple[str | None, str]:
         if e.errno == errno.EINVAL:
             return None, " (README.txt is not a regular file: not read)"
         return None, f" (README.txt cannot be read: {e.strerror})"
-    # utf-8-sig: Notepad's UTF-8 starts with a BOM, which would hide the first line.
+    # Windows' editors: Notepad's "Unicode" and PowerShell 5's > write UTF-16 with a
+    # BOM (which the utf-16 codec reads to tell the byte order); Notepad's UTF-8
+    # starts with a BOM too, which would hide the first line (utf-8-sig drops it).
+    if text.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return text.decode("utf-16", errors="replace"), ""
     return text.decode("utf-8-sig", errors="replace"), ""
 
 
@@ -519,9 +524,21 @@ def write_answers(path: Path, subs: dict[str, Path | None]) -> None:
         sub = subs[name]
         text = read_readme(sub)[0] if sub is not None and sub.is_dir() else None
         got = answers(text)
-        rows += [[report.cell(name), f"{q} {QUESTIONS[q]}", formula_guarded(got[q])]
+        rows += [[report.cell(name), f"{q} {QUESTIONS[q]}", formula_guarded(cut(got[q]))]
                  for q in QUESTIONS]
     report.write_csv_file(path, ["student", "question", "answer"], rows)
+
+
+# What one answer's cell holds at most: a spreadsheet's cell holds 32767 characters
+# (Excel, LibreOffice), and Python's csv module reads none over 131072.
+ANSWER_CELL = 32000
+
+
+def cut(answer: str) -> str:
+    """An answer that fits in a cell, saying how much of it was left out."""
+    if len(answer) <= ANSWER_CELL:
+        return answer
+    return answer[:ANSWER_CELL] + f"\n[{len(answer) - ANSWER_CELL} more characters in README.txt]"
 
 
 def formula_guarded(answer: str) -> str:

@@ -339,6 +339,10 @@ def test_bad_arguments_are_said_in_one_line(tmp_path):
     assert done.returncode == 2
     assert "student '../x': a name with a slash" in done.stderr
     assert "bob's deadline: 'tomorrow' is not a date and time" in done.stderr
+    roster.write_bytes(b"student,repository\nalice,/x\nb\xe9atrice,/y\n")  # Windows-1252
+    done = run_collect(roster, tmp_path / "class")
+    assert done.returncode == 2 and done.stderr == (
+        f"collect: {roster}:3: not UTF-8 (byte 0xe9): save the roster as CSV UTF-8\n")
     done = subprocess.run([sys.executable, str(COLLECT), str(roster), "--deadline", "soon",
                            "--into", str(tmp_path / "c")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("collect: --deadline: 'soon'")
@@ -425,14 +429,37 @@ def test_answering_is_no_answer_mark():
         "Answering it was hard.")
 
 
-def test_a_byte_order_mark_hides_no_line(tmp_path):
-    """Notepad's UTF-8 starts with a BOM: the first status line is read all the same."""
-    text = STATUS + "\n5.1 Seccomp (part 3)\nAnswer: a\n5.2 Resource limits (part 5)\nAnswer: b\n"
-    (tmp_path / "README.txt").write_bytes(b"\xef\xbb\xbf" + text.encode())
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-be-bom"])
+def test_a_byte_order_mark_hides_no_line(tmp_path, encoding):
+    """Notepad's UTF-8 starts with a BOM: the first status line is read all the same.
+    Its "Unicode" (and PowerShell 5's >) is UTF-16 with a BOM: every line and answer
+    was lost (review, session 27)."""
+    text = (STATUS + "\n5.1 Seccomp (part 3)\r\nAnswer: \u00e9t\u00e9\n"
+            "5.2 Resource limits (part 5)\nAnswer: b\n")
+    data = (b"\xfe\xff" + text.encode("utf-16-be") if encoding == "utf-16-be-bom"
+            else text.encode(encoding))
+    (tmp_path / "README.txt").write_bytes(data)
     assert rules.readme_status(tmp_path)["status"] == "ok"
     assert rules.written_answers(tmp_path)["status"] == "ok"
+    assert rules.answers(rules.read_readme(tmp_path)[0]) == {"5.1": "\u00e9t\u00e9", "5.2": "b"}
     (tmp_path / "README.txt").write_bytes(b"\xef\xbb\xbf5.1\nAnswer: a\n5.2\nAnswer: b\n")
     assert rules.answers(rules.read_readme(tmp_path)[0]) == {"5.1": "a", "5.2": "b"}
+
+
+def test_an_answer_too_long_for_a_cell_is_cut_and_said(tmp_path):
+    """An answer of 900,000 characters made answers.csv one that Python's csv module
+    (131072 at most) and spreadsheets (32767) cannot read whole (review, session 27)."""
+    sub = tmp_path / "alice"
+    sub.mkdir()
+    (sub / "README.txt").write_text("5.1 Seccomp (part 3)\nAnswer: " + "x" * 900_000
+                                    + "\n5.2 Resource limits (part 5)\nAnswer: short\n")
+    rules.write_answers(tmp_path / "answers.csv", {"alice": sub})
+    with open(tmp_path / "answers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [len(r["answer"]) < 32767 for r in rows] == [True, True]
+    assert rows[0]["answer"].endswith(f"[{900_000 - rules.ANSWER_CELL} more characters in "
+                                      "README.txt]")
+    assert rows[1]["answer"] == "short"
 
 
 def test_a_placeholder_left_is_no_status_and_the_verdict_says_so(tmp_path):

@@ -1097,6 +1097,15 @@ def test_a_guests_results_are_only_the_checks_asked_for_as_the_host_knows_them(t
     assert two.status == "error" and two.message.startswith("the guest reported no known")
     # report.text_report, which KeyError'd on "pwned", takes them.
     assert "GRADER ERROR" in report.text_report(results)
+    # Python's json reads NaN and Infinity, which JSON has not: grading.json would then
+    # hold them, and jq or a browser refuse it (review, session 27); nor a 400-digit int.
+    huge = "1" + "0" * 400
+    path.write_text(f'[{{"id": "{first.id}", "status": "ok", "seconds": NaN, '
+                    f'"limit": Infinity, "started": {huge}, '
+                    '"slowest_command": {"seconds": -Infinity, "limit": 1}}]')
+    (one,), _ = report.results_from_guest(path, selected)
+    assert (one.seconds, one.limit, one.started, one.slowest_command) == (0.0, None, None, None)
+    json.loads(json.dumps(one.to_dict()), parse_constant=lambda name: pytest.fail(name))
 
 
 @pytest.mark.parametrize("what", ["link", "fifo", "not a list", "too big"])
