@@ -280,13 +280,18 @@ def test_a_rerun_fetches_without_cloning_again(collected, the_class):
         run_collect(roster, class_dir)
 
 
-def test_a_fetch_that_fails_keeps_the_earlier_checkout(the_class, tmp_path):
-    base, _, want = the_class
+def bob_alone(the_class, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A copy of bob's repository, a roster of bob alone, and where his class goes."""
     source = tmp_path / "bob.git"
-    shutil.copytree(base / "repos" / "bob", source)
+    shutil.copytree(the_class[0] / "repos" / "bob", source)
     roster = tmp_path / "roster.csv"
     roster.write_text(f"student,repository\nbob,{source}\n")
-    class_dir = tmp_path / "class"
+    return source, roster, tmp_path / "class"
+
+
+def test_a_fetch_that_fails_keeps_the_earlier_checkout(the_class, tmp_path):
+    want = the_class[2]
+    source, roster, class_dir = bob_alone(the_class, tmp_path)
     assert run_collect(roster, class_dir).returncode == 0
     shutil.rmtree(source)
     done = run_collect(roster, class_dir)
@@ -304,12 +309,7 @@ def test_a_fetch_that_failed_after_the_deadline_settles_nothing(the_class, tmp_p
     checkout.  That run collected nothing: the next one collects the pushed commit,
     not the kept one, and says nothing of backdating.  The deadline is a few seconds
     ahead, to the second (collect keeps its seconds)."""
-    base, _, _ = the_class
-    source = tmp_path / "bob.git"
-    shutil.copytree(base / "repos" / "bob", source)
-    roster = tmp_path / "roster.csv"
-    roster.write_text(f"student,repository\nbob,{source}\n")
-    class_dir = tmp_path / "class"
+    source, roster, class_dir = bob_alone(the_class, tmp_path)
     deadline = time.time() + 4
     when = time.strftime("%Y-%m-%d %H:%M:%S Z", time.gmtime(deadline))
 
