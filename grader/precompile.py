@@ -1,10 +1,11 @@
 """Compile a submission's Python modules into a tree of their own, on the host.
 
-    python3 precompile.py SUBMISSION INTO
+    python3 precompile.py SUBMISSION INTO [SKIP...]
 
-INTO gets SUBMISSION's directories, each with only a __pycache__ holding this
-Python's compiled form of its modules (as `python3 -m compileall` writes them beside
-the sources: cache_from_source's names, the sources' times and sizes recorded).  The
+INTO gets SUBMISSION's directories (not one named __pycache__ or SKIP: grade's names
+of what is not graded), each with only a __pycache__ holding this Python's compiled
+form of its modules (as `python3 -m compileall` writes them beside the sources:
+cache_from_source's names, the sources' times and sizes recorded).  The
 grader's job in the guest lays INTO over its copy of the submission: under TCG the
 guest takes seconds to compile what takes a fraction of one here.  A guest whose
 Python is another version ignores them (their names carry this one's) and compiles
@@ -30,12 +31,13 @@ LARGEST = 1 << 20  # bytes: a module this large is the guest's to compile, if at
 MEMORY = 1 << 30  # bytes of address space this process may use (setrlimit(2))
 
 
-def compile_tree(submission: str, into: str) -> tuple[int, int]:
-    """Compile every module under submission into the same place under into;
-    returns how many were compiled, and how many were left to the guest."""
+def compile_tree(submission: str, into: str, skip=()) -> tuple[int, int]:
+    """Compile every module under submission into the same place under into, but in
+    a directory named __pycache__ or one of skip; returns how many were compiled,
+    and how many were left to the guest."""
     compiled = left = 0
     for directory, subdirs, files in os.walk(submission):  # never into a linked dir
-        subdirs[:] = [d for d in subdirs if d != "__pycache__"]
+        subdirs[:] = [d for d in subdirs if d != "__pycache__" and d not in skip]
         for name in files:
             source = os.path.join(directory, name)
             if not name.endswith(".py"):
@@ -67,6 +69,6 @@ def is_plain_file(path: str) -> bool:
 
 if __name__ == "__main__":
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
-    compiled, left = compile_tree(sys.argv[1], sys.argv[2])
+    compiled, left = compile_tree(sys.argv[1], sys.argv[2], set(sys.argv[3:]))
     print(f"{compiled} compiled, {left} left to the guest")
     sys.exit(1 if left else 0)  # then the guest compiles the whole submission itself

@@ -631,14 +631,40 @@ def test_compiled_files_a_submission_brings_are_not_run(tmp_path):
     (tmp_path / "target").mkdir()
     (sub / "other").mkdir()
     (sub / "other" / "__pycache__").symlink_to(tmp_path / "target")
+    # A .pyc where a source would be: Python loads it when there is no .py.
+    shutil.copy(pyc, sub / "sourceless.pyc")
     guest = tmp_path / "guest"
     guest_lays_over(grade, tmp_path / "mallory", tmp_path / "no-pyc", guest)
     assert not (guest / "part1_clone" / "__pycache__").exists()
+    assert not (guest / "part1_clone" / "sourceless.pyc").exists()
     assert not os.path.lexists(guest / "part1_clone" / "other" / "__pycache__")
     assert (tmp_path / "target").exists()
     loaded = subprocess.run([sys.executable, "-c", "import helper; print(helper.VALUE)"],
                             cwd=guest / "part1_clone", capture_output=True, text=True)
     assert loaded.stdout == "good\n", loaded
+
+
+def test_what_the_labs_targets_make_is_neither_packed_nor_compiled_nor_hashed(tmp_path):
+    """A student's `make check` grades its lab directory, which holds the venv
+    (.venv, ~50 MB), build/ (the rootfs), grader-results/ and .git: packed, they
+    took part 1's grading from 8 s to 35 s under TCG (session 27).  None of them is
+    packed for the guest, compiled for it, or part of the content's hash."""
+    grade = load_grade()
+    sub = tmp_path / "lab"
+    (sub / "part1_clone").mkdir(parents=True)
+    (sub / "part1_clone" / "container.py").write_text("VALUE = 42\n")
+    before = grade.submission_hash(sub)
+    for name in (".venv/lib/site.py", "build/zoo-fs/bin/sh", "grader-results/alice/log",
+                 ".git/HEAD2", "part1_clone/__pycache__/x.pyc"):
+        (sub / name).parent.mkdir(parents=True, exist_ok=True)
+        (sub / name).write_text("not the student's code\n")
+    assert grade.submission_hash(sub) == before
+    grade.pack_submission(sub, tmp_path / "lab.tar")
+    with tarfile.open(tmp_path / "lab.tar") as tar:
+        assert sorted(tar.getnames()) == [".", "./part1_clone", "./part1_clone/container.py"]
+    grade.precompile(sub, tmp_path / "pyc")
+    made = sorted(str(p.relative_to(tmp_path / "pyc")) for p in (tmp_path / "pyc").rglob("*.pyc"))
+    assert made == [f"part1_clone/__pycache__/container.{sys.implementation.cache_tag}.pyc"]
 
 
 def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):
