@@ -189,8 +189,9 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
         # STUDENT CODE BELOW (q3)
         # Wait for the child to end with waitpid(2): kernel.sys_waitpid(pid) returns
         # its wait status; keep it in `status`, which main() turns into our own exit
-        # (see exit_like).
-        status = kernel.sys_waitpid(pid)
+        # (see exit_like).  In a `with step("wait for the container"):`, as q1's clone.
+        with step("wait for the container"):
+            status = kernel.sys_waitpid(pid)
         # STUDENT CODE ABOVE (q3)
         reaped = True
         signals.stop()

@@ -25,11 +25,11 @@ class ZooError(Exception):
 class step:
     """Name a step so its failure reads well:
 
-        with step("wait for the container"):
-            status = kernel.sys_waitpid(pid)
+        with step("make the pipes to the container"):
+            go_read, go_write = os.pipe()
 
-    turns OSError(ECHILD) into ZooError("failed to wait for the container: No child
-    processes").
+    turns OSError(EMFILE) into ZooError("failed to make the pipes to the container: Too
+    many open files").
     """
 
     def __init__(self, what: str):

@@ -325,6 +325,17 @@ def test_exercises_are_numbered_in_stage_order_with_hints():
         assert b.what and len(b.what) < 90, f"q{b.q}: hint's first sentence too long"
 
 
+@pytest.mark.parametrize("part", ["1", "7", "x", ""])
+def test_make_diff_of_no_stage_says_its_usage(part):
+    """PART=1 stopped make itself ("first argument to 'word' function must be greater
+    than 0"), PART=x too: make expands a recipe whole before it runs (review, session
+    27).  Now the usage line, status 2."""
+    done = subprocess.run(["make", "-s", "diff", f"PART={part}"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("make diff PART=N with N in 2..6\n"), done.stderr
+
+
 @pytest.mark.parametrize("part", [2, 3, 4, 5, 6])
 def test_make_diff_shows_each_new_module_whole(part):
     """`make diff PART=N` is stage N's lesson: a module new in part N appears with every

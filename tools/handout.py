@@ -249,7 +249,8 @@ def course_rules() -> str:
         "commit no .venv/, build/, grader-results/ or __pycache__/, which the handout's "
         f".gitignore leaves out); {names['readme_status']} (a line like \"Part 3: "
         f"working\" for each part, section 5); and {names['written_answers']} (5.1, 5.2).  "
-        "`python3 grader/rules.py .` checks them in your repository.")
+        "`python3 grader/rules.py .` checks them in your repository (if the course did "
+        "not hand this directory out as one, `git init` here, then commit as you go).")
     # No line break inside a command in backquotes.
     text = re.sub(r"`[^`]*`", lambda m: m.group().replace(" ", "\0"), text)
     return textwrap.fill(text, 84, break_on_hyphens=False,
