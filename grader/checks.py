@@ -251,8 +251,10 @@ def p2_id_maps(z):
     # In the grader's VM the student's subuid and subgid ranges differ (100000 and
     # 300000): a gid map built from the subuid range is wrong there.
     start, count = z.user.subid_range("subuid")
+    got = " / ".join(" ".join(line) for line in maps[:2])
     z.expect(maps[:2] == [["0", str(z.user.uid), "1"], ["1", str(start), str(count)]],
-             f"uid_map should map 0 to {z.user.uid} and 1..{count} to {start}.. (/etc/subuid)", r)
+             f"uid_map should map 0 to {z.user.uid} and 1..{count} to {start}.. (/etc/subuid), "
+             f"got {got or 'nothing'}", r)
     start, count = z.user.subid_range("subgid")
     got = " / ".join(" ".join(line) for line in maps[2:4])
     z.expect(maps[2:4] == [["0", str(z.user.gid), "1"], ["1", str(start), str(count)]],
