@@ -2,10 +2,10 @@
 
     python3 precompile.py SUBMISSION INTO [SKIP...]
 
-INTO gets SUBMISSION's directories (not one named __pycache__ or SKIP: grade's names
-of what is not graded), each with only a __pycache__ holding this Python's compiled
-form of its modules (as `python3 -m compileall` writes them beside the sources:
-cache_from_source's names, the sources' times and sizes recorded).  The
+INTO gets SUBMISSION's directories (not one named __pycache__, nor one at its top
+named SKIP: what grade does not grade), each with only a __pycache__ holding this
+Python's compiled form of its modules (as `python3 -m compileall` writes them beside
+the sources: cache_from_source's names, the sources' times and sizes recorded).  The
 grader's job in the guest lays INTO over its copy of the submission: under TCG the
 guest takes seconds to compile what takes a fraction of one here.  A guest whose
 Python is another version ignores them (their names carry this one's) and compiles
@@ -33,11 +33,12 @@ MEMORY = 1 << 30  # bytes of address space this process may use (setrlimit(2))
 
 def compile_tree(submission: str, into: str, skip=()) -> tuple[int, int]:
     """Compile every module under submission into the same place under into, but in
-    a directory named __pycache__ or one of skip; returns how many were compiled,
-    and how many were left to the guest."""
+    a directory named __pycache__ or, at submission's top, one of skip; returns how
+    many were compiled, and how many were left to the guest."""
     compiled = left = 0
     for directory, subdirs, files in os.walk(submission):  # never into a linked dir
-        subdirs[:] = [d for d in subdirs if d != "__pycache__" and d not in skip]
+        subdirs[:] = [d for d in subdirs if d != "__pycache__"
+                      and not (directory == submission and d in skip)]
         for name in files:
             source = os.path.join(directory, name)
             if not name.endswith(".py"):

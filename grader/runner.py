@@ -1909,6 +1909,8 @@ class Lane:
                      "--timeout-scale", str(args.timeout_scale)]
         if args.rootfs_tar:
             self.argv += ["--rootfs-tar", os.path.abspath(args.rootfs_tar)]
+        if args.original:
+            self.argv += ["--original", os.path.abspath(args.original)]
         if args.as_root:
             self.argv.append("--as-root")
         if processes:
@@ -2100,8 +2102,9 @@ def verdict(c, args, machine: Machine, log: list[str]) -> tuple[str, str, Comman
 
 def runner_files(args) -> list[str]:
     """Where the runner's own files are: never put back with a user's home."""
-    return [path for path in (args.submission, getattr(args, "results", None),
-                              getattr(args, "logs", None), args.scratch, args.rootfs_tar)
+    return [path for path in (args.submission, getattr(args, "original", None),
+                              getattr(args, "results", None), getattr(args, "logs", None),
+                              args.scratch, args.rootfs_tar)
             if path]
 
 
@@ -2125,6 +2128,8 @@ def elsewhere_text(started: list[str]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--submission")
+    ap.add_argument("--original", help="where --submission was copied from (grade --local): "
+                    "in a graded user's home, left as it is, as the submission itself")
     ap.add_argument("--results")
     ap.add_argument("--logs", default=None)
     ap.add_argument("--part", type=int, action="append")

@@ -339,10 +339,11 @@ def test_bad_arguments_are_said_in_one_line(tmp_path):
     assert done.returncode == 2
     assert "student '../x': a name with a slash" in done.stderr
     assert "bob's deadline: 'tomorrow' is not a date and time" in done.stderr
-    roster.write_bytes(b"student,repository\nalice,/x\nb\xe9atrice,/y\n")  # Windows-1252
-    done = run_collect(roster, tmp_path / "class")
-    assert done.returncode == 2 and done.stderr == (
-        f"collect: {roster}:3: not UTF-8 (byte 0xe9): save the roster as CSV UTF-8\n")
+    for bom in (b"", b"\xef\xbb\xbf"):  # Windows-1252; a BOM (Excel's CSV UTF-8) moved it
+        roster.write_bytes(bom + b"student,repository\nalice,/x\nb\xe9atrice,/y\n")
+        done = run_collect(roster, tmp_path / "class")
+        assert done.returncode == 2 and done.stderr == (
+            f"collect: {roster}:3: not UTF-8 (byte 0xe9): save the roster as CSV UTF-8\n")
     done = subprocess.run([sys.executable, str(COLLECT), str(roster), "--deadline", "soon",
                            "--into", str(tmp_path / "c")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("collect: --deadline: 'soon'")

@@ -664,7 +664,22 @@ def test_what_the_labs_targets_make_is_neither_packed_nor_compiled_nor_hashed(tm
         assert sorted(tar.getnames()) == [".", "./part1_clone", "./part1_clone/container.py"]
     grade.precompile(sub, tmp_path / "pyc")
     made = sorted(str(p.relative_to(tmp_path / "pyc")) for p in (tmp_path / "pyc").rglob("*.pyc"))
-    assert made == [f"part1_clone/__pycache__/container.{sys.implementation.cache_tag}.pyc"]
+    tag = sys.implementation.cache_tag
+    assert made == [f"part1_clone/__pycache__/container.{tag}.pyc"]
+    # Only at the top, where the lab's targets make them: a student's own build/ in a
+    # part, or a file named build, is graded (review, session 27).
+    (sub / "part1_clone" / "build").mkdir()
+    (sub / "part1_clone" / "build" / "helpers.py").write_text("HELP = 1\n")
+    (sub / "build.py").write_text("")
+    assert grade.submission_hash(sub) != before
+    grade.pack_submission(sub, tmp_path / "lab.tar")
+    with tarfile.open(tmp_path / "lab.tar") as tar:
+        assert {"./part1_clone/build/helpers.py", "./build.py"} <= set(tar.getnames())
+        assert "./build" not in tar.getnames()
+    shutil.rmtree(tmp_path / "pyc")
+    grade.precompile(sub, tmp_path / "pyc")
+    assert (tmp_path / "pyc" / "part1_clone" / "build" / "__pycache__" /
+            f"helpers.{tag}.pyc").exists()
 
 
 def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):

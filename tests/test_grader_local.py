@@ -27,6 +27,7 @@ from conftest import (
     give_subid_range,
     have_test_user,
 )
+from test_grader import load_grade
 
 pytestmark = pytest.mark.slow
 OTHER_USER = "zooother"
@@ -205,6 +206,9 @@ def test_ctrl_c_leaves_no_scratch_directory(place, to_group):
     tmp = place / "tmp"  # the runner's scratch goes here, not among other runs' in /tmp
     tmp.mkdir(mode=0o755)
     sub = copy_parts(place / "sub", {1: PARTS[1]})
+    # A zookeeper that takes its time: the Ctrl-C comes during a check, however fast
+    # the machine (the reference's whole part 1 takes 0.75 s, and the test waits 0.5).
+    (sub / PARTS[1] / "zookeeper.py").write_text("import time\ntime.sleep(30)\n")
     subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
     out = place / "out"
     out.mkdir(mode=0o755)
@@ -245,6 +249,10 @@ def bring_compiled(part_dir: Path, how: str) -> None:
     source = part_dir / "container.py"
     if how == "none":
         return
+    if how == "a linked cache":  # a link to a directory, where a __pycache__ goes
+        (part_dir / "__pycache__").symlink_to(".", target_is_directory=True)
+        (part_dir / "other.pyc").symlink_to("/tmp", target_is_directory=True)
+        return
     if how == "unchecked":
         tag = subprocess.run([VENV_PYTHON, "-c", "import sys; print(sys.implementation.cache_tag)"],
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -257,7 +265,7 @@ def bring_compiled(part_dir: Path, how: str) -> None:
         source.unlink()
 
 
-@pytest.mark.parametrize("how", ["none", "unchecked", "sourceless"])
+@pytest.mark.parametrize("how", ["none", "unchecked", "sourceless", "a linked cache"])
 def test_grade_local_runs_the_sources_not_compiled_files_brought(place, how):
     """--local runs a copy of the submission without the compiled files it brought,
     as the VM's run.sh does (review, session 27: a committed hash-based .pyc scored
@@ -268,7 +276,7 @@ def test_grade_local_runs_the_sources_not_compiled_files_brought(place, how):
     sub = copy_parts(place / "sub", {1: PARTS[1]})
     bring_compiled(sub / PARTS[1], how)
     subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
-    brought = sorted(p.relative_to(sub) for p in sub.rglob("*.pyc"))
+    brought = sorted(p.relative_to(sub) for p in sub.rglob("*.pyc") if not p.is_symlink())
     out = place / "out"
     out.mkdir(mode=0o755)
     done = subprocess.run(
@@ -277,7 +285,31 @@ def test_grade_local_runs_the_sources_not_compiled_files_brought(place, how):
          "--out", str(out)], capture_output=True, text=True, timeout=300,
         env=dict(os.environ, TMPDIR=str(place)))
     results = json.loads((out / "results.json").read_text())
-    want = "ok" if how == "none" else "fail"  # the reference passes through the copy
+    want = "fail" if how in ("unchecked", "sourceless") else "ok"  # the reference passes
     assert [r["status"] for r in results] == [want], done.stdout + done.stderr
-    assert sorted(p.relative_to(sub) for p in sub.rglob("*.pyc")) == brought
+    assert sorted(p.relative_to(sub) for p in sub.rglob("*.pyc") if not p.is_symlink()) == brought
     assert not list(place.glob("zoo-submission-*")), "the copy was left behind"
+
+
+def test_grade_local_as_root_copies_only_what_the_graded_user_can_read(place):
+    """As root with --user U, the copy is made by U: root never reads the submission,
+    which U (if it may write there) could change under root's feet, a directory
+    swapped for a link to root's files while it is packed (review, session 27: won in
+    25 tries).  A file U cannot read is not in the copy, nor given to U."""
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    sub = copy_parts(place / "sub", {1: PARTS[1]})
+    subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
+    secret = sub / PARTS[1] / "root-only.txt"
+    secret.write_text("root's\n")
+    secret.chmod(0o600)
+    user = pwd.getpwnam(TEST_USER)
+    grade = load_grade()
+    copy = grade.local_copy(sub, TEST_USER)
+    try:
+        assert copy.stat().st_uid == user.pw_uid
+        assert (copy / PARTS[1] / "zookeeper.py").stat().st_uid == user.pw_uid
+        assert not (copy / PARTS[1] / "root-only.txt").exists()
+    finally:
+        shutil.rmtree(copy)
+
