@@ -1909,7 +1909,7 @@ class Lane:
                      "--timeout-scale", str(args.timeout_scale)]
         if args.rootfs_tar:
             self.argv += ["--rootfs-tar", os.path.abspath(args.rootfs_tar)]
-        if args.original:
+        if getattr(args, "original", None):
             self.argv += ["--original", os.path.abspath(args.original)]
         if args.as_root:
             self.argv.append("--as-root")
