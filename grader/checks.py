@@ -262,14 +262,16 @@ def p2_id_maps(z):
              f"got {got or 'nothing'}", r)
 
 
-@check(2, "hostname is zoo", 2, exercises="q8 (set_hostname)")
+@check(2, "hostname is zoo", 2,
+       exercises="q8 (set_hostname), once q7's id maps make the child root")
 def p2_hostname(z):
     r = z.zk(2, "hostname")
     z.expect(r.stdout.strip() == "zoo", f"hostname should be zoo, got {r.stdout.strip()!r}", r)
 
 
 @check(2, "the command is PID 1", 2,
-       exercises="q6 (the clone's namespace flags, SIGCHLD kept)")
+       exercises="q6 (the clone's namespace flags, SIGCHLD kept), once q7's id maps make "
+       "the child root")
 def p2_pid1(z):
     r = z.zk(2, "sh", "-c", "echo $$")
     z.expect(r.stdout.strip() == "1", f"the command's pid should be 1, got {r.stdout.strip()!r}",
@@ -281,7 +283,8 @@ def p2_pid1(z):
              f"{r.status_text}: do the clone's flags still hold SIGCHLD (q6: flags |= ...)?", r)
 
 
-@check(2, "seven new namespaces", 4, exercises="q6 (the clone's namespace flags)")
+@check(2, "seven new namespaces", 4,
+       exercises="q6 (the clone's namespace flags), once q7's id maps make the child root")
 def p2_namespaces(z):
     script = "; ".join(f"readlink /proc/self/ns/{ns}" for ns in NAMESPACES)
     r = z.zk(2, "sh", "-c", script)
