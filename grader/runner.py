@@ -781,7 +781,9 @@ class Commands:
         except (ValueError, IndexError):
             verdicts = None
         expect(isinstance(verdicts, dict) and all(isinstance(v, str) for v in verdicts.values()),
-               "the syscall tester printed nothing (or not its verdicts) in the container", run)
+               "the syscall tester printed nothing (or not its verdicts) in the container (it "
+               "tries each call in a forked child: a filter that refuses clone or fork, or "
+               "another call Python needs, stops it first)", run)
         return verdicts
 
 
