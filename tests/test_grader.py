@@ -613,9 +613,10 @@ def test_the_submission_is_compiled_on_the_host_for_the_guest(tmp_path):
 
 def test_compiled_files_a_submission_brings_are_not_run(tmp_path):
     """A .pyc the student ships beside a harmless source, with the source's time and
-    size recorded (the guest's copy keeps times): the guest removes every
-    __pycache__ the submission brings (a link to one too) before laying the host's
-    in place, so the module that runs is the source."""
+    size recorded (the guest's copy keeps times): no __pycache__ the submission
+    brings (a link to one too), nor a .pyc, reaches the guest's copy (pack_submission
+    leaves them out) before the host's are laid in place, so the module that runs is
+    the source."""
     grade = load_grade()
     sub = tmp_path / "mallory" / "part1_clone"
     sub.mkdir(parents=True)
