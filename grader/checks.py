@@ -561,9 +561,10 @@ def p4_proc(z):
     z.expect(int(out[1]) <= 4, f"/proc shows {out[1]} processes: the host's, not only the "
              "container's", r)
     if not root_is_shared():  # no full marks for what could not be seen
-        raise z.not_runnable("this machine's / is not a shared mount (no systemd here?), so "
-                             "whether the container's mounts are private (q11) cannot be "
-                             "seen here: the VM checks it")
+        raise z.not_runnable("the container's proc is right (q13, q14), but this machine's "
+                             "/ is not a shared mount (no systemd here?), so whether the "
+                             "container's mounts are private (q11) cannot be seen here: "
+                             "the VM checks it")
 
 
 def root_is_shared(mountinfo_path: str = "/proc/self/mountinfo") -> bool:

@@ -273,7 +273,7 @@ class Filesystem:
             proc = mount_point_in(root, "proc", new_root)
             if proc is not None:
                 mount_proc(fd_path(proc), f"{new_root}/proc")
-                proc = open_new_mount(root, "proc", new_root, kernel.PROC_SUPER_MAGIC)
+                proc = open_new_mount(root, "proc", new_root, kernel.PROC_SUPER_MAGIC, proc)
                 mask_proc(fd_path(proc), f"{new_root}/proc")
         switch_root(new_root)
         check_old_root_gone(root)
@@ -417,14 +417,18 @@ def mount_point_in(root: int, name: str, new_root: str) -> int | None:
     return open_beneath(root, name, f"{new_root}/{name}")
 
 
-def open_new_mount(root: int, name: str, new_root: str, fs_type: int) -> int:
+def open_new_mount(root: int, name: str, new_root: str, fs_type: int, mount_point: int) -> int:
     """Open root/name again, now that a filesystem is mounted there, and check that it
     is that filesystem: a mount of its type, not the rootfs.  Another container sharing
     the rootfs could have renamed the directory meanwhile and put an ordinary one in
-    its place: then the masks and devices would land in the wrong place.  Fail closed."""
+    its place: then the masks and devices would land in the wrong place.  Fail closed.
+    mount_point is the fd the mount was made on."""
     shown = f"{new_root}/{name}"
     fd = open_beneath(root, name, shown)
     with step(f"check what is mounted at {shown}"):
+        if os.path.samestat(os.fstat(fd), os.fstat(mount_point)):
+            raise ZooError(f"failed to mount at {shown}: nothing is mounted on it afterwards "
+                           "(was the mount made at another target?)")
         same_device = os.fstat(fd).st_dev == os.fstat(root).st_dev
         if same_device or kernel.sys_fstatfs_type(fd) != fs_type:
             raise ZooError(f"failed to mount at {shown}: the directory was replaced while "
@@ -441,7 +445,7 @@ def mount_dev(root: int, new_root: str) -> None:
     with step(f"mount a tmpfs at {shown}"):
         kernel.sys_mount("tmpfs", fd_path(target), "tmpfs", kernel.MS_NOSUID | kernel.MS_NOEXEC,
                          "mode=755,size=64k")
-    dev = open_new_mount(root, "dev", new_root, kernel.TMPFS_MAGIC)  # new, empty, ours
+    dev = open_new_mount(root, "dev", new_root, kernel.TMPFS_MAGIC, target)  # new, empty, ours
     for name in DEVICES:
         host = f"/dev/{name}"
         if not os.path.exists(host):
@@ -489,7 +493,7 @@ def mount_sys(root: int, new_root: str) -> None:
         if e.errno in (errno.EPERM, errno.EACCES):
             return  # the container runs with an empty /sys
         raise ZooError(f"failed to mount sysfs at {shown}: {e.strerror}") from None
-    sys_fd = open_new_mount(root, "sys", new_root, kernel.SYSFS_MAGIC)  # the kernel's files
+    sys_fd = open_new_mount(root, "sys", new_root, kernel.SYSFS_MAGIC, target)  # kernel's files
     mask_paths(fd_path(sys_fd), shown, [], SYS_MASKED_DIRS)
     if PART >= 5:
         mount_cgroup(f"{fd_path(sys_fd)}/fs/cgroup")

@@ -620,18 +620,29 @@ def test_a_mount_that_did_not_happen_is_refused(tmp_path):
     (fs / "proc").mkdir(parents=True)
     with part_modules(4, "rootfs") as m:
         root = os.open(fs, os.O_PATH | os.O_DIRECTORY)
+        mounted_on = os.open(fs / "proc", os.O_PATH | os.O_DIRECTORY)
         try:
-            with pytest.raises(m.errors.ZooError) as refused:
-                m.rootfs.open_new_mount(root, "proc", str(fs), m.kernel.PROC_SUPER_MAGIC)
+            with pytest.raises(m.errors.ZooError) as unmounted:
+                m.rootfs.open_new_mount(root, "proc", str(fs), m.kernel.PROC_SUPER_MAGIC,
+                                        mounted_on)
+            (fs / "proc").rename(fs / "proc.old")  # another container's swap
+            (fs / "proc").mkdir()
+            with pytest.raises(m.errors.ZooError) as replaced:
+                m.rootfs.open_new_mount(root, "proc", str(fs), m.kernel.PROC_SUPER_MAGIC,
+                                        mounted_on)
         finally:
             os.close(root)
-        assert refused.value.message == (f"failed to mount at {fs}/proc: the directory was "
-                                         "replaced while zookeeper mounted on it (refused)")
+            os.close(mounted_on)
+        assert unmounted.value.message == (f"failed to mount at {fs}/proc: nothing is mounted "
+                                           "on it afterwards (was the mount made at another "
+                                           "target?)")
+        assert replaced.value.message == (f"failed to mount at {fs}/proc: the directory was "
+                                          "replaced while zookeeper mounted on it (refused)")
         host = os.open("/", os.O_PATH | os.O_DIRECTORY)  # the host's /proc: a real proc
         try:
-            os.close(m.rootfs.open_new_mount(host, "proc", "", m.kernel.PROC_SUPER_MAGIC))
+            os.close(m.rootfs.open_new_mount(host, "proc", "", m.kernel.PROC_SUPER_MAGIC, host))
             with pytest.raises(m.errors.ZooError):  # a proc, but not the type asked for
-                m.rootfs.open_new_mount(host, "proc", "", m.kernel.TMPFS_MAGIC)
+                m.rootfs.open_new_mount(host, "proc", "", m.kernel.TMPFS_MAGIC, host)
         finally:
             os.close(host)
 

@@ -41,6 +41,21 @@ def test_pivot_root_einval_names_its_usual_causes(user_runner: Runner, rootfs_fo
     assert ": Invalid argument (see pivot_root(2): new_root must be a mount point" in done.stderr
 
 
+def test_proc_mounted_at_the_wrong_target_is_said(user_runner: Runner, rootfs_for):
+    """q13 mounting at the name "/proc" (the host's, in the child's mount namespace)
+    instead of target: the rootfs's /proc is left empty, and the error says so."""
+    script = mistaken_copy(user_runner, 4, "proc-target", "rootfs.py",
+                           'kernel.sys_mount("proc", target, "proc",',
+                           'kernel.sys_mount("proc", "/proc", "proc",')
+    done = user_runner.run([user_runner.python, str(script), "-r", str(rootfs_for(user_runner)),
+                            "-P", "true"])
+    assert done.returncode == 125
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("zookeeper: failed to mount at /tmp/zoo.")
+    assert done.stderr.endswith("/proc: nothing is mounted on it afterwards (was the mount made "
+                                "at another target?)\n")
+
+
 def block(source: str, q: int) -> str:
     """The lines of exercise q, from its BELOW marker to its ABOVE marker."""
     start = source.index(f"# STUDENT CODE BELOW (q{q})")
