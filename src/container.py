@@ -65,6 +65,7 @@ def main(argv: list[str]) -> None:
         if opts.help:
             write_usage()
             os._exit(0)
+        check_free_descriptors()
         kernel.VERBOSE = opts.verbose
         if PART < 4:
             note_unreached("-r/-P/-o (the container's own filesystem)", 4,
@@ -100,6 +101,28 @@ def write_usage() -> None:
         pass
     except OSError as e:
         raise ZooError(f"failed to write the usage: {e.strerror}") from None
+
+
+# The file descriptors zookeeper may need at once: its pipes, pidfds and directories,
+# the helpers it starts (newuidmap, slirp4netns) and, after a failure, its cleanup.
+# Part 4 with -o needs 12 (measured with prlimit --nofile); twice that and more.
+FEWEST_FREE_DESCRIPTORS = 32
+
+
+def check_free_descriptors() -> None:
+    """One line, before anything is made, when the limit on open files (ulimit -n,
+    RLIMIT_NOFILE in getrlimit(2)) leaves too few free: otherwise a step would fail
+    halfway with EMFILE, and the cleanup after it too, leaving its directories."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:  # what our caller left open counts against the limit too
+        in_use = sum(1 for fd in os.listdir("/proc/self/fd") if int(fd) < limit)
+    except OSError:  # no /proc (then the limit alone), or no fd left even to list
+        in_use = 3 if limit > 3 else limit
+    free = limit - in_use
+    if free < FEWEST_FREE_DESCRIPTORS:
+        raise ZooError(f"too few files may be opened: {free} of ulimit -n's {limit} are "
+                       f"free, zookeeper needs {FEWEST_FREE_DESCRIPTORS} "
+                       "(raise it: ulimit -n 1024)")
 
 
 def open_missing_standard_fds() -> None:
