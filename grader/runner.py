@@ -39,6 +39,7 @@ sys.path.insert(0, str(HERE))
 
 import checks  # noqa: E402
 import subids  # noqa: E402
+from as_user import Identity, call_as  # noqa: E402
 from home import HomeCopy, remove_entries  # noqa: E402
 from report import (  # noqa: E402
     COMMIT_COPIES,
@@ -656,43 +657,17 @@ class Commands:
     def call(self, what: list[str], fn, *args, root=False) -> Run:
         """fn(*args) in a child of this process that runs as the user (or root) a
         command would run as, instead of the command what (as the log shows it): for
-        the grader's own file work, where under TCG starting tar(1) or sh(1) costs more
-        than their few system calls.  fn runs no program and leaves nothing behind;
-        an OSError in it is the run's exit status 1 and its text the run's stderr.
-        Within a command's time limit (then killed: a timeout)."""
+        the grader's own file work (as_user.call_as).  fn runs no program and leaves
+        nothing behind; an OSError in it is the run's exit status 1 and its text the
+        run's stderr.  Within a command's time limit (then killed: a timeout)."""
         who = self.runs_as(root)
         # The user's groups looked up here, as for its commands: no lookup after the fork.
-        groups = who.popen_ids()["extra_groups"] if who else []
-        timeout = self.time_limit()
+        identity = Identity(who.uid, who.gid, who.popen_ids()["extra_groups"]) if who else None
         started = time.monotonic()
-        said_read, said_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: only system calls, then _exit (no cleanup of ours)
-            status = 1
-            try:
-                os.close(said_read)
-                if who:
-                    os.setgroups(groups)
-                    os.setresgid(who.gid, who.gid, who.gid)
-                    # Files are made as the effective uid, the user's; kill(2) asks for
-                    # the real or saved one, root's: no process of the user's can stop it.
-                    os.setresuid(0, who.uid, 0)
-                fn(*args)
-                status = 0
-            except OSError as e:
-                os.write(said_write, str(e).encode(errors="replace"))
-            except BaseException as e:  # the grader's own mistake: said as such
-                os.write(said_write, f"grader error: {e!r}".encode(errors="replace"))
-            finally:
-                os._exit(status)
-        os.close(said_write)
-        try:
-            said, timed_out = read_within(said_read, timeout)
-        finally:
-            os.close(said_read)
-        if timed_out:
-            os.kill(pid, signal.SIGKILL)
-        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        # Files are made as the effective uid, the user's; kill(2) asks for the real or
+        # saved one, root's: no process of the user's can stop it.
+        status, said, timed_out = call_as(fn, args, identity, keep_root=True,
+                                          seconds=self.time_limit())
         run = Run(what, status, "", said.decode(errors="replace"), time.monotonic() - started,
                   timed_out, uid=who.uid if who else os.getuid(),
                   user=who.name if who else self.own_name)
@@ -1287,21 +1262,6 @@ def read_until_ready(output: Output, seconds: float) -> None:
     while "stdout" in output.open.values() and marker not in b"\n" + output.kept["stdout"]:
         if not output.read_some(deadline - time.monotonic()):
             return
-
-
-def read_within(fd: int, seconds: float, enough=None) -> tuple[bytes, bool]:
-    """What comes on fd until its end of file, or until enough(what came) is true, or
-    until seconds have passed; and whether they passed first."""
-    said, deadline = b"", time.monotonic() + seconds
-    while not (enough and enough(said)):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return said, True
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        said += chunk
-    return said, False
 
 
 def finish_killed(output: Output) -> None:

@@ -313,3 +313,34 @@ def test_grade_local_as_root_copies_only_what_the_graded_user_can_read(place):
     finally:
         shutil.rmtree(copy)
 
+
+
+def test_call_as_keeps_root_real_only_when_asked():
+    """as_user.call_as, under --local's copy (for good) and the runner's file work
+    (keep_root: kill(2) from the user's processes cannot stop it): who the child is,
+    what comes back, an error's text, and a child killed at its time limit."""
+    if os.getuid() != 0 or not have_test_user():
+        pytest.skip("needs root and the test user (make test-deps)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "grader"))
+    from as_user import Identity, call_as
+
+    user = pwd.getpwnam(TEST_USER)
+    who = Identity(user.pw_uid, user.pw_gid, [user.pw_gid])
+
+    def ids() -> bytes:
+        return repr((os.getresuid(), os.getresgid(), os.getgroups())).encode()
+
+    uid, gid = user.pw_uid, user.pw_gid
+    assert call_as(ids, (), who) == (0, repr(((uid,) * 3, (gid,) * 3, [gid])).encode(), False)
+    assert call_as(ids, (), who, keep_root=True) == (
+        0, repr(((0, uid, 0), (gid,) * 3, [gid])).encode(), False)
+    assert call_as(os.getcwd, (), None) == (0, b"", False)  # not bytes: nothing said
+    with tempfile.TemporaryDirectory() as roots:  # 0700, root's
+        status, said, timed_out = call_as(os.open, (f"{roots}/file", os.O_RDONLY), who)
+    assert (status, timed_out) == (1, False)
+    assert said.decode().startswith("[Errno 13] Permission denied"), said
+    assert call_as(int, ("x",), who)[:2] == (1, b"grader error: ValueError(\"invalid literal "
+                                                b"for int() with base 10: 'x'\")")
+    started = time.monotonic()
+    assert call_as(time.sleep, (30,), who, seconds=0.5) == (-signal.SIGKILL, b"", True)
+    assert time.monotonic() - started < 10
