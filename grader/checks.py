@@ -461,12 +461,18 @@ HOST_MARKER = "zoo-host-marker"
 
 
 def find_host_marker(host_marker) -> str:
-    """A shell command printing where the host's marker file (an absolute path on the host)
-    is reachable in the container's tree: at that path under any directory three levels
-    deep or less, where an old root that was never unmounted would be mounted (put_old).
-    Bounded on purpose: a walk of a whole host's tree would outlast the check's timeout."""
-    return (f'for d in /* /*/* /*/*/*; do test -e "$d{host_marker}" && '
-            f'echo "$d{host_marker}"; done; true')
+    """A shell command printing host-visible if the host's marker file (an absolute path
+    on the host) is at that path in the container, and where it is reachable in the
+    container's tree: at that path under any directory three levels deep or less, where
+    an old root that was never unmounted would be mounted (put_old).  Bounded on
+    purpose: a walk of a whole host's tree would outlast the check's timeout.  The path
+    is quoted: it is in the grader's scratch, under whatever TMPDIR --local was given."""
+    import shlex
+
+    marker = shlex.quote(str(host_marker))
+    return (f"test -e {marker} && echo host-visible; "
+            f'for d in /* /*/* /*/*/*; do test -e "$d"{marker} && echo "$d"{marker}; done; '
+            "true")
 
 
 def mountinfo(output: str) -> list[dict]:
@@ -502,8 +508,7 @@ def p4_pivot_root(z):
     host_marker = z.scratch / HOST_MARKER
     host_marker.write_text("host\n")
     r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(
-        z, fs, f"test -e {host_marker} && echo host-visible; "
-        "test -e /proc/1/root/etc/debian_version && echo host-proc; ls /; "
+        z, fs, "test -e /proc/1/root/etc/debian_version && echo host-proc; ls /; "
         + find_host_marker(host_marker)))
     expect_in_rootfs(z, r)
     z.expect(r.status == 0, f"the container should exit 0, got {r.status_text}", r)
@@ -809,8 +814,7 @@ def p4_linked_mount_points(z):
         replace_by_link(z, fs, name, target, root)
         what = f"with the rootfs's {name} a link to {target}{' (as root)' if root else ''}"
         r = z.zk(4, "-r", str(fs), "-P", "sh", "-c", in_rootfs(
-            z, fs, f"test -e {host_marker} && echo host-visible; {find_host_marker(host_marker)}; "
-            "cat /proc/self/mountinfo >&2"), root=root)
+            z, fs, f"{find_host_marker(host_marker)}; cat /proc/self/mountinfo >&2"), root=root)
         if r.status == 125:
             z.expect(stderr_lines(r) == said[root] + 1 and "Traceback" not in r.stderr,
                      f"{what}, a refusal should be one line", r)

@@ -226,6 +226,24 @@ def test_each_mistake_fails_its_check(check_id, part, file, edits, said, place, 
     assert status == "fail" and said in message, message
 
 
+@pytest.mark.parametrize("check_id, edits, said", [
+    ("p4_pivot_root", [], ""), ("p4_pivot_root", PUT_OLD_KEPT, "tree, at /home/"),
+    ("p4_linked_mount_points", [], "")])
+def test_host_marker_checks_under_an_odd_scratch(check_id, edits, said, place, rootfs_tar):
+    """--local's scratch is under the student's TMPDIR, whatever its name holds: a quote
+    made the checks' shell fail correct code ("unterminated quoted string"), a space
+    left their probe for the host's files seeing nothing (review, session 28)."""
+    odd = place / "it's a $HOME dir"
+    odd.mkdir()
+    odd.chmod(0o755)
+    sub = broken(copy_parts(place / "sub", {4: PARTS[4]}), 4, "rootfs.py", edits)
+    status, message = run_check(check_id, sub, odd, rootfs_tar)
+    if said:
+        assert status == "fail" and said in message, message
+    else:
+        assert (status, message) == ("ok", "")
+
+
 def test_the_shifted_part3_fails_the_new_part4_checks(place, rootfs_tar):
     sub = copy_parts(place / "sub", {4: PARTS[3]})
     for check_id in ("p4_masks", "p4_linked_mount_points"):
