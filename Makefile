@@ -25,7 +25,7 @@ help:
 	@echo "make lint           ruff and vermin (Python 3.10);  make generate-check: are the parts and skeleton up to date?"
 	@echo "make test-venv      pytest and ruff into the venv (no root; test-deps does it too)"
 	@echo "make parts          write part1..part6 from src/;  make skeleton: write skeleton/"
-	@echo "make diff PART=N    stage N's lesson: part N-1 against part N"
+	@echo "make diff PART=N    stage N's lesson: part N-1 against part N (PART=6 if not given)"
 	@echo "make vm             build (or reuse) the grader's VM image;  make vm-info: where it is"
 	@echo "make grade SUB=DIR  grade a submission in the VM"
 	@echo "make bench          benchmarks (as root: everything; build/bench.json); make bench-quick: CI's"

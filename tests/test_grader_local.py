@@ -344,3 +344,26 @@ def test_call_as_keeps_root_real_only_when_asked():
     started = time.monotonic()
     assert call_as(time.sleep, (30,), who, seconds=0.5) == (-signal.SIGKILL, b"", True)
     assert time.monotonic() - started < 10
+
+
+def test_the_status_line_comes_after_the_report_through_a_pipe(place):
+    """`make check 2>&1 | tee log`: the report (stdout, block-buffered in a pipe) was
+    written at exit, after the status line on stderr ("grade: incomplete" first, the
+    report under it: student walk, session 28)."""
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    sub = copy_parts(place / "sub", {6: PARTS[6]})
+    subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
+    out = place / "out"
+    out.mkdir(mode=0o755)
+    # Root's veth check is not run by --local without --as-root: the run is incomplete.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "6",
+         "--only", "p6_root_veth", "--user", TEST_USER, "--python", VENV_PYTHON,
+         "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
+    lines = done.stdout.splitlines()
+    status = [i for i, line in enumerate(lines) if line.startswith("grade: ")]
+    assert done.returncode == 2 and status, done.stdout
+    score = [i for i, line in enumerate(lines) if line.startswith("Score:")]
+    assert score and score[-1] < status[-1], done.stdout

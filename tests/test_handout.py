@@ -199,13 +199,18 @@ def make_diff(tree: Path, *args: str) -> subprocess.CompletedProcess:
 def test_make_diff_says_which_part_is_missing(handout_dir, tmp_path):
     """`make diff` in a student's tree with parts 1 and 4 only: one line names the part
     that is not there and how to make it, and make fails (it once ran diff with one
-    operand and exited 0).  Parts that differ are no failure (diff exits 1 for them)."""
+    operand and exited 0).  Without PART, the newest part is the one asked about (it
+    was part 6, so "part5_cgroups/ is not there yet").  Parts that differ are no
+    failure (diff exits 1 for them)."""
     student = tmp_path / "student"
     shutil.copytree(handout_dir, student)
-    for part in (1, 4):
-        shutil.copytree(student / "skeleton", student / PARTS[part])
+    shutil.copytree(student / "skeleton", student / PARTS[1])
+    done = make_diff(student)  # no part to compare yet: the usage
+    assert done.returncode == 2
+    assert done.stderr.startswith("make diff PART=N with N in 2..6\n"), done.stderr
+    shutil.copytree(student / "skeleton", student / PARTS[4])
     assert "4. The exercises" in (student / "README.txt").read_text()
-    for args, missing in ((["PART=4"], PARTS[3]), ([], PARTS[5])):
+    for args, missing in ((["PART=4"], PARTS[3]), ([], PARTS[3])):
         done = make_diff(student, *args)
         said = [line for line in done.stderr.splitlines() if line.startswith("make diff:")]
         assert done.returncode != 0, done.stdout + done.stderr
@@ -217,6 +222,30 @@ def test_make_diff_says_which_part_is_missing(handout_dir, tmp_path):
     done = make_diff(student, "PART=4")
     assert done.returncode == 0, done.stderr
     assert "+stage = 4" in done.stdout and not done.stderr
+    # A backup beside part 3 is not what the grader grades, nor what make diff shows
+    # (make's wildcard put part3_seccomp.bak/ before part3_seccomp/: "." < "/").
+    shutil.copytree(student / PARTS[1], student / f"{PARTS[3]}.bak")
+    (student / f"{PARTS[3]}.bak" / "backup.py").write_text("old = 1\n")
+    done = make_diff(student)
+    assert done.returncode == 0, done.stderr
+    assert "+stage = 4" in done.stdout and "backup.py" not in done.stdout
+
+
+def test_make_check_before_any_part_says_how_to_start(handout_dir, tmp_path):
+    """`make check` in a fresh lab (README: one of the two commands) took the lab for a
+    class directory: seven "not a submission" lines and "no submission" (student walk,
+    session 28).  Now one line saying how to start."""
+    student = tmp_path / "student"
+    shutil.copytree(handout_dir, student)
+    venv = Path(sys.executable).parent.parent  # this suite's, set up: no pip run here
+    done = subprocess.run(["make", "-s", "check", f"VENV={venv}"], cwd=student,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = [line for line in done.stderr.splitlines() if not line.startswith(("check-deps:",
+                                                                               "make: ***"))]
+    assert said == [f"make check: no part to check yet: to start, cp -r skeleton {PARTS[1]} "
+                    "(README section 4)"], done.stderr
+    assert done.stdout == ""
 
 
 def test_the_handout_grades_itself_locally(handout_dir, tmp_path):

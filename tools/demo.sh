@@ -44,7 +44,7 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -q memory /sys/fs/cgroup/cgr
 fi
 
 echo "== on the host: $(hostname), $(id -un), $(ps -e --no-headers 2>/dev/null | wc -l) processes"
-echo "== in a container: $PYTHON $(basename "$PART")/zookeeper.py -r $ROOTFS -P $limits sh -c ..."
+echo "== in a container: $PYTHON $(basename "$PART")/zookeeper.py -r $ROOTFS -P ${limits:+$limits }sh -c ..."
 # shellcheck disable=SC2086
 "$PYTHON" "$PART/zookeeper.py" -r "$ROOTFS" -P $limits sh -c '
     echo "hostname:   $(hostname)"

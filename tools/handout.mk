@@ -20,7 +20,7 @@ help:
 	@echo "make rootfs-debian  a Debian minbase rootfs in $(BUILD)/zoo-fs-debian (root or mmdebstrap)"
 	@echo "make rootfs-debian-reset  unpack $(BUILD)/zoo-fs-debian afresh"
 	@echo "make check          the grader's public checks: in its VM, or here (--local) without one"
-	@echo "make diff PART=N    what your part N adds to your part N-1"
+	@echo "make diff [PART=N]  what your part N (your newest) adds to your part N-1"
 	@echo "make clean          remove $(BUILD) (your rootfs too; the venv stays)"
 
 # In the grader's VM when its image is here or can be had (imported from VM_IMAGE, or
@@ -30,6 +30,8 @@ QEMU = qemu-system-$(shell uname -m)
 QEMU_PACKAGE = $(if $(filter aarch64,$(shell uname -m)),qemu-system-arm,qemu-system-x86)
 
 check: | setup
+	@test -n "$(wildcard part*_*/zookeeper.py)" || { echo "make check: no part to check" \
+	    "yet: to start, cp -r skeleton $(word 1,$(PART_NAMES)) (README section 4)" >&2; exit 2; }
 	@mkdir -p $(BUILD)
 	@why=""; \
 	if ! command -v $(QEMU) >/dev/null; then \
