@@ -148,10 +148,12 @@ def write_cached_program(path: str, key: bytes, program: bytes) -> None:
 
 
 def ours(path: str) -> bool:
-    """Is path, or the nearest directory on the way to it that exists, our own?"""
-    while not os.path.exists(path) and os.path.dirname(path) != path:
+    """Is path, or the nearest entry on the way to it that exists, our own?  A link
+    counts only when it is ours too: root given a user's HOME whose .cache was the
+    user's link to a directory of root's (/etc/cron.d, say) made its cache there."""
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
-    return os.stat(path).st_uid == os.geteuid()
+    return os.lstat(path).st_uid == os.geteuid() == os.stat(path).st_uid
 
 
 def import_pyseccomp():

@@ -108,6 +108,9 @@ def explain(call: str, result: str, man: str = "", started: float | None = None)
     if not VERBOSE:
         return
     took = f"{(time.monotonic() - started) * 1000:.1f} ms" if started is not None else ""
+    # An argument shown with !r spells a byte that is not UTF-8 (a surrogate, PEP 383)
+    # \udcff; printable() and the error lines spell it \xff: one spelling here too.
+    call = call.replace("\\udc", "\\x")
     line = f"zookeeper: {LABEL}{printable(call)} = {printable(result)}"
     # A stderr closed by its reader (-v 2>&1 | head) takes nothing: the step goes on.
     write_quietly(2, f"{line:<76} {man:<16} {took}".rstrip() + "\n")

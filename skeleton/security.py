@@ -33,6 +33,12 @@ CAPABILITIES_TO_DROP = [
 S_ISUID, S_ISGID = 0o4000, 0o2000
 CLONE_NEWUSER = kernel.CLONE_NEWUSER
 TIOCSTI = 0x5412
+# The terminal the container shares with you (its stdio is your terminal's open file)
+# must stay yours: TIOCSETD sets its line discipline (N_NULL, 27, drops everything you
+# type and everything printed, after the container is gone; an unloaded one is a kernel
+# module loaded on demand), and TIOCLINUX's selection paste types into a console as
+# TIOCSTI does (CVE-2023-28100; bubblewrap and Flatpak refuse both).  ioctl_tty(2).
+TIOCSETD, TIOCLINUX = 0x5423, 0x541C
 
 # The seccomp rules: (what it stops, system call, argument matches, errno returned).
 # An argument match (index, mask, value) means "argument index, masked with mask,
@@ -52,6 +58,8 @@ SYSCALLS_TO_REFUSE = [
     ("nested user namespaces", "unshare", [(0, CLONE_NEWUSER, CLONE_NEWUSER)], errno.EPERM),
     ("nested user namespaces", "clone", [(0, CLONE_NEWUSER, CLONE_NEWUSER)], errno.EPERM),
     ("typing into the terminal", "ioctl", [(1, 0xFFFFFFFF, TIOCSTI)], errno.EPERM),
+    ("typing into the terminal", "ioctl", [(1, 0xFFFFFFFF, TIOCLINUX)], errno.EPERM),
+    ("the terminal's line discipline", "ioctl", [(1, 0xFFFFFFFF, TIOCSETD)], errno.EPERM),
     ("the kernel keyring", "keyctl", [], errno.EPERM),
     ("the kernel keyring", "add_key", [], errno.EPERM),
     ("the kernel keyring", "request_key", [], errno.EPERM),

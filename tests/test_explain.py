@@ -187,3 +187,15 @@ def test_skeleton_shows_where_the_flow_stops(user_runner: Runner, tmp_path):
     assert re.search(r"^zookeeper: q1 not implemented yet = stop +part 1", trace[-2]), trace
     assert trace[-1] == ("zookeeper: q1 (part 1) is not implemented yet: "
                          "create the child with clone(2)")
+
+
+def test_a_byte_that_is_not_utf8_is_spelled_one_way(user_runner: Runner):
+    """-v's execvp line spelled a command's undecodable byte '\\udcff' (Python's repr of
+    its surrogate), the error line under it \\xff (review, session 28)."""
+    done = user_runner.zookeeper(1, "-v", os.fsdecode(b"no-such-\xff-command"))
+    assert done.returncode == 127
+    tried = [line for line in done.stderr.splitlines() if "execvp(" in line]
+    assert tried and all("no-such-\\xff-command" in line for line in tried), done.stderr
+    assert "\\udc" not in done.stderr
+    assert done.stderr.endswith("zookeeper: failed to execute no-such-\\xff-command: No such "
+                                "file or directory\n")

@@ -524,6 +524,21 @@ def test_root_never_writes_its_cache_through_a_users_link(root_runner: Runner,
     assert os.listdir(victim) == [] and link.is_symlink()
 
 
+def test_root_never_makes_its_cache_through_a_users_link(root_runner: Runner,
+                                                        user_runner: Runner):
+    """Root with a user's HOME (sudo -E) whose .cache is the user's link to a directory
+    of root's: root made zookeeper/seccomp.bpf there, in whatever directory the user
+    chose (/etc/cron.d, /root; review, session 28).  Now no cache, and a normal run."""
+    home = user_runner.fresh_dir()
+    roots = root_runner.fresh_dir()
+    roots.chmod(0o755)
+    subprocess.run(user_runner.command(["ln", "-s", str(roots), str(home / ".cache")]),
+                   check=True)
+    done = root_runner.zookeeper(3, "true", env={"HOME": str(home), "XDG_CACHE_HOME": ""})
+    assert done.returncode == 0, done.stderr
+    assert os.listdir(roots) == []
+
+
 def running(marker: str) -> bool:
     return bool(subprocess.run(["pgrep", "-f", f"^{marker}$"], capture_output=True).stdout)
 

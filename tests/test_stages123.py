@@ -432,29 +432,33 @@ def test_a_child_that_fails_before_go_is_heard(user_runner: Runner):
         assert (done.returncode, done.stderr) == (125, "zookeeper: q4 broken on purpose\n")
 
 
-# ioctl(2) requests that the TIOCSTI rule must leave alone: the request number is
+# ioctl(2) requests that the terminal rules must leave alone: the request number is
 # compared whole, not as a mask (FIONREAD 0x541B and TIOCGWINSZ 0x5413 have all of
-# TIOCSTI's 0x5412 bits set).
+# TIOCSTI's 0x5412 bits set).  TIOCSETD (0x5423) and TIOCLINUX (0x541C): a container
+# set your terminal's line discipline to N_NULL, which outlived it (review, session 28).
 IOCTLS = """
 import fcntl, os, struct, termios
 r, w = os.pipe()
 os.write(w, b"abc")
 print("FIONREAD", struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, bytes(4)))[0])
-for name in ("TIOCGWINSZ", "TIOCSTI"):
+for name, request in (("TIOCGWINSZ", 0x5413), ("TIOCGETD", 0x5424), ("TIOCSTI", 0x5412),
+                      ("TIOCSETD", 0x5423), ("TIOCLINUX", 0x541C)):
     try:
-        fcntl.ioctl(r, getattr(termios, name), bytes(8))
+        fcntl.ioctl(r, request, bytes(8))
     except OSError as e:
         print(name, os.strerror(e.errno))
 """
 
 
-def test_the_tiocsti_rule_refuses_tiocsti_only(runner: Runner):
+def test_the_terminal_rules_refuse_their_requests_only(runner: Runner):
     done = runner.zookeeper(3, runner.python, "-c", IOCTLS)
     assert done.returncode == 0, done.stderr
+    not_a_terminal, refused = os.strerror(errno.ENOTTY), os.strerror(errno.EPERM)
     assert done.stdout.splitlines() == [
         "FIONREAD 3",
-        f"TIOCGWINSZ {os.strerror(errno.ENOTTY)}",  # a pipe is no terminal: asked, not refused
-        f"TIOCSTI {os.strerror(errno.EPERM)}"]
+        f"TIOCGWINSZ {not_a_terminal}",  # a pipe is no terminal: asked, not refused
+        f"TIOCGETD {not_a_terminal}",
+        f"TIOCSTI {refused}", f"TIOCSETD {refused}", f"TIOCLINUX {refused}"]
 
 
 SPOILED_CACHES = {
