@@ -17,7 +17,8 @@
 #
 # With --install, in this order:
 #  1. the missing Debian packages, with one `apt-get install` (as root directly, else
-#     through sudo; without sudo, or when sudo refuses, it prints the line to run and stops);
+#     through sudo; without sudo, or when sudo refuses, it prints the line to run and stops,
+#     or goes on with a note when what is missing serves one option only: slirp4netns, -n);
 #  2. the project's venv, $VENV (default .venv beside tools/): made with
 #     `$SYSTEM_PYTHON -m venv` when absent, and the Python packages of requirements.txt
 #     (requirements-test.txt for `lint` and `test`) installed into it with its own pip.
@@ -40,6 +41,8 @@ install=no
 status=0
 checked=" "
 apt_packages=""
+optional_packages=""  # what only one option needs: without it, a note, not a stop
+optional_use=""       # ... and those options
 requirements=""
 
 say() {
@@ -79,6 +82,18 @@ need_cmd() {
     have_cmd "$1" && return 0
     [ $install = yes ] || say "missing $1 (package $2): sudo apt-get install $2"
     add_package "$2"
+}
+
+# want_cmd COMMAND PACKAGE WHAT: as need_cmd, for what only WHAT needs (an option of
+# one part): missing, a note; installed with the rest when root or sudo can, and
+# without them a note again, so that the parts before it can run meanwhile.
+want_cmd() {
+    once "cmd:$1" || return 0
+    have_cmd "$1" && return 0
+    [ $install = yes ] || echo "check-deps: note: missing $1 (package $2), so $3 will not" \
+        "work: sudo apt-get install $2" >&2
+    optional_packages="${optional_packages:+$optional_packages }$2"
+    optional_use="${optional_use:+$optional_use, }$3"
 }
 
 # The Python the venv is made from (or the venv's own, once it is there).
@@ -153,27 +168,39 @@ make_venv_files() {
 }
 
 # One apt-get install for every missing package: as root directly, else through sudo.
+# Where that cannot be, a stop for what every part needs; for what one option needs
+# only (optional_packages), a note, and the set-up goes on.
 install_packages() {
-    [ -n "$apt_packages" ] || return 0
-    line="sudo apt-get install $apt_packages"
+    packages="$apt_packages${optional_packages:+ $optional_packages}"
+    packages=${packages# }
+    [ -n "$packages" ] || return 0
+    line="sudo apt-get install $packages"
     # If the package lists are missing or stale (a fresh machine), update them and retry.
-    script="apt-get install -y $apt_packages || { apt-get update && apt-get install -y $apt_packages; }"
-    echo "check-deps: installing the missing packages: $line"
+    script="apt-get install -y $packages || { apt-get update && apt-get install -y $packages; }"
     if [ "$(id -u)" -eq 0 ]; then
+        echo "check-deps: installing the missing packages: $line"
         DEBIAN_FRONTEND=noninteractive sh -c "$script" && return 0
         say "apt-get could not install them (messages above); then run make again"
         exit 1
     fi
     if ! command -v sudo >/dev/null 2>&1; then
-        say "there is no sudo here: ask someone with root to run this, then run make again:"
-        echo "    apt-get install $apt_packages" >&2
+        cannot_install "there is no sudo here" "apt-get install $packages"
+        return 0
+    fi
+    echo "check-deps: installing the missing packages: $line"
+    sudo sh -c "$script" && return 0
+    cannot_install "sudo could not install them (not allowed, or messages above)" "$line"
+}
+
+# cannot_install WHY LINE: stop when a package every part needs is missing, else a note.
+cannot_install() {
+    if [ -n "$apt_packages" ]; then
+        say "$1: ask someone with root to run this, then run make again:"
+        echo "    $2" >&2
         exit 1
     fi
-    sudo sh -c "$script" && return 0
-    say "sudo could not install them (not allowed, or messages above):" \
-        "ask someone with root to run this, then run make again:"
-    echo "    $line" >&2
-    exit 1
+    echo "check-deps: note: $1, so $optional_use will not work until someone with root" \
+        "runs: $2" >&2
 }
 
 # A range of 65536 ids that no line of /etc/subuid or /etc/subgid holds: the first from
@@ -304,7 +331,7 @@ need_run() {
     need_cmd newuidmap uidmap
     need_cmd newgidmap uidmap
     need_cmd unshare util-linux
-    need_cmd slirp4netns slirp4netns
+    want_cmd slirp4netns slirp4netns "-n (part 6's rootless network)"
     need_venv requirements.txt
 }
 
@@ -393,8 +420,9 @@ case $needs in
     *run*) need_man_pages ;;
 esac
 if [ $install = no ]; then
-    case $apt_packages in
-        *" "*) echo "check-deps: all missing packages at once: sudo apt-get install $apt_packages" >&2 ;;
+    packages="$apt_packages${optional_packages:+ $optional_packages}"
+    case ${packages# } in
+        *" "*) echo "check-deps: all missing packages at once: sudo apt-get install ${packages# }" >&2 ;;
     esac
 fi
 exit $status
