@@ -55,7 +55,6 @@ import lzma
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -79,6 +78,7 @@ sys.path.append(str(HERE.parent / "tools"))
 import mkrootfs  # noqa: E402
 import subids  # noqa: E402
 import waiting_child  # noqa: E402
+from children import die_with_parent  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # The recipe. Everything here (and grader/guest/*) goes into the cache key.
@@ -532,23 +532,6 @@ def _exec_as_root(argv: list[str], dev_for: Path | None) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Building
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that asks the kernel to SIGKILL the child when we die (Linux): the
-    build's helpers and QEMU (grader/qemu.py) never outlive us."""
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-
-    return preexec
-
-
 # ---------------------------------------------------------------------------------------
 class _Build:
     """One build: a log file, and commands run with their output in it."""

@@ -42,13 +42,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import stuck
+from children import die_with_parent
 from image import (
     Arch,
     ImagePaths,
     VMError,
     build_image,
     chown_for_sudo_user,
-    die_with_parent,
     get_arch,
     recipe_arch,
 )

@@ -100,9 +100,12 @@ def git_command(repo: Path, *args: str) -> tuple[list[str], dict]:
     # uploadpack command, run by a shell, as the grader.
     no_transport = [arg for proto in ("", *PROTOCOLS) for arg in
                     ("-c", f"protocol.{proto + '.' if proto else ''}allow=never")]
+    # --git-dir: this .git, and no other.  Found by discovery, a .git git refuses (a
+    # broken HEAD) sent git up to the directories above: the TA's own repository,
+    # whose commits and files then passed for the student's (review, session 28).
     cmd = ["git", "-c", f"safe.directory={repo}", "-c", "core.hooksPath=/dev/null",
            "-c", "core.fsmonitor=false", *no_transport, "--no-pager", "-C", str(repo),
-           *args]
+           f"--git-dir={repo / '.git'}", f"--work-tree={repo}", *args]
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_NO_LAZY_FETCH="1",
                GIT_PROTOCOL_FROM_USER="0")
     env.pop("GIT_DIR", None)
@@ -205,7 +208,17 @@ def count_commits(sub: Path) -> dict:
 
 
 def is_binary(head: bytes) -> bool:
-    return b"\0" in head[:FIRST_FEW_BYTES]
+    """git's test (a NUL in the first 8000 bytes), but for text in UTF-16 with its byte
+    order mark, as Notepad's "Unicode" saves it: read_readme reads such a README, and
+    the binary rule failed it."""
+    head = head[:FIRST_FEW_BYTES]
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:  # not final: the first 8000 bytes may end inside a character
+            text = codecs.getincrementaldecoder("utf-16")().decode(head, final=False)
+        except UnicodeDecodeError:
+            return True
+        return "\0" in text
+    return b"\0" in head
 
 
 def binary_files_in_git(sub: Path) -> list[str]:

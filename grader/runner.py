@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 
 import checks  # noqa: E402
 import subids  # noqa: E402
-from as_user import Identity, call_as  # noqa: E402
+from children import Identity, call_as  # noqa: E402
 from home import HomeCopy, remove_entries  # noqa: E402
 from report import (  # noqa: E402
     COMMIT_COPIES,
@@ -657,7 +657,7 @@ class Commands:
     def call(self, what: list[str], fn, *args, root=False) -> Run:
         """fn(*args) in a child of this process that runs as the user (or root) a
         command would run as, instead of the command what (as the log shows it): for
-        the grader's own file work (as_user.call_as).  fn runs no program and leaves
+        the grader's own file work (children.call_as).  fn runs no program and leaves
         nothing behind; an OSError in it is the run's exit status 1 and its text the
         run's stderr.  Within a command's time limit (then killed: a timeout)."""
         who = self.runs_as(root)

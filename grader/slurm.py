@@ -68,7 +68,8 @@ def submit_and_wait(commands: list[list[str]], names: list[str], state: Path, ar
              "--job-name=zoo-grade", f"--output={state}/%A_%a.out"]
             + default_options(args) + list(sbatch_options) + [str(script)])
     log(f"grade: {shlex.join(argv)}")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
     job = ""
     try:
         # --parsable: the job id (maybe ";cluster") on the first line, at submission.

@@ -443,6 +443,11 @@ def test_a_byte_order_mark_hides_no_line(tmp_path, encoding):
     assert rules.readme_status(tmp_path)["status"] == "ok"
     assert rules.written_answers(tmp_path)["status"] == "ok"
     assert rules.answers(rules.read_readme(tmp_path)[0]) == {"5.1": "\u00e9t\u00e9", "5.2": "b"}
+    # ... and it is text, not a binary file (the binary rule failed it: review, session 28)
+    assert rules.binary_files(tmp_path)["status"] == "ok", rules.binary_files(tmp_path)
+    (tmp_path / "data.bin").write_bytes(b"\xff\xfe" + "a\0b".encode("utf-16-le"))
+    assert rules.binary_files(tmp_path)["status"] == "fail"  # a NUL in UTF-16 too
+    (tmp_path / "data.bin").unlink()
     (tmp_path / "README.txt").write_bytes(b"\xef\xbb\xbf5.1\nAnswer: a\n5.2\nAnswer: b\n")
     assert rules.answers(rules.read_readme(tmp_path)[0]) == {"5.1": "a", "5.2": "b"}
 

@@ -215,6 +215,27 @@ def test_an_uploads_git_that_points_elsewhere_is_not_read(tmp_path):
     assert {v["id"]: v["status"] for v in rules.check(repo)}["commits"] == "ok"
 
 
+def test_a_broken_git_never_reads_the_repository_around_the_class(tmp_path):
+    """An upload whose .git git refuses (HEAD garbage, or HEAD alone) in a class
+    directory inside the TA's own repository: git looked further up and counted the
+    TA's commits (8: "ok") and named the TA's binary file in the student's report
+    (review, session 28).  Now that .git alone is read: not checked."""
+    course = new_repo(tmp_path / "course")
+    (course / "hidden_tests.bin").write_bytes(b"\0secret tests")
+    for n in range(8):
+        commit(course, f"c{n}", f"2026-11-0{n + 1} 12:00")
+    for name, plant in (("garbage", lambda g: (g / "HEAD").write_text("garbage\n")),
+                        ("head-only", lambda g: (g / "HEAD").write_text("ref: refs/heads/x\n"))):
+        sub = course / "class" / name
+        copy_parts(sub, {1: PARTS[1]})
+        (sub / ".git").mkdir()
+        plant(sub / ".git")
+        said = {v["id"]: v for v in rules.check(sub)}
+        assert said["commits"]["status"] == "unknown", (name, said["commits"])
+        assert "hidden_tests.bin" not in str(said), (name, said)
+        assert said["binary_files"]["status"] != "fail", (name, said["binary_files"])
+
+
 def test_a_partial_clone_never_makes_git_fetch_or_run_its_command(tmp_path):
     """A partial clone's config names a remote whose uploadpack is a command; one blob
     is missing, so git would fetch it, running the command as the grader (root on

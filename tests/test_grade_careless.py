@@ -99,6 +99,28 @@ def test_out_in_the_class_or_a_students_directory_is_refused(grade, two, tmp_pat
     assert not (two / "alice" / "scores.csv").exists()
 
 
+@pytest.mark.parametrize("where", ["class/scores.csv", "class/alice/README.txt",
+                                   "class/collect.csv"])
+def test_a_csv_in_the_class_directory_is_refused(grade, two, tmp_path,  # noqa: F811
+                                                 capsys, where):
+    """--csv was taken anywhere: in the class directory it became a student's row on
+    every later run, replaced collect's collect.csv, or a student's README.txt before
+    the rules read it (review, session 28).  In --out at the class's top it may be."""
+    csv_path = tmp_path / where
+    before = csv_path.read_bytes() if csv_path.exists() else None
+    out = tmp_path / "out"
+    assert grade.main([str(two), "--part", "1", "--out", str(out), "--csv",
+                       str(csv_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"grade: --csv {csv_path}: in the class "
+                                              "directory")
+    assert grade.vm_calls == []
+    assert (csv_path.read_bytes() if csv_path.exists() else None) == before
+    inside_out = two / "results"
+    assert grade.main([str(two), "--part", "1", "--out", str(inside_out), "--csv",
+                       str(inside_out / "class.csv")]) == 0
+    assert set(read_csv(inside_out / "class.csv")) == {"alice", "bob"}
+
+
 def test_out_at_the_top_of_the_class_directory_is_no_submission(grade, two,  # noqa: F811
                                                                 monkeypatch):
     monkeypatch.chdir(two)  # the default --out, ./grader-results, from inside the class
@@ -315,3 +337,13 @@ def test_one_students_tree_too_deep_is_that_students_row(grade, two, tmp_path,  
             grade.pack_submission(two / "alice", tmp_path / "alice.tar")
     finally:  # pytest's own clean-up (shutil.rmtree) recurses too: rm(1) does not
         subprocess.run(["rm", "-rf", "--", str(two / "alice" / "deep")], check=True)
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3", "two"])
+def test_jobs_of_less_than_one_are_refused(grade, two, tmp_path, capsys, jobs):  # noqa: F811
+    """--jobs 0 and --jobs -3 were taken, silently, as 1 (review, session 28)."""
+    with pytest.raises(SystemExit) as stopped:
+        grade.main([str(two), "--jobs", jobs, "--out", str(tmp_path / "out")])
+    assert stopped.value.code == 2
+    assert f"argument --jobs: {jobs!r} is not a number of 1 or more" in capsys.readouterr().err
+    assert grade.vm_calls == []

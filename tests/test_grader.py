@@ -683,6 +683,32 @@ def test_what_the_labs_targets_make_is_neither_packed_nor_compiled_nor_hashed(tm
             f"helpers.{tag}.pyc").exists()
 
 
+def test_a_huge_file_is_neither_copied_nor_read_whole(tmp_path):
+    """An upload's 5 GB disk image (sparse here; a zip of zeros is as small): its
+    hash read it whole (a MemoryError under a smaller limit ended the batch) and the
+    copies packed it for the guest's disk and /tmp (review, session 28)."""
+    sub = tmp_path / "alice"
+    (sub / "part1_clone").mkdir(parents=True)
+    (sub / "part1_clone" / "zookeeper.py").write_text("pass\n")
+    with open(sub / "part1_clone" / "disk.img", "wb") as f:
+        f.truncate(5 << 30)
+    code = (f"import importlib.machinery as m, importlib.util as u, pathlib, resource\n"
+            f"resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            f"loader = m.SourceFileLoader('g', {str(ROOT / 'grader' / 'grade')!r})\n"
+            f"g = u.module_from_spec(u.spec_from_loader('g', loader))\n"
+            f"loader.exec_module(g)\n"
+            f"print(g.submission_hash(pathlib.Path({str(sub)!r})))\n"
+            f"print(g.pack_submission(pathlib.Path({str(sub)!r}), "
+            f"pathlib.Path({str(tmp_path / 'lab.tar')!r})))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1] == "['part1_clone/disk.img (5120 MB)']"
+    with tarfile.open(tmp_path / "lab.tar") as tar:
+        assert "./part1_clone/zookeeper.py" in tar.getnames()
+        assert "./part1_clone/disk.img" not in tar.getnames()
+
+
 def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):
     """grade packs the submission into one tar file (read over 9p in one go) and
     run.sh unpacks it: the same files and times, links as links (never followed),

@@ -6,6 +6,7 @@ fails a check because of them (p1_no_leftovers once said "a zookeeper process is
 still running" about another user's).
 """
 
+import csv
 import json
 import os
 import pwd
@@ -316,13 +317,13 @@ def test_grade_local_as_root_copies_only_what_the_graded_user_can_read(place):
 
 
 def test_call_as_keeps_root_real_only_when_asked():
-    """as_user.call_as, under --local's copy (for good) and the runner's file work
+    """children.call_as, under --local's copy (for good) and the runner's file work
     (keep_root: kill(2) from the user's processes cannot stop it): who the child is,
     what comes back, an error's text, and a child killed at its time limit."""
     if os.getuid() != 0 or not have_test_user():
         pytest.skip("needs root and the test user (make test-deps)")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "grader"))
-    from as_user import Identity, call_as
+    from children import Identity, call_as
 
     user = pwd.getpwnam(TEST_USER)
     who = Identity(user.pw_uid, user.pw_gid, [user.pw_gid])
@@ -367,3 +368,67 @@ def test_the_status_line_comes_after_the_report_through_a_pipe(place):
     assert done.returncode == 2 and status, done.stdout
     score = [i for i, line in enumerate(lines) if line.startswith("Score:")]
     assert score and score[-1] < status[-1], done.stdout
+
+
+def test_a_students_name_that_is_not_utf8_is_graded(place):
+    """A class unpacked from an LMS's Latin-1 zip: a directory named stu\\xffbad got
+    "error" under --local, every time (mkrootfs named the tarball's path in its output,
+    read as strict UTF-8; review, session 28)."""
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    name = os.fsdecode(b"stu\xffbad")
+    copy_parts(place / "class" / name, {1: PARTS[1]})
+    subprocess.run(["chmod", "-R", "a+rX", str(place)], check=True)
+    out = place / "out"
+    out.mkdir(mode=0o755)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "grader" / "grade"), str(place / "class"), "--local",
+         "--part", "1", "--only", "p1_exit_status", "--user", TEST_USER, "--python",
+         VENV_PYTHON, "--out", str(out)], capture_output=True, text=True, errors="replace",
+        timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [row] = list(csv.DictReader((out / "scores.csv").open(errors="replace")))
+    assert row["status"] == "ok", row
+
+
+def test_a_runner_never_outlives_a_killed_grade(place):
+    """grade killed with SIGKILL (or by the OOM killer): its runner, root's, went on
+    running the student's code for the rest of the selection and wrote into OUT beside
+    the next run's (review, session 28).  The kernel now kills it with grade
+    (PR_SET_PDEATHSIG)."""
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    tmp = place / "tmp"
+    tmp.mkdir(mode=0o755)
+    sub = copy_parts(place / "sub", {1: PARTS[1]})
+    (sub / PARTS[1] / "zookeeper.py").write_text("import time\ntime.sleep(30)\n")
+    subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
+    out = place / "out"
+    out.mkdir(mode=0o755)
+    grading = subprocess.Popen(
+        [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
+         "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(tmp)))
+
+    def runners() -> list[int]:
+        found = subprocess.run(["pgrep", "-f", f"runner.py .*--results {out}/"],
+                               capture_output=True, text=True).stdout.split()
+        return [int(pid) for pid in found]
+
+    try:
+        deadline = time.monotonic() + 120
+        while not runners():
+            assert time.monotonic() < deadline and grading.poll() is None, "no runner started"
+            time.sleep(0.05)
+        grading.kill()
+        grading.wait()
+        deadline = time.monotonic() + 10
+        while runners() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = runners()
+    finally:
+        if grading.poll() is None:
+            grading.kill()
+    for pid in left:  # the old behaviour: do not leave it running after the test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the runner outlived grade"

@@ -28,7 +28,7 @@ COPIED = ["skeleton", "requirements.txt", "tools/mkrootfs.py", "tools/check-deps
           "grader/runner.py", "grader/report.py", "grader/rules.py", "grader/subids.py",
           "grader/precompile.py", "grader/vm.py", "grader/image.py", "grader/qemu.py",
           "grader/qmp.py", "grader/stuck.py", "grader/schedulers.py", "grader/home.py",
-          "grader/user_systemd.py", "grader/waiting_child.py", "grader/as_user.py",
+          "grader/user_systemd.py", "grader/waiting_child.py", "grader/children.py",
           "grader/guest",
           "grader/helpers"]
 ANSWER_START = "Answer."

@@ -7,7 +7,7 @@
 At the zip's top, as Gradescope wants them: setup.sh and run_autograder (this
 directory's), config.env (what they read), and zookeeper/: the grader (grade,
 runner.py, every check, hidden ones included, report.py, rules.py, subids.py,
-schedulers.py, home.py, user_systemd.py, as_user.py, precompile.py, vm.py, image.py,
+schedulers.py, home.py, user_systemd.py, children.py, precompile.py, vm.py, image.py,
 qemu.py, qmp.py, stuck.py, the guest's files) and tools/mkrootfs.py.
 --vm-image: the image course staff exported (grader/vm.py export) that setup.sh
 imports instead of building one; a file goes into the zip (mind Gradescope's upload
@@ -30,7 +30,7 @@ import image  # noqa: E402  (grader/image.py: the image's sha256, as vm.py impor
 GRADER_FILES = ["grade", "runner.py", "checks.py", "report.py", "rules.py", "subids.py",
                 "precompile.py", "vm.py", "image.py", "qemu.py", "qmp.py", "stuck.py",
                 "schedulers.py", "home.py", "user_systemd.py", "waiting_child.py",
-                "as_user.py"]
+                "children.py"]
 GRADER_DIRS = ["guest", "helpers"]
 TOOLS = ["tools/mkrootfs.py"]
 EXECUTABLE = {"setup.sh", "run_autograder", "zookeeper/grader/grade"}

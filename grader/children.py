@@ -1,7 +1,8 @@
-"""A function of the grader's run in a forked child that has become another user.
+"""The grader's own children: a function of its run in a forked child that has
+become another user (call_as), and programs that die with the grader (die_with_parent).
 
-For the grader's own file work in a user's place (copying a submission as its
-student, making a file a check needs as the user who runs it): no program of the
+call_as is for the grader's own file work in a user's place (copying a submission as
+its student, making a file a check needs as the user who runs it): no program of the
 user's runs, and under TCG starting tar(1) or sh(1) would cost more than the few
 system calls.  The identity is looked up by the caller: after fork(2), a child of
 a threaded process should make system calls only (no NSS lookup, no lock taken).
@@ -66,6 +67,26 @@ def call_as(fn: Callable, args: tuple = (), who: Identity | None = None,
     if timed_out:
         os.kill(pid, signal.SIGKILL)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), said, timed_out
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that asks the kernel to SIGKILL the child when we die (Linux): the
+    image build's helpers, QEMU, the runner of a --local grading and collect's git
+    never outlive a grader killed with SIGKILL (or by the OOM killer).  The kernel
+    sends it when the thread that started the child ends (prctl(2) PR_SET_PDEATHSIG):
+    start children from threads that live as long as the work (a pool's workers)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+    return preexec
 
 
 def read_within(fd: int, seconds: float | None) -> tuple[bytes, bool]:
