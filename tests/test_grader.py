@@ -712,7 +712,9 @@ def test_a_huge_file_is_neither_copied_nor_read_whole(tmp_path):
 def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):
     """grade packs the submission into one tar file (read over 9p in one go) and
     run.sh unpacks it: the same files and times, links as links (never followed),
-    a hard link's contents, names of any bytes; a fifo is left out."""
+    a hard link's contents, names of any bytes; a fifo is left out, and so is a link
+    out of the submission (it leads nowhere in the guest, and to the grader's own
+    files in --local's copy: review, session 28)."""
     grade = load_grade()
     sub = tmp_path / "alice"
     (sub / "part1_clone").mkdir(parents=True)
@@ -722,6 +724,8 @@ def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):
     os.utime(source, ns=(0, 1_234_567_891_000_000_000))
     os.link(source, sub / "part1_clone" / "again.py")
     (sub / "passwd").symlink_to("/etc/passwd")
+    (sub / "up").symlink_to("../alice/part1_clone")
+    (sub / "start").symlink_to("part1_clone/zookeeper.py")
     odd = os.fsencode(sub) + b"/caf\xe9 \n.txt"
     with open(odd, "wb") as f:
         f.write(b"odd\n")
@@ -737,7 +741,8 @@ def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):
     assert copied.stat().st_mtime_ns == 1_234_567_891_000_000_000
     assert copied.stat().st_mode & 0o7777 == 0o755  # no set-user-ID bit under the umask
     assert (guest / "part1_clone" / "again.py").read_text() == "print('hi')\n"
-    assert os.readlink(guest / "passwd") == "/etc/passwd"
+    assert not os.path.lexists(guest / "passwd") and not os.path.lexists(guest / "up")
+    assert os.readlink(guest / "start") == "part1_clone/zookeeper.py"
     with open(os.fsencode(guest) + b"/caf\xe9 \n.txt", "rb") as f:
         assert f.read() == b"odd\n"
     assert not os.path.lexists(guest / "pipe")

@@ -432,3 +432,24 @@ def test_a_runner_never_outlives_a_killed_grade(place):
     for pid in left:  # the old behaviour: do not leave it running after the test
         os.kill(pid, signal.SIGKILL)
     assert not left, "the runner outlived grade"
+
+
+def test_a_part_linked_out_of_the_submission_is_not_graded(place):
+    """part1_clone a link to the reference's on the grader's machine: --local graded
+    the reference, 3/3, where the VM's copy had a link to nothing (review, session 28).
+    Now the link is left out of both copies: there is no part 1."""
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    reference = copy_parts(place / "reference", {1: PARTS[1]})
+    sub = place / "sub"
+    sub.mkdir()
+    (sub / PARTS[1]).symlink_to(reference / PARTS[1], target_is_directory=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(place)], check=True)
+    out = place / "out"
+    out.mkdir(mode=0o755)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
+         "--only", "p1_exit_status", "--user", TEST_USER, "--python", VENV_PYTHON,
+         "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no part1_*/zookeeper.py in the submission" in done.stdout, done.stdout
