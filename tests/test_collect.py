@@ -161,7 +161,7 @@ def collected(the_class):
 def test_collect_picks_the_last_commit_at_or_before_each_deadline(collected):
     base, class_dir, want, done = collected
     assert done.returncode == 1, done.stdout + done.stderr  # dave and erin
-    assert "not collected or kept: dave, erin" in done.stderr
+    assert "not collected, kept, or to look at: dave, erin" in done.stderr
     rows = read_csv(class_dir / "collect.csv", "student")
     assert set(rows) == {"alice", "bob", "carol", "dave", "erin"}
     for name in ("alice", "bob", "carol"):
@@ -287,6 +287,24 @@ def bob_alone(the_class, tmp_path: Path) -> tuple[Path, Path, Path]:
     roster = tmp_path / "roster.csv"
     roster.write_text(f"student,repository\nbob,{source}\n")
     return source, roster, tmp_path / "class"
+
+
+def test_a_commit_dated_in_the_future_is_said(the_class, tmp_path):
+    """A commit of 2099 (a clock set ahead) on bob's branch was left out as after the
+    deadline without a word: collect said "ok" (review, session 28).  Now the earlier
+    commit is collected all the same, and the status says what was left out."""
+    want = the_class[2]
+    source, roster, class_dir = bob_alone(the_class, tmp_path)
+    (source / "final.txt").write_text("the last of it\n")
+    commit(source, "final", "2099-01-01 12:00")
+    done = run_collect(roster, class_dir)
+    assert done.returncode == 1, done.stdout + done.stderr
+    row = read_csv(class_dir / "collect.csv", "student")["bob"]
+    assert row["commit"] == want["bob"], row
+    assert row["status"] == ("collected, but 1 later commit on main dated after this "
+                             "collection (2099-01-01T12:00:00+00:00) left out as after the "
+                             "deadline: a clock set ahead? ask the student"), row
+    assert "not collected, kept, or to look at: bob" in done.stderr
 
 
 def test_a_fetch_that_fails_keeps_the_earlier_checkout(the_class, tmp_path):
