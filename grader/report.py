@@ -539,14 +539,18 @@ LOCKS_UNSUPPORTED: list[int] = []
 
 
 def write_csv(path, rows: list[tuple[str, list[CheckResult], str]],
-              rules: dict[str, list[dict]] | None = None) -> None:
+              rules: dict[str, list[dict]] | None = None, selected=()) -> None:
     """One row per submission: name, total, each part's score, status; with rules
-    (submission name -> verdicts), a column per course rule after them."""
-    parts = sorted({r.part for _, results, _ in rows for r in results}) or [1]
+    (submission name -> verdicts), a column per course rule after them.  selected:
+    the checks graded (their parts are columns, their points the most a row can
+    have), when the rows alone may not tell: every one of them an error."""
+    parts = sorted({r.part for _, results, _ in rows for r in results}
+                   | {c.part for c in selected}) or [1]
     ids = list(dict.fromkeys(v["id"] for vs in (rules or {}).values() for v in vs))
     # A row without results (not collected, not graded) is 0 of what the others could
     # get, not 0 of 0 (a spreadsheet's percentage would divide by zero).
-    full = max((max_score(results) for _, results, _ in rows), default=0)
+    full = max([max_score(results) for _, results, _ in rows]
+               + [sum(c.points for c in selected)])
     write_csv_file(path, ["submission", "score", "max_score"] + [f"part{p}" for p in parts]
                    + ["status"] + [f"rule_{i}" for i in ids],
                    ([cell(name), score(results), max_score(results) if results else full]

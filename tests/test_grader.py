@@ -215,6 +215,16 @@ def test_not_run_and_grader_errors_make_the_grading_incomplete(tmp_path):
         rows = {row["submission"]: row for row in csv.DictReader(f)}
     assert rows["alice"]["status"] == "incomplete: 1 not run, 2 grader errors"
     assert rows["bob"]["status"] == "ok" and rows["bob"]["score"] == "3"
+    # A class whose every row is an error (the user could not read the clones: collect
+    # under umask 077) had max_score 0 in every row (review, session 28): the
+    # selection's points, and its parts' columns.
+    report.write_csv(csv_path, [("alice", [], "error: x"), ("bob", [], "error: y")],
+                     selected=checks.selected(parts=[1, 2]))
+    with open(csv_path) as f:
+        rows = {row["submission"]: row for row in csv.DictReader(f)}
+    points = sum(c.points for c in checks.selected(parts=[1, 2]))
+    assert [rows[n]["max_score"] for n in ("alice", "bob")] == [str(points)] * 2
+    assert {"part1", "part2"} <= set(rows["alice"]) and "part3" not in rows["alice"]
 
 
 def test_a_checks_own_exception_is_a_grader_error(tmp_path, monkeypatch):
