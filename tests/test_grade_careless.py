@@ -347,3 +347,20 @@ def test_jobs_of_less_than_one_are_refused(grade, two, tmp_path, capsys, jobs): 
     assert stopped.value.code == 2
     assert f"argument --jobs: {jobs!r} is not a number of 1 or more" in capsys.readouterr().err
     assert grade.vm_calls == []
+
+
+def test_names_in_two_unicode_forms_are_said(grade, tmp_path, capsys):  # noqa: F811
+    """An upload class with Renée typed (NFC) and Renée unzipped from a Mac (NFD): two
+    rows that read the same, without a word (review, session 28).  Both are graded,
+    and grade says they cannot be told apart."""
+    class_dir = tmp_path / "class"
+    nfc, nfd = "Ren\u00e9e", "Rene\u0301e"
+    for name in (nfc, nfd):
+        make_submission(class_dir / name)
+        grade.fake_vm[name] = (all_of_part1(), "")
+    assert grade.main([str(class_dir), "--part", "1", "--out", str(tmp_path / "out")]) == 0
+    said = capsys.readouterr().err
+    assert ("grade: 'Rene\\u0301e' and 'Ren\\xe9e' are 2 directories whose names read the "
+            "same (in another Unicode form): their rows cannot be told apart; rename all "
+            "but one") in said, said
+    assert sorted(grade.vm_calls) == sorted([nfc, nfd])
