@@ -190,5 +190,6 @@ def import_pyseccomp():
         except ImportError as e:  # this Python is not the lab's venv (README 1)
             raise ZooError(f"failed to compile the seccomp filter: {e} (this is "
                            f"{sys.executable}: run zookeeper with the lab's venv, "
-                           "`. .venv/bin/activate`, or `make setup` to make it)") from None
+                           "`. .venv/bin/activate` or .venv/bin/python3, or `make setup` "
+                           "to make it)") from None
     return pyseccomp
