@@ -443,6 +443,24 @@ def test_ctrl_c_stops_git_with_collect(tmp_path):
         assert not list((tmp_path / "class").glob("*alice*"))
 
 
+def test_git_dies_with_a_killed_collect(tmp_path):
+    """collect killed with SIGKILL (or by the OOM killer): git, in a session of its
+    own, went on, and raced the next run's clone in .NAME.partial ("could not open
+    .../tmp_pack_...", 3 times in 3: review, session 28).  The kernel now kills it."""
+    proc = collect_waiting_on_ssh(tmp_path, "61.789")
+    try:
+        proc.kill()
+        proc.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not subprocess.run(
+                ["pgrep", "-f", "git.* clone .*example.invalid"], capture_output=True).returncode:
+            time.sleep(0.1)
+        assert subprocess.run(["pgrep", "-f", "git.* clone .*example.invalid"],
+                              capture_output=True).returncode == 1, "git outlived collect"
+    finally:  # git's own child (ssh, here a sleep) is git's to end: not the kernel's
+        subprocess.run(["pkill", "-f", "sleep 61.789"])
+
+
 def test_a_time_the_clocks_skip_is_refused():
     done = subprocess.run([sys.executable, str(COLLECT), "/nonexistent", "--deadline",
                            "2026-03-29 02:30", "--into", "/nonexistent"],
