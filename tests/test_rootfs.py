@@ -83,7 +83,7 @@ def fake_what_mounts_would_make(monkeypatch, rootfs):
     """With the mounts faked, / is still the host's after the "pivot", and nothing new
     is mounted where a filesystem should now be: skip those two checks."""
     monkeypatch.setattr(rootfs, "check_old_root_gone", os.close)
-    monkeypatch.setattr(rootfs, "open_new_mount", lambda root, name, new_root, fs_type:
+    monkeypatch.setattr(rootfs, "open_new_mount", lambda root, name, new_root, fs_type, mount_point:
                         rootfs.open_beneath(root, name, f"{new_root}/{name}"))
 
 
