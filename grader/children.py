@@ -69,12 +69,13 @@ def call_as(fn: Callable, args: tuple = (), who: Identity | None = None,
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), said, timed_out
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that asks the kernel to SIGKILL the child when we die (Linux): the
-    image build's helpers, QEMU, the runner of a --local grading and collect's git
-    never outlive a grader killed with SIGKILL (or by the OOM killer).  The kernel
-    sends it when the thread that started the child ends (prctl(2) PR_SET_PDEATHSIG):
-    start children from threads that live as long as the work (a pool's workers)."""
+def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A preexec_fn that asks the kernel to send the child signum (SIGKILL) when we die
+    (Linux): the image build's helpers, QEMU, the runner of a --local grading (sent
+    SIGTERM: it stops its checks and cleans up) and collect's git never outlive a
+    grader killed with SIGKILL (or by the OOM killer).  The kernel sends it when the
+    thread that started the child ends (prctl(2) PR_SET_PDEATHSIG): start children
+    from threads that live as long as the work (a pool's workers)."""
     try:
         import ctypes
 
@@ -84,7 +85,7 @@ def die_with_parent() -> Callable[[], None] | None:
     pr_set_pdeathsig = 1
 
     def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        prctl(pr_set_pdeathsig, signum, 0, 0, 0)
 
     return preexec
 

@@ -2144,6 +2144,8 @@ def main(argv=None) -> int:
         args.python = os.path.abspath(args.python)
     share_the_mounts()
     signal.signal(signal.SIGINT, interrupted)
+    # SIGTERM: also what the kernel sends when grade dies (children.die_with_parent)
+    signal.signal(signal.SIGTERM, interrupted)
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # (nohup's stays ignored)
         signal.signal(signal.SIGHUP, interrupted)
     args.logs = args.logs or str(Path(args.results).parent / "logs")
@@ -2193,10 +2195,11 @@ def start_heartbeat(path: str, every: float = HEARTBEAT_SECONDS) -> threading.Ev
 
 
 def interrupted(signum, frame):
-    """Ctrl-C, or the terminal hung up: stop the checks.  A second one (grade passes one
-    on, if the terminal's did not reach us) is ignored: what follows is the cleanup, the
-    container killed and the scratch directory removed, which must not be cut short."""
-    for signum in (signal.SIGINT, signal.SIGHUP):
+    """Ctrl-C, the terminal hung up, or grade gone (SIGTERM): stop the checks.  A second
+    one (grade passes one on, if the terminal's did not reach us) is ignored: what
+    follows is the cleanup, the container killed and the scratch directory removed,
+    which must not be cut short."""
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     raise KeyboardInterrupt
 

@@ -719,6 +719,44 @@ def test_a_huge_file_is_neither_copied_nor_read_whole(tmp_path):
         assert "./part1_clone/disk.img" not in tar.getnames()
 
 
+def test_links_that_climb_out_through_other_links_are_left_out(tmp_path):
+    """s -> . makes s/s/s/../../.. climb no further than its text says: the text
+    alone kept part1_clone -> s/s/s/../../../../secret, which in --local's copy led
+    to the grader's files (review of session 28's change).  Resolved in the tree; and
+    a hard link to a file left out is left out with it (tar -x failed on it), and a
+    link to a name of any bytes is hashed."""
+    grade = load_grade()
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "zookeeper.py").write_text("REFERENCE\n")
+    sub = tmp_path / "alice"
+    sub.mkdir()
+    (sub / "s").symlink_to(".")
+    (sub / "part1_clone").symlink_to("s/s/s/../../../../secret")
+    (sub / "inside").symlink_to("s/s/README.txt")
+    (sub / "climbs").symlink_to("s/s/s/../../README.txt")  # text: s/README.txt; real: ../..
+    (sub / "README.txt").write_text("hi\n")
+    with open(sub / "disk.img", "wb") as f:
+        f.truncate(grade.LARGEST_FILE + 1)
+    os.link(sub / "disk.img", sub / "again.img")
+    os.symlink(b"caf\xe9", os.fsencode(sub / "odd"))
+    grade.submission_hash(sub)  # bytes, not UTF-8: hashed, no UnicodeEncodeError
+    left = grade.pack_submission(sub, tmp_path / "lab.tar")
+    big = f"({(grade.LARGEST_FILE + 1) >> 20} MB)"
+    # tar meets the two names in the directory's order: the first is the file, the
+    # second the hard link to it
+    first = next(name.split()[0] for name in left if name.endswith(big))
+    second = {"disk.img": "again.img", "again.img": "disk.img"}[first]
+    assert sorted(left) == sorted([f"{first} {big}",
+                                   f"{second} (a hard link to {first}, left out)",
+                                   "climbs (a link out of the submission)",
+                                   "part1_clone (a link out of the submission)"]), left
+    (tmp_path / "copy").mkdir()
+    subprocess.run(["tar", "-x", "-f", str(tmp_path / "lab.tar"), "-C", str(tmp_path / "copy")],
+                   check=True)
+    assert not os.path.lexists(tmp_path / "copy" / "part1_clone")
+    assert (tmp_path / "copy" / "inside").read_text() == "hi\n"
+
+
 def test_the_guest_unpacks_the_submission_as_cp_r_copied_it(tmp_path):
     """grade packs the submission into one tar file (read over 9p in one go) and
     run.sh unpacks it: the same files and times, links as links (never followed),

@@ -6,6 +6,7 @@ fails a check because of them (p1_no_leftovers once said "a zookeeper process is
 still running" about another user's).
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -394,12 +395,15 @@ def test_a_students_name_that_is_not_utf8_is_graded(place):
 def test_a_runner_never_outlives_a_killed_grade(place):
     """grade killed with SIGKILL (or by the OOM killer): its runner, root's, went on
     running the student's code for the rest of the selection and wrote into OUT beside
-    the next run's (review, session 28).  The kernel now kills it with grade
-    (PR_SET_PDEATHSIG)."""
+    the next run's (review, session 28).  The kernel now sends the runner SIGTERM with
+    grade's death (PR_SET_PDEATHSIG), and it stops as on Ctrl-C: the student's
+    command killed, its scratch directory removed.  (grade's own copy of the
+    submission stays: nothing is left to remove it.)"""
     if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
         pytest.skip("needs root, the test user and the venv (make test-deps)")
-    tmp = place / "tmp"
-    tmp.mkdir(mode=0o755)
+    tmp = place / "tmp"  # the runner's scratch and the user's copy go here
+    tmp.mkdir()
+    tmp.chmod(0o1777)
     sub = copy_parts(place / "sub", {1: PARTS[1]})
     (sub / PARTS[1] / "zookeeper.py").write_text("import time\ntime.sleep(30)\n")
     subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
@@ -410,28 +414,31 @@ def test_a_runner_never_outlives_a_killed_grade(place):
          "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(tmp)))
 
-    def runners() -> list[int]:
-        found = subprocess.run(["pgrep", "-f", f"runner.py .*--results {out}/"],
-                               capture_output=True, text=True).stdout.split()
+    def running() -> list[int]:  # the runner, and the student's zookeeper.py in its copy
+        pattern = f"runner.py .*--results {out}/|{tmp}/.*zookeeper.py"
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True,
+                               text=True).stdout.split()
         return [int(pid) for pid in found]
 
     try:
         deadline = time.monotonic() + 120
-        while not runners():
-            assert time.monotonic() < deadline and grading.poll() is None, "no runner started"
+        while len(running()) < 2:  # the runner, and a check's zookeeper
+            assert time.monotonic() < deadline and grading.poll() is None, "no check started"
             time.sleep(0.05)
         grading.kill()
         grading.wait()
-        deadline = time.monotonic() + 10
-        while runners() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 15
+        while running() and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = runners()
+        left = running()
     finally:
         if grading.poll() is None:
             grading.kill()
-    for pid in left:  # the old behaviour: do not leave it running after the test
-        os.kill(pid, signal.SIGKILL)
-    assert not left, "the runner outlived grade"
+    for pid in left:  # the old behaviour: do not leave them running after the test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, "the runner or the student's command outlived grade"
+    assert not list(tmp.glob("zoo-grader-*")), "the runner's scratch directory was left"
 
 
 def test_a_part_linked_out_of_the_submission_is_not_graded(place):
