@@ -103,6 +103,7 @@ def git_command(repo: Path, *args: str) -> tuple[list[str], dict]:
     # --git-dir: this .git, and no other.  Found by discovery, a .git git refuses (a
     # broken HEAD) sent git up to the directories above: the TA's own repository,
     # whose commits and files then passed for the student's (review, session 28).
+    repo = Path(repo).absolute()  # (--git-dir is taken from -C's directory)
     cmd = ["git", "-c", f"safe.directory={repo}", "-c", "core.hooksPath=/dev/null",
            "-c", "core.fsmonitor=false", *no_transport, "--no-pager", "-C", str(repo),
            f"--git-dir={repo / '.git'}", f"--work-tree={repo}", *args]

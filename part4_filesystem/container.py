@@ -101,16 +101,22 @@ def check_free_descriptors() -> None:
     """One line, before anything is made, when the limit on open files (ulimit -n,
     RLIMIT_NOFILE in getrlimit(2)) leaves too few free: otherwise a step would fail
     halfway with EMFILE, and the cleanup after it too, leaving its directories."""
-    limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:  # what our caller left open counts against the limit too
         in_use = sum(1 for fd in os.listdir("/proc/self/fd") if int(fd) < limit)
-    except OSError:  # no /proc (then the limit alone), or no fd left even to list
-        in_use = 3 if limit > 3 else limit
+    except FileNotFoundError:  # no /proc: stdin, stdout and stderr, at least
+        in_use = min(3, limit)
+    except OSError:  # EMFILE: not one left even to list them
+        in_use = limit
     free = limit - in_use
-    if free < FEWEST_FREE_DESCRIPTORS:
-        raise ZooError(f"too few files may be opened: {free} of ulimit -n's {limit} are "
-                       f"free, zookeeper needs {FEWEST_FREE_DESCRIPTORS} "
-                       "(raise it: ulimit -n 1024)")
+    if free >= FEWEST_FREE_DESCRIPTORS:
+        return
+    if hard == resource.RLIM_INFINITY or hard - in_use >= FEWEST_FREE_DESCRIPTORS:
+        fix = f"raise it: ulimit -n {1024 if hard == resource.RLIM_INFINITY else min(1024, hard)}"
+    else:
+        fix = f"its hard limit, {hard}, is too low too: only root can raise that"
+    raise ZooError(f"too few files may be opened: {free} of ulimit -n's {limit} are free, "
+                   f"zookeeper needs {FEWEST_FREE_DESCRIPTORS} ({fix})")
 
 
 def open_missing_standard_fds() -> None:

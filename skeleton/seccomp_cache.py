@@ -148,12 +148,18 @@ def write_cached_program(path: str, key: bytes, program: bytes) -> None:
 
 
 def ours(path: str) -> bool:
-    """Is path, or the nearest entry on the way to it that exists, our own?  A link
-    counts only when it is ours too: root given a user's HOME whose .cache was the
-    user's link to a directory of root's (/etc/cron.d, say) made its cache there."""
+    """Is path, or the nearest entry on the way to it that exists, our own, and is
+    every link on the way there ours or root's?  Root given a user's HOME whose .cache
+    (or any directory above it) was the user's link to a directory of root's
+    (/etc/cron.d, say) made its cache there."""
     while not os.path.lexists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
-    return os.lstat(path).st_uid == os.geteuid() == os.stat(path).st_uid
+    on_the_way = path
+    while os.path.dirname(on_the_way) != on_the_way:
+        if os.path.islink(on_the_way) and os.lstat(on_the_way).st_uid not in (0, os.geteuid()):
+            return False
+        on_the_way = os.path.dirname(on_the_way)
+    return os.stat(path).st_uid == os.geteuid()
 
 
 def import_pyseccomp():

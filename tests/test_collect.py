@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import handout
@@ -305,6 +306,37 @@ def test_a_commit_dated_in_the_future_is_said(the_class, tmp_path):
                              "collection (2099-01-01T12:00:00+00:00) left out as after the "
                              "deadline: a clock set ahead? ask the student"), row
     assert "not collected, kept, or to look at: bob" in done.stderr
+
+
+def test_future_dates_are_looked_for_after_the_commit_collected(tmp_path):
+    """git log --since stops at the first commit older than its date: A (January),
+    D (2099), E (March) with a February deadline collected A and said nothing of D.
+    And a tip only minutes ahead, with the deadline still to come, is the commit
+    collected: nothing was left out (review of session 28's change)."""
+    repo = new_repo(tmp_path / "repo")
+    a = commit(repo, "A", "2026-01-10 12:00")
+    commit(repo, "D", "2099-01-01 12:00")
+    commit(repo, "E", "2026-03-10 12:00")
+    roster = tmp_path / "roster.csv"
+    roster.write_text(f"student,repository\nann,{repo}\n")
+
+    def collect(deadline: str, into: str) -> dict:
+        done = subprocess.run([sys.executable, str(COLLECT), str(roster), "--deadline",
+                               deadline, "--into", str(tmp_path / into)],
+                              capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, TZ="UTC"))
+        assert done.returncode in (0, 1), done.stderr  # 1: a student to look at
+        return read_csv(tmp_path / into / "collect.csv", "student")["ann"]
+
+    row = collect("2026-02-01 00:00", "feb")
+    assert row["commit"] == a
+    assert row["status"].startswith("collected, but 1 later commit on main dated after this "
+                                     "collection (2099-01-01T12:00:00+00:00)"), row
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=3)).strftime("%Y-%m-%d %H:%M +0000")
+    tip = commit(repo, "F", soon)
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%d %H:%M")
+    row = collect(tomorrow, "soon")
+    assert (row["commit"], row["status"]) == (tip, "ok"), row
 
 
 def test_a_fetch_that_fails_keeps_the_earlier_checkout(the_class, tmp_path):

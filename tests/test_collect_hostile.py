@@ -236,6 +236,22 @@ def test_a_broken_git_never_reads_the_repository_around_the_class(tmp_path):
         assert said["binary_files"]["status"] != "fail", (name, said["binary_files"])
 
 
+def test_collects_git_reads_the_clones_git_alone(tmp_path):
+    """collect's own git in a clone whose .git git refuses (HEAD garbage), in a class
+    inside the TA's repository under a directory named c:d: GIT_CEILING_DIRECTORIES
+    (split at ':') let git reach the TA's repository (review of session 28's change).
+    --git-dir names the clone's .git alone."""
+    collect_module = load(COLLECT, "zoo_collect_git_dir")
+    course = new_repo(tmp_path / "c:d" / "course")
+    commit(course, "the TA's own", "2026-11-01 12:00")
+    alice = course / "class" / "alice"
+    (alice / ".git").mkdir(parents=True)
+    (alice / ".git" / "HEAD").write_text("garbage\n")
+    with pytest.raises(collect_module.Failed):
+        said = collect_module.git(["log", "-1", "--format=%s"], alice, 30)
+        assert "the TA's own" not in said
+
+
 def test_a_partial_clone_never_makes_git_fetch_or_run_its_command(tmp_path):
     """A partial clone's config names a remote whose uploadpack is a command; one blob
     is missing, so git would fetch it, running the command as the grader (root on

@@ -199,3 +199,12 @@ def test_a_byte_that_is_not_utf8_is_spelled_one_way(user_runner: Runner):
     assert "\\udc" not in done.stderr
     assert done.stderr.endswith("zookeeper: failed to execute no-such-\\xff-command: No such "
                                 "file or directory\n")
+
+
+def test_the_text_backslash_udc_is_left_as_it_is(user_runner: Runner):
+    """The respelling of \\udcff is for undecodable bytes only: a command holding the
+    text \\udcbin (a backslash and udc) was shown as \\xbin (review of session 28)."""
+    done = user_runner.zookeeper(1, "-v", "printf", "%s", "C:\\udcbin")
+    assert done.returncode == 0 and done.stdout == "C:\\udcbin", done.stdout
+    tried = [line for line in done.stderr.splitlines() if "execvp(" in line]
+    assert tried and all("C:\\\\udcbin" in line for line in tried), done.stderr

@@ -108,13 +108,13 @@ def test_a_csv_in_the_class_directory_is_refused(grade, two, tmp_path,  # noqa: 
     the rules read it (review, session 28).  In --out at the class's top it may be."""
     csv_path = tmp_path / where
     before = csv_path.read_bytes() if csv_path.exists() else None
-    out = tmp_path / "out"
-    assert grade.main([str(two), "--part", "1", "--out", str(out), "--csv",
-                       str(csv_path)]) == 2
-    assert capsys.readouterr().err.startswith(f"grade: --csv {csv_path}: in the class "
-                                              "directory")
-    assert grade.vm_calls == []
-    assert (csv_path.read_bytes() if csv_path.exists() else None) == before
+    for out in (tmp_path / "out", tmp_path):  # the second: an --out above the class
+        assert grade.main([str(two), "--part", "1", "--out", str(out), "--csv",
+                           str(csv_path)]) == 2
+        assert capsys.readouterr().err.startswith(f"grade: --csv {csv_path}: in the class "
+                                                  "directory")
+        assert grade.vm_calls == []
+        assert (csv_path.read_bytes() if csv_path.exists() else None) == before
     inside_out = two / "results"
     assert grade.main([str(two), "--part", "1", "--out", str(inside_out), "--csv",
                        str(inside_out / "class.csv")]) == 0

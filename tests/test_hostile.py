@@ -308,8 +308,14 @@ def test_few_file_descriptors_give_one_line(runner: Runner, rootfs_for, part, op
         else:
             assert done.returncode == 125, (limit, done.stderr)
             assert re.fullmatch(r"zookeeper: too few files may be opened: \d+ of ulimit -n's "
-                                f"{limit} are free, zookeeper needs 32 \\(raise it: ulimit "
-                                r"-n 1024\)\n", done.stderr), (limit, done.stderr)
+                                f"{limit} are free, zookeeper needs 32 \\(its hard limit, "
+                                f"{limit}, is too low too: only root can raise that\\)\n",
+                                done.stderr), (limit, done.stderr)
+    # A soft limit under a hard one that has room: what to type (the hard limit was
+    # not looked at, and "ulimit -n 1024" was said where it could not be done)
+    done = runner.run(["prlimit", "--nofile=20:4096", runner.python, script, *rootfs, "true"])
+    assert done.returncode == 125 and done.stderr.endswith(
+        "zookeeper needs 32 (raise it: ulimit -n 1024)\n"), done.stderr
     assert not left_behind(runner.inside[0], before)
 
 
@@ -532,11 +538,18 @@ def test_root_never_makes_its_cache_through_a_users_link(root_runner: Runner,
     home = user_runner.fresh_dir()
     roots = root_runner.fresh_dir()
     roots.chmod(0o755)
+    (roots / "victim").mkdir()
     subprocess.run(user_runner.command(["ln", "-s", str(roots), str(home / ".cache")]),
                    check=True)
-    done = root_runner.zookeeper(3, "true", env={"HOME": str(home), "XDG_CACHE_HOME": ""})
-    assert done.returncode == 0, done.stderr
-    assert os.listdir(roots) == []
+    subprocess.run(user_runner.command(["ln", "-s", str(roots), str(home / "l")]),
+                   check=True)
+    # the link as .cache itself, or higher up, in HOME or XDG_CACHE_HOME
+    for env in ({"HOME": str(home), "XDG_CACHE_HOME": ""},
+                {"HOME": str(home / "l" / "victim"), "XDG_CACHE_HOME": ""},
+                {"XDG_CACHE_HOME": str(home / "l" / "victim")}):
+        done = root_runner.zookeeper(3, "true", env=env)
+        assert done.returncode == 0, done.stderr
+        assert os.listdir(roots) == ["victim"] and os.listdir(roots / "victim") == [], env
 
 
 def running(marker: str) -> bool:

@@ -180,8 +180,8 @@ install_packages() {
     if [ "$(id -u)" -eq 0 ]; then
         echo "check-deps: installing the missing packages: $line"
         DEBIAN_FRONTEND=noninteractive sh -c "$script" && return 0
-        say "apt-get could not install them (messages above); then run make again"
-        exit 1
+        cannot_install "apt-get could not install them (messages above)" "apt-get install $packages"
+        return 0
     fi
     if ! command -v sudo >/dev/null 2>&1; then
         cannot_install "there is no sudo here" "apt-get install $packages"
@@ -195,8 +195,12 @@ install_packages() {
 # cannot_install WHY LINE: stop when a package every part needs is missing, else a note.
 cannot_install() {
     if [ -n "$apt_packages" ]; then
-        say "$1: ask someone with root to run this, then run make again:"
-        echo "    $2" >&2
+        if [ "$(id -u)" -eq 0 ]; then
+            say "$1; then run make again"
+        else
+            say "$1: ask someone with root to run this, then run make again:"
+            echo "    $2" >&2
+        fi
         exit 1
     fi
     echo "check-deps: note: $1, so $optional_use will not work until someone with root" \
@@ -341,9 +345,11 @@ need_lint() {
     need_venv requirements-test.txt
 }
 
-# The whole suite: it runs as root, making its test user (useradd, setpriv).
+# The whole suite: it runs as root, making its test user (useradd, setpriv); it
+# tests -n too, so slirp4netns is needed, not wanted.
 need_test() {
     need_rootfs
+    need_cmd slirp4netns slirp4netns
     need_run
     need_cmd useradd passwd
     need_cmd setpriv util-linux
