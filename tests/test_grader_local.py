@@ -198,18 +198,16 @@ def test_grade_local_leaves_the_same_users_other_container_alone(place, rootfs_t
         same.stop()
 
 
-@pytest.mark.parametrize("to_group", [True, False])
-def test_ctrl_c_leaves_no_scratch_directory(place, to_group):
-    """Ctrl-C (SIGINT to the terminal's process group, or to grade alone) during a
-    --local grading: subprocess.run killed the runner 0.25 s later, before it could
-    remove its /tmp/zoo-grader-* (attack review, session 17)."""
+def sleeping_grading(place: Path, **popen) -> tuple[subprocess.Popen, Path, Path]:
+    """grade --local of a part 1 whose zookeeper.py sleeps 30 s, started: (the grade
+    process, the TMPDIR of its runner's scratch and of the user's copy, its --out).
+    A signal sent once a check runs comes during it, however fast the machine."""
     if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
         pytest.skip("needs root, the test user and the venv (make test-deps)")
-    tmp = place / "tmp"  # the runner's scratch goes here, not among other runs' in /tmp
-    tmp.mkdir(mode=0o755)
+    tmp = place / "tmp"  # not among other runs' in /tmp
+    tmp.mkdir()
+    tmp.chmod(0o1777)
     sub = copy_parts(place / "sub", {1: PARTS[1]})
-    # A zookeeper that takes its time: the Ctrl-C comes during a check, however fast
-    # the machine (the reference's whole part 1 takes 0.75 s, and the test waits 0.5).
     (sub / PARTS[1] / "zookeeper.py").write_text("import time\ntime.sleep(30)\n")
     subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
     out = place / "out"
@@ -217,8 +215,18 @@ def test_ctrl_c_leaves_no_scratch_directory(place, to_group):
     grading = subprocess.Popen(
         [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
          "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env=dict(os.environ, TMPDIR=str(tmp)))
+        env=dict(os.environ, TMPDIR=str(tmp)), **popen)
+    return grading, tmp, out
+
+
+@pytest.mark.parametrize("to_group", [True, False])
+def test_ctrl_c_leaves_no_scratch_directory(place, to_group):
+    """Ctrl-C (SIGINT to the terminal's process group, or to grade alone) during a
+    --local grading: subprocess.run killed the runner 0.25 s later, before it could
+    remove its /tmp/zoo-grader-* (attack review, session 17)."""
+    grading, tmp, out = sleeping_grading(place, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True,
+                                         start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not list(tmp.glob("zoo-grader-*")):
@@ -399,20 +407,8 @@ def test_a_runner_never_outlives_a_killed_grade(place):
     grade's death (PR_SET_PDEATHSIG), and it stops as on Ctrl-C: the student's
     command killed, its scratch directory removed.  (grade's own copy of the
     submission stays: nothing is left to remove it.)"""
-    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
-        pytest.skip("needs root, the test user and the venv (make test-deps)")
-    tmp = place / "tmp"  # the runner's scratch and the user's copy go here
-    tmp.mkdir()
-    tmp.chmod(0o1777)
-    sub = copy_parts(place / "sub", {1: PARTS[1]})
-    (sub / PARTS[1] / "zookeeper.py").write_text("import time\ntime.sleep(30)\n")
-    subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
-    out = place / "out"
-    out.mkdir(mode=0o755)
-    grading = subprocess.Popen(
-        [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
-         "--user", TEST_USER, "--python", VENV_PYTHON, "--out", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(tmp)))
+    grading, tmp, out = sleeping_grading(place, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
 
     def running() -> list[int]:  # the runner, and the student's zookeeper.py in its copy
         pattern = f"runner.py .*--results {out}/|{tmp}/.*zookeeper.py"
