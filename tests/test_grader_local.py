@@ -356,22 +356,28 @@ def test_call_as_keeps_root_real_only_when_asked():
     assert time.monotonic() - started < 10
 
 
+def grade_one_check(place: Path, what: str, check: str, **run) -> subprocess.CompletedProcess:
+    """grade --local place/what (a submission or a class) as the test user, one check,
+    into place/out; run: subprocess.run's keywords for its output."""
+    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
+        pytest.skip("needs root, the test user and the venv (make test-deps)")
+    subprocess.run(["chmod", "-R", "a+rX", str(place)], check=True)
+    (place / "out").mkdir(mode=0o755)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "grader" / "grade"), str(place / what), "--local",
+         "--only", check, "--user", TEST_USER, "--python", VENV_PYTHON,
+         "--out", str(place / "out")], text=True, timeout=300, **run)
+
+
 def test_the_status_line_comes_after_the_report_through_a_pipe(place):
     """`make check 2>&1 | tee log`: the report (stdout, block-buffered in a pipe) was
     written at exit, after the status line on stderr ("grade: incomplete" first, the
     report under it: student walk, session 28)."""
-    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
-        pytest.skip("needs root, the test user and the venv (make test-deps)")
-    sub = copy_parts(place / "sub", {6: PARTS[6]})
-    subprocess.run(["chmod", "-R", "a+rX", str(sub)], check=True)
-    out = place / "out"
-    out.mkdir(mode=0o755)
+    copy_parts(place / "sub", {6: PARTS[6]})
     # Root's veth check is not run by --local without --as-root: the run is incomplete.
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "6",
-         "--only", "p6_root_veth", "--user", TEST_USER, "--python", VENV_PYTHON,
-         "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
+    done = grade_one_check(place, "sub", "p6_root_veth", stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
     lines = done.stdout.splitlines()
     status = [i for i, line in enumerate(lines) if line.startswith("grade: ")]
     assert done.returncode == 2 and status, done.stdout
@@ -383,20 +389,11 @@ def test_a_students_name_that_is_not_utf8_is_graded(place):
     """A class unpacked from an LMS's Latin-1 zip: a directory named stu\\xffbad got
     "error" under --local, every time (mkrootfs named the tarball's path in its output,
     read as strict UTF-8; review, session 28)."""
-    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
-        pytest.skip("needs root, the test user and the venv (make test-deps)")
-    name = os.fsdecode(b"stu\xffbad")
-    copy_parts(place / "class" / name, {1: PARTS[1]})
-    subprocess.run(["chmod", "-R", "a+rX", str(place)], check=True)
-    out = place / "out"
-    out.mkdir(mode=0o755)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "grader" / "grade"), str(place / "class"), "--local",
-         "--part", "1", "--only", "p1_exit_status", "--user", TEST_USER, "--python",
-         VENV_PYTHON, "--out", str(out)], capture_output=True, text=True, errors="replace",
-        timeout=300)
+    copy_parts(place / "class" / os.fsdecode(b"stu\xffbad"), {1: PARTS[1]})
+    done = grade_one_check(place, "class", "p1_exit_status", capture_output=True,
+                           errors="replace")
     assert done.returncode == 0, done.stdout + done.stderr
-    [row] = list(csv.DictReader((out / "scores.csv").open(errors="replace")))
+    [row] = list(csv.DictReader((place / "out" / "scores.csv").open(errors="replace")))
     assert row["status"] == "ok", row
 
 
@@ -441,18 +438,9 @@ def test_a_part_linked_out_of_the_submission_is_not_graded(place):
     """part1_clone a link to the reference's on the grader's machine: --local graded
     the reference, 3/3, where the VM's copy had a link to nothing (review, session 28).
     Now the link is left out of both copies: there is no part 1."""
-    if os.getuid() != 0 or not have_test_user() or not Path(VENV_PYTHON).exists():
-        pytest.skip("needs root, the test user and the venv (make test-deps)")
     reference = copy_parts(place / "reference", {1: PARTS[1]})
-    sub = place / "sub"
-    sub.mkdir()
-    (sub / PARTS[1]).symlink_to(reference / PARTS[1], target_is_directory=True)
-    subprocess.run(["chmod", "-R", "a+rX", str(place)], check=True)
-    out = place / "out"
-    out.mkdir(mode=0o755)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "grader" / "grade"), str(sub), "--local", "--part", "1",
-         "--only", "p1_exit_status", "--user", TEST_USER, "--python", VENV_PYTHON,
-         "--out", str(out)], capture_output=True, text=True, timeout=300)
+    (place / "sub").mkdir()
+    (place / "sub" / PARTS[1]).symlink_to(reference / PARTS[1], target_is_directory=True)
+    done = grade_one_check(place, "sub", "p1_exit_status", capture_output=True)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "no part1_*/zookeeper.py in the submission" in done.stdout, done.stdout
