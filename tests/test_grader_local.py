@@ -315,11 +315,12 @@ def test_grade_local_as_root_copies_only_what_the_graded_user_can_read(place):
     secret.chmod(0o600)
     user = pwd.getpwnam(TEST_USER)
     grade = load_grade()
-    copy = grade.local_copy(sub, TEST_USER)
+    copy, left_out = grade.local_copy(sub, TEST_USER)
     try:
         assert copy.stat().st_uid == user.pw_uid
         assert (copy / PARTS[1] / "zookeeper.py").stat().st_uid == user.pw_uid
         assert not (copy / PARTS[1] / "root-only.txt").exists()
+        assert left_out == [f"{PARTS[1]}/root-only.txt"]  # said, as the VM's log says it
     finally:
         shutil.rmtree(copy)
 
@@ -444,3 +445,5 @@ def test_a_part_linked_out_of_the_submission_is_not_graded(place):
     done = grade_one_check(place, "sub", "p1_exit_status", capture_output=True)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "no part1_*/zookeeper.py in the submission" in done.stdout, done.stdout
+    assert (f"grade: sub: left out of the copy (unreadable here, or as said): {PARTS[1]} (a "
+            "link out of the submission)\n") in done.stderr, done.stderr
