@@ -1364,6 +1364,7 @@ def test_the_runner_commits_the_statuses_before_the_checks_run_as_root(tmp_path,
             checks.Check(failing_check, 1, "failing check", 3, 10, True, ()),
             checks.Check(passing_check, 1, "passing check", 3, 10, True, ())]
     monkeypatch.setattr(checks, "CHECKS", fake)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # its scratch: not left in /tmp
     (tmp_path / "token").write_text("f00d\n")
     args = types.SimpleNamespace(
         as_root=True, commit=str(tmp_path / "token"), console=str(console),
