@@ -171,8 +171,7 @@ make_venv_files() {
 # Where that cannot be, a stop for what every part needs; for what one option needs
 # only (optional_packages), a note, and the set-up goes on.
 install_packages() {
-    packages="$apt_packages${optional_packages:+ $optional_packages}"
-    packages=${packages# }
+    packages=$(all_packages)
     [ -n "$packages" ] || return 0
     line="sudo apt-get install $packages"
     # If the package lists are missing or stale (a fresh machine), update them and retry.
@@ -190,6 +189,12 @@ install_packages() {
     echo "check-deps: installing the missing packages: $line"
     sudo sh -c "$script" && return 0
     cannot_install "sudo could not install them (not allowed, or messages above)" "$line"
+}
+
+# all_packages: every missing package, needed then wanted, on one line.
+all_packages() {
+    packages="$apt_packages${optional_packages:+ $optional_packages}"
+    echo "${packages# }"
 }
 
 # cannot_install WHY LINE: stop when a package every part needs is missing, else a note.
@@ -426,9 +431,9 @@ case $needs in
     *run*) need_man_pages ;;
 esac
 if [ $install = no ]; then
-    packages="$apt_packages${optional_packages:+ $optional_packages}"
-    case ${packages# } in
-        *" "*) echo "check-deps: all missing packages at once: sudo apt-get install ${packages# }" >&2 ;;
+    packages=$(all_packages)
+    case $packages in
+        *" "*) echo "check-deps: all missing packages at once: sudo apt-get install $packages" >&2 ;;
     esac
 fi
 exit $status
