@@ -162,13 +162,13 @@ def _opt(path: Path | str) -> str:
 
 
 # QEMU's own seccomp filter (qemu(1), -sandbox): no obsolete system calls, no new
-# programs (fork or exec), no changes to its scheduling or priority; and, unless -runas
-# must still change its uid after the filter is in, no set*uid at all.
+# programs (fork or exec), no changes to its scheduling or priority; and, unless QEMU
+# must still change its uid after the filter is in (give_up_root), no set*uid at all.
 SANDBOX = "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
 
 
 def qemu_identity() -> tuple[int, int] | None:
-    """The uid and gid QEMU runs as once it has started (-runas), when the grader runs
+    """The uid and gid QEMU runs as once it has started (give_up_root), when the grader runs
     as root: nobody's.  A guest runs the submission as root, and a guest that got out
     of QEMU (an emulation bug) would otherwise be root on the host.  None for any other
     user: QEMU runs as that user, who cannot change it."""
@@ -179,6 +179,29 @@ def qemu_identity() -> tuple[int, int] | None:
     except KeyError:
         return 65534, 65534
     return entry.pw_uid, entry.pw_gid
+
+
+# QEMU 9.1 moved -runas to -run-with user=..., and 10.0 removed -runas (QEMU's
+# docs/about/removed-features.rst): Debian 13 and Ubuntu 25.04 ship a QEMU without it.
+RUN_WITH_USER_SINCE = (9, 1)
+
+
+def give_up_root(binary: str, run_as: tuple[int, int] | None) -> list[str]:
+    """The options that make QEMU take run_as's uid and gid once it has started, in the
+    spelling this QEMU knows."""
+    if not run_as:
+        return []
+    who = f"{run_as[0]}:{run_as[1]}"
+    if qemu_release(binary) >= RUN_WITH_USER_SINCE:
+        return ["-run-with", f"user={who}"]
+    return ["-runas", who]
+
+
+def qemu_release(binary: str) -> tuple[int, int]:
+    """QEMU's major and minor version, from `QEMU --version` ("QEMU emulator version
+    10.0.2 (Debian 1:10.0.2+ds-1)"); (0, 0) when it does not say."""
+    found = re.search(r"version (\d+)\.(\d+)", _qemu_version(binary))
+    return (int(found[1]), int(found[2])) if found else (0, 0)
 
 
 def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results_dir: Path,
@@ -216,12 +239,13 @@ def qemu_command(image: ImagePaths, job_dir: Path, submission_dir: Path, results
         shares += ["-virtfs", opts + (",readonly=on" if readonly else "")]
     drive = f"file={_opt(disk or image.rootfs)},if=virtio,format=raw,cache=unsafe"
     control = Path(control_dir)
+    binary = _qemu_binary(guest)
     return [
-        _qemu_binary(guest), "-name", "zoo-grader", "-machine", board, *machine,
+        binary, "-name", "zoo-grader", "-machine", board, *machine,
         "-smp", str(smp), "-m", str(memory),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none",
         "-sandbox", SANDBOX + ("" if run_as else ",elevateprivileges=deny"),
-        *(["-runas", f"{run_as[0]}:{run_as[1]}"] if run_as else []),
+        *give_up_root(binary, run_as),
         "-chardev", f"socket,id=console,path={_opt(control / CONSOLE_SOCKET)},server=on,"
                     f"wait=off,logfile={_opt(console_log)}",
         "-serial", "chardev:console",
@@ -645,7 +669,8 @@ def _saved_guest(image: ImagePaths, command: Callable[..., list[str]],
     there is none (one process at a time: a lock in the image's directory); None
     (and a line on stderr) if there is none and it cannot be saved here."""
     placeholders = (Path("/job"), Path("/submission"), Path("/results"))
-    # -runas is no part of what is saved: the guest saved as root restores as nobody.
+    # give_up_root's options are no part of what is saved: the guest saved as root
+    # restores as nobody.
     key_argv = command(placeholders, Path("/console.log"), Path("/control"),
                        disk=Path("/disk.raw"), incoming=True, run_as=None)
     root = image.dir / SAVED_DIR

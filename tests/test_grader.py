@@ -1303,6 +1303,26 @@ def test_qemu_runs_in_its_sandbox_and_as_root_gives_up_root(tmp_path, run_as):
     assert qemu.qemu_identity() == (tuple(expected) if expected else None)
 
 
+@pytest.mark.parametrize("says, expected", [
+    ("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u18)", ["-runas", "7:8"]),
+    ("QEMU emulator version 9.0.2", ["-runas", "7:8"]),
+    ("QEMU emulator version 9.1.0", ["-run-with", "user=7:8"]),
+    ("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-1)", ["-run-with", "user=7:8"]),
+    ("QEMU emulator version 11.2.0", ["-run-with", "user=7:8"]),
+    ("", ["-runas", "7:8"])])
+def test_qemu_gives_up_root_in_the_spelling_its_version_knows(tmp_path, says, expected):
+    """QEMU 10.0 removed -runas (9.1 deprecated it for -run-with user=): a grader run
+    as root on Debian 13 or Ubuntu 25.04 failed every boot with "-runas: invalid
+    option".  The version is what `QEMU --version` says."""
+    import qemu
+
+    fake = tmp_path / "qemu"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' '{says}'\n")
+    fake.chmod(0o755)
+    assert qemu.give_up_root(str(fake), (7, 8)) == expected
+    assert qemu.give_up_root(str(fake), None) == []
+
+
 def test_a_kernel_in_a_directory_with_a_comma_is_found(tmp_path):
     """-kernel and -initrd take a plain file name: doubling its commas, as an option
     list wants, made QEMU look for another file (a home directory with a comma in its

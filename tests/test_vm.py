@@ -498,6 +498,53 @@ def test_the_image_still_boots_without_the_saved_guest(built_image, tmp_path):
     assert b"ZOO-JOB-READY" in result.console_log.read_bytes()
 
 
+# A stand-in for QEMU 10.0, which has no -runas (QEMU's removed-features.rst): it
+# refuses -runas as 10.0 does, and gives the real QEMU -run-with user=X as -runas X
+# (this host's QEMU predates -run-with user=).  argv.log gets what it was given.
+QEMU_10 = """#!{python}
+import os, sys
+argv = sys.argv[1:]
+if argv == ["--version"]:
+    sys.exit(print("QEMU emulator version 10.0.2 (a stand-in)"))
+with open({log!r}, "a") as log:
+    print(argv, file=log)
+if "-runas" in argv:
+    sys.exit("qemu-system-x86_64: -runas: invalid option")
+if "-run-with" in argv:
+    at = argv.index("-run-with")
+    argv[at:at + 2] = ["-runas", argv[at + 1].removeprefix("user=")]
+os.execv({real!r}, [{real!r}, *argv])
+"""
+
+
+@needs_vm
+def test_a_qemu_without_runas_still_runs_the_guest_as_nobody(built_image, tmp_path,
+                                                            monkeypatch):
+    """Root's grader on Debian 13 (QEMU 10.0): every boot failed on -runas, which 10.0
+    removed.  It now gives up root with -run-with user=, and the guest's files
+    reach the share as nobody's, as with -runas."""
+    real = qemu._qemu_binary()
+    stand_in = tmp_path / "qemu-10"
+    stand_in.write_text(QEMU_10.format(python=sys.executable, log=str(tmp_path / "argv.log"),
+                                       real=real))
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("ZOO_QEMU", str(stand_in))
+    job = _job(tmp_path, "#!/bin/sh\ntouch /mnt/results/owned\n"
+                         "stat -c %u:%g /mnt/results/owned\n")
+    result = qemu.boot(qemu.Job(job, None, tmp_path / "results", timeout=420),
+                       qemu.Machine(built_image, restore=False))
+    assert result.exit_status == 0, (result.error, result.console_log)
+    given = (tmp_path / "argv.log").read_text()
+    assert "-runas" not in given
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        assert "'-run-with'" in given
+        assert _job_said(result)[0] == f"{nobody.pw_uid}:{nobody.pw_gid}"
+    else:  # QEMU is the user's own: nothing to give up
+        assert "-run-with" not in given
+        assert _job_said(result)[0] == f"{os.geteuid()}:{os.getegid()}"
+
+
 @needs_vm
 def test_a_saved_guest_that_cannot_be_restored_is_replaced(built_image, tmp_path, capfd):
     """A saved state QEMU cannot load (here: cut short) costs a boot, not the job; it is
