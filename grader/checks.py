@@ -598,7 +598,8 @@ FAILING_MAP_TOOL = ('#!/bin/sh\necho "newuidmap: write to uid_map failed: Operat
 
 
 @check(4, "temporary directory removed on every exit", 5,
-       exercises="the given removal on every way out (Filesystem.remove, run_container's cleanup)")
+       exercises="q11-q14 (the container in its rootfs) and q5 (127), then the given removal "
+                 "on every way out (Filesystem.remove, run_container's cleanup)")
 def p4_temp_dir_removed(z):
     fs = z.rootfs()
     r = z.zk(4, "-r", str(fs), "sh", "-c", in_rootfs(z, fs, "true"))
@@ -632,7 +633,8 @@ def expect_no_temp_dir(z, r, when: str) -> None:
 
 
 @check(4, "bad -r: one line, 125, nothing left", 1, public=False,
-       exercises="the given checks of -r, and the temporary directory's removal")
+       exercises="q11-q14 (the container in its rootfs), then the given checks of -r and "
+                 "the temporary directory's removal")
 def p4_bad_rootfs(z):
     # First the good case, so that only a working stage 4 earns these points.
     fs = z.rootfs()
