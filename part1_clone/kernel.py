@@ -44,7 +44,10 @@ pylibc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong,
 # everywhere.
 ARCHITECTURES = ("x86_64", "aarch64")
 ARCH = os.uname().machine
-SYSCALL_NUMBERS = {"clone": (56, 220), "close_range": (436, 436)}
+SYSCALL_NUMBERS = {
+    "clone": (56, 220),
+    "close_range": (436, 436),
+}
 
 
 def syscall_number(name: str) -> int:
@@ -65,15 +68,20 @@ def check_architecture() -> None:
 SYS_clone = syscall_number("clone")
 SYS_close_range = syscall_number("close_range")
 CLOSE_RANGE_CLOEXEC = 0x4  # close_range(2): mark close-on-exec instead of closing
+# prctl(2)'s options, from <linux/prctl.h>.
 PR_SET_PDEATHSIG = 1
-PRCTL_NAMES = {PR_SET_PDEATHSIG: "PR_SET_PDEATHSIG"}
+PRCTL_NAMES = {
+    PR_SET_PDEATHSIG: "PR_SET_PDEATHSIG",
+}
 
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                        ctypes.c_ulong]
 
 # clone(2)'s flags as explain mode spells them.  The low byte is the signal the
 # parent gets when the child ends: SIGCHLD, as fork(2) does.
-CLONE_FLAG_NAMES = [("SIGCHLD", signal.SIGCHLD)]
+CLONE_FLAG_NAMES = [
+    ("SIGCHLD", signal.SIGCHLD),
+]
 
 
 def flag_names(value: int, names: list) -> str:

@@ -12,7 +12,7 @@ import os
 import resource
 import select
 import signal
-import warnings  # noqa: F401  (execvp's PATH search needs it, as another uid too)
+import warnings  # noqa: F401  (os.execvp imports it: too late once our uid or / changed)
 
 import idmap
 import kernel

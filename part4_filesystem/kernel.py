@@ -45,7 +45,15 @@ pylibc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong,
 # everywhere.
 ARCHITECTURES = ("x86_64", "aarch64")
 ARCH = os.uname().machine
-SYSCALL_NUMBERS = {"clone": (56, 220), "close_range": (436, 436)}
+SYSCALL_NUMBERS = {
+    "clone": (56, 220),
+    "close_range": (436, 436),
+    "seccomp": (317, 277),
+    "clone3": (435, 435),  # for seccomp rules: libseccomp may not know it
+    "fchmodat2": (452, 452),  # for seccomp rules, as clone3
+    "pivot_root": (155, 41),
+    "openat2": (437, 437),
+}
 
 
 def syscall_number(name: str) -> int:
@@ -66,15 +74,22 @@ def check_architecture() -> None:
 SYS_clone = syscall_number("clone")
 SYS_close_range = syscall_number("close_range")
 CLOSE_RANGE_CLOEXEC = 0x4  # close_range(2): mark close-on-exec instead of closing
+# prctl(2)'s options, from <linux/prctl.h>.
 PR_SET_PDEATHSIG = 1
-PRCTL_NAMES = {PR_SET_PDEATHSIG: "PR_SET_PDEATHSIG"}
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PRCTL_NAMES = {
+    PR_SET_PDEATHSIG: "PR_SET_PDEATHSIG",
+    PR_CAPBSET_DROP: "PR_CAPBSET_DROP",
+    PR_SET_NO_NEW_PRIVS: "PR_SET_NO_NEW_PRIVS",
+    PR_CAP_AMBIENT: "PR_CAP_AMBIENT",
+}
 
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                        ctypes.c_ulong]
 
-# clone(2)'s flags as explain mode spells them.  The low byte is the signal the
-# parent gets when the child ends: SIGCHLD, as fork(2) does.
-CLONE_FLAG_NAMES = [("SIGCHLD", signal.SIGCHLD)]
 # Flags of clone(2) and unshare(2): each CLONE_NEW* gives the child a new namespace.
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -83,11 +98,17 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-CLONE_FLAG_NAMES[:0] = [
-    ("CLONE_NEWUSER", CLONE_NEWUSER), ("CLONE_NEWCGROUP", CLONE_NEWCGROUP),
-    ("CLONE_NEWIPC", CLONE_NEWIPC), ("CLONE_NEWNET", CLONE_NEWNET),
-    ("CLONE_NEWNS", CLONE_NEWNS), ("CLONE_NEWPID", CLONE_NEWPID),
+# clone(2)'s flags as explain mode spells them.  The low byte is the signal the
+# parent gets when the child ends: SIGCHLD, as fork(2) does.
+CLONE_FLAG_NAMES = [
+    ("CLONE_NEWUSER", CLONE_NEWUSER),
+    ("CLONE_NEWCGROUP", CLONE_NEWCGROUP),
+    ("CLONE_NEWIPC", CLONE_NEWIPC),
+    ("CLONE_NEWNET", CLONE_NEWNET),
+    ("CLONE_NEWNS", CLONE_NEWNS),
+    ("CLONE_NEWPID", CLONE_NEWPID),
     ("CLONE_NEWUTS", CLONE_NEWUTS),
+    ("SIGCHLD", signal.SIGCHLD),
 ]
 
 
@@ -282,14 +303,6 @@ def sys_setresuid(ruid: int, euid: int, suid: int) -> None:
               ruid, euid, suid)
 
 
-PR_CAPBSET_DROP = 24
-PR_SET_NO_NEW_PRIVS = 38
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_CLEAR_ALL = 4
-PRCTL_NAMES.update({PR_CAPBSET_DROP: "PR_CAPBSET_DROP",
-                    PR_SET_NO_NEW_PRIVS: "PR_SET_NO_NEW_PRIVS", PR_CAP_AMBIENT: "PR_CAP_AMBIENT"})
-
-
 class CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
@@ -320,9 +333,6 @@ def sys_capset(data) -> None:
           "capset(2)", started)
 
 
-SYSCALL_NUMBERS.update(seccomp=(317, 277),
-                       # In seccomp rules, when libseccomp is older than these calls:
-                       clone3=(435, 435), fchmodat2=(452, 452))
 SYS_seccomp = syscall_number("seccomp")
 SECCOMP_SET_MODE_FILTER = 1
 
@@ -345,7 +355,6 @@ def sys_seccomp_set_filter(program: bytes) -> None:
           started)
 
 
-SYSCALL_NUMBERS["pivot_root"] = (155, 41)
 SYS_pivot_root = syscall_number("pivot_root")
 
 # Flags of mount(2) and umount2(2), from <sys/mount.h>.
@@ -455,7 +464,6 @@ def sys_fchown(fd: int, uid: int, gid: int) -> None:
     explained(f"fchown({fd}, {uid}, {gid})", "chown(2)", os.fchown, fd, uid, gid)
 
 
-SYSCALL_NUMBERS["openat2"] = (437, 437)
 SYS_openat2 = syscall_number("openat2")
 # openat2(2)'s resolve flags: how the kernel may walk the path.
 RESOLVE_NO_MAGICLINKS = 0x02  # no /proc/PID/fd/N-style links

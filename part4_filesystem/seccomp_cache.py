@@ -9,8 +9,11 @@ or stuck: anything but a regular file of ours, small, for this key and whole, is
 ignored and written anew.
 """
 
+import ctypes
 import os
 import stat
+import sys
+import types
 import zlib
 
 import kernel
@@ -172,10 +175,6 @@ def import_pyseccomp():
     them over through a stand-in ctypes.util for the time of the import.  If that
     fails, import it the ordinary way.
     """
-    import ctypes
-    import sys
-    import types
-
     shim = types.ModuleType("ctypes.util")
     shim.find_library = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}.get
     real = sys.modules.get("ctypes.util")
