@@ -189,8 +189,12 @@ def mkdtemp(template: str) -> str:
             continue
         # mkdir(2)'s mode passes through the umask: 0700 under umask 0777 is 000, a
         # directory we could not even open.  In /tmp (sticky) only we may rename or
-        # remove it, so the name is still ours.
-        os.chmod(name, 0o700)
+        # remove it: another run of ours, whose sweep took it, still empty and not
+        # locked yet, for a killed one's (remove_orphans).  Then another name.
+        try:
+            os.chmod(name, 0o700)
+        except FileNotFoundError:
+            continue
         return name
     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), template)
 

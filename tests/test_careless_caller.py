@@ -243,6 +243,29 @@ def test_a_umask_that_takes_every_bit_changes_nothing(runner: Runner, rootfs_for
     assert our_leftovers(runner) - before == set()
 
 
+def test_a_mount_point_swept_by_another_run_at_once_is_made_again(tmp_path, monkeypatch):
+    """One user's runs side by side: another run's sweep took a mount point just made
+    (empty, not locked yet) for a killed zookeeper's and removed it before mkdtemp's
+    chmod, which failed: "failed to create a temporary directory in /tmp/zoo.j5c5xr:
+    No such file or directory", 125 (4 of 45 runs, 15 at once; attack review,
+    session 29).  Here the sweep runs between the mkdir and the chmod."""
+    from conftest import part_modules
+    with part_modules(4, "rootfs") as m:
+        chmod, swept = os.chmod, []
+
+        def another_runs_sweep_first(path, mode):
+            if not swept:
+                swept.append(path)
+                m.rootfs.remove_orphans(str(tmp_path), {os.geteuid()})
+            chmod(path, mode)
+
+        monkeypatch.setattr(m.rootfs.os, "chmod", another_runs_sweep_first)
+        path, lock = m.rootfs.make_locked_mount_point(f"{tmp_path}/zoo.XXXXXX")
+        os.close(lock)
+    assert swept and swept[0] != path and not os.path.exists(swept[0])
+    assert os.listdir(tmp_path) == [os.path.basename(path)]
+
+
 def test_the_sweep_leaves_the_users_own_zoo_directories(tmp_path):
     """remove_orphans took any unlocked zoo.XXXXXX of ours for a killed zookeeper's
     mount point, and removed every zoo.XXXXXX.overlay* beside it, whatever it held:
