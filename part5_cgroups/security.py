@@ -36,8 +36,16 @@ TIOCSTI = 0x5412
 # must stay yours: TIOCSETD sets its line discipline (N_NULL, 27, drops everything you
 # type and everything printed, after the container is gone; an unloaded one is a kernel
 # module loaded on demand), and TIOCLINUX's selection paste types into a console as
-# TIOCSTI does (CVE-2023-28100; bubblewrap and Flatpak refuse both).  ioctl_tty(2).
-TIOCSETD, TIOCLINUX = 0x5423, 0x541C
+# TIOCSTI does (CVE-2023-28100; bubblewrap and Flatpak refuse both).  TIOCEXCL makes
+# every later open(2) of it by anyone but root fail (EBUSY), and TCXONC's TCOOFF stops
+# its output (your next program's write hangs): both outlive the container, and
+# `reset` undoes neither.  ioctl_tty(2).
+TIOCSETD, TIOCLINUX, TIOCEXCL, TCXONC = 0x5423, 0x541C, 0x540C, 0x540A
+# socket(2)'s families that no namespace holds: AF_VSOCK's ports are the machine's
+# (a container without -n would take a port another user or the hypervisor's agent
+# needs, or talk to the hypervisor: vsock(7)); AF_ALG is the kernel's crypto API, a
+# source of container escapes (https://copy.fail/).  Docker refuses both.
+AF_ALG, AF_VSOCK = 38, 40
 
 # The seccomp rules: (what it stops, system call, argument matches, errno returned).
 # An argument match (index, mask, value) means "argument index, masked with mask,
@@ -59,6 +67,13 @@ SYSCALLS_TO_REFUSE = [
     ("typing into the terminal", "ioctl", [(1, 0xFFFFFFFF, TIOCSTI)], errno.EPERM),
     ("typing into the terminal", "ioctl", [(1, 0xFFFFFFFF, TIOCLINUX)], errno.EPERM),
     ("the terminal's line discipline", "ioctl", [(1, 0xFFFFFFFF, TIOCSETD)], errno.EPERM),
+    ("locking the terminal", "ioctl", [(1, 0xFFFFFFFF, TIOCEXCL)], errno.EPERM),
+    ("stopping the terminal", "ioctl", [(1, 0xFFFFFFFF, TCXONC)], errno.EPERM),
+    ("sockets no namespace holds", "socket", [(0, 0xFFFFFFFF, AF_VSOCK)], errno.EPERM),
+    ("sockets no namespace holds", "socket", [(0, 0xFFFFFFFF, AF_ALG)], errno.EPERM),
+    # io_uring makes sockets (IORING_OP_SOCKET) where the socket rules cannot see them;
+    # Docker refuses it too.
+    ("asynchronous I/O rings", "io_uring_setup", [], errno.EPERM),
     ("the kernel keyring", "keyctl", [], errno.EPERM),
     ("the kernel keyring", "add_key", [], errno.EPERM),
     ("the kernel keyring", "request_key", [], errno.EPERM),

@@ -407,7 +407,7 @@ def test_each_seccomp_rule_refuses_inside_and_not_outside(runner: Runner):
         assert inside.returncode == 0, inside.stderr
         assert ("read the seccomp program cached" in inside.stderr) == (how == "cached")
         inside = json.loads(inside.stdout)
-        assert set(inside) == set(outside) and len(inside) == 19
+        assert set(inside) == set(outside) and len(inside) == 24
         for rule, result in inside.items():
             expected = "ENOSYS" if rule == "clone3" else "EPERM"
             assert result == expected, f"{rule} inside gave {result} ({how})"
@@ -436,13 +436,17 @@ def test_a_child_that_fails_before_go_is_heard(user_runner: Runner):
 # compared whole, not as a mask (FIONREAD 0x541B and TIOCGWINSZ 0x5413 have all of
 # TIOCSTI's 0x5412 bits set).  TIOCSETD (0x5423) and TIOCLINUX (0x541C): a container
 # set your terminal's line discipline to N_NULL, which outlived it (review, session 28).
+# TIOCEXCL (0x540C) and TCXONC (0x540A) outlived it too: the terminal locked against
+# every later open, its output stopped (review, session 29).  TIOCNXCL (0x540D) and
+# TCFLSH (0x540B), beside them, stay allowed.
 IOCTLS = """
 import fcntl, os, struct, termios
 r, w = os.pipe()
 os.write(w, b"abc")
 print("FIONREAD", struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, bytes(4)))[0])
-for name, request in (("TIOCGWINSZ", 0x5413), ("TIOCGETD", 0x5424), ("TIOCSTI", 0x5412),
-                      ("TIOCSETD", 0x5423), ("TIOCLINUX", 0x541C)):
+for name, request in (("TIOCGWINSZ", 0x5413), ("TIOCGETD", 0x5424), ("TIOCNXCL", 0x540D),
+                      ("TCFLSH", 0x540B), ("TIOCSTI", 0x5412), ("TIOCSETD", 0x5423),
+                      ("TIOCLINUX", 0x541C), ("TIOCEXCL", 0x540C), ("TCXONC", 0x540A)):
     try:
         fcntl.ioctl(r, request, bytes(8))
     except OSError as e:
@@ -457,8 +461,9 @@ def test_the_terminal_rules_refuse_their_requests_only(runner: Runner):
     assert done.stdout.splitlines() == [
         "FIONREAD 3",
         f"TIOCGWINSZ {not_a_terminal}",  # a pipe is no terminal: asked, not refused
-        f"TIOCGETD {not_a_terminal}",
-        f"TIOCSTI {refused}", f"TIOCSETD {refused}", f"TIOCLINUX {refused}"]
+        f"TIOCGETD {not_a_terminal}", f"TIOCNXCL {not_a_terminal}", f"TCFLSH {not_a_terminal}",
+        f"TIOCSTI {refused}", f"TIOCSETD {refused}", f"TIOCLINUX {refused}",
+        f"TIOCEXCL {refused}", f"TCXONC {refused}"]
 
 
 SPOILED_CACHES = {

@@ -10,6 +10,7 @@ import errno
 import json
 import mmap
 import os
+import socket
 import sys as sys_module
 import tempfile
 
@@ -23,17 +24,21 @@ NR_BY_MACHINE = {
     "x86_64": {"fchmodat": 268, "fchmodat2": 452, "unshare": 272, "clone": 56, "ioctl": 16,
                "keyctl": 250, "add_key": 248, "request_key": 249, "ptrace": 101,
                "mbind": 237, "migrate_pages": 256, "move_pages": 279, "set_mempolicy": 238,
-               "userfaultfd": 323, "perf_event_open": 298, "clone3": 435},
+               "userfaultfd": 323, "perf_event_open": 298, "clone3": 435,
+               "io_uring_setup": 425},
     "aarch64": {"fchmodat": 53, "fchmodat2": 452, "unshare": 97, "clone": 220, "ioctl": 29,
                 "keyctl": 219, "add_key": 217, "request_key": 218, "ptrace": 117,
                 "mbind": 235, "migrate_pages": 238, "move_pages": 239, "set_mempolicy": 237,
-                "userfaultfd": 282, "perf_event_open": 241, "clone3": 435},
+                "userfaultfd": 282, "perf_event_open": 241, "clone3": 435,
+                "io_uring_setup": 425},
 }
 NR = NR_BY_MACHINE[os.uname().machine]
 AT_FDCWD = -100
 CLONE_NEWUSER = 0x10000000
 SIGCHLD = 17
 TIOCSTI = 0x5412
+TIOCEXCL, TCXONC, TCOON = 0x540C, 0x540A, 1
+AF_ALG, AF_VSOCK = 38, 40
 KEY_SPEC_PROCESS_KEYRING = -2
 UFFD_USER_MODE_ONLY = 1
 
@@ -94,6 +99,30 @@ def ioctl_tiocsti():
     sys("ioctl", controlling, TIOCSTI, ctypes.c_char_p(b"x"))
 
 
+def ioctl_tiocexcl():
+    _, tty = os.openpty()
+    sys("ioctl", tty, TIOCEXCL, 0)
+
+
+def ioctl_tcxonc():
+    _, tty = os.openpty()
+    sys("ioctl", tty, TCXONC, TCOON)  # output on: a no-op, if it is allowed at all
+
+
+def socket_vsock():
+    # Where the kernel has no vsock, EAFNOSUPPORT (outside): never ok, never EPERM.
+    socket.socket(AF_VSOCK, socket.SOCK_STREAM).close()
+
+
+def socket_alg():
+    socket.socket(AF_ALG, socket.SOCK_SEQPACKET).close()
+
+
+def io_uring_setup():
+    params = (ctypes.c_char * 120)()  # struct io_uring_params, zeroed
+    os.close(sys("io_uring_setup", 1, ctypes.byref(params)))
+
+
 def keyctl():
     sys("keyctl", 0, KEY_SPEC_PROCESS_KEYRING, 1)  # KEYCTL_GET_KEYRING_ID, create
 
@@ -143,8 +172,9 @@ def clone3():
 
 
 TRIES = [chmod_setuid, chmod_setgid, fchmod_setuid, fchmodat_setuid, fchmodat2_setuid,
-         unshare_user, clone_user, ioctl_tiocsti, keyctl, add_key, request_key, ptrace,
-         mbind, migrate_pages, move_pages, set_mempolicy, userfaultfd, perf_event_open, clone3]
+         unshare_user, clone_user, ioctl_tiocsti, ioctl_tiocexcl, ioctl_tcxonc, socket_vsock,
+         socket_alg, io_uring_setup, keyctl, add_key, request_key, ptrace, mbind,
+         migrate_pages, move_pages, set_mempolicy, userfaultfd, perf_event_open, clone3]
 
 
 def attempt(fn) -> str:
