@@ -64,10 +64,33 @@ def is_host_root() -> bool:
         return True
 
 
+def unmapped_id(uid: int, gid: int) -> str:
+    """'user id 65534' when ours has no mapping in the user namespace we run in (an
+    unmapped id reads as the overflow id: unshare -U without -r), else ''."""
+    for kind, own, path in (("user", uid, "/proc/self/uid_map"),
+                            ("group", gid, "/proc/self/gid_map")):
+        try:
+            with open(path) as f:
+                ranges = [[int(x) for x in line.split()] for line in f if line.strip()]
+        except (OSError, ValueError):
+            continue
+        if not any(inside <= own < inside + count for inside, _, count in ranges):
+            return f"{kind} id {own}"
+    return ""
+
+
 def find_id_maps() -> IdMaps:
     """Look up our ranges and the tools that grant them, before there is a child to
     wait on us: a missing range is a warning, a missing tool an error."""
     uid, gid = os.getuid(), os.getgid()
+    unmapped = unmapped_id(uid, gid)
+    if unmapped:
+        # The kernel refuses a new user namespace to a process whose ids its own
+        # namespace does not map (user_namespaces(7)).
+        raise ZooError(f"your {unmapped} has no mapping in the user namespace zookeeper "
+                       "runs in (/proc/self/uid_map, gid_map): the kernel refuses it a new "
+                       "one; run zookeeper outside `unshare -U`, or with your id mapped "
+                       "(unshare -r)")
     if uid == 0 and not is_host_root():
         # Root of a user namespace (unshare -Ur, a rootless container): the host's
         # ranges in /etc/subuid are not ours to map from here, only ourselves.

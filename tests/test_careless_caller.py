@@ -277,6 +277,18 @@ def test_fifteen_runs_of_one_user_at_once(runner: Runner, rootfs_for):
     assert done.stdout == "done\n", done.stdout
 
 
+@pytest.mark.parametrize("part", [2, 4])
+def test_a_caller_whose_id_has_no_mapping(runner: Runner, rootfs_for, part):
+    """Under `unshare -U` (no map), the kernel refuses the container's user namespace:
+    zookeeper warned that "nobody" had no subordinate range, then "failed to clone
+    the container process: Operation not permitted" (attack review, session 29)."""
+    args = ["-r", str(rootfs_for(runner))] if part >= 4 else []
+    done = runner.run(["unshare", "-U", *zookeeper_argv(runner, part, *args, "true")])
+    assert done.returncode == 125
+    assert done.stderr.startswith("zookeeper: your user id 65534 has no mapping in the user "
+                                  "namespace zookeeper runs in") and done.stderr.count("\n") == 1
+
+
 def test_the_sweep_leaves_the_users_own_zoo_directories(tmp_path):
     """remove_orphans took any unlocked zoo.XXXXXX of ours for a killed zookeeper's
     mount point, and removed every zoo.XXXXXX.overlay* beside it, whatever it held:
