@@ -181,6 +181,34 @@ def test_the_bundle_has_what_gradescope_wants_at_its_top(bundle, tmp_path):
     assert done.returncode == 2 and "without its sha256" in done.stderr
 
 
+def load_run_autograder():
+    """grader/gradescope/run_autograder as a module (a script without .py)."""
+    import importlib.machinery
+    import importlib.util
+    path = str(ROOT / "grader" / "gradescope" / "run_autograder")
+    loader = importlib.machinery.SourceFileLoader("run_autograder", path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def test_the_visible_summary_keeps_the_hidden_checks_score_hidden():
+    """The summary said "Score: 3/4" with visibility "visible": a student who failed a
+    hidden check saw the total drop, and learnt each hidden verdict by resubmitting,
+    which Gradescope itself hides while tests are hidden (attack review, session 29)."""
+    finish = load_run_autograder().finish
+    graded = {"score": 3, "tests": [
+        {"name": "part1: public", "score": 3, "max_score": 3, "visibility": "visible"},
+        {"name": "part1: hidden", "score": 0, "max_score": 1, "visibility": "after_published"},
+        {"name": "rule: at least 5 commits", "score": 0, "max_score": 0,
+         "output": "OK: 6 commits (reported, not scored)", "visibility": "visible"}]}
+    said = finish(graded, "after_due_date", 1.0)["output"].splitlines()[0]
+    assert said == ("Visible checks: 3/3 (1 of 2 checks; the other 1, and the total score, "
+                    "are shown after due date).")
+    graded["tests"][1]["visibility"] = "visible"
+    assert finish(graded, "after_due_date", 1.0)["output"].startswith("Score: 3/4 (2 checks).")
+
+
 def test_an_image_url_with_a_query_is_read_whole_by_setup_and_run_autograder(tmp_path):
     """setup.sh sources config.env: a signed URL's & or ; must stay inside its value."""
     url = "https://images.example.invalid/zoo.tar.zst?X-Sig=a&b=c;d=$(id)'"
@@ -337,8 +365,12 @@ def test_the_references_score_full_marks_in_gradescopes_format(bundle, tmp_path)
     for name in ("no binary files", "README.txt states each part's status",
                  "each written experiment answered"):
         assert rule_tests[name]["status"] == "passed", rule_tests[name]
-    assert results["output"].startswith(f"Score: {full}/{full} ({len(selected)} checks; ")
-    assert "hidden until after due date" in results["output"]
+    public = [c for c in selected if c.public]
+    shown = sum(c.points for c in public)
+    assert results["output"].startswith(
+        f"Visible checks: {shown}/{shown} ({len(public)} of {len(selected)} checks; the other "
+        f"{len(selected) - len(public)}, and the total score, are shown after due date).")
+    assert str(full) not in results["output"].split("\n")[0]
     assert "each written experiment answered: OK" in results["output"]
     assert results["stdout_visibility"] == "hidden" and results["visibility"] == "visible"
     assert results["execution_time"] > 0
@@ -414,7 +446,10 @@ def test_both_scripts_grade_in_the_vm_in_an_unprivileged_container(bundle, tmp_p
     validate(results)
     full = sum(c.points for c in checks.CHECKS)
     assert results["score"] == full, results["output"]
-    assert results["output"].startswith(f"Score: {full}/{full} ({len(checks.CHECKS)} checks; ")
+    public = [c for c in checks.CHECKS if c.public]
+    shown = sum(c.points for c in public)
+    assert results["output"].startswith(f"Visible checks: {shown}/{shown} ({len(public)} of "
+                                        f"{len(checks.CHECKS)} checks; ")
     tests = [t for t in results["tests"] if not t["name"].startswith("rule: ")]
     assert len(tests) == len(checks.CHECKS)
     assert all(t["status"] == "passed" for t in tests)
