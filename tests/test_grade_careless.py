@@ -150,6 +150,30 @@ def test_an_out_that_another_user_may_write_is_refused(grade, two, tmp_path,  # 
     assert grade.vm_calls == [] and not (out / "scores.csv").exists()
 
 
+@pytest.mark.parametrize("given", ["default", "--csv"])
+def test_a_students_link_on_the_way_to_out_or_csv_is_refused(grade, two, tmp_path, capsys,  # noqa: F811
+                                                             monkeypatch, given):
+    """A TA graded one submission from inside it: its grader-results was the student's
+    link to another student's results directory (root's), and root wrote its
+    results.json there (attack review, session 29)."""
+    victim = tmp_path / "out" / "bob"
+    victim.mkdir(parents=True)
+    (victim / "results.json").write_text("bob's\n")
+    alice = two / "alice"
+    link = alice / ("grader-results" if given == "default" else "scores")
+    link.symlink_to(victim)
+    os.chown(link, 65534, 65534, follow_symlinks=False)
+    monkeypatch.chdir(alice)
+    argv = ["." if given == "default" else str(two), "--part", "1"]
+    if given == "--csv":
+        argv += ["--out", str(tmp_path / "o"), "--csv", "scores/scores.csv"]
+    assert grade.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{link} is a link of uid 65534's" in err and err.count("\n") == 1
+    assert grade.vm_calls == [] and os.listdir(victim) == ["results.json"]
+    assert (victim / "results.json").read_text() == "bob's\n"
+
+
 def test_a_csv_path_that_is_a_link_is_refused(grade, two, tmp_path, capsys):  # noqa: F811
     link = tmp_path / "scores.csv"
     link.symlink_to(tmp_path / "elsewhere.csv")
