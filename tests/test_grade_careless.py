@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,38 @@ def test_a_students_link_on_the_way_to_out_or_csv_is_refused(grade, two, tmp_pat
     assert f"{link} is a link of uid 65534's" in err and err.count("\n") == 1
     assert grade.vm_calls == [] and os.listdir(victim) == ["results.json"]
     assert (victim / "results.json").read_text() == "bob's\n"
+
+
+def test_a_second_local_run_as_the_same_user_waits_for_the_first(grade, two, tmp_path,  # noqa: F811
+                                                                 capsys, monkeypatch):
+    """Two grade --local runs as one user at once (two sections, two --out) failed each
+    other's checks, and the rows that lost points said "ok" (attack review, session
+    29).  The second now waits for the first's lock on that user, and says so."""
+    import types
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    args = types.SimpleNamespace(user="zootest", nosub_user=None)
+    first = grade.hold_the_local_users(args)  # the first run's locks
+    assert first
+    code = ("import fcntl, sys, time\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "import importlib.machinery as m, importlib.util as u, types\n"
+            "loader = m.SourceFileLoader('g', sys.argv[1] + '/grade')\n"
+            "g = u.module_from_spec(u.spec_from_loader('g', loader))\n"
+            "loader.exec_module(g)\n"
+            "t = time.monotonic()\n"
+            "g.hold_the_local_users(types.SimpleNamespace(user='zootest', nosub_user=None))\n"
+            "print(round(time.monotonic() - t, 1))\n")
+    second = subprocess.Popen([sys.executable, "-c", code, str(Path(grade.__file__).parent)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    assert second.poll() is None, second.communicate()  # waiting
+    for fd in first:
+        os.close(fd)
+    out, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err
+    assert float(out) >= 1.0
+    assert "another grade --local runs checks as uid" in err and "waiting" in err
 
 
 def test_a_csv_path_that_is_a_link_is_refused(grade, two, tmp_path, capsys):  # noqa: F811
