@@ -5,6 +5,7 @@ tests/test_grader.py."""
 
 import ast
 import csv
+import errno
 import fcntl
 import json
 import os
@@ -205,6 +206,33 @@ def test_a_second_local_run_as_the_same_user_waits_for_the_first(grade, two, tmp
     assert second.returncode == 0, err
     assert float(out) >= 1.0
     assert "another grade --local runs checks as " in err and "waiting" in err
+
+
+def test_ctrl_c_while_resume_hashes_the_class_is_one_line(grade, two, tmp_path, capsys,  # noqa: F811
+                                                          monkeypatch):
+    """--resume's first pass (every submission hashed) ran outside any handler: Ctrl-C
+    or SIGTERM there ended grade with a traceback (attack review, session 29)."""
+    out = tmp_path / "out"
+    assert grade.main([str(two), "--part", "1", "--out", str(out)]) == 0
+
+    def interrupted(sub):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grade, "submission_hash", interrupted)
+    assert grade.main([str(two), "--part", "1", "--out", str(out), "--resume"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "grade: interrupted"
+
+
+def test_a_full_disk_for_answers_csv_is_one_line(grade, two, tmp_path, capsys,  # noqa: F811
+                                                 monkeypatch):
+    def full(path, subs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(grade.rules, "write_answers", full)
+    assert grade.main([str(two), "--part", "1", "--out", str(tmp_path / "o"), "--rules"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"grade: {tmp_path / 'o' / 'answers.csv'}: No space left on device")
+    assert grade.vm_calls == []
 
 
 def test_a_csv_path_that_is_a_link_is_refused(grade, two, tmp_path, capsys):  # noqa: F811
