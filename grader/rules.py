@@ -186,6 +186,18 @@ def unread_git(rule: str, sub: Path) -> dict | None:
     return verdict(rule, "unknown", f"the git history was not read: {problem}")
 
 
+def has_a_commit(sub: Path) -> bool:
+    """Does sub's HEAD name a commit?  False for a repository with none yet (git
+    rev-parse -q --verify says nothing); RuntimeError with git's words for a
+    repository git cannot read (a damaged packed-refs, say)."""
+    done = git(sub, "rev-parse", "-q", "--verify", "HEAD^{commit}")
+    if done.returncode == 0:
+        return True
+    if done.stderr.strip():
+        raise RuntimeError(" ".join(done.stderr.split())[:300])
+    return False
+
+
 def count_commits(sub: Path) -> dict:
     if not has_git(sub):
         return verdict("commits", "unknown", "the submission has no git history "
@@ -194,13 +206,16 @@ def count_commits(sub: Path) -> dict:
     if refused:
         return refused
     try:
+        if not has_a_commit(sub):
+            return verdict("commits", "fail", f"0 commits (at least {MIN_COMMITS} required)")
         done = git(sub, "rev-list", "--count", "HEAD")
     except subprocess.TimeoutExpired as e:
         return verdict("commits", "unknown", f"git took longer than {e.timeout:g} s")
+    except RuntimeError as e:
+        return verdict("commits", "unknown", f"git cannot read the history: {e}")
     if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        return verdict("commits", "fail" if "unknown revision" in said or
-                       "bad revision" in said else "unknown", f"no commit to count ({said})")
+        said = " ".join(done.stderr.split())[:300] or "no message"
+        return verdict("commits", "unknown", f"no commit to count ({said})")
     n = int(done.stdout.strip())
     if n >= MIN_COMMITS:
         return verdict("commits", "ok", f"{n} commits")
@@ -316,7 +331,9 @@ def binary_files(sub: Path) -> dict:
     if refused:
         return refused
     try:
-        found = binary_files_in_git(sub) if has_git(sub) else binary_files_on_disk(sub)
+        # What was committed; before a first commit, what would be.
+        committed = has_git(sub) and has_a_commit(sub)
+        found = binary_files_in_git(sub) if committed else binary_files_on_disk(sub)
     except subprocess.TimeoutExpired as e:
         return verdict("binary_files", "unknown", f"git took longer than {e.timeout:g} s")
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:

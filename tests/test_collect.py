@@ -218,6 +218,23 @@ def test_binary_is_what_git_calls_binary(collected):
     assert rules.count_commits(copy)["status"] == "unknown"
 
 
+def test_a_repository_without_a_commit_has_0_commits(tmp_path):
+    """git init and no commit: the rule said NOT CHECKED with the last line of git's
+    usage text, and the binary rule NOT CHECKED ("Not a valid object name HEAD");
+    a damaged repository is still not checked, in git's own words (attack review,
+    session 29)."""
+    sub = tmp_path / "nocommit"
+    sub.mkdir()
+    (sub / "data.bin").write_bytes(b"\0\1")
+    subprocess.run(["git", "init", "-q", str(sub)], check=True)
+    assert rules.count_commits(sub) == rules.verdict("commits", "fail",
+                                                     "0 commits (at least 5 required)")
+    assert rules.binary_files(sub)["message"] == "1 binary file: data.bin"
+    (sub / ".git" / "packed-refs").write_text("garbage\n")
+    damaged = rules.count_commits(sub)
+    assert damaged["status"] == "unknown" and "unexpected line" in damaged["message"]
+
+
 def test_the_answers_file_has_each_students_answers(collected):
     _, class_dir, _, _ = collected
     with open(class_dir / "answers.csv", newline="") as f:
