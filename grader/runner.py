@@ -2151,14 +2151,19 @@ def main(argv=None) -> int:
     args.logs = args.logs or str(Path(args.results).parent / "logs")
     if args.heartbeat:
         start_heartbeat(args.heartbeat)
-    if args.lane_users:  # each lane's runner has its own scratch directory
-        run_checks(args)
-        return 0
-    args.scratch = str(prepare_scratch(args.user))
     try:
-        serve_lane(args) if args.lane_worker else run_checks(args)
-    finally:
-        remove_scratch(Path(args.scratch))  # the last one, if checks made others
+        if args.lane_users:  # each lane's runner has its own scratch directory
+            run_checks(args)
+            return 0
+        args.scratch = str(prepare_scratch(args.user))
+        try:
+            serve_lane(args) if args.lane_worker else run_checks(args)
+        finally:
+            remove_scratch(Path(args.scratch))  # the last one, if checks made others
+    except OSError as e:  # the results or a log not written: a full disk, say
+        print(f"runner: failed to write {e.filename or 'the results'}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1694,3 +1694,21 @@ def test_no_room_for_the_rootfs_after_the_disk_was_filled_fails(tmp_path, monkey
         z.rootfs()
     if expected is runner.CheckFailed:
         assert str(raised.value).startswith("no room to unpack the rootfs"), raised.value
+
+
+def test_a_full_disk_for_the_results_is_one_line(tmp_path):
+    """The results or a log that cannot be written (ENOSPC) ended the runner with a
+    traceback, which grade passed on whole to the TA (attack review, session 29)."""
+    code = ("import errno, os, sys\n"
+            f"sys.path.insert(0, {str(ROOT / 'grader')!r})\n"
+            "import runner\n"
+            "def full(args):\n"
+            "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/out/logs/p1.log')\n"
+            "runner.run_checks = full\n"
+            "sys.exit(runner.main(sys.argv[1:]))\n")
+    (tmp_path / "sub").mkdir()
+    done = subprocess.run([sys.executable, "-c", code, "--submission", str(tmp_path / "sub"),
+                           "--results", str(tmp_path / "results.json"), "--user", "root"],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (
+        1, "runner: failed to write /out/logs/p1.log: No space left on device\n")
