@@ -235,6 +235,18 @@ def test_a_full_disk_for_answers_csv_is_one_line(grade, two, tmp_path, capsys,  
     assert grade.vm_calls == []
 
 
+def test_a_rows_progress_line_is_escaped_and_scored_as_its_csv_row(grade, two, tmp_path,  # noqa: F811
+                                                                   capsys):
+    """A row without results printed 0/0 where the CSV says 0/15, and its status
+    as it came, control characters and line breaks included (attack review)."""
+    grade.fake_vm["bob"] = RuntimeError("boom\x1b[2J\nsecond line")
+    assert grade.main([str(two), "--part", "1", "--out", str(tmp_path / "o")]) == 2
+    full = sum(c.points for c in grade.checks.selected([1], None, False))
+    bob = [line for line in capsys.readouterr().out.splitlines() if line.startswith("bob")]
+    assert bob == [f"bob: 0/{full} (error: boom\\x1b[2J\\x0asecond line)"]
+    assert read_csv(tmp_path / "o" / "scores.csv")["bob"]["max_score"] == str(full)
+
+
 def test_a_csv_path_that_is_a_link_is_refused(grade, two, tmp_path, capsys):  # noqa: F811
     link = tmp_path / "scores.csv"
     link.symlink_to(tmp_path / "elsewhere.csv")
