@@ -187,15 +187,21 @@ def unread_git(rule: str, sub: Path) -> dict | None:
 
 
 def has_a_commit(sub: Path) -> bool:
-    """Does sub's HEAD name a commit?  False for a repository with none yet (git
-    rev-parse -q --verify says nothing); RuntimeError with git's words for a
-    repository git cannot read (a damaged packed-refs, say)."""
-    done = git(sub, "rev-parse", "-q", "--verify", "HEAD^{commit}")
-    if done.returncode == 0:
-        return True
-    if done.stderr.strip():
-        raise RuntimeError(" ".join(done.stderr.split())[:300])
-    return False
+    """Does sub's HEAD name a commit?  False for a repository with none yet (HEAD's
+    branch unborn: git rev-parse -q --verify says nothing); RuntimeError with git's
+    words for one git cannot read (a damaged packed-refs), or whose HEAD names an
+    object that is not there or no commit: never "no commit", which would let the
+    binary rule read the work tree instead of what was committed."""
+    done = git(sub, "rev-parse", "-q", "--verify", "HEAD")
+    if done.returncode != 0:
+        if done.stderr.strip():
+            raise RuntimeError(" ".join(done.stderr.split())[:300])
+        return False
+    head = done.stdout.strip()
+    done = git(sub, "rev-parse", "--verify", "HEAD^{commit}")
+    if done.returncode != 0:
+        raise RuntimeError(f"HEAD ({head[:12]}) names no commit the repository holds")
+    return True
 
 
 def count_commits(sub: Path) -> dict:

@@ -2160,9 +2160,8 @@ def main(argv=None) -> int:
             serve_lane(args) if args.lane_worker else run_checks(args)
         finally:
             remove_scratch(Path(args.scratch))  # the last one, if checks made others
-    except OSError as e:  # the results or a log not written: a full disk, say
-        print(f"runner: failed to write {e.filename or 'the results'}: {e.strerror or e}",
-              file=sys.stderr)
+    except OSError as e:  # its own files: the results or a log not written (a full disk)
+        print(f"runner: {e.filename or 'its own files'}: {e.strerror or e}", file=sys.stderr)
         return 1
     return 0
 

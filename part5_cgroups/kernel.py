@@ -51,6 +51,7 @@ SYSCALL_NUMBERS = {
     "seccomp": (317, 277),
     "clone3": (435, 435),  # for seccomp rules: libseccomp may not know it
     "fchmodat2": (452, 452),  # for seccomp rules, as clone3
+    "io_uring_setup": (425, 425),  # for seccomp rules, as clone3
     "pivot_root": (155, 41),
     "openat2": (437, 437),
 }

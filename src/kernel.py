@@ -53,6 +53,7 @@ SYSCALL_NUMBERS = {
     "seccomp": (317, 277),  # from stage 3
     "clone3": (435, 435),  # for seccomp rules: libseccomp may not know it  # from stage 3
     "fchmodat2": (452, 452),  # for seccomp rules, as clone3  # from stage 3
+    "io_uring_setup": (425, 425),  # for seccomp rules, as clone3  # from stage 3
     "pivot_root": (155, 41),  # from stage 4
     "openat2": (437, 437),  # from stage 4
 }

@@ -230,6 +230,14 @@ def test_a_repository_without_a_commit_has_0_commits(tmp_path):
     assert rules.count_commits(sub) == rules.verdict("commits", "fail",
                                                      "0 commits (at least 5 required)")
     assert rules.binary_files(sub)["message"] == "1 binary file: data.bin"
+    branch = subprocess.run(["git", "-C", str(sub), "symbolic-ref", "HEAD"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    (sub / ".git" / branch).parent.mkdir(parents=True, exist_ok=True)
+    (sub / ".git" / branch).write_text("12" * 20 + "\n")  # a commit that is not there
+    for rule in (rules.count_commits(sub), rules.binary_files(sub)):
+        assert rule["status"] == "unknown", rule
+        assert "names no commit the repository holds" in rule["message"]
+    (sub / ".git" / branch).unlink()
     (sub / ".git" / "packed-refs").write_text("garbage\n")
     damaged = rules.count_commits(sub)
     assert damaged["status"] == "unknown" and "unexpected line" in damaged["message"]

@@ -176,6 +176,41 @@ def test_a_students_link_on_the_way_to_out_or_csv_is_refused(grade, two, tmp_pat
     assert (victim / "results.json").read_text() == "bob's\n"
 
 
+def test_an_out_in_a_students_directory_is_refused(grade, two, tmp_path, capsys,  # noqa: F811
+                                                  monkeypatch):
+    """Its grader-results a real directory when checked, the student could still swap
+    it for a link before grade writes: a directory above --out that another user owns
+    is refused, as one they may write in is (review of session 29's change)."""
+    alice = two / "alice"
+    os.chown(alice, 65534, 65534)
+    monkeypatch.chdir(alice)
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    assert grade.main([".", "--part", "1"]) == 2
+    assert f"uid 65534 (who owns {alice}) may write in it" in capsys.readouterr().err
+    assert grade.vm_calls == []
+    monkeypatch.setenv("SUDO_UID", "65534")  # the TA's own directory, under sudo
+    assert grade.main([".", "--part", "1"]) == 0
+
+
+def test_out_is_walked_as_the_kernel_would(grade, tmp_path):  # noqa: F811
+    """A link of ours (or root's) is followed name by name: a student's link inside its
+    target is still found, and '..' after a link goes up from where the link led."""
+    theirs = tmp_path / "student" / "out"
+    theirs.parent.mkdir()
+    theirs.symlink_to(tmp_path / "victim")
+    os.chown(theirs, 65534, 65534, follow_symlinks=False)
+    (tmp_path / "mine").symlink_to(tmp_path / "student")
+    assert grade.walk_to(tmp_path / "mine" / "out" / "x") == (
+        None, f"{theirs} is a link of uid 65534's")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "up").symlink_to("a/b")
+    assert grade.walk_to(tmp_path / "up" / ".." / "new" / "dir") == (
+        tmp_path / "a" / "new" / "dir", "")
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    assert grade.walk_to(loop)[1].endswith("Too many levels of symbolic links")
+
+
 def test_a_second_local_run_as_the_same_user_waits_for_the_first(grade, two, tmp_path,  # noqa: F811
                                                                  capsys, monkeypatch):
     """Two grade --local runs as one user at once (two sections, two --out) failed each
@@ -461,3 +496,16 @@ def test_names_in_two_unicode_forms_are_said(grade, tmp_path, capsys):  # noqa: 
             "same (in another Unicode form): their rows cannot be told apart; rename all "
             "but one") in said, said
     assert sorted(grade.vm_calls) == sorted([nfc, nfd])
+
+
+def test_two_names_of_one_uid_are_one_lock(grade):  # noqa: F811
+    """--user and --nosub-user naming one uid locked its file twice, and the second
+    flock waited for the first forever (review of session 29's change)."""
+    import types
+    held = grade.hold_the_local_users(types.SimpleNamespace(user="zootest",
+                                                            nosub_user="zootest"))
+    try:
+        assert len(held) == 1
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -1711,4 +1711,4 @@ def test_a_full_disk_for_the_results_is_one_line(tmp_path):
                            "--results", str(tmp_path / "results.json"), "--user", "root"],
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (
-        1, "runner: failed to write /out/logs/p1.log: No space left on device\n")
+        1, "runner: /out/logs/p1.log: No space left on device\n")
