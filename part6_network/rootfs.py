@@ -37,6 +37,13 @@ DEV_LINKS = [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")]
 
 
+# The command's PATH in a rootfs of its own: the standard one, as runc's `runc spec`
+# and Docker give a container.  The caller's names the host's directories: Fedora's
+# and Arch's have no /bin (theirs is a link to usr/bin), so in a rootfs whose sh is
+# /bin/sh, as busybox's and Alpine's are, `sh` was not found.
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def prepare(opts, owner=None) -> "Filesystem":
     """Parent, before clone: check -r DIR and make the temporary mount point, owned
     by owner (the host's uid and gid of the container's root, which must reach it)."""
@@ -278,6 +285,7 @@ class Filesystem:
                 mask_proc(fd_path(proc), f"{new_root}/proc")
         switch_root(new_root)
         check_old_root_gone(root)
+        use_the_container_environment()
 
     def open_rootfs_again(self) -> int:
         """Child: an O_PATH fd of -r DIR, opened in our own mount namespace (mount(2)
@@ -565,6 +573,16 @@ def mask_paths(base: str, shown: str, files: list[str], directories: list[str],
                                  kernel.MS_BIND | kernel.MS_REC)
                 kernel.sys_mount(None, f"{base}/{name}", None, kernel.MS_BIND
                                  | kernel.MS_REMOUNT | kernel.MS_RDONLY | locked)
+
+
+def use_the_container_environment() -> None:
+    """Child, in its new root: the environment the command gets is the caller's, but
+    for what names the host's directories, which are not there: PATH is the standard
+    one, HOME the container's root's (/root, as Docker sets it), and TMPDIR is gone
+    (busybox's mktemp failed on the caller's; /tmp is the container's own)."""
+    os.environ["PATH"] = CONTAINER_PATH
+    os.environ["HOME"] = "/root"
+    os.environ.pop("TMPDIR", None)
 
 
 def check_old_root_gone(root: int) -> None:

@@ -582,6 +582,31 @@ def test_rootfs_from_another_mount_namespace_is_one_line(root_runner: Runner, tm
         "path in zookeeper's mount namespace"]
 
 
+FEDORA_PATH = "/usr/local/bin:/usr/bin:/usr/local/sbin:/usr/sbin"  # no /bin, as Arch's
+
+
+@pytest.mark.parametrize("part", [4, 5, 6])
+def test_a_rootfs_gets_the_standard_path_and_none_of_the_hosts_dirs(runner: Runner, fs,
+                                                                     part):
+    """A caller's PATH without /bin (Fedora's, Arch's: theirs is a link to usr/bin)
+    found no sh in busybox's rootfs, whose sh is /bin/sh (127), and the caller's
+    TMPDIR, a host directory, failed mktemp there.  In a rootfs of its own the
+    command gets the standard PATH, HOME=/root and no TMPDIR; the rest is the
+    caller's.  Without -r, the host's files are there: the environment is kept."""
+    host_tmp = runner.workdir / "host-tmp"
+    env = {"PATH": f"{os.path.dirname(runner.python)}:{FEDORA_PATH}", "TMPDIR": str(host_tmp),
+           "HOME": str(runner.workdir), "ZOO_KEPT": "kept"}
+    show = 'echo "$PATH|$HOME|${TMPDIR-unset}|$ZOO_KEPT"'
+    done = runner.zookeeper(part, "-r", str(fs), "sh", "-c", f"{show}; mktemp", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|/root|unset|kept")
+    assert done.stdout.splitlines()[1].startswith("/tmp/"), done.stdout
+    done = runner.zookeeper(part, "sh", "-c", show, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{env['PATH']}|{runner.workdir}|{host_tmp}|kept\n"
+
+
 def test_proc_without_rootfs_keeps_the_hosts_files(runner: Runner):
     done = runner.zookeeper(4, "-P", "sh", "-c",
                             f"test -d {runner.workdir} && echo host-files; "
