@@ -168,7 +168,8 @@ def run_container(opts, ignored=frozenset()) -> int:
         # Create the child with clone(2): clone_with_hint(flags) (below) calls
         # kernel.sys_clone(flags) and returns like fork(2), the child's pid here (keep
         # it in `pid`: the code after this block reads it) and 0 in the child, which
-        # runs child_main() and never returns from it.  Call it in a
+        # must then call child_main(container, go_read, go_write, error_read,
+        # error_write), which never returns (`if pid == 0:`).  Call clone in a
         # `with step("clone the container process"):` (errors.py), as every system
         # call here: a failure then reads "zookeeper: failed to clone ...: <reason>".
         with step("clone the container process"):

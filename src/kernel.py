@@ -223,7 +223,13 @@ def sys_waitpid(pid: int) -> int:
 
 
 def sys_kill(pid: int, sig: int) -> None:
-    """kill(2): send a signal to a process."""
+    """kill(2): send a signal to a process, or to a process group (-its id).  Never 0
+    or -1: kill(2) takes those for the caller's own process group and for every
+    process the caller may signal.  (A pid of 0 is what clone(2) returns in the
+    child: a child that ran the parent's code would have killed its shell's group.)"""
+    if pid in (0, -1):
+        raise ProcessLookupError(f"kill({pid}) would signal more than one process: "
+                                 "zookeeper signals its own child only")
     explained(f"kill({pid}, {signal_name(sig)})", "kill(2)", os.kill, pid, sig)
 
 

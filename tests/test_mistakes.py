@@ -96,6 +96,32 @@ def test_part3_meets_its_exercises_in_the_readmes_order(user_runner: Runner):
     assert done.stderr.startswith("zookeeper: q9 (part 3) is not implemented yet"), done.stderr
 
 
+def test_a_child_that_runs_the_parents_code_is_said_and_kills_nothing(user_runner: Runner):
+    """q1 without `if pid == 0: child_main(...)`, q2-q5 done, in the skeleton's copy:
+    the child ran the parent's code with a pid of 0, and its cleanup's kill(0,
+    SIGKILL) killed its whole process group, the student's shell or make included,
+    without a word.  Now the child says which exercise, once, and nothing is killed."""
+    skeleton = user_runner.workdir / "skeleton"
+    copy = user_runner.workdir / "no-child-main" / PARTS[1]
+    if not copy.exists():
+        shutil.copytree(skeleton, copy)
+        ours, done = (copy / "container.py").read_text(), (
+            user_runner.workdir / PARTS[1] / "container.py").read_text()
+        for q in range(1, 6):
+            ours = ours.replace(block(ours, q), reindented(block(done, q), block(ours, q)))
+        forgotten = ("        if pid == 0:\n"
+                     "            child_main(container, go_read, go_write, error_read, "
+                     "error_write)\n")
+        assert forgotten in ours
+        (copy / "container.py").write_text(ours.replace(forgotten, ""))
+        subprocess.run(["chmod", "-R", "a+rX", str(copy.parent)], check=True)
+    done = user_runner.run(["sh", "-c", '"$@"; echo "the shell lives: $?"', "sh",
+                            user_runner.python, str(copy / "zookeeper.py"), "true"])
+    assert done.stdout == "the shell lives: 125\n", done
+    assert done.stderr == ("zookeeper: the child ran the parent's code: call child_main() "
+                           "where clone returned 0 (q1)\n")
+
+
 def test_a_copy_named_otherwise_says_so(user_runner: Runner):
     """A copy finds its part from its name: one named otherwise stops in one line."""
     copy = user_runner.workdir / "renamed" / "mycopy"
