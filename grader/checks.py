@@ -96,6 +96,16 @@ def expect_child_of_zookeeper(z, r) -> None:
              "a child to run it and wait for it (q1-q3), rather than become the command", r)
 
 
+def expect_children_reaped(z, r, hint: str) -> None:
+    """zookeeper waits for every child it starts.  One it never waited for outlives
+    it as a zombie, which the runner, its caller's subreaper, then reaps in its
+    place (Run.unreaped): a child that never exec'd and was cloned without SIGCHLD,
+    which waitpid(2) without __WALL does not see, or a helper killed but not waited
+    for."""
+    z.expect(not r.unreaped, f"zookeeper returned without waiting for "
+             f"{', '.join(r.unreaped)}, its child, which its caller had to reap ({hint})", r)
+
+
 @check(1, "exit status is the container's", 3,
        exercises="q1-q5 (clone, go, wait for go, execvp, waitpid(2): the exit status)")
 def p1_exit_status(z):
@@ -124,6 +134,8 @@ def p1_exec_errors(z):
     z.expect(r.status == 127, f"a missing command should give 127, got {r.status_text}", r)
     z.expect(len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr,
              "a missing command should be one line on stderr (no traceback)", r)
+    expect_children_reaped(z, r, "a child that never exec'd is waited for only if clone's "
+                           "flags hold SIGCHLD, q1, and waitpid(2) is called for it, q3")
     r = z.zk(1, z.plain_file())
     z.expect(r.status == 126, f"a non-executable file should give 126, got {r.status_text}", r)
     # A file in PATH where a directory should be: execvp's last error is ENOTDIR, and
@@ -276,11 +288,13 @@ def p2_pid1(z):
     r = z.zk(2, "sh", "-c", "echo $$")
     z.expect(r.stdout.strip() == "1", f"the command's pid should be 1, got {r.stdout.strip()!r}",
              r)
-    # A child that never execs: its parent learns of its end only if the clone's
-    # flags still hold SIGCHLD (after an exec the kernel resets the exit signal).
+    # A child that never execs: waitpid(2) sees its end only if the clone's flags
+    # still hold SIGCHLD (after an exec the kernel resets the exit signal).  Its 127
+    # comes through the error pipe either way: what tells is who reaped it.
     r = z.zk(2, "no-such-command-zk")
     z.expect(r.status == 127, "a missing command should give 127 in the namespaces too, got "
-             f"{r.status_text}: do the clone's flags still hold SIGCHLD (q6: flags |= ...)?", r)
+             f"{r.status_text}", r)
+    expect_children_reaped(z, r, "do the clone's flags still hold SIGCHLD? q6: flags |= ...")
 
 
 @check(2, "seven new namespaces", 4,
@@ -1179,6 +1193,7 @@ def p6_helper_gone(z):
     left = z.left.processes(r, "slirp4netns")
     z.expect(not left, f"slirp4netns is still running when zookeeper has returned: "
              f"{', '.join(left)} (stop it: kill(2), then reap it with waitpid(2))")
+    expect_children_reaped(z, r, "q21: once slirp4netns is sent SIGTERM, waitpid(2) for it")
     # A zookeeper killed with SIGKILL stops nothing itself: slirp4netns must end on its
     # own, when the pipe of its --exit-fd closes with zookeeper (slirp4netns(1)).
     r = z.zk(6, "-r", str(fs), "-n", "sh", "-c", f"echo {READY}; exec sleep 60", scope=True,

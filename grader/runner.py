@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -140,6 +140,9 @@ class Run:
     uid: int | None = None
     before: "Snapshot | None" = None
     user: str = ""
+    # Children of the command's that it never waited for: they came back to the
+    # runner (a subreaper) dead and unreaped, 'PID (name)'.
+    unreaped: list[str] = field(default_factory=list)
 
     @property
     def signal(self):
@@ -286,6 +289,7 @@ class Snapshot:
     temp_dirs: set[str]
     cgroups: set[str]
     links: set[str]
+    children: set[int] = field(default_factory=set)  # this process's, any state
 
 
 class Leftovers:
@@ -320,11 +324,11 @@ class Leftovers:
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
 
-    def ours(self) -> set[int]:
+    def ours(self, table: "dict[int, Proc] | None" = None) -> set[int]:
         """Our running processes: those under this process (a subreaper, so that
         orphans of our commands come back to it) but not under a child it had before
         the check, and those in our commands' sessions."""
-        table = process_table()
+        table = process_table() if table is None else table
         mine = self.tree(table) | {p.pid for p in table.values() if p.sid in self.sessions}
         return {pid for pid in mine if table[pid].state not in "ZX" and pid != os.getpid()}
 
@@ -337,8 +341,9 @@ class Leftovers:
 
     def snapshot(self) -> Snapshot:
         """What is there now, taken just before a command starts."""
-        return Snapshot(self.ours(), checks.temp_dirs(), set(checks.zoo_cgroups()),
-                        zoo_links())
+        table = process_table()
+        return Snapshot(self.ours(table), checks.temp_dirs(), set(checks.zoo_cgroups()),
+                        zoo_links(), set(children_of(os.getpid(), table)))
 
     def watch_user(self, uid: int) -> None:
         """Before a command as uid: what could run work as uid out of our reach is
@@ -731,7 +736,8 @@ class Commands:
         out, err = output.texts()
         run = Run(argv, proc.returncode, out, err, time.monotonic() - started, timed_out,
                   uid=who.uid if who else os.getuid(), before=before,
-                  user=who.name if who else self.own_name)
+                  user=who.name if who else self.own_name,
+                  unreaped=reap_unreaped(before.children | {proc.pid}))
         self.leftovers.ran(run)
         self.log.append(run.log())
         spent = CommandTime(round(run.seconds, 2), round(timeout, 1))
@@ -1086,6 +1092,29 @@ def become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def reap_unreaped(not_its: set[int]) -> list[str]:
+    """Reap the dead children this process has that no one waited for, 'PID (name)'
+    each: a process that exits without waiting for its children leaves them to its
+    parent's subreaper (this one), dead or alive (reparenting, in exit(2)'s NOTES
+    and prctl(2) PR_SET_CHILD_SUBREAPER).  Called once a command has ended;
+    not_its: the command's own pid, and the children this process had before it
+    (a snapshot's, any state: what an earlier command left, a check's own child)."""
+    found = []
+    for pid in children_of(os.getpid(), process_table()):
+        if pid in not_its:
+            continue
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                name = f.read().strip()
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                continue  # alive: Leftovers finds and kills what still runs
+            os.waitpid(pid, 0)
+        except (OSError, ChildProcessError):
+            continue
+        found.append(f"{pid} ({name})")
+    return found
 
 
 def reap_orphans() -> None:

@@ -52,6 +52,24 @@ def test_a_command_at_its_time_limit_fails_the_check_whatever_it_printed(tmp_pat
     assert r.timed_out and r.stdout == "zoo\n"
 
 
+def test_a_child_the_command_never_waited_for_is_named_and_reaped(tmp_path):
+    """sh forks a child, then execs a program that never waits for it: at that
+    program's exit the dead child comes back to the runner (a subreaper).  Run.unreaped
+    names it (a zookeeper that left its own child so fails p1_exec_errors); a command
+    that waits for its children leaves none, and a child the runner had before is its
+    own, never the command's."""
+    z = context(tmp_path, timeout=30)
+    mine = subprocess.Popen(["sh", "-c", "exit 3"])
+    mine_done = time.monotonic() + 5
+    while time.monotonic() < mine_done and runner.process_table()[mine.pid].state != "Z":
+        time.sleep(0.01)
+    r = z.host(["sh", "-c", "/bin/true & exec sleep 0.2"])
+    assert len(r.unreaped) == 1 and r.unreaped[0].endswith(" (true)"), r.unreaped
+    assert not os.path.exists(f"/proc/{r.unreaped[0].split()[0]}")  # reaped
+    assert mine.wait(timeout=5) == 3  # still there for its own parent to wait for
+    assert z.host(["sh", "-c", "true & wait"]).unreaped == []
+
+
 def test_a_checks_timeout_hint_follows_the_time_limits_message(tmp_path, monkeypatch):
     """A check that knows why zookeeper may hang (p6_helper_gone) says so right after
     the limit, before what the command said."""
@@ -124,7 +142,7 @@ def test_output_held_open_after_the_kill_does_not_stall_the_check(tmp_path, monk
     """A process the runner cannot find (as if it escaped through a systemd unit)
     keeps stdout open: the check goes on after the grace, with what came so far."""
     monkeypatch.setattr(runner, "PIPE_GRACE_SECONDS", 1)
-    monkeypatch.setattr(runner.Leftovers, "ours", lambda self: set())
+    monkeypatch.setattr(runner.Leftovers, "ours", lambda self, table=None: set())
     pidfile = tmp_path / "escaped.pid"
     script = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & echo started; sleep 60"
     started = time.monotonic()
