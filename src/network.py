@@ -49,6 +49,7 @@ TUN = "/dev/net/tun"
 
 # As root: the bridge every container is plugged into, and the containers' addresses.
 BRIDGE = "zoo0"
+NEW_BRIDGE = BRIDGE + "new"  # its name while it is being made (ensure_bridge)
 SUBNET = "10.77.0."  # a /24: the bridge is .1, containers get .2 to .254
 BRIDGE_ADDRESS = SUBNET + "1"
 PREFIX = 24
@@ -197,14 +198,17 @@ class Slirp(Network):
             try:
                 # STUDENT CODE BELOW (q20)
                 # Start slirp4netns for the container.  The course's command (-c PID eth0
-                # and its four flags), plus --ready-fd=ready_write (it writes "1" there once
+                # and its five flags), plus --ready-fd=ready_write (it writes "1" there once
                 # eth0 is up) and --exit-fd=exit_read (it exits when our end closes).
                 # slirp4netns(1).  programs.spawn(argv, self.log, keep=(ready_write,
                 # exit_read)) runs it with posix_spawnp(3), handing it those two
                 # descriptors (the others close on exec); keep its pid in self.pid,
                 # which wait_until_ready() and stop() use.
+                # --enable-sandbox: slirp4netns parses every packet the container
+                # sends, as you, outside the container; sandboxed it sees an empty
+                # root with only /etc and /run, not your files (as Podman runs it).
                 argv = ["slirp4netns", "--disable-host-loopback", "--mtu=65521",
-                        "--enable-seccomp", "--enable-ipv6",
+                        "--enable-sandbox", "--enable-seccomp", "--enable-ipv6",
                         f"--ready-fd={ready_write}", f"--exit-fd={exit_read}",
                         "-c", str(pid), "eth0"]
                 self.pid = programs.spawn(argv, self.log, keep=(ready_write, exit_read))
@@ -485,11 +489,25 @@ def ensure_bridge(ipr) -> int:
     """The bridge's index: zoo0, made if absent, with 10.77.0.1/24, up."""
     found = ipr.link_lookup(ifname=BRIDGE)
     if not found:
-        netlink(f"create the bridge {BRIDGE}", f"ip link add {BRIDGE} type bridge",
-                ipr.link, "add", ifname=BRIDGE, kind="bridge")
-        found = ipr.link_lookup(ifname=BRIDGE)
-        netlink(f"mark {BRIDGE} as zookeeper's", f"ip link set {BRIDGE} alias {OWNER}",
-                ipr.link, "set", index=found[0], ifalias=OWNER)
+        # Made under another name, marked, then renamed: zoo0 never exists unmarked.
+        # (Made as zoo0 and marked after, a zookeeper killed in between left a zoo0
+        # that every later run refused as someone else's.)  A NEW_BRIDGE left by such
+        # a run (a bridge, unmarked or marked ours) was never used: removed first.
+        for stale in ipr.link_lookup(ifname=NEW_BRIDGE):
+            left = ipr.get_links(stale)[0]
+            if link_kind(left) != "bridge" or left.get_attr("IFLA_IFALIAS") not in (None, OWNER):
+                raise ZooError(f"{NEW_BRIDGE} exists and is not a bridge zookeeper left: "
+                               "zookeeper will not change it")
+            netlink(f"remove the unfinished bridge {NEW_BRIDGE}", f"ip link del {NEW_BRIDGE}",
+                    ipr.link, "del", index=stale, ignore=errno.ENODEV)
+        netlink(f"create the bridge {NEW_BRIDGE}", f"ip link add {NEW_BRIDGE} type bridge",
+                ipr.link, "add", ifname=NEW_BRIDGE, kind="bridge")
+        new = ipr.link_lookup(ifname=NEW_BRIDGE)[0]
+        netlink(f"mark {NEW_BRIDGE} as zookeeper's", f"ip link set {NEW_BRIDGE} alias {OWNER}",
+                ipr.link, "set", index=new, ifalias=OWNER)
+        netlink(f"name it {BRIDGE}", f"ip link set {NEW_BRIDGE} name {BRIDGE}",
+                ipr.link, "set", index=new, ifname=BRIDGE)
+        found = [new]
     index = found[0]
     link = ipr.get_links(index)[0]
     if link_kind(link) != "bridge":
@@ -499,6 +517,15 @@ def ensure_bridge(ipr) -> int:
         raise ZooError(f"{BRIDGE} exists and zookeeper did not make it (its alias is not "
                        f"{OWNER!r}): zookeeper will not change it; remove it if it is "
                        f"no one's (ip link del {BRIDGE})")
+    # No multicast snooping: with it, the bridge keeps a table of the groups its ports
+    # joined, of at most hash_max (4096) entries, and the container that fills it (one
+    # unprivileged program joining 4096 groups) turns snooping off for every port
+    # (the kernel's answer to a full table), where it stays.  Off from the start, the
+    # bridge floods multicast as it floods broadcast: nothing to fill or to flip.
+    if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_MCAST_SNOOPING") != 0:
+        netlink(f"turn off multicast snooping on {BRIDGE}",
+                f"ip link set {BRIDGE} type bridge mcast_snooping 0",
+                ipr.link, "set", index=index, kind="bridge", br_mcast_snooping=0)
     addresses = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index)]
     if BRIDGE_ADDRESS not in addresses:
         netlink(f"give {BRIDGE} the address {BRIDGE_ADDRESS}/{PREFIX}",
@@ -508,6 +535,12 @@ def ensure_bridge(ipr) -> int:
     # (net.ipv4.ip_forward=1): packets that come in on zoo0 are for this machine only.
     with step(f"turn off forwarding from {BRIDGE}"):
         kernel.write_file(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding", "0", "ip-sysctl")
+    # That switch alone does not hold: any later write of net.ipv4.ip_forward or
+    # net.ipv4.conf.all.forwarding (dockerd, libvirtd, sysctl --system) sets every
+    # interface's, zoo0's too, to its value.  A policy rule does: what comes in on
+    # zoo0 and is not for this machine (the local table, rule 0, delivers that first)
+    # is refused, whatever the forwarding switches say.
+    ensure_no_routing_rule(ipr)
     # The containers' network is IPv4.  With IPv6 on, the host would take a router
     # advertisement from a container on zoo0 as its default route, and forward
     # IPv6 from it where the host forwards IPv6.
@@ -519,6 +552,35 @@ def ensure_bridge(ipr) -> int:
         netlink(f"bring {BRIDGE} up", f"ip link set {BRIDGE} up",
                 ipr.link, "set", index=index, state="up")
     return index
+
+
+# `ip rule add pref 7700 iif zoo0 prohibit`: nothing that comes in on zoo0 is routed.
+RULE_PRIORITY = 7700
+FR_ACT_PROHIBIT = 8  # fib_rules.h: the rule's action
+
+
+def no_routing_rules(ipr) -> list:
+    """The rules of ours: iif zoo0, at RULE_PRIORITY, prohibit."""
+    return [rule for rule in ipr.get_rules()
+            if rule.get_attr("FRA_IIFNAME") == BRIDGE
+            and rule.get_attr("FRA_PRIORITY") == RULE_PRIORITY
+            and rule["action"] == FR_ACT_PROHIBIT]
+
+
+def ensure_no_routing_rule(ipr) -> None:
+    if not no_routing_rules(ipr):
+        netlink(f"refuse to route what comes in on {BRIDGE}",
+                f"ip rule add pref {RULE_PRIORITY} iif {BRIDGE} prohibit",
+                ipr.rule, "add", priority=RULE_PRIORITY,
+                iifname=BRIDGE, action=FR_ACT_PROHIBIT)
+
+
+def remove_no_routing_rule(ipr) -> None:
+    for _ in no_routing_rules(ipr):
+        netlink(f"remove the rule for {BRIDGE}",
+                f"ip rule del pref {RULE_PRIORITY} iif {BRIDGE} prohibit",
+                ipr.rule, "del", priority=RULE_PRIORITY,
+                iifname=BRIDGE, action=FR_ACT_PROHIBIT, ignore=errno.ENOENT)
 
 
 def free_address(ipr) -> str:
@@ -597,3 +659,4 @@ def remove_unused_bridge(ipr) -> None:
         return  # another container still uses it
     netlink(f"remove the bridge {BRIDGE}", f"ip link del {BRIDGE}",
             ipr.link, "del", index=index, ignore=errno.ENODEV)
+    remove_no_routing_rule(ipr)

@@ -271,8 +271,8 @@ def test_rootless_the_container_cannot_reach_the_hosts_loopback(user_runner: Run
 def test_rootless_explain_shows_the_course_command(user_runner: Runner, no_leftovers):
     done = run_rootless(user_runner, "-v", "-n", "true")
     assert done.returncode == 0, done.stderr
-    assert "slirp4netns --disable-host-loopback --mtu=65521 --enable-seccomp --enable-ipv6 " \
-           "--ready-fd=" in done.stderr
+    assert "slirp4netns --disable-host-loopback --mtu=65521 --enable-sandbox " \
+           "--enable-seccomp --enable-ipv6 --ready-fd=" in done.stderr
     assert "slirp4netns is ready" in done.stderr
     assert "kill(" in done.stderr and "(killed by SIGTERM)" in done.stderr
     assert "pyroute2" not in done.stderr  # the rootless path does not need it
@@ -300,6 +300,10 @@ def test_rootless_sigterm_stops_slirp4netns(user_runner: Runner, no_leftovers):
         limits = Path(f"/proc/{slirp_of_user(user_runner.uid)[0]}/limits").read_text()
         assert re.search(r"Max file size +1048576 +1048576 ", limits), limits
         assert re.search(r"Max core file size +0 +0 ", limits), limits
+        # It parses every packet the container sends, as the user: sandboxed
+        # (--enable-sandbox), its / holds only /etc and /run, none of the user's files.
+        slirp_root = Path(f"/proc/{slirp_of_user(user_runner.uid)[0]}/root")
+        assert set(os.listdir(slirp_root)) <= {"etc", "run"}, os.listdir(slirp_root)
         zk.send_signal(signal.SIGTERM)  # unshare, sh and setpriv exec: this is zookeeper
         zk.wait(timeout=30)
     finally:
@@ -519,6 +523,12 @@ def test_root_bridge_stays_while_another_container_uses_it(root_runner: Runner, 
         # host's default route).
         assert Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/forwarding").read_text() == "0\n"
         assert Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6").read_text() == "1\n"
+        # That switch is every interface's again once anyone writes ip_forward (dockerd,
+        # sysctl --system): a policy rule refuses to route from the bridge for good.
+        assert f"iif {BRIDGE} prohibit" in ip("rule", "show", "pref", "7700").stdout
+        # No multicast snooping, whose table one container could fill (4096 groups)
+        # to have the kernel turn it off for every container.
+        assert "mcast_snooping 0" in ip("-d", "link", "show", BRIDGE).stdout
     finally:
         long.kill()  # SIGKILL to zookeeper: its container and veth outlive it...
         long.wait()
@@ -528,8 +538,38 @@ def test_root_bridge_stays_while_another_container_uses_it(root_runner: Runner, 
     while time.monotonic() < deadline and any(n.startswith("zv") for n in zookeeper_links()):
         time.sleep(0.1)
     assert not [n for n in zookeeper_links() if n.startswith("zv")]
-    # The bridge is left with no port: the next container's exit removes it.
+    # The bridge is left with no port: the next container's exit removes it, and its
+    # rule with it.
     assert root_runner.zookeeper(6, "-n", "true").returncode == 0
+    assert BRIDGE not in zookeeper_links()
+    assert ip("rule", "show", "pref", "7700").stdout == ""
+
+
+@pytest.mark.parametrize("kind, alias, works", [
+    (["bridge"], None, True),  # killed between creating the bridge and marking it
+    (["bridge"], "zookeeper", True),  # killed between marking it and its new name
+    (["veth", "peer", "name", "zkt-new"], None, False), (["bridge"], "theirs", False)])
+def test_root_a_bridge_a_killed_run_left_half_made_is_taken_away(root_runner: Runner, kind,
+                                                                 alias, works, no_leftovers):
+    """zoo0 is made as zoo0new, marked as zookeeper's, then renamed: made as zoo0 and
+    marked after, a run killed in between left an unmarked zoo0 that every later
+    root -n run refused as someone else's.  What such a run leaves is zoo0new, taken
+    away by the next run, unless it is not a bridge left by zookeeper."""
+    ip("link", "add", "zoo0new", "type", *kind)
+    try:
+        if alias:
+            ip("link", "set", "zoo0new", "alias", alias)
+        done = root_runner.zookeeper(6, "-n", "true")
+        if works:
+            assert (done.returncode, done.stderr) == (0, "")
+            assert "zoo0new" not in host_links()
+        else:
+            assert done.returncode == 125
+            assert lines(done.stderr) == ["zookeeper: zoo0new exists and is not a bridge "
+                                          "zookeeper left: zookeeper will not change it"]
+            assert "zoo0new" in host_links()
+    finally:
+        ip("link", "del", "zoo0new", check=False)
 
 
 RESOLV_CONF_THROUGH_A_LINK = """
