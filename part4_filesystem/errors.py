@@ -21,6 +21,21 @@ class ZooError(Exception):
         self.message = message
         self.status = status
 
+    @classmethod
+    def internal(cls, error: BaseException, place: str = "") -> "ZooError":
+        """A bug, said in one line all the same, with where it was raised: the innermost
+        two frames of its traceback ('kernel.py:240 in sys_prctl, from security.py:88
+        in drop_capabilities'), which one line would otherwise lose."""
+        frames = []
+        tb = error.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            frames.append(f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in "
+                          f"{code.co_name}")
+            tb = tb.tb_next
+        where = ", from ".join(reversed(frames[-2:]))
+        return cls(f"internal error{place}: {error!r}" + (f" at {where}" if where else ""))
+
 
 class step:
     """Name a step so its failure reads well:

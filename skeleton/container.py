@@ -314,7 +314,7 @@ class Cleanup:
                 where = f" {e.filename}" if e.filename else ""
                 failures.append(f"failed to clean up{where}: {e.strerror or e}")
             except Exception as e:  # a bug: the other steps still run, and no traceback
-                failures.append(f"internal error: {e!r}")
+                failures.append(ZooError.internal(e).message)
         for message in failures:
             warn(f"cleanup: {message}")
 
@@ -542,7 +542,7 @@ def child_main(container: Container, go_read: int, go_write: int,
         status = e.status
         report_failure(error_write, e)
     except BaseException as e:  # a bug: still never return into the parent's code
-        report_failure(error_write, ZooError(f"internal error in the container: {e!r}"))
+        report_failure(error_write, ZooError.internal(e, " in the container"))
     os._exit(status)
 
 

@@ -1,6 +1,7 @@
 """Where a student gets stuck, the error says why (issue 13): a copy of a reference
 with one mistake made on purpose, run as the unprivileged test user."""
 
+import re
 import shutil
 import subprocess
 
@@ -27,6 +28,20 @@ def test_go_pipe_closed_without_a_byte_is_said(user_runner: Runner):
     assert done.returncode == 125
     assert done.stderr == ("zookeeper: the container was never told to go: zookeeper closed "
                            "the go pipe without writing to it\n")
+
+
+def test_a_bug_in_the_child_says_where_it_was_raised(user_runner: Runner):
+    """q10 passing the capability's name where its number goes: ctypes raises in the
+    child, which said only "internal error in the container: ArgumentError(...)", even
+    with -v.  The line now names the innermost two frames, the student's among them."""
+    script = mistaken_copy(user_runner, 3, "cap-name", "security.py",
+                           "kernel.sys_prctl(kernel.PR_CAPBSET_DROP, number, shown=name)",
+                           "kernel.sys_prctl(kernel.PR_CAPBSET_DROP, name, shown=name)")
+    done = user_runner.run([user_runner.python, str(script), "true"])
+    assert done.returncode == 125
+    assert re.fullmatch(r"zookeeper: internal error in the container: ArgumentError\(.*\) at "
+                        r"kernel\.py:\d+ in sys_prctl, from security\.py:\d+ in "
+                        r"drop_capabilities\n", done.stderr), done.stderr
 
 
 def test_pivot_root_einval_names_its_usual_causes(user_runner: Runner, rootfs_for):
