@@ -105,6 +105,9 @@ class NotRunnable(Exception):
     """The machine cannot run this check (reported as not run, never as passed)."""
 
 
+AFTERTHOUGHTS = ("zookeeper: cleanup:", "zookeeper: note:")
+
+
 def expect(condition, message: str, run: "Run | None" = None) -> None:
     """Fail the check with message unless condition holds.  With run, what it said on
     stderr is added (or that it was killed at its limit): what the student sees first.
@@ -115,10 +118,16 @@ def expect(condition, message: str, run: "Run | None" = None) -> None:
         return
     if run is not None and run.stderr.strip():
         lines = run.stderr.strip().splitlines()
-        ours = [line for line in lines if line.startswith("zookeeper:")]
+        every = [line for line in lines if line.startswith("zookeeper:")]
+        # Its failure, rather than what its cleanup or a note said after it.
+        ours = [line for line in every if not line.startswith(AFTERTHOUGHTS)] or every
         if ours:
             message += f"\n    zookeeper said: {shortened(ours[-1], SAID_LIMIT)}"
-        if lines[-1] not in ours[-1:]:
+        if 'zookeeper.py", line' in run.stderr and "Traceback (most recent" in run.stderr:
+            message += (f"\n    zookeeper crashed with a Python exception: "
+                        f"{shortened(lines[-1], SAID_LIMIT)} (an expected failure is one "
+                        "line: is a system call outside its `with step(...)`?)")
+        elif lines[-1] not in every:
             message += f"\n    last line on stderr: {shortened(lines[-1], SAID_LIMIT)}"
     elif run is not None and run.timed_out and "did not exit within" not in message:
         message += "\n    (the command did not finish: killed at the timeout)"

@@ -1536,6 +1536,17 @@ def test_a_message_quotes_a_few_hundred_characters_of_a_long_line():
     ("zookeeper: note: -r is ignored before part 4\ncat: /x: No such file or directory\n",
      ["zookeeper said: zookeeper: note: -r is ignored before part 4",
       "last line on stderr: cat: /x: No such file or directory"]),
+    # Its failure, not what its cleanup said after it (a q19 not written yet).
+    ("zookeeper: failed to write cpu.max: Invalid argument\n"
+     "zookeeper: cleanup: q19 (part 5) is not implemented yet: remove the cgroup\n",
+     ["zookeeper said: zookeeper: failed to write cpu.max: Invalid argument"]),
+    # A crash of zookeeper's own (q7's helpers run outside a step): said as one.
+    ("Traceback (most recent call last):\n  File \"/lab/part2_namespaces/zookeeper.py\", line "
+     "34, in <module>\n    container.main(sys.argv[1:])\nPermissionError: [Errno 1] "
+     "newuidmap: write to uid_map failed\n",
+     ["zookeeper crashed with a Python exception: PermissionError: [Errno 1] newuidmap: write "
+      "to uid_map failed (an expected failure is one line: is a system call outside its "
+      "`with step(...)`?)"]),
 ])
 def test_only_zookeepers_own_lines_are_quoted_as_zookeeper_said(stderr, quoted):
     with pytest.raises(runner.CheckFailed) as failed:
