@@ -637,7 +637,7 @@ def p4_temp_dir_removed(z):
     (failing / "newuidmap").chmod(0o755)
     r = z.zk(4, "-r", str(fs), "true", env={"PATH": f"{failing}:{z.env()['PATH']}"})
     z.expect(r.status == 125, "with a newuidmap that refuses, zookeeper should fail with 125, "
-             f"got {r.status_text}", r)
+             f"got {r.status_text} (q7 runs newuidmap and newgidmap in a `with step(...)`)", r)
     expect_no_temp_dir(z, r, "after an error once it was made (newuidmap refused the map)")
 
 

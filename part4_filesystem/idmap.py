@@ -125,7 +125,8 @@ def write_id_maps(pid: int, maps: IdMaps) -> None:
     # Map root in the container to your user and 1..N to your subordinate ranges.
     # Run newuidmap and newgidmap for the child, side by side: newuidmap(1),
     # user_namespaces(7).  map_arguments() builds the triplets; programs.run()
-    # runs programs at the same time and waits for them all.
+    # runs programs at the same time and waits for them all.  In a `with step(...)`
+    # (errors.py), as every call here: a refusal is then one line and 125.
     with step(f"map the user and group ids of {pid} with newuidmap and newgidmap"):
         programs.run([["newuidmap", str(pid)] + map_arguments(maps.uid, maps.subuids),
                       ["newgidmap", str(pid)] + map_arguments(maps.gid, maps.subgids)])

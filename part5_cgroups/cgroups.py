@@ -81,7 +81,8 @@ class Limits:
             # directory path (mode 0755), then write the child's pid to its cgroup.procs
             # (cgroups(7) "Cgroups version 2", and the kernel's cgroup-v2.rst,
             # "Organizing Processes").
-            # kernel.sys_mkdir(path, 0o755), kernel.write_file(file, text, "cgroups(7)").
+            # kernel.sys_mkdir(path, 0o755), kernel.write_file(file, text, "cgroups(7)"),
+            # each in a `with step(...)` (errors.py), as q16-q18's writes too.
             with step(f"create the cgroup {path}"):
                 kernel.sys_mkdir(path, 0o755)
             with step(f"move {pid} into the cgroup {path}"):

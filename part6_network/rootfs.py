@@ -528,7 +528,8 @@ def mount_proc(target: str, shown: str) -> None:
     # Mount proc at target.  A new proc shows the processes of the container's
     # PID namespace only.  proc(5), mount(2): kernel.sys_mount(source, target,
     # fstype, flags); a pseudo-filesystem's source is its name, and a proc wants
-    # no setuid programs, no device files and no programs run from it.
+    # no setuid programs, no device files and no programs run from it.  In a
+    # `with step(f"mount proc at {shown}"):`, as every system call here.
     with step(f"mount proc at {shown}"):
         kernel.sys_mount("proc", target, "proc",
                          kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC)
