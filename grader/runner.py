@@ -614,7 +614,9 @@ class Commands:
     def part_dir(self, part: int) -> Path:
         found = sorted(self.submission.glob(PART_GLOB.format(part)))
         if not found or not (found[0] / "zookeeper.py").exists():
-            raise CheckFailed(f"no part{part}_*/zookeeper.py in the submission")
+            earlier = f": copy your part{part - 1}_* into part{part}_" if part > 1 else ""
+            raise CheckFailed(f"no part{part}_*/zookeeper.py in the submission{earlier} "
+                              "(README: each part starts as a copy of the one before)")
         return found[0]
 
     def runs_as(self, root=False, user: str | None = None) -> User | None:

@@ -585,7 +585,8 @@ def check_old_root_gone(root: int) -> None:
         here = os.stat(path)
         if (here.st_dev, here.st_ino) != (new.st_dev, new.st_ino):
             raise ZooError("failed to switch to the new root: the host's root is still "
-                           "mounted at / (refused)")
+                           "mounted at / (refused: detach it after pivot_root, "
+                           "umount2('.', MNT_DETACH), q14)")
 
 
 def switch_root(new_root: str) -> None:

@@ -658,7 +658,8 @@ def test_an_old_root_left_stacked_is_refused(runner: Runner, rootfs_for):
     assert "ran" not in done.stdout, done.stdout
     assert done.returncode == 125, done.stderr
     assert done.stderr == ("zookeeper: failed to switch to the new root: the host's root is "
-                           "still mounted at / (refused)\n")
+                           "still mounted at / (refused: detach it after pivot_root, "
+                           "umount2('.', MNT_DETACH), q14)\n")
     assert not left_behind(runner.inside[0], before)
 
 

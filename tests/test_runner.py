@@ -70,6 +70,18 @@ def test_a_child_the_command_never_waited_for_is_named_and_reaped(tmp_path):
     assert z.host(["sh", "-c", "true & wait"]).unreaped == []
 
 
+def test_a_missing_part_says_where_it_comes_from(tmp_path):
+    """A student's walk: 'no part2_*/zookeeper.py in the submission' did not say that a
+    part starts as a copy of the one before."""
+    commands = context(tmp_path, timeout=30).commands
+    for part, said in ((1, "no part1_*/zookeeper.py in the submission (README"),
+                       (2, "no part2_*/zookeeper.py in the submission: copy your part1_* "
+                        "into part2_ (README: each part starts as a copy of the one before)")):
+        with pytest.raises(runner.CheckFailed) as failed:
+            commands.part_dir(part)
+        assert str(failed.value).startswith(said), str(failed.value)
+
+
 def test_a_checks_timeout_hint_follows_the_time_limits_message(tmp_path, monkeypatch):
     """A check that knows why zookeeper may hang (p6_helper_gone) says so right after
     the limit, before what the command said."""
