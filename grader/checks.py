@@ -111,8 +111,8 @@ def expect_children_reaped(z, r, hint: str) -> None:
 def p1_exit_status(z):
     r = z.zk(1, "sh", "-c", f"echo hello; {SAY_PARENT}; exit 42")
     z.expect(r.stdout == "hello\n", "the command's output should be 'hello': did the child "
-             "run it?  clone (q1), the parent's go (q2), the child's wait for it (q4), its "
-             "execvp (q5)", r)
+             "run it?  clone (q1), the parent's go (q2) and wait (q3), the child's wait for "
+             "go (q4), its execvp (q5)", r)
     z.expect(r.status == 42, f"exit status should be 42, got {r.status_text}", r)
     expect_child_of_zookeeper(z, r)
 
