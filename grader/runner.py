@@ -1112,6 +1112,11 @@ def reap_unreaped(not_its: set[int]) -> list[str]:
     and prctl(2) PR_SET_CHILD_SUBREAPER).  Called once a command has ended;
     not_its: the command's own pid, and the children this process had before it
     (a snapshot's, any state: what an earlier command left, a check's own child)."""
+    try:  # first, without a look at every process: is any child dead at all?
+        if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            return []
+    except ChildProcessError:
+        return []  # no child at all
     found = []
     for pid in children_of(os.getpid(), process_table()):
         if pid in not_its:

@@ -480,6 +480,21 @@ def link_kind(link) -> str | None:
     return info.get_attr("IFLA_INFO_KIND") if info else None
 
 
+def left_unfinished(ipr, index: int) -> bool:
+    """Whether the link at index is a NEW_BRIDGE a killed run left: a bridge marked
+    ours, or an unmarked one as `ip link add` made it (down, no port, no address).
+    An unmarked bridge that is up, has a port or an address is someone's in use."""
+    link = ipr.get_links(index)[0]
+    if link_kind(link) != "bridge":
+        return False
+    alias = link.get_attr("IFLA_IFALIAS")
+    if alias == OWNER:
+        return True
+    return (alias is None and not link["flags"] & IFF_UP
+            and not any(other.get_attr("IFLA_MASTER") == index for other in ipr.get_links())
+            and not ipr.get_addr(index=index))
+
+
 def ensure_bridge(ipr) -> int:
     """The bridge's index: zoo0, made if absent, with 10.77.0.1/24, up."""
     found = ipr.link_lookup(ifname=BRIDGE)
@@ -489,8 +504,7 @@ def ensure_bridge(ipr) -> int:
         # that every later run refused as someone else's.)  A NEW_BRIDGE left by such
         # a run (a bridge, unmarked or marked ours) was never used: removed first.
         for stale in ipr.link_lookup(ifname=NEW_BRIDGE):
-            left = ipr.get_links(stale)[0]
-            if link_kind(left) != "bridge" or left.get_attr("IFLA_IFALIAS") not in (None, OWNER):
+            if not left_unfinished(ipr, stale):
                 raise ZooError(f"{NEW_BRIDGE} exists and is not a bridge zookeeper left: "
                                "zookeeper will not change it")
             netlink(f"remove the unfinished bridge {NEW_BRIDGE}", f"ip link del {NEW_BRIDGE}",
@@ -549,8 +563,11 @@ def ensure_bridge(ipr) -> int:
     return index
 
 
-# `ip rule add pref 7700 iif zoo0 prohibit`: nothing that comes in on zoo0 is routed.
-RULE_PRIORITY = 7700
+# `ip rule add pref 1 iif zoo0 prohibit`: nothing that comes in on zoo0 is routed.
+# Right after the local table's rule (0), which still delivers to the host: any
+# later one would come after rules other programs add (Tailscale's 5210-5270 look up
+# its own table), and what they route would go out whatever this rule says.
+RULE_PRIORITY = 1
 FR_ACT_PROHIBIT = 8  # fib_rules.h: the rule's action
 
 
@@ -643,9 +660,12 @@ class inside_network_namespace:
 
 
 def remove_unused_bridge(ipr) -> None:
-    """Remove zoo0 when no link is plugged into it any more, if zookeeper made it."""
+    """Remove zoo0 when no link is plugged into it any more, if zookeeper made it, and
+    the rule that goes with it; the rule too when zoo0 went another way (`ip link del
+    zoo0`, which a message of ours advises), or it stays, "[detached]"."""
     found = ipr.link_lookup(ifname=BRIDGE)
     if not found:
+        remove_no_routing_rule(ipr)
         return
     index = found[0]
     if ipr.get_links(index)[0].get_attr("IFLA_IFALIAS") != OWNER:

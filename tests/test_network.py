@@ -525,7 +525,7 @@ def test_root_bridge_stays_while_another_container_uses_it(root_runner: Runner, 
         assert Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6").read_text() == "1\n"
         # That switch is every interface's again once anyone writes ip_forward (dockerd,
         # sysctl --system): a policy rule refuses to route from the bridge for good.
-        assert f"iif {BRIDGE} prohibit" in ip("rule", "show", "pref", "7700").stdout
+        assert f"iif {BRIDGE} prohibit" in ip("rule", "show", "pref", "1").stdout
         # No multicast snooping, whose table one container could fill (4096 groups)
         # to have the kernel turn it off for every container.
         assert "mcast_snooping 0" in ip("-d", "link", "show", BRIDGE).stdout
@@ -542,7 +542,39 @@ def test_root_bridge_stays_while_another_container_uses_it(root_runner: Runner, 
     # rule with it.
     assert root_runner.zookeeper(6, "-n", "true").returncode == 0
     assert BRIDGE not in zookeeper_links()
-    assert ip("rule", "show", "pref", "7700").stdout == ""
+    assert ip("rule", "show", "pref", "1").stdout == ""
+
+
+def test_root_the_rule_goes_when_zoo0_went_another_way(root_runner: Runner, no_leftovers):
+    """`ip link del zoo0` (which a message of ours advises) while a container runs:
+    the rule once stayed, "[detached]", until some later root -n run."""
+    long = root_runner.popen(6, "-n", "sh", "-c", "echo up; read x", stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([long.stdout], [], [], 20)
+        assert ready and long.stdout.readline() == "up\n"
+        assert ip("rule", "show", "pref", "1").stdout != ""
+        ip("link", "del", BRIDGE)
+        long.communicate("\n", timeout=30)
+    finally:
+        if long.poll() is None:
+            long.kill()
+            long.wait()
+    assert ip("rule", "show", "pref", "1").stdout == ""
+
+
+def test_root_a_zoo0new_in_use_is_never_taken(root_runner: Runner, no_leftovers):
+    """An unmarked bridge named zoo0new that is up with an address is someone's, not
+    what a killed run left (that one is down, portless and addressless)."""
+    ip("link", "add", "zoo0new", "type", "bridge")
+    try:
+        ip("addr", "add", "192.168.99.1/24", "dev", "zoo0new")
+        ip("link", "set", "zoo0new", "up")
+        done = root_runner.zookeeper(6, "-n", "true")
+        assert done.returncode == 125
+        assert "zoo0new" in host_links()
+    finally:
+        ip("link", "del", "zoo0new", check=False)
 
 
 @pytest.mark.parametrize("kind, alias, works", [
