@@ -98,12 +98,12 @@ def expect_child_of_zookeeper(z, r) -> None:
 
 def expect_children_reaped(z, r, hint: str) -> None:
     """zookeeper waits for every child it starts.  One it never waited for outlives
-    it as a zombie, which the runner, its caller's subreaper, then reaps in its
-    place (Run.unreaped): a child that never exec'd and was cloned without SIGCHLD,
-    which waitpid(2) without __WALL does not see, or a helper killed but not waited
-    for."""
-    z.expect(not r.unreaped, f"zookeeper returned without waiting for "
-             f"{', '.join(r.unreaped)}, its child, which its caller had to reap ({hint})", r)
+    it, dead (a zombie) or dying, and comes back to the runner, its caller's
+    subreaper (Run.unreaped): a child that never exec'd and was cloned without
+    SIGCHLD, which waitpid(2) without __WALL does not see, or a helper killed but
+    not waited for."""
+    z.expect(not r.unreaped, "zookeeper returned without waiting for its child "
+             f"{', '.join(r.unreaped)}, left to its caller ({hint})", r)
 
 
 @check(1, "exit status is the container's", 3,

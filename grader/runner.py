@@ -149,8 +149,8 @@ class Run:
     uid: int | None = None
     before: "Snapshot | None" = None
     user: str = ""
-    # Children of the command's that it never waited for: they came back to the
-    # runner (a subreaper) dead and unreaped, 'PID (name)'.
+    # Children of the command's that it left: they came back to the runner (a
+    # subreaper), dead and unreaped ('PID (name)') or still running.
     unreaped: list[str] = field(default_factory=list)
 
     @property
@@ -333,11 +333,11 @@ class Leftovers:
         # other children are reaped by kill_all or wait as zombies.
         become_subreaper()
 
-    def ours(self, table: "dict[int, Proc] | None" = None) -> set[int]:
+    def ours(self) -> set[int]:
         """Our running processes: those under this process (a subreaper, so that
         orphans of our commands come back to it) but not under a child it had before
         the check, and those in our commands' sessions."""
-        table = process_table() if table is None else table
+        table = process_table()
         mine = self.tree(table) | {p.pid for p in table.values() if p.sid in self.sessions}
         return {pid for pid in mine if table[pid].state not in "ZX" and pid != os.getpid()}
 
@@ -350,9 +350,8 @@ class Leftovers:
 
     def snapshot(self) -> Snapshot:
         """What is there now, taken just before a command starts."""
-        table = process_table()
-        return Snapshot(self.ours(table), checks.temp_dirs(), set(checks.zoo_cgroups()),
-                        zoo_links(), set(children_of(os.getpid(), table)))
+        return Snapshot(self.ours(), checks.temp_dirs(), set(checks.zoo_cgroups()),
+                        zoo_links(), own_children())
 
     def watch_user(self, uid: int) -> None:
         """Before a command as uid: what could run work as uid out of our reach is
@@ -1105,27 +1104,34 @@ def become_subreaper() -> None:
         pass
 
 
+def own_children() -> set[int]:
+    """This process's children, dead or alive: /proc/self/task/*/children (proc(5)),
+    without a look at every process; the whole table where a kernel lacks them."""
+    try:
+        pids = set()
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as f:
+                pids.update(int(pid) for pid in f.read().split())
+        return pids
+    except FileNotFoundError:
+        return set(children_of(os.getpid(), process_table()))
+
+
 def reap_unreaped(not_its: set[int]) -> list[str]:
-    """Reap the dead children this process has that no one waited for, 'PID (name)'
-    each: a process that exits without waiting for its children leaves them to its
-    parent's subreaper (this one), dead or alive (reparenting, in exit(2)'s NOTES
-    and prctl(2) PR_SET_CHILD_SUBREAPER).  Called once a command has ended;
-    not_its: the command's own pid, and the children this process had before it
-    (a snapshot's, any state: what an earlier command left, a check's own child)."""
-    try:  # first, without a look at every process: is any child dead at all?
-        if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-            return []
-    except ChildProcessError:
-        return []  # no child at all
+    """The children a command left this process, 'PID (name)' each, the dead ones
+    reaped: a process that exits before its children, or without waiting for them,
+    leaves them to its parent's subreaper (this one), dead or alive (exit(2)'s NOTES,
+    prctl(2) PR_SET_CHILD_SUBREAPER).  One still running is named so; Leftovers
+    kills it.  Called once a command has ended; not_its: the command's own pid, and
+    the children this process had before it (a check's own, an earlier command's)."""
     found = []
-    for pid in children_of(os.getpid(), process_table()):
-        if pid in not_its:
-            continue
+    for pid in sorted(own_children() - not_its):
         try:
             with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
                 name = f.read().strip()
             if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                continue  # alive: Leftovers finds and kills what still runs
+                found.append(f"{pid} ({name}, still running)")
+                continue
             os.waitpid(pid, 0)
         except (OSError, ChildProcessError):
             continue

@@ -68,6 +68,12 @@ def test_a_child_the_command_never_waited_for_is_named_and_reaped(tmp_path):
     assert not os.path.exists(f"/proc/{r.unreaped[0].split()[0]}")  # reaped
     assert mine.wait(timeout=5) == 3  # still there for its own parent to wait for
     assert z.host(["sh", "-c", "true & wait"]).unreaped == []
+    # One still running when the command ends was not waited for either (a helper
+    # sent SIGTERM and left to die: dead a moment later, or not).
+    left = z.host(["sh", "-c", "sleep 5 >/dev/null 2>&1 & exec true"]).unreaped
+    assert len(left) == 1 and left[0].endswith(" (sleep, still running)"), left
+    os.kill(int(left[0].split()[0]), signal.SIGKILL)
+    os.waitpid(int(left[0].split()[0]), 0)
 
 
 def test_a_missing_part_says_where_it_comes_from(tmp_path):
@@ -154,7 +160,7 @@ def test_output_held_open_after_the_kill_does_not_stall_the_check(tmp_path, monk
     """A process the runner cannot find (as if it escaped through a systemd unit)
     keeps stdout open: the check goes on after the grace, with what came so far."""
     monkeypatch.setattr(runner, "PIPE_GRACE_SECONDS", 1)
-    monkeypatch.setattr(runner.Leftovers, "ours", lambda self, table=None: set())
+    monkeypatch.setattr(runner.Leftovers, "ours", lambda self: set())
     pidfile = tmp_path / "escaped.pid"
     script = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & echo started; sleep 60"
     started = time.monotonic()
