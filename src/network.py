@@ -495,9 +495,13 @@ def left_unfinished(ipr, index: int) -> bool:
     alias = link.get_attr("IFLA_IFALIAS")
     if alias == OWNER:
         return True
-    return (alias is None and not link["flags"] & IFF_UP
-            and not any(other.get_attr("IFLA_MASTER") == index for other in ipr.get_links())
+    return (alias is None and not link["flags"] & IFF_UP and not has_ports(ipr, index)
             and not ipr.get_addr(index=index))
+
+
+def has_ports(ipr, index: int) -> bool:
+    """Whether any link is plugged into the bridge at index (its IFLA_MASTER)."""
+    return any(link.get_attr("IFLA_MASTER") == index for link in ipr.get_links())
 
 
 def ensure_bridge(ipr) -> int:
@@ -675,7 +679,7 @@ def remove_unused_bridge(ipr) -> None:
     index = found[0]
     if ipr.get_links(index)[0].get_attr("IFLA_IFALIAS") != OWNER:
         return  # someone else's bridge of that name: not ours to remove
-    if any(link.get_attr("IFLA_MASTER") == index for link in ipr.get_links()):
+    if has_ports(ipr, index):
         return  # another container still uses it
     netlink(f"remove the bridge {BRIDGE}", f"ip link del {BRIDGE}",
             ipr.link, "del", index=index, ignore=errno.ENODEV)
