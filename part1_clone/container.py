@@ -366,8 +366,14 @@ class SignalForwarding:
 
     def grace_over(self):
         graced, self.graced = self.graced, set()
+        names = ", ".join(sorted(kernel.signal_name(signum) for signum in graced))
         if self.running and not self.early and catches(self.pid, graced):
-            return  # each its own to act on, as any process with a handler
+            # Each its own to act on, as any process with a handler.
+            kernel.explain(f"end of the grace period for {names}", "caught: left running",
+                           "pid_namespaces(7)")
+            return
+        kernel.explain(f"end of the grace period for {names}", "not caught: SIGKILL",
+                       "pid_namespaces(7)")
         self.pass_on(signal.SIGKILL, None)
 
     def pause(self, signum, frame):
