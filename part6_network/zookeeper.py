@@ -9,6 +9,7 @@ of the modules it imports in __pycache__: as a module, container.py loads in
 ~0.3 ms instead of compiling in ~2 ms, a tenth of a container's start (bench/).
 """
 
+import gc
 import os
 import signal
 import sys
@@ -21,6 +22,12 @@ import sys
 # blocked (the mask is inherited) would never reach us, the timer of the grace period
 # (SIGALRM) among them.
 signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
+
+# No garbage collection passes (Python's gc module): zookeeper's work is its start and
+# its end, with no reference cycles worth finding, while each pass visits every
+# object, during the imports and after the clone too, where writing to a page the
+# child shares copies it (fork(2): copy-on-write).  About 2% of a start (bench/).
+gc.disable()
 
 # The modules are beside this file, where Python looks first, unless told not to:
 # python3 -I (sys.flags.isolated), and from Python 3.11 -P or PYTHONSAFEPATH too

@@ -128,8 +128,9 @@ def flag_names(value: int, names: list) -> str:
 
 
 # repr()'s \udc80-\udcff, after an even number of backslashes (a \\udc is the text
-# "\udc" itself, its backslash doubled by repr).  (re: getopt has imported it.)
-UNDECODABLE_BYTE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+# "\udc" itself, its backslash doubled by repr).  (re: getopt has imported it; re
+# compiles a pattern the first time it is used, in explain mode only.)
+UNDECODABLE_BYTE = r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])"
 
 
 def explain(call: str, result: str, man: str = "", started: float | None = None) -> None:
@@ -140,7 +141,7 @@ def explain(call: str, result: str, man: str = "", started: float | None = None)
     took = f"{(time.monotonic() - started) * 1000:.1f} ms" if started is not None else ""
     # An argument shown with !r spells a byte that is not UTF-8 (a surrogate, PEP 383)
     # \udcff; printable() and the error lines spell it \xff: one spelling here too.
-    call = UNDECODABLE_BYTE.sub(r"\1\\x\2", call)
+    call = re.sub(UNDECODABLE_BYTE, r"\1\\x\2", call)
     line = f"zookeeper: {LABEL}{printable(call)} = {printable(result)}"
     # A stderr closed by its reader (-v 2>&1 | head) takes nothing: the step goes on.
     write_quietly(2, f"{line:<76} {man:<16} {took}".rstrip() + "\n")

@@ -8,6 +8,7 @@ administrator would): tests/test_mkrootfs.py tests what check-deps.sh does when 
 are missing.  This is the suite's one test that builds a venv for a new user (~15 s).
 """
 
+import glob
 import os
 import pwd
 import shutil
@@ -75,6 +76,9 @@ def test_a_new_user_runs_make_demo_from_a_clone(student):
     venv_python = os.path.join(lab, ".venv", "bin", "python3")
     probe = as_student(student, venv_python, "-c", "import pyroute2, pyseccomp")
     assert probe.returncode == 0, probe.stderr
+    # No setuptools (Python 3.11's venv brings it): its .pth file ran at every start.
+    site = as_student(student, venv_python, "-c", "import site; print(site.getsitepackages()[0])")
+    assert not glob.glob(os.path.join(site.stdout.strip(), "*.pth")), site.stdout
     writable = [os.path.join(top, name) for top, dirs, files in
                 os.walk(os.path.join(lab, ".venv")) for name in dirs + files
                 if not os.path.islink(os.path.join(top, name))

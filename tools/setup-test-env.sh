@@ -41,6 +41,8 @@ fi
 
 if [ ! -x "$VENV/bin/python3" ]; then
     /usr/bin/python3 -m venv "$VENV"
+    # As check-deps.sh's venv: no setuptools, whose .pth file each start would run.
+    "$VENV/bin/pip" uninstall -q -y setuptools >/dev/null 2>&1 || true
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -r "$HERE/requirements-test.txt" 2>&1 \
     | grep -v "is ignored: it is neither" || true
