@@ -5,9 +5,11 @@ A process in a new user namespace has no ids until a process outside writes its 
 waits on another for the parent's go; the parent writes the maps (newuidmap(1), or
 /proc/PID/uid_map itself), sets up what else the child needs (a network helper), and
 lets it go on to exec its command.  zookeeper makes the same handshake around
-clone(2) (container.py); this one is the tools' own: the image build's
-`vm.py _userns` (image.py) and the network benchmark's bench/nsrun.py, which copies
-this file beside itself.  Standard library only.
+clone(2) (container.py, the lesson itself) and around the unshare(2) of the helper
+that removes a container's files as its root (rootfs.remove_as_container_root): a
+part stands alone, and imports nothing of the grader's.  This one is the tools' own:
+the image build's `vm.py _userns` (image.py) and the network benchmark's
+bench/nsrun.py, which copies this file beside itself.  Standard library only.
 """
 
 from __future__ import annotations
