@@ -371,13 +371,16 @@ class SignalForwarding:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())  # held until now: zookeeper.py
 
     def forward(self, signum, frame):
-        if not self.pass_on(signum, frame):
+        if self.stopped:
             return
+        # The timer before the signal: passing it on writes explain mode's line, and
+        # a write to a full pipe (-v 2>&1 | less, paused) would hold us here.
         self.early = self.early or not self.running
         if not self.graced:  # the first since the last grace period: one begins
             signal.signal(signal.SIGALRM, self.alarm)  # ours, even if our caller ignored it
             signal.setitimer(signal.ITIMER_REAL, KILL_GRACE_SECONDS)
         self.graced.add(signum)
+        self.pass_on(signum, frame)
 
     def alarm(self, signum, frame):
         """SIGALRM: the grace period's end, or another process's signal to pass on.
@@ -395,9 +398,9 @@ class SignalForwarding:
             kernel.explain(f"end of the grace period for {names}", "caught: left running",
                            "pid_namespaces(7)")
             return
-        kernel.explain(f"end of the grace period for {names}", "not caught: SIGKILL",
+        self.pass_on(signal.SIGKILL, None)  # before any line: a write may block
+        kernel.explain(f"end of the grace period for {names}", "not caught: killed",
                        "pid_namespaces(7)")
-        self.pass_on(signal.SIGKILL, None)
 
     def pause(self, signum, frame):
         self.pass_on(signal.SIGSTOP, frame)  # SIGSTOP reaches a PID 1 too

@@ -332,7 +332,8 @@ def line_within(stream, text: str, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     seen = b""
     while text.encode() not in seen:
-        if not select.select([stream.fileno()], [], [], max(0, deadline - time.monotonic()))[0]:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([stream.fileno()], [], [], left)[0]:
             return False
         chunk = os.read(stream.fileno(), 65536)
         if not chunk:
@@ -365,6 +366,40 @@ def test_an_outside_sigalrm_after_a_grace_period_is_passed_on(runner: Runner):
     proc.send_signal(signal.SIGALRM)
     assert ended_within(proc, 10), "the SIGALRM never reached the command"
     assert (proc.returncode, proc.stdout.read()) == (7, "got TERM\ngot ALRM\n")
+
+
+def test_a_full_explain_pipe_does_not_hold_back_the_grace_kill(runner: Runner):
+    """-v 2>&1 | less, the pager paused: with the pipe full, explain mode's line came
+    before the grace period's SIGKILL, and the write, blocked, held it back (review,
+    2026-12-05); the forward's line came before the timer was set, too."""
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen(runner.command(zookeeper_argv(
+            runner, 2, "-v", "sh", "-c", "echo ready; exec yes zzz >&2")),
+            env=runner.env(), cwd=runner.workdir, stdout=subprocess.PIPE, stderr=write_end)
+    finally:
+        os.close(write_end)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        deadline = time.monotonic() + 20
+        while not (yes := processes_under(proc.pid, "yes zzz")):
+            assert time.monotonic() < deadline, "the container's yes did not start"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the pipe (64 KiB) is full long before
+        proc.send_signal(signal.SIGTERM)  # PID 1 has no handler: killed after the grace
+        deadline = time.monotonic() + 15
+        while still_running(yes, "yes zzz") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not still_running(yes, "yes zzz"), "the grace period's SIGKILL never came"
+    finally:
+        os.close(read_end)  # zookeeper's blocked write fails now (EPIPE): it ends
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == -signal.SIGKILL
 
 
 def test_the_grace_timers_own_sigalrm_is_not_passed_on(runner: Runner):
