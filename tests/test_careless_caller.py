@@ -60,15 +60,20 @@ def test_a_caller_that_blocks_the_grace_alarm(runner: Runner):
     assert not still_running(sleeps, "sleep 100")
 
 
+def running_under(proc: subprocess.Popen, command_line: str, seconds: float = 20) -> set:
+    """Once the container under proc runs command_line: the pids that run it."""
+    deadline = time.monotonic() + seconds
+    while not (pids := processes_under(proc.pid, command_line)):
+        assert time.monotonic() < deadline, f"the container's {command_line} did not start"
+        time.sleep(0.1)
+    return pids
+
+
 def signal_once_running(proc: subprocess.Popen, signum: int, then=lambda: None) -> set:
     """Once proc's container runs its `sleep 100`: then(), signum to proc, and wait for
     proc to end (killed after 15 s).  The sleep's pids."""
     try:
-        deadline = time.monotonic() + 20
-        while not processes_under(proc.pid, "sleep 100"):
-            assert time.monotonic() < deadline, "the container's sleep did not start"
-            time.sleep(0.1)
-        sleeps = processes_under(proc.pid, "sleep 100")
+        sleeps = running_under(proc, "sleep 100")
         then()
         proc.send_signal(signum)
         proc.wait(timeout=15)
@@ -381,10 +386,7 @@ def test_a_full_explain_pipe_does_not_hold_back_the_grace_kill(runner: Runner):
         os.close(write_end)
     try:
         assert proc.stdout.readline() == b"ready\n"
-        deadline = time.monotonic() + 20
-        while not (yes := processes_under(proc.pid, "yes zzz")):
-            assert time.monotonic() < deadline, "the container's yes did not start"
-            time.sleep(0.1)
+        yes = running_under(proc, "yes zzz")
         time.sleep(0.5)  # the pipe (64 KiB) is full long before
         proc.send_signal(signal.SIGTERM)  # PID 1 has no handler: killed after the grace
         deadline = time.monotonic() + 15
@@ -393,12 +395,7 @@ def test_a_full_explain_pipe_does_not_hold_back_the_grace_kill(runner: Runner):
         assert not still_running(yes, "yes zzz"), "the grace period's SIGKILL never came"
     finally:
         os.close(read_end)  # zookeeper's blocked write fails now (EPIPE): it ends
-        if proc.poll() is None:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        ended_within(proc, 15)
     assert proc.returncode == -signal.SIGKILL
 
 
