@@ -326,6 +326,43 @@ def test_grade_local_as_root_copies_only_what_the_graded_user_can_read(place):
 
 
 
+def test_a_students_own_grade_keeps_its_copy_from_other_users(place, other_user):
+    """grade --local run by a student, not root: the copy in /tmp is theirs alone.
+    With the guest's modes (u+rwX,go+rX), a classmate on a shared server could read
+    the code while it was graded, and for good after a grade killed with SIGKILL."""
+    student = pwd.getpwnam(TEST_USER)
+    sub = copy_parts(place / "sub", {1: PARTS[1]})
+    subprocess.run(["chown", "-R", f"{student.pw_uid}:{student.pw_gid}", str(sub)], check=True)
+    shared_tmp = place / "tmp"
+    shared_tmp.mkdir(mode=0o1777)
+    shared_tmp.chmod(0o1777)  # as /tmp: mkdir's mode passes through the umask
+    code = ("import importlib.machinery as m, importlib.util as u, pathlib, sys\n"
+            "loader = m.SourceFileLoader('g', sys.argv[1])\n"
+            "g = u.module_from_spec(u.spec_from_loader('g', loader))\n"
+            "loader.exec_module(g)\n"
+            "print(g.local_copy(pathlib.Path(sys.argv[2]), None)[0])\n")
+    as_student = ["setpriv", f"--reuid={student.pw_uid}", f"--regid={student.pw_gid}",
+                  "--init-groups", "--"]
+    done = subprocess.run(as_student + [VENV_PYTHON, "-c", code, str(ROOT / "grader" / "grade"),
+                                        str(sub)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"], "TMPDIR": str(shared_tmp)})
+    assert done.returncode == 0, done.stderr
+    copy = Path(done.stdout.strip())
+    try:
+        assert copy.parent == shared_tmp and copy.stat().st_uid == student.pw_uid
+        assert (copy / PARTS[1] / "zookeeper.py").is_file()
+        classmate = ["setpriv", f"--reuid={other_user.pw_uid}", f"--regid={other_user.pw_gid}",
+                     "--init-groups", "--"]
+        for argv in (["ls", str(copy)], ["cat", str(copy / PARTS[1] / "zookeeper.py")]):
+            peek = subprocess.run(classmate + argv, capture_output=True, text=True)
+            assert peek.returncode != 0 and "Permission denied" in peek.stderr, (argv, peek)
+        modes = {p.stat(follow_symlinks=False).st_mode & 0o077 for p in [copy, *copy.rglob("*")]
+                 if not p.is_symlink()}
+        assert modes == {0}, "part of the copy is open to other users"
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
 def test_call_as_keeps_root_real_only_when_asked():
     """children.call_as, under --local's copy (for good) and the runner's file work
     (keep_root: kill(2) from the user's processes cannot stop it): who the child is,
