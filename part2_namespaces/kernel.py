@@ -16,7 +16,6 @@ or fails it.
 import ctypes
 import errno
 import os
-import re
 import signal
 import time
 
@@ -111,10 +110,16 @@ def flag_names(value: int, names: list) -> str:
     return "|".join(parts)
 
 
-# repr()'s \udc80-\udcff, after an even number of backslashes (a \\udc is the text
-# "\udc" itself, its backslash doubled by repr).  (re: getopt has imported it; re
-# compiles a pattern the first time it is used, in explain mode only.)
-UNDECODABLE_BYTE = r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])"
+def spell_undecodable_bytes(text: str) -> str:
+    """repr()'s \\udc80-\\udcff, a byte that is not UTF-8 (a surrogate, PEP 383), as
+    \\x80-\\xff.  Cut at each doubled backslash first: what repr wrote as \\\\udc is a
+    backslash followed by the text "udc", no escape."""
+    if "\\udc" not in text:
+        return text
+    pieces = text.split("\\\\")
+    for byte in range(0x80, 0x100):
+        pieces = [piece.replace(f"\\udc{byte:02x}", f"\\x{byte:02x}") for piece in pieces]
+    return "\\\\".join(pieces)
 
 
 def explain(call: str, result: str, man: str = "", started: float | None = None) -> None:
@@ -125,7 +130,7 @@ def explain(call: str, result: str, man: str = "", started: float | None = None)
     took = f"{(time.monotonic() - started) * 1000:.1f} ms" if started is not None else ""
     # An argument shown with !r spells a byte that is not UTF-8 (a surrogate, PEP 383)
     # \udcff; printable() and the error lines spell it \xff: one spelling here too.
-    call = re.sub(UNDECODABLE_BYTE, r"\1\\x\2", call)
+    call = spell_undecodable_bytes(call)
     line = f"zookeeper: {LABEL}{printable(call)} = {printable(result)}"
     # A stderr closed by its reader (-v 2>&1 | head) takes nothing: the step goes on.
     write_quietly(2, f"{line:<76} {man:<16} {took}".rstrip() + "\n")

@@ -29,6 +29,21 @@ signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
 # child shares copies it (fork(2): copy-on-write).  About 2% of a start (bench/).
 gc.disable()
 
+# getopt translates its messages with gettext when it can import it, and gettext
+# brings re and locale: ~0.7 ms, and re ~1.5 ms that nothing else of ours needs, 7%
+# of a container's start (bench/), to look for a catalog of getopt's messages in
+# gettext's default domain, which no system has.  Imported while gettext cannot be
+# (None in sys.modules: an import of it raises ImportError), getopt keeps its
+# messages as written (getopt.py's own fallback); then gettext is importable again.
+if "gettext" not in sys.modules:
+    sys.modules["gettext"] = None
+    try:
+        import getopt  # noqa: F401
+    except ImportError:  # a getopt that needs gettext: options.py imports both
+        pass
+    finally:
+        del sys.modules["gettext"]
+
 # The modules are beside this file, where Python looks first, unless told not to:
 # python3 -I (sys.flags.isolated), and from Python 3.11 -P or PYTHONSAFEPATH too
 # (sys.flags.safe_path, which -I also sets there).

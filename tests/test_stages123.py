@@ -268,6 +268,29 @@ def test_bad_input_one_line_and_125(runner: Runner, part, args, message):
     assert "Traceback" not in done.stderr
 
 
+def test_a_getopt_that_needs_gettext_still_starts(runner: Runner):
+    """zookeeper.py imports getopt with gettext unavailable, for its fallback (no
+    catalog of getopt's messages exists; gettext brings re: 7% of a start).  A getopt
+    without that fallback (a later Python's, say) fails that import: zookeeper then
+    imports it with gettext, as usual, and runs as before."""
+    shim = runner.fresh_dir()
+    (shim / "getopt.py").write_text(
+        "import os\n"
+        "with open(os.path.join(os.path.dirname(__file__), 'tries'), 'a') as tries:\n"
+        "    tries.write('import getopt\\n')\n"
+        "import gettext  # noqa: F401  (this getopt needs gettext)\n"
+        "import sysconfig\n"
+        "with open(sysconfig.get_path('stdlib') + '/getopt.py') as real:\n"
+        "    exec(real.read())\n")
+    env = {"PYTHONPATH": str(shim)}
+    refused = runner.zookeeper(1, "-x", "true", env=env)
+    assert refused.returncode == 125, refused.stderr
+    assert refused.stderr.startswith("zookeeper: option -x not recognized\n"), refused.stderr
+    assert (shim / "tries").read_text() == "import getopt\n" * 2  # refused, then with gettext
+    done = runner.zookeeper(1, "sh", "-c", "echo ran", env=env)
+    assert (done.returncode, done.stdout) == (0, "ran\n"), done.stderr
+
+
 def test_help(runner: Runner):
     done = runner.zookeeper(1, "-h")
     assert done.returncode == 0
