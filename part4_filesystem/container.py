@@ -141,7 +141,6 @@ class Container:
     def __init__(self, opts, ignored_signals):
         self.opts = opts
         self.ignored_signals = ignored_signals  # what our caller ignored on purpose
-        self.watcher = None  # what kills it if zookeeper dies (Watcher, below)
         self.id_maps = None  # whom the container's ids map to
         self.seccomp_program = None  # the BPF program the child loads last
         self.fs = None  # the container's root filesystem
@@ -157,7 +156,6 @@ def run_container(opts, ignored=frozenset()) -> int:
             go_read, go_write = os.pipe()  # the child waits on this until we say go
             # The child reports a failure before exec here; exec closes it (O_CLOEXEC).
             error_read, error_write = os.pipe2(os.O_CLOEXEC)
-            container.watcher = Watcher()  # and one it waits on just before exec
         flags = signal.SIGCHLD
         # STUDENT CODE BELOW (q6)
         # Give the child its own namespaces: user, cgroup, IPC, network, mount,
@@ -204,6 +202,7 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
     # On a failure from here on, the child dies first, before anything it uses
     # is taken away.
     cleanup.add(lambda: reaped or kill_if_running(pid), first=True)
+    cleanup.add(watch_over(pid))
     signals = SignalForwarding(pid, container.ignored_signals)
     cleanup.add(signals.stop, first=True)  # before the child is killed and reaped
     failure = None
@@ -216,9 +215,6 @@ def parent_main(container: Container, pid: int, go_write: int, error_read: int,
             os.write(go_write, b"go")
         os.close(go_write)
         # STUDENT CODE ABOVE (q2)
-        # Forked now, while the child sets itself up: forking a Python process takes
-        # about a millisecond, which the child would otherwise have waited for.
-        cleanup.add(container.watcher.start(pid))
         failure = read_child_failure(error_read)
         error_read = None  # read to its end, and closed
         if failure is None:
@@ -298,8 +294,8 @@ class Cleanup:
             warn(f"cleanup: {message}")
 
 
-class Watcher:
-    """A process of ours that kills the container if zookeeper dies.
+def watch_over(pid: int):
+    """A watcher process that kills the container if zookeeper dies; returns its stop.
 
     The child asks the kernel for that itself (die_with_parent), but the kernel
     forgets it when the command changes its uid (prctl(2)): `su`, a daemon dropping
@@ -307,70 +303,30 @@ class Watcher:
     the container where nothing inside can reach it, waits for zookeeper to go (the
     pipe's other end closes with it) and then SIGKILLs the container, through a pidfd
     (pidfd_open(2)): never another process that got its pid number meanwhile.
-
-    The parent starts it after go, while the child sets itself up.  Until exec the
-    child is covered by die_with_parent; just before exec, it waits for word that
-    the watcher runs.
     """
+    with step("start the watcher"):
+        pidfd = os.pidfd_open(pid)
+        alive_read, alive_write = os.pipe()
+        watcher = os.fork()  # its signals stay blocked: Ctrl-C cannot end it (zookeeper.py)
+    if watcher == 0:
+        keep = sorted((pidfd, alive_read))
+        os.closerange(3, keep[0])  # nothing of ours: the child must see its pipes close
+        os.closerange(keep[0] + 1, keep[1])
+        os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
+        try:
+            os.read(alive_read, 1)  # end of file: zookeeper is gone, or done
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass  # the container is gone already
+        os._exit(0)
+    os.close(alive_read)
+    os.close(pidfd)
 
-    def __init__(self):
-        # Made before the clone: the parent writes a byte here once the watcher runs.
-        self.started_read, self.started_write = os.pipe2(os.O_CLOEXEC)
+    def stop() -> None:
+        os.close(alive_write)
+        os.waitpid(watcher, 0)
 
-    def start(self, pid: int):
-        """In the parent: fork the watcher, tell the child; returns its stop."""
-        with step("start the watcher"):
-            pidfd = os.pidfd_open(pid)
-            alive_read, alive_write = os.pipe()
-            watcher = fork_with_signals_blocked()
-        if watcher == 0:
-            watch(pidfd, alive_read)
-        os.close(alive_read)
-        os.close(pidfd)
-        os.write(self.started_write, b"w")  # into an empty pipe whose reader is us too
-        os.close(self.started_write)
-        os.close(self.started_read)
-
-        def stop() -> None:
-            os.close(alive_write)
-            os.waitpid(watcher, 0)
-
-        return stop
-
-    def wait_until_started(self) -> None:
-        """In the child, just before exec.  An empty read means zookeeper died first."""
-        os.close(self.started_write)
-        if not os.read(self.started_read, 1):
-            os._exit(FAILED)  # our parent is gone: no one would hear a report
-        os.close(self.started_read)
-
-
-def fork_with_signals_blocked() -> int:
-    """fork(2), the child with every signal blocked for good: Ctrl-C, which reaches
-    our whole process group, cannot end it, nor run our Python handlers there."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-    try:
-        child = os.fork()
-    except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        raise
-    if child:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-    return child
-
-
-def watch(pidfd: int, alive_read: int) -> None:
-    """The watcher's whole life: wait for zookeeper to go, kill the container."""
-    keep = sorted((pidfd, alive_read))
-    os.closerange(3, keep[0])  # nothing of ours: the child must see its pipes close
-    os.closerange(keep[0] + 1, keep[1])
-    os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
-    try:
-        os.read(alive_read, 1)  # end of file: zookeeper is gone, or done
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        pass  # the container is gone already
-    os._exit(0)
+    return stop
 
 
 def kill_if_running(pid: int) -> None:
@@ -561,8 +517,6 @@ def child_main(container: Container, go_read: int, go_write: int,
         security.set_no_new_privs()
         security.load_seccomp_filter(container.seccomp_program)
         # STUDENT CODE ABOVE (q9)
-        # From exec on, die_with_parent may no longer hold: the watcher must run.
-        container.watcher.wait_until_started()
         clean_process_state(error_write)
         exec_command(container.opts.command)
     except ZooError as e:

@@ -575,69 +575,6 @@ def test_a_command_that_changes_uid_still_dies_with_zookeeper(runner: Runner, pa
     assert wait_gone(f"^{marker}$"), "the container outlived zookeeper"
 
 
-def alive(pid: int) -> bool:
-    """Is the process there and not a zombie (proc(5))?"""
-    try:
-        return status_fields(Path(f"/proc/{pid}/status").read_text())["State"][0] != "Z"
-    except OSError:
-        return False
-
-
-def blocked_in_pipe_read(pid: int) -> bool:
-    """Is the process asleep in read(2) on a pipe (its wchan, proc(5))?"""
-    try:
-        return "pipe_read" in Path(f"/proc/{pid}/wchan").read_text()
-    except OSError:
-        return False
-
-
-@pytest.mark.parametrize("part", [2, 4])
-def test_a_command_never_runs_before_the_watcher_does(runner: Runner, part):
-    """zookeeper forks its watcher after go, while the child sets itself up.  Until
-    the watcher runs, only PR_SET_PDEATHSIG covers the container, which a command
-    that changes its uid cancels: the child waits for word of the watcher before
-    exec.  strace(1) holds zookeeper in the watcher's pidfd_open(2); killed there,
-    zookeeper leaves nothing running, and the command never ran."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.fail("strace is not installed: run tools/setup-test-env.sh (make test does)")
-    marker = f"sleep {6000 + os.getpid() % 1000 + part}"
-    code = f"import os; os.setresuid(1, 1, 1); os.execvp('sleep', {marker.split()!r})"
-    script = str(runner.workdir / PARTS[part] / "zookeeper.py")
-    hold = ["-qq", "-o", "/dev/null", "-e", "trace=pidfd_open",
-            "-e", "inject=pidfd_open:delay_enter=600000000"]  # 600 s, in microseconds
-    traced = subprocess.Popen(runner.command([strace, *hold, runner.python, script, "-v",
-                                              runner.python, "-c", code]),
-                              env=runner.env(), cwd=runner.workdir, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        for line in traced.stderr:  # the child's steps after go
-            found = re.match(r"zookeeper: \[(\d+)\] sethostname", line)
-            if found:
-                child = int(found[1])
-                break
-        else:
-            pytest.fail(f"zookeeper ended before its child set the hostname: {traced.wait()}")
-        deadline = time.monotonic() + 30
-        while not blocked_in_pipe_read(child):
-            assert not running(marker), "the command ran before the watcher did"
-            assert time.monotonic() < deadline, "the child neither waited nor ran the command"
-            time.sleep(0.05)
-        zookeeper = int(status_fields(Path(f"/proc/{child}/status").read_text())["PPid"])
-        os.kill(zookeeper, signal.SIGKILL)
-    finally:
-        traced.kill()  # strace lets its tracee go, which dies of the SIGKILL pending
-        traced.wait(30)
-        traced.stderr.close()
-        escaped = not wait_gone(f"^{marker}$")
-        subprocess.run(["pkill", "-KILL", "-f", f"^{marker}$"])  # a failed run's
-    assert not escaped, "the command outlived zookeeper"
-    deadline = time.monotonic() + 10
-    while alive(child):
-        assert time.monotonic() < deadline, "the child outlived zookeeper"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("part", [2, 4])
 def test_the_container_cannot_signal_the_group_that_started_it(runner: Runner, part):
     """kill(0, sig) signals the sender's whole process group, and a PID namespace does

@@ -160,8 +160,8 @@ MUTANTS = [
         "exercise": "q7",
         "file": "idmap.py",
         "why": "after starting the two tools, waits for every child (os.wait() until "
-               "ECHILD), the container too: it waits for go, and zookeeper never "
-               "exits",
+               "ECHILD), the container and its watcher too: they wait for go, and "
+               "zookeeper never exits",
         "edit": [("        programs.run([[\"newuidmap\", str(pid)] + map_arguments(maps.uid, "
                   "maps.subuids),\n"
                   "                      [\"newgidmap\", str(pid)] + "
