@@ -547,9 +547,12 @@ def clean_process_state(error_write: int) -> None:
     if error_write > 3:
         kernel.sys_close_range(3, error_write - 1)
     kernel.sys_close_range(max(3, error_write + 1))
+    # Unblocked first: a SIGPIPE that our own writes raised while it was blocked
+    # (explain mode's lines to a pipe its reader closed) is pending, and then meets
+    # SIG_IGN, which discards it; under SIG_DFL it would kill us (signal(7)).
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def exec_command(command: list[str]) -> None:

@@ -7,6 +7,7 @@ found but cannot be executed, 127 when it was not found.
 """
 
 import os
+import signal
 
 FAILED = 125
 NOT_EXECUTABLE = 126
@@ -66,11 +67,23 @@ def warn(message: str) -> None:
 
 
 def write_quietly(fd: int, text: str) -> None:
-    """write(2) text, and nothing more if fd is closed: the exit status still tells."""
+    """write(2) text, and nothing more if fd is closed: the exit status still tells.
+
+    Python ignores SIGPIPE, so a write to a pipe nobody reads fails with EPIPE.  The
+    child gives SIGPIPE back its default action, death, just before exec
+    (clean_process_state): for a line it writes after that (-v's execvp, in part 1,
+    where the child is not PID 1 of a namespace, pid_namespaces(7)) SIGPIPE is
+    ignored again, or `-v 2>&1 | head -1` would kill it before the command runs."""
+    default = signal.getsignal(signal.SIGPIPE) == signal.SIG_DFL
+    if default:
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
         os.write(fd, text.encode())
     except OSError:
         pass
+    finally:
+        if default:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def printable(text: str) -> str:
