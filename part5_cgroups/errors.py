@@ -12,6 +12,8 @@ import signal
 FAILED = 125
 NOT_EXECUTABLE = 126
 NOT_FOUND = 127
+# What a failed write(2) raises: a pipe nobody reads, a file at ulimit -f's size.
+WRITE_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class ZooError(Exception):
@@ -67,23 +69,26 @@ def warn(message: str) -> None:
 
 
 def write_quietly(fd: int, text: str) -> None:
-    """write(2) text, and nothing more if fd is closed: the exit status still tells.
+    """write(2) text, and nothing more if it cannot be written: the exit status still
+    tells.
 
-    Python ignores SIGPIPE, so a write to a pipe nobody reads fails with EPIPE.  The
-    child gives SIGPIPE back its default action, death, just before exec
-    (clean_process_state): for a line it writes after that (-v's execvp, in part 1,
-    where the child is not PID 1 of a namespace, pid_namespaces(7)) SIGPIPE is
-    ignored again, or `-v 2>&1 | head -1` would kill it before the command runs."""
-    default = signal.getsignal(signal.SIGPIPE) == signal.SIG_DFL
-    if default:
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    A write to a pipe nobody reads raises SIGPIPE, and one past the limit on a file's
+    size (ulimit -f) SIGXFSZ; Python ignores both, so the write fails with EPIPE or
+    EFBIG instead.  The child gives them back their default action, death, just
+    before exec (clean_process_state): for a line it writes after that (-v's
+    execvp, in part 1, where the child is not PID 1 of a namespace, which these do
+    not kill: pid_namespaces(7)), they are ignored again, or `-v 2>&1 | head -1`
+    would kill it before the command runs."""
+    restore = [s for s in WRITE_SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
+    for signum in restore:
+        signal.signal(signum, signal.SIG_IGN)
     try:
         os.write(fd, text.encode())
     except OSError:
         pass
     finally:
-        if default:
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        for signum in restore:
+            signal.signal(signum, signal.SIG_DFL)
 
 
 def printable(text: str) -> str:

@@ -7,6 +7,7 @@ zookeeper ends.  Each of these failed before its fix.
 import contextlib
 import glob
 import os
+import resource
 import select
 import shlex
 import signal
@@ -123,23 +124,42 @@ def test_an_outside_sigalrm_is_the_containers_not_the_end_of_the_grace(runner: R
     assert proc.stdout.read() == "got it\n"
 
 
+def full_file_stderr(runner: Runner):
+    """A stderr that takes no more: a file already at the size ulimit -f allows
+    (RLIMIT_FSIZE, set in the child before it runs zookeeper: getrlimit(2))."""
+    path = runner.fresh_dir() / "err"
+    path.write_bytes(b"x" * 1024)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    return fd, lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+
+def closed_pipe_stderr(runner: Runner):
+    """A stderr whose reader has gone, as head's once it has its line."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end, None
+
+
+@pytest.mark.parametrize("stderr", [closed_pipe_stderr, full_file_stderr],
+                         ids=["closed pipe", "file at ulimit -f"])
 @pytest.mark.parametrize("part", [1, 2])
-def test_explain_mode_into_a_closed_pipe_changes_nothing(runner: Runner, part):
+def test_explain_mode_that_cannot_be_written_changes_nothing(runner: Runner, part, stderr):
     """zookeeper -v 2>&1 | head -1: the command never ran (once a traceback, then the
     failed write became the step's own failure).  Part 1's child died of SIGPIPE
     (exit 141): its writes to the closed pipe had left SIGPIPEs pending while blocked,
-    and it gave SIGPIPE its default action before letting them in.  From part 2 the
-    child is PID 1 of its namespace, which such a SIGPIPE does not kill."""
+    and it gave SIGPIPE its default action before letting them in; and -v's execvp
+    line came after that.  The same with SIGXFSZ for a file at ulimit -f's size
+    (review, session 32).  From part 2 the child is PID 1 of its namespace, which
+    neither signal kills."""
     marker = runner.fresh_dir(for_container=part >= 2)
-    read_end, write_end = os.pipe()
-    os.close(read_end)  # as head's, once it has its line
+    err, limit = stderr(runner)
     try:
         done = subprocess.run(runner.command(zookeeper_argv(
             runner, part, "-v", "sh", "-c", f"echo ran > {marker}/ran; exit 4")),
-            env=runner.env(), cwd=runner.workdir, stdout=subprocess.PIPE, stderr=write_end,
-            timeout=60)
+            env=runner.env(), cwd=runner.workdir, stdout=subprocess.PIPE, stderr=err,
+            preexec_fn=limit, timeout=60)
     finally:
-        os.close(write_end)
+        os.close(err)
     assert done.returncode == 4
     assert (marker / "ran").read_text() == "ran\n"
 
