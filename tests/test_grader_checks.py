@@ -135,9 +135,9 @@ NEW_CHECKS = {"p1_fds": 1, "p1_signal_state": 1, "p4_pivot_root": 4, "p4_proc": 
 NO_CLOSE_RANGE = [("    if error_write > 3:\n"
                   "        kernel.sys_close_range(3, error_write - 1)\n"
                   "    kernel.sys_close_range(max(3, error_write + 1))\n", "")]
-NO_SIGNAL_RESET = [("    signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
-                    "    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
-                    "    signal.pthread_sigmask(signal.SIG_SETMASK, [])\n", "")]
+NO_SIGNAL_RESET = [("    signal.pthread_sigmask(signal.SIG_SETMASK, [])\n"
+                    "    signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
+                    "    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n", "")]
 NO_DETACH = [('        kernel.sys_umount2(".", kernel.MNT_DETACH)\n', "        pass\n"),
              ('    for path in ("/", "/.."):\n', "    for path in ():\n")]
 # put_old a directory of the rootfs (its root may not make one here), never unmounted.
