@@ -57,6 +57,12 @@ def place():
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
+def as_user(user, argv: list[str]) -> list[str]:
+    """argv run as user (a pwd entry), with its groups, by setpriv(1)."""
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
+            "--"] + argv
+
+
 class OtherContainer:
     """`zookeeper -r FS sleep 300` from a copy of part 4, run by another user."""
 
@@ -78,8 +84,7 @@ class OtherContainer:
         self.procs = []
 
     def as_user(self, argv):
-        return ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}",
-                "--init-groups", "--"] + argv
+        return as_user(self.user, argv)
 
     def env(self):
         return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
@@ -341,20 +346,17 @@ def test_a_students_own_grade_keeps_its_copy_from_other_users(place, other_user)
             "g = u.module_from_spec(u.spec_from_loader('g', loader))\n"
             "loader.exec_module(g)\n"
             "print(g.local_copy(pathlib.Path(sys.argv[2]), None)[0])\n")
-    as_student = ["setpriv", f"--reuid={student.pw_uid}", f"--regid={student.pw_gid}",
-                  "--init-groups", "--"]
-    done = subprocess.run(as_student + [VENV_PYTHON, "-c", code, str(ROOT / "grader" / "grade"),
-                                        str(sub)], capture_output=True, text=True, timeout=60,
+    done = subprocess.run(as_user(student, [VENV_PYTHON, "-c", code,
+                                            str(ROOT / "grader" / "grade"), str(sub)]),
+                          capture_output=True, text=True, timeout=60,
                           env={"PATH": os.environ["PATH"], "TMPDIR": str(shared_tmp)})
     assert done.returncode == 0, done.stderr
     copy = Path(done.stdout.strip())
     try:
         assert copy.parent == shared_tmp and copy.stat().st_uid == student.pw_uid
         assert (copy / PARTS[1] / "zookeeper.py").is_file()
-        classmate = ["setpriv", f"--reuid={other_user.pw_uid}", f"--regid={other_user.pw_gid}",
-                     "--init-groups", "--"]
         for argv in (["ls", str(copy)], ["cat", str(copy / PARTS[1] / "zookeeper.py")]):
-            peek = subprocess.run(classmate + argv, capture_output=True, text=True)
+            peek = subprocess.run(as_user(other_user, argv), capture_output=True, text=True)
             assert peek.returncode != 0 and "Permission denied" in peek.stderr, (argv, peek)
         modes = {p.stat(follow_symlinks=False).st_mode & 0o077 for p in [copy, *copy.rglob("*")]
                  if not p.is_symlink()}
